@@ -1,0 +1,196 @@
+/* internal.h - the agent's objects and the helpers core files share.
+ * Nothing here is visible to users or plugins. */
+#ifndef XFER_CORE_INTERNAL_H
+#define XFER_CORE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <xfer/backend.h>
+#include <xfer/xfer.h>
+
+#include "core/config.h"
+#include "core/loader.h"
+#include "core/registry.h"
+
+#define XFER_API __attribute__((visibility("default")))
+
+/* Backends one agent may hold; regions keep a handle per backend. */
+#define XFER__MAX_BACKENDS 8
+
+/* ---- errors and logging (error.c, log.c) ---------------------------- */
+
+/* Set the thread's specific error sentence and return status. */
+xfer_status_t xfer__err(xfer_status_t status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+xfer_status_t xfer__verr(xfer_status_t status, const char *fmt, va_list ap);
+/* Forget the thread's last error (at the start of every public call). */
+void xfer__err_clear(void);
+/* Whether something set an error since the last clear. */
+bool xfer__err_isset(void);
+
+void xfer__log(xfer_log_level_t level, const char *who, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void xfer__vlog(xfer_log_level_t level, const char *who, const char *fmt,
+                va_list ap);
+
+/* ---- objects --------------------------------------------------------- */
+
+typedef struct xfer__remote xfer__remote_t;
+
+struct xfer_backend {
+    xfer_agent_t *agent;
+    unsigned index;                  /* position in agent->backends */
+    xfer__plugin_t *plugin;
+    const xfer_backend_ops_t *ops;
+    xfer__config_t config;
+    xfer_host_t host;
+    xfer_be_t *be;
+    const char *name;                /* ops->hdr.name */
+    int event_fd;                    /* -1 if the plugin has none */
+};
+
+/* A local region: one descriptor of a registration. */
+typedef struct xfer__region {
+    xfer__range_t range;             /* addr, len, key */
+    xfer_mem_type_t type;
+    uint64_t dev;
+    xfer_mem_t *owner;
+    unsigned refs;                   /* requests and preps using it */
+    void *be_mem[XFER__MAX_BACKENDS];/* plugin handle per backend or NULL */
+} xfer__region_t;
+
+struct xfer_mem {
+    xfer_agent_t *agent;
+    xfer_mem_t *prev, *next;
+    size_t count;
+    xfer__region_t *regions;         /* count entries */
+};
+
+/* A peer's region, from its metadata. */
+typedef struct xfer__rregion {
+    xfer__range_t range;
+    xfer_mem_type_t type;
+    uint64_t dev;
+    void *be_rmem[XFER__MAX_BACKENDS];
+} xfer__rregion_t;
+
+/* A remote agent.  Requests and preps hold references; invalidation
+ * takes it out of the agent's list (dead = true) and removes its peers
+ * from the backends, but the memory lives until the last reference. */
+struct xfer__remote {
+    xfer_agent_t *agent;
+    char *name;
+    uint64_t epoch;
+    unsigned refs;
+    bool dead;
+    const char *dead_why;            /* static text: why it is gone */
+    xfer_be_peer_t *peer[XFER__MAX_BACKENDS];
+    xfer__registry_t regions;        /* of xfer__rregion_t */
+    xfer__remote_t *next;
+};
+
+/* One entry of a prepared list. */
+typedef struct xfer__prep_ent {
+    uint64_t addr;
+    size_t len;
+    void *region;                    /* xfer__region_t or xfer__rregion_t */
+} xfer__prep_ent_t;
+
+struct xfer_prep {
+    xfer_agent_t *agent;
+    xfer__remote_t *remote;          /* NULL: local memory */
+    xfer_mem_type_t type;
+    unsigned refs;                   /* requests built from it */
+    size_t count;
+    xfer__prep_ent_t *ents;
+    xfer_prep_t *next;
+};
+
+struct xfer_req {
+    xfer_agent_t *agent;
+    xfer_op_t op;
+    xfer_backend_t *backend;
+    xfer__remote_t *remote;
+    xfer_be_req_t *breq;
+    size_t nseg;
+    xfer_be_seg_t *segs;
+    xfer__region_t **lregions;       /* nseg, for reference counts */
+    xfer_prep_t *lprep, *rprep;      /* references held, or NULL */
+    void *notif;                     /* default notification */
+    size_t notif_len;
+    xfer_status_t state;             /* last known status */
+    bool posted;                     /* ever posted */
+    xfer_req_t *prev, *next;
+};
+
+typedef struct xfer__notif {
+    struct xfer__notif *next;
+    char *from;
+    size_t len;
+    unsigned char msg[];
+} xfer__notif_t;
+
+struct xfer_agent {
+    pthread_mutex_t lock;            /* guards everything below */
+    char *name;
+    uint64_t epoch;
+
+    xfer_backend_t *backends[XFER__MAX_BACKENDS];
+    unsigned nbackends;
+
+    xfer__registry_t regions;        /* of xfer__region_t */
+    xfer_mem_t *mems;
+    xfer__remote_t *remotes;
+    xfer_req_t *reqs;
+    xfer_prep_t *preps;
+
+    xfer__notif_t *nq_head, *nq_tail;
+    size_t nq_count;
+
+    int epfd;                        /* backends' event fds + wake_fd */
+    int wake_fd;                     /* eventfd */
+    bool progress_thread;
+    unsigned progress_wait_us;
+    pthread_t thread;
+    bool stop;
+};
+
+/* ---- shared between core files --------------------------------------- */
+
+/* remote.c */
+xfer__remote_t *xfer__remote_find(xfer_agent_t *a, const char *name);
+void xfer__remote_ref(xfer__remote_t *r);
+void xfer__remote_unref(xfer__remote_t *r);
+/* Mark dead, remove backend peers (failing in-flight requests), unlink. */
+void xfer__remote_kill(xfer__remote_t *r, const char *why);
+
+/* metadata.c */
+xfer_status_t xfer__md_apply(xfer_agent_t *a, const void *blob, size_t len,
+                             char *name, size_t name_size);
+
+/* request.c: release everything at agent destruction. */
+void xfer__req_destroy_all(xfer_agent_t *a);
+
+/* notif.c */
+void xfer__notif_push(xfer_agent_t *a, const char *from, const void *msg,
+                      size_t len);
+void xfer__notif_free_all(xfer_agent_t *a);
+
+/* agent.c */
+/* Drive every backend once; agent lock held. */
+void xfer__progress_locked(xfer_agent_t *a);
+/* Register a region with one backend (agent lock held). */
+xfer_status_t xfer__region_register_be(xfer_backend_t *b, xfer__region_t *r);
+
+/* Lock helpers: every public entry point takes the agent lock. */
+static inline void xfer__lock(xfer_agent_t *a) { pthread_mutex_lock(&a->lock); }
+static inline void xfer__unlock(xfer_agent_t *a) { pthread_mutex_unlock(&a->lock); }
+
+/* Fill n bytes with random data (getrandom); falls back never. */
+xfer_status_t xfer__random(void *buf, size_t n);
+
+#endif /* XFER_CORE_INTERNAL_H */

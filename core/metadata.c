@@ -1,0 +1,600 @@
+/* metadata.c - the agent's metadata as a versioned, bounded JSON document,
+ * and the strict parser that turns a peer's blob into a remote agent. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "core/base64.h"
+#include "core/internal.h"
+
+#define MD_FORMAT "xfer-md"
+#define MD_VERSION 1
+/* Bounds a parser enforces before it allocates on a peer's word. */
+#define MD_MAX_BACKENDS 32
+#define MD_MAX_REGIONS (1u << 20)
+
+static const char *type_name(xfer_mem_type_t t)
+{
+    return t == XFER_MEM_VRAM ? "VRAM" : "DRAM";
+}
+
+static json_t *hex64(uint64_t v)
+{
+    char buf[24];
+
+    snprintf(buf, sizeof(buf), "0x%" PRIx64, v);
+    return json_string(buf);
+}
+
+static json_t *b64(const void *data, size_t len)
+{
+    char *text = malloc(xfer__b64_encoded_size(len));
+    json_t *j;
+
+    if (text == NULL)
+        return NULL;
+    xfer__b64_encode(data, len, text);
+    j = json_string(text);
+    free(text);
+    return j;
+}
+
+/* json_object_set_new that reports failure (it steals v either way). */
+static int put(json_t *obj, const char *key, json_t *v)
+{
+    return v == NULL || json_object_set_new(obj, key, v) != 0 ? -1 : 0;
+}
+
+static int add_region(xfer_agent_t *a, json_t *regions, xfer__region_t *r)
+{
+    json_t *o = json_object(), *pub = json_object();
+    unsigned char buf[XFER_BE_BLOB_MAX];
+
+    if (o == NULL || pub == NULL)
+        goto fail;
+    for (unsigned j = 0; j < a->nbackends; j++) {
+        xfer_backend_t *b = a->backends[j];
+        size_t len = sizeof(buf);
+
+        if (r->be_mem[j] == NULL)
+            continue;
+        if (XFER__HAS_OP(b->ops, mem_pack)) {
+            if (b->ops->mem_pack(b->be, r->be_mem[j], buf, &len) != XFER_OK ||
+                len > sizeof(buf))
+                goto fail;
+        } else {
+            len = 0;
+        }
+        if (put(pub, b->name, b64(buf, len)) != 0)
+            goto fail;
+    }
+    if (put(o, "addr", hex64(r->range.addr)) || put(o, "len",
+        json_integer((json_int_t)r->range.len)) ||
+        put(o, "type", json_string(type_name(r->type))) ||
+        put(o, "dev", json_integer((json_int_t)r->dev)) ||
+        put(o, "key", hex64(r->range.key)) || put(o, "pub", pub))
+        goto fail_o;
+    return json_array_append_new(regions, o);
+
+fail:
+    json_decref(pub);
+fail_o:
+    json_decref(o);
+    return -1;
+}
+
+static xfer_status_t md_build(xfer_agent_t *a, unsigned what,
+                              xfer_mem_t *const *mems, size_t nmems,
+                              json_t **out)
+{
+    json_t *root = json_object();
+    unsigned char buf[XFER_BE_BLOB_MAX];
+
+    if (root == NULL || put(root, "format", json_string(MD_FORMAT)) ||
+        put(root, "version", json_integer(MD_VERSION)) ||
+        put(root, "agent", json_string(a->name)) ||
+        put(root, "epoch", hex64(a->epoch)))
+        goto nomem;
+
+    if (what & XFER_MD_CONN) {
+        json_t *backends = json_array();
+
+        if (put(root, "backends", backends))
+            goto nomem;
+        for (unsigned j = 0; j < a->nbackends; j++) {
+            xfer_backend_t *b = a->backends[j];
+            size_t len = sizeof(buf);
+            json_t *o;
+            xfer_status_t st = b->ops->conn_info(b->be, buf, &len);
+
+            if (st != XFER_OK || len > sizeof(buf)) {
+                json_decref(root);
+                if (!xfer__err_isset())
+                    xfer__err(XFER_ERR_BACKEND, "backend %s gave no connection "
+                              "info", b->name);
+                return st != XFER_OK ? st : XFER_ERR_BACKEND;
+            }
+            o = json_object();
+            if (json_array_append_new(backends, o) ||
+                put(o, "plugin", json_string(b->name)) ||
+                put(o, "conn", b64(buf, len)))
+                goto nomem;
+        }
+    }
+    if (what & XFER_MD_MEM) {
+        json_t *regions = json_array();
+
+        if (put(root, "regions", regions))
+            goto nomem;
+        if (nmems == 0) {
+            for (size_t i = 0; i < a->regions.count; i++)
+                if (add_region(a, regions,
+                               (xfer__region_t *)a->regions.by_addr[i]))
+                    goto nomem;
+        } else {
+            for (size_t m = 0; m < nmems; m++) {
+                if (mems[m] == NULL || mems[m]->agent != a) {
+                    json_decref(root);
+                    return xfer__err(XFER_ERR_INVALID, "xfer_md_get: mems[%zu] "
+                                     "is not a registration of agent '%s'", m,
+                                     a->name);
+                }
+                for (size_t i = 0; i < mems[m]->count; i++)
+                    if (add_region(a, regions, &mems[m]->regions[i]))
+                        goto nomem;
+            }
+        }
+    }
+    *out = root;
+    return XFER_OK;
+
+nomem:
+    json_decref(root);
+    return xfer__err(XFER_ERR_NOMEM, "out of memory building metadata");
+}
+
+XFER_API xfer_status_t xfer_md_get(xfer_agent_t *agent, unsigned what,
+                                   xfer_mem_t *const *mems, size_t nmems,
+                                   char **blob, size_t *len)
+{
+    json_t *root = NULL;
+    xfer_status_t st;
+    char *text;
+
+    xfer__err_clear();
+    if (agent == NULL || blob == NULL || (nmems > 0 && mems == NULL))
+        return xfer__err(XFER_ERR_INVALID, "xfer_md_get: NULL argument");
+    *blob = NULL;
+    if (len != NULL)
+        *len = 0;
+    if (what == 0 || (what & ~XFER_MD_ALL))
+        return xfer__err(XFER_ERR_INVALID, "xfer_md_get: 'what' must be a "
+                         "combination of XFER_MD_CONN and XFER_MD_MEM");
+    xfer__lock(agent);
+    st = md_build(agent, what, mems, nmems, &root);
+    xfer__unlock(agent);
+    if (st != XFER_OK)
+        return st;
+    text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (text == NULL)
+        return xfer__err(XFER_ERR_NOMEM, "out of memory encoding metadata");
+    if (strlen(text) > XFER_MD_MAX) {
+        free(text);
+        return xfer__err(XFER_ERR_INVALID, "metadata of agent '%s' exceeds "
+                         "%u bytes", agent->name, XFER_MD_MAX);
+    }
+    *blob = text;
+    if (len != NULL)
+        *len = strlen(text);
+    return XFER_OK;
+}
+
+/* ---- parsing ---------------------------------------------------------------- */
+
+/* A parsed blob, checked in full before anything in the agent changes. */
+typedef struct md_backend {
+    const char *plugin;
+    unsigned char conn[XFER_BE_BLOB_MAX];
+    size_t conn_len;
+} md_backend_t;
+
+typedef struct md_region {
+    xfer_be_rregion_t r;
+    json_t *pub;      /* borrowed from the document */
+} md_region_t;
+
+typedef struct md_doc {
+    json_t *root;
+    const char *name;
+    uint64_t epoch;
+    bool has_conn, has_mem;
+    size_t nbackends;
+    md_backend_t *backends;
+    size_t nregions;
+    md_region_t *regions;
+} md_doc_t;
+
+static void doc_free(md_doc_t *d)
+{
+    free(d->backends);
+    free(d->regions);
+    json_decref(d->root);
+}
+
+static int parse_hex64(json_t *j, uint64_t *out)
+{
+    const char *s;
+    char *end;
+
+    if (!json_is_string(j))
+        return -1;
+    s = json_string_value(j);
+    if (strncmp(s, "0x", 2) != 0 || s[2] == '\0' || strlen(s) > 18)
+        return -1;
+    errno = 0;
+    *out = strtoull(s + 2, &end, 16);
+    return *end == '\0' && errno == 0 ? 0 : -1;
+}
+
+static bool plugin_name_ok(const char *s)
+{
+    size_t n = 0;
+
+    for (; *s; s++, n++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
+              *s == '_'))
+            return false;
+    return n > 0 && n <= 64;
+}
+
+static xfer_status_t bad(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+static xfer_status_t bad(const char *fmt, ...)
+{
+    char why[400];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    return xfer__err(XFER_ERR_INVALID, "malformed metadata: %s", why);
+}
+
+static xfer_status_t parse_region(json_t *o, size_t i, md_region_t *out)
+{
+    json_t *len = json_object_get(o, "len"), *dev = json_object_get(o, "dev");
+    const char *type;
+    const char *key;
+    json_t *v;
+
+    if (!json_is_object(o))
+        return bad("regions[%zu] is not an object", i);
+    if (json_object_size(o) != 6)
+        return bad("regions[%zu] must have exactly addr, len, type, dev, key "
+                   "and pub", i);
+    if (parse_hex64(json_object_get(o, "addr"), &out->r.addr))
+        return bad("regions[%zu].addr is not a 0x-prefixed 64-bit hex string",
+                   i);
+    if (!json_is_integer(len) || json_integer_value(len) <= 0)
+        return bad("regions[%zu].len is not a positive integer", i);
+    out->r.len = (uint64_t)json_integer_value(len);
+    if (out->r.addr + out->r.len < out->r.addr)
+        return bad("regions[%zu] wraps around the address space", i);
+    if (!json_is_string(json_object_get(o, "type")))
+        return bad("regions[%zu].type is not a string", i);
+    type = json_string_value(json_object_get(o, "type"));
+    if (strcmp(type, "DRAM") == 0)
+        out->r.type = XFER_MEM_DRAM;
+    else if (strcmp(type, "VRAM") == 0)
+        out->r.type = XFER_MEM_VRAM;
+    else
+        return bad("regions[%zu].type '%.32s' is neither DRAM nor VRAM", i,
+                   type);
+    if (!json_is_integer(dev) || json_integer_value(dev) < 0)
+        return bad("regions[%zu].dev is not a non-negative integer", i);
+    out->r.dev = (uint64_t)json_integer_value(dev);
+    if (parse_hex64(json_object_get(o, "key"), &out->r.key) ||
+        out->r.key == 0)
+        return bad("regions[%zu].key is not a non-zero 64-bit hex string", i);
+    out->pub = json_object_get(o, "pub");
+    if (!json_is_object(out->pub) ||
+        json_object_size(out->pub) > MD_MAX_BACKENDS)
+        return bad("regions[%zu].pub is not an object of at most %d entries",
+                   i, MD_MAX_BACKENDS);
+    json_object_foreach(out->pub, key, v) {
+        if (!plugin_name_ok(key) || !json_is_string(v) ||
+            json_string_length(v) > xfer__b64_encoded_size(XFER_BE_BLOB_MAX))
+            return bad("regions[%zu].pub has a bad entry '%.64s'", i, key);
+    }
+    return XFER_OK;
+}
+
+static xfer_status_t md_parse(const void *blob, size_t len, md_doc_t *d)
+{
+    json_error_t jerr;
+    json_t *root, *v, *backends, *regions;
+    size_t i;
+    const char *name;
+
+    memset(d, 0, sizeof(*d));
+    if (blob == NULL || len == 0)
+        return bad("empty blob");
+    if (len > XFER_MD_MAX)
+        return bad("%zu bytes, more than the %u allowed", len, XFER_MD_MAX);
+    /* A trailing NUL, as xfer_md_get's length excludes, is tolerated. */
+    if (((const char *)blob)[len - 1] == '\0')
+        len--;
+    root = json_loadb(blob, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL)
+        return bad("not JSON: %s at byte %d", jerr.text, jerr.position);
+    d->root = root;
+    if (!json_is_object(root))
+        return bad("not a JSON object");
+    v = json_object_get(root, "format");
+    if (!json_is_string(v) || strcmp(json_string_value(v), MD_FORMAT) != 0)
+        return bad("format tag is not '%s'", MD_FORMAT);
+    v = json_object_get(root, "version");
+    if (!json_is_integer(v))
+        return bad("no integer version");
+    if (json_integer_value(v) != MD_VERSION)
+        return bad("version %" JSON_INTEGER_FORMAT " is not supported (this "
+                   "library reads version %d)", json_integer_value(v),
+                   MD_VERSION);
+    v = json_object_get(root, "agent");
+    if (!json_is_string(v))
+        return bad("no agent name");
+    name = json_string_value(v);
+    if (json_string_length(v) == 0 || json_string_length(v) > XFER_NAME_MAX ||
+        strlen(name) != json_string_length(v))
+        return bad("agent name must be 1 to %d bytes without NUL",
+                   XFER_NAME_MAX);
+    for (const char *p = name; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return bad("agent name contains control characters");
+    d->name = name;
+    if (parse_hex64(json_object_get(root, "epoch"), &d->epoch))
+        return bad("epoch is not a 0x-prefixed 64-bit hex string");
+
+    backends = json_object_get(root, "backends");
+    regions = json_object_get(root, "regions");
+    if (json_object_size(root) != 4u + (backends != NULL) + (regions != NULL))
+        return bad("unknown top-level fields");
+    if (backends == NULL && regions == NULL)
+        return bad("neither backends nor regions");
+
+    if (backends != NULL) {
+        if (!json_is_array(backends) ||
+            json_array_size(backends) > MD_MAX_BACKENDS)
+            return bad("backends is not an array of at most %d entries",
+                       MD_MAX_BACKENDS);
+        d->has_conn = true;
+        d->nbackends = json_array_size(backends);
+        d->backends = calloc(d->nbackends + 1, sizeof(*d->backends));
+        if (d->backends == NULL)
+            return xfer__err(XFER_ERR_NOMEM, "out of memory");
+        json_array_foreach(backends, i, v) {
+            json_t *pl = json_object_get(v, "plugin");
+            json_t *conn = json_object_get(v, "conn");
+            long n;
+
+            if (!json_is_object(v) || json_object_size(v) != 2 ||
+                !json_is_string(pl) || !json_is_string(conn))
+                return bad("backends[%zu] must be {\"plugin\": ..., \"conn\": "
+                           "...}", i);
+            if (!plugin_name_ok(json_string_value(pl)))
+                return bad("backends[%zu].plugin is not a plugin name", i);
+            for (size_t k = 0; k < i; k++)
+                if (strcmp(d->backends[k].plugin, json_string_value(pl)) == 0)
+                    return bad("backends[%zu] repeats plugin '%s'", i,
+                               json_string_value(pl));
+            d->backends[i].plugin = json_string_value(pl);
+            n = xfer__b64_decode(json_string_value(conn), d->backends[i].conn,
+                                 sizeof(d->backends[i].conn));
+            if (n < 0)
+                return bad("backends[%zu].conn is not base64 of at most %d "
+                           "bytes", i, XFER_BE_BLOB_MAX);
+            d->backends[i].conn_len = (size_t)n;
+        }
+    }
+    if (regions != NULL) {
+        if (!json_is_array(regions) ||
+            json_array_size(regions) > MD_MAX_REGIONS)
+            return bad("regions is not an array of at most %u entries",
+                       MD_MAX_REGIONS);
+        d->has_mem = true;
+        d->nregions = json_array_size(regions);
+        d->regions = calloc(d->nregions + 1, sizeof(*d->regions));
+        if (d->regions == NULL)
+            return xfer__err(XFER_ERR_NOMEM, "out of memory");
+        json_array_foreach(regions, i, v) {
+            xfer_status_t st = parse_region(v, i, &d->regions[i]);
+
+            if (st != XFER_OK)
+                return st;
+        }
+    }
+    return XFER_OK;
+}
+
+/* ---- applying ------------------------------------------------------------------ */
+
+static xfer_status_t add_rregion(xfer__remote_t *rem, const md_region_t *mr)
+{
+    xfer_agent_t *a = rem->agent;
+    xfer__rregion_t *rr;
+    xfer__range_t *old = xfer__reg_find_key(&rem->regions, mr->r.key);
+    xfer_status_t st;
+
+    if (old != NULL) {
+        /* Same epoch, same key: a repeat of what we have, unless it
+         * disagrees, which only a confused or hostile peer sends. */
+        if (old->addr != mr->r.addr || old->len != mr->r.len)
+            return xfer__err(XFER_ERR_INVALID, "metadata of agent '%s' "
+                             "redefines region key 0x%016" PRIx64, rem->name,
+                             mr->r.key);
+        return XFER_OK;
+    }
+    rr = calloc(1, sizeof(*rr));
+    if (rr == NULL)
+        return xfer__err(XFER_ERR_NOMEM, "out of memory");
+    rr->range.addr = mr->r.addr;
+    rr->range.len = mr->r.len;
+    rr->range.key = mr->r.key;
+    rr->type = mr->r.type;
+    rr->dev = mr->r.dev;
+    for (unsigned j = 0; j < a->nbackends; j++) {
+        xfer_backend_t *b = a->backends[j];
+        json_t *pub = json_object_get(mr->pub, b->name);
+        unsigned char buf[XFER_BE_BLOB_MAX];
+        long n;
+
+        if (pub == NULL || rem->peer[j] == NULL)
+            continue;
+        n = xfer__b64_decode(json_string_value(pub), buf, sizeof(buf));
+        if (n < 0) {
+            st = bad("region key 0x%016" PRIx64 ": public part for %s is not "
+                     "base64", mr->r.key, b->name);
+            goto fail;
+        }
+        st = b->ops->rmem_unpack(b->be, rem->peer[j], &mr->r, buf, (size_t)n,
+                                 &rr->be_rmem[j]);
+        if (st != XFER_OK) {
+            if (!xfer__err_isset())
+                xfer__err(st, "backend %s refused region key 0x%016" PRIx64
+                          " of agent '%s'", b->name, mr->r.key, rem->name);
+            goto fail;
+        }
+    }
+    st = xfer__reg_insert(&rem->regions, &rr->range);
+    if (st != XFER_OK) {
+        xfer__err(st, "out of memory");
+        goto fail;
+    }
+    return XFER_OK;
+
+fail:
+    for (unsigned j = 0; j < a->nbackends; j++)
+        if (rr->be_rmem[j] != NULL)
+            a->backends[j]->ops->rmem_release(a->backends[j]->be,
+                                              rr->be_rmem[j]);
+    free(rr);
+    return st;
+}
+
+static xfer_status_t add_peers(xfer__remote_t *rem, const md_doc_t *d)
+{
+    xfer_agent_t *a = rem->agent;
+
+    for (size_t i = 0; i < d->nbackends; i++) {
+        for (unsigned j = 0; j < a->nbackends; j++) {
+            xfer_backend_t *b = a->backends[j];
+            xfer_status_t st;
+
+            if (strcmp(b->name, d->backends[i].plugin) != 0 ||
+                rem->peer[j] != NULL)
+                continue;
+            st = b->ops->peer_add(b->be, rem->name, rem->epoch,
+                                  d->backends[i].conn, d->backends[i].conn_len,
+                                  &rem->peer[j]);
+            if (st != XFER_OK) {
+                char why[400];
+
+                snprintf(why, sizeof(why), "%s", xfer_last_error());
+                rem->peer[j] = NULL;
+                return xfer__err(st, "agent '%s', backend %s: %s", rem->name,
+                                 b->name, why[0] ? why : xfer_strerror(st));
+            }
+        }
+    }
+    return XFER_OK;
+}
+
+static xfer_status_t md_apply_locked(xfer_agent_t *a, const md_doc_t *d)
+{
+    xfer__remote_t *rem = xfer__remote_find(a, d->name), *fresh = NULL;
+    xfer_status_t st;
+
+    if (strcmp(d->name, a->name) == 0 && d->epoch == a->epoch)
+        return xfer__err(XFER_ERR_INVALID, "metadata of agent '%s' is this "
+                         "agent's own", d->name);
+    if (rem != NULL && d->epoch < rem->epoch)
+        return xfer__err(XFER_ERR_INVALID, "metadata of agent '%s' has epoch "
+                         "0x%" PRIx64 ", older than the loaded 0x%" PRIx64,
+                         d->name, d->epoch, rem->epoch);
+    if (rem == NULL || d->epoch > rem->epoch) {
+        if (!d->has_conn)
+            return xfer__err(XFER_ERR_INVALID, "metadata of agent '%s' (epoch "
+                             "0x%" PRIx64 ") has no connection info; load its "
+                             "full metadata first", d->name, d->epoch);
+        fresh = calloc(1, sizeof(*fresh));
+        if (fresh == NULL || (fresh->name = strdup(d->name)) == NULL) {
+            free(fresh);
+            return xfer__err(XFER_ERR_NOMEM, "out of memory");
+        }
+        fresh->agent = a;
+        fresh->epoch = d->epoch;
+        fresh->refs = 1;
+        xfer__reg_init(&fresh->regions);
+        rem = fresh;
+    }
+    st = add_peers(rem, d);
+    for (size_t i = 0; st == XFER_OK && i < d->nregions; i++)
+        st = add_rregion(rem, &d->regions[i]);
+    if (st != XFER_OK) {
+        if (fresh != NULL) {
+            /* Nothing of a new epoch is kept unless all of it loaded. */
+            fresh->next = NULL;
+            for (unsigned j = 0; j < a->nbackends; j++)
+                if (fresh->peer[j] != NULL)
+                    a->backends[j]->ops->peer_remove(a->backends[j]->be,
+                                                     fresh->peer[j]);
+            fresh->dead = true;
+            xfer__remote_unref(fresh);
+        }
+        return st;
+    }
+    if (fresh != NULL) {
+        xfer__remote_t *old = xfer__remote_find(a, d->name);
+
+        if (old != NULL)
+            xfer__remote_kill(old, "it was replaced by a newer epoch of the "
+                              "same agent");
+        fresh->next = a->remotes;
+        a->remotes = fresh;
+    }
+    return XFER_OK;
+}
+
+xfer_status_t xfer__md_apply(xfer_agent_t *a, const void *blob, size_t len,
+                             char *name, size_t name_size)
+{
+    md_doc_t d;
+    xfer_status_t st = md_parse(blob, len, &d);
+
+    if (st == XFER_OK) {
+        xfer__lock(a);
+        st = md_apply_locked(a, &d);
+        xfer__unlock(a);
+    }
+    if (st == XFER_OK && name != NULL && name_size > 0)
+        snprintf(name, name_size, "%s", d.name);
+    doc_free(&d);
+    return st;
+}
+
+XFER_API xfer_status_t xfer_md_load(xfer_agent_t *agent, const void *blob,
+                                    size_t len, char *name, size_t name_size)
+{
+    xfer__err_clear();
+    if (name != NULL && name_size > 0)
+        name[0] = '\0';
+    if (agent == NULL)
+        return xfer__err(XFER_ERR_INVALID, "xfer_md_load: NULL agent");
+    return xfer__md_apply(agent, blob, len, name, name_size);
+}

@@ -1,0 +1,174 @@
+/* registry.c - sorted tables of address ranges: every request resolves
+ * its descriptors here, every incoming remote operation its key. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/registry.h"
+
+void xfer__reg_init(xfer__registry_t *reg)
+{
+    memset(reg, 0, sizeof(*reg));
+}
+
+void xfer__reg_fini(xfer__registry_t *reg)
+{
+    free(reg->by_addr);
+    free(reg->by_key);
+    free(reg->max_end);
+    memset(reg, 0, sizeof(*reg));
+}
+
+static int range_before(const xfer__range_t *a, const xfer__range_t *b)
+{
+    if (a->addr != b->addr)
+        return a->addr < b->addr;
+    if (a->len != b->len)
+        return a->len < b->len;
+    return a->key < b->key;
+}
+
+/* First index whose entry is not before r. */
+static size_t addr_lower_bound(const xfer__registry_t *reg,
+                               const xfer__range_t *r)
+{
+    size_t lo = 0, hi = reg->count;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (range_before(reg->by_addr[mid], r))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static size_t key_lower_bound(const xfer__registry_t *reg, uint64_t key)
+{
+    size_t lo = 0, hi = reg->count;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (reg->by_key[mid]->key < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void recompute_max_end(xfer__registry_t *reg, size_t from)
+{
+    uint64_t m = from > 0 ? reg->max_end[from - 1] : 0;
+
+    for (size_t i = from; i < reg->count; i++) {
+        uint64_t end = reg->by_addr[i]->addr + reg->by_addr[i]->len;
+
+        if (end > m)
+            m = end;
+        reg->max_end[i] = m;
+    }
+}
+
+static int grow(xfer__registry_t *reg)
+{
+    size_t cap = reg->cap ? reg->cap * 2 : 16;
+    xfer__range_t **a, **k;
+    uint64_t *m;
+
+    a = realloc(reg->by_addr, cap * sizeof(*a));
+    if (a == NULL)
+        return -1;
+    reg->by_addr = a;
+    k = realloc(reg->by_key, cap * sizeof(*k));
+    if (k == NULL)
+        return -1;
+    reg->by_key = k;
+    m = realloc(reg->max_end, cap * sizeof(*m));
+    if (m == NULL)
+        return -1;
+    reg->max_end = m;
+    reg->cap = cap;
+    return 0;
+}
+
+xfer_status_t xfer__reg_insert(xfer__registry_t *reg, xfer__range_t *r)
+{
+    size_t ia, ik;
+
+    ik = key_lower_bound(reg, r->key);
+    if (ik < reg->count && reg->by_key[ik]->key == r->key)
+        return XFER_ERR_EXISTS;
+    if (reg->count == reg->cap && grow(reg) != 0)
+        return XFER_ERR_NOMEM;
+
+    ia = addr_lower_bound(reg, r);
+    memmove(&reg->by_addr[ia + 1], &reg->by_addr[ia],
+            (reg->count - ia) * sizeof(reg->by_addr[0]));
+    reg->by_addr[ia] = r;
+    memmove(&reg->by_key[ik + 1], &reg->by_key[ik],
+            (reg->count - ik) * sizeof(reg->by_key[0]));
+    reg->by_key[ik] = r;
+    reg->count++;
+    recompute_max_end(reg, ia);
+    return XFER_OK;
+}
+
+xfer_status_t xfer__reg_remove(xfer__registry_t *reg, xfer__range_t *r)
+{
+    size_t ia = addr_lower_bound(reg, r);
+    size_t ik = key_lower_bound(reg, r->key);
+
+    if (ia >= reg->count || reg->by_addr[ia] != r || ik >= reg->count ||
+        reg->by_key[ik] != r)
+        return XFER_ERR_NOT_FOUND;
+    memmove(&reg->by_addr[ia], &reg->by_addr[ia + 1],
+            (reg->count - ia - 1) * sizeof(reg->by_addr[0]));
+    memmove(&reg->by_key[ik], &reg->by_key[ik + 1],
+            (reg->count - ik - 1) * sizeof(reg->by_key[0]));
+    reg->count--;
+    recompute_max_end(reg, ia);
+    return XFER_OK;
+}
+
+xfer__range_t *xfer__reg_find(const xfer__registry_t *reg, uint64_t addr,
+                              uint64_t len)
+{
+    size_t lo = 0, hi = reg->count;
+    uint64_t end;
+
+    if (len == 0 || addr + len < addr)
+        return NULL;
+    end = addr + len;
+    /* Count of entries starting at or before addr. */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (reg->by_addr[mid]->addr <= addr)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    /* Walk back from the highest start; max_end says when no earlier
+     * range can reach far enough, so disjoint tables stop at once. */
+    for (size_t i = lo; i-- > 0;) {
+        const xfer__range_t *r = reg->by_addr[i];
+
+        if (reg->max_end[i] < end)
+            break;
+        if (r->addr + r->len >= end)
+            return reg->by_addr[i];
+    }
+    return NULL;
+}
+
+xfer__range_t *xfer__reg_find_key(const xfer__registry_t *reg, uint64_t key)
+{
+    size_t i = key_lower_bound(reg, key);
+
+    if (i < reg->count && reg->by_key[i]->key == key)
+        return reg->by_key[i];
+    return NULL;
+}

@@ -1,0 +1,697 @@
+/* request.c - transfer requests and prepared lists: every lookup happens
+ * when they are built, so posting one costs the backend's work alone. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/internal.h"
+
+XFER_API void xfer_req_opts_init(xfer_req_opts_t *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->size = sizeof(*opts);
+}
+
+static void read_opts(const xfer_req_opts_t *in, xfer_req_opts_t *out)
+{
+    xfer_req_opts_init(out);
+    if (in != NULL)
+        memcpy(out, in, in->size < sizeof(*out) ? in->size : sizeof(*out));
+}
+
+static const char *op_name(xfer_op_t op)
+{
+    return op == XFER_OP_READ ? "READ" : "WRITE";
+}
+
+/* The remote agent a request or prep names, alive. */
+static xfer_status_t find_remote(xfer_agent_t *a, const char *name,
+                                 xfer__remote_t **out)
+{
+    xfer__remote_t *r;
+
+    if (name == NULL)
+        return xfer__err(XFER_ERR_INVALID, "no remote agent named");
+    r = xfer__remote_find(a, name);
+    if (r == NULL)
+        return xfer__err(XFER_ERR_NOT_FOUND, "no remote agent '%s' is loaded "
+                         "(load its metadata first)", name);
+    *out = r;
+    return XFER_OK;
+}
+
+static xfer_status_t lookup_local(xfer_agent_t *a, const xfer_desc_t *d,
+                                  xfer_mem_type_t type, size_t i,
+                                  xfer__region_t **out)
+{
+    xfer__region_t *r =
+        (xfer__region_t *)xfer__reg_find(&a->regions, d->addr, d->len);
+
+    if (r == NULL || r->type != type)
+        return xfer__err(XFER_ERR_INVALID, "local descriptor %zu [0x%" PRIxPTR
+                         ", +%zu) is not inside a registered %s region of "
+                         "agent '%s'", i, d->addr, d->len,
+                         type == XFER_MEM_VRAM ? "VRAM" : "DRAM", a->name);
+    *out = r;
+    return XFER_OK;
+}
+
+static xfer_status_t lookup_remote(xfer__remote_t *rem, const xfer_desc_t *d,
+                                   xfer_mem_type_t type, size_t i,
+                                   xfer__rregion_t **out)
+{
+    xfer__rregion_t *r =
+        (xfer__rregion_t *)xfer__reg_find(&rem->regions, d->addr, d->len);
+
+    if (r == NULL || r->type != type)
+        return xfer__err(XFER_ERR_INVALID, "remote descriptor %zu [0x%" PRIxPTR
+                         ", +%zu) is not inside any %s region of agent '%s'",
+                         i, d->addr, d->len,
+                         type == XFER_MEM_VRAM ? "VRAM" : "DRAM", rem->name);
+    *out = r;
+    return XFER_OK;
+}
+
+/* ---- prepared lists ---------------------------------------------------- */
+
+static void prep_free(xfer_prep_t *p)
+{
+    xfer_agent_t *a = p->agent;
+    xfer_prep_t **pp;
+
+    if (p->remote == NULL)
+        for (size_t i = 0; i < p->count; i++)
+            ((xfer__region_t *)p->ents[i].region)->refs--;
+    else
+        xfer__remote_unref(p->remote);
+    for (pp = &a->preps; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    free(p->ents);
+    free(p);
+}
+
+static xfer_status_t prep_create(xfer_agent_t *a, const char *remote_agent,
+                                 const xfer_dlist_t *list, xfer_prep_t **out)
+{
+    xfer_prep_t *p;
+    xfer_status_t st = XFER_OK;
+    size_t i;
+
+    p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return xfer__err(XFER_ERR_NOMEM, "out of memory");
+    p->agent = a;
+    p->type = list->type;
+    p->ents = calloc(list->count, sizeof(*p->ents));
+    if (p->ents == NULL) {
+        free(p);
+        return xfer__err(XFER_ERR_NOMEM, "out of memory");
+    }
+    if (remote_agent != NULL) {
+        st = find_remote(a, remote_agent, &p->remote);
+        if (st != XFER_OK) {
+            free(p->ents);
+            free(p);
+            return st;
+        }
+        xfer__remote_ref(p->remote);
+    }
+    for (i = 0; i < list->count && st == XFER_OK; i++) {
+        const xfer_desc_t *d = &list->descs[i];
+
+        p->ents[i].addr = d->addr;
+        p->ents[i].len = d->len;
+        if (p->remote != NULL) {
+            xfer__rregion_t *rr = NULL;
+
+            st = lookup_remote(p->remote, d, list->type, i, &rr);
+            p->ents[i].region = rr;
+        } else {
+            xfer__region_t *r = NULL;
+
+            st = lookup_local(a, d, list->type, i, &r);
+            if (st == XFER_OK) {
+                r->refs++;
+                p->ents[i].region = r;
+            }
+        }
+    }
+    p->count = st == XFER_OK ? list->count : (p->remote ? 0 : i - 1);
+    p->next = a->preps;
+    a->preps = p;
+    if (st != XFER_OK) {
+        prep_free(p);
+        return st;
+    }
+    *out = p;
+    return XFER_OK;
+}
+
+XFER_API xfer_status_t xfer_prep_create(xfer_agent_t *agent,
+                                        const char *remote_agent,
+                                        const xfer_dlist_t *list,
+                                        xfer_prep_t **prep)
+{
+    xfer_status_t st;
+
+    xfer__err_clear();
+    if (agent == NULL || list == NULL || prep == NULL ||
+        (list->count > 0 && list->descs == NULL))
+        return xfer__err(XFER_ERR_INVALID, "xfer_prep_create: NULL argument");
+    *prep = NULL;
+    if (list->count == 0)
+        return xfer__err(XFER_ERR_INVALID, "xfer_prep_create: empty list");
+    xfer__lock(agent);
+    st = prep_create(agent, remote_agent, list, prep);
+    xfer__unlock(agent);
+    return st;
+}
+
+XFER_API xfer_status_t xfer_prep_release(xfer_prep_t *prep)
+{
+    xfer_agent_t *a;
+
+    xfer__err_clear();
+    if (prep == NULL)
+        return XFER_OK;
+    a = prep->agent;
+    xfer__lock(a);
+    if (prep->refs > 0) {
+        unsigned refs = prep->refs;
+
+        xfer__unlock(a);
+        return xfer__err(XFER_ERR_BUSY, "prepared list is still used by %u "
+                         "request(s)", refs);
+    }
+    prep_free(prep);
+    xfer__unlock(a);
+    return XFER_OK;
+}
+
+/* ---- requests ---------------------------------------------------------- */
+
+/* Can backend b carry segment i: local region lr, remote region rr? */
+static bool fits(const xfer_backend_t *b, const xfer__remote_t *rem,
+                 const xfer__region_t *lr, const xfer__rregion_t *rr)
+{
+    return rem->peer[b->index] != NULL && lr->be_mem[b->index] != NULL &&
+           rr->be_rmem[b->index] != NULL;
+}
+
+typedef struct req_build {
+    xfer_agent_t *agent;
+    xfer_op_t op;
+    xfer__remote_t *remote;
+    size_t n;
+    xfer__region_t **lr;
+    xfer__rregion_t **rr;
+    xfer_be_seg_t *segs;
+} req_build_t;
+
+/* The first backend (in the order they were added) that can carry every
+ * segment, or the pinned one if it can. */
+static xfer_status_t choose_backend(req_build_t *rb, xfer_backend_t *pin,
+                                    xfer_backend_t **out)
+{
+    xfer_agent_t *a = rb->agent;
+    unsigned cap = rb->op == XFER_OP_READ ? XFER_CAP_READ : XFER_CAP_WRITE;
+
+    for (unsigned j = 0; j < a->nbackends; j++) {
+        xfer_backend_t *b = a->backends[j];
+        size_t i;
+
+        if (pin != NULL && b != pin)
+            continue;
+        if (!(b->ops->hdr.caps & cap)) {
+            if (pin != NULL)
+                return xfer__err(XFER_ERR_NOT_SUPPORTED, "backend %s cannot "
+                                 "%s", b->name, op_name(rb->op));
+            continue;
+        }
+        for (i = 0; i < rb->n; i++)
+            if (!fits(b, rb->remote, rb->lr[i], rb->rr[i]))
+                break;
+        if (i == rb->n) {
+            *out = b;
+            return XFER_OK;
+        }
+        if (pin != NULL) {
+            if (rb->remote->peer[b->index] == NULL)
+                return xfer__err(XFER_ERR_NOT_SUPPORTED, "backend %s has no "
+                                 "connection to agent '%s'", b->name,
+                                 rb->remote->name);
+            return xfer__err(XFER_ERR_NOT_SUPPORTED, "descriptor %zu is not "
+                             "registered with backend %s on both sides", i,
+                             b->name);
+        }
+    }
+    if (pin != NULL)
+        return xfer__err(XFER_ERR_INVALID, "pinned backend belongs to another "
+                         "agent");
+    return xfer__err(XFER_ERR_NOT_SUPPORTED, "no backend of agent '%s' can %s "
+                     "all descriptors to agent '%s' (no shared backend with "
+                     "both sides registered)", a->name, op_name(rb->op),
+                     rb->remote->name);
+}
+
+static void req_unlink(xfer_req_t *r)
+{
+    xfer_agent_t *a = r->agent;
+
+    if (r->prev != NULL)
+        r->prev->next = r->next;
+    else
+        a->reqs = r->next;
+    if (r->next != NULL)
+        r->next->prev = r->prev;
+}
+
+/* Release everything a request holds; the backend request is gone. */
+static void req_free(xfer_req_t *r)
+{
+    if (r->lregions != NULL)
+        for (size_t i = 0; i < r->nseg; i++)
+            r->lregions[i]->refs--;
+    if (r->lprep != NULL)
+        r->lprep->refs--;
+    if (r->rprep != NULL)
+        r->rprep->refs--;
+    xfer__remote_unref(r->remote);
+    req_unlink(r);
+    free(r->lregions);
+    free(r->segs);
+    free(r->notif);
+    free(r);
+}
+
+static xfer_status_t req_finish(req_build_t *rb, const xfer_req_opts_t *opts,
+                                bool hold_lregions, xfer_req_t **out)
+{
+    xfer_agent_t *a = rb->agent;
+    xfer_backend_t *b = NULL;
+    xfer_req_t *r;
+    xfer_status_t st;
+
+    if (opts->notif_len > XFER_NOTIF_MAX)
+        return xfer__err(XFER_ERR_INVALID, "notification of %zu bytes exceeds "
+                         "%u", opts->notif_len, XFER_NOTIF_MAX);
+    if (opts->notif_len > 0 && opts->notif == NULL)
+        return xfer__err(XFER_ERR_INVALID, "notification length without data");
+    st = choose_backend(rb, opts->backend, &b);
+    if (st != XFER_OK)
+        return st;
+    if (opts->notif != NULL && !(b->ops->hdr.caps & XFER_CAP_NOTIF))
+        return xfer__err(XFER_ERR_NOT_SUPPORTED, "backend %s cannot carry "
+                         "notifications", b->name);
+    for (size_t i = 0; i < rb->n; i++) {
+        rb->segs[i].lmem = rb->lr[i]->be_mem[b->index];
+        rb->segs[i].rmem = rb->rr[i]->be_rmem[b->index];
+    }
+    r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return xfer__err(XFER_ERR_NOMEM, "out of memory");
+    if (opts->notif != NULL) {
+        r->notif = malloc(opts->notif_len ? opts->notif_len : 1);
+        if (r->notif == NULL) {
+            free(r);
+            return xfer__err(XFER_ERR_NOMEM, "out of memory");
+        }
+        memcpy(r->notif, opts->notif, opts->notif_len);
+        r->notif_len = opts->notif_len;
+    }
+    st = b->ops->req_create(b->be, rb->op, rb->remote->peer[b->index],
+                            rb->segs, rb->n, &r->breq);
+    if (st != XFER_OK) {
+        if (!xfer__err_isset())
+            xfer__err(st, "backend %s could not create the request", b->name);
+        free(r->notif);
+        free(r);
+        return st;
+    }
+    r->agent = a;
+    r->op = rb->op;
+    r->backend = b;
+    r->remote = rb->remote;
+    xfer__remote_ref(r->remote);
+    r->nseg = rb->n;
+    r->segs = rb->segs;
+    rb->segs = NULL;
+    if (hold_lregions) {
+        for (size_t i = 0; i < rb->n; i++)
+            rb->lr[i]->refs++;
+        r->lregions = rb->lr;
+        rb->lr = NULL;
+    }
+    r->state = XFER_OK;
+    r->next = a->reqs;
+    if (a->reqs != NULL)
+        a->reqs->prev = r;
+    a->reqs = r;
+    *out = r;
+    return XFER_OK;
+}
+
+static xfer_status_t rb_alloc(req_build_t *rb, size_t n)
+{
+    rb->n = n;
+    rb->lr = calloc(n, sizeof(*rb->lr));
+    rb->rr = calloc(n, sizeof(*rb->rr));
+    rb->segs = calloc(n, sizeof(*rb->segs));
+    if (rb->lr == NULL || rb->rr == NULL || rb->segs == NULL)
+        return xfer__err(XFER_ERR_NOMEM, "out of memory");
+    return XFER_OK;
+}
+
+static void rb_free(req_build_t *rb)
+{
+    free(rb->lr);
+    free(rb->rr);
+    free(rb->segs);
+}
+
+static xfer_status_t check_op(xfer_op_t op)
+{
+    if (op != XFER_OP_READ && op != XFER_OP_WRITE)
+        return xfer__err(XFER_ERR_INVALID, "unknown operation %d", (int)op);
+    return XFER_OK;
+}
+
+XFER_API xfer_status_t xfer_req_create(xfer_agent_t *agent, xfer_op_t op,
+                                       const xfer_dlist_t *local,
+                                       const xfer_dlist_t *remote,
+                                       const char *remote_agent,
+                                       const xfer_req_opts_t *opts,
+                                       xfer_req_t **req)
+{
+    req_build_t rb = {.agent = agent, .op = op};
+    xfer_req_opts_t o;
+    xfer_status_t st;
+
+    xfer__err_clear();
+    if (agent == NULL || local == NULL || remote == NULL || req == NULL ||
+        remote_agent == NULL || (local->count && local->descs == NULL) ||
+        (remote->count && remote->descs == NULL))
+        return xfer__err(XFER_ERR_INVALID, "xfer_req_create: NULL argument");
+    *req = NULL;
+    if ((st = check_op(op)) != XFER_OK)
+        return st;
+    if (local->count == 0 || local->count != remote->count)
+        return xfer__err(XFER_ERR_INVALID, "local and remote lists must have "
+                         "the same, non-zero, number of descriptors (%zu vs "
+                         "%zu)", local->count, remote->count);
+    read_opts(opts, &o);
+
+    xfer__lock(agent);
+    st = find_remote(agent, remote_agent, &rb.remote);
+    if (st == XFER_OK)
+        st = rb_alloc(&rb, local->count);
+    for (size_t i = 0; st == XFER_OK && i < local->count; i++) {
+        const xfer_desc_t *ld = &local->descs[i], *rd = &remote->descs[i];
+
+        if (ld->len != rd->len) {
+            st = xfer__err(XFER_ERR_INVALID, "descriptor %zu: local length %zu "
+                           "differs from remote length %zu", i, ld->len,
+                           rd->len);
+            break;
+        }
+        st = lookup_local(agent, ld, local->type, i, &rb.lr[i]);
+        if (st == XFER_OK)
+            st = lookup_remote(rb.remote, rd, remote->type, i, &rb.rr[i]);
+        rb.segs[i].laddr = ld->addr;
+        rb.segs[i].raddr = rd->addr;
+        rb.segs[i].len = ld->len;
+    }
+    if (st == XFER_OK)
+        st = req_finish(&rb, &o, true, req);
+    xfer__unlock(agent);
+    rb_free(&rb);
+    return st;
+}
+
+XFER_API xfer_status_t xfer_req_create_prepped(
+    xfer_agent_t *agent, xfer_op_t op, xfer_prep_t *local, const size_t *lidx,
+    xfer_prep_t *remote, const size_t *ridx, size_t count,
+    const xfer_req_opts_t *opts, xfer_req_t **req)
+{
+    req_build_t rb = {.agent = agent, .op = op};
+    xfer_req_opts_t o;
+    xfer_status_t st;
+
+    xfer__err_clear();
+    if (agent == NULL || local == NULL || remote == NULL || lidx == NULL ||
+        ridx == NULL || req == NULL)
+        return xfer__err(XFER_ERR_INVALID, "xfer_req_create_prepped: NULL "
+                         "argument");
+    *req = NULL;
+    if ((st = check_op(op)) != XFER_OK)
+        return st;
+    if (count == 0)
+        return xfer__err(XFER_ERR_INVALID, "xfer_req_create_prepped: no "
+                         "descriptors");
+    if (local->agent != agent || remote->agent != agent ||
+        local->remote != NULL || remote->remote == NULL)
+        return xfer__err(XFER_ERR_INVALID, "xfer_req_create_prepped: local "
+                         "must be a local list and remote a remote one, both "
+                         "of this agent");
+    read_opts(opts, &o);
+
+    xfer__lock(agent);
+    rb.remote = remote->remote;
+    if (rb.remote->dead)
+        st = xfer__err(XFER_ERR_REMOTE_DISCONNECT, "remote agent '%s' is gone: "
+                       "%s", rb.remote->name, rb.remote->dead_why);
+    if (st == XFER_OK)
+        st = rb_alloc(&rb, count);
+    for (size_t i = 0; st == XFER_OK && i < count; i++) {
+        const xfer__prep_ent_t *le, *re;
+
+        if (lidx[i] >= local->count || ridx[i] >= remote->count) {
+            st = xfer__err(XFER_ERR_INVALID, "index pair %zu (%zu, %zu) is out "
+                           "of the lists' range (%zu, %zu)", i, lidx[i],
+                           ridx[i], local->count, remote->count);
+            break;
+        }
+        le = &local->ents[lidx[i]];
+        re = &remote->ents[ridx[i]];
+        if (le->len != re->len) {
+            st = xfer__err(XFER_ERR_INVALID, "descriptor %zu: local length %zu "
+                           "differs from remote length %zu", i, le->len,
+                           re->len);
+            break;
+        }
+        rb.lr[i] = le->region;
+        rb.rr[i] = re->region;
+        rb.segs[i].laddr = (uintptr_t)le->addr;
+        rb.segs[i].raddr = re->addr;
+        rb.segs[i].len = le->len;
+    }
+    if (st == XFER_OK)
+        st = req_finish(&rb, &o, false, req);
+    if (st == XFER_OK) {
+        (*req)->lprep = local;
+        (*req)->rprep = remote;
+        local->refs++;
+        remote->refs++;
+    }
+    xfer__unlock(agent);
+    rb_free(&rb);
+    return st;
+}
+
+/* Refresh r->state from the backend; lock held. */
+static xfer_status_t req_poll(xfer_req_t *r)
+{
+    if (r->state == XFER_IN_PROG) {
+        r->state = r->backend->ops->req_check(r->backend->be, r->breq);
+        if (r->state < 0 && !xfer__err_isset())
+            xfer__err(r->state, "%s to agent '%s' failed: %s", op_name(r->op),
+                      r->remote->name, xfer_strerror(r->state));
+    }
+    return r->state;
+}
+
+XFER_API xfer_status_t xfer_req_post(xfer_req_t *req, const void *notif,
+                                     size_t notif_len)
+{
+    xfer_agent_t *a;
+    xfer_status_t st;
+
+    xfer__err_clear();
+    if (req == NULL)
+        return xfer__err(XFER_ERR_INVALID, "xfer_req_post: NULL request");
+    a = req->agent;
+    if (notif == NULL) {
+        notif = req->notif;
+        notif_len = req->notif_len;
+    } else if (notif_len > XFER_NOTIF_MAX) {
+        return xfer__err(XFER_ERR_INVALID, "notification of %zu bytes exceeds "
+                         "%u", notif_len, XFER_NOTIF_MAX);
+    }
+    xfer__lock(a);
+    if (req->remote->dead) {
+        st = xfer__err(XFER_ERR_REMOTE_DISCONNECT, "remote agent '%s' is gone: "
+                       "%s", req->remote->name, req->remote->dead_why);
+        goto out;
+    }
+    if (req_poll(req) == XFER_IN_PROG) {
+        st = xfer__err(XFER_ERR_BUSY, "request is still in progress; wait for "
+                       "it before posting again");
+        goto out;
+    }
+    if (notif != NULL && !(req->backend->ops->hdr.caps & XFER_CAP_NOTIF)) {
+        st = xfer__err(XFER_ERR_NOT_SUPPORTED, "backend %s cannot carry "
+                       "notifications", req->backend->name);
+        goto out;
+    }
+    xfer__err_clear();
+    st = req->backend->ops->req_post(req->backend->be, req->breq, notif,
+                                     notif_len);
+    if (st < 0 && !xfer__err_isset())
+        xfer__err(st, "%s to agent '%s' failed: %s", op_name(req->op),
+                  req->remote->name, xfer_strerror(st));
+    req->state = st;
+    req->posted = true;
+out:
+    xfer__unlock(a);
+    return st;
+}
+
+XFER_API xfer_status_t xfer_req_status(xfer_req_t *req)
+{
+    xfer_agent_t *a;
+    xfer_status_t st;
+
+    xfer__err_clear();
+    if (req == NULL)
+        return xfer__err(XFER_ERR_INVALID, "xfer_req_status: NULL request");
+    a = req->agent;
+    xfer__lock(a);
+    if (req->state == XFER_IN_PROG && !a->progress_thread)
+        xfer__progress_locked(a);
+    st = req_poll(req);
+    xfer__unlock(a);
+    return st;
+}
+
+XFER_API xfer_status_t xfer_req_cancel(xfer_req_t *req)
+{
+    xfer_agent_t *a;
+    xfer_status_t st = XFER_OK;
+
+    xfer__err_clear();
+    if (req == NULL)
+        return xfer__err(XFER_ERR_INVALID, "xfer_req_cancel: NULL request");
+    a = req->agent;
+    xfer__lock(a);
+    if (req_poll(req) == XFER_IN_PROG) {
+        const xfer_backend_ops_t *ops = req->backend->ops;
+
+        if (!XFER__HAS_OP(ops, req_cancel))
+            st = xfer__err(XFER_ERR_NOT_SUPPORTED, "backend %s cannot cancel "
+                           "requests", req->backend->name);
+        else
+            st = ops->req_cancel(req->backend->be, req->breq);
+        if (st == XFER_OK)
+            req->state = XFER_ERR_CANCELED;
+    }
+    xfer__unlock(a);
+    return st;
+}
+
+XFER_API xfer_status_t xfer_req_release(xfer_req_t *req)
+{
+    xfer_agent_t *a;
+
+    xfer__err_clear();
+    if (req == NULL)
+        return XFER_OK;
+    a = req->agent;
+    xfer__lock(a);
+    if (req_poll(req) == XFER_IN_PROG) {
+        const xfer_backend_ops_t *ops = req->backend->ops;
+        xfer_status_t st = XFER_ERR_NOT_SUPPORTED;
+
+        if (XFER__HAS_OP(ops, req_cancel))
+            st = ops->req_cancel(req->backend->be, req->breq);
+        if (st != XFER_OK) {
+            xfer__unlock(a);
+            return xfer__err(XFER_ERR_BUSY, "request is still in progress and "
+                             "could not be cancelled at once; poll its status "
+                             "and release it later");
+        }
+    }
+    req->backend->ops->req_release(req->backend->be, req->breq);
+    req_free(req);
+    xfer__unlock(a);
+    return XFER_OK;
+}
+
+XFER_API xfer_backend_t *xfer_req_backend(const xfer_req_t *req)
+{
+    return req ? req->backend : NULL;
+}
+
+void xfer__req_destroy_all(xfer_agent_t *a)
+{
+    /* Remotes are already gone, so no request is still on the wire. */
+    while (a->reqs != NULL) {
+        xfer_req_t *r = a->reqs;
+
+        if (req_poll(r) == XFER_IN_PROG && XFER__HAS_OP(r->backend->ops,
+                                                        req_cancel))
+            r->backend->ops->req_cancel(r->backend->be, r->breq);
+        r->backend->ops->req_release(r->backend->be, r->breq);
+        req_free(r);
+    }
+    while (a->preps != NULL) {
+        a->preps->refs = 0;
+        prep_free(a->preps);
+    }
+}
+
+XFER_API xfer_status_t xfer_notif_send(xfer_agent_t *agent,
+                                       const char *remote_agent,
+                                       const void *msg, size_t len,
+                                       xfer_backend_t *backend)
+{
+    xfer__remote_t *rem = NULL;
+    xfer_status_t st;
+
+    xfer__err_clear();
+    if (agent == NULL || remote_agent == NULL || (len > 0 && msg == NULL))
+        return xfer__err(XFER_ERR_INVALID, "xfer_notif_send: NULL argument");
+    if (len > XFER_NOTIF_MAX)
+        return xfer__err(XFER_ERR_INVALID, "notification of %zu bytes exceeds "
+                         "%u", len, XFER_NOTIF_MAX);
+    xfer__lock(agent);
+    st = find_remote(agent, remote_agent, &rem);
+    if (st == XFER_OK) {
+        xfer_backend_t *b = NULL;
+
+        for (unsigned j = 0; j < agent->nbackends && b == NULL; j++) {
+            xfer_backend_t *c = agent->backends[j];
+
+            if ((backend == NULL || c == backend) &&
+                (c->ops->hdr.caps & XFER_CAP_NOTIF) &&
+                rem->peer[j] != NULL)
+                b = c;
+        }
+        if (b == NULL)
+            st = xfer__err(XFER_ERR_NOT_SUPPORTED, "no backend%s%s of agent "
+                           "'%s' can send notifications to agent '%s'",
+                           backend ? " " : "", backend ? backend->name : "",
+                           agent->name, remote_agent);
+        else {
+            st = b->ops->notif_send(b->be, rem->peer[b->index], msg, len);
+            if (st < 0 && !xfer__err_isset())
+                xfer__err(st, "notification to agent '%s' failed: %s",
+                          remote_agent, xfer_strerror(st));
+        }
+    }
+    xfer__unlock(agent);
+    return st;
+}

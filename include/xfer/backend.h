@@ -1,0 +1,241 @@
+/* backend.h - the plugin ABI: the only header a transport plugin needs.
+ * A plugin exports one const xfer_backend_ops_t named xfer_backend_<name>_v1. */
+#ifndef XFER_BACKEND_H
+#define XFER_BACKEND_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <xfer/xfer.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The ABI major is part of the exported symbol's name; a change of major
+ * is a new symbol.  Minor versions only append fields to the ops table;
+ * the core reads an optional op only when hdr.struct_size covers it. */
+#define XFER_BACKEND_ABI_MAJOR 1
+#define XFER_BACKEND_ABI_MINOR 0
+
+#define XFER_BACKEND_STR2(x) #x
+#define XFER_BACKEND_STR(x) XFER_BACKEND_STR2(x)
+#define XFER_BACKEND_SYM2(name, major) xfer_backend_##name##_v##major
+#define XFER_BACKEND_SYM1(name, major) XFER_BACKEND_SYM2(name, major)
+/* The symbol a plugin called `name` exports:
+ *   const xfer_backend_ops_t XFER_BACKEND_SYMBOL(tcp) = { ... };
+ * gives xfer_backend_tcp_v1. */
+#define XFER_BACKEND_SYMBOL(name) \
+    XFER_BACKEND_SYM1(name, XFER_BACKEND_ABI_MAJOR)
+
+/* Largest connection-info or packed-key blob a plugin may produce. */
+#define XFER_BE_BLOB_MAX 4096
+
+/* ------------------------------------------------------------------ */
+/* Parameters: declared by the plugin, parsed and validated by the core */
+/* ------------------------------------------------------------------ */
+
+typedef enum xfer_param_type {
+    XFER_PARAM_BOOL,   /* int: 0 or 1; accepts 0/1/true/false/yes/no/on/off */
+    XFER_PARAM_INT,    /* int64_t */
+    XFER_PARAM_UINT,   /* uint64_t */
+    XFER_PARAM_SIZE,   /* size_t; accepts suffixes K, M, G (powers of 2) */
+    XFER_PARAM_STRING, /* const char *, owned by the core for the
+                          lifetime of the instance */
+} xfer_param_type_t;
+
+typedef struct xfer_param {
+    const char *name;       /* [a-z0-9_]+ */
+    xfer_param_type_t type;
+    const char *defval;     /* default, in spec-string syntax */
+    const char *doc;        /* one line, shown by xfer-info */
+    size_t offset;          /* offsetof(your_config, field) */
+    int64_t min, max;       /* numeric range; min > max: unbounded */
+} xfer_param_t;
+
+/* ------------------------------------------------------------------ */
+/* Host table: what the core offers the plugin                          */
+/* ------------------------------------------------------------------ */
+
+typedef enum xfer_log_level {
+    XFER_LOG_ERROR = 0,
+    XFER_LOG_WARN = 1,
+    XFER_LOG_INFO = 2,
+    XFER_LOG_DEBUG = 3,
+} xfer_log_level_t;
+
+/* Access an incoming remote operation asks for. */
+#define XFER_ACCESS_READ  (1u << 0) /* peer reads our memory */
+#define XFER_ACCESS_WRITE (1u << 1) /* peer writes our memory */
+
+typedef struct xfer_host {
+    size_t size;            /* sizeof(xfer_host_t) of the core */
+    void *ctx;              /* pass back to every callback */
+    const char *agent_name; /* this agent's name */
+    uint64_t agent_epoch;   /* this agent's epoch */
+
+    /* Log a line, prefixed with the plugin name by the core. */
+    void (*log)(void *ctx, xfer_log_level_t level, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+    /* Record the specific error sentence for the current call (what
+     * xfer_last_error() will return) and return `status` for chaining. */
+    xfer_status_t (*error)(void *ctx, xfer_status_t status, const char *fmt,
+                           ...) __attribute__((format(printf, 3, 4)));
+
+    /* Queue a notification received from `from` (the name the peer bound
+     * when it connected).  Call it only once the data of every operation
+     * that preceded the notification on that connection is visible. */
+    void (*notif_deliver)(void *ctx, const char *from, const void *msg,
+                          size_t len);
+
+    /* Check an incoming operation against the registration table: the
+     * key must name a live registration made with this backend, and
+     * [addr, addr+len) must lie inside it.  On success *mem is the
+     * plugin's own handle for that registration (from mem_register).
+     * On failure returns XFER_ERR_ACCESS and logs which check failed;
+     * the message is also written to msg (msg_size bytes, may be 0). */
+    xfer_status_t (*mem_check)(void *ctx, uint64_t key, uint64_t addr,
+                               uint64_t len, unsigned access, void **mem,
+                               char *msg, size_t msg_size);
+
+    /* Ask the core to call progress soon (e.g. from a plugin thread). */
+    void (*wake)(void *ctx);
+} xfer_host_t;
+
+/* ------------------------------------------------------------------ */
+/* Objects passed to the plugin                                          */
+/* ------------------------------------------------------------------ */
+
+/* A local region being registered. */
+typedef struct xfer_be_region {
+    uintptr_t addr;
+    size_t len;
+    xfer_mem_type_t type;
+    uint64_t dev;
+    uint64_t key;            /* the random key peers must present */
+} xfer_be_region_t;
+
+/* A remote region, from the peer's metadata. */
+typedef struct xfer_be_rregion {
+    uint64_t addr;
+    uint64_t len;
+    xfer_mem_type_t type;
+    uint64_t dev;
+    uint64_t key;
+} xfer_be_rregion_t;
+
+/* One segment of a transfer: local [laddr, laddr+len) in local
+ * registration lmem, remote [raddr, raddr+len) in remote region rmem. */
+typedef struct xfer_be_seg {
+    void *lmem;          /* from mem_register */
+    void *rmem;          /* from rmem_unpack */
+    uintptr_t laddr;
+    uint64_t raddr;
+    size_t len;
+} xfer_be_seg_t;
+
+/* ------------------------------------------------------------------ */
+/* The ops table                                                         */
+/* ------------------------------------------------------------------ */
+
+/* Never changes shape: every ABI version starts with it. */
+typedef struct xfer_backend_hdr {
+    uint16_t abi_major;   /* XFER_BACKEND_ABI_MAJOR */
+    uint16_t abi_minor;   /* XFER_BACKEND_ABI_MINOR */
+    uint32_t struct_size; /* sizeof(xfer_backend_ops_t) compiled against */
+    const char *name;     /* must equal the file stem and symbol name */
+    const char *version;  /* the plugin's own version */
+    uint32_t caps;        /* XFER_CAP_* */
+    uint32_t mem_types;   /* XFER_MEMBIT(...) */
+} xfer_backend_hdr_t;
+
+/* Opaque plugin objects.  The core never looks inside. */
+typedef struct xfer_be xfer_be_t;           /* an instance */
+typedef struct xfer_be_peer xfer_be_peer_t; /* a remote agent */
+typedef struct xfer_be_req xfer_be_req_t;   /* a prepared transfer */
+
+/* Threading: the core serialises all calls into one instance (it holds
+ * the agent lock), so a plugin needs no locks of its own unless it runs
+ * threads.  No op may block: waiting belongs in progress().
+ *
+ * Ops marked (mandatory) must be set; a missing one is a load error. */
+typedef struct xfer_backend_ops {
+    xfer_backend_hdr_t hdr;
+
+    /* Parameter table and the size of the config struct it fills. */
+    const xfer_param_t *params;
+    size_t nparams;
+    size_t config_size;
+
+    /* (mandatory) Create an instance.  config is the filled struct,
+     * valid until fini.  host stays valid until fini. */
+    xfer_status_t (*init)(const xfer_host_t *host, const void *config,
+                          xfer_be_t **be);
+    /* (mandatory) Destroy; peers and registrations are already gone. */
+    void (*fini)(xfer_be_t *be);
+
+    /* (mandatory) Connection info peers need to reach this instance;
+     * write at most *len bytes to buf, set *len to the bytes used. */
+    xfer_status_t (*conn_info)(xfer_be_t *be, void *buf, size_t *len);
+
+    /* (mandatory) A remote agent from its connection info.  May connect
+     * lazily.  Must check the info and refuse it with XFER_ERR_INVALID. */
+    xfer_status_t (*peer_add)(xfer_be_t *be, const char *name, uint64_t epoch,
+                              const void *info, size_t len,
+                              xfer_be_peer_t **peer);
+    /* (mandatory) Forget a peer: disconnect and fail its in-flight
+     * requests with XFER_ERR_REMOTE_DISCONNECT.  Requests created on it
+     * stay valid for check and release (post fails). */
+    void (*peer_remove)(xfer_be_t *be, xfer_be_peer_t *peer);
+
+    /* (mandatory) Register a local region. */
+    xfer_status_t (*mem_register)(xfer_be_t *be, const xfer_be_region_t *r,
+                                  void **mem);
+    /* (mandatory) Deregister: after it returns the plugin must not touch
+     * the region's memory again (abort or copy out what is in flight). */
+    void (*mem_deregister)(xfer_be_t *be, void *mem);
+    /* (optional) Public part peers need (remote key); at most *len bytes.
+     * Absent: the core's own key, address and length are enough. */
+    xfer_status_t (*mem_pack)(xfer_be_t *be, void *mem, void *buf,
+                              size_t *len);
+    /* (mandatory) A remote region of peer from its public part. */
+    xfer_status_t (*rmem_unpack)(xfer_be_t *be, xfer_be_peer_t *peer,
+                                 const xfer_be_rregion_t *r, const void *buf,
+                                 size_t len, void **rmem);
+    /* (mandatory) */
+    void (*rmem_release)(xfer_be_t *be, void *rmem);
+
+    /* (mandatory) Prepare a transfer of nseg segments to peer; segs stays
+     * valid and unchanged until req_release. */
+    xfer_status_t (*req_create)(xfer_be_t *be, xfer_op_t op,
+                                xfer_be_peer_t *peer, const xfer_be_seg_t *segs,
+                                size_t nseg, xfer_be_req_t **req);
+    /* (mandatory) Start it.  notif (may be NULL) goes to the peer after
+     * the data.  XFER_OK if already complete, XFER_IN_PROG, or error. */
+    xfer_status_t (*req_post)(xfer_be_t *be, xfer_be_req_t *req,
+                              const void *notif, size_t notif_len);
+    /* (mandatory) XFER_OK, XFER_IN_PROG or the error it ended with. */
+    xfer_status_t (*req_check)(xfer_be_t *be, xfer_be_req_t *req);
+    /* (optional) Absent: cancel answers XFER_ERR_NOT_SUPPORTED. */
+    xfer_status_t (*req_cancel)(xfer_be_t *be, xfer_be_req_t *req);
+    /* (mandatory) Free; never called while the request is in progress. */
+    void (*req_release)(xfer_be_t *be, xfer_be_req_t *req);
+
+    /* (optional, mandatory with XFER_CAP_NOTIF) A notification alone. */
+    xfer_status_t (*notif_send)(xfer_be_t *be, xfer_be_peer_t *peer,
+                                const void *msg, size_t len);
+
+    /* (mandatory) Make progress without blocking; return how many events
+     * were handled (0 when idle) or a negative status on a fatal error. */
+    int (*progress)(xfer_be_t *be);
+    /* (optional) An fd that is readable when progress has work. */
+    xfer_status_t (*event_fd)(xfer_be_t *be, int *fd);
+} xfer_backend_ops_t;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* XFER_BACKEND_H */

@@ -1,0 +1,339 @@
+/* xfer.h - public API of libxfer: agents, memory registration, metadata
+ * exchange and one-sided READ / WRITE / notification transfers. */
+#ifndef XFER_XFER_H
+#define XFER_XFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define XFER_VERSION_MAJOR 0
+#define XFER_VERSION_MINOR 1
+#define XFER_VERSION_PATCH 0
+
+/* Longest agent name, terminating NUL excluded. */
+#define XFER_NAME_MAX 255
+
+/* ------------------------------------------------------------------ */
+/* Status codes                                                        */
+/* ------------------------------------------------------------------ */
+
+/* Every call returns one of these.  XFER_OK and XFER_IN_PROG are not
+ * errors; every error is negative.  xfer_strerror() gives the generic
+ * sentence, xfer_last_error() the specific one for the calling thread. */
+typedef enum xfer_status {
+    XFER_OK = 0,                       /* done; data is where it was sent */
+    XFER_IN_PROG = 1,                  /* posted, not complete yet */
+    XFER_ERR_INVALID = -1,             /* bad argument, spec or metadata */
+    XFER_ERR_NOT_FOUND = -2,           /* no such plugin, agent, region */
+    XFER_ERR_NOMEM = -3,               /* out of memory */
+    XFER_ERR_NOT_SUPPORTED = -4,       /* backend cannot do this */
+    XFER_ERR_BACKEND = -5,             /* transport failed locally */
+    XFER_ERR_REMOTE_DISCONNECT = -6,   /* peer gone, link cut, replaced */
+    XFER_ERR_TIMEOUT = -7,             /* no progress within the bound */
+    XFER_ERR_CANCELED = -8,            /* cancelled by the caller */
+    XFER_ERR_ACCESS = -9,              /* refused: key, bounds, deregistered */
+    XFER_ERR_BUSY = -10,               /* object still in use */
+    XFER_ERR_EXISTS = -11,             /* already there */
+    XFER_ERR_LOAD = -12,               /* plugin could not be loaded */
+    XFER_ERR_CONFIG = -13,             /* unknown key, bad type or range */
+} xfer_status_t;
+
+/* Generic sentence for a status code; never NULL, never freed. */
+const char *xfer_strerror(xfer_status_t status);
+
+/* The specific sentence for the last error returned to this thread
+ * (which key, which descriptor, which plugin file).  Valid until the
+ * next xfer call on this thread; "" when there is none. */
+const char *xfer_last_error(void);
+
+/* "major.minor.patch" of the library actually loaded. */
+const char *xfer_version(void);
+
+/* Free memory the library handed to the caller (metadata blobs). */
+void xfer_free(void *ptr);
+
+/* ------------------------------------------------------------------ */
+/* Objects                                                             */
+/* ------------------------------------------------------------------ */
+
+typedef struct xfer_agent xfer_agent_t;     /* owns everything below */
+typedef struct xfer_backend xfer_backend_t; /* a plugin with its config */
+typedef struct xfer_mem xfer_mem_t;         /* a registration */
+typedef struct xfer_prep xfer_prep_t;       /* a validated (prepared) list */
+typedef struct xfer_req xfer_req_t;         /* a transfer request */
+
+typedef enum xfer_mem_type {
+    XFER_MEM_DRAM = 0,
+    XFER_MEM_VRAM = 1,
+} xfer_mem_type_t;
+
+typedef enum xfer_op {
+    XFER_OP_READ = 1,  /* pull remote memory into local memory */
+    XFER_OP_WRITE = 2, /* push local memory into remote memory */
+} xfer_op_t;
+
+/* One contiguous piece of memory.  dev is the device id (0 for DRAM). */
+typedef struct xfer_desc {
+    uintptr_t addr;
+    size_t len;
+    uint64_t dev;
+} xfer_desc_t;
+
+/* A descriptor list: a memory type and an array the caller owns.  The
+ * library copies what it needs; the array may be freed after the call. */
+typedef struct xfer_dlist {
+    xfer_mem_type_t type;
+    size_t count;
+    const xfer_desc_t *descs;
+} xfer_dlist_t;
+
+/* ------------------------------------------------------------------ */
+/* Agent                                                               */
+/* ------------------------------------------------------------------ */
+
+typedef struct xfer_agent_opts {
+    size_t size;              /* sizeof(xfer_agent_opts_t), set by _init */
+    const char *name;         /* unique among the agents that talk; required */
+    int progress_thread;      /* 1: a thread drives transfers (default 1) */
+    const char *listen_addr;  /* side-channel listener "host:port", NULL: none */
+    unsigned progress_wait_us;/* progress thread sleep bound (default 100000) */
+} xfer_agent_opts_t;
+
+/* Fill opts with defaults; always call it before setting fields. */
+void xfer_agent_opts_init(xfer_agent_opts_t *opts);
+
+/* Create an agent.  Its epoch (see metadata) is fixed here. */
+xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
+                                xfer_agent_t **agent);
+
+/* Destroy an agent: stops its progress thread, fails and frees requests,
+ * deregisters memory and unloads backends.  NULL is accepted. */
+void xfer_agent_destroy(xfer_agent_t *agent);
+
+/* The agent's name as given at creation. */
+const char *xfer_agent_name(const xfer_agent_t *agent);
+
+/* The agent's epoch: larger for an agent created later under the same
+ * name, so peers can tell a restarted agent from the old one. */
+uint64_t xfer_agent_epoch(const xfer_agent_t *agent);
+
+/* ------------------------------------------------------------------ */
+/* Backends                                                            */
+/* ------------------------------------------------------------------ */
+
+/* Add a backend from a spec string:
+ *   name[:key=value[,key=value]...]
+ * A value may be double-quoted ("a,b;c") with \" and \\ inside quotes,
+ * or use a backslash to escape one character outside quotes (tls=a\,b).
+ * XFER_<NAME>_<KEY> environment variables override the string.  Backends
+ * are preferred in the order they are added.  One instance per plugin. */
+xfer_status_t xfer_backend_add(xfer_agent_t *agent, const char *spec,
+                               xfer_backend_t **backend);
+
+/* Same, with the parameters given as a JSON object text, e.g.
+ * {"port": 0, "nodelay": true}.  json may be NULL for all defaults. */
+xfer_status_t xfer_backend_add_json(xfer_agent_t *agent, const char *plugin,
+                                    const char *json,
+                                    xfer_backend_t **backend);
+
+/* The plugin name of a backend instance ("tcp"). */
+const char *xfer_backend_name(const xfer_backend_t *backend);
+
+/* Look up an agent's backend instance by plugin name. */
+xfer_status_t xfer_backend_find(xfer_agent_t *agent, const char *name,
+                                xfer_backend_t **backend);
+
+/* Capability bits of a plugin. */
+#define XFER_CAP_READ   (1u << 0)
+#define XFER_CAP_WRITE  (1u << 1)
+#define XFER_CAP_NOTIF  (1u << 2)
+#define XFER_CAP_REMOTE (1u << 3) /* reaches other hosts */
+#define XFER_CAP_LOCAL  (1u << 4) /* reaches processes on this host */
+
+/* Memory type bits: 1u << XFER_MEM_DRAM, 1u << XFER_MEM_VRAM. */
+#define XFER_MEMBIT(type) (1u << (type))
+
+typedef struct xfer_param_info {
+    const char *name;
+    const char *type;    /* "bool", "int", "uint", "size", "string" */
+    const char *defval;  /* default as text */
+    const char *doc;     /* one line */
+    int64_t min, max;    /* range of numeric types; min > max: unbounded */
+} xfer_param_info_t;
+
+typedef struct xfer_plugin_info {
+    const char *name;         /* plugin name, or file stem if it failed */
+    const char *path;         /* file it was loaded from */
+    const char *version;      /* plugin's own version string */
+    unsigned abi_major, abi_minor;
+    unsigned caps;            /* XFER_CAP_* */
+    unsigned mem_types;       /* XFER_MEMBIT(...) */
+    size_t nparams;
+    const xfer_param_info_t *params;
+    const char *error;        /* NULL if loaded, else why not */
+} xfer_plugin_info_t;
+
+/* Scan the plugin search path (XFER_PLUGIN_PATH, then the install
+ * directory) and describe every plugin found, loaded or not.  The array
+ * and its strings belong to the library until xfer_plugin_list_free(). */
+xfer_status_t xfer_plugin_list(xfer_plugin_info_t **infos, size_t *count);
+void xfer_plugin_list_free(xfer_plugin_info_t *infos, size_t count);
+
+/* ------------------------------------------------------------------ */
+/* Memory registration                                                 */
+/* ------------------------------------------------------------------ */
+
+/* Register every descriptor of list as one region each, with every
+ * backend of the agent that supports the memory type (or only with
+ * `backend` when it is not NULL).  Each region gets a random 64-bit key
+ * that peers must present.  Overlapping registrations are allowed. */
+xfer_status_t xfer_mem_register(xfer_agent_t *agent, const xfer_dlist_t *list,
+                                xfer_backend_t *backend, xfer_mem_t **mem);
+
+/* Deregister.  XFER_ERR_BUSY while a request or prepared list still uses
+ * one of its regions; incoming remote operations on it are refused from
+ * the moment this returns. */
+xfer_status_t xfer_mem_deregister(xfer_agent_t *agent, xfer_mem_t *mem);
+
+/* ------------------------------------------------------------------ */
+/* Metadata                                                            */
+/* ------------------------------------------------------------------ */
+
+/* What a metadata blob carries. */
+#define XFER_MD_CONN (1u << 0) /* per-backend connection info */
+#define XFER_MD_MEM  (1u << 1) /* registrations and their public keys */
+#define XFER_MD_ALL  (XFER_MD_CONN | XFER_MD_MEM)
+
+/* Longest metadata blob accepted or produced, in bytes. */
+#define XFER_MD_MAX (64u << 20)
+
+/* Produce this agent's metadata as a NUL-terminated JSON text (*len
+ * excludes the NUL); free it with xfer_free().  what selects the parts;
+ * with XFER_MD_MEM, mems/nmems select registrations (nmems == 0: all). */
+xfer_status_t xfer_md_get(xfer_agent_t *agent, unsigned what,
+                          xfer_mem_t *const *mems, size_t nmems,
+                          char **blob, size_t *len);
+
+/* Load a peer's metadata.  A blob with a newer epoch for a known name
+ * replaces the old remote agent (its requests then fail with
+ * XFER_ERR_REMOTE_DISCONNECT); the same epoch merges (partial updates);
+ * an older epoch is refused.  The peer's name is copied into name
+ * (name_size bytes, may be 0). */
+xfer_status_t xfer_md_load(xfer_agent_t *agent, const void *blob, size_t len,
+                           char *name, size_t name_size);
+
+/* Forget a remote agent: disconnect, fail its requests. */
+xfer_status_t xfer_md_invalidate(xfer_agent_t *agent, const char *name);
+
+/* XFER_OK if a remote agent of that name is loaded and connectable. */
+xfer_status_t xfer_md_check(xfer_agent_t *agent, const char *name);
+
+/* ------------------------------------------------------------------ */
+/* Transfers                                                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct xfer_req_opts {
+    size_t size;              /* sizeof(xfer_req_opts_t), set by _init */
+    xfer_backend_t *backend;  /* pin to one backend; NULL: first that fits */
+    const void *notif;        /* default notification, NULL: none */
+    size_t notif_len;
+} xfer_req_opts_t;
+
+void xfer_req_opts_init(xfer_req_opts_t *opts);
+
+/* Longest notification message, bytes. */
+#define XFER_NOTIF_MAX (64u << 10)
+
+/* Create a request from descriptor lists: local[i] moves to or from
+ * remote[i] of agent `remote_agent`; lengths must match pairwise.  Each
+ * local descriptor must lie inside a local registration and each remote
+ * one inside a registration in the peer's metadata.  opts may be NULL. */
+xfer_status_t xfer_req_create(xfer_agent_t *agent, xfer_op_t op,
+                              const xfer_dlist_t *local,
+                              const xfer_dlist_t *remote,
+                              const char *remote_agent,
+                              const xfer_req_opts_t *opts, xfer_req_t **req);
+
+/* Validate a list once, so requests can be built from indices into it
+ * with no lookups.  remote_agent NULL: the list is local memory. */
+xfer_status_t xfer_prep_create(xfer_agent_t *agent, const char *remote_agent,
+                               const xfer_dlist_t *list, xfer_prep_t **prep);
+
+/* Release a prepared list.  XFER_ERR_BUSY while requests use it. */
+xfer_status_t xfer_prep_release(xfer_prep_t *prep);
+
+/* Create a request from prepared lists: local entry lidx[i] moves to or
+ * from remote entry ridx[i], for i < count. */
+xfer_status_t xfer_req_create_prepped(xfer_agent_t *agent, xfer_op_t op,
+                                      xfer_prep_t *local, const size_t *lidx,
+                                      xfer_prep_t *remote, const size_t *ridx,
+                                      size_t count,
+                                      const xfer_req_opts_t *opts,
+                                      xfer_req_t **req);
+
+/* Post (or repost) a request.  notif replaces the default notification
+ * for this post only when notif != NULL.  Returns XFER_OK when complete
+ * at once, XFER_IN_PROG when under way, XFER_ERR_BUSY when the previous
+ * post is still in progress, or an error. */
+xfer_status_t xfer_req_post(xfer_req_t *req, const void *notif,
+                            size_t notif_len);
+
+/* XFER_OK: the data is visible where it was sent (the target's memory
+ * for a WRITE, local memory for a READ).  XFER_IN_PROG: not yet.  Also
+ * drives progress when the agent has no progress thread. */
+xfer_status_t xfer_req_status(xfer_req_t *req);
+
+/* Stop a posted request.  XFER_OK when it stopped (its status is then
+ * XFER_ERR_CANCELED) or had already ended; XFER_IN_PROG when the
+ * transport must finish what is on the wire first (poll status). */
+xfer_status_t xfer_req_cancel(xfer_req_t *req);
+
+/* Release a request.  An in-progress request is cancelled first; if
+ * that cannot finish at once XFER_ERR_BUSY is returned and the request
+ * stays valid.  NULL is accepted. */
+xfer_status_t xfer_req_release(xfer_req_t *req);
+
+/* The backend a request was bound to. */
+xfer_backend_t *xfer_req_backend(const xfer_req_t *req);
+
+/* ------------------------------------------------------------------ */
+/* Notifications                                                       */
+/* ------------------------------------------------------------------ */
+
+/* Send a notification alone to a remote agent (backend NULL: the first
+ * that can reach it).  Notifications from one agent to another arrive in
+ * order, each exactly once. */
+xfer_status_t xfer_notif_send(xfer_agent_t *agent, const char *remote_agent,
+                              const void *msg, size_t len,
+                              xfer_backend_t *backend);
+
+/* from: the sender's name as bound when its connection was made. */
+typedef void (*xfer_notif_cb_t)(void *arg, const char *from, const void *msg,
+                                size_t len);
+
+/* Hand every queued notification to cb, oldest first, and forget it.
+ * *count (may be NULL) receives how many were handed over.  The callback
+ * may call into the agent (it runs without the agent lock). */
+xfer_status_t xfer_notif_drain(xfer_agent_t *agent, xfer_notif_cb_t cb,
+                               void *arg, size_t *count);
+
+/* ------------------------------------------------------------------ */
+/* Progress                                                            */
+/* ------------------------------------------------------------------ */
+
+/* Drive every backend once, without blocking. */
+xfer_status_t xfer_progress(xfer_agent_t *agent);
+
+/* A file descriptor that becomes readable when xfer_progress() has work
+ * to do, for poll/epoll loops.  Owned by the agent. */
+xfer_status_t xfer_agent_event_fd(xfer_agent_t *agent, int *fd);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* XFER_XFER_H */
