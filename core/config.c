@@ -178,6 +178,9 @@ xfer_status_t xfer__spec_parse(const char *spec, char **plugin, json_t **kv)
 
 nomem:
     xfer__err(XFER_ERR_NOMEM, "out of memory parsing spec");
+    free(name);
+    json_decref(obj);
+    return XFER_ERR_NOMEM;
 fail:
     free(name);
     json_decref(obj);
@@ -202,6 +205,17 @@ static int parse_bool(const char *s, int *out)
         }
     }
     return -1;
+}
+
+/* Decimal, or hex with 0x: a leading zero is not octal here (port=010
+ * means ten), since a config is written by people, not by C programs. */
+static int numeric_base(const char *text)
+{
+    const char *p = text;
+
+    if (*p == '-' || *p == '+')
+        p++;
+    return p[0] == '0' && (p[1] == 'x' || p[1] == 'X') ? 16 : 10;
 }
 
 static bool in_range(const xfer_param_t *p, bool is_signed, int64_t sv,
@@ -237,7 +251,7 @@ int xfer__param_parse(const xfer_param_t *p, const char *text, void *out,
         long long v;
 
         errno = 0;
-        v = strtoll(text, &end, 0);
+        v = strtoll(text, &end, numeric_base(text));
         if (*text == '\0' || *end != '\0' || errno != 0) {
             *why = "expected an integer";
             return -1;
@@ -261,7 +275,7 @@ int xfer__param_parse(const xfer_param_t *p, const char *text, void *out,
                        : "expected an unsigned integer";
             return -1;
         }
-        v = strtoull(text, &end, 0);
+        v = strtoull(text, &end, numeric_base(text));
         if (p->type == XFER_PARAM_SIZE && end != text && *end != '\0' &&
             end[1] == '\0') {
             switch (*end) {

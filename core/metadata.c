@@ -1,5 +1,6 @@
 /* metadata.c - the agent's metadata as a versioned, bounded JSON document,
  * and the strict parser that turns a peer's blob into a remote agent. */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -236,6 +237,10 @@ static int parse_hex64(json_t *j, uint64_t *out)
     s = json_string_value(j);
     if (strncmp(s, "0x", 2) != 0 || s[2] == '\0' || strlen(s) > 18)
         return -1;
+    /* strtoull alone would take a sign, spaces or a second 0x. */
+    for (const char *p = s + 2; *p; p++)
+        if (!isxdigit((unsigned char)*p))
+            return -1;
     errno = 0;
     *out = strtoull(s + 2, &end, 16);
     return *end == '\0' && errno == 0 ? 0 : -1;
