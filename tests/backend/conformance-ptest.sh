@@ -1,0 +1,5 @@
+#!/bin/sh
+# conformance-ptest.sh - the backend conformance suite over the in-process
+# test backend: checks the core's request, metadata and notification paths
+# without sockets (tests needing two processes are not registered).
+exec "${abs_top_builddir:-.}/tests/backend/test-conformance" "ptest" "$@"

@@ -1,0 +1,1449 @@
+/* test-conformance.c - the backend conformance suite, written once and
+ * run for every backend: the spec comes from argv[1] or XFER_TEST_BACKEND.
+ * Data moves byte for byte at every size and descriptor count, requests
+ * repost, notifications keep order and follow their data, bad accesses
+ * are refused while the target keeps serving, and peer death is an
+ * answer, never a hang. */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/common/xt.h"
+
+static const char *spec;          /* e.g. "tcp" or "tcp:nodelay=0" */
+static char plugin[64];           /* the spec's plugin name */
+static unsigned caps;             /* XFER_CAP_* of the plugin */
+
+#define WAIT_MS 30000             /* bound on any single transfer */
+
+/* ---- an initiator and a target in this process ----------------------------- */
+
+typedef struct pair {
+    xfer_agent_t *ini, *tgt;
+    const char *tname;
+    unsigned char *lbuf, *rbuf;   /* local (initiator) and remote (target) */
+    size_t size;
+    xfer_mem_t *lmem, *rmem;
+} pair_t;
+
+static void pair_setup_opts(pair_t *p, size_t size, int ini_thread,
+                            int tgt_thread)
+{
+    static char tname[64];
+
+    memset(p, 0, sizeof(*p));
+    snprintf(tname, sizeof(tname), "%s", xt_name("tgt"));
+    p->tname = tname;
+    p->size = size;
+    p->tgt = xt_agent(tname, spec, tgt_thread);
+    p->ini = xt_agent(xt_name("ini"), spec, ini_thread);
+    p->lbuf = xt_alloc(size);
+    p->rbuf = xt_alloc(size);
+    p->lmem = xt_register(p->ini, p->lbuf, size);
+    p->rmem = xt_register(p->tgt, p->rbuf, size);
+    xt_md_exchange(p->tgt, XFER_MD_ALL, p->ini);
+}
+
+static void pair_setup(pair_t *p, size_t size)
+{
+    pair_setup_opts(p, size, 1, 1);
+}
+
+/* A request of n pairs (local offset, remote offset, length). */
+static xfer_status_t pair_req(pair_t *p, xfer_op_t op, const size_t *loff,
+                              const size_t *roff, const size_t *len, size_t n,
+                              const xfer_req_opts_t *opts, xfer_req_t **req)
+{
+    xfer_desc_t *l = calloc(n, sizeof(*l)), *r = calloc(n, sizeof(*r));
+    xfer_dlist_t ll = xt_dlist(l, n), rl = xt_dlist(r, n);
+    xfer_status_t s;
+
+    XT_REQUIRE(l && r, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        l[i] = (xfer_desc_t){ (uintptr_t)(p->lbuf + loff[i]), len[i], 0 };
+        r[i] = (xfer_desc_t){ (uintptr_t)(p->rbuf + roff[i]), len[i], 0 };
+    }
+    *req = NULL;
+    s = xfer_req_create(p->ini, op, &ll, &rl, p->tname, opts, req);
+    free(l);
+    free(r);
+    if (s == XFER_OK)
+        xt_req_defer(*req);
+    return s;
+}
+
+static xfer_req_t *pair_req1(pair_t *p, xfer_op_t op, size_t loff,
+                             size_t roff, size_t len)
+{
+    xfer_req_t *req;
+
+    XT_STATUS_FATAL(pair_req(p, op, &loff, &roff, &len, 1, NULL, &req),
+                    XFER_OK);
+    return req;
+}
+
+#define CHECK_PATTERN(buf, len, seed, base, what)                           \
+    do {                                                                    \
+        long bad_ = xt_check_at((buf), (len), (seed), (base));              \
+        XT_CHECK(bad_ < 0, "%s: byte %ld of %zu differs", (what), bad_,     \
+                 (size_t)(len));                                            \
+    } while (0)
+
+/* ---- sizes ------------------------------------------------------------------ */
+
+/* Move `size` bytes at odd offsets, then check the bytes around them
+ * were not touched. */
+static void move_size(xfer_op_t op, size_t size)
+{
+    const size_t loff = 3, roff = 5, total = size + 64;
+    uint64_t data = xt_seed(), canary = xt_seed();
+    pair_t p;
+    xfer_req_t *req;
+    unsigned char *src, *dst;
+    size_t soff, doff;
+
+    pair_setup(&p, total);
+    if (op == XFER_OP_WRITE) {
+        src = p.lbuf, dst = p.rbuf, soff = loff, doff = roff;
+    } else {
+        src = p.rbuf, dst = p.lbuf, soff = roff, doff = loff;
+    }
+    xt_fill(dst, total, canary);
+    xt_fill_at(src + soff, size, data, 0);
+    req = pair_req1(&p, op, loff, roff, size);
+    XT_STATUS_FATAL(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    CHECK_PATTERN(dst + doff, size, data, 0, "moved data");
+    CHECK_PATTERN(dst, doff, canary, 0, "bytes before");
+    CHECK_PATTERN(dst + doff + size, total - doff - size, canary,
+                  doff + size, "bytes after");
+    /* Again with new data: the request is reusable. */
+    data = xt_seed();
+    xt_fill_at(src + soff, size, data, 0);
+    XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    CHECK_PATTERN(dst + doff, size, data, 0, "reposted data");
+}
+
+static void test_write_1B(void) { move_size(XFER_OP_WRITE, 1); }
+static void test_write_7B(void) { move_size(XFER_OP_WRITE, 7); }
+static void test_write_4K(void) { move_size(XFER_OP_WRITE, 4096); }
+static void test_write_1M13(void) { move_size(XFER_OP_WRITE, (1u << 20) + 13); }
+static void test_write_64M(void) { move_size(XFER_OP_WRITE, 64u << 20); }
+static void test_read_1B(void) { move_size(XFER_OP_READ, 1); }
+static void test_read_7B(void) { move_size(XFER_OP_READ, 7); }
+static void test_read_4K(void) { move_size(XFER_OP_READ, 4096); }
+static void test_read_1M13(void) { move_size(XFER_OP_READ, (1u << 20) + 13); }
+static void test_read_64M(void) { move_size(XFER_OP_READ, 64u << 20); }
+
+/* ---- descriptor counts -------------------------------------------------------- */
+
+/* n descriptors of varied lengths; local slots in order, remote slots in
+ * a shuffled order, both with gaps, so no two descriptors are adjacent
+ * and no offset matches its partner's. */
+static void multi_desc(size_t n)
+{
+    size_t *loff = calloc(n, sizeof(size_t)), *roff = calloc(n, sizeof(size_t));
+    size_t *len = calloc(n, sizeof(size_t)), *perm = calloc(n, sizeof(size_t));
+    size_t *rstart = calloc(n, sizeof(size_t));
+    uint64_t st = xt_seed(), data = xt_seed(), canary = xt_seed();
+    size_t lpos = 17, rpos = 29, total;
+    pair_t p;
+    xfer_req_t *w, *r;
+
+    XT_REQUIRE(loff && roff && len && perm && rstart, "out of memory");
+    xt_defer_late(free, loff);
+    xt_defer_late(free, roff);
+    xt_defer_late(free, len);
+    xt_defer_late(free, perm);
+    xt_defer_late(free, rstart);
+    for (size_t i = 0; i < n; i++) {
+        len[i] = 1 + (size_t)(xt_rand(&st) % (n > 64 ? 700 : 5000));
+        perm[i] = i;
+    }
+    for (size_t i = n; i-- > 1;) {
+        size_t j = (size_t)(xt_rand(&st) % (i + 1)), t = perm[i];
+
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    for (size_t i = 0; i < n; i++) {
+        loff[i] = lpos;
+        lpos += len[i] + 1 + (size_t)(xt_rand(&st) % 16);
+    }
+    /* Remote slots laid out in perm order. */
+    for (size_t k = 0; k < n; k++) {
+        size_t i = perm[k];
+
+        roff[i] = rpos;
+        rpos += len[i] + 1 + (size_t)(xt_rand(&st) % 16);
+    }
+    total = (lpos > rpos ? lpos : rpos) + 64;
+    pair_setup(&p, total);
+
+    /* WRITE: each local slot lands in its remote slot, gaps untouched. */
+    xt_fill(p.lbuf, total, data);
+    xt_fill(p.rbuf, total, canary);
+    XT_STATUS_FATAL(pair_req(&p, XFER_OP_WRITE, loff, roff, len, n, NULL, &w),
+                    XFER_OK);
+    XT_STATUS_FATAL(xt_post_wait(w, NULL, 0, WAIT_MS), XFER_OK);
+    {
+        unsigned bad = 0;
+        size_t prev_end = 0;
+
+        for (size_t k = 0; k < n; k++) {
+            size_t i = perm[k];
+
+            if (xt_check_at(p.rbuf + roff[i], len[i], data, loff[i]) >= 0 &&
+                bad++ < 3)
+                XT_FAIL("%zu descriptors: descriptor %zu (len %zu) wrong",
+                        n, i, len[i]);
+            if (xt_check_at(p.rbuf + prev_end, roff[i] - prev_end, canary,
+                            prev_end) >= 0 && bad++ < 3)
+                XT_FAIL("%zu descriptors: gap before descriptor %zu written",
+                        n, i);
+            prev_end = roff[i] + len[i];
+        }
+        if (xt_check_at(p.rbuf + prev_end, total - prev_end, canary,
+                        prev_end) >= 0 && bad++ < 3)
+            XT_FAIL("%zu descriptors: bytes after the last one written", n);
+        XT_CHECK(bad == 0, "%u errors in a %zu-descriptor WRITE", bad, n);
+    }
+
+    /* READ it back into local memory refilled with a canary. */
+    xt_fill(p.lbuf, total, canary);
+    XT_STATUS_FATAL(pair_req(&p, XFER_OP_READ, loff, roff, len, n, NULL, &r),
+                    XFER_OK);
+    XT_STATUS_FATAL(xt_post_wait(r, NULL, 0, WAIT_MS), XFER_OK);
+    {
+        unsigned bad = 0;
+
+        for (size_t i = 0; i < n; i++)
+            if (xt_check_at(p.lbuf + loff[i], len[i], data, loff[i]) >= 0 &&
+                bad++ < 3)
+                XT_FAIL("%zu descriptors: READ of descriptor %zu wrong", n, i);
+        XT_CHECK(bad == 0, "%u errors in a %zu-descriptor READ", bad, n);
+    }
+}
+
+static void test_desc_1(void) { multi_desc(1); }
+static void test_desc_2(void) { multi_desc(2); }
+static void test_desc_64(void) { multi_desc(64); }
+static void test_desc_1024(void) { multi_desc(1024); }
+
+/* ---- reposting and prepared lists ----------------------------------------------- */
+
+static bool has_notif(void)
+{
+    return (caps & XFER_CAP_NOTIF) != 0;
+}
+
+static void test_repost(void)
+{
+    enum { N = 50, SZ = 65536 };
+    pair_t p;
+    xfer_req_t *req;
+    xt_notifs_t *got = xt_notifs_new();
+    char msg[32];
+
+    pair_setup(&p, SZ);
+    req = pair_req1(&p, XFER_OP_WRITE, 0, 0, SZ);
+    for (int i = 0; i < N; i++) {
+        uint64_t seed = xt_seed();
+
+        xt_fill(p.lbuf, SZ, seed);
+        snprintf(msg, sizeof(msg), "post-%d", i);
+        XT_STATUS_FATAL(xt_post_wait(req, has_notif() ? msg : NULL,
+                                     has_notif() ? strlen(msg) : 0, WAIT_MS),
+                        XFER_OK);
+        if (xt_check(p.rbuf, SZ, seed) >= 0) {
+            XT_FAIL("post %d: data not there", i);
+            break;
+        }
+    }
+    if (!has_notif())
+        return;
+    xt_drain_until(p.tgt, got, N, WAIT_MS, false);
+    XT_REQUIRE(got->count == N, "%zu of %d notifications", got->count, N);
+    for (int i = 0; i < N; i++) {
+        snprintf(msg, sizeof(msg), "post-%d", i);
+        XT_CHECK(strcmp(got->items[i].msg, msg) == 0, "notification %d is "
+                 "\"%s\"", i, (char *)got->items[i].msg);
+    }
+}
+
+/* The request's default notification, and a per-post replacement. */
+static void test_default_notif(void)
+{
+    pair_t p;
+    xfer_req_t *req;
+    xfer_req_opts_t o;
+    xt_notifs_t *got = xt_notifs_new();
+    size_t off = 0, len = 128;
+
+    if (!has_notif())
+        return;
+    pair_setup(&p, 4096);
+    xfer_req_opts_init(&o);
+    o.notif = "default";
+    o.notif_len = 7;
+    XT_STATUS_FATAL(pair_req(&p, XFER_OP_WRITE, &off, &off, &len, 1, &o, &req),
+                    XFER_OK);
+    XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    XT_STATUS(xt_post_wait(req, "override", 8, WAIT_MS), XFER_OK);
+    XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    xt_drain_until(p.tgt, got, 3, WAIT_MS, false);
+    XT_REQUIRE(got->count == 3, "%zu of 3 notifications", got->count);
+    CU_ASSERT_STRING_EQUAL(got->items[0].msg, "default");
+    CU_ASSERT_STRING_EQUAL(got->items[1].msg, "override");
+    CU_ASSERT_STRING_EQUAL(got->items[2].msg, "default");
+}
+
+static void test_prepped(void)
+{
+    enum { SLOTS = 16, SLOT = 4096 };
+    static const size_t lidx[] = {3, 0, 15, 7, 8};
+    static const size_t ridx[] = {9, 2, 4, 11, 0};
+    const size_t n = sizeof(lidx) / sizeof(lidx[0]);
+    xfer_desc_t l[SLOTS], r[SLOTS];
+    xfer_dlist_t ll = xt_dlist(l, SLOTS), rl = xt_dlist(r, SLOTS);
+    xfer_prep_t *lp = NULL, *rp = NULL;
+    xfer_req_t *req = NULL;
+    pair_t p;
+
+    pair_setup(&p, SLOTS * SLOT * 2);
+    for (size_t i = 0; i < SLOTS; i++) {
+        /* Slots of different sizes at every other SLOT. */
+        l[i] = (xfer_desc_t){ (uintptr_t)p.lbuf + 2 * SLOT * i, SLOT - i, 0 };
+        r[i] = (xfer_desc_t){ (uintptr_t)p.rbuf + 2 * SLOT * i + 1, SLOT - i,
+                              0 };
+    }
+    /* Pairs must match in length: give every used pair the same size. */
+    for (size_t k = 0; k < n; k++)
+        l[lidx[k]].len = r[ridx[k]].len = 1000 + 7 * k;
+    XT_STATUS_FATAL(xfer_prep_create(p.ini, NULL, &ll, &lp), XFER_OK);
+    XT_STATUS_FATAL(xfer_prep_create(p.ini, p.tname, &rl, &rp), XFER_OK);
+    XT_STATUS_FATAL(xfer_req_create_prepped(p.ini, XFER_OP_WRITE, lp, lidx, rp,
+                                            ridx, n, NULL, &req),
+                    XFER_OK);
+    for (int round = 0; round < 3; round++) {
+        uint64_t seed = xt_seed();
+
+        xt_fill(p.lbuf, p.size, seed);
+        XT_STATUS_FATAL(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+        for (size_t k = 0; k < n; k++) {
+            size_t lo = 2 * SLOT * lidx[k];
+
+            CHECK_PATTERN(p.rbuf + 2 * SLOT * ridx[k] + 1, l[lidx[k]].len,
+                          seed, lo, "prepped WRITE");
+        }
+    }
+    /* In use: neither the lists nor the memory may go. */
+    XT_STATUS(xfer_prep_release(lp), XFER_ERR_BUSY);
+    XT_STATUS(xfer_mem_deregister(p.ini, p.lmem), XFER_ERR_BUSY);
+    /* Bad indices are named. */
+    {
+        size_t bad_l[] = {0, SLOTS};
+        size_t bad_r[] = {0, 1};
+        xfer_req_t *x = NULL;
+
+        l[0].len = r[0].len;
+        XT_STATUS(xfer_req_create_prepped(p.ini, XFER_OP_WRITE, lp, bad_l, rp,
+                                          bad_r, 2, NULL, &x),
+                  XFER_ERR_INVALID);
+        XT_ERR_HAS("1");
+    }
+    XT_STATUS(xfer_req_release(req), XFER_OK);
+    XT_STATUS(xfer_prep_release(lp), XFER_OK);
+    XT_STATUS(xfer_prep_release(rp), XFER_OK);
+    XT_STATUS(xfer_mem_deregister(p.ini, p.lmem), XFER_OK);
+}
+
+/* ---- notifications -------------------------------------------------------------- */
+
+typedef struct slot_check {
+    pair_t *p;
+    size_t slot;
+    uint64_t seeds[64];
+    unsigned late;   /* notifications seen before their data */
+    unsigned next;   /* the index expected next */
+    unsigned order;  /* out-of-order arrivals */
+} slot_check_t;
+
+static void on_slot_notif(xt_notifs_t *n, const xt_notif_t *m)
+{
+    slot_check_t *c = n->arg;
+    unsigned i;
+
+    if (sscanf(m->msg, "slot-%u", &i) != 1 || i >= 64)
+        return;
+    if (i != c->next)
+        c->order++;
+    c->next = i + 1;
+    /* The data of this WRITE must already be visible. */
+    if (xt_check_at(c->p->rbuf + i * c->slot, c->slot, c->seeds[i],
+                    i * c->slot) >= 0)
+        c->late++;
+}
+
+static void test_notif_write_after_data(void)
+{
+    enum { K = 32, SLOT = 256 * 1024 };
+    pair_t p;
+    xfer_req_t *req[K];
+    slot_check_t c;
+    xt_notifs_t *got = xt_notifs_new();
+    char msg[32];
+
+    pair_setup(&p, (size_t)K * SLOT);
+    memset(&c, 0, sizeof(c));
+    c.p = &p;
+    c.slot = SLOT;
+    got->on_msg = on_slot_notif;
+    got->arg = &c;
+    for (int i = 0; i < K; i++) {
+        c.seeds[i] = xt_seed();
+        xt_fill_at(p.lbuf + (size_t)i * SLOT, SLOT, c.seeds[i],
+                   (uint64_t)i * SLOT);
+        req[i] = pair_req1(&p, XFER_OP_WRITE, (size_t)i * SLOT,
+                           (size_t)i * SLOT, SLOT);
+    }
+    /* Post everything and watch only the target. */
+    for (int i = 0; i < K; i++) {
+        xfer_status_t s;
+
+        snprintf(msg, sizeof(msg), "slot-%d", i);
+        s = xfer_req_post(req[i], msg, strlen(msg));
+        XT_CHECK(s == XFER_OK || s == XFER_IN_PROG, "post %d: %s (%s)", i,
+                 xt_status_name(s), xfer_last_error());
+    }
+    xt_drain_until(p.tgt, got, K, WAIT_MS, false);
+    XT_CHECK(got->count == K, "%zu of %d notifications arrived", got->count, K);
+    XT_CHECK(c.late == 0, "%u notifications arrived before their data",
+             c.late);
+    XT_CHECK(c.order == 0, "%u notifications out of order", c.order);
+    for (int i = 0; i < K; i++)
+        XT_STATUS(xt_wait_req(req[i], WAIT_MS), XFER_OK);
+    for (size_t i = 0; i < got->count; i++)
+        XT_CHECK(strcmp(got->items[i].from, xfer_agent_name(p.ini)) == 0,
+                 "notification from \"%s\", want \"%s\"", got->items[i].from,
+                 xfer_agent_name(p.ini));
+    /* Exactly once: nothing more comes. */
+    xt_sleep_ms(100);
+    xt_drain_until(p.tgt, got, K + 1, 0, false);
+    XT_CHECK(got->count == K, "%zu notifications for %d writes", got->count,
+             K);
+}
+
+static void test_notif_read(void)
+{
+    enum { N = 10, SZ = 100000 };
+    pair_t p;
+    xfer_req_t *req;
+    xt_notifs_t *got = xt_notifs_new();
+    char msg[32];
+
+    pair_setup(&p, SZ);
+    req = pair_req1(&p, XFER_OP_READ, 0, 0, SZ);
+    for (int i = 0; i < N; i++) {
+        uint64_t seed = xt_seed();
+
+        xt_fill(p.rbuf, SZ, seed);
+        snprintf(msg, sizeof(msg), "read-%d", i);
+        XT_STATUS_FATAL(xt_post_wait(req, msg, strlen(msg), WAIT_MS), XFER_OK);
+        CHECK_PATTERN(p.lbuf, SZ, seed, 0, "READ with notification");
+        /* Delivered once the data was read: wait for it before the
+         * target memory changes. */
+        xt_drain_until(p.tgt, got, (size_t)i + 1, WAIT_MS, false);
+        XT_REQUIRE(got->count == (size_t)i + 1, "READ %d: notification "
+                   "missing (%zu)", i, got->count);
+        XT_CHECK(strcmp(got->items[i].msg, msg) == 0, "READ %d: \"%s\"", i,
+                 (char *)got->items[i].msg);
+    }
+    xt_sleep_ms(50);
+    xt_drain_until(p.tgt, got, N + 1, 0, false);
+    CU_ASSERT_EQUAL(got->count, N);
+}
+
+static void test_notif_standalone_order(void)
+{
+    enum { N = 1000 };
+    pair_t p;
+    xt_notifs_t *got = xt_notifs_new();
+    unsigned bad = 0;
+    char msg[32];
+
+    pair_setup(&p, 4096);
+    for (int i = 0; i < N; i++) {
+        xfer_status_t s;
+
+        snprintf(msg, sizeof(msg), "n-%d", i);
+        s = xfer_notif_send(p.ini, p.tname, msg, strlen(msg), NULL);
+        if (s != XFER_OK) {
+            XT_FAIL("xfer_notif_send %d: %s (%s)", i, xt_status_name(s),
+                    xfer_last_error());
+            break;
+        }
+    }
+    xt_drain_until(p.tgt, got, N, WAIT_MS, false);
+    XT_REQUIRE(got->count == N, "%zu of %d notifications", got->count, N);
+    for (int i = 0; i < N; i++) {
+        snprintf(msg, sizeof(msg), "n-%d", i);
+        if ((got->items[i].len != strlen(msg) ||
+             memcmp(got->items[i].msg, msg, strlen(msg)) != 0 ||
+             strcmp(got->items[i].from, xfer_agent_name(p.ini)) != 0) &&
+            bad++ < 3)
+            XT_FAIL("notification %d: \"%s\" from \"%s\"", i,
+                    (char *)got->items[i].msg, got->items[i].from);
+    }
+    XT_CHECK(bad == 0, "%u notifications wrong or out of order", bad);
+    xt_sleep_ms(50);
+    xt_drain_until(p.tgt, got, N + 1, 0, false);
+    CU_ASSERT_EQUAL(got->count, N);
+}
+
+/* WRITE notifications and standalone ones share one order. */
+static void test_notif_mixed_order(void)
+{
+    enum { N = 100 };
+    pair_t p;
+    xfer_req_t *req;
+    xt_notifs_t *got = xt_notifs_new();
+    char msg[32];
+
+    pair_setup(&p, 8192);
+    req = pair_req1(&p, XFER_OP_WRITE, 0, 0, 8192);
+    for (int i = 0; i < N; i++) {
+        snprintf(msg, sizeof(msg), "m-%d", i);
+        if (i % 3 == 0)
+            XT_STATUS(xt_post_wait(req, msg, strlen(msg), WAIT_MS), XFER_OK);
+        else
+            XT_STATUS(xfer_notif_send(p.ini, p.tname, msg, strlen(msg), NULL),
+                      XFER_OK);
+    }
+    xt_drain_until(p.tgt, got, N, WAIT_MS, false);
+    XT_REQUIRE(got->count == N, "%zu of %d notifications", got->count, N);
+    for (int i = 0; i < N; i++) {
+        snprintf(msg, sizeof(msg), "m-%d", i);
+        XT_CHECK(strcmp(got->items[i].msg, msg) == 0, "position %d holds "
+                 "\"%s\"", i, (char *)got->items[i].msg);
+    }
+}
+
+static void test_notif_sizes(void)
+{
+    pair_t p;
+    xt_notifs_t *got = xt_notifs_new();
+    unsigned char *big = xt_alloc(XFER_NOTIF_MAX + 1);
+    uint64_t seed = xt_seed();
+
+    pair_setup(&p, 4096);
+    xt_fill(big, XFER_NOTIF_MAX + 1, seed);
+    XT_STATUS(xfer_notif_send(p.ini, p.tname, big, XFER_NOTIF_MAX + 1, NULL),
+              XFER_ERR_INVALID);
+    XT_STATUS(xfer_notif_send(p.ini, p.tname, big, XFER_NOTIF_MAX, NULL),
+              XFER_OK);
+    XT_STATUS(xfer_notif_send(p.ini, p.tname, big, 1, NULL), XFER_OK);
+    xt_drain_until(p.tgt, got, 2, WAIT_MS, false);
+    XT_REQUIRE(got->count == 2, "%zu of 2 notifications", got->count);
+    CU_ASSERT_EQUAL(got->items[0].len, XFER_NOTIF_MAX);
+    CHECK_PATTERN(got->items[0].msg, got->items[0].len, seed, 0,
+                  "largest notification");
+    CU_ASSERT_EQUAL(got->items[1].len, 1);
+    CHECK_PATTERN(got->items[1].msg, 1, seed, 0, "1-byte notification");
+}
+
+/* ---- refusals ------------------------------------------------------------------- */
+
+/* A second, fresh initiator that must still reach the target. */
+static void third_party_works(pair_t *p)
+{
+    xfer_agent_t *other = xt_agent(xt_name("third"), spec, 1);
+    unsigned char *buf = xt_alloc(4096);
+    xfer_desc_t l = { (uintptr_t)buf, 4096, 0 };
+    xfer_desc_t r = { (uintptr_t)p->rbuf, 4096, 0 };
+    xfer_dlist_t ll = xt_dlist(&l, 1), rl = xt_dlist(&r, 1);
+    xfer_req_t *req = NULL;
+    uint64_t seed = xt_seed();
+
+    xt_register(other, buf, 4096);
+    xt_md_exchange(p->tgt, XFER_MD_ALL, other);
+    xt_fill(buf, 4096, seed);
+    XT_STATUS_FATAL(xfer_req_create(other, XFER_OP_WRITE, &ll, &rl, p->tname,
+                                    NULL, &req), XFER_OK);
+    xt_req_defer(req);
+    XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    CHECK_PATTERN(p->rbuf, 4096, seed, 0, "third agent's WRITE");
+}
+
+/* The pair's own connection still carries good transfers. */
+static void same_link_works(pair_t *p, size_t roff)
+{
+    xfer_req_t *req = pair_req1(p, XFER_OP_WRITE, 0, roff, 512);
+    uint64_t seed = xt_seed();
+
+    xt_fill(p->lbuf, 512, seed);
+    XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    CHECK_PATTERN(p->rbuf + roff, 512, seed, 0, "WRITE after a refusal");
+}
+
+/* Load into the pair's initiator a forged copy of the target's blob. */
+static void load_forged(pair_t *p, void (*edit)(json_t *region))
+{
+    size_t len;
+    char *blob = xt_md_get(p->tgt, XFER_MD_ALL, NULL, 0, &len);
+    json_t *root = xt_blob_parse(blob, len);
+    char *forged;
+
+    edit(xt_blob_region(root, 0));
+    forged = xt_blob_dump(root, &len);
+    XT_STATUS_FATAL(xfer_md_load(p->ini, forged, len, NULL, 0), XFER_OK);
+}
+
+/* Post a 2-descriptor request, descriptor 0 to good memory, descriptor 1
+ * to bad; it must end in XFER_ERR_ACCESS naming descriptor 1. */
+static void refused_access(pair_t *p, xfer_op_t op, void *good, void *bad)
+{
+    xfer_desc_t l[2] = { { (uintptr_t)p->lbuf, 256, 0 },
+                         { (uintptr_t)p->lbuf + 1024, 32, 0 } };
+    xfer_desc_t r[2] = { { (uintptr_t)good, 256, 0 },
+                         { (uintptr_t)bad, 32, 0 } };
+    xfer_dlist_t ll = xt_dlist(l, 2), rl = xt_dlist(r, 2);
+    xfer_req_t *req = NULL;
+    xfer_status_t s;
+
+    XT_STATUS_FATAL(xfer_req_create(p->ini, op, &ll, &rl, p->tname, NULL,
+                                    &req), XFER_OK);
+    xt_req_defer(req);
+    s = xfer_req_post(req, NULL, 0);
+    if (s == XFER_IN_PROG)
+        s = xt_wait_req(req, WAIT_MS);
+    if (XT_STATUS(s, XFER_ERR_ACCESS))
+        XT_ERR_HAS("descriptor 1", p->tname);
+    /* Asking again gives the same answer. */
+    XT_STATUS(xfer_req_status(req), XFER_ERR_ACCESS);
+}
+
+static void grow_region(json_t *r)
+{
+    json_int_t len = json_integer_value(json_object_get(r, "len"));
+
+    json_object_set_new(r, "len", json_integer(len * 2));
+}
+
+static void test_refuse_out_of_region(void)
+{
+    pair_t p;
+    uint64_t canary = xt_seed();
+
+    pair_setup(&p, 65536);
+    /* The target exposes 32K of its 64K; the forged blob claims 64K. */
+    XT_STATUS_FATAL(xfer_mem_deregister(p.tgt, p.rmem), XFER_OK);
+    p.rmem = xt_register(p.tgt, p.rbuf, 32768);
+    XT_STATUS_FATAL(xfer_md_invalidate(p.ini, p.tname), XFER_OK);
+    load_forged(&p, grow_region);
+    xt_fill(p.rbuf, 65536, canary);
+    /* Straddling the end, then wholly outside. */
+    refused_access(&p, XFER_OP_WRITE, p.rbuf, p.rbuf + 32768 - 16);
+    refused_access(&p, XFER_OP_WRITE, p.rbuf, p.rbuf + 40000);
+    refused_access(&p, XFER_OP_READ, p.rbuf, p.rbuf + 40000);
+    CHECK_PATTERN(p.rbuf + 32768 - 16, 65536 - 32768 + 16, canary,
+                  32768 - 16, "memory beyond the registration");
+    same_link_works(&p, 1000);
+    third_party_works(&p);
+}
+
+static void flip_key(json_t *r)
+{
+    json_t *k = json_object_get(r, "key");
+    uint64_t v = 0;
+
+    XT_REQUIRE(xt_json_u64(k, &v), "key unreadable");
+    json_object_set_new(r, "key", xt_json_u64_like(k, v ^ 0x10));
+}
+
+static void test_refuse_wrong_key(void)
+{
+    pair_t p;
+    size_t loff = 0, roff = 0, len = 256;
+    xfer_req_t *req;
+    xfer_status_t s;
+
+    pair_setup(&p, 65536);
+    XT_STATUS_FATAL(xfer_md_invalidate(p.ini, p.tname), XFER_OK);
+    load_forged(&p, flip_key);
+    XT_STATUS_FATAL(pair_req(&p, XFER_OP_WRITE, &loff, &roff, &len, 1, NULL,
+                             &req), XFER_OK);
+    s = xfer_req_post(req, NULL, 0);
+    if (s == XFER_IN_PROG)
+        s = xt_wait_req(req, WAIT_MS);
+    if (XT_STATUS(s, XFER_ERR_ACCESS))
+        XT_ERR_HAS("descriptor 0", p.tname);
+    /* The real key still works on the same link after reloading. */
+    XT_STATUS_FATAL(xfer_md_invalidate(p.ini, p.tname), XFER_OK);
+    xt_md_exchange(p.tgt, XFER_MD_ALL, p.ini);
+    same_link_works(&p, 0);
+    third_party_works(&p);
+}
+
+static void test_refuse_deregistered(void)
+{
+    pair_t p;
+    unsigned char *second = xt_alloc(65536);
+
+    pair_setup(&p, 65536);
+    /* Two regions; the initiator knows both, the target drops one. */
+    {
+        xfer_mem_t *m2 = xt_register(p.tgt, second, 65536);
+
+        (void)m2;
+        xt_md_exchange(p.tgt, XFER_MD_ALL, p.ini);
+        XT_STATUS_FATAL(xfer_mem_deregister(p.tgt, p.rmem), XFER_OK);
+    }
+    refused_access(&p, XFER_OP_WRITE, second, p.rbuf + 4096);
+    refused_access(&p, XFER_OP_READ, second, p.rbuf + 4096);
+    /* The other region and other agents are still served. */
+    {
+        xfer_desc_t l = { (uintptr_t)p.lbuf, 1000, 0 };
+        xfer_desc_t r = { (uintptr_t)second + 5, 1000, 0 };
+        xfer_dlist_t ll = xt_dlist(&l, 1), rl = xt_dlist(&r, 1);
+        xfer_req_t *req = NULL;
+        uint64_t seed = xt_seed();
+
+        xt_fill(p.lbuf, 1000, seed);
+        XT_STATUS_FATAL(xfer_req_create(p.ini, XFER_OP_WRITE, &ll, &rl,
+                                        p.tname, NULL, &req), XFER_OK);
+        xt_req_defer(req);
+        XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+        CHECK_PATTERN(second + 5, 1000, seed, 0, "WRITE to the live region");
+    }
+    p.rbuf = second;
+    third_party_works(&p);
+}
+
+static void test_unknown_remote(void)
+{
+    pair_t p;
+    xfer_desc_t d = { 0, 16, 0 };
+    xfer_dlist_t l;
+    xfer_req_t *req = NULL;
+    xfer_prep_t *prep = NULL;
+
+    pair_setup(&p, 4096);
+    d.addr = (uintptr_t)p.lbuf;
+    l = xt_dlist(&d, 1);
+    XT_STATUS(xfer_req_create(p.ini, XFER_OP_WRITE, &l, &l, "nobody-here",
+                              NULL, &req), XFER_ERR_NOT_FOUND);
+    XT_ERR_HAS("nobody-here");
+    CU_ASSERT_PTR_NULL(req);
+    XT_STATUS(xfer_prep_create(p.ini, "nobody-here", &l, &prep),
+              XFER_ERR_NOT_FOUND);
+    XT_ERR_HAS("nobody-here");
+    if (has_notif()) {
+        XT_STATUS(xfer_notif_send(p.ini, "nobody-here", "x", 1, NULL),
+                  XFER_ERR_NOT_FOUND);
+        XT_ERR_HAS("nobody-here");
+    }
+    same_link_works(&p, 0);
+}
+
+static void test_deregister_busy(void)
+{
+    pair_t p;
+    xfer_req_t *req;
+
+    pair_setup(&p, 65536);
+    req = pair_req1(&p, XFER_OP_WRITE, 0, 0, 4096);
+    XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    XT_STATUS(xfer_mem_deregister(p.ini, p.lmem), XFER_ERR_BUSY);
+    XT_CHECK(xfer_last_error()[0] != '\0', "BUSY without a sentence");
+    /* Still registered: the request still works. */
+    XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    XT_STATUS(xt_req_release(req), XFER_OK);
+    XT_STATUS(xfer_mem_deregister(p.ini, p.lmem), XFER_OK);
+}
+
+/* ---- peer restart ----------------------------------------------------------------- */
+
+static void test_peer_restart(void)
+{
+    pair_t p;
+    xfer_req_t *old, *fresh;
+    xfer_agent_t *t2;
+    unsigned char *buf2 = xt_alloc(65536);
+    xfer_status_t s;
+    uint64_t seed = xt_seed(), epoch1;
+
+    pair_setup(&p, 65536);
+    old = pair_req1(&p, XFER_OP_WRITE, 0, 0, 4096);
+    XT_STATUS_FATAL(xt_post_wait(old, NULL, 0, WAIT_MS), XFER_OK);
+    epoch1 = xfer_agent_epoch(p.tgt);
+
+    /* The target dies: the old request fails, within the bound. */
+    xt_agent_destroy(p.tgt);
+    s = xfer_req_post(old, NULL, 0);
+    if (s == XFER_IN_PROG)
+        s = xt_wait_req(old, WAIT_MS);
+    XT_STATUS(s, XFER_ERR_REMOTE_DISCONNECT);
+
+    /* It comes back under the same name with a new epoch. */
+    t2 = xt_agent(p.tname, spec, 1);
+    XT_CHECK(xfer_agent_epoch(t2) > epoch1, "restarted epoch 0x%" PRIx64
+             " not above 0x%" PRIx64, xfer_agent_epoch(t2), epoch1);
+    xt_register(t2, buf2, 65536);
+    xt_md_exchange(t2, XFER_MD_ALL, p.ini);
+    s = xfer_req_post(old, NULL, 0);
+    if (s == XFER_IN_PROG)
+        s = xt_wait_req(old, WAIT_MS);
+    XT_STATUS(s, XFER_ERR_REMOTE_DISCONNECT);
+    {
+        xfer_desc_t l = { (uintptr_t)p.lbuf, 4096, 0 };
+        xfer_desc_t r = { (uintptr_t)buf2, 4096, 0 };
+        xfer_dlist_t ll = xt_dlist(&l, 1), rl = xt_dlist(&r, 1);
+
+        XT_STATUS_FATAL(xfer_req_create(p.ini, XFER_OP_WRITE, &ll, &rl,
+                                        p.tname, NULL, &fresh), XFER_OK);
+        xt_req_defer(fresh);
+    }
+    xt_fill(p.lbuf, 4096, seed);
+    XT_STATUS(xt_post_wait(fresh, NULL, 0, WAIT_MS), XFER_OK);
+    CHECK_PATTERN(buf2, 4096, seed, 0, "WRITE to the restarted peer");
+    if (has_notif()) {
+        xt_notifs_t *got = xt_notifs_new();
+
+        XT_STATUS(xfer_notif_send(p.ini, p.tname, "again", 5, NULL), XFER_OK);
+        xt_drain_until(t2, got, 1, WAIT_MS, false);
+        XT_CHECK(got->count == 1 && strcmp(got->items[0].msg, "again") == 0,
+                 "restarted peer got %zu notifications", got->count);
+    }
+}
+
+/* ---- without a progress thread ----------------------------------------------------- */
+
+static void test_no_thread_status(void)
+{
+    pair_t p;
+    xfer_req_t *w, *r;
+    uint64_t seed = xt_seed();
+    const size_t n = (1u << 20) + 5;
+
+    pair_setup_opts(&p, n, 0, 1);
+    xt_fill(p.lbuf, n, seed);
+    w = pair_req1(&p, XFER_OP_WRITE, 0, 0, n);
+    /* Only xfer_req_status drives the initiator. */
+    XT_STATUS_FATAL(xt_post_wait(w, NULL, 0, WAIT_MS), XFER_OK);
+    CHECK_PATTERN(p.rbuf, n, seed, 0, "WRITE polled by status");
+    memset(p.lbuf, 0, n);
+    r = pair_req1(&p, XFER_OP_READ, 0, 0, n);
+    XT_STATUS_FATAL(xt_post_wait(r, NULL, 0, WAIT_MS), XFER_OK);
+    CHECK_PATTERN(p.lbuf, n, seed, 0, "READ polled by status");
+}
+
+/* Both agents single-threaded, driven from one poll() loop. */
+static void test_no_thread_event_fd(void)
+{
+    pair_t p;
+    xfer_req_t *w;
+    int fds[2];
+    uint64_t seed = xt_seed(), end;
+    const size_t n = 4u << 20;
+    xfer_status_t s = XFER_IN_PROG;
+    xt_notifs_t *got = xt_notifs_new();
+    unsigned wakeups = 0;
+
+    pair_setup_opts(&p, n, 0, 0);
+    XT_STATUS_FATAL(xfer_agent_event_fd(p.ini, &fds[0]), XFER_OK);
+    XT_STATUS_FATAL(xfer_agent_event_fd(p.tgt, &fds[1]), XFER_OK);
+    XT_REQUIRE(fds[0] >= 0 && fds[1] >= 0, "event fds %d %d", fds[0], fds[1]);
+    xt_fill(p.lbuf, n, seed);
+    w = pair_req1(&p, XFER_OP_WRITE, 0, 0, n);
+    s = xfer_req_post(w, has_notif() ? "evfd" : NULL, has_notif() ? 4 : 0);
+    end = xt_now_ms() + WAIT_MS;
+    while (s == XFER_IN_PROG && xt_now_ms() < end) {
+        struct pollfd pf[2] = { { fds[0], POLLIN, 0 }, { fds[1], POLLIN, 0 } };
+
+        if (poll(pf, 2, 100) > 0)
+            wakeups++;
+        xfer_progress(p.tgt);
+        xfer_progress(p.ini);
+        s = xfer_req_status(w);
+    }
+    XT_STATUS(s, XFER_OK);
+    XT_CHECK(wakeups > 0, "the event fds never became readable");
+    CHECK_PATTERN(p.rbuf, n, seed, 0, "WRITE driven by poll()");
+    if (has_notif()) {
+        xt_drain_until(p.tgt, got, 1, WAIT_MS, true);
+        XT_CHECK(got->count == 1 && strcmp(got->items[0].msg, "evfd") == 0,
+                 "%zu notifications", got->count);
+    }
+}
+
+/* ---- concurrency -------------------------------------------------------------------- */
+
+typedef struct worker {
+    pair_t *p;
+    xfer_req_t *req;
+    size_t off, len;
+    int rounds;
+    int failures;
+    char why[256];
+} worker_t;
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    uint64_t st = xt_seed();
+
+    for (int i = 0; i < w->rounds && w->failures == 0; i++) {
+        uint64_t seed = xt_rand(&st);
+        xfer_status_t s;
+        uint64_t end = xt_now_ms() + WAIT_MS;
+
+        xt_fill(w->p->lbuf + w->off, w->len, seed);
+        s = xfer_req_post(w->req, NULL, 0);
+        while (s == XFER_IN_PROG && xt_now_ms() < end)
+            s = xfer_req_status(w->req);
+        if (s != XFER_OK) {
+            snprintf(w->why, sizeof(w->why), "round %d: %s (%s)", i,
+                     xt_status_name(s), xfer_last_error());
+            w->failures++;
+        } else if (xt_check(w->p->rbuf + w->off, w->len, seed) >= 0) {
+            snprintf(w->why, sizeof(w->why), "round %d: data differs", i);
+            w->failures++;
+        }
+    }
+    return NULL;
+}
+
+/* Several threads post on one agent at once, each on its own slot. */
+static void test_threads_post(void)
+{
+    enum { T = 4, SLOT = 128 * 1024 };
+    pair_t p;
+    worker_t w[T];
+    pthread_t th[T];
+
+    pair_setup(&p, (size_t)T * SLOT);
+    for (int i = 0; i < T; i++) {
+        w[i] = (worker_t){ .p = &p, .off = (size_t)i * SLOT,
+                           .len = SLOT - (size_t)i * 17, .rounds = 200 };
+        w[i].req = pair_req1(&p, XFER_OP_WRITE, w[i].off, w[i].off, w[i].len);
+    }
+    for (int i = 0; i < T; i++)
+        XT_REQUIRE(pthread_create(&th[i], NULL, worker_main, &w[i]) == 0,
+                   "pthread_create failed");
+    for (int i = 0; i < T; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < T; i++)
+        XT_CHECK(w[i].failures == 0, "thread %d: %s", i, w[i].why);
+}
+
+/* Two senders to one target: each keeps its order, each is named. */
+static void test_notif_two_senders(void)
+{
+    enum { N = 300 };
+    pair_t p;
+    xfer_agent_t *b = xt_agent(xt_name("ini2"), spec, 1);
+    xt_notifs_t *got = xt_notifs_new();
+    int next[2] = {0, 0};
+    unsigned bad = 0;
+    char msg[32];
+
+    pair_setup(&p, 4096);
+    xt_md_exchange(p.tgt, XFER_MD_ALL, b);
+    for (int i = 0; i < N; i++) {
+        snprintf(msg, sizeof(msg), "a-%d", i);
+        XT_STATUS(xfer_notif_send(p.ini, p.tname, msg, strlen(msg), NULL),
+                  XFER_OK);
+        snprintf(msg, sizeof(msg), "b-%d", i);
+        XT_STATUS(xfer_notif_send(b, p.tname, msg, strlen(msg), NULL),
+                  XFER_OK);
+    }
+    xt_drain_until(p.tgt, got, 2 * N, WAIT_MS, false);
+    XT_REQUIRE(got->count == 2 * N, "%zu of %d notifications", got->count,
+               2 * N);
+    for (size_t i = 0; i < got->count; i++) {
+        const xt_notif_t *m = &got->items[i];
+        int who = m->msg && ((char *)m->msg)[0] == 'b';
+        const char *want_from = xfer_agent_name(who ? b : p.ini);
+        int k = -1;
+
+        sscanf((char *)m->msg + 2, "%d", &k);
+        if ((k != next[who] || strcmp(m->from, want_from) != 0) && bad++ < 3)
+            XT_FAIL("notification %zu: \"%s\" from \"%s\", want #%d from "
+                    "\"%s\"", i, (char *)m->msg, m->from, next[who],
+                    want_from);
+        next[who] = k + 1;
+    }
+    XT_CHECK(bad == 0, "%u notifications out of order or misattributed", bad);
+}
+
+/* The target agent is destroyed while a large WRITE is on its way: the
+ * initiator gets an answer within the bound, never a hang. */
+static void test_target_destroyed_midstream(void)
+{
+    const size_t big = 64u << 20;
+    pair_t p;
+    xfer_req_t *req;
+    xfer_status_t s;
+    uint64_t start;
+
+    pair_setup(&p, big);
+    req = pair_req1(&p, XFER_OP_WRITE, 0, 0, big);
+    s = xfer_req_post(req, NULL, 0);
+    xt_agent_destroy(p.tgt);
+    start = xt_now_ms();
+    for (;;) {
+        if (s == XFER_IN_PROG)
+            s = xt_wait_req(req, WAIT_MS);
+        if (s != XFER_OK || xt_now_ms() - start > WAIT_MS)
+            break;
+        s = xfer_req_post(req, NULL, 0);
+    }
+    XT_STATUS(s, XFER_ERR_REMOTE_DISCONNECT);
+}
+
+/* ---- two processes ------------------------------------------------------------------ */
+
+/* Length-prefixed messages over a socketpair, bounded in time. */
+static int msg_send(int fd, const void *buf, uint32_t len)
+{
+    struct iovec iov[2] = { { &len, sizeof(len) }, { (void *)buf, len } };
+    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+    size_t want = sizeof(len) + len;
+    ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+
+    /* SOCK_SEQPACKET: one message, all or nothing. */
+    return n == (ssize_t)want ? 0 : -1;
+}
+
+/* Receive one message (malloc'd, NUL-terminated) within timeout_ms. */
+static char *msg_recv(int fd, unsigned timeout_ms, uint32_t *lenp)
+{
+    struct pollfd pf = { fd, POLLIN, 0 };
+    uint32_t len;
+    char *buf;
+    ssize_t n;
+    int cap = 1 << 20;
+
+    if (poll(&pf, 1, (int)timeout_ms) <= 0)
+        return NULL;
+    buf = malloc((size_t)cap);
+    if (buf == NULL)
+        return NULL;
+    n = recv(fd, buf, (size_t)cap, 0);
+    if (n < (ssize_t)sizeof(len)) {
+        free(buf);
+        return NULL;
+    }
+    memcpy(&len, buf, sizeof(len));
+    if ((size_t)n != sizeof(len) + len) {
+        free(buf);
+        return NULL;
+    }
+    memmove(buf, buf + sizeof(len), len);
+    buf[len] = '\0';
+    if (lenp)
+        *lenp = len;
+    return buf;
+}
+
+static void child_reply(int fd, const char *fmt, ...)
+{
+    char text[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    msg_send(fd, text, (uint32_t)strlen(text));
+}
+
+static void child_collect(void *arg, const char *from, const void *msg,
+                          size_t len)
+{
+    /* "from:msg;" appended to a text buffer. */
+    char *out = arg;
+    size_t used = strlen(out);
+
+    snprintf(out + used, 65536 - used, "%s:%.*s;", from, (int)len,
+             (const char *)msg);
+}
+
+/* The target process: serve commands until told to stop or the parent
+ * goes away.  Never returns. */
+static void child_main(int fd, const char *name, size_t size)
+{
+    xfer_agent_opts_t o;
+    xfer_agent_t *a = NULL;
+    unsigned char *buf = NULL;
+    xfer_desc_t d;
+    xfer_dlist_t l;
+    xfer_mem_t *mem = NULL;
+    char *blob = NULL, *notifs = calloc(1, 65536);
+    size_t len = 0;
+
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    alarm(120);
+    xfer_agent_opts_init(&o);
+    o.name = name;
+    if (notifs == NULL || posix_memalign((void **)&buf, 4096, size) != 0 ||
+        xfer_agent_create(&o, &a) != XFER_OK ||
+        xfer_backend_add(a, spec, NULL) != XFER_OK) {
+        child_reply(fd, "err setup: %s", xfer_last_error());
+        _exit(1);
+    }
+    memset(buf, 0, size);
+    d = (xfer_desc_t){ (uintptr_t)buf, size, 0 };
+    l = xt_dlist(&d, 1);
+    if (xfer_mem_register(a, &l, NULL, &mem) != XFER_OK ||
+        xfer_md_get(a, XFER_MD_ALL, NULL, 0, &blob, &len) != XFER_OK) {
+        child_reply(fd, "err register: %s", xfer_last_error());
+        _exit(1);
+    }
+    msg_send(fd, blob, (uint32_t)len);
+    xfer_free(blob);
+    for (;;) {
+        char *cmd = msg_recv(fd, 110000, NULL);
+        unsigned long long off, n, seed, want, ms;
+
+        if (cmd == NULL)
+            _exit(0);    /* parent gone or done */
+        if (sscanf(cmd, "fill %llu %llu %llu", &off, &n, &seed) == 3) {
+            xt_fill_at(buf + off, n, seed, 0);
+            child_reply(fd, "ok");
+        } else if (sscanf(cmd, "check %llu %llu %llu", &off, &n, &seed) == 3) {
+            long bad = xt_check_at(buf + off, n, seed, 0);
+
+            child_reply(fd, bad < 0 ? "ok" : "bad %ld", bad);
+        } else if (sscanf(cmd, "notifs %llu %llu", &want, &ms) == 2) {
+            uint64_t end = xt_now_ms() + ms;
+            size_t count = 0, c;
+
+            while (count < want && xt_now_ms() < end) {
+                xfer_notif_drain(a, child_collect, notifs, &c);
+                count += c;
+                if (count < want)
+                    xt_sleep_ms(1);
+            }
+            msg_send(fd, notifs, (uint32_t)strlen(notifs));
+            notifs[0] = '\0';
+        } else if (strcmp(cmd, "exit") == 0) {
+            xfer_agent_destroy(a);
+            _exit(0);
+        }
+        free(cmd);
+    }
+}
+
+typedef struct child {
+    int pid;
+    int fd;
+    char name[64];
+    char *blob;
+    uint32_t len;
+} child_t;
+
+static void fd_close(void *arg)
+{
+    close((int)(intptr_t)arg);
+}
+
+/* Fork a target process of `size` bytes; returns once its blob is here.
+ * Call before creating agents in this process. */
+static void child_start(child_t *c, size_t size)
+{
+    int sv[2];
+
+    snprintf(c->name, sizeof(c->name), "%s", xt_name("proc"));
+    XT_REQUIRE(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0,
+               "socketpair: %s", strerror(errno));
+    fflush(NULL);
+    c->pid = fork();
+    XT_REQUIRE(c->pid >= 0, "fork: %s", strerror(errno));
+    if (c->pid == 0) {
+        close(sv[0]);
+        child_main(sv[1], c->name, size);
+    }
+    close(sv[1]);
+    c->fd = sv[0];
+    xt_child_add(c->pid);
+    xt_defer(fd_close, (void *)(intptr_t)c->fd);
+    c->blob = msg_recv(c->fd, WAIT_MS, &c->len);
+    XT_REQUIRE(c->blob != NULL, "target process sent no metadata");
+    xt_defer_late(free, c->blob);
+    XT_REQUIRE(strncmp(c->blob, "err", 3) != 0, "target process: %s", c->blob);
+}
+
+/* Send a command and return the reply (freed after the test). */
+static char *child_cmd(child_t *c, const char *fmt, ...)
+{
+    char text[256];
+    char *reply;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    XT_REQUIRE(msg_send(c->fd, text, (uint32_t)strlen(text)) == 0,
+               "target process is gone");
+    reply = msg_recv(c->fd, WAIT_MS, NULL);
+    XT_REQUIRE(reply != NULL, "no reply to \"%s\"", text);
+    xt_defer_late(free, reply);
+    return reply;
+}
+
+static void child_stop(child_t *c)
+{
+    int status = 0;
+
+    msg_send(c->fd, "exit", 4);
+    waitpid(c->pid, &status, 0);
+    xt_child_forget(c->pid);
+    XT_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+             "target process ended with status 0x%x", status);
+}
+
+/* The remote address of the child's buffer, from its blob. */
+static uintptr_t child_base(child_t *c)
+{
+    json_t *root = xt_blob_parse(c->blob, c->len);
+    uint64_t addr = 0;
+
+    XT_REQUIRE(xt_json_u64(json_object_get(xt_blob_region(root, 0), "addr"),
+                           &addr), "child blob has no region address");
+    return (uintptr_t)addr;
+}
+
+static xfer_req_t *child_req(xfer_agent_t *ini, child_t *c, xfer_op_t op,
+                             void *local, size_t roff, size_t len)
+{
+    xfer_desc_t l = { (uintptr_t)local, len, 0 };
+    xfer_desc_t r = { child_base(c) + roff, len, 0 };
+    xfer_dlist_t ll = xt_dlist(&l, 1), rl = xt_dlist(&r, 1);
+    xfer_req_t *req = NULL;
+
+    XT_STATUS_FATAL(xfer_req_create(ini, op, &ll, &rl, c->name, NULL, &req),
+                    XFER_OK);
+    xt_req_defer(req);
+    return req;
+}
+
+static void test_proc_write_read_notif(void)
+{
+    const size_t n = (2u << 20) + 3;
+    child_t c;
+    xfer_agent_t *ini;
+    unsigned char *buf;
+    xfer_req_t *w, *r;
+    uint64_t seed = xt_seed(), seed2 = xt_seed();
+    char *reply, want[512];
+
+    child_start(&c, n + 100);
+    ini = xt_agent(xt_name("pini"), spec, 1);
+    buf = xt_alloc(n);
+    xt_register(ini, buf, n);
+    XT_STATUS_FATAL(xfer_md_load(ini, c.blob, c.len, NULL, 0), XFER_OK);
+
+    xt_fill(buf, n, seed);
+    w = child_req(ini, &c, XFER_OP_WRITE, buf, 7, n);
+    XT_STATUS_FATAL(xt_post_wait(w, "wrote", 5, WAIT_MS), XFER_OK);
+    reply = child_cmd(&c, "check 7 %zu %" PRIu64, n, seed);
+    XT_CHECK(strcmp(reply, "ok") == 0, "target process: WRITE data %s", reply);
+
+    reply = child_cmd(&c, "fill 11 %zu %" PRIu64, n - 100, seed2);
+    XT_REQUIRE(strcmp(reply, "ok") == 0, "fill: %s", reply);
+    r = child_req(ini, &c, XFER_OP_READ, buf, 11, n - 100);
+    XT_STATUS_FATAL(xt_post_wait(r, "read", 4, WAIT_MS), XFER_OK);
+    CHECK_PATTERN(buf, n - 100, seed2, 0, "READ from another process");
+
+    for (int i = 0; i < 20; i++) {
+        char m[16];
+
+        snprintf(m, sizeof(m), "p%d", i);
+        XT_STATUS(xfer_notif_send(ini, c.name, m, strlen(m), NULL), XFER_OK);
+    }
+    reply = child_cmd(&c, "notifs 22 %u", WAIT_MS);
+    snprintf(want, sizeof(want), "%s:wrote;%s:read;", xfer_agent_name(ini),
+             xfer_agent_name(ini));
+    for (int i = 0; i < 20; i++) {
+        size_t used = strlen(want);
+
+        snprintf(want + used, sizeof(want) - used, "%s:p%d;",
+                 xfer_agent_name(ini), i);
+    }
+    XT_CHECK(strcmp(reply, want) == 0, "target process got \"%s\", want "
+             "\"%s\"", reply, want);
+    child_stop(&c);
+}
+
+static void test_proc_kill_midstream(void)
+{
+    const size_t big = 64u << 20, small = 65536;
+    child_t victim, other;
+    xfer_agent_t *ini;
+    unsigned char *buf;
+    xfer_req_t *w, *w2;
+    xfer_status_t s = XFER_OK;
+    uint64_t start, seed = xt_seed();
+    int posts = 0;
+    char *reply;
+
+    child_start(&victim, big);
+    child_start(&other, small);
+    ini = xt_agent(xt_name("pini"), spec, 1);
+    buf = xt_alloc(big);
+    xt_register(ini, buf, big);
+    XT_STATUS_FATAL(xfer_md_load(ini, victim.blob, victim.len, NULL, 0),
+                    XFER_OK);
+    XT_STATUS_FATAL(xfer_md_load(ini, other.blob, other.len, NULL, 0),
+                    XFER_OK);
+    xt_fill(buf, big, seed);
+    w = child_req(ini, &victim, XFER_OP_WRITE, buf, 0, big);
+    w2 = child_req(ini, &other, XFER_OP_WRITE, buf, 0, small);
+    XT_STATUS_FATAL(xt_post_wait(w, NULL, 0, WAIT_MS), XFER_OK);
+
+    /* Kill it with a 64 MiB WRITE on the wire; repost until the loss is
+     * seen (a post may finish before the kill lands). */
+    s = xfer_req_post(w, NULL, 0);
+    kill(victim.pid, SIGKILL);
+    start = xt_now_ms();
+    for (;;) {
+        posts++;
+        if (s == XFER_IN_PROG)
+            s = xt_wait_req(w, WAIT_MS);
+        if (s != XFER_OK || xt_now_ms() - start > WAIT_MS)
+            break;
+        s = xfer_req_post(w, NULL, 0);
+    }
+    XT_STATUS(s, XFER_ERR_REMOTE_DISCONNECT);
+    XT_CHECK(xt_now_ms() - start < WAIT_MS, "peer death took %" PRIu64
+             " ms to notice", xt_now_ms() - start);
+    waitpid(victim.pid, NULL, 0);
+    xt_child_forget(victim.pid);
+    /* It stays failed. */
+    s = xfer_req_post(w, NULL, 0);
+    if (s == XFER_IN_PROG)
+        s = xt_wait_req(w, WAIT_MS);
+    XT_STATUS(s, XFER_ERR_REMOTE_DISCONNECT);
+
+    /* The other process is unaffected. */
+    XT_STATUS(xt_post_wait(w2, NULL, 0, WAIT_MS), XFER_OK);
+    reply = child_cmd(&other, "check 0 %zu %" PRIu64, small, seed);
+    XT_CHECK(strcmp(reply, "ok") == 0, "surviving target: %s", reply);
+    child_stop(&other);
+}
+
+/* ---- registration ---------------------------------------------------------------------- */
+
+static const xt_test_t data_tests[] = {
+    XT_TEST(test_write_1B), XT_TEST(test_write_7B), XT_TEST(test_write_4K),
+    XT_TEST(test_write_1M13), XT_TEST(test_write_64M),
+    XT_TEST(test_read_1B), XT_TEST(test_read_7B), XT_TEST(test_read_4K),
+    XT_TEST(test_read_1M13), XT_TEST(test_read_64M),
+    XT_TEST(test_desc_1), XT_TEST(test_desc_2), XT_TEST(test_desc_64),
+    XT_TEST(test_desc_1024),
+    XT_TEST(test_repost),
+    XT_TEST(test_prepped),
+    XT_END
+};
+
+static const xt_test_t notif_tests[] = {
+    XT_TEST(test_default_notif),
+    XT_TEST(test_notif_write_after_data),
+    XT_TEST(test_notif_read),
+    XT_TEST(test_notif_standalone_order),
+    XT_TEST(test_notif_mixed_order),
+    XT_TEST(test_notif_sizes),
+    XT_TEST(test_notif_two_senders),
+    XT_END
+};
+
+static const xt_test_t refusal_tests[] = {
+    XT_TEST(test_refuse_out_of_region),
+    XT_TEST(test_refuse_wrong_key),
+    XT_TEST(test_refuse_deregistered),
+    XT_TEST(test_unknown_remote),
+    XT_TEST(test_deregister_busy),
+    XT_TEST(test_peer_restart),
+    XT_TEST(test_target_destroyed_midstream),
+    XT_END
+};
+
+static const xt_test_t progress_tests[] = {
+    XT_TEST(test_no_thread_status),
+    XT_TEST(test_no_thread_event_fd),
+    XT_TEST(test_threads_post),
+    XT_END
+};
+
+static const xt_test_t process_tests[] = {
+    XT_TEST(test_proc_write_read_notif),
+    XT_TEST(test_proc_kill_midstream),
+    XT_END
+};
+
+/* The plugin must be there and load; its caps pick the suites. */
+static void probe_plugin(void)
+{
+    xfer_plugin_info_t *infos = NULL;
+    size_t n = 0;
+    int found = 0;
+
+    if (xfer_plugin_list(&infos, &n) != XFER_OK)
+        xt_skip("cannot list plugins: %s", xfer_last_error());
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(infos[i].name, plugin) != 0)
+            continue;
+        found = 1;
+        if (infos[i].error != NULL) {
+            /* Built but broken is a failure, not a skip. */
+            printf("FAIL: plugin %s does not load: %s\n", plugin,
+                   infos[i].error);
+            exit(1);
+        }
+        caps = infos[i].caps;
+    }
+    xfer_plugin_list_free(infos, n);
+    if (!found)
+        xt_skip("plugin '%s' is not on XFER_PLUGIN_PATH", plugin);
+}
+
+int main(int argc, char **argv)
+{
+    xt_suite_t suites[5];
+    size_t ns = 0;
+
+    spec = argc > 1 ? argv[1] : getenv("XFER_TEST_BACKEND");
+    if (spec == NULL || spec[0] == '\0')
+        xt_skip("no backend: give a spec as argv[1] or XFER_TEST_BACKEND");
+    snprintf(plugin, sizeof(plugin), "%.*s", (int)strcspn(spec, ":"), spec);
+    probe_plugin();
+    printf("conformance of backend \"%s\" (caps 0x%x)\n", spec, caps);
+    if ((caps & (XFER_CAP_READ | XFER_CAP_WRITE)) !=
+        (XFER_CAP_READ | XFER_CAP_WRITE)) {
+        printf("FAIL: plugin %s lacks READ or WRITE\n", plugin);
+        return 1;
+    }
+    suites[ns++] = (xt_suite_t){ "data", data_tests };
+    if (caps & XFER_CAP_NOTIF)
+        suites[ns++] = (xt_suite_t){ "notif", notif_tests };
+    else
+        printf("note: %s has no notifications; notif suite not run\n", plugin);
+    suites[ns++] = (xt_suite_t){ "refusal", refusal_tests };
+    suites[ns++] = (xt_suite_t){ "progress", progress_tests };
+    if (caps & (XFER_CAP_LOCAL | XFER_CAP_REMOTE))
+        suites[ns++] = (xt_suite_t){ "process", process_tests };
+    else
+        printf("note: %s reaches only its own process; process suite not "
+               "run\n", plugin);
+    return xt_run("test-conformance", suites, ns);
+}

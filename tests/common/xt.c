@@ -1,0 +1,533 @@
+/* xt.c - helpers for tests written against the public API (see xt.h).
+ * Everything a test creates is handed to the runner's cleanups. */
+#include "tests/common/xt.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- time ------------------------------------------------------------ */
+
+uint64_t xt_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void xt_sleep_ms(unsigned ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static void sleep_us(unsigned us)
+{
+    struct timespec ts = { 0, (long)us * 1000L };
+
+    nanosleep(&ts, NULL);
+}
+
+/* ---- status assertions -------------------------------------------------- */
+
+const char *xt_status_name(xfer_status_t s)
+{
+    switch (s) {
+    case XFER_OK: return "XFER_OK";
+    case XFER_IN_PROG: return "XFER_IN_PROG";
+    case XFER_ERR_INVALID: return "XFER_ERR_INVALID";
+    case XFER_ERR_NOT_FOUND: return "XFER_ERR_NOT_FOUND";
+    case XFER_ERR_NOMEM: return "XFER_ERR_NOMEM";
+    case XFER_ERR_NOT_SUPPORTED: return "XFER_ERR_NOT_SUPPORTED";
+    case XFER_ERR_BACKEND: return "XFER_ERR_BACKEND";
+    case XFER_ERR_REMOTE_DISCONNECT: return "XFER_ERR_REMOTE_DISCONNECT";
+    case XFER_ERR_TIMEOUT: return "XFER_ERR_TIMEOUT";
+    case XFER_ERR_CANCELED: return "XFER_ERR_CANCELED";
+    case XFER_ERR_ACCESS: return "XFER_ERR_ACCESS";
+    case XFER_ERR_BUSY: return "XFER_ERR_BUSY";
+    case XFER_ERR_EXISTS: return "XFER_ERR_EXISTS";
+    case XFER_ERR_LOAD: return "XFER_ERR_LOAD";
+    case XFER_ERR_CONFIG: return "XFER_ERR_CONFIG";
+    }
+    return "(unknown status)";
+}
+
+bool xt_status_at(const char *file, unsigned line, int fatal,
+                  const char *what, xfer_status_t got, xfer_status_t want)
+{
+    if (got == want) {
+        CU_assertImplementation(CU_TRUE, line, what, file, "", CU_FALSE);
+        return true;
+    }
+    xt_fail_at(file, line, fatal, "%s: got %s (%d), want %s (%d); last error: \"%s\"",
+               what, xt_status_name(got), (int)got, xt_status_name(want),
+               (int)want, xfer_last_error());
+    return false;
+}
+
+bool xt_err_has_at(const char *file, unsigned line, ...)
+{
+    const char *err = xfer_last_error();
+    const char *s;
+    bool ok = true;
+    va_list ap;
+
+    va_start(ap, line);
+    while ((s = va_arg(ap, const char *)) != NULL) {
+        if (err == NULL || strstr(err, s) == NULL) {
+            xt_fail_at(file, line, 0,
+                       "xfer_last_error() \"%s\" does not mention \"%s\"",
+                       err ? err : "(null)", s);
+            ok = false;
+        }
+    }
+    va_end(ap);
+    if (ok)
+        CU_assertImplementation(CU_TRUE, line, "xfer_last_error", file, "",
+                                CU_FALSE);
+    return ok;
+}
+
+/* ---- names, memory ------------------------------------------------------ */
+
+const char *xt_name(const char *prefix)
+{
+    static unsigned counter;
+    static char names[16][64];
+    char *out = names[counter % 16];
+
+    snprintf(out, sizeof(names[0]), "%s-%ld-%u", prefix, (long)getpid(),
+             counter);
+    counter++;
+    return out;
+}
+
+void *xt_alloc(size_t len)
+{
+    void *p = NULL;
+
+    if (posix_memalign(&p, 4096, len ? len : 1) != 0)
+        XT_FAIL_FATAL("posix_memalign(%zu) failed", len);
+    memset(p, 0, len);
+    xt_defer_late(free, p);
+    return p;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static inline unsigned char pattern_byte(uint64_t seed, uint64_t j)
+{
+    return (unsigned char)(mix64(seed ^ ((j >> 3) * 0x632be59bd9b4e019ull)) >>
+                           ((j & 7) * 8));
+}
+
+void xt_fill_at(void *buf, size_t len, uint64_t seed, uint64_t base)
+{
+    unsigned char *p = buf;
+    size_t i = 0;
+
+    for (; i < len && ((base + i) & 7) != 0; i++)
+        p[i] = pattern_byte(seed, base + i);
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w = mix64(seed ^ (((base + i) >> 3) * 0x632be59bd9b4e019ull));
+
+        for (unsigned b = 0; b < 8; b++)
+            p[i + b] = (unsigned char)(w >> (b * 8));
+    }
+    for (; i < len; i++)
+        p[i] = pattern_byte(seed, base + i);
+}
+
+long xt_check_at(const void *buf, size_t len, uint64_t seed, uint64_t base)
+{
+    const unsigned char *p = buf;
+    size_t i = 0;
+
+    for (; i < len && ((base + i) & 7) != 0; i++)
+        if (p[i] != pattern_byte(seed, base + i))
+            return (long)i;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w = mix64(seed ^ (((base + i) >> 3) * 0x632be59bd9b4e019ull));
+
+        for (unsigned b = 0; b < 8; b++)
+            if (p[i + b] != (unsigned char)(w >> (b * 8)))
+                return (long)(i + b);
+    }
+    for (; i < len; i++)
+        if (p[i] != pattern_byte(seed, base + i))
+            return (long)i;
+    return -1;
+}
+
+void xt_fill(void *buf, size_t len, uint64_t seed)
+{
+    xt_fill_at(buf, len, seed, 0);
+}
+
+long xt_check(const void *buf, size_t len, uint64_t seed)
+{
+    return xt_check_at(buf, len, seed, 0);
+}
+
+uint64_t xt_seed(void)
+{
+    static uint64_t counter;
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return mix64((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^
+                 ((uint64_t)getpid() << 48) ^ ++counter);
+}
+
+uint64_t xt_rand(uint64_t *state)
+{
+    *state += 0x9e3779b97f4a7c15ull;
+    return mix64(*state);
+}
+
+/* ---- agents ------------------------------------------------------------- */
+
+#define XT_MAX_AGENTS 64
+static xfer_agent_t *live_agents[XT_MAX_AGENTS];
+
+static void agent_cleanup(void *arg)
+{
+    for (size_t i = 0; i < XT_MAX_AGENTS; i++) {
+        if (live_agents[i] == arg) {
+            live_agents[i] = NULL;
+            xfer_agent_destroy(arg);
+            return;
+        }
+    }
+}
+
+xfer_agent_t *xt_agent(const char *name, const char *spec,
+                       int progress_thread)
+{
+    xfer_agent_opts_t opts;
+    xfer_agent_t *agent = NULL;
+    xfer_status_t s;
+    size_t slot;
+
+    for (slot = 0; slot < XT_MAX_AGENTS && live_agents[slot]; slot++)
+        ;
+    if (slot == XT_MAX_AGENTS)
+        XT_FAIL_FATAL("too many agents in one test");
+    xfer_agent_opts_init(&opts);
+    opts.name = name;
+    opts.progress_thread = progress_thread;
+    s = xfer_agent_create(&opts, &agent);
+    if (s != XFER_OK || agent == NULL)
+        XT_FAIL_FATAL("xfer_agent_create(%s): %s: %s", name,
+                      xt_status_name(s), xfer_last_error());
+    live_agents[slot] = agent;
+    xt_defer(agent_cleanup, agent);
+    if (spec != NULL) {
+        s = xfer_backend_add(agent, spec, NULL);
+        if (s != XFER_OK)
+            XT_FAIL_FATAL("xfer_backend_add(%s, \"%s\"): %s: %s", name, spec,
+                          xt_status_name(s), xfer_last_error());
+    }
+    return agent;
+}
+
+void xt_agent_destroy(xfer_agent_t *agent)
+{
+    agent_cleanup(agent);
+}
+
+xfer_mem_t *xt_register(xfer_agent_t *agent, void *addr, size_t len)
+{
+    xfer_desc_t d = { (uintptr_t)addr, len, 0 };
+    xfer_dlist_t l = { XFER_MEM_DRAM, 1, &d };
+    xfer_mem_t *mem = NULL;
+    xfer_status_t s = xfer_mem_register(agent, &l, NULL, &mem);
+
+    if (s != XFER_OK || mem == NULL)
+        XT_FAIL_FATAL("xfer_mem_register(%s, %zu bytes): %s: %s",
+                      xfer_agent_name(agent), len, xt_status_name(s),
+                      xfer_last_error());
+    return mem;
+}
+
+char *xt_md_get(xfer_agent_t *agent, unsigned what, xfer_mem_t *const *mems,
+                size_t nmems, size_t *len)
+{
+    char *blob = NULL;
+    size_t n = 0;
+    xfer_status_t s = xfer_md_get(agent, what, mems, nmems, &blob, &n);
+
+    if (s != XFER_OK || blob == NULL)
+        XT_FAIL_FATAL("xfer_md_get(%s): %s: %s", xfer_agent_name(agent),
+                      xt_status_name(s), xfer_last_error());
+    xt_defer_late(xfer_free, blob);
+    if (len)
+        *len = n;
+    return blob;
+}
+
+void xt_md_exchange(xfer_agent_t *from, unsigned what, xfer_agent_t *to)
+{
+    size_t len;
+    char *blob = xt_md_get(from, what, NULL, 0, &len);
+    char name[XFER_NAME_MAX + 1];
+    xfer_status_t s = xfer_md_load(to, blob, len, name, sizeof(name));
+
+    if (s != XFER_OK)
+        XT_FAIL_FATAL("xfer_md_load(%s <- %s): %s: %s", xfer_agent_name(to),
+                      xfer_agent_name(from), xt_status_name(s),
+                      xfer_last_error());
+    XT_CHECK(strcmp(name, xfer_agent_name(from)) == 0,
+             "xfer_md_load returned name \"%s\", want \"%s\"", name,
+             xfer_agent_name(from));
+}
+
+xfer_dlist_t xt_dlist(xfer_desc_t *descs, size_t count)
+{
+    xfer_dlist_t l = { XFER_MEM_DRAM, count, descs };
+
+    return l;
+}
+
+#define XT_MAX_REQS 4096
+static xfer_req_t *live_reqs[XT_MAX_REQS];
+
+/* Forget a deferred request; false if it was not deferred. */
+static bool req_forget(xfer_req_t *req)
+{
+    for (size_t i = 0; i < XT_MAX_REQS; i++) {
+        if (live_reqs[i] == req) {
+            live_reqs[i] = NULL;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void req_cleanup(void *arg)
+{
+    xfer_req_t *req = arg;
+    uint64_t end = xt_now_ms() + 5000;
+
+    if (!req_forget(req))
+        return;
+    /* A request still on the wire is cancelled; give it a bounded time
+     * and leave the rest to xfer_agent_destroy. */
+    while (xfer_req_release(req) == XFER_ERR_BUSY) {
+        if (xt_now_ms() > end)
+            return;
+        xfer_req_status(req);
+        sleep_us(100);
+    }
+}
+
+void xt_req_defer(xfer_req_t *req)
+{
+    size_t i;
+
+    for (i = 0; i < XT_MAX_REQS && live_reqs[i]; i++)
+        ;
+    if (i == XT_MAX_REQS)
+        XT_FAIL_FATAL("too many requests in one test");
+    live_reqs[i] = req;
+    xt_defer(req_cleanup, req);
+}
+
+xfer_status_t xt_req_release(xfer_req_t *req)
+{
+    req_forget(req);
+    return xfer_req_release(req);
+}
+
+xfer_status_t xt_wait_req_pump(xfer_req_t *req, xfer_agent_t *const *pump,
+                               size_t npump, unsigned timeout_ms)
+{
+    uint64_t end = xt_now_ms() + timeout_ms;
+    unsigned spins = 0;
+
+    for (;;) {
+        xfer_status_t s = xfer_req_status(req);
+
+        if (s != XFER_IN_PROG)
+            return s;
+        for (size_t i = 0; i < npump; i++)
+            xfer_progress(pump[i]);
+        if (xt_now_ms() > end)
+            return XFER_ERR_TIMEOUT;
+        if (++spins < 64)
+            sched_yield();
+        else
+            sleep_us(50);
+    }
+}
+
+xfer_status_t xt_wait_req(xfer_req_t *req, unsigned timeout_ms)
+{
+    return xt_wait_req_pump(req, NULL, 0, timeout_ms);
+}
+
+xfer_status_t xt_post_wait(xfer_req_t *req, const void *notif, size_t len,
+                           unsigned timeout_ms)
+{
+    xfer_status_t s = xfer_req_post(req, notif, len);
+
+    if (s != XFER_IN_PROG)
+        return s;
+    return xt_wait_req(req, timeout_ms);
+}
+
+/* ---- notifications ------------------------------------------------------ */
+
+static void notifs_free(void *arg)
+{
+    xt_notifs_t *n = arg;
+
+    for (size_t i = 0; i < n->count; i++) {
+        free(n->items[i].from);
+        free(n->items[i].msg);
+    }
+    free(n->items);
+    free(n);
+}
+
+xt_notifs_t *xt_notifs_new(void)
+{
+    xt_notifs_t *n = calloc(1, sizeof(*n));
+
+    if (n == NULL)
+        XT_FAIL_FATAL("out of memory");
+    xt_defer_late(notifs_free, n);
+    return n;
+}
+
+static void notif_collect(void *arg, const char *from, const void *msg,
+                          size_t len)
+{
+    xt_notifs_t *n = arg;
+    xt_notif_t *m;
+
+    if (n->count == n->cap) {
+        size_t cap = n->cap ? n->cap * 2 : 64;
+        xt_notif_t *items = realloc(n->items, cap * sizeof(*items));
+
+        if (items == NULL)
+            abort();
+        n->items = items;
+        n->cap = cap;
+    }
+    m = &n->items[n->count];
+    m->from = strdup(from ? from : "(null)");
+    m->msg = malloc(len + 1);
+    if (m->from == NULL || m->msg == NULL)
+        abort();
+    memcpy(m->msg, msg, len);
+    ((char *)m->msg)[len] = '\0';
+    m->len = len;
+    n->count++;
+    if (n->on_msg)
+        n->on_msg(n, m);
+}
+
+size_t xt_drain_until(xfer_agent_t *agent, xt_notifs_t *n, size_t want,
+                      unsigned timeout_ms, bool pump)
+{
+    uint64_t end = xt_now_ms() + timeout_ms;
+
+    for (;;) {
+        xfer_status_t s;
+
+        if (pump)
+            xfer_progress(agent);
+        s = xfer_notif_drain(agent, notif_collect, n, NULL);
+        if (s != XFER_OK) {
+            XT_FAIL("xfer_notif_drain: %s: %s", xt_status_name(s),
+                    xfer_last_error());
+            return n->count;
+        }
+        if (n->count >= want || xt_now_ms() > end)
+            return n->count;
+        sleep_us(pump ? 20 : 200);
+    }
+}
+
+/* ---- metadata blobs ----------------------------------------------------- */
+
+static void json_cleanup(void *arg)
+{
+    json_decref(arg);
+}
+
+json_t *xt_blob_parse(const char *blob, size_t len)
+{
+    json_error_t err;
+    json_t *root = json_loadb(blob, len, 0, &err);
+
+    if (root == NULL || !json_is_object(root))
+        XT_FAIL_FATAL("metadata blob is not a JSON object: %s", err.text);
+    xt_defer_late(json_cleanup, root);
+    return root;
+}
+
+char *xt_blob_dump(const json_t *root, size_t *len)
+{
+    char *text = json_dumps(root, JSON_COMPACT | JSON_ENCODE_ANY);
+
+    if (text == NULL)
+        XT_FAIL_FATAL("json_dumps failed");
+    xt_defer_late(free, text);
+    if (len)
+        *len = strlen(text);
+    return text;
+}
+
+bool xt_json_u64(const json_t *v, uint64_t *out)
+{
+    if (json_is_integer(v)) {
+        *out = (uint64_t)json_integer_value(v);
+        return true;
+    }
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        char *end;
+
+        errno = 0;
+        *out = strtoull(s, &end, 0);
+        return errno == 0 && end != s && *end == '\0';
+    }
+    return false;
+}
+
+json_t *xt_json_u64_like(const json_t *old, uint64_t val)
+{
+    char text[32];
+
+    if (json_is_integer(old))
+        return json_integer((json_int_t)val);
+    snprintf(text, sizeof(text), "0x%" PRIx64, val);
+    return json_string(text);
+}
+
+json_t *xt_blob_region(json_t *root, size_t i)
+{
+    json_t *regions = json_object_get(root, "regions");
+    json_t *r = json_array_get(regions, i);
+
+    if (r == NULL || !json_is_object(r))
+        XT_FAIL_FATAL("blob has no regions[%zu]", i);
+    return r;
+}

@@ -1,0 +1,554 @@
+/* ptest.c - the test plugin: a parameter of every type, and an
+ * in-process loopback transport, so core tests need no sockets.
+ *
+ * Every live instance sits in one process-wide list.  A post queues the
+ * request on the target instance and wakes the target agent; the
+ * target's progress() checks each segment with its host's mem_check
+ * (so refusals are the core's own) and copies with memcpy, then
+ * delivers the notification and wakes the initiator.  Peers in another
+ * process are refused at peer_add. */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <xfer/backend.h>
+
+typedef struct ptest_config {
+    int flag;
+    int64_t level;
+    uint64_t count;
+    uint64_t port;
+    size_t bufsize;
+    const char *label;
+    int fail_init;
+} ptest_config_t;
+
+static const xfer_param_t ptest_params[] = {
+    {"flag", XFER_PARAM_BOOL, "0", "a bool", offsetof(ptest_config_t, flag),
+     1, 0},
+    {"level", XFER_PARAM_INT, "-2", "an int in [-10, 10]",
+     offsetof(ptest_config_t, level), -10, 10},
+    {"count", XFER_PARAM_UINT, "7", "an unbounded uint",
+     offsetof(ptest_config_t, count), 1, 0},
+    {"port", XFER_PARAM_UINT, "0", "a uint in [0, 65535]",
+     offsetof(ptest_config_t, port), 0, 65535},
+    {"bufsize", XFER_PARAM_SIZE, "64K", "a size",
+     offsetof(ptest_config_t, bufsize), 1, 0},
+    {"label", XFER_PARAM_STRING, "plain", "a string",
+     offsetof(ptest_config_t, label), 1, 0},
+    {"fail_init", XFER_PARAM_BOOL, "no", "make init fail",
+     offsetof(ptest_config_t, fail_init), 1, 0},
+};
+
+typedef struct pt_node pt_node_t;
+
+struct xfer_be {
+    uint64_t id;
+    const xfer_host_t *host;
+    const ptest_config_t *cfg;
+    char name[XFER_NAME_MAX + 1];
+    pt_node_t *head, *tail;      /* operations for this target */
+    struct xfer_be_req *reqs;    /* requests created here */
+    struct xfer_be *next;
+};
+
+struct xfer_be_peer {
+    uint64_t target_id;
+};
+
+typedef struct pt_mem {
+    xfer_be_region_t r;
+} pt_mem_t;
+
+typedef struct pt_rmem {
+    xfer_be_rregion_t r;
+} pt_rmem_t;
+
+struct pt_node {
+    pt_node_t *next;
+    struct xfer_be_req *req; /* NULL: a notification alone */
+    char from[XFER_NAME_MAX + 1];
+    size_t len;
+    unsigned char *msg;
+};
+
+struct xfer_be_req {
+    xfer_be_t *be;
+    xfer_be_peer_t *peer;    /* NULL once the peer was removed */
+    xfer_op_t op;
+    const xfer_be_seg_t *segs;
+    size_t nseg;
+    xfer_status_t state;
+    char err[700];
+    pt_node_t node;          /* queued on the target while in progress */
+    bool queued;
+    xfer_be_t *target;       /* where it is queued */
+    struct xfer_be_req *prev, *next;
+};
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static xfer_be_t *g_list;
+static uint64_t g_next_id = 1;
+
+static xfer_be_t *find_target(uint64_t id)
+{
+    for (xfer_be_t *b = g_list; b; b = b->next)
+        if (b->id == id)
+            return b;
+    return NULL;
+}
+
+static void enqueue(xfer_be_t *tgt, pt_node_t *n)
+{
+    n->next = NULL;
+    if (tgt->tail)
+        tgt->tail->next = n;
+    else
+        tgt->head = n;
+    tgt->tail = n;
+}
+
+static void unqueue(xfer_be_t *tgt, pt_node_t *n)
+{
+    pt_node_t **pp = &tgt->head, *prev = NULL;
+
+    for (; *pp; prev = *pp, pp = &(*pp)->next) {
+        if (*pp == n) {
+            *pp = n->next;
+            if (tgt->tail == n)
+                tgt->tail = prev;
+            return;
+        }
+    }
+}
+
+/* g_lock held. */
+static void req_dequeue(struct xfer_be_req *q, xfer_status_t why)
+{
+    if (!q->queued)
+        return;
+    unqueue(q->target, &q->node);
+    q->queued = false;
+    q->state = why;
+}
+
+static xfer_status_t pt_init(const xfer_host_t *host, const void *config,
+                             xfer_be_t **out)
+{
+    const ptest_config_t *cfg = config;
+    xfer_be_t *be;
+
+    if (cfg->fail_init)
+        return host->error(host->ctx, XFER_ERR_BACKEND,
+                           "ptest: init refused because fail_init is set "
+                           "(label '%s')", cfg->label);
+    be = calloc(1, sizeof(*be));
+    if (be == NULL)
+        return XFER_ERR_NOMEM;
+    be->host = host;
+    be->cfg = cfg;
+    snprintf(be->name, sizeof(be->name), "%s", host->agent_name);
+    pthread_mutex_lock(&g_lock);
+    be->id = g_next_id++;
+    be->next = g_list;
+    g_list = be;
+    pthread_mutex_unlock(&g_lock);
+    *out = be;
+    return XFER_OK;
+}
+
+static void pt_fini(xfer_be_t *be)
+{
+    pthread_mutex_lock(&g_lock);
+    for (xfer_be_t **pp = &g_list; *pp; pp = &(*pp)->next) {
+        if (*pp == be) {
+            *pp = be->next;
+            break;
+        }
+    }
+    /* What was queued here will never run: the peer is gone. */
+    while (be->head) {
+        pt_node_t *n = be->head;
+
+        be->head = n->next;
+        if (n->req) {
+            n->req->queued = false;
+            n->req->state = XFER_ERR_REMOTE_DISCONNECT;
+            snprintf(n->req->err, sizeof(n->req->err),
+                     "ptest: target agent '%s' went away", be->name);
+            n->req->be->host->wake(n->req->be->host->ctx);
+        } else {
+            free(n->msg);
+            free(n);
+        }
+    }
+    /* Requests of ours queued elsewhere. */
+    for (struct xfer_be_req *q = be->reqs; q; q = q->next)
+        req_dequeue(q, XFER_ERR_REMOTE_DISCONNECT);
+    pthread_mutex_unlock(&g_lock);
+    free(be);
+}
+
+static xfer_status_t pt_conn_info(xfer_be_t *be, void *buf, size_t *len)
+{
+    const ptest_config_t *c = be->cfg;
+    int n = snprintf(buf, *len, "ptest pid=%ld id=%" PRIu64 " flag=%d "
+                     "level=%" PRId64 " count=%" PRIu64 " port=%" PRIu64
+                     " bufsize=%zu label=%s", (long)getpid(), be->id, c->flag,
+                     c->level, c->count, c->port, c->bufsize, c->label);
+
+    if (n < 0 || (size_t)n >= *len)
+        return be->host->error(be->host->ctx, XFER_ERR_INVALID,
+                               "ptest: connection info does not fit");
+    *len = (size_t)n;
+    return XFER_OK;
+}
+
+static xfer_status_t pt_peer_add(xfer_be_t *be, const char *name,
+                                 uint64_t epoch, const void *info, size_t len,
+                                 xfer_be_peer_t **out)
+{
+    char text[256];
+    long pid;
+    uint64_t id;
+    xfer_be_peer_t *p;
+
+    (void)epoch;
+    if (len == 0 || len >= sizeof(text))
+        return be->host->error(be->host->ctx, XFER_ERR_INVALID,
+                               "ptest: peer '%s': connection info of %zu "
+                               "bytes", name, len);
+    memcpy(text, info, len);
+    text[len] = '\0';
+    if (sscanf(text, "ptest pid=%ld id=%" SCNu64, &pid, &id) != 2)
+        return be->host->error(be->host->ctx, XFER_ERR_INVALID,
+                               "ptest: peer '%s': malformed connection info",
+                               name);
+    if (pid != (long)getpid())
+        return be->host->error(be->host->ctx, XFER_ERR_INVALID,
+                               "ptest: peer '%s' lives in process %ld; ptest "
+                               "only reaches its own process", name, pid);
+    p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return XFER_ERR_NOMEM;
+    p->target_id = id;
+    *out = p;
+    return XFER_OK;
+}
+
+static void pt_peer_remove(xfer_be_t *be, xfer_be_peer_t *peer)
+{
+    pthread_mutex_lock(&g_lock);
+    for (struct xfer_be_req *q = be->reqs; q; q = q->next) {
+        if (q->peer != peer)
+            continue;
+        if (q->queued || q->state == XFER_IN_PROG) {
+            req_dequeue(q, XFER_ERR_REMOTE_DISCONNECT);
+            q->state = XFER_ERR_REMOTE_DISCONNECT;
+            snprintf(q->err, sizeof(q->err), "ptest: peer removed");
+        }
+        q->peer = NULL;
+    }
+    pthread_mutex_unlock(&g_lock);
+    free(peer);
+}
+
+static xfer_status_t pt_mem_register(xfer_be_t *be, const xfer_be_region_t *r,
+                                     void **mem)
+{
+    pt_mem_t *m = malloc(sizeof(*m));
+
+    (void)be;
+    if (m == NULL)
+        return XFER_ERR_NOMEM;
+    m->r = *r;
+    *mem = m;
+    return XFER_OK;
+}
+
+static void pt_mem_deregister(xfer_be_t *be, void *mem)
+{
+    (void)be;
+    free(mem);
+}
+
+/* The public part: the key again, so unpack can check what it got. */
+static xfer_status_t pt_mem_pack(xfer_be_t *be, void *mem, void *buf,
+                                 size_t *len)
+{
+    pt_mem_t *m = mem;
+    int n = snprintf(buf, *len, "ptest-key:%016" PRIx64, m->r.key);
+
+    (void)be;
+    if (n < 0 || (size_t)n >= *len)
+        return XFER_ERR_INVALID;
+    *len = (size_t)n;
+    return XFER_OK;
+}
+
+static xfer_status_t pt_rmem_unpack(xfer_be_t *be, xfer_be_peer_t *peer,
+                                    const xfer_be_rregion_t *r,
+                                    const void *buf, size_t len, void **rmem)
+{
+    char text[64];
+    uint64_t key;
+    pt_rmem_t *m;
+
+    (void)peer;
+    if (len == 0 || len >= sizeof(text))
+        return be->host->error(be->host->ctx, XFER_ERR_INVALID,
+                               "ptest: packed key of %zu bytes", len);
+    memcpy(text, buf, len);
+    text[len] = '\0';
+    if (sscanf(text, "ptest-key:%" SCNx64, &key) != 1)
+        return be->host->error(be->host->ctx, XFER_ERR_INVALID,
+                               "ptest: malformed packed key '%s'", text);
+    /* The packed key travels beside the core's key; a mismatch means
+     * the blob was edited inconsistently, which the tests may do: the
+     * core's key is the one presented, as a real transport would. */
+    m = malloc(sizeof(*m));
+    if (m == NULL)
+        return XFER_ERR_NOMEM;
+    m->r = *r;
+    *rmem = m;
+    return XFER_OK;
+}
+
+static void pt_rmem_release(xfer_be_t *be, void *rmem)
+{
+    (void)be;
+    free(rmem);
+}
+
+static xfer_status_t pt_req_create(xfer_be_t *be, xfer_op_t op,
+                                   xfer_be_peer_t *peer,
+                                   const xfer_be_seg_t *segs, size_t nseg,
+                                   xfer_be_req_t **out)
+{
+    struct xfer_be_req *q = calloc(1, sizeof(*q));
+
+    if (q == NULL)
+        return XFER_ERR_NOMEM;
+    q->be = be;
+    q->peer = peer;
+    q->op = op;
+    q->segs = segs;
+    q->nseg = nseg;
+    q->state = XFER_OK;
+    q->node.req = q;
+    pthread_mutex_lock(&g_lock);
+    q->next = be->reqs;
+    if (be->reqs)
+        be->reqs->prev = q;
+    be->reqs = q;
+    pthread_mutex_unlock(&g_lock);
+    *out = q;
+    return XFER_OK;
+}
+
+static xfer_status_t pt_req_post(xfer_be_t *be, xfer_be_req_t *q,
+                                 const void *notif, size_t notif_len)
+{
+    xfer_be_t *tgt;
+    unsigned char *copy = NULL;
+
+    if (notif != NULL && notif_len > 0) {
+        copy = malloc(notif_len);
+        if (copy == NULL)
+            return XFER_ERR_NOMEM;
+        memcpy(copy, notif, notif_len);
+    }
+    pthread_mutex_lock(&g_lock);
+    if (q->queued) {
+        pthread_mutex_unlock(&g_lock);
+        free(copy);
+        return be->host->error(be->host->ctx, XFER_ERR_BUSY,
+                               "ptest: request still in progress");
+    }
+    tgt = q->peer ? find_target(q->peer->target_id) : NULL;
+    if (tgt == NULL) {
+        q->state = XFER_ERR_REMOTE_DISCONNECT;
+        pthread_mutex_unlock(&g_lock);
+        free(copy);
+        return be->host->error(be->host->ctx, XFER_ERR_REMOTE_DISCONNECT,
+                               "ptest: the target is gone");
+    }
+    free(q->node.msg);
+    q->node.msg = copy;
+    q->node.len = copy ? notif_len : 0;
+    snprintf(q->node.from, sizeof(q->node.from), "%s", be->name);
+    q->err[0] = '\0';
+    q->state = XFER_IN_PROG;
+    q->queued = true;
+    q->target = tgt;
+    enqueue(tgt, &q->node);
+    tgt->host->wake(tgt->host->ctx);
+    pthread_mutex_unlock(&g_lock);
+    return XFER_IN_PROG;
+}
+
+static xfer_status_t pt_req_check(xfer_be_t *be, xfer_be_req_t *q)
+{
+    xfer_status_t s;
+    char err[sizeof(q->err)];
+
+    pthread_mutex_lock(&g_lock);
+    s = q->state;
+    memcpy(err, q->err, sizeof(err));
+    pthread_mutex_unlock(&g_lock);
+    if (s < 0)
+        return be->host->error(be->host->ctx, s, "%s",
+                               err[0] ? err : "ptest: request failed");
+    return s;
+}
+
+static xfer_status_t pt_req_cancel(xfer_be_t *be, xfer_be_req_t *q)
+{
+    (void)be;
+    pthread_mutex_lock(&g_lock);
+    if (q->queued)
+        req_dequeue(q, XFER_ERR_CANCELED);
+    pthread_mutex_unlock(&g_lock);
+    return XFER_OK;
+}
+
+static void pt_req_release(xfer_be_t *be, xfer_be_req_t *q)
+{
+    pthread_mutex_lock(&g_lock);
+    req_dequeue(q, XFER_ERR_CANCELED);
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        be->reqs = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+    pthread_mutex_unlock(&g_lock);
+    free(q->node.msg);
+    free(q);
+}
+
+static xfer_status_t pt_notif_send(xfer_be_t *be, xfer_be_peer_t *peer,
+                                   const void *msg, size_t len)
+{
+    pt_node_t *n = calloc(1, sizeof(*n));
+    xfer_be_t *tgt;
+
+    if (n == NULL || (len > 0 && (n->msg = malloc(len)) == NULL)) {
+        free(n);
+        return XFER_ERR_NOMEM;
+    }
+    if (len > 0)
+        memcpy(n->msg, msg, len);
+    n->len = len;
+    snprintf(n->from, sizeof(n->from), "%s", be->name);
+    pthread_mutex_lock(&g_lock);
+    tgt = find_target(peer->target_id);
+    if (tgt != NULL) {
+        enqueue(tgt, n);
+        tgt->host->wake(tgt->host->ctx);
+    }
+    pthread_mutex_unlock(&g_lock);
+    if (tgt == NULL) {
+        free(n->msg);
+        free(n);
+        return be->host->error(be->host->ctx, XFER_ERR_REMOTE_DISCONNECT,
+                               "ptest: the target is gone");
+    }
+    return XFER_OK;
+}
+
+/* Run one queued request against this (target) instance.  g_lock held. */
+static void run_req(xfer_be_t *be, struct xfer_be_req *q)
+{
+    unsigned access = q->op == XFER_OP_WRITE ? XFER_ACCESS_WRITE
+                                             : XFER_ACCESS_READ;
+
+    for (size_t i = 0; i < q->nseg; i++) {
+        const xfer_be_seg_t *s = &q->segs[i];
+        const pt_rmem_t *rm = s->rmem;
+        char msg[256];
+        void *mem;
+
+        if (be->host->mem_check(be->host->ctx, rm->r.key, s->raddr, s->len,
+                                access, &mem, msg, sizeof(msg)) != XFER_OK) {
+            q->state = XFER_ERR_ACCESS;
+            snprintf(q->err, sizeof(q->err), "ptest: agent '%s' refused "
+                     "descriptor %zu: %s", be->name, i, msg);
+            return;
+        }
+        if (q->op == XFER_OP_WRITE)
+            memcpy((void *)(uintptr_t)s->raddr, (const void *)s->laddr,
+                   s->len);
+        else
+            memcpy((void *)s->laddr, (const void *)(uintptr_t)s->raddr,
+                   s->len);
+    }
+    if (q->node.msg != NULL)
+        be->host->notif_deliver(be->host->ctx, q->node.from, q->node.msg,
+                                q->node.len);
+    q->state = XFER_OK;
+}
+
+static int pt_progress(xfer_be_t *be)
+{
+    int handled = 0;
+
+    pthread_mutex_lock(&g_lock);
+    while (be->head) {
+        pt_node_t *n = be->head;
+
+        be->head = n->next;
+        if (be->head == NULL)
+            be->tail = NULL;
+        if (n->req) {
+            struct xfer_be_req *q = n->req;
+
+            q->queued = false;
+            run_req(be, q);
+            q->be->host->wake(q->be->host->ctx);
+        } else {
+            be->host->notif_deliver(be->host->ctx, n->from, n->msg, n->len);
+            free(n->msg);
+            free(n);
+        }
+        handled++;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return handled;
+}
+
+const xfer_backend_ops_t XFER_BACKEND_SYMBOL(ptest) = {
+    .hdr = {
+        .abi_major = XFER_BACKEND_ABI_MAJOR,
+        .abi_minor = XFER_BACKEND_ABI_MINOR,
+        .struct_size = sizeof(xfer_backend_ops_t),
+        .name = "ptest",
+        .version = "ptest-1.0",
+        .caps = XFER_CAP_READ | XFER_CAP_WRITE | XFER_CAP_NOTIF,
+        .mem_types = XFER_MEMBIT(XFER_MEM_DRAM),
+    },
+    .params = ptest_params,
+    .nparams = sizeof(ptest_params) / sizeof(ptest_params[0]),
+    .config_size = sizeof(ptest_config_t),
+    .init = pt_init,
+    .fini = pt_fini,
+    .conn_info = pt_conn_info,
+    .peer_add = pt_peer_add,
+    .peer_remove = pt_peer_remove,
+    .mem_register = pt_mem_register,
+    .mem_deregister = pt_mem_deregister,
+    .mem_pack = pt_mem_pack,
+    .rmem_unpack = pt_rmem_unpack,
+    .rmem_release = pt_rmem_release,
+    .req_create = pt_req_create,
+    .req_post = pt_req_post,
+    .req_check = pt_req_check,
+    .req_cancel = pt_req_cancel,
+    .req_release = pt_req_release,
+    .notif_send = pt_notif_send,
+    .progress = pt_progress,
+};
