@@ -1,0 +1,81 @@
+#!/bin/sh
+# test-xfer-info.sh - xfer-info lists the tcp plugin with its parameters,
+# shows why each broken test plugin failed to load, and exits as its
+# --help says.
+set -u
+
+top=${abs_top_builddir:-$(pwd)}
+info=$top/tools/xfer-info
+if [ ! -x "$info" ]; then echo "SKIP: $info is not built"; exit 77; fi
+if [ -z "${XFER_PLUGIN_PATH:-}" ]; then
+    echo "SKIP: XFER_PLUGIN_PATH is not set (run through make check)"; exit 77
+fi
+if [ ! -f "$top/plugins/tcp/xfer_tcp.la" ]; then
+    echo "SKIP: the tcp plugin is not built"; exit 77
+fi
+
+dir=$(mktemp -d "${TMPDIR:-/tmp}/xfer-info.XXXXXX") || exit 99
+trap 'rm -rf "$dir"' EXIT
+trap 'exit 1' INT TERM
+
+fail() {
+    echo "FAIL: $*"
+    for f in "$dir"/*; do echo "--- $f"; cat "$f"; done
+    exit 1
+}
+
+"$info" >"$dir/all" 2>"$dir/all.err"
+rc=$?
+[ "$rc" -eq 0 ] || fail "xfer-info exited with $rc"
+
+# tcp is listed as loaded, with its port parameter: a uint in [0, 65535].
+grep -Eq '^tcp [^ ]+ \(ABI 1\.[0-9]+\)$' "$dir/all" ||
+    fail "tcp is not listed as a loaded plugin"
+awk '/^tcp /{f=1} f && /^$/{exit} f' "$dir/all" >"$dir/tcp-block"
+grep -Eq '^ +port +uint +0 +\[0, 65535\] ' "$dir/tcp-block" ||
+    fail "tcp's port parameter (uint, default 0, [0, 65535]) is not listed"
+grep -Eq 'capabilities:.*' "$dir/tcp-block" || fail "tcp shows no capabilities"
+grep -Eq '^ptest [^ ]+ \(ABI 1\.[0-9]+\)$' "$dir/all" ||
+    fail "the ptest test plugin is not listed as loaded"
+
+# Every broken plugin: under "failed to load", with its file and reason,
+# and never among the loaded ones.
+sed -n '/^failed to load:$/,$p' "$dir/all" >"$dir/failed"
+[ -s "$dir/failed" ] || fail "no 'failed to load' section"
+while read -r name why; do
+    grep -q "^  $name (.*/tests/plugins/xfer_$name\.la): .*$why" \
+        "$dir/failed" || fail "$name: no load error saying '$why'"
+    if grep -q "^$name " "$dir/all"; then fail "$name is listed as loaded"; fi
+done <<'EOF_BROKEN'
+badmajor built for backend ABI 2
+short ends before mandatory op 'peer_add'
+nosym does not export xfer_backend_nosym_v1
+misname names itself 'other', expected 'misname'
+noop lacks mandatory op 'progress'
+EOF_BROKEN
+
+# One plugin by name.
+"$info" tcp >"$dir/one" 2>&1 || fail "xfer-info tcp failed"
+grep -Eq '^ +port +uint ' "$dir/one" || fail "xfer-info tcp shows no port"
+if grep -q '^ptest ' "$dir/one"; then fail "xfer-info tcp shows ptest"; fi
+"$info" noop >"$dir/noop" 2>&1
+rc=$?
+[ "$rc" -eq 1 ] || fail "xfer-info noop (fails to load) exited with $rc, want 1"
+grep -q "lacks mandatory op 'progress'" "$dir/noop" ||
+    fail "xfer-info noop does not say why"
+"$info" nosuchplugin >"$dir/nosuch" 2>&1
+rc=$?
+[ "$rc" -eq 1 ] || fail "xfer-info nosuchplugin exited with $rc, want 1"
+grep -q "nosuchplugin" "$dir/nosuch" || fail "unknown plugin not named"
+"$info" --bogus-option >"$dir/usage" 2>&1
+rc=$?
+[ "$rc" -eq 2 ] || fail "bad usage exited with $rc, want 2"
+
+# The JSON form carries the same facts.
+"$info" --json >"$dir/json" 2>&1 || fail "xfer-info --json failed"
+grep -q '"tcp"' "$dir/json" || fail "--json does not list tcp"
+grep -q '"port"' "$dir/json" || fail "--json does not list tcp's port"
+grep -q "lacks mandatory op 'progress'" "$dir/json" ||
+    fail "--json does not carry load errors"
+
+echo "PASS: xfer-info"
