@@ -27,6 +27,7 @@ struct options {
     size_t size;      /* ping-pong message size */
     int stream;       /* 1: one-way bandwidth instead of ping-pong */
     double seconds;   /* stream duration */
+    int poll;         /* 1: the client spins on non-blocking reads */
 };
 
 static uint64_t now_ns(void)
@@ -46,6 +47,27 @@ static int read_full(int fd, void *buf, size_t len)
         ssize_t n = read(fd, p, len);
 
         if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* The client side of --poll: spin on non-blocking reads, as an xfer
+ * initiator without a progress thread spins on xfer_req_status, so the
+ * two are compared like for like. */
+static int read_full_poll(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = recv(fd, p, len, MSG_DONTWAIT);
+
+        if (n < 0 && (errno == EINTR || errno == EAGAIN ||
+                      errno == EWOULDBLOCK))
             continue;
         if (n <= 0)
             return -1;
@@ -146,7 +168,8 @@ static int run_pingpong(int fd, const struct options *o)
         uint64_t t0 = now_ns();
 
         if (write_full(fd, buf, o->size) != 0 ||
-            read_full(fd, buf, o->size) != 0) {
+            (o->poll ? read_full_poll(fd, buf, o->size)
+                     : read_full(fd, buf, o->size)) != 0) {
             perror("tcp-pingpong: ping-pong");
             goto out;
         }
@@ -157,7 +180,8 @@ static int run_pingpong(int fd, const struct options *o)
         sum += (double)rtt[i];
     qsort(rtt, (size_t)o->iters, sizeof(*rtt), cmp_u64);
     printf("# tcp-pingpong loopback, TCP_NODELAY, %zu B messages, %ld "
-           "iterations\n", o->size, o->iters);
+           "iterations, client %s\n", o->size, o->iters,
+           o->poll ? "busy-polling" : "blocking");
     printf("%-10s %-14s %-14s %-14s\n", "size", "median_rtt_us", "avg_rtt_us",
            "min_rtt_us");
     printf("%-10zu %-14.2f %-14.2f %-14.2f\n", o->size,
@@ -213,6 +237,8 @@ static void usage(FILE *out)
             "  -s, --size BYTES    ping-pong message size (default 8)\n"
             "      --stream        push %u B writes one way and report GB/s\n"
             "  -t, --seconds S     stream duration (default 3)\n"
+            "      --poll          client spins on non-blocking reads (the\n"
+            "                      server always blocks)\n"
             "  -h, --help          this help\n"
             "GB/s means 10^9 bytes per second, measured by the receiver.\n",
             STREAM_CHUNK);
@@ -242,6 +268,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         { "size", required_argument, NULL, 's' },
         { "stream", no_argument, NULL, 'S' },
         { "seconds", required_argument, NULL, 't' },
+        { "poll", no_argument, NULL, 'P' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -266,6 +293,7 @@ static int parse_options(int argc, char **argv, struct options *o)
             o->size = (size_t)v;
             break;
         case 'S': o->stream = 1; break;
+        case 'P': o->poll = 1; break;
         case 't':
             o->seconds = strtod(optarg, &end);
             if (end == optarg || *end != '\0' || !(o->seconds > 0)) {
@@ -291,7 +319,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 
 int main(int argc, char **argv)
 {
-    struct options o = { 100000, 1000, 8, 0, 3.0 };
+    struct options o = { 100000, 1000, 8, 0, 3.0, 0 };
     struct sockaddr_in addr;
     socklen_t alen = sizeof(addr);
     int lfd, fd, status, rc;
