@@ -622,10 +622,7 @@ static xfer_status_t mem_register(xfer_agent_t *a, const xfer_dlist_t *list,
             if (st == XFER_ERR_NOT_SUPPORTED && only == NULL)
                 continue;
             if (st != XFER_OK) {
-                char why[512];
-
-                snprintf(why, sizeof(why), "%s", xfer_last_error());
-                xfer__err(st, "descriptor %zu: %s", i, why);
+                xfer__err_prefix(st, "descriptor %zu", i);
                 goto fail;
             }
         }

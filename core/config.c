@@ -431,11 +431,8 @@ xfer_status_t xfer__config_fill(const char *plugin, const xfer_param_t *params,
                       cfg);
     if (st != XFER_OK) {
         /* A broken default is the plugin's bug; say so. */
-        char why[512];
-
-        snprintf(why, sizeof(why), "%s", xfer_last_error());
-        xfer__err(XFER_ERR_CONFIG, "plugin '%s' declares an invalid default: "
-                  "%s", plugin, why);
+        st = xfer__err_prefix(XFER_ERR_CONFIG, "plugin '%s' declares an "
+                              "invalid default", plugin);
         goto fail;
     }
 
@@ -470,10 +467,7 @@ xfer_status_t xfer__config_fill(const char *plugin, const xfer_param_t *params,
             continue;
         st = set_text(plugin, &params[i], env, "environment", cfg);
         if (st != XFER_OK) {
-            char why[512];
-
-            snprintf(why, sizeof(why), "%s", xfer_last_error());
-            xfer__err(st, "%s (from %s)", why, var);
+            xfer__err_prefix(st, "%s", var);
             goto fail;
         }
     }

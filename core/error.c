@@ -69,6 +69,27 @@ xfer_status_t xfer__err(xfer_status_t status, const char *fmt, ...)
     return status;
 }
 
+xfer_status_t xfer__err_prefix(xfer_status_t status, const char *fmt, ...)
+{
+    char old[XFER__ERRMSG_MAX], prefix[XFER__ERRMSG_MAX / 2];
+    va_list ap;
+
+    snprintf(old, sizeof(old), "%s",
+             last_error_set && last_error[0] ? last_error
+                                             : xfer_strerror(status));
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof(prefix), fmt, ap);
+    va_end(ap);
+    /* A sentence too long for the buffer is cut at its end (the prefix,
+     * which says where the error was met, always survives); the result is
+     * tested only to say that the cut is intended. */
+    if (snprintf(last_error, sizeof(last_error), "%s: %s", prefix, old) >=
+        (int)sizeof(last_error))
+        last_error[sizeof(last_error) - 1] = '\0';
+    last_error_set = true;
+    return status;
+}
+
 void xfer__err_clear(void)
 {
     last_error[0] = '\0';

@@ -27,6 +27,10 @@
 xfer_status_t xfer__err(xfer_status_t status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 xfer_status_t xfer__verr(xfer_status_t status, const char *fmt, va_list ap);
+/* Put "<prefix>: " before the thread's current sentence (or before the
+ * generic one if none is set), adding context on the way out. */
+xfer_status_t xfer__err_prefix(xfer_status_t status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Forget the thread's last error (at the start of every public call). */
 void xfer__err_clear(void);
 /* Whether something set an error since the last clear. */

@@ -508,12 +508,9 @@ static xfer_status_t add_peers(xfer__remote_t *rem, const md_doc_t *d)
                                   d->backends[i].conn, d->backends[i].conn_len,
                                   &rem->peer[j]);
             if (st != XFER_OK) {
-                char why[400];
-
-                snprintf(why, sizeof(why), "%s", xfer_last_error());
                 rem->peer[j] = NULL;
-                return xfer__err(st, "agent '%s', backend %s: %s", rem->name,
-                                 b->name, why[0] ? why : xfer_strerror(st));
+                return xfer__err_prefix(st, "agent '%s', backend %s",
+                                        rem->name, b->name);
             }
         }
     }
