@@ -1078,36 +1078,54 @@ static void child_collect(void *arg, const char *from, const void *msg,
              (const char *)msg);
 }
 
+/* What a target process owns, released on every way out. */
+typedef struct target {
+    int fd;
+    xfer_agent_t *agent;
+    unsigned char *buf;
+    char *notifs;
+} target_t;
+
+static void target_exit(target_t *t, int status) __attribute__((noreturn));
+static void target_exit(target_t *t, int status)
+{
+    xfer_agent_destroy(t->agent); /* deregisters buf first */
+    free(t->buf);
+    free(t->notifs);
+    close(t->fd);
+    xt_child_exit(status);
+}
+
 /* The target process: serve commands until told to stop or the parent
  * goes away.  Never returns. */
 static void child_main(int fd, const char *name, size_t size)
 {
+    target_t t = { fd, NULL, NULL, calloc(1, 65536) };
     xfer_agent_opts_t o;
-    xfer_agent_t *a = NULL;
-    unsigned char *buf = NULL;
     xfer_desc_t d;
     xfer_dlist_t l;
     xfer_mem_t *mem = NULL;
-    char *blob = NULL, *notifs = calloc(1, 65536);
+    char *blob = NULL;
     size_t len = 0;
 
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     alarm(120);
     xfer_agent_opts_init(&o);
     o.name = name;
-    if (notifs == NULL || posix_memalign((void **)&buf, 4096, size) != 0 ||
-        xfer_agent_create(&o, &a) != XFER_OK ||
-        xfer_backend_add(a, spec, NULL) != XFER_OK) {
+    if (t.notifs == NULL ||
+        posix_memalign((void **)&t.buf, 4096, size) != 0 ||
+        xfer_agent_create(&o, &t.agent) != XFER_OK ||
+        xfer_backend_add(t.agent, spec, NULL) != XFER_OK) {
         child_reply(fd, "err setup: %s", xfer_last_error());
-        _exit(1);
+        target_exit(&t, 1);
     }
-    memset(buf, 0, size);
-    d = (xfer_desc_t){ (uintptr_t)buf, size, 0 };
+    memset(t.buf, 0, size);
+    d = (xfer_desc_t){ (uintptr_t)t.buf, size, 0 };
     l = xt_dlist(&d, 1);
-    if (xfer_mem_register(a, &l, NULL, &mem) != XFER_OK ||
-        xfer_md_get(a, XFER_MD_ALL, NULL, 0, &blob, &len) != XFER_OK) {
+    if (xfer_mem_register(t.agent, &l, NULL, &mem) != XFER_OK ||
+        xfer_md_get(t.agent, XFER_MD_ALL, NULL, 0, &blob, &len) != XFER_OK) {
         child_reply(fd, "err register: %s", xfer_last_error());
-        _exit(1);
+        target_exit(&t, 1);
     }
     msg_send(fd, blob, (uint32_t)len);
     xfer_free(blob);
@@ -1116,12 +1134,12 @@ static void child_main(int fd, const char *name, size_t size)
         unsigned long long off, n, seed, want, ms;
 
         if (cmd == NULL)
-            _exit(0);    /* parent gone or done */
+            target_exit(&t, 0);    /* parent gone or done */
         if (sscanf(cmd, "fill %llu %llu %llu", &off, &n, &seed) == 3) {
-            xt_fill_at(buf + off, n, seed, 0);
+            xt_fill_at(t.buf + off, n, seed, 0);
             child_reply(fd, "ok");
         } else if (sscanf(cmd, "check %llu %llu %llu", &off, &n, &seed) == 3) {
-            long bad = xt_check_at(buf + off, n, seed, 0);
+            long bad = xt_check_at(t.buf + off, n, seed, 0);
 
             child_reply(fd, bad < 0 ? "ok" : "bad %ld", bad);
         } else if (sscanf(cmd, "notifs %llu %llu", &want, &ms) == 2) {
@@ -1129,16 +1147,16 @@ static void child_main(int fd, const char *name, size_t size)
             size_t count = 0, c;
 
             while (count < want && xt_now_ms() < end) {
-                xfer_notif_drain(a, child_collect, notifs, &c);
+                xfer_notif_drain(t.agent, child_collect, t.notifs, &c);
                 count += c;
                 if (count < want)
                     xt_sleep_ms(1);
             }
-            msg_send(fd, notifs, (uint32_t)strlen(notifs));
-            notifs[0] = '\0';
+            msg_send(fd, t.notifs, (uint32_t)strlen(t.notifs));
+            t.notifs[0] = '\0';
         } else if (strcmp(cmd, "exit") == 0) {
-            xfer_agent_destroy(a);
-            _exit(0);
+            free(cmd);
+            target_exit(&t, 0);
         }
         free(cmd);
     }

@@ -12,6 +12,17 @@
 
 #include <CUnit/Basic.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define XT_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define XT_LSAN 1
+#endif
+#endif
+#ifdef XT_LSAN
+#include <sanitizer/lsan_interface.h>
+#endif
+
 #define XT_MAX_DEFER 256
 #define XT_MAX_CHILD 64
 
@@ -81,6 +92,16 @@ void xt_child_forget(int pid)
             children[i] = 0;
 }
 
+void xt_child_exit(int status)
+{
+#ifdef XT_LSAN
+    /* 99, as make check sets for every sanitizer and valgrind finding. */
+    if (__lsan_do_recoverable_leak_check() != 0)
+        status = 99;
+#endif
+    _exit(status);
+}
+
 static void children_kill(void)
 {
     for (size_t i = 0; i < XT_MAX_CHILD; i++) {
@@ -110,6 +131,21 @@ void xt_fail_at(const char *file, unsigned line, int fatal, const char *fmt,
     va_end(ap);
     CU_assertImplementation(CU_FALSE, line, msg, file, "",
                             fatal ? CU_TRUE : CU_FALSE);
+}
+
+void xt_fail_fatal_at(const char *file, unsigned line, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    CU_assertImplementation(CU_FALSE, line, msg, file, "", CU_TRUE);
+    /* CUnit returns only when no test is running: nothing to unwind to. */
+    fprintf(stderr, "%s:%u: fatal assertion outside a test: %s\n", file,
+            line, msg);
+    abort();
 }
 
 void xt_pass_at(const char *file, unsigned line, const char *what)

@@ -42,17 +42,26 @@ void xt_defer_late(void (*fn)(void *), void *arg);
 void xt_child_add(int pid);
 /* Forget a child the test reaped itself. */
 void xt_child_forget(int pid);
+/* End a forked child that has freed what it owns: _exit, never exit (the
+ * atexit handlers and stdio buffers are the parent's), after a leak check
+ * under LeakSanitizer, which would otherwise check only at exit().
+ * Valgrind checks at _exit by itself.  A leak makes the status 99. */
+void xt_child_exit(int status) __attribute__((noreturn));
 
 /* Seconds a single test may take before the program aborts it
  * (default 60, XT_TEST_TIMEOUT overrides). */
 void xt_set_test_timeout(unsigned seconds);
 
-/* Record a failed assertion with a formatted message. */
+/* Record a failed assertion with a formatted message.  A fatal one ends
+ * the test (CUnit longjmps back to the runner) and never returns; saying
+ * so lets the compiler rely on an XT_REQUIRE'd condition after it. */
 void xt_fail_at(const char *file, unsigned line, int fatal, const char *fmt,
                 ...) __attribute__((format(printf, 4, 5)));
+void xt_fail_fatal_at(const char *file, unsigned line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4), noreturn));
 void xt_pass_at(const char *file, unsigned line, const char *what);
 #define XT_FAIL(...) xt_fail_at(__FILE__, __LINE__, 0, __VA_ARGS__)
-#define XT_FAIL_FATAL(...) xt_fail_at(__FILE__, __LINE__, 1, __VA_ARGS__)
+#define XT_FAIL_FATAL(...) xt_fail_fatal_at(__FILE__, __LINE__, __VA_ARGS__)
 /* CU_ASSERT with a message that says what was seen. */
 #define XT_CHECK(cond, ...)                                                 \
     do {                                                                    \
@@ -66,7 +75,7 @@ void xt_pass_at(const char *file, unsigned line, const char *what);
         if (cond)                                                           \
             xt_pass_at(__FILE__, __LINE__, #cond);                          \
         else                                                                \
-            xt_fail_at(__FILE__, __LINE__, 1, __VA_ARGS__);                 \
+            xt_fail_fatal_at(__FILE__, __LINE__, __VA_ARGS__);              \
     } while (0)
 
 #endif /* XT_RUNNER_H */

@@ -11,6 +11,7 @@ initiator=$top/examples/xfer-example-initiator
 export XFER_PLUGIN_PATH
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/xfer-example.XXXXXX") || exit 99
+# ${XT_WRAP} runs each program under valgrind for make check-valgrind.
 tpid=
 cleanup() {
     if [ -n "$tpid" ]; then
@@ -21,10 +22,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-"$target" "$dir/md" >"$dir/target.out" 2>&1 &
+${XT_WRAP:-} "$target" "$dir/md" >"$dir/target.out" 2>&1 &
 tpid=$!
 
-if ! "$initiator" "$dir/md" >"$dir/initiator.out" 2>&1; then
+if ! ${XT_WRAP:-} "$initiator" "$dir/md" >"$dir/initiator.out" 2>&1; then
     echo "FAIL: initiator failed"; cat "$dir/initiator.out" "$dir/target.out"
     exit 1
 fi

@@ -18,13 +18,14 @@ dir=$(mktemp -d "${TMPDIR:-/tmp}/xfer-info.XXXXXX") || exit 99
 trap 'rm -rf "$dir"' EXIT
 trap 'exit 1' INT TERM
 
+# ${XT_WRAP} runs each program under valgrind for make check-valgrind.
 fail() {
     echo "FAIL: $*"
     for f in "$dir"/*; do echo "--- $f"; cat "$f"; done
     exit 1
 }
 
-"$info" >"$dir/all" 2>"$dir/all.err"
+${XT_WRAP:-} "$info" >"$dir/all" 2>"$dir/all.err"
 rc=$?
 [ "$rc" -eq 0 ] || fail "xfer-info exited with $rc"
 
@@ -55,24 +56,24 @@ noop lacks mandatory op 'progress'
 EOF_BROKEN
 
 # One plugin by name.
-"$info" tcp >"$dir/one" 2>&1 || fail "xfer-info tcp failed"
+${XT_WRAP:-} "$info" tcp >"$dir/one" 2>&1 || fail "xfer-info tcp failed"
 grep -Eq '^ +port +uint ' "$dir/one" || fail "xfer-info tcp shows no port"
 if grep -q '^ptest ' "$dir/one"; then fail "xfer-info tcp shows ptest"; fi
-"$info" noop >"$dir/noop" 2>&1
+${XT_WRAP:-} "$info" noop >"$dir/noop" 2>&1
 rc=$?
 [ "$rc" -eq 1 ] || fail "xfer-info noop (fails to load) exited with $rc, want 1"
 grep -q "lacks mandatory op 'progress'" "$dir/noop" ||
     fail "xfer-info noop does not say why"
-"$info" nosuchplugin >"$dir/nosuch" 2>&1
+${XT_WRAP:-} "$info" nosuchplugin >"$dir/nosuch" 2>&1
 rc=$?
 [ "$rc" -eq 1 ] || fail "xfer-info nosuchplugin exited with $rc, want 1"
 grep -q "nosuchplugin" "$dir/nosuch" || fail "unknown plugin not named"
-"$info" --bogus-option >"$dir/usage" 2>&1
+${XT_WRAP:-} "$info" --bogus-option >"$dir/usage" 2>&1
 rc=$?
 [ "$rc" -eq 2 ] || fail "bad usage exited with $rc, want 2"
 
 # The JSON form carries the same facts.
-"$info" --json >"$dir/json" 2>&1 || fail "xfer-info --json failed"
+${XT_WRAP:-} "$info" --json >"$dir/json" 2>&1 || fail "xfer-info --json failed"
 grep -q '"tcp"' "$dir/json" || fail "--json does not list tcp"
 grep -q '"port"' "$dir/json" || fail "--json does not list tcp's port"
 grep -q "lacks mandatory op 'progress'" "$dir/json" ||
