@@ -29,6 +29,10 @@ wait $srv 2>/dev/null || true
 srv=
 iperf_gbits=$(awk '/receiver/ { print $7; exit }' "$out/iperf")
 
+echo "== raw TCP stream, 1 MiB writes, receiver blocking, then busy-polling"
+./bench/tcp-pingpong --stream -t 3 | tee "$out/rawb"
+./bench/tcp-pingpong --stream -t 3 --poll | tee "$out/rawp"
+
 echo "== xfer-bench tcp WRITE 1 MiB"
 ./tools/xfer-bench --backend tcp --op WRITE --start-block-size 1M \
     --max-block-size 1M --num-iter 64000 | tee "$out/w1m"
@@ -36,7 +40,8 @@ echo "== xfer-bench tcp READ 1 MiB"
 ./tools/xfer-bench --backend tcp --op READ --start-block-size 1M \
     --max-block-size 1M --num-iter 64000 | tee "$out/r1m"
 
-echo "== tcp-pingpong 8 B, client busy-polling"
+echo "== tcp-pingpong 8 B, blocking, then client busy-polling"
+./bench/tcp-pingpong -n 50000 -s 8 | tee "$out/ppb"
 ./bench/tcp-pingpong -n 50000 -s 8 --poll | tee "$out/pp"
 echo "== xfer-bench tcp WRITE 8 B to completion"
 ./tools/xfer-bench --backend tcp --op WRITE --start-block-size 8 \
@@ -49,18 +54,25 @@ w1m=$(col block_size 4 "$out/w1m")
 r1m=$(col block_size 4 "$out/r1m")
 pp_avg=$(col size 3 "$out/pp")
 pp_med=$(col size 2 "$out/pp")
+ppb_avg=$(col size 3 "$out/ppb")
+rawb=$(col bytes 2 "$out/rawb")
+rawp=$(col bytes 2 "$out/rawp")
 w8=$(col block_size 5 "$out/w8")
 post=$(awk '/^xfer_req_post, all descriptors/ { print $4; exit }' "$out/post")
 
 echo
 echo "== summary ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"
 awk -v ig="$iperf_gbits" -v w="$w1m" -v r="$r1m" -v pa="$pp_avg" \
-    -v pm="$pp_med" -v l="$w8" -v p="$post" 'BEGIN {
+    -v pm="$pp_med" -v l="$w8" -v p="$post" -v pb="$ppb_avg" \
+    -v rb="$rawb" -v rp="$rawp" 'BEGIN {
     ib = ig / 8
     printf "| figure | xfer | baseline | ratio | goal |\n"
     printf "| --- | --- | --- | --- | --- |\n"
     printf "| WRITE 1 MiB, GB/s | %.3f | iperf3 %.3f | %.2fx | >= 0.9x |\n", w, ib, w / ib
     printf "| READ 1 MiB, GB/s | %.3f | iperf3 %.3f | %.2fx | >= 0.9x |\n", r, ib, r / ib
-    printf "| WRITE 8 B to completion, avg us | %.2f | ping-pong avg %.2f (median %.2f) | %.2fx | <= 1.3x |\n", l, pa, pm, l / pa
+    printf "| WRITE 1 MiB, GB/s | %.3f | raw stream, blocking %.3f | %.2fx | - |\n", w, rb, w / rb
+    printf "| WRITE 1 MiB, GB/s | %.3f | raw stream, polling %.3f | %.2fx | - |\n", w, rp, w / rp
+    printf "| WRITE 8 B to completion, avg us | %.2f | ping-pong, client polling, avg %.2f (median %.2f) | %.2fx | <= 1.3x |\n", l, pa, pm, l / pa
+    printf "| WRITE 8 B to completion, avg us | %.2f | ping-pong, blocking, avg %.2f | %.2fx | <= 1.3x |\n", l, pb, l / pb
     printf "| prepared post, 1024 descriptors, ns/desc | %.1f | - | - | < 100 |\n", p
 }'

@@ -120,7 +120,7 @@ static int serve_pingpong(int fd, size_t size)
 
 /* Count bytes from the first one to EOF and send back {bytes, ns}: the
  * receiver's clock is the honest one, the sender only fills its socket. */
-static int serve_stream(int fd)
+static int serve_stream(int fd, int poll)
 {
     char *buf = malloc(STREAM_CHUNK);
     uint64_t total = 0, t0 = 0, result[2];
@@ -128,9 +128,12 @@ static int serve_stream(int fd)
 
     if (buf == NULL)
         return 1;
-    while ((n = read(fd, buf, STREAM_CHUNK)) != 0) {
+    /* --poll: the receiver spins on non-blocking reads, as an xfer
+     * progress thread does while data keeps arriving. */
+    while ((n = recv(fd, buf, STREAM_CHUNK, poll ? MSG_DONTWAIT : 0)) != 0) {
         if (n < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR || (poll && (errno == EAGAIN ||
+                                            errno == EWOULDBLOCK)))
                 continue;
             free(buf);
             return 1;
@@ -215,8 +218,9 @@ static int run_stream(int fd, const struct options *o)
         fprintf(stderr, "tcp-pingpong: no result from the server\n");
         goto out;
     }
-    printf("# tcp-pingpong --stream loopback, %u B writes, %.1f s\n",
-           STREAM_CHUNK, o->seconds);
+    printf("# tcp-pingpong --stream loopback, %u B writes, %.1f s, receiver "
+           "%s\n", STREAM_CHUNK, o->seconds,
+           o->poll ? "busy-polling" : "blocking");
     printf("%-14s %-10s\n", "bytes", "GB/s");
     printf("%-14llu %-10.3f\n", (unsigned long long)result[0],
            (double)result[0] / (double)result[1]); /* bytes/ns == GB/s */
@@ -237,8 +241,9 @@ static void usage(FILE *out)
             "  -s, --size BYTES    ping-pong message size (default 8)\n"
             "      --stream        push %u B writes one way and report GB/s\n"
             "  -t, --seconds S     stream duration (default 3)\n"
-            "      --poll          client spins on non-blocking reads (the\n"
-            "                      server always blocks)\n"
+            "      --poll          ping-pong: the client spins on non-blocking\n"
+            "                      reads (the server blocks); stream: the\n"
+            "                      receiver spins\n"
             "  -h, --help          this help\n"
             "GB/s means 10^9 bytes per second, measured by the receiver.\n",
             STREAM_CHUNK);
@@ -354,7 +359,7 @@ int main(int argc, char **argv)
         if (fd < 0)
             _exit(1);
         set_nodelay(fd);
-        rc = o.stream ? serve_stream(fd) : serve_pingpong(fd, o.size);
+        rc = o.stream ? serve_stream(fd, o.poll) : serve_pingpong(fd, o.size);
         close(fd);
         _exit(rc);
     }

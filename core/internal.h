@@ -159,6 +159,7 @@ struct xfer_agent {
     int wake_fd;                     /* eventfd */
     bool progress_thread;
     unsigned progress_wait_us;
+    unsigned progress_spin_us;
     pthread_t thread;
     bool stop;
 };
@@ -185,8 +186,8 @@ void xfer__notif_push(xfer_agent_t *a, const char *from, const void *msg,
 void xfer__notif_free_all(xfer_agent_t *a);
 
 /* agent.c */
-/* Drive every backend once; agent lock held. */
-void xfer__progress_locked(xfer_agent_t *a);
+/* Drive every backend once; agent lock held.  Returns events handled. */
+int xfer__progress_locked(xfer_agent_t *a);
 /* Register a region with one backend (agent lock held). */
 xfer_status_t xfer__region_register_be(xfer_backend_t *b, xfer__region_t *r);
 

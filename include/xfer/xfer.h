@@ -101,6 +101,8 @@ typedef struct xfer_agent_opts {
     int progress_thread;      /* 1: a thread drives transfers (default 1) */
     const char *listen_addr;  /* side-channel listener "host:port", NULL: none */
     unsigned progress_wait_us;/* progress thread sleep bound (default 100000) */
+    unsigned progress_spin_us;/* after activity, poll this long before
+                                 sleeping (default 50; 0: never spin) */
 } xfer_agent_opts_t;
 
 /* Fill opts with defaults; always call it before setting fields. */
