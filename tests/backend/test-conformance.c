@@ -1360,6 +1360,70 @@ static void test_proc_kill_midstream(void)
     child_stop(&other);
 }
 
+/* A target that stops answering (SIGSTOP: alive, connected, silent) must
+ * end a transfer within the backend's bound: XFER_ERR_TIMEOUT, or XFER_OK
+ * when the backend moved the data without the target's help (then the
+ * data must be there).  Run for backends that declare timeout_ms. */
+static void test_proc_stall_timeout(void)
+{
+    const size_t big = 64u << 20, small = 65536;
+    const unsigned timeout = 1000, bound = 3 * timeout + 1000;
+    child_t victim, other;
+    xfer_agent_t *ini;
+    unsigned char *buf;
+    xfer_req_t *w, *w2;
+    xfer_status_t s;
+    uint64_t start, took, seed = xt_seed();
+    char ispec[256], *reply;
+
+    child_start(&victim, big);
+    child_start(&other, small);
+    snprintf(ispec, sizeof(ispec), "%s%ctimeout_ms=%u", spec,
+             strchr(spec, ':') ? ',' : ':', timeout);
+    ini = xt_agent(xt_name("sini"), ispec, 1);
+    buf = xt_alloc(big);
+    xt_register(ini, buf, big);
+    XT_STATUS_FATAL(xfer_md_load(ini, victim.blob, victim.len, NULL, 0),
+                    XFER_OK);
+    XT_STATUS_FATAL(xfer_md_load(ini, other.blob, other.len, NULL, 0),
+                    XFER_OK);
+    w = child_req(ini, &victim, XFER_OP_WRITE, buf, 0, big);
+    w2 = child_req(ini, &other, XFER_OP_WRITE, buf, 0, small);
+    /* Connected and working before it goes silent. */
+    XT_STATUS_FATAL(xt_post_wait(w, NULL, 0, WAIT_MS), XFER_OK);
+
+    xt_fill(buf, big, seed);
+    kill(victim.pid, SIGSTOP);
+    start = xt_now_ms();
+    s = xfer_req_post(w, NULL, 0);
+    if (s == XFER_IN_PROG)
+        s = xt_wait_req(w, bound + 6000);
+    took = xt_now_ms() - start;
+    XT_CHECK(s == XFER_ERR_TIMEOUT || s == XFER_OK,
+             "stalled WRITE ended with %s (%s)", xt_status_name(s),
+             xfer_last_error());
+    XT_CHECK(took < bound, "stalled WRITE took %" PRIu64 " ms to end, "
+             "bound %u ms (timeout_ms=%u)", took, bound, timeout);
+    if (s == XFER_ERR_TIMEOUT)
+        XT_CHECK(took + 100 >= timeout, "timed out after %" PRIu64 " ms, "
+                 "before timeout_ms=%u", took, timeout);
+
+    /* The other target is unaffected. */
+    XT_STATUS(xt_post_wait(w2, NULL, 0, WAIT_MS), XFER_OK);
+    reply = child_cmd(&other, "check 0 %zu %" PRIu64, small, seed);
+    XT_CHECK(strcmp(reply, "ok") == 0, "surviving target: %s", reply);
+    child_stop(&other);
+
+    kill(victim.pid, SIGCONT);
+    if (s == XFER_OK) {
+        reply = child_cmd(&victim, "check 0 %zu %" PRIu64, big, seed);
+        XT_CHECK(strcmp(reply, "ok") == 0, "stalled target: %s", reply);
+    }
+    kill(victim.pid, SIGKILL);
+    waitpid(victim.pid, NULL, 0);
+    xt_child_forget(victim.pid);
+}
+
 /* ---- registration ---------------------------------------------------------------------- */
 
 static const xt_test_t data_tests[] = {
@@ -1409,6 +1473,13 @@ static const xt_test_t process_tests[] = {
     XT_END
 };
 
+/* Needs a timeout_ms parameter to set the bound it checks. */
+static const xt_test_t stall_tests[] = {
+    XT_TEST(test_proc_stall_timeout),
+    XT_END
+};
+static int has_timeout_param;
+
 /* The plugin must be there and load; its caps pick the suites. */
 static void probe_plugin(void)
 {
@@ -1429,6 +1500,9 @@ static void probe_plugin(void)
             exit(1);
         }
         caps = infos[i].caps;
+        for (size_t j = 0; j < infos[i].nparams; j++)
+            if (strcmp(infos[i].params[j].name, "timeout_ms") == 0)
+                has_timeout_param = 1;
     }
     xfer_plugin_list_free(infos, n);
     if (!found)
@@ -1437,7 +1511,7 @@ static void probe_plugin(void)
 
 int main(int argc, char **argv)
 {
-    xt_suite_t suites[5];
+    xt_suite_t suites[6];
     size_t ns = 0;
 
     spec = argc > 1 ? argv[1] : getenv("XFER_TEST_BACKEND");
@@ -1463,5 +1537,10 @@ int main(int argc, char **argv)
     else
         printf("note: %s reaches only its own process; process suite not "
                "run\n", plugin);
+    if ((caps & (XFER_CAP_LOCAL | XFER_CAP_REMOTE)) && has_timeout_param)
+        suites[ns++] = (xt_suite_t){ "stall", stall_tests };
+    else
+        printf("note: %s declares no timeout_ms or reaches no other "
+               "process; stall suite not run\n", plugin);
     return xt_run("test-conformance", suites, ns);
 }
