@@ -43,6 +43,7 @@ echo "== xfer-bench tcp READ 1 MiB"
 echo "== tcp-pingpong 8 B, blocking, then client busy-polling"
 ./bench/tcp-pingpong -n 50000 -s 8 | tee "$out/ppb"
 ./bench/tcp-pingpong -n 50000 -s 8 --poll | tee "$out/pp"
+./bench/tcp-pingpong -n 50000 -s 8 --poll --poll-server | tee "$out/pps"
 echo "== xfer-bench tcp WRITE 8 B to completion"
 ./tools/xfer-bench --backend tcp --op WRITE --start-block-size 8 \
     --max-block-size 8 --num-iter 50000 | tee "$out/w8"
@@ -55,6 +56,7 @@ r1m=$(col block_size 4 "$out/r1m")
 pp_avg=$(col size 3 "$out/pp")
 pp_med=$(col size 2 "$out/pp")
 ppb_avg=$(col size 3 "$out/ppb")
+pps_avg=$(col size 3 "$out/pps")
 rawb=$(col bytes 2 "$out/rawb")
 rawp=$(col bytes 2 "$out/rawp")
 w8=$(col block_size 5 "$out/w8")
@@ -64,7 +66,7 @@ echo
 echo "== summary ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"
 awk -v ig="$iperf_gbits" -v w="$w1m" -v r="$r1m" -v pa="$pp_avg" \
     -v pm="$pp_med" -v l="$w8" -v p="$post" -v pb="$ppb_avg" \
-    -v rb="$rawb" -v rp="$rawp" 'BEGIN {
+    -v rb="$rawb" -v rp="$rawp" -v ps="$pps_avg" 'BEGIN {
     ib = ig / 8
     printf "| figure | xfer | baseline | ratio | goal |\n"
     printf "| --- | --- | --- | --- | --- |\n"
@@ -74,5 +76,6 @@ awk -v ig="$iperf_gbits" -v w="$w1m" -v r="$r1m" -v pa="$pp_avg" \
     printf "| WRITE 1 MiB, GB/s | %.3f | raw stream, polling %.3f | %.2fx | - |\n", w, rp, w / rp
     printf "| WRITE 8 B to completion, avg us | %.2f | ping-pong, client polling, avg %.2f (median %.2f) | %.2fx | <= 1.3x |\n", l, pa, pm, l / pa
     printf "| WRITE 8 B to completion, avg us | %.2f | ping-pong, blocking, avg %.2f | %.2fx | <= 1.3x |\n", l, pb, l / pb
+    printf "| WRITE 8 B to completion, avg us | %.2f | ping-pong, both polling, avg %.2f | %.2fx | - |\n", l, ps, l / ps
     printf "| prepared post, 1024 descriptors, ns/desc | %.1f | - | - | < 100 |\n", p
 }'

@@ -28,6 +28,7 @@ struct options {
     int stream;       /* 1: one-way bandwidth instead of ping-pong */
     double seconds;   /* stream duration */
     int poll;         /* 1: the client spins on non-blocking reads */
+    int poll_server;  /* 1: the server spins too */
 };
 
 static uint64_t now_ns(void)
@@ -102,14 +103,15 @@ static void set_nodelay(int fd)
 }
 
 /* Echo every message back until the client closes. */
-static int serve_pingpong(int fd, size_t size)
+static int serve_pingpong(int fd, size_t size, int poll)
 {
     char *buf = malloc(size);
     int rc = 0;
 
     if (buf == NULL)
         return 1;
-    while (read_full(fd, buf, size) == 0)
+    while ((poll ? read_full_poll(fd, buf, size)
+                 : read_full(fd, buf, size)) == 0)
         if (write_full(fd, buf, size) != 0) {
             rc = 1;
             break;
@@ -183,8 +185,9 @@ static int run_pingpong(int fd, const struct options *o)
         sum += (double)rtt[i];
     qsort(rtt, (size_t)o->iters, sizeof(*rtt), cmp_u64);
     printf("# tcp-pingpong loopback, TCP_NODELAY, %zu B messages, %ld "
-           "iterations, client %s\n", o->size, o->iters,
-           o->poll ? "busy-polling" : "blocking");
+           "iterations, client %s, server %s\n", o->size, o->iters,
+           o->poll ? "busy-polling" : "blocking",
+           o->poll_server ? "busy-polling" : "blocking");
     printf("%-10s %-14s %-14s %-14s\n", "size", "median_rtt_us", "avg_rtt_us",
            "min_rtt_us");
     printf("%-10zu %-14.2f %-14.2f %-14.2f\n", o->size,
@@ -244,6 +247,7 @@ static void usage(FILE *out)
             "      --poll          ping-pong: the client spins on non-blocking\n"
             "                      reads (the server blocks); stream: the\n"
             "                      receiver spins\n"
+            "      --poll-server   ping-pong: the server spins too\n"
             "  -h, --help          this help\n"
             "GB/s means 10^9 bytes per second, measured by the receiver.\n",
             STREAM_CHUNK);
@@ -274,6 +278,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         { "stream", no_argument, NULL, 'S' },
         { "seconds", required_argument, NULL, 't' },
         { "poll", no_argument, NULL, 'P' },
+        { "poll-server", no_argument, NULL, 'Q' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -299,6 +304,7 @@ static int parse_options(int argc, char **argv, struct options *o)
             break;
         case 'S': o->stream = 1; break;
         case 'P': o->poll = 1; break;
+        case 'Q': o->poll_server = 1; break;
         case 't':
             o->seconds = strtod(optarg, &end);
             if (end == optarg || *end != '\0' || !(o->seconds > 0)) {
@@ -324,7 +330,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 
 int main(int argc, char **argv)
 {
-    struct options o = { 100000, 1000, 8, 0, 3.0, 0 };
+    struct options o = { 100000, 1000, 8, 0, 3.0, 0, 0 };
     struct sockaddr_in addr;
     socklen_t alen = sizeof(addr);
     int lfd, fd, status, rc;
@@ -359,7 +365,8 @@ int main(int argc, char **argv)
         if (fd < 0)
             _exit(1);
         set_nodelay(fd);
-        rc = o.stream ? serve_stream(fd, o.poll) : serve_pingpong(fd, o.size);
+        rc = o.stream ? serve_stream(fd, o.poll)
+                      : serve_pingpong(fd, o.size, o.poll_server);
         close(fd);
         _exit(rc);
     }
