@@ -252,6 +252,7 @@ XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
     a->epfd = -1;
     a->wake_fd = -1;
+    a->nq_fd = -1;
     pthread_mutex_init(&a->lock, NULL);
     xfer__reg_init(&a->regions);
     a->name = strdup(o.name);
@@ -262,8 +263,9 @@ XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
         goto nomem;
     a->epfd = epoll_create1(EPOLL_CLOEXEC);
     a->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    a->nq_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     ev.data.fd = a->wake_fd;
-    if (a->epfd < 0 || a->wake_fd < 0 ||
+    if (a->epfd < 0 || a->wake_fd < 0 || a->nq_fd < 0 ||
         epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->wake_fd, &ev) != 0) {
         st = xfer__err(XFER_ERR_BACKEND, "agent '%s': cannot create its "
                        "event fd: %s", o.name, strerror(errno));
@@ -289,6 +291,8 @@ fail:
         close(a->epfd);
     if (a->wake_fd >= 0)
         close(a->wake_fd);
+    if (a->nq_fd >= 0)
+        close(a->nq_fd);
     xfer__reg_fini(&a->regions);
     pthread_mutex_destroy(&a->lock);
     free(a->name);
@@ -332,6 +336,7 @@ XFER_API void xfer_agent_destroy(xfer_agent_t *agent)
     xfer__reg_fini(&a->regions);
     close(a->epfd);
     close(a->wake_fd);
+    close(a->nq_fd);
     pthread_mutex_destroy(&a->lock);
     free(a->name);
     free(a);

@@ -154,6 +154,7 @@ struct xfer_agent {
 
     xfer__notif_t *nq_head, *nq_tail;
     size_t nq_count;
+    int nq_fd;                       /* eventfd: readable while queued */
 
     int epfd;                        /* backends' event fds + wake_fd */
     int wake_fd;                     /* eventfd */

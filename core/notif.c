@@ -2,8 +2,24 @@
  * backends as messages arrive, drained by the user in arrival order. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/internal.h"
+
+/* Keep nq_fd readable exactly while the queue is not empty; both sides
+ * of that change happen under the agent lock. */
+static void nq_fd_set(xfer_agent_t *a, bool readable)
+{
+    uint64_t v = 1;
+
+    if (readable) {
+        if (write(a->nq_fd, &v, sizeof(v)) < 0) {
+            /* EAGAIN: the counter is saturated, still readable. */
+        }
+    } else if (read(a->nq_fd, &v, sizeof(v)) < 0) {
+        /* EAGAIN: it was not readable. */
+    }
+}
 
 void xfer__notif_push(xfer_agent_t *a, const char *from, const void *msg,
                       size_t len)
@@ -27,7 +43,8 @@ void xfer__notif_push(xfer_agent_t *a, const char *from, const void *msg,
     else
         a->nq_head = n;
     a->nq_tail = n;
-    a->nq_count++;
+    if (a->nq_count++ == 0)
+        nq_fd_set(a, true);
 }
 
 static void free_list(xfer__notif_t *n)
@@ -45,7 +62,18 @@ void xfer__notif_free_all(xfer_agent_t *a)
 {
     free_list(a->nq_head);
     a->nq_head = a->nq_tail = NULL;
+    if (a->nq_count > 0)
+        nq_fd_set(a, false);
     a->nq_count = 0;
+}
+
+XFER_API xfer_status_t xfer_notif_fd(xfer_agent_t *agent, int *fd)
+{
+    xfer__err_clear();
+    if (agent == NULL || fd == NULL)
+        return xfer__err(XFER_ERR_INVALID, "xfer_notif_fd: NULL argument");
+    *fd = agent->nq_fd;
+    return XFER_OK;
 }
 
 XFER_API xfer_status_t xfer_notif_drain(xfer_agent_t *agent, xfer_notif_cb_t cb,
@@ -66,6 +94,8 @@ XFER_API xfer_status_t xfer_notif_drain(xfer_agent_t *agent, xfer_notif_cb_t cb,
      * post or send without deadlocking on the agent. */
     list = agent->nq_head;
     agent->nq_head = agent->nq_tail = NULL;
+    if (agent->nq_count > 0)
+        nq_fd_set(agent, false);
     agent->nq_count = 0;
     xfer__unlock(agent);
 

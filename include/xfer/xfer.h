@@ -323,6 +323,13 @@ typedef void (*xfer_notif_cb_t)(void *arg, const char *from, const void *msg,
 xfer_status_t xfer_notif_drain(xfer_agent_t *agent, xfer_notif_cb_t cb,
                                void *arg, size_t *count);
 
+/* A file descriptor (owned by the agent) that is readable while
+ * notifications are queued and not readable once they are drained, for
+ * poll/epoll loops.  Notifications arrive through progress: without a
+ * progress thread, also watch xfer_agent_event_fd() and call
+ * xfer_progress() when it fires. */
+xfer_status_t xfer_notif_fd(xfer_agent_t *agent, int *fd);
+
 /* ------------------------------------------------------------------ */
 /* Progress                                                            */
 /* ------------------------------------------------------------------ */

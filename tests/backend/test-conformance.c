@@ -510,6 +510,30 @@ static void test_notif_standalone_order(void)
     CU_ASSERT_EQUAL(got->count, N);
 }
 
+/* The notification fd is readable exactly while notifications are
+ * queued: it wakes a poll loop, and a drain quiets it. */
+static void test_notif_fd(void)
+{
+    pair_t p;
+    xt_notifs_t *got = xt_notifs_new();
+    struct pollfd pfd = { -1, POLLIN, 0 };
+
+    pair_setup(&p, 4096);
+    XT_STATUS_FATAL(xfer_notif_fd(p.tgt, &pfd.fd), XFER_OK);
+    XT_CHECK(poll(&pfd, 1, 0) == 0, "notification fd readable with an "
+             "empty queue");
+    XT_STATUS_FATAL(xfer_notif_send(p.ini, p.tname, "ping", 4, NULL),
+                    XFER_OK);
+    XT_CHECK(poll(&pfd, 1, WAIT_MS) == 1 && (pfd.revents & POLLIN),
+             "notification fd did not become readable");
+    xt_drain_until(p.tgt, got, 1, WAIT_MS, false);
+    XT_REQUIRE(got->count == 1, "%zu notifications", got->count);
+    XT_CHECK(got->items[0].len == 4 && memcmp(got->items[0].msg, "ping", 4)
+             == 0, "wrong notification");
+    XT_CHECK(poll(&pfd, 1, 0) == 0, "notification fd still readable after "
+             "the queue was drained");
+}
+
 /* WRITE notifications and standalone ones share one order. */
 static void test_notif_mixed_order(void)
 {
@@ -1443,6 +1467,7 @@ static const xt_test_t notif_tests[] = {
     XT_TEST(test_notif_write_after_data),
     XT_TEST(test_notif_read),
     XT_TEST(test_notif_standalone_order),
+    XT_TEST(test_notif_fd),
     XT_TEST(test_notif_mixed_order),
     XT_TEST(test_notif_sizes),
     XT_TEST(test_notif_two_senders),
