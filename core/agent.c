@@ -97,6 +97,13 @@ static void host_wake(void *ctx)
     agent_wake(b->agent);
 }
 
+static xfer_status_t host_shm_lookup(void *ctx, uintptr_t addr, size_t len,
+                                     xfer_shm_info_t *info)
+{
+    (void)ctx;
+    return xfer__shm_lookup(addr, len, info);
+}
+
 /* ---- progress -------------------------------------------------------------- */
 
 int xfer__progress_locked(xfer_agent_t *a)
@@ -332,6 +339,7 @@ XFER_API void xfer_agent_destroy(xfer_agent_t *agent)
     }
     xfer__notif_free_all(a);
     xfer__unlock(a);
+    xfer__shm_free_all(a);
 
     xfer__reg_fini(&a->regions);
     close(a->epfd);
@@ -420,6 +428,7 @@ static xfer_status_t backend_add(xfer_agent_t *a, const char *plugin,
     b->host.notif_deliver = host_notif_deliver;
     b->host.mem_check = host_mem_check;
     b->host.wake = host_wake;
+    b->host.shm_lookup = host_shm_lookup;
     st = ops->init(&b->host, b->config.data, &b->be);
     if (st != XFER_OK) {
         if (!xfer__err_isset())

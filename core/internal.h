@@ -192,6 +192,11 @@ int xfer__progress_locked(xfer_agent_t *a);
 /* Register a region with one backend (agent lock held). */
 xfer_status_t xfer__region_register_be(xfer_backend_t *b, xfer__region_t *r);
 
+/* shm.c: memory from xfer_mem_alloc (process-wide table) */
+xfer_status_t xfer__shm_lookup(uintptr_t addr, size_t len,
+                               xfer_shm_info_t *info);
+void xfer__shm_free_all(xfer_agent_t *a);
+
 /* Lock helpers: every public entry point takes the agent lock. */
 static inline void xfer__lock(xfer_agent_t *a) { pthread_mutex_lock(&a->lock); }
 static inline void xfer__unlock(xfer_agent_t *a) { pthread_mutex_unlock(&a->lock); }

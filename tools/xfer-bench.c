@@ -55,6 +55,7 @@ struct bench_opts {
     int check;
     int prepared;
     int progress_thread;
+    int alloc_xfer;   /* buffers from xfer_mem_alloc (shareable memfds) */
     enum role role;
     const char *peer;
 };
@@ -75,6 +76,7 @@ enum opt_id {
     OPT_PROGRESS_THREAD,
     OPT_ROLE,
     OPT_PEER,
+    OPT_ALLOC,
     OPT_VERSION,
 };
 
@@ -114,6 +116,9 @@ static const struct opt_def opt_defs[] = {
       "run one side; the other is reached by TCP" },
     { "peer", OPT_PEER, "HOST:PORT", "-",
       "with --role: where the target listens" },
+    { "alloc", OPT_ALLOC, "malloc|xfer", "malloc",
+      "buffers from posix_memalign, or xfer_mem_alloc (memfd: uds maps "
+      "them and copies with no system call)" },
     { "help", OPT_HELP, NULL, NULL, "print this help and exit" },
     { "version", OPT_VERSION, NULL, NULL, "print the version and exit" },
 };
@@ -241,6 +246,14 @@ static int parse_opt(struct bench_opts *o, int id, const char *name,
             return bad_option(name, arg, "expects target or initiator, not");
         return 0;
     case OPT_PEER: o->peer = arg; return 0;
+    case OPT_ALLOC:
+        if (strcmp(arg, "xfer") == 0)
+            o->alloc_xfer = 1;
+        else if (strcmp(arg, "malloc") == 0)
+            o->alloc_xfer = 0;
+        else
+            return bad_option(name, arg, "expects malloc or xfer, not");
+        return 0;
     default: return -1;
     }
 }
@@ -535,14 +548,27 @@ static uint64_t pattern_seed(size_t block, size_t batch, long iter)
 
 /* Registered buffers are page aligned and touched once, so page faults
  * are not measured. */
-static unsigned char *buffer_alloc(size_t len)
+static unsigned char *buffer_alloc(xfer_agent_t *agent, int use_xfer,
+                                   size_t len)
 {
-    void *p;
+    void *p = NULL;
 
-    if (posix_memalign(&p, 4096, len) != 0)
+    if (use_xfer) {
+        if (xfer_mem_alloc(agent, len, 0, &p) != XFER_OK)
+            return NULL;
+    } else if (posix_memalign(&p, 4096, len) != 0) {
         return NULL;
+    }
     memset(p, 0, len);
     return p;
+}
+
+static void buffer_free(xfer_agent_t *agent, int use_xfer, void *p)
+{
+    if (use_xfer)
+        xfer_mem_free(agent, p);
+    else
+        free(p);
 }
 
 /* ------------------------------------------------------------------ */
@@ -660,11 +686,6 @@ static int run_target(int fd, const struct bench_opts *o)
     }
     t.len = (size_t)get_u64(body);
     flags = get_u64(body + 8);
-    t.buf = buffer_alloc(t.len);
-    if (t.buf == NULL) {
-        fail("cannot allocate a %zu-byte buffer", t.len);
-        goto out;
-    }
 
     /* The target only serves; its progress thread sleeps on the event
      * fd between incoming operations. */
@@ -677,6 +698,12 @@ static int run_target(int fd, const struct bench_opts *o)
     }
     if ((st = xfer_backend_add(agent, o->backend, NULL)) != XFER_OK) {
         fail_xfer(st, o->backend);
+        goto out;
+    }
+    t.buf = buffer_alloc(agent, o->alloc_xfer, t.len);
+    if (t.buf == NULL) {
+        fail("cannot allocate a %zu-byte buffer%s", t.len,
+             o->alloc_xfer ? " with xfer_mem_alloc" : "");
         goto out;
     }
     xfer_desc_t desc = { (uintptr_t)t.buf, t.len, 0 };
@@ -702,8 +729,9 @@ out:
     xfer_free(blob);
     if (mem != NULL)
         xfer_mem_deregister(agent, mem);
+    if (t.buf != NULL)
+        buffer_free(agent, o->alloc_xfer, t.buf);
     xfer_agent_destroy(agent);
-    free(t.buf);
     return rc;
 }
 
@@ -716,6 +744,7 @@ struct result {
     size_t block, batch;
     long iters;
     uint64_t ns; /* first measured post to last completion */
+    uint64_t med_ns; /* median of the posts, each timed to completion */
 };
 
 static double result_bytes(const struct result *r)
@@ -759,6 +788,11 @@ static void col_lat(char *s, size_t n, const struct result *r)
     snprintf(s, n, "%.2f", (double)r->ns / 1e3 / (double)r->iters);
 }
 
+static void col_med(char *s, size_t n, const struct result *r)
+{
+    snprintf(s, n, "%.2f", (double)r->med_ns / 1e3);
+}
+
 static const struct column {
     const char *header;
     int width;
@@ -769,6 +803,7 @@ static const struct column {
     { "iters", 8, col_iters },
     { "GB/s", 10, col_gbps },
     { "avg_lat_us", 12, col_lat },
+    { "med_lat_us", 12, col_med },
 };
 
 static void print_header_row(void)
@@ -880,12 +915,20 @@ static int post_once(struct initiator *in, xfer_req_t *req, size_t block,
     return 0;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
 /* One row of the table: a request created once and reposted. */
 static int run_point(struct initiator *in, size_t block, size_t batch,
                      xfer_prep_t *lprep, xfer_prep_t *rprep)
 {
     const struct bench_opts *o = in->o;
-    struct result r = { block, batch, iters_for(o, block), 0 };
+    struct result r = { block, batch, iters_for(o, block), 0, 0 };
+    uint64_t *lat = calloc((size_t)r.iters, sizeof(*lat)), tp = 0;
     xfer_dlist_t local = { XFER_MEM_DRAM, batch, in->ldescs };
     xfer_dlist_t remote = { XFER_MEM_DRAM, batch, in->rdescs };
     xfer_req_opts_t ropts;
@@ -895,6 +938,8 @@ static int run_point(struct initiator *in, size_t block, size_t batch,
     long i;
     int rc = -1;
 
+    if (lat == NULL)
+        return fail("cannot allocate %ld latency samples", r.iters);
     xfer_req_opts_init(&ropts);
     if (o->prepared)
         st = xfer_req_create_prepped(in->agent, o->op, lprep, in->idx, rprep,
@@ -902,21 +947,32 @@ static int run_point(struct initiator *in, size_t block, size_t batch,
     else
         st = xfer_req_create(in->agent, o->op, &local, &remote, in->peer,
                              &ropts, &req);
-    if (st != XFER_OK)
+    if (st != XFER_OK) {
+        free(lat);
         return fail_xfer(st, "create request");
+    }
 
     for (i = -o->warmup_iter; i < r.iters; i++) {
         if (i == 0)
-            t0 = now_ns();
+            t0 = tp = now_ns();
         if (post_once(in, req, block, batch, i))
             goto out;
+        if (i >= 0) {
+            uint64_t t = now_ns();
+
+            lat[i] = t - tp;
+            tp = t;
+        }
     }
     r.ns = now_ns() - t0;
     if (r.ns == 0)
         r.ns = 1;
+    qsort(lat, (size_t)r.iters, sizeof(*lat), cmp_u64);
+    r.med_ns = lat[r.iters / 2];
     print_row(&r);
     rc = 0;
 out:
+    free(lat);
     if ((st = xfer_req_release(req)) != XFER_OK && rc == 0)
         rc = fail_xfer(st, "release request");
     return rc;
@@ -991,14 +1047,11 @@ static int run_initiator(int fd, const struct bench_opts *o)
     size_t block;
     int rc = -1;
 
-    in.buf = buffer_alloc(buf_len);
     in.ldescs = calloc(o->max_batch, sizeof(*in.ldescs));
     in.rdescs = calloc(o->max_batch, sizeof(*in.rdescs));
     in.idx = calloc(o->max_batch, sizeof(*in.idx));
-    if (in.buf == NULL || in.ldescs == NULL || in.rdescs == NULL ||
-        in.idx == NULL) {
-        fail("cannot allocate a %zu-byte buffer and its descriptors",
-             buf_len);
+    if (in.ldescs == NULL || in.rdescs == NULL || in.idx == NULL) {
+        fail("cannot allocate %zu descriptors", o->max_batch);
         goto out;
     }
     for (i = 0; i < o->max_batch; i++)
@@ -1025,6 +1078,12 @@ static int run_initiator(int fd, const struct bench_opts *o)
     }
     if ((st = xfer_backend_add(in.agent, o->backend, NULL)) != XFER_OK) {
         fail_xfer(st, o->backend);
+        goto out;
+    }
+    in.buf = buffer_alloc(in.agent, o->alloc_xfer, buf_len);
+    if (in.buf == NULL) {
+        fail("cannot allocate a %zu-byte buffer%s", buf_len,
+             o->alloc_xfer ? " with xfer_mem_alloc" : "");
         goto out;
     }
     xfer_desc_t desc = { (uintptr_t)in.buf, buf_len, 0 };
@@ -1056,8 +1115,9 @@ out:
     free(body);
     if (mem != NULL)
         xfer_mem_deregister(in.agent, mem);
+    if (in.buf != NULL)
+        buffer_free(in.agent, o->alloc_xfer, in.buf);
     xfer_agent_destroy(in.agent);
-    free(in.buf);
     free(in.ldescs);
     free(in.rdescs);
     free(in.idx);

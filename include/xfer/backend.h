@@ -17,7 +17,9 @@ extern "C" {
  * is a new symbol.  Minor versions only append fields to the ops table;
  * the core reads an optional op only when hdr.struct_size covers it. */
 #define XFER_BACKEND_ABI_MAJOR 1
-#define XFER_BACKEND_ABI_MINOR 0
+/* Minor 1 appended xfer_host_t.shm_lookup (memory from xfer_mem_alloc);
+ * a plugin reads it only when host->size covers it. */
+#define XFER_BACKEND_ABI_MINOR 1
 
 #define XFER_BACKEND_STR2(x) #x
 #define XFER_BACKEND_STR(x) XFER_BACKEND_STR2(x)
@@ -69,6 +71,14 @@ typedef enum xfer_log_level {
 #define XFER_ACCESS_READ  (1u << 0) /* peer reads our memory */
 #define XFER_ACCESS_WRITE (1u << 1) /* peer writes our memory */
 
+/* A piece of shareable memory (ABI minor 1). */
+typedef struct xfer_shm_info {
+    int fd;            /* the memfd, owned by the core */
+    uint64_t id;       /* random id of the allocation */
+    uint64_t size;     /* bytes mapped from the fd */
+    uint64_t offset;   /* of addr within the fd */
+} xfer_shm_info_t;
+
 typedef struct xfer_host {
     size_t size;            /* sizeof(xfer_host_t) of the core */
     void *ctx;              /* pass back to every callback */
@@ -102,6 +112,13 @@ typedef struct xfer_host {
 
     /* Ask the core to call progress soon (e.g. from a plugin thread). */
     void (*wake)(void *ctx);
+
+    /* ---- ABI minor 1: check host->size before use ---- */
+    /* Whether [addr, addr+len) lies in memory from xfer_mem_alloc(): then
+     * XFER_OK and *info describes its memfd (the fd stays the core's: dup
+     * it to keep it), else XFER_ERR_NOT_FOUND. */
+    xfer_status_t (*shm_lookup)(void *ctx, uintptr_t addr, size_t len,
+                                struct xfer_shm_info *info);
 } xfer_host_t;
 
 /* ------------------------------------------------------------------ */

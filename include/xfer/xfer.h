@@ -341,6 +341,24 @@ xfer_status_t xfer_progress(xfer_agent_t *agent);
  * to do, for poll/epoll loops.  Owned by the agent. */
 xfer_status_t xfer_agent_event_fd(xfer_agent_t *agent, int *fd);
 
+/* ------------------------------------------------------------------ */
+/* Shareable memory                                                    */
+/* ------------------------------------------------------------------ */
+
+/* Back the allocation with huge pages (MFD_HUGETLB, 2 MiB); fails with
+ * XFER_ERR_NOMEM and a sentence when none are reserved. */
+#define XFER_ALLOC_HUGE (1u << 0)
+
+/* Allocate size bytes (rounded up to a page) of memory that same-host
+ * backends can share with a peer: a memfd mapped MAP_SHARED, zeroed.
+ * Register it like any other memory; uds then lets peers map it and copy
+ * with no system call per transfer.  The agent owns it: free it with
+ * xfer_mem_free() after deregistering it, or it is freed with the agent. */
+xfer_status_t xfer_mem_alloc(xfer_agent_t *agent, size_t size, unsigned flags,
+                             void **ptr);
+/* Free memory from xfer_mem_alloc() of the same agent.  NULL is accepted. */
+xfer_status_t xfer_mem_free(xfer_agent_t *agent, void *ptr);
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -61,12 +62,20 @@ typedef struct smem {
     size_t len;
     uint64_t key;
     unsigned inflight;
+    int shm_fd;        /* -1, or our duplicate of its memfd (uds) */
+    uint64_t shm_id, shm_size, shm_off;
     struct smem *prev, *next;
 } smem_t;
 
+#define PACK_MAX 64
 typedef struct srmem {
     uint64_t key, addr, len;
+    size_t pack_len;
+    uint8_t pack[PACK_MAX];
 } srmem_t;
+
+/* File descriptors received ahead of the SHM_FD frames they belong to. */
+#define FDQ_MAX 32
 
 /* One send-queue entry: an iovec list with a cursor.  A request's entry
  * is embedded in it; the others come from a free list so the steady
@@ -83,6 +92,7 @@ typedef struct txe {
     void *heap;        /* owned bytes (notification, copied-out data) */
     size_t heap_len;
     smem_t *mem;       /* TX_RESP: registration the payload comes from */
+    int has_fd, fd;    /* an fd to pass with the first byte (SHM_FD) */
 } txe_t;
 
 struct xfer_be_peer {
@@ -113,6 +123,11 @@ struct xfer_be_req {
     xfer_status_t err;
     uint32_t err_seg;
     txe_t txe;
+    struct xfer_be_req *dnext;  /* waiting for the direct path */
+    uint64_t vgen, vgen_post;   /* direct path: validation stamps */
+    int parked;
+    size_t notif_len;
+    int has_notif;
     xfer_wire_hdr_t *hdrs;      /* nseg wire headers, built once */
     struct iovec *iov;          /* niov_data + 2 for a notification */
     size_t niov_data;
@@ -151,6 +166,12 @@ struct conn {
     uint64_t wr_tag;
     uint32_t wr_next, wr_err_seg;
     xfer_status_t wr_err;
+    /* direct data path (transport hooks; unused by tcp) */
+    void *tconn;
+    int share;                      /* target: send memfds to this peer */
+    xfer_be_req_t *dh, *dt;         /* initiator: parked direct requests */
+    int fdq[FDQ_MAX];
+    unsigned nfdq;
     conn_t *prev, *next;
 };
 
@@ -260,6 +281,9 @@ static void txe_drop(conn_t *c, txe_t *e)
     e->queued = 0;
     if (e->kind == TX_REQ)
         return;
+    if (e->has_fd)
+        close(e->fd);
+    e->has_fd = 0;
     if (e->kind == TX_RESP || e->kind == TX_DELIVER)
         c->hold--;
     if (e->mem)
@@ -351,6 +375,18 @@ static void conn_close(conn_t *c, xfer_status_t st, xfer_log_level_t lvl,
         req_fail(r, st, why);
     }
     c->ft = NULL;
+    while ((r = c->dh)) {
+        c->dh = r->dnext;
+        r->parked = 0;
+        r->dnext = NULL;
+        req_fail(r, st, why);
+    }
+    c->dt = NULL;
+    while (c->nfdq)
+        close(c->fdq[--c->nfdq]);
+    if (be->tp->conn_free && c->tconn)
+        be->tp->conn_free(be->tctx, c->tconn);
+    c->tconn = NULL;
     while ((e = c->txh)) {
         c->txh = e->next;
         txe_drop(c, e);
@@ -445,6 +481,8 @@ static conn_t *peer_conn(xfer_be_t *be, xfer_be_peer_t *p, xfer_status_t *st)
                   be->cfg.name);
         return NULL;
     }
+    if (be->tp->conn_new)
+        c->tconn = be->tp->conn_new(be->tctx);
     c->peer = p;
     p->conn = c;
     snprintf(c->name, sizeof c->name, "%s", p->name);
@@ -539,13 +577,23 @@ static void flush(conn_t *c)
     for (;;) {
         size_t total = 0, staged = 0;
         int cnt = 0;
-        txe_t *e;
+        txe_t *e, *fd_e = NULL;
+        union {
+            struct cmsghdr h;
+            char b[CMSG_SPACE(sizeof(int))];
+        } cm;
 
         tx_advance(c, 0);
         if (!c->txh)
             break;
         for (e = c->txh; e && cnt < GATHER_MAX && total < GATHER_BYTES;
              e = e->next) {
+            /* An fd travels with the first byte of its own sendmsg, so
+             * that the receiver gets it with its frame's bytes. */
+            if (e->has_fd && e != c->txh)
+                break;
+            if (e->has_fd)
+                fd_e = e;
             for (int i = e->idx;
                  i < e->niov && cnt < GATHER_MAX && total < GATHER_BYTES;
                  i++) {
@@ -573,11 +621,26 @@ static void flush(conn_t *c)
                 be->gather[cnt].iov_len = len;
                 cnt++;
             }
+            if (fd_e)
+                break;
         }
         memset(&m, 0, sizeof m);
         m.msg_iov = be->gather;
         m.msg_iovlen = (size_t)cnt;
+        if (fd_e) {
+            memset(&cm, 0, sizeof cm);
+            m.msg_control = cm.b;
+            m.msg_controllen = sizeof cm.b;
+            cm.h.cmsg_level = SOL_SOCKET;
+            cm.h.cmsg_type = SCM_RIGHTS;
+            cm.h.cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(&cm.h), &fd_e->fd, sizeof(int));
+        }
         n = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+        if (n > 0 && fd_e) {
+            close(fd_e->fd);
+            fd_e->has_fd = 0;
+        }
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -702,7 +765,36 @@ static void req_complete(conn_t *c, xfer_be_req_t *r)
                  r->be->cfg.name);
     } else {
         r->status = r->err;
+        /* The target checked every descriptor: the direct path may now
+         * move this request's data while the stamp stays current. */
+        if (r->status == XFER_OK)
+            r->vgen = r->vgen_post;
     }
+}
+
+/* Queue one SHM_FD frame carrying a duplicate of src. */
+static void share_fd(conn_t *c, int src, uint64_t id, uint64_t size)
+{
+    txe_t *e = txe_get(c->be);
+    int fd = e ? fcntl(src, F_DUPFD_CLOEXEC, 0) : -1;
+
+    if (fd < 0) {
+        if (e)
+            txe_put(c->be, e);
+        conn_close(c, XFER_ERR_NOMEM, XFER_LOG_ERROR,
+                   "cannot share a memfd: %s", strerror(errno));
+        return;
+    }
+    e->kind = TX_CTRL;
+    ctrl_hdr(e, XFER_WIRE_SHM_FD, 0, id, size, 0, 0);
+    e->has_fd = 1;
+    e->fd = fd;
+    txq_push(c, e);
+}
+
+static void share_one(conn_t *c, smem_t *m)
+{
+    share_fd(c, m->shm_fd, m->shm_id, m->shm_size);
 }
 
 static void body_done(conn_t *c)
@@ -745,6 +837,16 @@ static void body_done(conn_t *c)
             return;
         }
         c->hello_done = 1;
+        if (be->tp->share_ok && be->tp->share_ok(be->tctx, c->fd)) {
+            c->share = 1;
+            if (be->cfg.share_fd_set)
+                share_fd(c, be->cfg.share_fd, 0, be->cfg.share_size);
+            for (smem_t *m = be->mems; m && !c->closed; m = m->next)
+                if (m->shm_fd >= 0)
+                    share_one(c, m);
+            if (c->closed)
+                return;
+        }
         e = txe_get(be);
         if (!e) {
             conn_close(c, XFER_ERR_NOMEM, XFER_LOG_ERROR, "out of memory");
@@ -845,7 +947,8 @@ static int frame(conn_t *c)
         return 1;
     }
     if (c->initiator) {
-        if (h.type != XFER_WIRE_HELLO_ACK && !c->hello_done) {
+        if (h.type != XFER_WIRE_HELLO_ACK && h.type != XFER_WIRE_SHM_FD &&
+            !c->hello_done) {
             VIOLATION(c, "frame type %u before HELLO_ACK", h.type);
             return 1;
         }
@@ -868,7 +971,29 @@ static int frame(conn_t *c)
                            c->peer ? (unsigned long long)c->peer->epoch : 0ull);
                 return 1;
             }
+            if (be->tp->conn_up) {
+                char why[256] = "";
+
+                st = be->tp->conn_up(be->tctx, c->tconn, c->fd, c->peer->info,
+                                     c->peer->info_len, why, sizeof why);
+                if (st != XFER_OK) {
+                    conn_close(c, st, XFER_LOG_WARN, "%s", why);
+                    return 1;
+                }
+            }
             c->hello_done = 1;
+            break;
+        case XFER_WIRE_SHM_FD:
+            if (!be->tp->fd_received || h.len || h.seg || !c->nfdq) {
+                VIOLATION(c, "bad SHM_FD (no descriptor came with it)");
+                return 1;
+            }
+            {
+                int fd = c->fdq[0];
+
+                memmove(c->fdq, c->fdq + 1, --c->nfdq * sizeof(int));
+                be->tp->fd_received(be->tctx, c->tconn, h.tag, h.arg0, fd);
+            }
             break;
         case XFER_WIRE_ACK:
             r = c->fh;
@@ -1055,6 +1180,52 @@ static void rx_parse(conn_t *c)
     }
 }
 
+/* One read.  A transport that takes fds reads with recvmsg and keeps
+ * what arrives until the SHM_FD frames that announce them are parsed. */
+static ssize_t rx_read(conn_t *c, struct iovec *iov, int niov)
+{
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int) * 8)];
+    } cm;
+    struct msghdr m;
+    struct cmsghdr *h;
+    ssize_t n;
+
+    if (!c->initiator || !c->be->tp->fd_received)
+        return readv(c->fd, iov, niov);
+    memset(&m, 0, sizeof m);
+    m.msg_iov = iov;
+    m.msg_iovlen = (size_t)niov;
+    m.msg_control = cm.b;
+    m.msg_controllen = sizeof cm.b;
+    n = recvmsg(c->fd, &m, MSG_CMSG_CLOEXEC);
+    if (n < 0)
+        return n;
+    for (h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
+        size_t k;
+
+        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+            continue;
+        k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int fd;
+
+            memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof fd);
+            if (c->nfdq < FDQ_MAX)
+                c->fdq[c->nfdq++] = fd;
+            else
+                close(fd);
+        }
+    }
+    if (m.msg_flags & MSG_CTRUNC)
+        LOG(c->be, XFER_LOG_WARN, "shared file descriptors from agent '%s' "
+            "were truncated", c->name);
+    return n;
+}
+
+static void direct_retry(conn_t *c);
+
 static void conn_input(conn_t *c)
 {
     xfer_be_t *be = c->be;
@@ -1080,7 +1251,7 @@ static void conn_input(conn_t *c)
             iov[1].iov_base = c->buf;
             iov[1].iov_len = XFER_WIRE_HDR_SIZE;
             want = c->left + XFER_WIRE_HDR_SIZE;
-            n = readv(c->fd, iov, 2);
+            n = rx_read(c, iov, 2);
             if (n > 0) {
                 size_t take = (size_t)n < c->left ? (size_t)n : c->left;
 
@@ -1100,7 +1271,11 @@ static void conn_input(conn_t *c)
             want = cap - c->tail;
             if (!want)
                 break; /* cannot happen: a frame always fits */
-            n = recv(c->fd, c->buf + c->tail, want, 0);
+            {
+                struct iovec one = { c->buf + c->tail, want };
+
+                n = rx_read(c, &one, 1);
+            }
             if (n > 0)
                 c->tail += (size_t)n;
         }
@@ -1130,11 +1305,13 @@ static void conn_input(conn_t *c)
         if ((size_t)n < want)
             break; /* drained: epoll says when more comes */
     }
+    if (!c->closed && c->dh && c->hello_done)
+        direct_retry(c);
     if (!c->closed && c->txh && !c->blocked)
         flush(c);
     if (c->closed)
         return;
-    if (c->rstate == RX_BODY || c->txh)
+    if (c->rstate == RX_BODY || c->txh || c->dh)
         timer_need(be);
     conn_events(c);
 }
@@ -1173,7 +1350,7 @@ static void do_accept(xfer_be_t *be)
  * socket that connects and never speaks does not hold a buffer forever. */
 static int conn_busy(const conn_t *c)
 {
-    return c->connecting || !c->hello_done || c->txh || c->fh ||
+    return c->connecting || !c->hello_done || c->txh || c->fh || c->dh ||
            c->rstate == RX_BODY || c->tail > c->head;
 }
 
@@ -1358,6 +1535,8 @@ void xfer__stream_destroy(xfer_be_t *be)
         smem_t *m = be->mems;
 
         be->mems = m->next;
+        if (m->shm_fd >= 0)
+            close(m->shm_fd);
         free(m);
     }
     while ((e = be->free_txe)) {
@@ -1464,6 +1643,7 @@ xfer_status_t xfer__stream_mem_register(xfer_be_t *be,
     m->addr = r->addr;
     m->len = r->len;
     m->key = r->key;
+    m->shm_fd = -1;
     m->next = be->mems;
     if (be->mems)
         be->mems->prev = m;
@@ -1528,7 +1708,57 @@ void xfer__stream_mem_deregister(xfer_be_t *be, void *mem)
         be->mems = m->next;
     if (m->next)
         m->next->prev = m->prev;
+    if (m->shm_fd >= 0)
+        close(m->shm_fd);
     free(m);
+}
+
+int xfer__stream_mem_shm(const void *mem, uint64_t *id, uint64_t *off)
+{
+    const smem_t *m = mem;
+
+    if (m->shm_fd < 0)
+        return 0;
+    *id = m->shm_id;
+    *off = m->shm_off;
+    return 1;
+}
+
+xfer_status_t xfer__stream_mem_share(xfer_be_t *be, void *mem, int fd,
+                                     uint64_t id, uint64_t size, uint64_t off)
+{
+    smem_t *m = mem;
+
+    if (m->shm_fd >= 0)
+        return XFER_OK;
+    m->shm_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (m->shm_fd < 0)
+        return ERR(be, XFER_ERR_BACKEND, "%s: cannot duplicate a memfd: %s",
+                   be->cfg.name, strerror(errno));
+    m->shm_id = id;
+    m->shm_size = size;
+    m->shm_off = off;
+    /* Peers already connected learn of it before they can hold metadata
+     * that names it: the frame is queued before this call returns. */
+    for (conn_t *c = be->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->initiator && c->share && c->hello_done) {
+            share_one(c, m);
+            if (!c->closed && !c->blocked)
+                flush(c);
+        }
+    }
+    return XFER_OK;
+}
+
+const void *xfer__stream_rmem_pack(const void *rmem, uint64_t *addr,
+                                   size_t *len)
+{
+    const srmem_t *rm = rmem;
+
+    *addr = rm->addr;
+    *len = rm->pack_len;
+    return rm->pack;
 }
 
 xfer_status_t xfer__stream_rmem_unpack(xfer_be_t *be, xfer_be_peer_t *peer,
@@ -1547,11 +1777,15 @@ xfer_status_t xfer__stream_rmem_unpack(xfer_be_t *be, xfer_be_peer_t *peer,
                    "%s: remote region at 0x%llx of %llu bytes wraps around",
                    be->cfg.name, (unsigned long long)r->addr,
                    (unsigned long long)r->len);
-    if (!(rm = malloc(sizeof *rm)))
+    if (!(rm = calloc(1, sizeof *rm)))
         return ERR(be, XFER_ERR_NOMEM, "%s: out of memory", be->cfg.name);
     rm->key = r->key;
     rm->addr = r->addr;
     rm->len = r->len;
+    if (buf && len && len <= PACK_MAX) {
+        memcpy(rm->pack, buf, len);
+        rm->pack_len = len;
+    }
     *rmem = rm;
     return XFER_OK;
 }
@@ -1667,6 +1901,116 @@ static xfer_status_t notif_queue(xfer_be_t *be, xfer_be_peer_t *p,
     return XFER_OK;
 }
 
+static void send_frames(conn_t *c, xfer_be_req_t *r)
+{
+    if (c->ft)
+        c->ft->fnext = r;
+    else
+        c->fh = r;
+    c->ft = r;
+    txq_send(c, &r->txe);
+}
+
+static void park(conn_t *c, xfer_be_req_t *r)
+{
+    r->parked = 1;
+    r->dnext = NULL;
+    if (c->dt)
+        c->dt->dnext = r;
+    else
+        c->dh = r;
+    c->dt = r;
+    timer_need(c->be);
+}
+
+static void unpark(conn_t *c, xfer_be_req_t *r)
+{
+    xfer_be_req_t **pp = &c->dh, *prev = NULL;
+
+    while (*pp && *pp != r) {
+        prev = *pp;
+        pp = &(*pp)->dnext;
+    }
+    if (*pp) {
+        *pp = r->dnext;
+        if (c->dt == r)
+            c->dt = prev;
+    }
+    r->parked = 0;
+    r->dnext = NULL;
+}
+
+/* Let the transport move the data itself; the notification follows as
+ * a frame once the copy has returned, so it arrives after the data. */
+static void direct_run(conn_t *c, xfer_be_req_t *r)
+{
+    xfer_be_t *be = c->be;
+    xfer_status_t st;
+
+    r->vgen_post = r->vgen;
+    st = be->tp->direct(be->tctx, c->tconn, r->op, r->segs, r->nseg,
+                        &r->vgen_post, r->msg, sizeof r->msg);
+    if (st == XFER_IN_PROG) {
+        park(c, r);
+        return;
+    }
+    if (st == XFER_ERR_NOT_SUPPORTED) {
+        r->msg[0] = '\0';
+        send_frames(c, r);
+        return;
+    }
+    r->conn = NULL;
+    if (st == XFER_OK && r->has_notif) {
+        st = notif_queue(be, r->peer, r->notif, r->notif_len);
+        if (st != XFER_OK)
+            snprintf(r->msg, sizeof r->msg, "%s: the data moved but its "
+                     "notification could not be sent to agent '%s' (%s)",
+                     be->cfg.name, r->peer->name, r->peer->where);
+    }
+    if (st != XFER_OK) {
+        /* Name the peer, as frame errors do; the transport said why. */
+        char why[sizeof r->msg];
+        size_t n;
+
+        snprintf(why, sizeof why, "%s", r->msg[0] ? r->msg
+                                                  : status_text(st));
+        n = (size_t)snprintf(r->msg, sizeof r->msg, "%s %s to agent '%s' "
+                             "(%s): ", be->cfg.name,
+                             r->op == XFER_OP_READ ? "READ" : "WRITE",
+                             r->peer->name, r->peer->where);
+        if (n < sizeof r->msg) {
+            size_t k = strnlen(why, sizeof r->msg - n - 1);
+
+            memcpy(r->msg + n, why, k);
+            r->msg[n + k] = '\0';
+        }
+    }
+    r->status = st;
+}
+
+/* After input on a handshaken connection: parked requests, in order. */
+static void direct_retry(conn_t *c)
+{
+    xfer_be_req_t *list = c->dh, *r;
+
+    c->dh = c->dt = NULL;
+    while ((r = list) && !c->closed) {
+        list = r->dnext;
+        r->parked = 0;
+        r->dnext = NULL;
+        if (c->dh) /* one waits again: the rest wait behind it */
+            park(c, r);
+        else
+            direct_run(c, r);
+    }
+    while ((r = list)) { /* the connection closed under us */
+        list = r->dnext;
+        r->parked = 0;
+        r->dnext = NULL;
+        req_fail(r, XFER_ERR_REMOTE_DISCONNECT, "connection closed");
+    }
+}
+
 xfer_status_t xfer__stream_req_post(xfer_be_t *be, xfer_be_req_t *r,
                                     const void *notif, size_t notif_len)
 {
@@ -1715,6 +2059,8 @@ xfer_status_t xfer__stream_req_post(xfer_be_t *be, xfer_be_req_t *r,
         r->iov[niov + 1].iov_len = notif_len;
         niov += 2;
     }
+    r->has_notif = notif != NULL;
+    r->notif_len = notif ? notif_len : 0;
     if (!(c = peer_conn(be, p, &st)))
         return st;
     r->txe.niov = niov;
@@ -1727,12 +2073,17 @@ xfer_status_t xfer__stream_req_post(xfer_be_t *be, xfer_be_req_t *r,
     r->status = XFER_IN_PROG;
     r->conn = c;
     r->fnext = NULL;
-    if (c->ft)
-        c->ft->fnext = r;
-    else
-        c->fh = r;
-    c->ft = r;
-    txq_send(c, &r->txe);
+    if (be->tp->direct) {
+        /* Behind parked requests, so notifications keep their order. */
+        if (!c->hello_done || c->dh) {
+            park(c, r);
+            if (!c->blocked)
+                flush(c); /* the HELLO, if this post opened the link */
+        } else
+            direct_run(c, r);
+    } else {
+        send_frames(c, r);
+    }
     if (r->status < 0)
         return ERR(be, r->status, "%s", r->msg);
     return r->status;
@@ -1784,6 +2135,14 @@ xfer_status_t xfer__stream_req_cancel(xfer_be_t *be, xfer_be_req_t *r)
 
     if (r->status != XFER_IN_PROG)
         return XFER_OK;
+    if (c && r->parked) {
+        unpark(c, r);
+        r->conn = NULL;
+        r->status = XFER_ERR_CANCELED;
+        snprintf(r->msg, sizeof r->msg, "%s request canceled before it "
+                 "started", be->cfg.name);
+        return XFER_OK;
+    }
     /* Nothing on the wire yet: it can vanish without a trace.  Once a
      * byte has left, the target expects the rest, so it runs to its end
      * and reports XFER_ERR_CANCELED then. */

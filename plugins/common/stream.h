@@ -24,6 +24,37 @@ typedef struct xfer__stream_transport {
     /* Write a printable form of a checked info ("10.0.0.2:4791") for logs. */
     void (*info_str)(void *tctx, const void *info, size_t len, char *buf,
                      size_t size);
+
+    /* ---- Optional: a direct data path beside the frames (uds).  All
+     * NULL in tcp; the engine then behaves exactly as without them. ---- */
+    /* State for a new initiator connection (NULL is a valid state). */
+    void *(*conn_new)(void *tctx);
+    /* The handshake of an initiator connection to the agent of `info`
+     * succeeded.  Anything but XFER_OK closes it with msg as the reason. */
+    xfer_status_t (*conn_up)(void *tctx, void *tconn, int fd,
+                             const void *info, size_t len, char *msg,
+                             size_t msg_size);
+    void (*conn_free)(void *tctx, void *tconn);
+    /* Move a posted request's data without frames, on a handshaken
+     * connection.  XFER_OK: all of it moved (the engine then sends the
+     * notification and completes the request); XFER_ERR_NOT_SUPPORTED:
+     * use the frames; XFER_IN_PROG: ask again when more input arrived on
+     * the connection (bounded by timeout_ms); another error: the request
+     * fails with it and the sentence written to msg.
+     * *vgen: on entry the validation stamp this request earned (0: none),
+     * the value the transport last set when frames ended in XFER_OK, i.e.
+     * after the target itself checked every descriptor; the transport
+     * moves data directly only while the stamp is current, and sets *vgen
+     * to the stamp to record should the frames succeed. */
+    xfer_status_t (*direct)(void *tctx, void *tconn, xfer_op_t op,
+                            const xfer_be_seg_t *segs, size_t nseg,
+                            uint64_t *vgen, char *msg, size_t msg_size);
+    /* A file descriptor the target shared (SHM_FD frame); tconn owns it. */
+    void (*fd_received)(void *tctx, void *tconn, uint64_t id, uint64_t size,
+                        int fd);
+    /* Target side: whether to share registered memfds with the peer on
+     * this accepted connection (e.g. same user only). */
+    int (*share_ok)(void *tctx, int fd);
 } xfer__stream_transport_t;
 
 typedef struct xfer__stream_cfg {
@@ -31,6 +62,10 @@ typedef struct xfer__stream_cfg {
     uint64_t timeout_ms; /* no progress this long: XFER_ERR_TIMEOUT */
     size_t inline_max;   /* payloads up to this go through the rx buffer */
     size_t rx_buf;       /* per-connection receive buffer */
+    /* Target: with share_fd_set, share_fd goes (SHM_FD, id 0) to every
+     * peer share_ok accepts, before any registration's memfd. */
+    int share_fd_set, share_fd;
+    uint64_t share_size;
 } xfer__stream_cfg_t;
 
 /* Create an engine instance that accepts on listen_fd (a listening,
@@ -72,5 +107,17 @@ xfer_status_t xfer__stream_notif_send(xfer_be_t *be, xfer_be_peer_t *peer,
                                       const void *msg, size_t len);
 int xfer__stream_progress(xfer_be_t *be);
 xfer_status_t xfer__stream_event_fd(xfer_be_t *be, int *fd);
+
+/* A registration (from xfer__stream_mem_register) lies in a memfd at
+ * offset off: keep a duplicate of fd and send it (SHM_FD frame) to every
+ * peer that share_ok accepted, now and on later handshakes. */
+xfer_status_t xfer__stream_mem_share(xfer_be_t *be, void *mem, int fd,
+                                     uint64_t id, uint64_t size, uint64_t off);
+/* 1 and the memfd id and offset if the registration was shared, else 0. */
+int xfer__stream_mem_shm(const void *mem, uint64_t *id, uint64_t *off);
+/* The public part a remote region was unpacked from (at most 64 bytes
+ * are kept; *len 0: none) and the region's start address. */
+const void *xfer__stream_rmem_pack(const void *rmem, uint64_t *addr,
+                                   size_t *len);
 
 #endif /* XFER_PLUGINS_STREAM_H */

@@ -111,10 +111,54 @@ const char *xt_name(const char *prefix)
     return out;
 }
 
+/* XT_ALLOC=xfer: every buffer comes from xfer_mem_alloc of one helper
+ * agent (no backends), so that a suite runs over shareable memory. */
+static xfer_agent_t *alloc_agent;
+
+static void alloc_agent_fini(void)
+{
+    xfer_agent_destroy(alloc_agent);
+    alloc_agent = NULL;
+}
+
+static void alloc_free(void *p)
+{
+    if (alloc_agent != NULL)
+        xfer_mem_free(alloc_agent, p);
+}
+
+static void *alloc_shared(size_t len)
+{
+    void *p = NULL;
+    xfer_status_t st;
+
+    if (alloc_agent == NULL) {
+        xfer_agent_opts_t o;
+        char name[64];
+
+        xfer_agent_opts_init(&o);
+        snprintf(name, sizeof(name), "xt-alloc-%ld", (long)getpid());
+        o.name = name;
+        o.progress_thread = 0;
+        if (xfer_agent_create(&o, &alloc_agent) != XFER_OK)
+            XT_FAIL_FATAL("XT_ALLOC=xfer: cannot create an agent: %s",
+                          xfer_last_error());
+        atexit(alloc_agent_fini);
+    }
+    st = xfer_mem_alloc(alloc_agent, len ? len : 1, 0, &p);
+    if (st != XFER_OK)
+        XT_FAIL_FATAL("xfer_mem_alloc(%zu): %s", len, xfer_last_error());
+    xt_defer_late(alloc_free, p);
+    return p;
+}
+
 void *xt_alloc(size_t len)
 {
     void *p = NULL;
+    const char *how = getenv("XT_ALLOC");
 
+    if (how != NULL && strcmp(how, "xfer") == 0)
+        return alloc_shared(len);
     if (posix_memalign(&p, 4096, len ? len : 1) != 0)
         XT_FAIL_FATAL("posix_memalign(%zu) failed", len);
     memset(p, 0, len);

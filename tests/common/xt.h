@@ -42,7 +42,8 @@ bool xt_err_has_at(const char *file, unsigned line, ...);
 /* A name unique to this process and call: "<prefix>-<pid>-<n>". */
 const char *xt_name(const char *prefix);
 
-/* Page-aligned zeroed memory freed after the test (late cleanup). */
+/* Page-aligned zeroed memory freed after the test (late cleanup); with
+ * XT_ALLOC=xfer in the environment it comes from xfer_mem_alloc. */
 void *xt_alloc(size_t len);
 
 /* Deterministic pattern of (seed, absolute index): any sub-range can be

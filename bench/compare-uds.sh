@@ -1,0 +1,90 @@
+#!/bin/sh
+# compare-uds.sh - the uds figures of docs/performance.md in one run: xfer-bench
+# WRITE/READ against ucx_perftest ucp_put_bw/ucp_get (UCX_TLS=cma,posix,self).
+#
+# usage: bench/compare-uds.sh [BUILD_DIR]     (default: ./build)
+# Needs ucx_perftest (Debian/Ubuntu: ucx-utils).  Prints a table of GB/s
+# (10^9 B/s) per block size and the ratios, then the batch and latency checks.
+set -eu
+
+build=${1:-build}
+cd "$build"
+export XFER_PLUGIN_PATH="$PWD/plugins/uds"
+command -v ucx_perftest >/dev/null || { echo "ucx_perftest not found (install ucx-utils)" >&2; exit 1; }
+port=$((20000 + $$ % 20000))
+out=$(mktemp -d)
+srv=
+trap 'rm -rf "$out"; [ -n "$srv" ] && kill $srv 2>/dev/null || true' EXIT
+
+sizes="65536 262144 1048576 4194304 16777216 67108864"
+
+# ucx_perftest TEST SIZE: overall bandwidth in GB/s (its MB/s is 2^20 B/s).
+ucx() {
+    n=2000
+    [ "$2" -ge 4194304 ] && n=200
+    UCX_TLS=cma,posix,self ucx_perftest -p "$port" >/dev/null 2>&1 &
+    srv=$!
+    sleep 0.5
+    UCX_TLS=cma,posix,self ucx_perftest 127.0.0.1 -p "$port" -t "$1" -s "$2" \
+        -n "$n" -w 20 -f > "$out/ucx" 2>&1 || true
+    kill $srv 2>/dev/null || true
+    wait $srv 2>/dev/null || true
+    srv=
+    awk '$1 ~ /^[0-9]+$/ && NF >= 8 { v = $6 } END { printf "%.3f", v * 1048576 / 1e9 }' "$out/ucx"
+}
+
+# GB/s of the row for block size $1 in file $2.
+col() {
+    awk -v b="$1" '$1 == b { print $4; exit }' "$2"
+}
+human() {
+    awk -v s="$1" 'BEGIN { u = "BKMGT"; i = 1; while (s >= 1024 && s % 1024 == 0) { s /= 1024; i++ } printf "%d%s", s, (i > 1 ? substr(u, i, 1) : "") }'
+}
+
+for op in WRITE READ; do
+    for alloc in xfer malloc; do
+        echo "== xfer-bench uds $op --alloc $alloc, 64K..64M, batch 1"
+        ./tools/xfer-bench --backend uds --op $op --start-block-size 64K \
+            --max-block-size 64M --num-iter 2000 --large-block-iter-factor 16 \
+            --alloc $alloc | tee "$out/$op-$alloc"
+    done
+done
+
+echo
+echo "== ratios (xfer GB/s / ucx_perftest GB/s; shm: --alloc xfer, cma: --alloc malloc)"
+printf "%-6s %-6s %10s %10s %10s %8s %8s\n" op block ucx xfer_shm xfer_cma shm/ucx cma/ucx
+for op in WRITE READ; do
+    t=ucp_put_bw
+    [ $op = READ ] && t=ucp_get
+    for s in $sizes; do
+        h=$(human "$s")
+        u=$(ucx $t "$s")
+        x=$(col "$h" "$out/$op-xfer")
+        c=$(col "$h" "$out/$op-malloc")
+        awk -v op=$op -v h=$h -v u="$u" -v x="$x" -v c="$c" 'BEGIN {
+            printf "%-6s %-6s %10.3f %10.3f %10.3f %8.2f %8.2f\n", op, h, u, x, c,
+                   (u > 0 ? x / u : 0), (u > 0 ? c / u : 0) }'
+    done
+done
+
+echo
+echo "== 4 KiB x 256 descriptors against 1 MiB x 1 (same run)"
+for alloc in xfer malloc; do
+    ./tools/xfer-bench --backend uds --op WRITE --start-block-size 4K \
+        --max-block-size 4K --start-batch-size 256 --max-batch-size 256 \
+        --num-iter 2000 --alloc $alloc > "$out/b-$alloc"
+    ./tools/xfer-bench --backend uds --op WRITE --start-block-size 1M \
+        --max-block-size 1M --num-iter 2000 --large-block-iter-factor 1 \
+        --alloc $alloc > "$out/m-$alloc"
+    awk -v a=$alloc -v b="$(awk '$1 == "4K" { print $4 }' "$out/b-$alloc")" \
+        -v m="$(awk '$1 == "1M" { print $4 }' "$out/m-$alloc")" 'BEGIN {
+        printf "%-6s 4Kx256 %.3f GB/s, 1M %.3f GB/s, ratio %.2f\n", a, b, m, b / m }'
+done
+
+echo
+echo "== 8-byte WRITE to completion (median and average, us)"
+for alloc in malloc xfer; do
+    ./tools/xfer-bench --backend uds --op WRITE --start-block-size 8 \
+        --max-block-size 8 --num-iter 100000 --alloc $alloc > "$out/l-$alloc"
+    awk -v a=$alloc '$1 == "8" { printf "%-6s median %s avg %s\n", (a == "xfer" ? "shm" : "cma"), $6, $5 }' "$out/l-$alloc"
+done

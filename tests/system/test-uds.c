@@ -1,0 +1,506 @@
+/* test-uds.c - what only the uds backend does: refusing a peer on another
+ * host, a dead target reported as a disconnect, and the EPERM fallback to the socket. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/common/xt.h"
+
+#define WAIT_MS 20000
+#define NOBODY 65534
+
+/* ---- small pipe protocol between forked processes ------------------------ */
+
+static int put_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+
+    while (len) {
+        ssize_t n = write(fd, p, len);
+
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int get_all(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+
+    while (len) {
+        ssize_t n = read(fd, p, len);
+
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int send_msg(int fd, const void *buf, size_t len)
+{
+    uint64_t n = len;
+
+    return put_all(fd, &n, sizeof n) || put_all(fd, buf, len) ? -1 : 0;
+}
+
+static char *recv_msg(int fd, size_t *len)
+{
+    uint64_t n;
+    char *b;
+
+    if (get_all(fd, &n, sizeof n) || n > (64u << 20) || !(b = malloc(n + 1)))
+        return NULL;
+    if (get_all(fd, b, n)) {
+        free(b);
+        return NULL;
+    }
+    b[n] = '\0';
+    *len = n;
+    return b;
+}
+
+/* ---- another host ------------------------------------------------------------ */
+
+/* Change one base64 character of the uds connection info: character 24
+ * holds the top bits of byte 18 (inside the boot id), character 72 those
+ * of byte 54 (inside the host name). */
+static void refuse_edited(size_t pos, const char *what)
+{
+    xfer_agent_t *tgt = xt_agent(xt_name("tgt"), "uds", 1);
+    xfer_agent_t *ini = xt_agent(xt_name("ini"), "uds", 1);
+    size_t len;
+    char *blob = xt_md_get(tgt, XFER_MD_ALL, NULL, 0, &len);
+    json_t *root = xt_blob_parse(blob, len);
+    json_t *be = json_array_get(json_object_get(root, "backends"), 0);
+    const char *conn = json_string_value(json_object_get(be, "conn"));
+    char *edited, *forged;
+
+    XT_REQUIRE(conn && strlen(conn) > pos, "no uds connection info");
+    edited = strdup(conn);
+    XT_REQUIRE(edited, "out of memory");
+    edited[pos] = edited[pos] == 'A' ? 'B' : 'A';
+    json_object_set_new(be, "conn", json_string(edited));
+    free(edited);
+    forged = xt_blob_dump(root, &len);
+    XT_STATUS(xfer_md_load(ini, forged, len, NULL, 0), XFER_ERR_INVALID);
+    XT_ERR_HAS("another host", "use tcp");
+    XT_STATUS(xfer_md_check(ini, xfer_agent_name(tgt)), XFER_ERR_NOT_FOUND);
+    (void)what;
+    /* The true blob loads. */
+    XT_STATUS(xfer_md_load(ini, blob, strlen(blob), NULL, 0), XFER_OK);
+}
+
+static void test_other_boot_id(void) { refuse_edited(24, "boot id"); }
+static void test_other_hostname(void) { refuse_edited(72, "host name"); }
+
+/* ---- a dead target ------------------------------------------------------------ */
+
+static void test_dead_target(void)
+{
+    int md[2], pid, st;
+    size_t len;
+    char *blob;
+    xfer_agent_t *ini;
+    unsigned char *buf = xt_alloc(65536);
+    xfer_req_t *req = NULL;
+    xfer_desc_t l = { (uintptr_t)buf, 4096, 0 }, r;
+    xfer_dlist_t ll = xt_dlist(&l, 1), rl;
+    xfer_status_t s;
+    char name[64];
+
+    snprintf(name, sizeof name, "%s", xt_name("dead"));
+    XT_REQUIRE(pipe(md) == 0, "pipe");
+    pid = fork();
+    XT_REQUIRE(pid >= 0, "fork");
+    if (pid == 0) {
+        xfer_agent_opts_t o;
+        xfer_agent_t *a = NULL;
+        xfer_mem_t *m = NULL;
+        xfer_desc_t d;
+        xfer_dlist_t dl;
+        void *mem;
+
+        close(md[0]);
+        alarm(60);
+        xfer_agent_opts_init(&o);
+        o.name = name;
+        if (xfer_agent_create(&o, &a) || xfer_backend_add(a, "uds:mode=cma",
+                                                          NULL) ||
+            posix_memalign(&mem, 4096, 65536))
+            _exit(3);
+        d = (xfer_desc_t){ (uintptr_t)mem, 65536, 0 };
+        dl = xt_dlist(&d, 1);
+        if (xfer_mem_register(a, &dl, NULL, &m) ||
+            xfer_md_get(a, XFER_MD_ALL, NULL, 0, &blob, &len) ||
+            send_msg(md[1], blob, len))
+            _exit(4);
+        pause();
+        _exit(0);
+    }
+    close(md[1]);
+    blob = recv_msg(md[0], &len);
+    close(md[0]);
+    XT_REQUIRE(blob, "no metadata from the target");
+    {
+        json_t *root = xt_blob_parse(blob, len);
+        uint64_t addr = 0;
+
+        XT_REQUIRE(xt_json_u64(json_object_get(xt_blob_region(root, 0),
+                                               "addr"), &addr),
+                   "region address");
+        r = (xfer_desc_t){ (uintptr_t)addr, 4096, 0 };
+    }
+    rl = xt_dlist(&r, 1);
+    /* No progress thread: nothing notices the closed socket before the
+     * copy itself does. */
+    ini = xt_agent(xt_name("ini"), "uds:mode=cma", 0);
+    xt_register(ini, buf, 65536);
+    XT_STATUS_FATAL(xfer_md_load(ini, blob, len, NULL, 0), XFER_OK);
+    free(blob);
+    XT_STATUS_FATAL(xfer_req_create(ini, XFER_OP_WRITE, &ll, &rl, name, NULL,
+                                    &req), XFER_OK);
+    xt_req_defer(req);
+    /* First post: checked by the target; second: process_vm_writev. */
+    XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    s = xfer_req_post(req, NULL, 0);
+    if (s == XFER_IN_PROG)
+        s = xt_wait_req(req, WAIT_MS);
+    if (XT_STATUS(s, XFER_ERR_REMOTE_DISCONNECT))
+        XT_ERR_HAS(name);
+}
+
+/* ---- the kernel refuses cross-process access ------------------------------------ */
+
+/* Both sides run as nobody; the target is not dumpable, so the kernel
+ * refuses process_vm_* (EPERM) although the user is the same and the
+ * registration stamp is shared.  Returns the initiator's exit status:
+ * 0 pass, 77 the kernel did not refuse, else the failed step. */
+static int eperm_run(const char *spec, const char *logpath,
+                     xfer_status_t want_second)
+{
+    int md[2], done[2], tpid, ipid, st;
+    char name[64];
+    uint64_t seed = xt_seed(), seed2 = xt_seed();
+
+    snprintf(name, sizeof name, "%s", xt_name("eperm"));
+    XT_REQUIRE(pipe(md) == 0 && pipe(done) == 0, "pipe");
+    tpid = fork();
+    XT_REQUIRE(tpid >= 0, "fork");
+    if (tpid == 0) {
+        xfer_agent_opts_t o;
+        xfer_agent_t *a = NULL;
+        xfer_mem_t *m = NULL;
+        xfer_desc_t d;
+        xfer_dlist_t dl;
+        unsigned char *mem;
+        char *blob, c = 0;
+        size_t len;
+
+        close(md[0]);
+        close(done[1]);
+        alarm(60);
+        if (setgid(NOBODY) || setuid(NOBODY))
+            _exit(5);
+        prctl(PR_SET_DUMPABLE, 0);
+        xfer_agent_opts_init(&o);
+        o.name = name;
+        if (xfer_agent_create(&o, &a) || xfer_backend_add(a, "uds", NULL) ||
+            posix_memalign((void **)&mem, 4096, 1 << 20))
+            _exit(3);
+        xt_fill(mem, 1 << 20, seed);
+        d = (xfer_desc_t){ (uintptr_t)mem, 1 << 20, 0 };
+        dl = xt_dlist(&d, 1);
+        if (xfer_mem_register(a, &dl, NULL, &m) ||
+            xfer_md_get(a, XFER_MD_ALL, NULL, 0, &blob, &len) ||
+            send_msg(md[1], blob, len))
+            _exit(4);
+        /* Wait for the initiator, then report what arrived. */
+        if (read(done[0], &c, 1) != 1)
+            _exit(6);
+        xfer_agent_destroy(a);
+        /* The first half was written twice, the second only READ. */
+        _exit(xt_check(mem, 512 << 10, seed2) >= 0 ? 7
+              : xt_check_at(mem + (512 << 10), 512 << 10, seed, 512 << 10) >=
+                      0 ? 8 : 0);
+    }
+    ipid = fork();
+    XT_REQUIRE(ipid >= 0, "fork");
+    if (ipid == 0) {
+        xfer_agent_opts_t o;
+        xfer_agent_t *a = NULL;
+        xfer_mem_t *m = NULL;
+        xfer_req_t *w = NULL, *rd = NULL;
+        xfer_desc_t d, l, r;
+        xfer_dlist_t dl, ll, rl;
+        unsigned char *mem, probe;
+        char *blob;
+        size_t len;
+        uint64_t addr = 0;
+        json_t *root;
+        struct iovec li, ri;
+        xfer_status_t s;
+        FILE *log;
+
+        close(md[1]);
+        close(done[0]);
+        alarm(60);
+        if (!(log = freopen(logpath, "w", stderr)))
+            _exit(9);
+        blob = recv_msg(md[0], &len);
+        if (!blob || setgid(NOBODY) || setuid(NOBODY))
+            _exit(5);
+        root = json_loadb(blob, len, 0, NULL);
+        if (!root || !xt_json_u64(json_object_get(
+                                      json_array_get(json_object_get(
+                                                         root, "regions"),
+                                                     0),
+                                      "addr"),
+                                  &addr))
+            _exit(10);
+        json_decref(root);
+        /* Make sure the kernel really refuses. */
+        li = (struct iovec){ &probe, 1 };
+        ri = (struct iovec){ (void *)(uintptr_t)addr, 1 };
+        if (process_vm_readv(tpid, &li, 1, &ri, 1, 0) == 1)
+            _exit(77);
+        if (errno != EPERM)
+            _exit(11);
+        xfer_agent_opts_init(&o);
+        o.name = "eperm-ini";
+        if (xfer_agent_create(&o, &a) || xfer_backend_add(a, spec, NULL) ||
+            posix_memalign((void **)&mem, 4096, 1 << 20))
+            _exit(3);
+        d = (xfer_desc_t){ (uintptr_t)mem, 1 << 20, 0 };
+        dl = xt_dlist(&d, 1);
+        if (xfer_mem_register(a, &dl, NULL, &m) ||
+            xfer_md_load(a, blob, len, NULL, 0))
+            _exit(4);
+        free(blob);
+        xt_fill(mem, 512 << 10, seed2);
+        l = (xfer_desc_t){ (uintptr_t)mem, 512 << 10, 0 };
+        r = (xfer_desc_t){ (uintptr_t)addr, 512 << 10, 0 };
+        ll = xt_dlist(&l, 1);
+        rl = xt_dlist(&r, 1);
+        if (xfer_req_create(a, XFER_OP_WRITE, &ll, &rl, name, NULL, &w))
+            _exit(12);
+        /* The first post is checked by the target through the socket;
+         * the second tries process_vm_writev and meets EPERM. */
+        if (xt_post_wait(w, NULL, 0, WAIT_MS) != XFER_OK)
+            _exit(13);
+        s = xt_post_wait(w, NULL, 0, WAIT_MS);
+        if (s != want_second) {
+            fprintf(log, "second post: %s: %s\n", xt_status_name(s),
+                    xfer_last_error());
+            _exit(14);
+        }
+        if (s != XFER_OK) {
+            fprintf(log, "second post refused: %s\n", xfer_last_error());
+            fflush(log);
+            _exit(0);
+        }
+        if (xt_post_wait(w, NULL, 0, WAIT_MS) != XFER_OK)
+            _exit(15);
+        l.addr += 512 << 10;
+        r.addr += 512 << 10;
+        if (xfer_req_create(a, XFER_OP_READ, &ll, &rl, name, NULL, &rd) ||
+            xt_post_wait(rd, NULL, 0, WAIT_MS) != XFER_OK ||
+            xt_post_wait(rd, NULL, 0, WAIT_MS) != XFER_OK)
+            _exit(16);
+        if (xt_check_at(mem + (512 << 10), 512 << 10, seed, 512 << 10) >= 0)
+            _exit(17);
+        fflush(log);
+        _exit(0);
+    }
+    close(md[0]);
+    close(md[1]);
+    close(done[0]);
+    waitpid(ipid, &st, 0);
+    (void)!write(done[1], "x", 1);
+    close(done[1]);
+    {
+        int tst;
+
+        waitpid(tpid, &tst, 0);
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
+            want_second == XFER_OK)
+            XT_CHECK(WIFEXITED(tst) && WEXITSTATUS(tst) == 0,
+                     "target saw wrong bytes (status 0x%x)", tst);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    static char buf[65536];
+    size_t n;
+
+    if (!f)
+        return NULL;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+static void test_eperm_fallback(void)
+{
+    char path[] = "/tmp/xfer-uds-eperm-XXXXXX";
+    int fd = mkstemp(path), rc;
+    const char *log, *hit;
+
+    if (getuid() != 0)
+        xt_skip("needs root to run two processes as another user");
+    XT_REQUIRE(fd >= 0, "mkstemp");
+    close(fd);
+    chmod(path, 0666);
+    rc = eperm_run("uds", path, XFER_OK);
+    log = slurp(path);
+    if (rc == 77) {
+        unlink(path);
+        xt_skip("the kernel allows process_vm_readv between the test "
+                "processes; the EPERM fallback cannot be exercised here");
+    }
+    XT_CHECK(rc == 0, "initiator failed at step %d; its log:\n%s", rc,
+             log ? log : "");
+    hit = log ? strstr(log, "refused cross-process access") : NULL;
+    XT_CHECK(hit != NULL, "no log line about the fallback:\n%s",
+             log ? log : "");
+    XT_CHECK(!hit || !strstr(hit + 1, "refused cross-process access"),
+             "the fallback was logged more than once:\n%s", log);
+    unlink(path);
+}
+
+static void test_eperm_forced_cma(void)
+{
+    char path[] = "/tmp/xfer-uds-eperm-XXXXXX";
+    int fd = mkstemp(path), rc;
+    const char *log;
+
+    if (getuid() != 0)
+        xt_skip("needs root to run two processes as another user");
+    XT_REQUIRE(fd >= 0, "mkstemp");
+    close(fd);
+    chmod(path, 0666);
+    rc = eperm_run("uds:mode=cma", path, XFER_ERR_ACCESS);
+    log = slurp(path);
+    unlink(path);
+    if (rc == 77)
+        xt_skip("the kernel allows process_vm_readv here");
+    XT_CHECK(rc == 0, "initiator failed at step %d; its log:\n%s", rc,
+             log ? log : "");
+    XT_CHECK(log && strstr(log, "refused access (mode=cma)"),
+             "no sentence about EPERM:\n%s", log ? log : "");
+}
+
+/* ---- a filesystem socket path ---------------------------------------------------- */
+
+static void test_fs_path(void)
+{
+    char path[108], spec[160];
+    struct stat sb;
+    xfer_agent_t *tgt, *ini, *dup = NULL;
+    xfer_agent_opts_t o;
+    unsigned char *src = xt_alloc(8192), *dst = xt_alloc(8192);
+    xfer_desc_t l = { (uintptr_t)src, 8192, 0 }, r = { (uintptr_t)dst, 8192, 0 };
+    xfer_dlist_t ll = xt_dlist(&l, 1), rl = xt_dlist(&r, 1);
+    xfer_req_t *req = NULL;
+    uint64_t seed = xt_seed();
+    const char *tname;
+
+    snprintf(path, sizeof path, "/tmp/xfer-uds-test-%ld.sock", (long)getpid());
+    snprintf(spec, sizeof spec, "uds:path=%s", path);
+    unlink(path);
+    tname = xt_name("fstgt");
+    tgt = xt_agent(tname, spec, 1);
+    XT_REQUIRE(stat(path, &sb) == 0, "no socket file at %s", path);
+    XT_CHECK(S_ISSOCK(sb.st_mode) && (sb.st_mode & 0777) == 0600,
+             "socket mode is 0%o, want a socket with 0600", sb.st_mode);
+    /* The same path twice is refused with a sentence. */
+    xfer_agent_opts_init(&o);
+    o.name = xt_name("fsdup");
+    XT_STATUS_FATAL(xfer_agent_create(&o, &dup), XFER_OK);
+    XT_STATUS(xfer_backend_add(dup, spec, NULL), XFER_ERR_BACKEND);
+    XT_ERR_HAS(path, "Address already in use");
+    xfer_agent_destroy(dup);
+    /* Data moves through it. */
+    ini = xt_agent(xt_name("fsini"), "uds", 1);
+    xt_register(tgt, dst, 8192);
+    xt_register(ini, src, 8192);
+    xt_md_exchange(tgt, XFER_MD_ALL, ini);
+    xt_fill(src, 8192, seed);
+    XT_STATUS_FATAL(xfer_req_create(ini, XFER_OP_WRITE, &ll, &rl, tname, NULL,
+                                    &req), XFER_OK);
+    xt_req_defer(req);
+    XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    XT_CHECK(xt_check(dst, 8192, seed) < 0, "data did not arrive");
+    XT_STATUS(xt_req_release(req), XFER_OK);
+    xt_agent_destroy(ini);
+    xt_agent_destroy(tgt);
+    XT_CHECK(stat(path, &sb) != 0 && errno == ENOENT,
+             "the socket file outlived its backend");
+}
+
+/* ---- shareable memory ---------------------------------------------------------- */
+
+static void test_mem_alloc(void)
+{
+    xfer_agent_t *a = xt_agent(xt_name("alloc"), NULL, 0);
+    void *p = NULL;
+
+    XT_STATUS(xfer_mem_alloc(a, 0, 0, &p), XFER_ERR_INVALID);
+    XT_STATUS(xfer_mem_alloc(a, 4096, 0x80, &p), XFER_ERR_INVALID);
+    XT_STATUS_FATAL(xfer_mem_alloc(a, 10000, 0, &p), XFER_OK);
+    memset(p, 0xab, 10000);
+    XT_STATUS(xfer_mem_free(a, (char *)p + 1), XFER_ERR_NOT_FOUND);
+    XT_STATUS(xfer_mem_free(a, p), XFER_OK);
+    /* Huge pages: either they are reserved, or the sentence says so. */
+    p = NULL;
+    if (xfer_mem_alloc(a, 1 << 20, XFER_ALLOC_HUGE, &p) == XFER_OK)
+        XT_STATUS(xfer_mem_free(a, p), XFER_OK);
+    else
+        XT_ERR_HAS("huge pages");
+    /* Left allocated: freed with the agent. */
+    XT_STATUS(xfer_mem_alloc(a, 4096, 0, &p), XFER_OK);
+}
+
+static const xt_test_t host_tests[] = {
+    XT_TEST(test_other_boot_id),
+    XT_TEST(test_other_hostname),
+    XT_TEST(test_mem_alloc),
+    XT_TEST(test_fs_path),
+    XT_END,
+};
+static const xt_test_t process_tests[] = {
+    XT_TEST(test_dead_target),
+    XT_TEST(test_eperm_fallback),
+    XT_TEST(test_eperm_forced_cma),
+    XT_END,
+};
+
+int main(int argc, char **argv)
+{
+    static const xt_suite_t suites[] = {
+        { "uds-host", host_tests },
+        { "uds-process", process_tests },
+    };
+
+    (void)argc;
+    return xt_run(argv[0], suites, sizeof suites / sizeof suites[0]);
+}
