@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/ctl.h"
 #include "core/internal.h"
 
 /* ---- host table ---------------------------------------------------------- */
@@ -249,10 +250,6 @@ XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
     if (o.name == NULL || !valid_agent_name(o.name))
         return xfer__err(XFER_ERR_INVALID, "agent name must be 1 to %d "
                          "printable bytes", XFER_NAME_MAX);
-    if (o.listen_addr != NULL)
-        return xfer__err(XFER_ERR_NOT_SUPPORTED, "agent option listen_addr "
-                         "('%s'): the side-channel listener is not built yet",
-                         o.listen_addr);
 
     a = calloc(1, sizeof(*a));
     if (a == NULL)
@@ -288,12 +285,31 @@ XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
         }
         a->progress_thread = true;
     }
+    /* Finding peers (core/ctl.h): listener and etcd threads. */
+    if (o.listen_addr != NULL) {
+        st = xfer__listener_start(a, o.listen_addr, o.listen_timeout_ms,
+                                  &a->listener);
+        if (st != XFER_OK)
+            goto fail;
+    }
+    st = xfer__etcd_start(a, o.etcd_endpoints, o.etcd_namespace,
+                          o.etcd_ttl_s, &a->etcd);
+    if (st != XFER_OK)
+        goto fail;
     *agent = a;
     return XFER_OK;
 
 nomem:
     st = xfer__err(XFER_ERR_NOMEM, "out of memory");
 fail:
+    xfer__listener_stop(a->listener);
+    if (a->progress_thread) {
+        xfer__lock(a);
+        a->stop = true;
+        xfer__unlock(a);
+        agent_wake(a);
+        pthread_join(a->thread, NULL);
+    }
     if (a->epfd >= 0)
         close(a->epfd);
     if (a->wake_fd >= 0)
@@ -315,6 +331,9 @@ XFER_API void xfer_agent_destroy(xfer_agent_t *agent)
 
     if (a == NULL)
         return;
+    /* The control plane calls into the agent: stop it first. */
+    xfer__etcd_stop(a->etcd);
+    xfer__listener_stop(a->listener);
     if (a->progress_thread) {
         xfer__lock(a);
         a->stop = true;
@@ -497,6 +516,8 @@ XFER_API xfer_status_t xfer_backend_add(xfer_agent_t *agent, const char *spec,
     xfer__lock(agent);
     st = backend_add(agent, plugin, kv, backend);
     xfer__unlock(agent);
+    if (st == XFER_OK)
+        xfer__etcd_changed(agent->etcd);
     free(plugin);
     json_decref(kv);
     return st;
@@ -532,6 +553,8 @@ XFER_API xfer_status_t xfer_backend_add_json(xfer_agent_t *agent,
     xfer__lock(agent);
     st = backend_add(agent, plugin, kv, backend);
     xfer__unlock(agent);
+    if (st == XFER_OK)
+        xfer__etcd_changed(agent->etcd);
     json_decref(kv);
     return st;
 }
@@ -695,6 +718,8 @@ XFER_API xfer_status_t xfer_mem_register(xfer_agent_t *agent,
     xfer__lock(agent);
     st = mem_register(agent, list, backend, mem);
     xfer__unlock(agent);
+    if (st == XFER_OK)
+        xfer__etcd_changed(agent->etcd);
     return st;
 }
 
@@ -721,5 +746,6 @@ XFER_API xfer_status_t xfer_mem_deregister(xfer_agent_t *agent, xfer_mem_t *mem)
     }
     mem_free(mem);
     xfer__unlock(agent);
+    xfer__etcd_changed(agent->etcd);
     return XFER_OK;
 }

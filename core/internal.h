@@ -44,6 +44,9 @@ void xfer__vlog(xfer_log_level_t level, const char *who, const char *fmt,
 /* ---- objects --------------------------------------------------------- */
 
 typedef struct xfer__remote xfer__remote_t;
+/* The control plane (core/ctl.h): listener and etcd client. */
+typedef struct xfer__listener xfer__listener_t;
+typedef struct xfer__etcd xfer__etcd_t;
 
 struct xfer_backend {
     xfer_agent_t *agent;
@@ -163,6 +166,10 @@ struct xfer_agent {
     unsigned progress_spin_us;
     pthread_t thread;
     bool stop;
+
+    /* Control plane (core/ctl.h); set at creation, never changed. */
+    xfer__listener_t *listener;      /* NULL: no listener */
+    xfer__etcd_t *etcd;              /* NULL: no etcd */
 };
 
 /* ---- shared between core files --------------------------------------- */

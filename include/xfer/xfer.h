@@ -103,6 +103,13 @@ typedef struct xfer_agent_opts {
     unsigned progress_wait_us;/* progress thread sleep bound (default 100000) */
     unsigned progress_spin_us;/* after activity, poll this long before
                                  sleeping (default 50; 0: never spin) */
+    /* Finding peers (see the section of that name below). */
+    unsigned listen_timeout_ms; /* listener: a client must finish each
+                                 request within this (default 5000) */
+    const char *etcd_endpoints; /* "http://h:p[,http://h:p...]"; NULL:
+                                 XFER_ETCD_ENDPOINTS, unset: no etcd */
+    const char *etcd_namespace; /* key prefix (default "/xfer/agents/") */
+    unsigned etcd_ttl_s;      /* lease TTL in seconds (default 10, min 2) */
 } xfer_agent_opts_t;
 
 /* Fill opts with defaults; always call it before setting fields. */
@@ -358,6 +365,53 @@ xfer_status_t xfer_mem_alloc(xfer_agent_t *agent, size_t size, unsigned flags,
                              void **ptr);
 /* Free memory from xfer_mem_alloc() of the same agent.  NULL is accepted. */
 xfer_status_t xfer_mem_free(xfer_agent_t *agent, void *ptr);
+
+/* ------------------------------------------------------------------ */
+/* Finding peers: the side-channel listener and etcd                   */
+/* ------------------------------------------------------------------ */
+
+/* The address the agent's listener is bound to ("127.0.0.1:40123", or
+ * "[::1]:40123"), with an ephemeral port resolved.  XFER_ERR_NOT_FOUND
+ * when the agent has no listener (opts.listen_addr was NULL). */
+xfer_status_t xfer_agent_listen_addr(xfer_agent_t *agent, char *buf,
+                                     size_t size);
+
+/* Send this agent's metadata (what = XFER_MD_*) to the listener at
+ * hostport ("host:port"), which loads it.  timeout_ms bounds the whole
+ * exchange (0: 5000).  A refusal returns the peer's status and sentence. */
+xfer_status_t xfer_md_send(xfer_agent_t *agent, const char *hostport,
+                           unsigned what, unsigned timeout_ms);
+
+/* Fetch the metadata of the agent listening at hostport and load it as
+ * xfer_md_load() does.  name: the agent expected there (NULL: whichever
+ * it is); the loaded name is copied into name_out (may be NULL). */
+xfer_status_t xfer_md_fetch(xfer_agent_t *agent, const char *hostport,
+                            const char *name, unsigned timeout_ms,
+                            char *name_out, size_t name_size);
+
+/* Tell the agent listening at hostport to forget this agent, as if it
+ * had called xfer_md_invalidate(its_agent, our_name). */
+xfer_status_t xfer_md_send_invalidate(xfer_agent_t *agent,
+                                      const char *hostport,
+                                      unsigned timeout_ms);
+
+/* With etcd configured, an agent publishes its full metadata under
+ * <namespace><name>, bound to a lease it keeps alive, and rewrites it
+ * whenever a backend is added or memory is (de)registered.  Peers that
+ * fetched a name follow it: a newer epoch published under it is loaded,
+ * and a deleted or expired key invalidates it.
+ *
+ * Fetch a peer's metadata from etcd and load it, waiting up to
+ * timeout_ms for the key to appear (0: one look).  XFER_ERR_TIMEOUT
+ * when it did not, XFER_ERR_TIMEOUT or XFER_ERR_BACKEND when etcd could
+ * not be reached; XFER_ERR_NOT_SUPPORTED without etcd. */
+xfer_status_t xfer_md_fetch_etcd(xfer_agent_t *agent, const char *name,
+                                 unsigned timeout_ms);
+
+/* The same without waiting: returns at once, and the agent's etcd
+ * thread loads the metadata when it is (or becomes) published.  Poll
+ * xfer_md_check(agent, name) until it returns XFER_OK. */
+xfer_status_t xfer_md_fetch_start(xfer_agent_t *agent, const char *name);
 
 #ifdef __cplusplus
 }

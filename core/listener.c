@@ -1,0 +1,882 @@
+/* listener.c - the side-channel listener: length-framed send / fetch /
+ * invalidate of metadata over TCP (docs/wire-listener.md), server and client. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/ctl.h"
+
+#define LS_MAGIC 0x58464d44u      /* "XFMD" */
+#define LS_VERSION 1
+#define LS_HDR 12                 /* magic u32, version u16, type u16, len u32 */
+#define LS_MAX_CONNS 64           /* clients served at once; more are refused */
+#define LS_DEFAULT_TIMEOUT_MS 5000
+#define LS_ERR_TEXT_MAX 512
+
+enum {
+    LS_SEND = 1,                  /* payload: metadata blob; reply OK */
+    LS_FETCH = 2,                 /* payload: agent name or empty; reply MD */
+    LS_INVALIDATE = 3,            /* payload: sender's name; reply OK */
+    LS_OK = 0x81,                 /* empty payload */
+    LS_MD = 0x82,                 /* payload: metadata blob */
+    LS_ERR = 0x83,                /* payload: i32 status, then a sentence */
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void put_u16(unsigned char *p, uint16_t v)
+{
+    p[0] = (unsigned char)(v >> 8);
+    p[1] = (unsigned char)v;
+}
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static uint16_t get_u16(const unsigned char *p)
+{
+    return (uint16_t)((unsigned)p[0] << 8 | p[1]);
+}
+
+static uint32_t get_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
+           p[3];
+}
+
+static void hdr_build(unsigned char *h, unsigned type, uint32_t len)
+{
+    put_u32(h, LS_MAGIC);
+    put_u16(h + 4, LS_VERSION);
+    put_u16(h + 6, (uint16_t)type);
+    put_u32(h + 8, len);
+}
+
+/* Largest payload a frame of this type may carry. */
+static uint32_t type_max(unsigned type)
+{
+    switch (type) {
+    case LS_SEND:
+    case LS_MD:
+        return XFER_MD_MAX;
+    case LS_FETCH:
+    case LS_INVALIDATE:
+        return XFER_NAME_MAX;
+    case LS_OK:
+        return 0;
+    case LS_ERR:
+        return 4 + LS_ERR_TEXT_MAX;
+    }
+    return 0;
+}
+
+/* "host:port" or "[v6]:port" into its parts; host may be empty. */
+static xfer_status_t split_hostport(const char *hp, char *host, size_t hsize,
+                                    char *port, size_t psize)
+{
+    const char *colon, *h = hp;
+    size_t hl;
+
+    if (hp[0] == '[') {
+        const char *close = strchr(hp, ']');
+
+        if (close == NULL || close[1] != ':')
+            return xfer__err(XFER_ERR_INVALID, "address '%s' is not "
+                             "\"[v6-address]:port\"", hp);
+        h = hp + 1;
+        hl = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(hp, ':');
+        if (colon == NULL)
+            return xfer__err(XFER_ERR_INVALID, "address '%s' is not "
+                             "\"host:port\"", hp);
+        hl = (size_t)(colon - hp);
+    }
+    if (hl >= hsize || strlen(colon + 1) >= psize || colon[1] == '\0')
+        return xfer__err(XFER_ERR_INVALID, "address '%s' is not \"host:port\"",
+                         hp);
+    for (const char *p = colon + 1; *p; p++)
+        if (*p < '0' || *p > '9')
+            return xfer__err(XFER_ERR_INVALID, "address '%s': port '%s' is not "
+                             "a number", hp, colon + 1);
+    if (strtoul(colon + 1, NULL, 10) > 65535)
+        return xfer__err(XFER_ERR_INVALID, "address '%s': port out of range",
+                         hp);
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    snprintf(port, psize, "%s", colon + 1);
+    return XFER_OK;
+}
+
+static void addr_text(const struct sockaddr *sa, char *buf, size_t size)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+        snprintf(buf, size, "%s:%u", host, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+        snprintf(buf, size, "[%s]:%u", host, port);
+    } else {
+        snprintf(buf, size, "?");
+    }
+}
+
+/* ---- server ---------------------------------------------------------------- */
+
+typedef struct ls_conn {
+    int fd;
+    char peer[64];
+    uint64_t deadline;            /* the current request must end by then */
+    unsigned char hdr[LS_HDR];
+    size_t hdr_got;
+    unsigned type;
+    uint32_t len;
+    unsigned char *in;            /* payload, grown as it arrives */
+    size_t in_cap, in_got;
+    unsigned char *out;           /* reply being written */
+    size_t out_len, out_off;
+    bool close_after;             /* after the reply: a bad frame */
+    struct ls_conn *next;
+} ls_conn_t;
+
+struct xfer__listener {
+    xfer_agent_t *agent;
+    int fd, epfd, wake_fd;
+    unsigned timeout_ms;
+    char addr[80];
+    pthread_t thread;
+    atomic_bool stop;
+    ls_conn_t *conns;
+    unsigned nconns;
+};
+
+static void conn_close(xfer__listener_t *l, ls_conn_t *c)
+{
+    ls_conn_t **pp;
+
+    for (pp = &l->conns; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    }
+    epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    free(c->in);
+    free(c->out);
+    free(c);
+    l->nconns--;
+}
+
+static void conn_watch(xfer__listener_t *l, ls_conn_t *c, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = c};
+
+    epoll_ctl(l->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Queue a reply frame; a failed allocation drops the client. */
+static int conn_reply(xfer__listener_t *l, ls_conn_t *c, unsigned type,
+                      const void *p1, size_t n1, const void *p2, size_t n2)
+{
+    c->out = malloc(LS_HDR + n1 + n2);
+    if (c->out == NULL)
+        return -1;
+    hdr_build(c->out, type, (uint32_t)(n1 + n2));
+    if (n1 > 0)
+        memcpy(c->out + LS_HDR, p1, n1);
+    if (n2 > 0)
+        memcpy(c->out + LS_HDR + n1, p2, n2);
+    c->out_len = LS_HDR + n1 + n2;
+    c->out_off = 0;
+    conn_watch(l, c, EPOLLOUT);
+    return 0;
+}
+
+static int conn_reply_err(xfer__listener_t *l, ls_conn_t *c,
+                          xfer_status_t st, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int conn_reply_err(xfer__listener_t *l, ls_conn_t *c,
+                          xfer_status_t st, const char *fmt, ...)
+{
+    unsigned char code[4];
+    char text[LS_ERR_TEXT_MAX];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof(text))
+        n = (int)sizeof(text) - 1;
+    put_u32(code, (uint32_t)(int32_t)st);
+    return conn_reply(l, c, LS_ERR, code, 4, text, (size_t)n);
+}
+
+/* Refuse a bad frame: log it, answer with the reason, then close. */
+#define REFUSE(l, c, ...)                                                   \
+    do {                                                                    \
+        char why_[LS_ERR_TEXT_MAX];                                         \
+        snprintf(why_, sizeof(why_), __VA_ARGS__);                          \
+        xfer__log(XFER_LOG_WARN, "listener", "agent %s refused a frame "    \
+                  "from %s: %s", (l)->agent->name, (c)->peer, why_);        \
+        (c)->close_after = true;                                            \
+        return conn_reply_err((l), (c), XFER_ERR_INVALID, "%s", why_);      \
+    } while (0)
+
+/* A whole request arrived: serve it.  Runs without the agent lock; the
+ * calls below take it as the public API does. */
+static int conn_serve(xfer__listener_t *l, ls_conn_t *c)
+{
+    xfer_agent_t *a = l->agent;
+    char name[XFER_NAME_MAX + 1];
+    xfer_status_t st;
+
+    switch (c->type) {
+    case LS_SEND:
+        xfer__err_clear();
+        st = xfer__md_apply(a, c->in, c->len, name, sizeof(name));
+        if (st != XFER_OK) {
+            xfer__log(XFER_LOG_WARN, "listener", "agent %s refused metadata "
+                      "sent by %s: %s", a->name, c->peer, xfer_last_error());
+            return conn_reply_err(l, c, st, "%s", xfer_last_error());
+        }
+        xfer__log(XFER_LOG_INFO, "listener", "agent %s loaded metadata of "
+                  "'%s' sent by %s", a->name, name, c->peer);
+        return conn_reply(l, c, LS_OK, NULL, 0, NULL, 0);
+    case LS_FETCH: {
+        char *blob = NULL;
+        size_t len = 0;
+        int rc;
+
+        if (c->len > 0)
+            memcpy(name, c->in, c->len);
+        name[c->len] = '\0';
+        if (c->len > 0 && strcmp(name, a->name) != 0)
+            return conn_reply_err(l, c, XFER_ERR_NOT_FOUND, "this listener "
+                                  "serves agent '%s', not '%s'", a->name,
+                                  name);
+        st = xfer_md_get(a, XFER_MD_ALL, NULL, 0, &blob, &len);
+        if (st != XFER_OK)
+            return conn_reply_err(l, c, st, "agent '%s' could not produce its "
+                                  "metadata: %s", a->name, xfer_last_error());
+        rc = conn_reply(l, c, LS_MD, blob, len, NULL, 0);
+        free(blob);
+        return rc;
+    }
+    case LS_INVALIDATE:
+        memcpy(name, c->in, c->len);
+        name[c->len] = '\0';
+        st = xfer_md_invalidate(a, name);
+        if (st != XFER_OK)
+            return conn_reply_err(l, c, st, "%s", xfer_last_error());
+        xfer__log(XFER_LOG_INFO, "listener", "agent %s invalidated '%s' at "
+                  "the request of %s", a->name, name, c->peer);
+        return conn_reply(l, c, LS_OK, NULL, 0, NULL, 0);
+    }
+    return -1;
+}
+
+/* Check a complete header; refuse anything this side cannot take. */
+static int conn_header(xfer__listener_t *l, ls_conn_t *c)
+{
+    uint32_t magic = get_u32(c->hdr);
+    unsigned version = get_u16(c->hdr + 4);
+
+    c->type = get_u16(c->hdr + 6);
+    c->len = get_u32(c->hdr + 8);
+    if (magic != LS_MAGIC)
+        REFUSE(l, c, "bad magic 0x%08" PRIx32 " (want 0x%08x, \"XFMD\")",
+               magic, LS_MAGIC);
+    if (version != LS_VERSION)
+        REFUSE(l, c, "wire version %u is not supported (this agent speaks "
+               "version %d)", version, LS_VERSION);
+    if (c->type != LS_SEND && c->type != LS_FETCH &&
+        c->type != LS_INVALIDATE)
+        REFUSE(l, c, "unknown request type %u", c->type);
+    if (c->len > type_max(c->type))
+        REFUSE(l, c, "frame of %" PRIu32 " bytes exceeds the %" PRIu32
+               "-byte limit of request type %u", c->len, type_max(c->type),
+               c->type);
+    if (c->type == LS_INVALIDATE && c->len == 0)
+        REFUSE(l, c, "invalidate names no agent");
+    return 0;
+}
+
+/* Read what is there; returns -1 when the client must be dropped. */
+static int conn_read(xfer__listener_t *l, ls_conn_t *c)
+{
+    for (;;) {
+        ssize_t n;
+
+        if (c->hdr_got < LS_HDR) {
+            n = recv(c->fd, c->hdr + c->hdr_got, LS_HDR - c->hdr_got, 0);
+        } else {
+            size_t want = c->len - c->in_got;
+
+            if (want == 0)
+                break;
+            if (c->in_got == c->in_cap) {
+                /* Grow with what arrives, so a header that merely claims
+                 * a large length costs nothing. */
+                size_t cap = c->in_cap ? c->in_cap * 2 : 65536;
+                unsigned char *p;
+
+                if (cap > c->len)
+                    cap = c->len;
+                p = realloc(c->in, cap + 1);
+                if (p == NULL)
+                    return -1;
+                c->in = p;
+                c->in_cap = cap;
+            }
+            n = recv(c->fd, c->in + c->in_got, c->in_cap - c->in_got, 0);
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            xfer__log(XFER_LOG_INFO, "listener", "client %s: %s", c->peer,
+                      strerror(errno));
+            return -1;
+        }
+        if (n == 0) {
+            if (c->hdr_got == 0)
+                return -1; /* a clean end between requests */
+            xfer__log(XFER_LOG_WARN, "listener", "agent %s refused a frame "
+                      "from %s: truncated frame (%zu of %zu bytes, then end "
+                      "of stream)", l->agent->name, c->peer,
+                      c->hdr_got + c->in_got, (size_t)LS_HDR + (c->hdr_got ==
+                      LS_HDR ? c->len : 0));
+            c->close_after = true;
+            /* The client may have shut down only its sending side. */
+            if (conn_reply_err(l, c, XFER_ERR_INVALID, "truncated frame: %zu "
+                               "bytes, then end of stream", c->hdr_got +
+                               c->in_got) != 0)
+                return -1;
+            return 0;
+        }
+        if (c->hdr_got < LS_HDR) {
+            c->hdr_got += (size_t)n;
+            if (c->hdr_got == LS_HDR) {
+                if (conn_header(l, c) != 0)
+                    return -1;
+                if (c->out != NULL)
+                    return 0; /* refused; the reply is on its way */
+            }
+        } else {
+            c->in_got += (size_t)n;
+        }
+    }
+    if (c->len > 0 && c->in == NULL)
+        return -1;
+    if (conn_serve(l, c) != 0)
+        return -1;
+    return 0;
+}
+
+static int conn_write(xfer__listener_t *l, ls_conn_t *c)
+{
+    while (c->out_off < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
+                         MSG_NOSIGNAL);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            return -1;
+        }
+        c->out_off += (size_t)n;
+    }
+    if (c->close_after)
+        return -1;
+    /* Ready for the next request on the same connection. */
+    free(c->out);
+    free(c->in);
+    c->out = c->in = NULL;
+    c->out_len = c->out_off = c->in_cap = c->in_got = c->hdr_got = 0;
+    c->len = 0;
+    c->deadline = mono_ms() + l->timeout_ms;
+    conn_watch(l, c, EPOLLIN);
+    return 0;
+}
+
+static void ls_accept(xfer__listener_t *l)
+{
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct epoll_event ev = {.events = EPOLLIN};
+        ls_conn_t *c;
+        char peer[64];
+
+        if (fd < 0)
+            return; /* EAGAIN, or a client gone before we took it */
+        addr_text((struct sockaddr *)&ss, peer, sizeof(peer));
+        if (l->nconns >= LS_MAX_CONNS) {
+            xfer__log(XFER_LOG_WARN, "listener", "agent %s refused client %s: "
+                      "already serving %d clients", l->agent->name, peer,
+                      LS_MAX_CONNS);
+            close(fd);
+            continue;
+        }
+        c = calloc(1, sizeof(*c));
+        if (c == NULL) {
+            close(fd);
+            continue;
+        }
+        c->fd = fd;
+        snprintf(c->peer, sizeof(c->peer), "%s", peer);
+        c->deadline = mono_ms() + l->timeout_ms;
+        ev.data.ptr = c;
+        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            close(fd);
+            free(c);
+            continue;
+        }
+        c->next = l->conns;
+        l->conns = c;
+        l->nconns++;
+    }
+}
+
+static void *ls_main(void *arg)
+{
+    xfer__listener_t *l = arg;
+
+    while (!atomic_load(&l->stop)) {
+        struct epoll_event ev[16];
+        uint64_t now = mono_ms(), next = now + 1000;
+        int n;
+
+        for (ls_conn_t *c = l->conns; c != NULL; c = c->next)
+            if (c->deadline < next)
+                next = c->deadline;
+        n = epoll_wait(l->epfd, ev, 16, next > now ? (int)(next - now) : 0);
+        for (int i = 0; i < n; i++) {
+            ls_conn_t *c = ev[i].data.ptr;
+            int rc = 0;
+
+            if (c == NULL) {
+                ls_accept(l);
+                continue;
+            }
+            if (ev[i].data.ptr == (void *)l)
+                continue; /* the wake fd: the loop head checks stop */
+            if (c->out != NULL)
+                rc = conn_write(l, c);
+            else if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                rc = conn_read(l, c);
+            if (rc == 0 && c->out != NULL && c->out_off == 0)
+                rc = conn_write(l, c); /* usually goes out at once */
+            if (rc != 0)
+                conn_close(l, c);
+        }
+        now = mono_ms();
+        for (ls_conn_t *c = l->conns, *nx; c != NULL; c = nx) {
+            nx = c->next;
+            if (c->deadline > now)
+                continue;
+            if (c->hdr_got > 0 || c->out != NULL)
+                xfer__log(XFER_LOG_WARN, "listener", "agent %s dropped client "
+                          "%s: request not done within %u ms", l->agent->name,
+                          c->peer, l->timeout_ms);
+            conn_close(l, c);
+        }
+    }
+    return NULL;
+}
+
+xfer_status_t xfer__listener_start(xfer_agent_t *a, const char *addr,
+                                   unsigned timeout_ms, xfer__listener_t **out)
+{
+    char host[256], port[16];
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    struct epoll_event ev = {.events = EPOLLIN};
+    xfer__listener_t *l;
+    xfer_status_t st;
+    int rc, one = 1;
+
+    *out = NULL;
+    st = split_hostport(addr, host, sizeof(host), port, sizeof(port));
+    if (st != XFER_OK)
+        return xfer__err_prefix(st, "agent option listen_addr");
+    /* No host means loopback: all interfaces only when asked for. */
+    rc = getaddrinfo(host[0] ? host : "127.0.0.1", port, &hints, &res);
+    if (rc != 0)
+        return xfer__err(XFER_ERR_INVALID, "agent option listen_addr '%s': "
+                         "%s", addr, gai_strerror(rc));
+    l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        freeaddrinfo(res);
+        return xfer__err(XFER_ERR_NOMEM, "out of memory");
+    }
+    l->agent = a;
+    l->epfd = l->wake_fd = -1;
+    l->timeout_ms = timeout_ms ? timeout_ms : LS_DEFAULT_TIMEOUT_MS;
+    l->fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                   0);
+    if (l->fd < 0 ||
+        setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(l->fd, res->ai_addr, res->ai_addrlen) != 0 ||
+        listen(l->fd, 64) != 0 ||
+        getsockname(l->fd, (struct sockaddr *)&ss, &sl) != 0) {
+        st = xfer__err(XFER_ERR_BACKEND, "agent '%s': cannot listen on '%s': "
+                       "%s", a->name, addr, strerror(errno));
+        goto fail;
+    }
+    addr_text((struct sockaddr *)&ss, l->addr, sizeof(l->addr));
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (l->epfd < 0 || l->wake_fd < 0 ||
+        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->fd, &ev) != 0) {
+        st = xfer__err(XFER_ERR_BACKEND, "agent '%s': listener: %s", a->name,
+                       strerror(errno));
+        goto fail;
+    }
+    ev.data.ptr = l;
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wake_fd, &ev) != 0) {
+        st = xfer__err(XFER_ERR_BACKEND, "agent '%s': listener: %s", a->name,
+                       strerror(errno));
+        goto fail;
+    }
+    rc = pthread_create(&l->thread, NULL, ls_main, l);
+    if (rc != 0) {
+        st = xfer__err(XFER_ERR_BACKEND, "agent '%s': cannot start its "
+                       "listener thread: %s", a->name, strerror(rc));
+        goto fail;
+    }
+    freeaddrinfo(res);
+    xfer__log(XFER_LOG_INFO, "listener", "agent %s listening on %s", a->name,
+              l->addr);
+    *out = l;
+    return XFER_OK;
+
+fail:
+    freeaddrinfo(res);
+    if (l->fd >= 0)
+        close(l->fd);
+    if (l->epfd >= 0)
+        close(l->epfd);
+    if (l->wake_fd >= 0)
+        close(l->wake_fd);
+    free(l);
+    return st;
+}
+
+void xfer__listener_stop(xfer__listener_t *l)
+{
+    uint64_t one = 1;
+
+    if (l == NULL)
+        return;
+    atomic_store(&l->stop, true);
+    if (write(l->wake_fd, &one, sizeof(one)) < 0) {
+        /* EAGAIN: a wake is already pending. */
+    }
+    pthread_join(l->thread, NULL);
+    while (l->conns != NULL)
+        conn_close(l, l->conns);
+    close(l->fd);
+    close(l->epfd);
+    close(l->wake_fd);
+    free(l);
+}
+
+/* ---- client ------------------------------------------------------------------ */
+
+/* Wait for fd to become ready for events before deadline. */
+static xfer_status_t wait_fd(int fd, short events, uint64_t deadline,
+                             const char *hp, const char *doing)
+{
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = events};
+        uint64_t now = mono_ms();
+        int n;
+
+        if (now >= deadline)
+            return xfer__err(XFER_ERR_TIMEOUT, "listener at %s: timed out "
+                             "%s", hp, doing);
+        n = poll(&p, 1, (int)(deadline - now));
+        if (n > 0)
+            return XFER_OK;
+        if (n < 0 && errno != EINTR)
+            return xfer__err(XFER_ERR_BACKEND, "listener at %s: poll: %s", hp,
+                             strerror(errno));
+    }
+}
+
+static xfer_status_t ls_connect(const char *hp, uint64_t deadline, int *out)
+{
+    char host[256], port[16];
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    xfer_status_t st;
+    int fd, rc, err = 0;
+    socklen_t el = sizeof(err);
+
+    st = split_hostport(hp, host, sizeof(host), port, sizeof(port));
+    if (st != XFER_OK)
+        return st;
+    rc = getaddrinfo(host[0] ? host : "127.0.0.1", port, &hints, &res);
+    if (rc != 0)
+        return xfer__err(XFER_ERR_INVALID, "listener address '%s': %s", hp,
+                         gai_strerror(rc));
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        freeaddrinfo(res);
+        return xfer__err(XFER_ERR_BACKEND, "socket: %s", strerror(errno));
+    }
+    rc = connect(fd, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    if (rc != 0 && errno != EINPROGRESS) {
+        err = errno;
+    } else if (rc != 0) {
+        st = wait_fd(fd, POLLOUT, deadline, hp, "connecting");
+        if (st != XFER_OK) {
+            close(fd);
+            return st;
+        }
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0)
+            err = errno;
+    }
+    if (err != 0) {
+        close(fd);
+        return xfer__err(XFER_ERR_REMOTE_DISCONNECT, "cannot connect to the "
+                         "listener at %s: %s", hp, strerror(err));
+    }
+    *out = fd;
+    return XFER_OK;
+}
+
+static xfer_status_t io_all(int fd, bool wr, void *buf, size_t len,
+                            uint64_t deadline, const char *hp)
+{
+    unsigned char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = wr ? send(fd, p, len, MSG_NOSIGNAL) : recv(fd, p, len, 0);
+        xfer_status_t st;
+
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (n == 0)
+            return xfer__err(XFER_ERR_REMOTE_DISCONNECT, "listener at %s "
+                             "closed the connection", hp);
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return xfer__err(XFER_ERR_REMOTE_DISCONNECT, "listener at %s: %s",
+                             hp, strerror(errno));
+        st = wait_fd(fd, wr ? POLLOUT : POLLIN, deadline, hp,
+                     wr ? "sending" : "waiting for the reply");
+        if (st != XFER_OK)
+            return st;
+    }
+    return XFER_OK;
+}
+
+/* One request, one reply.  An LS_ERR reply becomes its status and
+ * sentence; otherwise *reply (malloc'd, NUL-terminated) holds the
+ * payload of a reply of type want. */
+static xfer_status_t ls_call(const char *hp, unsigned type, const void *p,
+                             size_t len, unsigned timeout_ms, unsigned want,
+                             char **reply, size_t *reply_len)
+{
+    uint64_t deadline = mono_ms() + (timeout_ms ? timeout_ms
+                                                : LS_DEFAULT_TIMEOUT_MS);
+    unsigned char h[LS_HDR];
+    unsigned rtype;
+    uint32_t rlen;
+    char *buf = NULL;
+    xfer_status_t st;
+    int fd;
+
+    st = ls_connect(hp, deadline, &fd);
+    if (st != XFER_OK)
+        return st;
+    hdr_build(h, type, (uint32_t)len);
+    st = io_all(fd, true, h, LS_HDR, deadline, hp);
+    if (st == XFER_OK && len > 0)
+        st = io_all(fd, true, (void *)p, len, deadline, hp);
+    if (st == XFER_OK)
+        st = io_all(fd, false, h, LS_HDR, deadline, hp);
+    if (st != XFER_OK)
+        goto out;
+    rtype = get_u16(h + 6);
+    rlen = get_u32(h + 8);
+    if (get_u32(h) != LS_MAGIC || get_u16(h + 4) != LS_VERSION ||
+        (rtype != want && rtype != LS_ERR) || rlen > type_max(rtype) ||
+        (rtype == LS_ERR && rlen < 4)) {
+        st = xfer__err(XFER_ERR_INVALID, "listener at %s sent a malformed "
+                       "reply (type %u, %" PRIu32 " bytes)", hp, rtype, rlen);
+        goto out;
+    }
+    buf = malloc((size_t)rlen + 1);
+    if (buf == NULL) {
+        st = xfer__err(XFER_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    st = io_all(fd, false, buf, rlen, deadline, hp);
+    if (st != XFER_OK)
+        goto out;
+    buf[rlen] = '\0';
+    if (rtype == LS_ERR) {
+        int32_t code = (int32_t)get_u32((unsigned char *)buf);
+
+        if (code >= 0 || code < XFER_ERR_CONFIG)
+            code = XFER_ERR_BACKEND;
+        st = xfer__err((xfer_status_t)code, "listener at %s refused: %s", hp,
+                       buf + 4);
+        goto out;
+    }
+    *reply = buf;
+    if (reply_len != NULL)
+        *reply_len = rlen;
+    buf = NULL;
+out:
+    free(buf);
+    close(fd);
+    return st;
+}
+
+/* ---- public API ---------------------------------------------------------------- */
+
+XFER_API xfer_status_t xfer_agent_listen_addr(xfer_agent_t *agent, char *buf,
+                                              size_t size)
+{
+    xfer__err_clear();
+    if (agent == NULL || buf == NULL)
+        return xfer__err(XFER_ERR_INVALID, "xfer_agent_listen_addr: NULL "
+                         "argument");
+    if (agent->listener == NULL)
+        return xfer__err(XFER_ERR_NOT_FOUND, "agent '%s' has no listener "
+                         "(set opts.listen_addr)", agent->name);
+    if (strlen(agent->listener->addr) >= size)
+        return xfer__err(XFER_ERR_INVALID, "xfer_agent_listen_addr: %zu "
+                         "bytes are too few for '%s'", size,
+                         agent->listener->addr);
+    snprintf(buf, size, "%s", agent->listener->addr);
+    return XFER_OK;
+}
+
+XFER_API xfer_status_t xfer_md_send(xfer_agent_t *agent, const char *hostport,
+                                    unsigned what, unsigned timeout_ms)
+{
+    char *blob = NULL, *reply = NULL;
+    size_t len = 0;
+    xfer_status_t st;
+
+    xfer__err_clear();
+    if (agent == NULL || hostport == NULL)
+        return xfer__err(XFER_ERR_INVALID, "xfer_md_send: NULL argument");
+    st = xfer_md_get(agent, what, NULL, 0, &blob, &len);
+    if (st != XFER_OK)
+        return st;
+    st = ls_call(hostport, LS_SEND, blob, len, timeout_ms, LS_OK, &reply,
+                 NULL);
+    free(blob);
+    free(reply);
+    return st;
+}
+
+XFER_API xfer_status_t xfer_md_fetch(xfer_agent_t *agent, const char *hostport,
+                                     const char *name, unsigned timeout_ms,
+                                     char *name_out, size_t name_size)
+{
+    char *blob = NULL, got[XFER_NAME_MAX + 1];
+    size_t len = 0, nlen = name ? strlen(name) : 0;
+    xfer_status_t st;
+
+    xfer__err_clear();
+    if (name_out != NULL && name_size > 0)
+        name_out[0] = '\0';
+    if (agent == NULL || hostport == NULL)
+        return xfer__err(XFER_ERR_INVALID, "xfer_md_fetch: NULL argument");
+    if (nlen > XFER_NAME_MAX)
+        return xfer__err(XFER_ERR_INVALID, "xfer_md_fetch: name longer than "
+                         "%d bytes", XFER_NAME_MAX);
+    st = ls_call(hostport, LS_FETCH, name, nlen, timeout_ms, LS_MD, &blob,
+                 &len);
+    if (st != XFER_OK)
+        return st;
+    st = xfer__md_apply(agent, blob, len, got, sizeof(got));
+    free(blob);
+    if (st != XFER_OK)
+        return xfer__err_prefix(st, "metadata fetched from %s", hostport);
+    if (name != NULL && strcmp(got, name) != 0) {
+        /* Loaded already; say so rather than pretend it did not happen. */
+        return xfer__err(XFER_ERR_INVALID, "listener at %s served agent '%s' "
+                         "when '%s' was asked for", hostport, got, name);
+    }
+    if (name_out != NULL && name_size > 0)
+        snprintf(name_out, name_size, "%s", got);
+    return XFER_OK;
+}
+
+XFER_API xfer_status_t xfer_md_send_invalidate(xfer_agent_t *agent,
+                                               const char *hostport,
+                                               unsigned timeout_ms)
+{
+    char *reply = NULL;
+    xfer_status_t st;
+
+    xfer__err_clear();
+    if (agent == NULL || hostport == NULL)
+        return xfer__err(XFER_ERR_INVALID, "xfer_md_send_invalidate: NULL "
+                         "argument");
+    st = ls_call(hostport, LS_INVALIDATE, agent->name, strlen(agent->name),
+                 timeout_ms, LS_OK, &reply, NULL);
+    free(reply);
+    return st;
+}

@@ -1,0 +1,591 @@
+/* test-etcd.c - finding peers through a real etcd started on free loopback
+ * ports: publish/fetch, lease expiry, republish, etcd stopped and restarted. */
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/common/xt.h"
+
+#define TTL_S 2
+#define WAIT_MS 10000
+#define SMALL (1u << 20)
+
+static char self_exe[4096];
+static char etcd_bin[4096];
+static char etcd_root[256];        /* temporary dir of data dirs and logs */
+static char endpoint[64];          /* http://127.0.0.1:PORT */
+static unsigned client_port, peer_port, etcd_gen;
+static int etcd_pid;
+
+/* ---- etcd ------------------------------------------------------------------------- */
+
+static unsigned free_port(void)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t sl = sizeof(sin);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    unsigned port = 0;
+
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sin, &sl) == 0)
+        port = ntohs(sin.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static size_t sink(char *p, size_t sz, size_t n, void *ud)
+{
+    char *buf = ud;
+    size_t have = strlen(buf), add = sz * n;
+
+    if (have + add < 256) {
+        memcpy(buf + have, p, add);
+        buf[have + add] = '\0';
+    }
+    return add;
+}
+
+static bool etcd_healthy(void)
+{
+    char url[128], body[256] = "";
+    CURL *h = curl_easy_init();
+    CURLcode rc;
+
+    snprintf(url, sizeof(url), "%s/health", endpoint);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_PROXY, "");
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 500L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, (void *)body);
+    rc = curl_easy_perform(h);
+    curl_easy_cleanup(h);
+    return rc == CURLE_OK && strstr(body, "\"health\":\"true\"") != NULL;
+}
+
+/* Start etcd on the chosen ports with a fresh data dir; false if it did
+ * not become healthy within 10 s. */
+static bool etcd_start(void)
+{
+    char data[300], log[300], curl[64], purl[64], cluster[96];
+    uint64_t end;
+
+    snprintf(data, sizeof(data), "%s/data%u", etcd_root, ++etcd_gen);
+    snprintf(log, sizeof(log), "%s/etcd%u.log", etcd_root, etcd_gen);
+    snprintf(curl, sizeof(curl), "http://127.0.0.1:%u", client_port);
+    snprintf(purl, sizeof(purl), "http://127.0.0.1:%u", peer_port);
+    snprintf(cluster, sizeof(cluster), "xt=%s", purl);
+    fflush(NULL);
+    etcd_pid = fork();
+    if (etcd_pid < 0)
+        return false;
+    if (etcd_pid == 0) {
+        FILE *f = freopen(log, "w", stdout);
+
+        (void)f;
+        dup2(1, 2);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        execl(etcd_bin, "etcd", "--name", "xt", "--data-dir", data,
+              "--listen-client-urls", curl, "--advertise-client-urls", curl,
+              "--listen-peer-urls", purl, "--initial-advertise-peer-urls",
+              purl, "--initial-cluster", cluster, (char *)NULL);
+        _exit(127);
+    }
+    end = xt_now_ms() + 10000;
+    while (xt_now_ms() < end) {
+        if (etcd_healthy())
+            return true;
+        if (waitpid(etcd_pid, NULL, WNOHANG) == etcd_pid) {
+            etcd_pid = 0;
+            return false;
+        }
+        xt_sleep_ms(50);
+    }
+    return false;
+}
+
+static void etcd_stop(void)
+{
+    uint64_t end = xt_now_ms() + 5000;
+
+    if (etcd_pid <= 0)
+        return;
+    kill(etcd_pid, SIGTERM);
+    while (waitpid(etcd_pid, NULL, WNOHANG) == 0) {
+        if (xt_now_ms() > end) {
+            kill(etcd_pid, SIGKILL);
+            waitpid(etcd_pid, NULL, 0);
+            break;
+        }
+        xt_sleep_ms(20);
+    }
+    etcd_pid = 0;
+}
+
+/* ---- the child: an agent that publishes through etcd ------------------------------- */
+
+static int child_main(char **argv)
+{
+    const char *name = argv[2];
+    uint64_t seed = strtoull(argv[3], NULL, 10);
+    size_t size = strtoull(argv[4], NULL, 10);
+    xfer_agent_opts_t opts;
+    xfer_agent_t *a = NULL;
+    xfer_mem_t *mem = NULL, *mem2 = NULL;
+    void *buf = aligned_alloc(4096, size), *buf2 = NULL;
+    xfer_desc_t d = {(uintptr_t)buf, size, 0};
+    xfer_dlist_t list = {XFER_MEM_DRAM, 1, &d};
+    char line[256];
+
+    xfer_agent_opts_init(&opts);
+    opts.name = name;
+    opts.etcd_endpoints = endpoint;
+    opts.etcd_ttl_s = TTL_S;
+    if (buf == NULL || xfer_agent_create(&opts, &a) != XFER_OK ||
+        xfer_backend_add(a, "tcp", NULL) != XFER_OK ||
+        xfer_mem_register(a, &list, NULL, &mem) != XFER_OK) {
+        printf("FAIL %s\n", xfer_last_error());
+        return 1;
+    }
+    xt_fill(buf, size, seed);
+    printf("READY %" PRIxPTR "\n", (uintptr_t)buf);
+    fflush(stdout);
+    while (fgets(line, sizeof(line), stdin) != NULL) {
+        if (strncmp(line, "reg", 3) == 0 && buf2 == NULL) {
+            /* A registration after publishing: peers must learn of it. */
+            buf2 = aligned_alloc(4096, SMALL);
+            d.addr = (uintptr_t)buf2;
+            d.len = SMALL;
+            if (buf2 == NULL)
+                return 1;
+            xt_fill(buf2, SMALL, seed + 1);
+            if (xfer_mem_register(a, &list, NULL, &mem2) != XFER_OK)
+                return 1;
+            printf("REG %" PRIxPTR "\n", (uintptr_t)buf2);
+            fflush(stdout);
+        } else {
+            break;
+        }
+    }
+    if (mem2 != NULL)
+        xfer_mem_deregister(a, mem2);
+    xfer_mem_deregister(a, mem);
+    xfer_agent_destroy(a);
+    free(buf);
+    free(buf2);
+    return 0;
+}
+
+typedef struct child {
+    int pid;
+    FILE *in, *out;
+    char name[64];
+    uintptr_t buf;
+    uint64_t seed;
+    bool gone;
+} child_t;
+
+static char *child_line(child_t *c, char *line, size_t size)
+{
+    struct pollfd p = {.fd = fileno(c->out), .events = POLLIN};
+
+    XT_REQUIRE(poll(&p, 1, WAIT_MS) == 1, "child %s said nothing within %d ms",
+               c->name, WAIT_MS);
+    XT_REQUIRE(fgets(line, (int)size, c->out) != NULL, "child %s ended",
+               c->name);
+    line[strcspn(line, "\n")] = '\0';
+    return line;
+}
+
+/* Ask the child to leave (destroying its agent revokes its lease) and
+ * check it exited cleanly; a killed child is only reaped. */
+static void child_end(child_t *c)
+{
+    int status = 0;
+    uint64_t end = xt_now_ms() + WAIT_MS;
+
+    if (c->in != NULL) {
+        fputs("quit\n", c->in);
+        fclose(c->in);
+        c->in = NULL;
+    }
+    if (c->out != NULL) {
+        fclose(c->out);
+        c->out = NULL;
+    }
+    if (c->pid <= 0)
+        return;
+    while (waitpid(c->pid, &status, WNOHANG) == 0) {
+        if (xt_now_ms() > end) {
+            kill(c->pid, SIGKILL);
+            waitpid(c->pid, &status, 0);
+            XT_FAIL("child %s did not exit", c->name);
+            break;
+        }
+        xt_sleep_ms(10);
+    }
+    xt_child_forget(c->pid);
+    if (!c->gone)
+        XT_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                 "child %s ended with status 0x%x", c->name, status);
+    c->pid = 0;
+}
+
+static void child_cleanup(void *arg)
+{
+    child_end(arg);
+    free(arg);
+}
+
+static child_t *child_start(const char *name, size_t size)
+{
+    child_t *c = calloc(1, sizeof(*c));
+    int to[2], from[2];
+    char seed[32], sz[32], line[256];
+
+    XT_REQUIRE(c != NULL, "out of memory");
+    snprintf(c->name, sizeof(c->name), "%s", name);
+    c->seed = xt_seed();
+    snprintf(seed, sizeof(seed), "%" PRIu64, c->seed);
+    snprintf(sz, sizeof(sz), "%zu", size);
+    XT_REQUIRE(pipe(to) == 0 && pipe(from) == 0, "pipe: %s", strerror(errno));
+    fflush(NULL);
+    c->pid = fork();
+    XT_REQUIRE(c->pid >= 0, "fork: %s", strerror(errno));
+    if (c->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(to[0], 0);
+        dup2(from[1], 1);
+        close(to[0]), close(to[1]), close(from[0]), close(from[1]);
+        execl(self_exe, self_exe, "--child", c->name, seed, sz, endpoint,
+              (char *)NULL);
+        _exit(127);
+    }
+    xt_child_add(c->pid);
+    close(to[0]);
+    close(from[1]);
+    c->in = fdopen(to[1], "w");
+    c->out = fdopen(from[0], "r");
+    xt_defer(child_cleanup, c);
+    XT_REQUIRE(c->in && c->out, "fdopen: %s", strerror(errno));
+    child_line(c, line, sizeof(line));
+    XT_REQUIRE(sscanf(line, "READY %" SCNxPTR, &c->buf) == 1,
+               "child %s: '%s'", c->name, line);
+    return c;
+}
+
+static void child_kill(child_t *c)
+{
+    kill(c->pid, SIGKILL);
+    c->gone = true;
+}
+
+/* ---- the parent's agents ----------------------------------------------------------- */
+
+static void agent_free(void *a)
+{
+    xfer_agent_destroy(a);
+}
+
+static xfer_agent_t *etcd_agent(const char *name)
+{
+    xfer_agent_opts_t opts;
+    xfer_agent_t *a = NULL;
+
+    xfer_agent_opts_init(&opts);
+    opts.name = name;
+    opts.etcd_endpoints = endpoint;
+    opts.etcd_ttl_s = TTL_S;
+    XT_STATUS_FATAL(xfer_agent_create(&opts, &a), XFER_OK);
+    xt_defer(agent_free, a);
+    XT_STATUS_FATAL(xfer_backend_add(a, "tcp", NULL), XFER_OK);
+    return a;
+}
+
+/* READ size bytes of the peer at raddr into fresh local memory. */
+static xfer_status_t read_from(xfer_agent_t *a, const char *peer,
+                               uintptr_t raddr, size_t size, void **out)
+{
+    unsigned char *local = xt_alloc(size);
+    xfer_desc_t l = {(uintptr_t)local, size, 0}, r = {raddr, size, 0};
+    xfer_dlist_t ll = xt_dlist(&l, 1), rl = xt_dlist(&r, 1);
+    xfer_req_t *req = NULL;
+    xfer_mem_t *mem = xt_register(a, local, size);
+    xfer_status_t st;
+
+    st = xfer_req_create(a, XFER_OP_READ, &ll, &rl, peer, NULL, &req);
+    if (st == XFER_OK) {
+        st = xt_post_wait(req, NULL, 0, WAIT_MS);
+        xfer_req_release(req);
+    }
+    xfer_mem_deregister(a, mem);
+    *out = local;
+    return st;
+}
+
+static bool wait_check(xfer_agent_t *a, const char *name, xfer_status_t want,
+                       unsigned ms)
+{
+    uint64_t end = xt_now_ms() + ms;
+
+    while (xt_now_ms() < end) {
+        if (xfer_md_check(a, name) == want)
+            return true;
+        xt_sleep_ms(20);
+    }
+    return xfer_md_check(a, name) == want;
+}
+
+/* ---- tests ----------------------------------------------------------------------- */
+
+static void test_publish_fetch(void)
+{
+    child_t *c = child_start(xt_name("tgt"), SMALL);
+    xfer_agent_t *p = etcd_agent(xt_name("ini"));
+    xfer_agent_t *q = etcd_agent(xt_name("async"));
+    xfer_agent_t *plain = xt_agent(xt_name("plain"), "tcp", 1);
+    void *got;
+    char line[256];
+    uintptr_t buf2;
+    uint64_t t0, end;
+    xfer_status_t st;
+
+    XT_STATUS_FATAL(xfer_md_fetch_etcd(p, c->name, WAIT_MS), XFER_OK);
+    XT_STATUS(read_from(p, c->name, c->buf, SMALL, &got), XFER_OK);
+    XT_CHECK(xt_check(got, SMALL, c->seed) < 0, "READ data differs");
+
+    /* Nobody by that name: a timeout, on time, that says what it waited for. */
+    t0 = xt_now_ms();
+    XT_STATUS(xfer_md_fetch_etcd(p, "nobody", 300), XFER_ERR_TIMEOUT);
+    XT_ERR_HAS("'nobody' was not published", "/xfer/agents/nobody");
+    XT_CHECK(xt_now_ms() - t0 >= 290 && xt_now_ms() - t0 < 2000,
+             "waited %" PRIu64 " ms", xt_now_ms() - t0);
+    XT_STATUS(xfer_md_fetch_etcd(plain, c->name, 100),
+              XFER_ERR_NOT_SUPPORTED);
+    XT_ERR_HAS("no etcd endpoints");
+
+    /* Asynchronous: start, then check. */
+    XT_STATUS(xfer_md_fetch_start(q, c->name), XFER_OK);
+    XT_CHECK(wait_check(q, c->name, XFER_OK, 5000), "async fetch of %s did "
+             "not load within 5 s", c->name);
+
+    /* A registration made after publishing reaches the followers. */
+    fputs("reg\n", c->in);
+    fflush(c->in);
+    XT_REQUIRE(sscanf(child_line(c, line, sizeof(line)), "REG %" SCNxPTR,
+                      &buf2) == 1, "child: '%s'", line);
+    end = xt_now_ms() + 5000;
+    do {
+        st = read_from(p, c->name, buf2, SMALL, &got);
+        if (st == XFER_OK)
+            break;
+        xt_sleep_ms(50);
+    } while (xt_now_ms() < end);
+    XT_STATUS(st, XFER_OK);
+    XT_CHECK(st != XFER_OK || xt_check(got, SMALL, c->seed + 1) < 0,
+             "READ of the new registration differs");
+
+    /* Leaving revokes the lease: every follower forgets the child now,
+     * not after the TTL. */
+    child_end(c);
+    XT_CHECK(wait_check(p, c->name, XFER_ERR_NOT_FOUND, 1500),
+             "p still has %s 1.5 s after it left", c->name);
+    XT_CHECK(wait_check(q, c->name, XFER_ERR_NOT_FOUND, 1500),
+             "q still has %s 1.5 s after it left", c->name);
+}
+
+static void test_kill_expiry(void)
+{
+    child_t *c = child_start(xt_name("victim"), SMALL);
+    xfer_agent_t *p = etcd_agent(xt_name("survivor"));
+    uint64_t t0;
+
+    XT_STATUS_FATAL(xfer_md_fetch_etcd(p, c->name, WAIT_MS), XFER_OK);
+    xt_sleep_ms(200);
+    XT_STATUS(xfer_md_check(p, c->name), XFER_OK);
+    child_kill(c);
+    t0 = xt_now_ms();
+    XT_CHECK(wait_check(p, c->name, XFER_ERR_NOT_FOUND,
+                        TTL_S * 1000 + 2000),
+             "%s still loaded %u ms after SIGKILL (TTL %d s)", c->name,
+             (unsigned)(xt_now_ms() - t0), TTL_S);
+    XT_CHECK(xt_now_ms() - t0 <= TTL_S * 1000 + 2000, "invalidated after "
+             "%" PRIu64 " ms", xt_now_ms() - t0);
+}
+
+/* A peer that stops answering (SIGSTOP keeps its sockets open, so only
+ * etcd can tell): its lease expires, and the transfer in flight to it
+ * fails with XFER_ERR_REMOTE_DISCONNECT. */
+static void test_stalled_inflight(void)
+{
+    const size_t size = 64u << 20;
+    child_t *c = child_start(xt_name("stalled"), size);
+    xfer_agent_t *p = etcd_agent(xt_name("ini"));
+    unsigned char *local = xt_alloc(size);
+    xfer_desc_t l = {(uintptr_t)local, size, 0}, r = {c->buf, size, 0};
+    xfer_dlist_t ll = xt_dlist(&l, 1), rl = xt_dlist(&r, 1);
+    xfer_req_t *req = NULL;
+    xfer_status_t st;
+    uint64_t t0, end;
+
+    xt_register(p, local, size);
+    XT_STATUS_FATAL(xfer_md_fetch_etcd(p, c->name, WAIT_MS), XFER_OK);
+    XT_STATUS_FATAL(xfer_req_create(p, XFER_OP_WRITE, &ll, &rl, c->name, NULL,
+                                    &req), XFER_OK);
+    xt_req_defer(req);
+    kill(c->pid, SIGSTOP);
+    c->gone = true;
+    t0 = xt_now_ms();
+    st = xfer_req_post(req, NULL, 0);
+    XT_CHECK(st == XFER_IN_PROG, "64 MiB to a stopped peer: %s",
+             xt_status_name(st));
+    end = t0 + TTL_S * 1000 + 3000;
+    while ((st = xfer_req_status(req)) == XFER_IN_PROG && xt_now_ms() < end)
+        xt_sleep_ms(10);
+    XT_STATUS(st, XFER_ERR_REMOTE_DISCONNECT);
+    XT_CHECK(xt_now_ms() - t0 <= TTL_S * 1000 + 3000, "failed after %" PRIu64
+             " ms", xt_now_ms() - t0);
+    XT_STATUS(xfer_md_check(p, c->name), XFER_ERR_NOT_FOUND);
+    kill(c->pid, SIGKILL);
+    kill(c->pid, SIGCONT);
+}
+
+static void test_republish(void)
+{
+    const char *name = xt_name("phoenix");
+    child_t *c1 = child_start(name, SMALL), *c2;
+    xfer_agent_t *p = etcd_agent(xt_name("ini"));
+    void *got;
+    uint64_t end;
+    bool ok = false;
+
+    XT_STATUS_FATAL(xfer_md_fetch_etcd(p, name, WAIT_MS), XFER_OK);
+    XT_STATUS(read_from(p, name, c1->buf, SMALL, &got), XFER_OK);
+    XT_CHECK(xt_check(got, SMALL, c1->seed) < 0, "READ from the first");
+    /* A second incarnation under the same name: a newer epoch. */
+    c2 = child_start(name, SMALL);
+    end = xt_now_ms() + 5000;
+    while (!ok && xt_now_ms() < end) {
+        ok = read_from(p, name, c2->buf, SMALL, &got) == XFER_OK &&
+             xt_check(got, SMALL, c2->seed) < 0;
+        if (!ok)
+            xt_sleep_ms(50);
+    }
+    XT_CHECK(ok, "the newer epoch of %s was not picked up within 5 s", name);
+    /* The old one leaving (its lease revoked) does not take the new
+     * one's key with it. */
+    child_end(c1);
+    xt_sleep_ms(1000);
+    XT_STATUS(xfer_md_check(p, name), XFER_OK);
+    XT_STATUS(read_from(p, name, c2->buf, SMALL, &got), XFER_OK);
+    XT_CHECK(xt_check(got, SMALL, c2->seed) < 0, "READ from the second");
+}
+
+static void test_etcd_outage(void)
+{
+    child_t *c = child_start(xt_name("tgt"), SMALL);
+    const char *pname = xt_name("ini");
+    xfer_agent_t *p = etcd_agent(pname), *q;
+    void *got;
+    uint64_t t0;
+    xfer_status_t st;
+
+    XT_STATUS_FATAL(xfer_md_fetch_etcd(p, c->name, WAIT_MS), XFER_OK);
+    etcd_stop();
+
+    t0 = xt_now_ms();
+    st = xfer_md_fetch_etcd(p, "nobody", 1500);
+    XT_CHECK(st == XFER_ERR_TIMEOUT || st == XFER_ERR_BACKEND,
+             "fetch with etcd down: %s", xt_status_name(st));
+    XT_ERR_HAS("etcd unreachable", endpoint);
+    XT_CHECK(xt_now_ms() - t0 < 3500, "fetch with etcd down took %" PRIu64
+             " ms", xt_now_ms() - t0);
+    /* Loaded metadata keeps working. */
+    XT_STATUS(xfer_md_check(p, c->name), XFER_OK);
+    XT_STATUS(read_from(p, c->name, c->buf, SMALL, &got), XFER_OK);
+    XT_CHECK(xt_check(got, SMALL, c->seed) < 0, "READ during the outage");
+
+    /* etcd back, empty (a new data dir): leases and keys come back. */
+    XT_REQUIRE(etcd_start(), "etcd did not restart (see %s)", etcd_root);
+    q = etcd_agent(xt_name("late"));
+    XT_STATUS(xfer_md_fetch_etcd(q, c->name, WAIT_MS), XFER_OK);
+    XT_STATUS(xfer_md_fetch_etcd(q, pname, WAIT_MS), XFER_OK);
+    XT_STATUS(read_from(q, c->name, c->buf, SMALL, &got), XFER_OK);
+    XT_CHECK(xt_check(got, SMALL, c->seed) < 0, "READ after the restart");
+    /* p never lost the child, and still follows it. */
+    XT_STATUS(xfer_md_check(p, c->name), XFER_OK);
+    child_end(c);
+    XT_CHECK(wait_check(p, c->name, XFER_ERR_NOT_FOUND, 2000),
+             "p did not see the child leave after etcd's restart");
+}
+
+int main(int argc, char **argv)
+{
+    static const xt_test_t tests[] = {
+        XT_TEST(test_publish_fetch),
+        XT_TEST(test_kill_expiry),
+        XT_TEST(test_stalled_inflight),
+        XT_TEST(test_republish),
+        XT_TEST(test_etcd_outage),
+        XT_END,
+    };
+    static const xt_suite_t suites[] = {{"etcd", tests}};
+    const char *bin = getenv("XT_ETCD");
+    ssize_t n;
+    int rc;
+    char cmd[600];
+
+    if (argc == 6 && strcmp(argv[1], "--child") == 0) {
+        snprintf(endpoint, sizeof(endpoint), "%s", argv[5]);
+        return child_main(argv);
+    }
+    n = readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1);
+    if (n <= 0)
+        xt_skip("cannot find this program's file: %s", strerror(errno));
+    self_exe[n] = '\0';
+    if (getenv("XFER_PLUGIN_PATH") == NULL)
+        xt_skip("XFER_PLUGIN_PATH is not set (run through make check)");
+    snprintf(etcd_bin, sizeof(etcd_bin), "%s", bin ? bin : "/usr/bin/etcd");
+    if (access(etcd_bin, X_OK) != 0)
+        xt_skip("no etcd at %s (apt-get install etcd-server, or set XT_ETCD)",
+                etcd_bin);
+    signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    snprintf(etcd_root, sizeof(etcd_root), "%s/xfer-etcd.XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (mkdtemp(etcd_root) == NULL)
+        xt_skip("mkdtemp: %s", strerror(errno));
+    client_port = free_port();
+    peer_port = free_port();
+    snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%u", client_port);
+    if (!etcd_start()) {
+        fprintf(stderr, "etcd did not become healthy; its log:\n");
+        snprintf(cmd, sizeof(cmd), "cat %s/etcd1.log >&2; rm -rf %s",
+                 etcd_root, etcd_root);
+        etcd_stop();
+        if (system(cmd) != 0) {
+            /* the log is gone with it; nothing more to say */
+        }
+        return 1;
+    }
+    rc = xt_run(argv[0], suites, 1);
+    etcd_stop();
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", etcd_root);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", etcd_root);
+    curl_global_cleanup();
+    return rc;
+}
