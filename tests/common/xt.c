@@ -3,12 +3,16 @@
 #include "tests/common/xt.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -574,4 +578,82 @@ json_t *xt_blob_region(json_t *root, size_t i)
     if (r == NULL || !json_is_object(r))
         XT_FAIL_FATAL("blob has no regions[%zu]", i);
     return r;
+}
+
+/* ---- child processes that speak in lines -------------------------------- */
+
+void xt_proc_start(xt_proc_t *p, const char *name, char *const argv[])
+{
+    int to[2], from[2];
+
+    memset(p, 0, sizeof(*p));
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    XT_REQUIRE(pipe(to) == 0 && pipe(from) == 0, "pipe: %s", strerror(errno));
+    fflush(NULL);
+    p->pid = fork();
+    XT_REQUIRE(p->pid >= 0, "fork: %s", strerror(errno));
+    if (p->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(to[0], 0);
+        dup2(from[1], 1);
+        close(to[0]), close(to[1]), close(from[0]), close(from[1]);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    xt_child_add(p->pid);
+    close(to[0]);
+    close(from[1]);
+    p->in = fdopen(to[1], "w");
+    p->out = fdopen(from[0], "r");
+    XT_REQUIRE(p->in && p->out, "fdopen: %s", strerror(errno));
+}
+
+char *xt_proc_line(xt_proc_t *p, char *line, size_t size, unsigned timeout_ms)
+{
+    struct pollfd pfd = {.fd = fileno(p->out), .events = POLLIN};
+
+    XT_REQUIRE(poll(&pfd, 1, (int)timeout_ms) == 1, "child %s said nothing "
+               "within %u ms", p->name, timeout_ms);
+    XT_REQUIRE(fgets(line, (int)size, p->out) != NULL, "child %s ended",
+               p->name);
+    line[strcspn(line, "\n")] = '\0';
+    return line;
+}
+
+void xt_proc_end(xt_proc_t *p, unsigned timeout_ms)
+{
+    int status = 0;
+    uint64_t end = xt_now_ms() + timeout_ms;
+
+    if (p->in != NULL) {
+        fputs("quit\n", p->in);
+        fclose(p->in);
+        p->in = NULL;
+    }
+    if (p->out != NULL) {
+        fclose(p->out);
+        p->out = NULL;
+    }
+    if (p->pid <= 0)
+        return;
+    while (waitpid(p->pid, &status, WNOHANG) == 0) {
+        if (xt_now_ms() > end) {
+            kill(p->pid, SIGKILL);
+            waitpid(p->pid, &status, 0);
+            XT_FAIL("child %s did not exit", p->name);
+            break;
+        }
+        xt_sleep_ms(10);
+    }
+    xt_child_forget(p->pid);
+    if (!p->gone)
+        XT_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                 "child %s ended with status 0x%x", p->name, status);
+    p->pid = 0;
+}
+
+void xt_proc_kill(xt_proc_t *p)
+{
+    kill(p->pid, SIGKILL);
+    p->gone = true;
 }

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <jansson.h>
 
@@ -116,6 +117,30 @@ xt_notifs_t *xt_notifs_new(void);
  * (driving agent's progress too when pump is set); returns n->count. */
 size_t xt_drain_until(xfer_agent_t *agent, xt_notifs_t *n, size_t want,
                       unsigned timeout_ms, bool pump);
+
+/* ---- child processes that speak in lines -------------------------------- */
+
+/* A child process running a program (usually this test again, with a
+ * role argument) whose stdin and stdout are pipes: one line a message. */
+typedef struct xt_proc {
+    int pid;
+    FILE *in, *out;
+    char name[64];
+    bool gone;      /* killed on purpose: its exit status is not checked */
+} xt_proc_t;
+
+/* Fork and exec argv (argv[0]: the program); the child dies with the
+ * test process.  Fatal on failure.  End it with xt_proc_end. */
+void xt_proc_start(xt_proc_t *p, const char *name, char *const argv[]);
+/* The child's next line, newline stripped; fatal when it says nothing
+ * within timeout_ms or has ended. */
+char *xt_proc_line(xt_proc_t *p, char *line, size_t size,
+                   unsigned timeout_ms);
+/* Send "quit", close the pipes, reap it (SIGKILL after timeout_ms) and
+ * check it exited with status 0 unless it is gone.  Idempotent. */
+void xt_proc_end(xt_proc_t *p, unsigned timeout_ms);
+/* SIGKILL it; xt_proc_end then only reaps it. */
+void xt_proc_kill(xt_proc_t *p);
 
 /* ---- metadata blobs ----------------------------------------------------- */
 

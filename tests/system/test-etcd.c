@@ -190,58 +190,21 @@ static int child_main(char **argv)
 }
 
 typedef struct child {
-    int pid;
-    FILE *in, *out;
-    char name[64];
+    xt_proc_t proc;
     uintptr_t buf;
     uint64_t seed;
-    bool gone;
 } child_t;
 
 static char *child_line(child_t *c, char *line, size_t size)
 {
-    struct pollfd p = {.fd = fileno(c->out), .events = POLLIN};
-
-    XT_REQUIRE(poll(&p, 1, WAIT_MS) == 1, "child %s said nothing within %d ms",
-               c->name, WAIT_MS);
-    XT_REQUIRE(fgets(line, (int)size, c->out) != NULL, "child %s ended",
-               c->name);
-    line[strcspn(line, "\n")] = '\0';
-    return line;
+    return xt_proc_line(&c->proc, line, size, WAIT_MS);
 }
 
 /* Ask the child to leave (destroying its agent revokes its lease) and
  * check it exited cleanly; a killed child is only reaped. */
 static void child_end(child_t *c)
 {
-    int status = 0;
-    uint64_t end = xt_now_ms() + WAIT_MS;
-
-    if (c->in != NULL) {
-        fputs("quit\n", c->in);
-        fclose(c->in);
-        c->in = NULL;
-    }
-    if (c->out != NULL) {
-        fclose(c->out);
-        c->out = NULL;
-    }
-    if (c->pid <= 0)
-        return;
-    while (waitpid(c->pid, &status, WNOHANG) == 0) {
-        if (xt_now_ms() > end) {
-            kill(c->pid, SIGKILL);
-            waitpid(c->pid, &status, 0);
-            XT_FAIL("child %s did not exit", c->name);
-            break;
-        }
-        xt_sleep_ms(10);
-    }
-    xt_child_forget(c->pid);
-    if (!c->gone)
-        XT_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                 "child %s ended with status 0x%x", c->name, status);
-    c->pid = 0;
+    xt_proc_end(&c->proc, WAIT_MS);
 }
 
 static void child_cleanup(void *arg)
@@ -253,44 +216,20 @@ static void child_cleanup(void *arg)
 static child_t *child_start(const char *name, size_t size)
 {
     child_t *c = calloc(1, sizeof(*c));
-    int to[2], from[2];
-    char seed[32], sz[32], line[256];
+    char seed[32], sz[32], line[256], nm[64];
+    char *argv[] = {self_exe, "--child", nm, seed, sz, endpoint, NULL};
 
     XT_REQUIRE(c != NULL, "out of memory");
-    snprintf(c->name, sizeof(c->name), "%s", name);
     c->seed = xt_seed();
+    snprintf(nm, sizeof(nm), "%s", name);
     snprintf(seed, sizeof(seed), "%" PRIu64, c->seed);
     snprintf(sz, sizeof(sz), "%zu", size);
-    XT_REQUIRE(pipe(to) == 0 && pipe(from) == 0, "pipe: %s", strerror(errno));
-    fflush(NULL);
-    c->pid = fork();
-    XT_REQUIRE(c->pid >= 0, "fork: %s", strerror(errno));
-    if (c->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(to[0], 0);
-        dup2(from[1], 1);
-        close(to[0]), close(to[1]), close(from[0]), close(from[1]);
-        execl(self_exe, self_exe, "--child", c->name, seed, sz, endpoint,
-              (char *)NULL);
-        _exit(127);
-    }
-    xt_child_add(c->pid);
-    close(to[0]);
-    close(from[1]);
-    c->in = fdopen(to[1], "w");
-    c->out = fdopen(from[0], "r");
+    xt_proc_start(&c->proc, name, argv);
     xt_defer(child_cleanup, c);
-    XT_REQUIRE(c->in && c->out, "fdopen: %s", strerror(errno));
     child_line(c, line, sizeof(line));
     XT_REQUIRE(sscanf(line, "READY %" SCNxPTR, &c->buf) == 1,
-               "child %s: '%s'", c->name, line);
+               "child %s: '%s'", c->proc.name, line);
     return c;
-}
-
-static void child_kill(child_t *c)
-{
-    kill(c->pid, SIGKILL);
-    c->gone = true;
 }
 
 /* ---- the parent's agents ----------------------------------------------------------- */
@@ -363,8 +302,8 @@ static void test_publish_fetch(void)
     uint64_t t0, end;
     xfer_status_t st;
 
-    XT_STATUS_FATAL(xfer_md_fetch_etcd(p, c->name, WAIT_MS), XFER_OK);
-    XT_STATUS(read_from(p, c->name, c->buf, SMALL, &got), XFER_OK);
+    XT_STATUS_FATAL(xfer_md_fetch_etcd(p, c->proc.name, WAIT_MS), XFER_OK);
+    XT_STATUS(read_from(p, c->proc.name, c->buf, SMALL, &got), XFER_OK);
     XT_CHECK(xt_check(got, SMALL, c->seed) < 0, "READ data differs");
 
     /* Nobody by that name: a timeout, on time, that says what it waited for. */
@@ -373,23 +312,23 @@ static void test_publish_fetch(void)
     XT_ERR_HAS("'nobody' was not published", "/xfer/agents/nobody");
     XT_CHECK(xt_now_ms() - t0 >= 290 && xt_now_ms() - t0 < 2000,
              "waited %" PRIu64 " ms", xt_now_ms() - t0);
-    XT_STATUS(xfer_md_fetch_etcd(plain, c->name, 100),
+    XT_STATUS(xfer_md_fetch_etcd(plain, c->proc.name, 100),
               XFER_ERR_NOT_SUPPORTED);
     XT_ERR_HAS("no etcd endpoints");
 
     /* Asynchronous: start, then check. */
-    XT_STATUS(xfer_md_fetch_start(q, c->name), XFER_OK);
-    XT_CHECK(wait_check(q, c->name, XFER_OK, 5000), "async fetch of %s did "
-             "not load within 5 s", c->name);
+    XT_STATUS(xfer_md_fetch_start(q, c->proc.name), XFER_OK);
+    XT_CHECK(wait_check(q, c->proc.name, XFER_OK, 5000), "async fetch of %s "
+             "did not load within 5 s", c->proc.name);
 
     /* A registration made after publishing reaches the followers. */
-    fputs("reg\n", c->in);
-    fflush(c->in);
+    fputs("reg\n", c->proc.in);
+    fflush(c->proc.in);
     XT_REQUIRE(sscanf(child_line(c, line, sizeof(line)), "REG %" SCNxPTR,
                       &buf2) == 1, "child: '%s'", line);
     end = xt_now_ms() + 5000;
     do {
-        st = read_from(p, c->name, buf2, SMALL, &got);
+        st = read_from(p, c->proc.name, buf2, SMALL, &got);
         if (st == XFER_OK)
             break;
         xt_sleep_ms(50);
@@ -401,10 +340,10 @@ static void test_publish_fetch(void)
     /* Leaving revokes the lease: every follower forgets the child now,
      * not after the TTL. */
     child_end(c);
-    XT_CHECK(wait_check(p, c->name, XFER_ERR_NOT_FOUND, 1500),
-             "p still has %s 1.5 s after it left", c->name);
-    XT_CHECK(wait_check(q, c->name, XFER_ERR_NOT_FOUND, 1500),
-             "q still has %s 1.5 s after it left", c->name);
+    XT_CHECK(wait_check(p, c->proc.name, XFER_ERR_NOT_FOUND, 1500),
+             "p still has %s 1.5 s after it left", c->proc.name);
+    XT_CHECK(wait_check(q, c->proc.name, XFER_ERR_NOT_FOUND, 1500),
+             "q still has %s 1.5 s after it left", c->proc.name);
 }
 
 static void test_kill_expiry(void)
@@ -413,14 +352,14 @@ static void test_kill_expiry(void)
     xfer_agent_t *p = etcd_agent(xt_name("survivor"));
     uint64_t t0;
 
-    XT_STATUS_FATAL(xfer_md_fetch_etcd(p, c->name, WAIT_MS), XFER_OK);
+    XT_STATUS_FATAL(xfer_md_fetch_etcd(p, c->proc.name, WAIT_MS), XFER_OK);
     xt_sleep_ms(200);
-    XT_STATUS(xfer_md_check(p, c->name), XFER_OK);
-    child_kill(c);
+    XT_STATUS(xfer_md_check(p, c->proc.name), XFER_OK);
+    xt_proc_kill(&c->proc);
     t0 = xt_now_ms();
-    XT_CHECK(wait_check(p, c->name, XFER_ERR_NOT_FOUND,
+    XT_CHECK(wait_check(p, c->proc.name, XFER_ERR_NOT_FOUND,
                         TTL_S * 1000 + 2000),
-             "%s still loaded %u ms after SIGKILL (TTL %d s)", c->name,
+             "%s still loaded %u ms after SIGKILL (TTL %d s)", c->proc.name,
              (unsigned)(xt_now_ms() - t0), TTL_S);
     XT_CHECK(xt_now_ms() - t0 <= TTL_S * 1000 + 2000, "invalidated after "
              "%" PRIu64 " ms", xt_now_ms() - t0);
@@ -442,12 +381,12 @@ static void test_stalled_inflight(void)
     uint64_t t0, end;
 
     xt_register(p, local, size);
-    XT_STATUS_FATAL(xfer_md_fetch_etcd(p, c->name, WAIT_MS), XFER_OK);
-    XT_STATUS_FATAL(xfer_req_create(p, XFER_OP_WRITE, &ll, &rl, c->name, NULL,
-                                    &req), XFER_OK);
+    XT_STATUS_FATAL(xfer_md_fetch_etcd(p, c->proc.name, WAIT_MS), XFER_OK);
+    XT_STATUS_FATAL(xfer_req_create(p, XFER_OP_WRITE, &ll, &rl, c->proc.name,
+                                    NULL, &req), XFER_OK);
     xt_req_defer(req);
-    kill(c->pid, SIGSTOP);
-    c->gone = true;
+    kill(c->proc.pid, SIGSTOP);
+    c->proc.gone = true;
     t0 = xt_now_ms();
     st = xfer_req_post(req, NULL, 0);
     XT_CHECK(st == XFER_IN_PROG, "64 MiB to a stopped peer: %s",
@@ -458,9 +397,9 @@ static void test_stalled_inflight(void)
     XT_STATUS(st, XFER_ERR_REMOTE_DISCONNECT);
     XT_CHECK(xt_now_ms() - t0 <= TTL_S * 1000 + 3000, "failed after %" PRIu64
              " ms", xt_now_ms() - t0);
-    XT_STATUS(xfer_md_check(p, c->name), XFER_ERR_NOT_FOUND);
-    kill(c->pid, SIGKILL);
-    kill(c->pid, SIGCONT);
+    XT_STATUS(xfer_md_check(p, c->proc.name), XFER_ERR_NOT_FOUND);
+    kill(c->proc.pid, SIGKILL);
+    kill(c->proc.pid, SIGCONT);
 }
 
 static void test_republish(void)
@@ -503,7 +442,7 @@ static void test_etcd_outage(void)
     uint64_t t0;
     xfer_status_t st;
 
-    XT_STATUS_FATAL(xfer_md_fetch_etcd(p, c->name, WAIT_MS), XFER_OK);
+    XT_STATUS_FATAL(xfer_md_fetch_etcd(p, c->proc.name, WAIT_MS), XFER_OK);
     etcd_stop();
 
     t0 = xt_now_ms();
@@ -514,21 +453,21 @@ static void test_etcd_outage(void)
     XT_CHECK(xt_now_ms() - t0 < 3500, "fetch with etcd down took %" PRIu64
              " ms", xt_now_ms() - t0);
     /* Loaded metadata keeps working. */
-    XT_STATUS(xfer_md_check(p, c->name), XFER_OK);
-    XT_STATUS(read_from(p, c->name, c->buf, SMALL, &got), XFER_OK);
+    XT_STATUS(xfer_md_check(p, c->proc.name), XFER_OK);
+    XT_STATUS(read_from(p, c->proc.name, c->buf, SMALL, &got), XFER_OK);
     XT_CHECK(xt_check(got, SMALL, c->seed) < 0, "READ during the outage");
 
     /* etcd back, empty (a new data dir): leases and keys come back. */
     XT_REQUIRE(etcd_start(), "etcd did not restart (see %s)", etcd_root);
     q = etcd_agent(xt_name("late"));
-    XT_STATUS(xfer_md_fetch_etcd(q, c->name, WAIT_MS), XFER_OK);
+    XT_STATUS(xfer_md_fetch_etcd(q, c->proc.name, WAIT_MS), XFER_OK);
     XT_STATUS(xfer_md_fetch_etcd(q, pname, WAIT_MS), XFER_OK);
-    XT_STATUS(read_from(q, c->name, c->buf, SMALL, &got), XFER_OK);
+    XT_STATUS(read_from(q, c->proc.name, c->buf, SMALL, &got), XFER_OK);
     XT_CHECK(xt_check(got, SMALL, c->seed) < 0, "READ after the restart");
     /* p never lost the child, and still follows it. */
-    XT_STATUS(xfer_md_check(p, c->name), XFER_OK);
+    XT_STATUS(xfer_md_check(p, c->proc.name), XFER_OK);
     child_end(c);
-    XT_CHECK(wait_check(p, c->name, XFER_ERR_NOT_FOUND, 2000),
+    XT_CHECK(wait_check(p, c->proc.name, XFER_ERR_NOT_FOUND, 2000),
              "p did not see the child leave after etcd's restart");
 }
 

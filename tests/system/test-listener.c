@@ -9,9 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tests/common/xt.h"
@@ -66,9 +64,7 @@ static int child_main(const char *name, const char *seed_text)
 /* ---- the parent's handle on a child ------------------------------------------------ */
 
 typedef struct child {
-    int pid;
-    FILE *in, *out;
-    char name[64];
+    xt_proc_t proc;
     char addr[80];
     uintptr_t buf;
     uint64_t seed;
@@ -76,75 +72,32 @@ typedef struct child {
 
 static char *child_line(child_t *c, char *line, size_t size)
 {
-    struct pollfd p = {.fd = fileno(c->out), .events = POLLIN};
-
-    XT_REQUIRE(poll(&p, 1, WAIT_MS) == 1, "child %s said nothing within %d ms",
-               c->name, WAIT_MS);
-    XT_REQUIRE(fgets(line, (int)size, c->out) != NULL, "child %s ended",
-               c->name);
-    line[strcspn(line, "\n")] = '\0';
-    return line;
+    return xt_proc_line(&c->proc, line, size, WAIT_MS);
 }
 
 static void child_stop(void *arg)
 {
     child_t *c = arg;
-    int status = 0;
-    uint64_t end = xt_now_ms() + WAIT_MS;
 
-    if (c->in != NULL) {
-        fputs("quit\n", c->in);
-        fclose(c->in);
-    }
-    if (c->out != NULL)
-        fclose(c->out);
-    while (waitpid(c->pid, &status, WNOHANG) == 0) {
-        if (xt_now_ms() > end) {
-            kill(c->pid, SIGKILL);
-            waitpid(c->pid, &status, 0);
-            XT_FAIL("child %s did not exit", c->name);
-            break;
-        }
-        xt_sleep_ms(10);
-    }
-    xt_child_forget(c->pid);
-    XT_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-             "child %s ended with status 0x%x", c->name, status);
+    xt_proc_end(&c->proc, WAIT_MS);
     free(c);
 }
 
 static child_t *child_start(void)
 {
     child_t *c = calloc(1, sizeof(*c));
-    int to[2], from[2];
-    char seed[32], line[256];
+    char seed[32], line[256], nm[64];
+    char *argv[] = {self_exe, "--child", nm, seed, NULL};
 
     XT_REQUIRE(c != NULL, "out of memory");
-    snprintf(c->name, sizeof(c->name), "%s", xt_name("child"));
+    snprintf(nm, sizeof(nm), "%s", xt_name("child"));
     c->seed = xt_seed();
     snprintf(seed, sizeof(seed), "%" PRIu64, c->seed);
-    XT_REQUIRE(pipe(to) == 0 && pipe(from) == 0, "pipe: %s", strerror(errno));
-    fflush(NULL);
-    c->pid = fork();
-    XT_REQUIRE(c->pid >= 0, "fork: %s", strerror(errno));
-    if (c->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(to[0], 0);
-        dup2(from[1], 1);
-        close(to[0]), close(to[1]), close(from[0]), close(from[1]);
-        execl(self_exe, self_exe, "--child", c->name, seed, (char *)NULL);
-        _exit(127);
-    }
-    xt_child_add(c->pid);
-    close(to[0]);
-    close(from[1]);
-    c->in = fdopen(to[1], "w");
-    c->out = fdopen(from[0], "r");
+    xt_proc_start(&c->proc, nm, argv);
     xt_defer(child_stop, c);
-    XT_REQUIRE(c->in && c->out, "fdopen: %s", strerror(errno));
     child_line(c, line, sizeof(line));
     XT_REQUIRE(sscanf(line, "READY %79s %" SCNxPTR, c->addr, &c->buf) == 2,
-               "child %s: '%s'", c->name, line);
+               "child %s: '%s'", c->proc.name, line);
     return c;
 }
 
@@ -152,8 +105,8 @@ static const char *child_ask(child_t *c, const char *fmt, const char *arg)
 {
     static char line[256];
 
-    fprintf(c->in, fmt, arg);
-    fflush(c->in);
+    fprintf(c->proc.in, fmt, arg);
+    fflush(c->proc.in);
     return child_line(c, line, sizeof(line));
 }
 
@@ -194,22 +147,22 @@ static void test_fetch_read(void)
     xt_register(p, local, BUF_SIZE);
     XT_STATUS(xfer_md_fetch(p, c->addr, "nobody", WAIT_MS, got, sizeof(got)),
               XFER_ERR_NOT_FOUND);
-    XT_ERR_HAS("serves agent", c->name, "not 'nobody'");
-    XT_CHECK(xfer_md_check(p, c->name) == XFER_ERR_NOT_FOUND,
+    XT_ERR_HAS("serves agent", c->proc.name, "not 'nobody'");
+    XT_CHECK(xfer_md_check(p, c->proc.name) == XFER_ERR_NOT_FOUND,
              "refused fetch loaded nothing");
-    XT_STATUS_FATAL(xfer_md_fetch(p, c->addr, c->name, WAIT_MS, got,
+    XT_STATUS_FATAL(xfer_md_fetch(p, c->addr, c->proc.name, WAIT_MS, got,
                                   sizeof(got)), XFER_OK);
-    XT_CHECK(strcmp(got, c->name) == 0, "loaded '%s'", got);
+    XT_CHECK(strcmp(got, c->proc.name) == 0, "loaded '%s'", got);
     /* The blob is real: a READ brings the child's pattern. */
-    XT_STATUS_FATAL(xfer_req_create(p, XFER_OP_READ, &ll, &rl, c->name, NULL,
-                                    &req), XFER_OK);
+    XT_STATUS_FATAL(xfer_req_create(p, XFER_OP_READ, &ll, &rl, c->proc.name,
+                                    NULL, &req), XFER_OK);
     xt_req_defer(req);
     XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
     XT_CHECK(xt_check(local, BUF_SIZE, c->seed) < 0, "READ data differs");
     /* No name: whichever agent listens there; fetching again merges. */
     XT_STATUS(xfer_md_fetch(p, c->addr, NULL, WAIT_MS, got, sizeof(got)),
               XFER_OK);
-    XT_CHECK(strcmp(got, c->name) == 0, "loaded '%s'", got);
+    XT_CHECK(strcmp(got, c->proc.name) == 0, "loaded '%s'", got);
 }
 
 static void test_send_invalidate(void)
