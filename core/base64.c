@@ -1,5 +1,6 @@
 /* base64.c - RFC 4648 base64 (standard alphabet, padded) for the binary
  * fields of metadata; decoding refuses anything not canonical. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/base64.h"
@@ -89,4 +90,17 @@ long xfer__b64_decode(const char *in, void *out, size_t cap)
             o[olen++] = (unsigned char)v;
     }
     return (long)olen;
+}
+
+json_t *xfer__b64_json(const void *in, size_t n)
+{
+    char *text = malloc(xfer__b64_encoded_size(n));
+    json_t *j;
+
+    if (text == NULL)
+        return NULL;
+    xfer__b64_encode(in, n, text);
+    j = json_string(text);
+    free(text);
+    return j;
 }

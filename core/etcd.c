@@ -66,19 +66,6 @@ static uint64_t mono_ms(void)
 
 /* ---- JSON helpers ------------------------------------------------------------ */
 
-static json_t *b64j(const void *p, size_t n)
-{
-    char *text = malloc(xfer__b64_encoded_size(n));
-    json_t *j;
-
-    if (text == NULL)
-        return NULL;
-    xfer__b64_encode(p, n, text);
-    j = json_string(text);
-    free(text);
-    return j;
-}
-
 /* A base64 field decoded into a NUL-terminated malloc'd buffer. */
 static char *unb64(json_t *j, size_t *len)
 {
@@ -387,7 +374,7 @@ static xfer_status_t fetch_once(xfer__etcd_t *e, const char *name,
     if (key == NULL)
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
     snprintf(key, klen + 1, "%s%s", e->ns, name);
-    body = json_pack("{s:o}", "key", b64j(key, klen));
+    body = json_pack("{s:o}", "key", xfer__b64_json(key, klen));
     free(key);
     if (body == NULL)
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
@@ -459,8 +446,9 @@ static xfer_status_t publish(xfer__etcd_t *e, int64_t lease)
     st = xfer_md_get(e->agent, XFER_MD_ALL, NULL, 0, &blob, &len);
     if (st != XFER_OK)
         return st;
-    body = json_pack("{s:o,s:o,s:o}", "key", b64j(e->key, strlen(e->key)),
-                     "value", b64j(blob, len), "lease", jid(lease));
+    body = json_pack("{s:o,s:o,s:o}",
+                     "key", xfer__b64_json(e->key, strlen(e->key)),
+                     "value", xfer__b64_json(blob, len), "lease", jid(lease));
     free(blob);
     if (body == NULL)
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
@@ -699,8 +687,9 @@ static size_t watch_write(char *ptr, size_t sz, size_t n, void *ud)
  * back (a new cluster: its owner will publish again). */
 static xfer_status_t resync(xfer__etcd_t *e, int64_t *last_rev, int64_t *rev)
 {
-    json_t *body = json_pack("{s:o,s:o}", "key", b64j(e->ns, strlen(e->ns)),
-                             "range_end", b64j(e->ns_end, strlen(e->ns_end)));
+    json_t *body = json_pack(
+        "{s:o,s:o}", "key", xfer__b64_json(e->ns, strlen(e->ns)),
+        "range_end", xfer__b64_json(e->ns_end, strlen(e->ns_end)));
     json_t *resp = NULL, *kvs, *kv;
     xfer_status_t st;
     size_t i;
@@ -761,8 +750,8 @@ static xfer_status_t resync(xfer__etcd_t *e, int64_t *last_rev, int64_t *rev)
 static void watch_stream(xfer__etcd_t *e, int64_t from, int64_t *last_rev)
 {
     json_t *body = json_pack("{s:{s:o,s:o,s:o}}", "create_request", "key",
-                             b64j(e->ns, strlen(e->ns)), "range_end",
-                             b64j(e->ns_end, strlen(e->ns_end)),
+                             xfer__b64_json(e->ns, strlen(e->ns)), "range_end",
+                             xfer__b64_json(e->ns_end, strlen(e->ns_end)),
                              "start_revision", jid(from));
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: "
@@ -1001,6 +990,22 @@ void xfer__etcd_changed(xfer__etcd_t *e)
 
 /* ---- public API ------------------------------------------------------------------ */
 
+/* The checks both fetch calls make before touching etcd. */
+static xfer_status_t fetch_args(xfer_agent_t *agent, const char *name,
+                                const char *fn)
+{
+    if (agent == NULL || name == NULL)
+        return xfer__err(XFER_ERR_INVALID, "%s: NULL argument", fn);
+    if (agent->etcd == NULL)
+        return xfer__err(XFER_ERR_NOT_SUPPORTED, "agent '%s' has no etcd "
+                         "endpoints (set opts.etcd_endpoints or "
+                         "XFER_ETCD_ENDPOINTS)", agent->name);
+    if (name[0] == '\0' || strlen(name) > XFER_NAME_MAX)
+        return xfer__err(XFER_ERR_INVALID, "%s: agent name must be 1 to %d "
+                         "bytes", fn, XFER_NAME_MAX);
+    return XFER_OK;
+}
+
 XFER_API xfer_status_t xfer_md_fetch_etcd(xfer_agent_t *agent,
                                           const char *name,
                                           unsigned timeout_ms)
@@ -1009,16 +1014,9 @@ XFER_API xfer_status_t xfer_md_fetch_etcd(xfer_agent_t *agent,
     xfer_status_t st;
 
     xfer__err_clear();
-    if (agent == NULL || name == NULL)
-        return xfer__err(XFER_ERR_INVALID, "xfer_md_fetch_etcd: NULL "
-                         "argument");
-    if (agent->etcd == NULL)
-        return xfer__err(XFER_ERR_NOT_SUPPORTED, "agent '%s' has no etcd "
-                         "endpoints (set opts.etcd_endpoints or "
-                         "XFER_ETCD_ENDPOINTS)", agent->name);
-    if (name[0] == '\0' || strlen(name) > XFER_NAME_MAX)
-        return xfer__err(XFER_ERR_INVALID, "xfer_md_fetch_etcd: agent name "
-                         "must be 1 to %d bytes", XFER_NAME_MAX);
+    st = fetch_args(agent, name, "xfer_md_fetch_etcd");
+    if (st != XFER_OK)
+        return st;
     st = follow_add(agent->etcd, name, false);
     if (st != XFER_OK)
         return st;
@@ -1057,17 +1055,12 @@ XFER_API xfer_status_t xfer_md_fetch_etcd(xfer_agent_t *agent,
 XFER_API xfer_status_t xfer_md_fetch_start(xfer_agent_t *agent,
                                            const char *name)
 {
+    xfer_status_t st;
+
     xfer__err_clear();
-    if (agent == NULL || name == NULL)
-        return xfer__err(XFER_ERR_INVALID, "xfer_md_fetch_start: NULL "
-                         "argument");
-    if (agent->etcd == NULL)
-        return xfer__err(XFER_ERR_NOT_SUPPORTED, "agent '%s' has no etcd "
-                         "endpoints (set opts.etcd_endpoints or "
-                         "XFER_ETCD_ENDPOINTS)", agent->name);
-    if (name[0] == '\0' || strlen(name) > XFER_NAME_MAX)
-        return xfer__err(XFER_ERR_INVALID, "xfer_md_fetch_start: agent name "
-                         "must be 1 to %d bytes", XFER_NAME_MAX);
+    st = fetch_args(agent, name, "xfer_md_fetch_start");
+    if (st != XFER_OK)
+        return st;
     return follow_add(agent->etcd, name, true);
 }
 

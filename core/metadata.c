@@ -31,19 +31,6 @@ static json_t *hex64(uint64_t v)
     return json_string(buf);
 }
 
-static json_t *b64(const void *data, size_t len)
-{
-    char *text = malloc(xfer__b64_encoded_size(len));
-    json_t *j;
-
-    if (text == NULL)
-        return NULL;
-    xfer__b64_encode(data, len, text);
-    j = json_string(text);
-    free(text);
-    return j;
-}
-
 /* json_object_set_new that reports failure (it steals v either way). */
 static int put(json_t *obj, const char *key, json_t *v)
 {
@@ -70,7 +57,7 @@ static int add_region(xfer_agent_t *a, json_t *regions, xfer__region_t *r)
         } else {
             len = 0;
         }
-        if (put(pub, b->name, b64(buf, len)) != 0)
+        if (put(pub, b->name, xfer__b64_json(buf, len)) != 0)
             goto fail;
     }
     if (put(o, "addr", hex64(r->range.addr)) || put(o, "len",
@@ -122,7 +109,7 @@ static xfer_status_t md_build(xfer_agent_t *a, unsigned what,
             o = json_object();
             if (json_array_append_new(backends, o) ||
                 put(o, "plugin", json_string(b->name)) ||
-                put(o, "conn", b64(buf, len)))
+                put(o, "conn", xfer__b64_json(buf, len)))
                 goto nomem;
         }
     }
