@@ -588,6 +588,33 @@ XFER_API xfer_status_t xfer_backend_find(xfer_agent_t *agent, const char *name,
     return st;
 }
 
+XFER_API xfer_status_t xfer_backend_state(xfer_backend_t *backend, char *buf,
+                                          size_t len)
+{
+    xfer_status_t st;
+
+    xfer__err_clear();
+    if (backend == NULL || buf == NULL || len == 0)
+        return xfer__err(XFER_ERR_INVALID, "xfer_backend_state: NULL "
+                         "argument or empty buffer");
+    buf[0] = '\0';
+    if (!XFER__HAS_OP(backend->ops, state))
+        return xfer__err(XFER_ERR_NOT_SUPPORTED, "plugin '%s' reports no "
+                         "state (it predates backend ABI minor 2 or has "
+                         "nothing to say)", backend->name);
+    xfer__lock(backend->agent);
+    st = backend->ops->state(backend->be, buf, len);
+    xfer__unlock(backend->agent);
+    buf[len - 1] = '\0';
+    if (st != XFER_OK) {
+        buf[0] = '\0';
+        if (!xfer__err_isset())
+            xfer__err(st, "plugin '%s' could not report its state",
+                      backend->name);
+    }
+    return st;
+}
+
 /* ---- memory ------------------------------------------------------------------- */
 
 /* Deregister every region of m from every backend and free it.  Lock held. */

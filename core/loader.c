@@ -332,7 +332,7 @@ const char *xfer__plugin_path(const xfer__plugin_t *plugin)
 /* One xfer_plugin_info_t owns its strings through this wrapper so that
  * xfer_plugin_list_free can release them. */
 typedef struct info_store {
-    char *name, *path, *version, *error;
+    char *name, *path, *version, *error, *state;
     xfer_param_info_t *params;
     char **texts; /* param type/default/doc copies */
     size_t ntexts;
@@ -345,7 +345,8 @@ static char *dup_or_empty(const char *s)
 
 static int fill_info(xfer_plugin_info_t *info, info_store_t *store,
                      const char *name, const char *path,
-                     const xfer_backend_ops_t *ops, const char *error)
+                     const xfer_backend_ops_t *ops, const char *error,
+                     const char *state)
 {
     memset(store, 0, sizeof(*store));
     store->name = strdup(name);
@@ -364,6 +365,11 @@ static int fill_info(xfer_plugin_info_t *info, info_store_t *store,
     if ((store->version = dup_or_empty(ops->hdr.version)) == NULL)
         return -1;
     info->version = store->version;
+    if (state != NULL) {
+        if ((store->state = strdup(state)) == NULL)
+            return -1;
+        info->state = store->state;
+    }
     info->abi_major = ops->hdr.abi_major;
     info->abi_minor = ops->hdr.abi_minor;
     info->caps = ops->hdr.caps;
@@ -403,6 +409,7 @@ static void free_store(info_store_t *store)
     free(store->path);
     free(store->version);
     free(store->error);
+    free(store->state);
     free(store->params);
     for (size_t i = 0; i < store->ntexts; i++)
         free(store->texts[i]);
@@ -415,6 +422,20 @@ typedef struct list_block {
     info_store_t *stores;
     xfer_plugin_info_t infos[];
 } list_block_t;
+
+/* The plugin's sentence on this host (ABI minor 2), into buf; NULL when
+ * its table predates probe, has none, or the probe declined. */
+static const char *probe_state(const xfer_backend_ops_t *ops, char *buf,
+                               size_t len)
+{
+    if (ops == NULL || !XFER__HAS_OP(ops, probe))
+        return NULL;
+    buf[0] = '\0';
+    if (ops->probe(buf, len) != XFER_OK)
+        return NULL;
+    buf[len - 1] = '\0';
+    return buf[0] != '\0' ? buf : NULL;
+}
 
 static bool seen(char **names, size_t n, const char *name)
 {
@@ -498,6 +519,8 @@ XFER_API xfer_status_t xfer_plugin_list(xfer_plugin_info_t **infos,
         char *path = find_file(names[i]);
         xfer__plugin_t *pl = NULL;
         xfer_status_t ost;
+        char state[XFER_STATE_MAX];
+        const char *sp;
         int rc;
 
         if (!valid_name(names[i]))
@@ -510,9 +533,10 @@ XFER_API xfer_status_t xfer_plugin_list(xfer_plugin_info_t **infos,
             ost = open_path(names[i], path, &pl);
             pthread_mutex_unlock(&ltdl_lock);
         }
+        sp = probe_state(pl ? pl->ops : NULL, state, sizeof(state));
         rc = fill_info(&out[i], &stores[i], names[i], path ? path : "",
                        pl ? pl->ops : NULL,
-                       ost == XFER_OK ? NULL : xfer_last_error());
+                       ost == XFER_OK ? NULL : xfer_last_error(), sp);
         xfer__plugin_close(pl);
         free(path);
         if (rc != 0) {

@@ -1,5 +1,5 @@
-/* xfer-info.c - lists the transport plugins libxfer finds: what each can do,
- * its parameters with defaults and ranges, and why others failed to load. */
+/* xfer-info.c - lists the transport plugins libxfer finds: what each can do
+ * and says about this host, its parameters, and why others failed to load. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1 /* getopt_long */
 #endif
@@ -36,8 +36,9 @@ static void usage(FILE *out)
             "Usage: xfer-info [OPTION]... [PLUGIN]\n"
             "List the transport plugins found on the search path\n"
             "(XFER_PLUGIN_PATH, then the install directory), with their\n"
-            "capabilities, memory types and parameters; then the plugins\n"
-            "that failed to load and why.  With PLUGIN, show only that one.\n"
+            "capabilities, memory types and parameters, and what each says\n"
+            "about this host (state); then the plugins that failed to load\n"
+            "and why.  With PLUGIN, show only that one.\n"
             "\n"
             "  --json      print one JSON document instead of text\n"
             "  --help      print this help and exit\n"
@@ -146,6 +147,9 @@ static void text_output(const xfer_plugin_info_t *infos, size_t count,
         printf("%s %s (ABI %u.%u)\n", str_or(p->name, "?"),
                str_or(p->version, "?"), p->abi_major, p->abi_minor);
         printf("  path: %s\n", str_or(p->path, "?"));
+        /* What the plugin found out about this host (ABI minor 2). */
+        if (p->state != NULL)
+            printf("  state: %s\n", p->state);
         text_bits(p);
         text_params(p);
         printf("\n");
@@ -211,6 +215,8 @@ static void json_plugin(const xfer_plugin_info_t *p)
     }
     fputs(", \"loaded\": true, \"version\": ", stdout);
     json_str(p->version);
+    fputs(", \"state\": ", stdout);
+    json_str(p->state);
     printf(", \"abi\": [%u, %u], \"capabilities\": [", p->abi_major,
            p->abi_minor);
     for (i = 0; i < COUNT_OF(cap_names); i++)

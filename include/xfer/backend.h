@@ -18,8 +18,10 @@ extern "C" {
  * the core reads an optional op only when hdr.struct_size covers it. */
 #define XFER_BACKEND_ABI_MAJOR 1
 /* Minor 1 appended xfer_host_t.shm_lookup (memory from xfer_mem_alloc);
- * a plugin reads it only when host->size covers it. */
-#define XFER_BACKEND_ABI_MINOR 1
+ * a plugin reads it only when host->size covers it.  Minor 2 appended
+ * the optional ops probe and state to xfer_backend_ops_t; the core calls
+ * them only when hdr.struct_size covers them. */
+#define XFER_BACKEND_ABI_MINOR 2
 
 #define XFER_BACKEND_STR2(x) #x
 #define XFER_BACKEND_STR(x) XFER_BACKEND_STR2(x)
@@ -249,6 +251,21 @@ typedef struct xfer_backend_ops {
     int (*progress)(xfer_be_t *be);
     /* (optional) An fd that is readable when progress has work. */
     xfer_status_t (*event_fd)(xfer_be_t *be, int *fd);
+
+    /* ---- ABI minor 2: check hdr.struct_size before use ---- */
+    /* (optional) One sentence on what this transport can do on this host
+     * right now (e.g. whether the kernel allows cross-process copies),
+     * shown by xfer-info as the plugin's state.  No instance exists: it
+     * may be called from any thread of a process that runs others, so a
+     * probe that forks keeps its child to async-signal-safe calls, and it
+     * must reap what it starts.  Write a NUL-terminated sentence of at
+     * most len bytes (len >= XFER_STATE_MAX); XFER_OK to show it. */
+    xfer_status_t (*probe)(char *buf, size_t len);
+    /* (optional) One sentence on what this instance does now (which data
+     * path its peers use and why), for xfer_backend_state(): a
+     * NUL-terminated sentence of at most len bytes (the caller's buffer,
+     * len >= 1; cut to fit). */
+    xfer_status_t (*state)(xfer_be_t *be, char *buf, size_t len);
 } xfer_backend_ops_t;
 
 #ifdef __cplusplus

@@ -156,6 +156,17 @@ const char *xfer_backend_name(const xfer_backend_t *backend);
 xfer_status_t xfer_backend_find(xfer_agent_t *agent, const char *name,
                                 xfer_backend_t **backend);
 
+/* Room for any state sentence (xfer_backend_state, xfer_plugin_info_t). */
+#define XFER_STATE_MAX 256
+
+/* One sentence on what a backend instance does now, e.g. for uds
+ * "mode=auto; peers: 1 via shm, 0 via cma, 1 via socket (1 by EPERM
+ * fallback)".  buf (len bytes, XFER_STATE_MAX holds any sentence) is
+ * always NUL-terminated; a longer sentence is cut.
+ * XFER_ERR_NOT_SUPPORTED if the plugin reports no state. */
+xfer_status_t xfer_backend_state(xfer_backend_t *backend, char *buf,
+                                 size_t len);
+
 /* Capability bits of a plugin. */
 #define XFER_CAP_READ   (1u << 0)
 #define XFER_CAP_WRITE  (1u << 1)
@@ -184,6 +195,11 @@ typedef struct xfer_plugin_info {
     size_t nparams;
     const xfer_param_info_t *params;
     const char *error;        /* NULL if loaded, else why not */
+    /* What the plugin says about this host now (e.g. "cross-process
+     * copy (CMA): available"); NULL if it says nothing or failed to load.
+     * Appended before 1.0: the array's stride grew, so a program built
+     * against an older xfer.h must be rebuilt (docs/api.md). */
+    const char *state;
 } xfer_plugin_info_t;
 
 /* Scan the plugin search path (XFER_PLUGIN_PATH, then the install

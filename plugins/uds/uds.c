@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <xfer/backend.h>
@@ -74,6 +75,10 @@ static const xfer_param_t uds_params[] = {
 enum { MODE_AUTO, MODE_CMA, MODE_SHM, MODE_SOCKET };
 static const char *const mode_names[] = { "auto", "cma", "shm", "socket" };
 
+/* The path a connection's data took last, for xfer_backend_state(): the
+ * socket until a direct copy succeeds, or for good after EPERM. */
+enum { PATH_SOCKET, PATH_SHM, PATH_CMA, PATH_EPERM, NPATHS };
+
 /* Connection info, 224 bytes (docs/wire-tcp.md, "uds connection info"):
  *   0 u32 magic "XUDS"   4 u8 version (1)   5 u8 abstract (0/1)
  *   6 u16 path length    8 u32 pid         12 u32 uid
@@ -100,6 +105,7 @@ typedef struct uds {
     char fs_path[UDS_PATH_MAX + 1]; /* "" for an abstract socket */
     uid_t uid;
     int warned_socket;              /* the EPERM fallback was logged */
+    unsigned npath[NPATHS];         /* connections by their last path */
     int gen_fd;                     /* memfd of the registration stamp */
     uint64_t *gen;                  /* bumped by every deregistration */
     uint8_t info[UDS_INFO_SIZE];
@@ -120,6 +126,7 @@ typedef struct uds_conn {
     pid_t pid;          /* the target, as the kernel saw it connect */
     int same_uid;       /* it shares memfds with us */
     int socket_only;    /* the kernel refused CMA: frames from now on */
+    int path;           /* PATH_*, counted in uds_t.npath */
     size_t nmaps, cap, last; /* last: the map that answered last */
     uds_map_t *maps;
 } uds_conn_t;
@@ -292,15 +299,32 @@ static int uds_share_ok(void *tctx, int fd)
 
 static void *uds_conn_new(void *tctx)
 {
-    (void)tctx;
-    return calloc(1, sizeof(uds_conn_t));
+    uds_t *u = tctx;
+    uds_conn_t *tc = calloc(1, sizeof(uds_conn_t));
+
+    if (tc) {
+        tc->path = PATH_SOCKET;
+        u->npath[PATH_SOCKET]++;
+    }
+    return tc;
+}
+
+/* One compare per post once the path is settled. */
+static void set_path(uds_t *u, uds_conn_t *tc, int path)
+{
+    if (tc->path == path)
+        return;
+    u->npath[tc->path]--;
+    u->npath[path]++;
+    tc->path = path;
 }
 
 static void uds_conn_free(void *tctx, void *tconn)
 {
+    uds_t *u = tctx;
     uds_conn_t *tc = tconn;
 
-    (void)tctx;
+    u->npath[tc->path]--;
     if (tc->gen)
         munmap((void *)(uintptr_t)tc->gen, GEN_SIZE);
     for (size_t i = 0; i < tc->nmaps; i++)
@@ -514,6 +538,7 @@ static xfer_status_t cma_copy(uds_t *u, uds_conn_t *tc, xfer_op_t op,
                 continue;
             if (e == EPERM && u->mode != MODE_CMA) {
                 tc->socket_only = 1;
+                set_path(u, tc, PATH_EPERM);
                 if (!u->warned_socket) {
                     u->warned_socket = 1;
                     ULOG(u, XFER_LOG_WARN,
@@ -579,6 +604,7 @@ static xfer_status_t uds_direct(void *tctx, void *tconn, xfer_op_t op,
     uds_conn_t *tc = tconn;
     size_t bad = 0;
     uint64_t g;
+    xfer_status_t st;
     int r;
 
     if (u->mode == MODE_SOCKET)
@@ -601,8 +627,10 @@ static xfer_status_t uds_direct(void *tctx, void *tconn, xfer_op_t op,
     }
     if (u->mode != MODE_CMA) {
         r = shm_copy(u, tc, op, segs, nseg, &bad);
-        if (r == 1)
+        if (r == 1) {
+            set_path(u, tc, PATH_SHM);
             return XFER_OK;
+        }
         if (u->mode == MODE_SHM) {
             if (r < 0) {
                 snprintf(msg, msg_size, "uds (mode=shm): remote descriptor "
@@ -627,7 +655,10 @@ static xfer_status_t uds_direct(void *tctx, void *tconn, xfer_op_t op,
         }
         return XFER_ERR_NOT_SUPPORTED;
     }
-    return cma_copy(u, tc, op, segs, nseg, msg, msg_size);
+    st = cma_copy(u, tc, op, segs, nseg, msg, msg_size);
+    if (st == XFER_OK)
+        set_path(u, tc, PATH_CMA);
+    return st;
 }
 
 static const xfer__stream_transport_t uds_transport = {
@@ -896,6 +927,115 @@ static xfer_status_t uds_rmem_unpack(xfer_be_t *be, xfer_be_peer_t *peer,
     return xfer__stream_rmem_unpack(be, peer, r, buf, len, rmem);
 }
 
+/* ------------------------------------------------------------------ */
+/* What xfer-info and xfer_backend_state() show                         */
+/* ------------------------------------------------------------------ */
+
+/* /proc/sys/kernel/yama/ptrace_scope, or -1 without Yama. */
+static int yama_scope(void)
+{
+    FILE *f = fopen("/proc/sys/kernel/yama/ptrace_scope", "re");
+    int v = -1;
+
+    if (f) {
+        if (fscanf(f, "%d", &v) != 1)
+            v = -1;
+        fclose(f);
+    }
+    return v;
+}
+
+static const uint64_t cma_magic = 0x616d632d72656678ull;
+
+/* Ask the kernel whether another process may copy from us: a forked
+ * child reads its parent, a process that is not its descendant, which is
+ * what a peer agent is to us and the direction Yama's scope 1 refuses.
+ * The caller may run threads, so the child makes only async-signal-safe
+ * calls.  0: allowed; > 0: the errno of the refusal; -1: the probe
+ * itself failed (*why: its errno). */
+static int cma_try(int *why)
+{
+    pid_t parent = getpid(), pid;
+    int fds[2], res = 0, ws;
+    ssize_t n;
+
+    if (pipe2(fds, O_CLOEXEC) < 0) {
+        *why = errno;
+        return -1;
+    }
+    pid = fork();
+    if (pid < 0) {
+        *why = errno;
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        uint64_t got = 0;
+        struct iovec l = { &got, sizeof got };
+        struct iovec r = { (void *)(uintptr_t)&cma_magic, sizeof cma_magic };
+        int e = process_vm_readv(parent, &l, 1, &r, 1, 0) ==
+                        (ssize_t)sizeof got
+                    ? (got == cma_magic ? 0 : EFAULT)
+                    : errno;
+
+        if (write(fds[1], &e, sizeof e) != (ssize_t)sizeof e)
+            _exit(1);
+        _exit(0);
+    }
+    close(fds[1]);
+    while ((n = read(fds[0], &res, sizeof res)) < 0 && errno == EINTR)
+        ;
+    close(fds[0]);
+    /* ECHILD when the program reaps every child itself: nothing left. */
+    while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
+        ;
+    if (n != (ssize_t)sizeof res) {
+        *why = EIO;
+        return -1;
+    }
+    return res;
+}
+
+/* The path mode=auto takes to a peer on this host, as the kernel
+ * answers now: for xfer-info, before any instance exists. */
+static xfer_status_t uds_probe(char *buf, size_t len)
+{
+    char yama[48];
+    int scope = yama_scope(), why = 0, e = cma_try(&why);
+
+    if (scope < 0)
+        snprintf(yama, sizeof yama, "no yama");
+    else
+        snprintf(yama, sizeof yama, "yama ptrace_scope=%d", scope);
+    if (e == 0)
+        snprintf(buf, len, "cross-process copy (CMA): available (%s)", yama);
+    else if (e < 0)
+        snprintf(buf, len, "cross-process copy (CMA): unknown (%s; the "
+                 "probe failed: %s)", yama, strerror(why));
+    else
+        snprintf(buf, len, "cross-process copy (CMA): refused (%s; %s): "
+                 "transfers to peers fall back to the socket, except into "
+                 "memory from xfer_mem_alloc (shm)",
+                 e == EPERM ? "EPERM" : e == ENOSYS ? "ENOSYS" : strerror(e),
+                 yama);
+    return XFER_OK;
+}
+
+/* Connections this instance opened, by the path their data took last. */
+static xfer_status_t uds_state(xfer_be_t *be, char *buf, size_t len)
+{
+    uds_t *u = xfer__stream_tctx(be);
+    unsigned eperm = u->npath[PATH_EPERM];
+    int n = snprintf(buf, len, "mode=%s; peers: %u via shm, %u via cma, "
+                     "%u via socket", mode_names[u->mode], u->npath[PATH_SHM],
+                     u->npath[PATH_CMA], u->npath[PATH_SOCKET] + eperm);
+
+    if (eperm && n >= 0 && (size_t)n < len)
+        snprintf(buf + n, len - (size_t)n, " (%u by EPERM fallback)", eperm);
+    return XFER_OK;
+}
+
 extern const xfer_backend_ops_t XFER_BACKEND_SYMBOL(uds);
 const xfer_backend_ops_t XFER_BACKEND_SYMBOL(uds) = {
     .hdr = {
@@ -929,4 +1069,6 @@ const xfer_backend_ops_t XFER_BACKEND_SYMBOL(uds) = {
     .notif_send = xfer__stream_notif_send,
     .progress = xfer__stream_progress,
     .event_fd = xfer__stream_event_fd,
+    .probe = uds_probe,
+    .state = uds_state,
 };

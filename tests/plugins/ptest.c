@@ -521,6 +521,19 @@ static int pt_progress(xfer_be_t *be)
     return handled;
 }
 
+/* ABI minor 2: fixed sentences, so tests can see them arrive whole. */
+static xfer_status_t pt_probe(char *buf, size_t len)
+{
+    snprintf(buf, len, "in-process loopback: always available");
+    return XFER_OK;
+}
+
+static xfer_status_t pt_state(xfer_be_t *be, char *buf, size_t len)
+{
+    snprintf(buf, len, "label=%s", be->cfg->label ? be->cfg->label : "");
+    return XFER_OK;
+}
+
 const xfer_backend_ops_t XFER_BACKEND_SYMBOL(ptest) = {
     .hdr = {
         .abi_major = XFER_BACKEND_ABI_MAJOR,
@@ -551,4 +564,6 @@ const xfer_backend_ops_t XFER_BACKEND_SYMBOL(ptest) = {
     .req_release = pt_req_release,
     .notif_send = pt_notif_send,
     .progress = pt_progress,
+    .probe = pt_probe,
+    .state = pt_state,
 };

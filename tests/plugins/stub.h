@@ -88,9 +88,12 @@ static XT_UNUSED int stub_progress(xfer_be_t *be)
  * sizeof(xfer_backend_ops_t) and stub_progress; each broken plugin
  * passes one wrong value. */
 #define XT_STUB_OPS(nm, major, size, progress_op)                           \
+    XT_STUB_OPS_MINOR(nm, major, XFER_BACKEND_ABI_MINOR, size, progress_op)
+/* The same, claiming an older ABI minor. */
+#define XT_STUB_OPS_MINOR(nm, major, minor, size, progress_op)              \
     .hdr = {                                                                \
         .abi_major = (major),                                               \
-        .abi_minor = XFER_BACKEND_ABI_MINOR,                                \
+        .abi_minor = (minor),                                               \
         .struct_size = (size),                                              \
         .name = nm,                                                         \
         .version = "broken-1",                                              \

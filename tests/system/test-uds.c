@@ -1,5 +1,6 @@
 /* test-uds.c - what only the uds backend does: refusing a peer on another
- * host, a dead target reported as a disconnect, and the EPERM fallback to the socket. */
+ * host, a dead target reported as a disconnect, the EPERM fallback to the
+ * socket, and the state it reports (xfer-info's probe, xfer_backend_state). */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -323,6 +324,15 @@ static int eperm_run(const char *spec, const char *logpath,
             _exit(16);
         if (xt_check_at(mem + (512 << 10), 512 << 10, seed, 512 << 10) >= 0)
             _exit(17);
+        {
+            xfer_backend_t *b = NULL;
+            char state[XFER_STATE_MAX];
+
+            if (xfer_backend_find(a, "uds", &b) ||
+                xfer_backend_state(b, state, sizeof state))
+                _exit(18);
+            fprintf(log, "state: %s\n", state);
+        }
         fflush(log);
         _exit(0);
     }
@@ -383,6 +393,10 @@ static void test_eperm_fallback(void)
              log ? log : "");
     XT_CHECK(!hit || !strstr(hit + 1, "refused cross-process access"),
              "the fallback was logged more than once:\n%s", log);
+    XT_CHECK(log && strstr(log, "state: mode=auto; peers: 0 via shm, 0 via "
+                                "cma, 1 via socket (1 by EPERM fallback)\n"),
+             "xfer_backend_state does not show the fallback:\n%s",
+             log ? log : "");
     unlink(path);
 }
 
@@ -406,6 +420,178 @@ static void test_eperm_forced_cma(void)
              log ? log : "");
     XT_CHECK(log && strstr(log, "refused access (mode=cma)"),
              "no sentence about EPERM:\n%s", log ? log : "");
+}
+
+/* ---- what the backend reports ---------------------------------------------------- */
+
+/* What a process that is not our descendant meets when it copies from
+ * us, asked the way a peer would: 1 allowed, 0 refused. */
+static int cma_allowed(void)
+{
+    static const unsigned char mark[8] = "xfer-cm";
+    pid_t parent = getpid(), pid;
+    int st;
+
+    pid = fork();
+    XT_REQUIRE(pid >= 0, "fork");
+    if (pid == 0) {
+        unsigned char got[8] = { 0 };
+        struct iovec l = { got, sizeof got };
+        struct iovec r = { (void *)(uintptr_t)mark, sizeof mark };
+
+        _exit(process_vm_readv(parent, &l, 1, &r, 1, 0) == 8 &&
+                      memcmp(got, mark, 8) == 0 ? 0 : 1);
+    }
+    XT_REQUIRE(waitpid(pid, &st, 0) == pid, "waitpid");
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+/* The uds line of xfer_plugin_list, copied; fatal without one. */
+static void uds_probe_state(char *buf, size_t len)
+{
+    xfer_plugin_info_t *infos = NULL;
+    size_t n = 0;
+    int found = 0;
+
+    XT_STATUS_FATAL(xfer_plugin_list(&infos, &n), XFER_OK);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(infos[i].name, "uds") == 0 && infos[i].state) {
+            snprintf(buf, len, "%s", infos[i].state);
+            found = 1;
+        }
+    xfer_plugin_list_free(infos, n);
+    XT_REQUIRE(found, "uds is not listed with a state");
+}
+
+/* xfer-info's verdict on CMA is what the kernel does to a peer. */
+static void test_probe_matches(void)
+{
+    char state[XFER_STATE_MAX];
+    int ok = cma_allowed();
+
+    uds_probe_state(state, sizeof state);
+    XT_CHECK(strstr(state, ok ? "cross-process copy (CMA): available ("
+                              : "cross-process copy (CMA): refused (") ==
+                 state,
+             "the kernel %s CMA here, uds says \"%s\"",
+             ok ? "allows" : "refuses", state);
+    /* Repeated listing leaves no child behind. */
+    uds_probe_state(state, sizeof state);
+    XT_CHECK(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD,
+             "the probe left a child process");
+}
+
+/* A process nobody may copy from (not dumpable, and as root also no
+ * longer root): the probe sees the refusal a peer would meet. */
+static void test_probe_refused(void)
+{
+    int pid, st;
+
+    pid = fork();
+    XT_REQUIRE(pid >= 0, "fork");
+    if (pid == 0) {
+        char state[XFER_STATE_MAX];
+        xfer_plugin_info_t *infos = NULL;
+        size_t n = 0;
+
+        alarm(60);
+        if (getuid() == 0 && (setgid(NOBODY) || setuid(NOBODY)))
+            _exit(5);
+        if (prctl(PR_SET_DUMPABLE, 0) != 0)
+            _exit(6);
+        if (cma_allowed())
+            _exit(77);
+        state[0] = '\0';
+        if (xfer_plugin_list(&infos, &n) != XFER_OK)
+            _exit(7);
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(infos[i].name, "uds") == 0 && infos[i].state)
+                snprintf(state, sizeof state, "%s", infos[i].state);
+        xfer_plugin_list_free(infos, n);
+        if (!strstr(state, "cross-process copy (CMA): refused (EPERM; ") ||
+            !strstr(state, "fall back to the socket")) {
+            fprintf(stderr, "uds state: \"%s\"\n", state);
+            _exit(8);
+        }
+        _exit(0);
+    }
+    XT_REQUIRE(waitpid(pid, &st, 0) == pid, "waitpid");
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
+        xt_skip("the kernel lets a child copy from a non-dumpable parent "
+                "of another user");
+    XT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+             "the probe in a non-dumpable process failed (status 0x%x)", st);
+}
+
+/* Post a WRITE from ini to tgt until ini's uds state reads want (the
+ * first post always goes through the socket; memfds arrive on it). */
+static void state_after_writes(const char *ini_spec, int shared,
+                               const char *want)
+{
+    const char *tname = xt_name("sttgt");
+    xfer_agent_t *tgt = xt_agent(tname, "uds", 1);
+    xfer_agent_t *ini = xt_agent(xt_name("stini"), ini_spec, 1);
+    unsigned char *src = xt_alloc(8192), *dst = NULL;
+    xfer_desc_t l, r;
+    xfer_dlist_t ll, rl;
+    xfer_req_t *req = NULL;
+    xfer_backend_t *b = NULL;
+    char state[XFER_STATE_MAX] = "";
+    uint64_t seed = xt_seed();
+
+    if (shared)
+        XT_STATUS_FATAL(xfer_mem_alloc(tgt, 8192, 0, (void **)&dst), XFER_OK);
+    else
+        dst = xt_alloc(8192);
+    l = (xfer_desc_t){ (uintptr_t)src, 8192, 0 };
+    r = (xfer_desc_t){ (uintptr_t)dst, 8192, 0 };
+    ll = xt_dlist(&l, 1);
+    rl = xt_dlist(&r, 1);
+    xt_register(tgt, dst, 8192);
+    xt_register(ini, src, 8192);
+    xt_md_exchange(tgt, XFER_MD_ALL, ini);
+    XT_STATUS_FATAL(xfer_backend_find(ini, "uds", &b), XFER_OK);
+    XT_STATUS(xfer_backend_state(b, state, sizeof state), XFER_OK);
+    XT_CHECK(strstr(state, "peers: 0 via shm, 0 via cma, 0 via socket"),
+             "before any transfer: \"%s\"", state);
+    xt_fill(src, 8192, seed);
+    XT_STATUS_FATAL(xfer_req_create(ini, XFER_OP_WRITE, &ll, &rl, tname, NULL,
+                                    &req), XFER_OK);
+    xt_req_defer(req);
+    for (int i = 0; i < 10 && strcmp(state, want) != 0; i++) {
+        XT_STATUS_FATAL(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+        XT_STATUS(xfer_backend_state(b, state, sizeof state), XFER_OK);
+    }
+    XT_CHECK(strcmp(state, want) == 0, "%s: state \"%s\", want \"%s\"",
+             ini_spec, state, want);
+    XT_CHECK(xt_check(dst, 8192, seed) < 0, "data did not arrive");
+    XT_STATUS(xt_req_release(req), XFER_OK);
+    /* The target opened no connection: it has no peers of its own. */
+    XT_STATUS_FATAL(xfer_backend_find(tgt, "uds", &b), XFER_OK);
+    XT_STATUS(xfer_backend_state(b, state, sizeof state), XFER_OK);
+    CU_ASSERT_STRING_EQUAL(state, "mode=auto; peers: 0 via shm, 0 via cma, "
+                                  "0 via socket");
+    xt_agent_destroy(ini);
+    xt_agent_destroy(tgt);
+}
+
+/* One process: the kernel always lets it copy from itself. */
+static void test_state_cma(void)
+{
+    state_after_writes("uds", 0, "mode=auto; peers: 0 via shm, 1 via cma, "
+                                 "0 via socket");
+}
+
+static void test_state_shm(void)
+{
+    state_after_writes("uds", 1, "mode=auto; peers: 1 via shm, 0 via cma, "
+                                 "0 via socket");
+}
+
+static void test_state_socket(void)
+{
+    state_after_writes("uds:mode=socket", 1, "mode=socket; peers: 0 via "
+                                             "shm, 0 via cma, 1 via socket");
 }
 
 /* ---- a filesystem socket path ---------------------------------------------------- */
@@ -485,12 +671,17 @@ static const xt_test_t host_tests[] = {
     XT_TEST(test_other_hostname),
     XT_TEST(test_mem_alloc),
     XT_TEST(test_fs_path),
+    XT_TEST(test_probe_matches),
+    XT_TEST(test_state_cma),
+    XT_TEST(test_state_shm),
+    XT_TEST(test_state_socket),
     XT_END,
 };
 static const xt_test_t process_tests[] = {
     XT_TEST(test_dead_target),
     XT_TEST(test_eperm_fallback),
     XT_TEST(test_eperm_forced_cma),
+    XT_TEST(test_probe_refused),
     XT_END,
 };
 

@@ -1,7 +1,8 @@
 #!/bin/sh
 # test-xfer-info.sh - xfer-info lists the tcp plugin with its parameters,
-# shows why each broken test plugin failed to load, and exits as its
-# --help says.
+# shows what plugins say about this host (uds: whether the kernel allows
+# cross-process copies), why each broken test plugin failed to load, and
+# exits as its --help says.
 set -u
 
 top=${abs_top_builddir:-$(pwd)}
@@ -38,6 +39,51 @@ grep -Eq '^ +port +uint +0 +\[0, 65535\] ' "$dir/tcp-block" ||
 grep -Eq 'capabilities:.*' "$dir/tcp-block" || fail "tcp shows no capabilities"
 grep -Eq '^ptest [^ ]+ \(ABI 1\.[0-9]+\)$' "$dir/all" ||
     fail "the ptest test plugin is not listed as loaded"
+
+# State lines (backend ABI minor 2): a plugin with a probe has one, one
+# built for an older minor loads without it.
+awk '/^ptest /{f=1} f && /^$/{exit} f' "$dir/all" >"$dir/ptest-block"
+grep -q '^  state: in-process loopback: always available$' \
+    "$dir/ptest-block" || fail "ptest shows no state line"
+grep -Eq '^oldminor [^ ]+ \(ABI 1\.1\)$' "$dir/all" ||
+    fail "oldminor (ABI minor 1) is not listed as loaded"
+awk '/^oldminor /{f=1} f && /^$/{exit} f' "$dir/all" >"$dir/old-block"
+if grep -q 'state:' "$dir/old-block"; then
+    fail "oldminor shows a state it cannot have"
+fi
+if grep -q 'state:' "$dir/tcp-block"; then fail "tcp shows a state"; fi
+
+# uds: the verdict on cross-process copies (CMA) must be what the kernel
+# does here.  Yama's ptrace_scope and our CAP_SYS_PTRACE decide it where
+# no seccomp filter may refuse process_vm_readv on its own; with one, the
+# line must still give a verdict.  (tests/system/test-uds checks the
+# verdict against a real process_vm_readv.)
+if [ -f "$top/plugins/uds/xfer_uds.la" ]; then
+    awk '/^uds /{f=1} f && /^$/{exit} f' "$dir/all" >"$dir/uds-block"
+    grep '^  state: ' "$dir/uds-block" >"$dir/uds-state" ||
+        fail "uds shows no state line"
+    scope_file=/proc/sys/kernel/yama/ptrace_scope
+    if [ -r "$scope_file" ]; then
+        scope=$(cat "$scope_file")
+        yama="yama ptrace_scope=$scope"
+    else
+        scope=0
+        yama="no yama"
+    fi
+    capeff=$(awk '/^CapEff:/{print $2}' /proc/self/status)
+    seccomp=$(awk '/^Seccomp:/{print $2}' /proc/self/status)
+    ptracecap=$(( (0x${capeff:-0} >> 19) & 1 ))
+    if [ "$scope" -ge 3 ] || { [ "$scope" -ge 1 ] && [ "$ptracecap" -eq 0 ]; }
+    then
+        want='refused \(EPERM; '"$yama"'\): transfers to peers fall back to the socket'
+    elif [ "${seccomp:-0}" = 0 ]; then
+        want='available \('"$yama"'\)$'
+    else
+        want='(available|refused \([A-Z]+; '"$yama"'\))'
+    fi
+    grep -Eq "^  state: cross-process copy \(CMA\): $want" "$dir/uds-state" ||
+        fail "uds state is not the verdict this host gives (want /$want/)"
+fi
 
 # Every broken plugin: under "failed to load", with its file and reason,
 # and never among the loaded ones.
@@ -78,5 +124,9 @@ grep -q '"tcp"' "$dir/json" || fail "--json does not list tcp"
 grep -q '"port"' "$dir/json" || fail "--json does not list tcp's port"
 grep -q "lacks mandatory op 'progress'" "$dir/json" ||
     fail "--json does not carry load errors"
+grep -q '"state": "in-process loopback: always available"' "$dir/json" ||
+    fail "--json does not carry ptest's state"
+grep -q '"name": "oldminor".*"state": null' "$dir/json" ||
+    fail "--json gives oldminor a state"
 
 echo "PASS: xfer-info"

@@ -1,7 +1,8 @@
 /* test-loader.c - plugins that must not load (wrong ABI major, short
  * table, no symbol, wrong name, missing op) each fail with a sentence
  * naming the plugin, its file and the problem; listing survives them;
- * good plugins still load afterwards. */
+ * good plugins still load afterwards; a plugin from an older ABI minor
+ * loads and its table is never read past its size. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,6 +182,20 @@ static void test_plugin_list(void)
     CU_ASSERT_STRING_EQUAL(p->params[4].type, "size");
     CU_ASSERT_STRING_EQUAL(p->params[5].type, "string");
     CU_ASSERT_STRING_EQUAL(p->params[5].doc, "a string");
+    /* ABI minor 2: the probe's sentence, whole. */
+    XT_CHECK(p->state != NULL &&
+                 strcmp(p->state, "in-process loopback: always available") ==
+                     0,
+             "ptest state \"%s\"", p->state ? p->state : "(null)");
+
+    /* Built before minor 2: loads, says nothing, and the probe lying past
+     * its struct_size is never called. */
+    p = find_info(infos, n, "oldminor");
+    XT_REQUIRE(p != NULL, "oldminor not listed");
+    XT_CHECK(p->error == NULL, "oldminor listed with error \"%s\"", p->error);
+    CU_ASSERT_EQUAL(p->abi_minor, 1);
+    XT_CHECK(p->state == NULL, "oldminor has state \"%s\"",
+             p->state ? p->state : "");
 
     for (size_t i = 0; i < NBROKEN; i++) {
         p = find_info(infos, n, broken[i].name);
@@ -200,6 +215,8 @@ static void test_plugin_list(void)
             XT_CHECK(p->error == NULL, "tcp listed with error \"%s\"",
                      p->error);
             XT_CHECK(p->caps & XFER_CAP_REMOTE, "tcp lacks XFER_CAP_REMOTE");
+            XT_CHECK(p->state == NULL, "tcp has state \"%s\"",
+                     p->state ? p->state : "");
             XT_CHECK(find_info(infos, n, "tcp") == p, "tcp listed twice");
         }
     }
@@ -214,6 +231,34 @@ static void test_plugin_list(void)
         xfer_agent_t *a = xt_agent(xt_name("ld"), "ptest", 0);
 
         (void)a;
+    }
+}
+
+/* xfer_backend_state: the instance's sentence, cut to the buffer. */
+static void test_backend_state(void)
+{
+    xfer_agent_t *a = xt_agent(xt_name("ld"), "ptest:label=hello", 0);
+    xfer_backend_t *b = NULL;
+    char buf[XFER_STATE_MAX];
+
+    XT_STATUS_FATAL(xfer_backend_find(a, "ptest", &b), XFER_OK);
+    XT_STATUS(xfer_backend_state(b, buf, sizeof(buf)), XFER_OK);
+    CU_ASSERT_STRING_EQUAL(buf, "label=hello");
+    XT_STATUS(xfer_backend_state(b, buf, 4), XFER_OK);
+    CU_ASSERT_STRING_EQUAL(buf, "lab");
+    XT_STATUS(xfer_backend_state(b, buf, 1), XFER_OK);
+    CU_ASSERT_STRING_EQUAL(buf, "");
+    XT_STATUS(xfer_backend_state(b, buf, 0), XFER_ERR_INVALID);
+    XT_STATUS(xfer_backend_state(b, NULL, 8), XFER_ERR_INVALID);
+    XT_STATUS(xfer_backend_state(NULL, buf, sizeof(buf)), XFER_ERR_INVALID);
+    if (XT_HAVE_TCP) {
+        /* A plugin without the op: refused with a sentence naming it. */
+        XT_STATUS_FATAL(xfer_backend_add(a, "tcp", &b), XFER_OK);
+        strcpy(buf, "stale");
+        XT_STATUS(xfer_backend_state(b, buf, sizeof(buf)),
+                  XFER_ERR_NOT_SUPPORTED);
+        XT_ERR_HAS("'tcp'", "no state");
+        CU_ASSERT_STRING_EQUAL(buf, "");
     }
 }
 
@@ -235,6 +280,7 @@ static const xt_test_t tests[] = {
     XT_TEST(test_search_path),
     XT_TEST(test_plugin_list),
     XT_TEST(test_plugin_list_args),
+    XT_TEST(test_backend_state),
     XT_END
 };
 
