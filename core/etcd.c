@@ -18,11 +18,11 @@
 #include <curl/curl.h>
 
 #include "core/base64.h"
+#include "core/etcd-http.h"
 
 #define ETCD_DEFAULT_NS "/xfer/agents/"
 #define ETCD_DEFAULT_TTL 10
 #define ETCD_MIN_TTL 2              /* etcd's own floor with default timing */
-#define ETCD_MAX_ENDPOINTS 16
 #define ETCD_CALL_MS 1000           /* one call made by the agent's threads */
 #define ETCD_RETRY_MS 500           /* after a failure, try again this soon */
 #define ETCD_POLL_MS 100            /* a blocking fetch looks this often */
@@ -36,9 +36,7 @@ typedef struct follow {
 
 struct xfer__etcd {
     xfer_agent_t *agent;
-    char *eps[ETCD_MAX_ENDPOINTS];
-    size_t neps;
-    atomic_size_t cur;              /* the endpoint that answered last */
+    xfer__etcd_http_t http;         /* endpoints; stop aborts its calls */
     char *ns, *ns_end;              /* prefix and its range end */
     char *key;                      /* ns + agent name */
     unsigned ttl_s;
@@ -64,202 +62,17 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* ---- JSON helpers ------------------------------------------------------------ */
-
-/* A base64 field decoded into a NUL-terminated malloc'd buffer. */
-static char *unb64(json_t *j, size_t *len)
-{
-    const char *s = json_string_value(j);
-    size_t cap;
-    char *out;
-    long n;
-
-    if (s == NULL)
-        return NULL;
-    cap = strlen(s) / 4 * 3 + 3;
-    out = malloc(cap + 1);
-    if (out == NULL)
-        return NULL;
-    n = xfer__b64_decode(s, out, cap);
-    if (n < 0) {
-        free(out);
-        return NULL;
-    }
-    out[n] = '\0';
-    *len = (size_t)n;
-    return out;
-}
-
-/* etcd's gateway writes 64-bit integers as strings. */
-static int64_t jint(json_t *j)
-{
-    if (json_is_integer(j))
-        return (int64_t)json_integer_value(j);
-    if (json_is_string(j))
-        return strtoll(json_string_value(j), NULL, 10);
-    return 0;
-}
-
-static json_t *jid(int64_t v)
-{
-    char buf[32];
-
-    snprintf(buf, sizeof(buf), "%" PRId64, v);
-    return json_string(buf);
-}
-
-/* ---- HTTP -------------------------------------------------------------------- */
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-
-static void curl_init_once(void)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-typedef struct hbuf {
-    char *p;
-    size_t len, cap;
-    bool over;
-} hbuf_t;
-
-static size_t hbuf_write(char *ptr, size_t sz, size_t n, void *ud)
-{
-    hbuf_t *b = ud;
-    size_t add = sz * n;
-
-    if (b->len + add > ETCD_BODY_MAX) {
-        b->over = true;
-        return 0;
-    }
-    if (b->len + add + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        char *p;
-
-        while (cap < b->len + add + 1)
-            cap *= 2;
-        p = realloc(b->p, cap);
-        if (p == NULL)
-            return 0;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, ptr, add);
-    b->len += add;
-    b->p[b->len] = '\0';
-    return add;
-}
-
-static int abort_cb(void *ud, curl_off_t a, curl_off_t b, curl_off_t c,
-                    curl_off_t d)
-{
-    xfer__etcd_t *e = ud;
-
-    (void)a, (void)b, (void)c, (void)d;
-    return atomic_load(&e->stop) ? 1 : 0;
-}
-
-static void easy_common(xfer__etcd_t *e, CURL *h, const char *url,
-                        const char *body, struct curl_slist *hdrs,
-                        char *errbuf)
-{
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    /* The endpoints are named explicitly: never through a proxy. */
-    curl_easy_setopt(h, CURLOPT_PROXY, "");
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, abort_cb);
-    curl_easy_setopt(h, CURLOPT_XFERINFODATA, e);
-    errbuf[0] = '\0';
-}
-
-/* POST body to path on the first endpoint that answers, starting with
- * the one that answered last.  On XFER_OK *resp is the parsed answer. */
+/* POST body to path on the first endpoint that answers (etcd-http.c);
+ * a failure becomes this thread's error. */
 static xfer_status_t etcd_call(xfer__etcd_t *e, const char *path,
                                json_t *body, unsigned timeout_ms,
                                json_t **resp)
 {
-    char *text = json_dumps(body, JSON_COMPACT);
-    struct curl_slist *hdrs;
-    size_t start = atomic_load(&e->cur);
-    CURLcode last = CURLE_OK;
-    char errbuf[CURL_ERROR_SIZE], lasterr[CURL_ERROR_SIZE] = "";
-    const char *lastep = e->eps[0];
-    xfer_status_t st;
+    xfer__etcd_http_err_t err;
+    xfer_status_t st = xfer__etcd_http_call(&e->http, path, body, timeout_ms,
+                                            resp, &err);
 
-    *resp = NULL;
-    if (text == NULL)
-        return xfer__err(XFER_ERR_NOMEM, "out of memory");
-    hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-    for (size_t k = 0; k < e->neps; k++) {
-        size_t i = (start + k) % e->neps;
-        char url[512];
-        hbuf_t b = {0};
-        CURL *h = curl_easy_init();
-        long code = 0;
-        CURLcode rc;
-        json_t *j, *err;
-
-        if (h == NULL || hdrs == NULL) {
-            curl_easy_cleanup(h);
-            st = xfer__err(XFER_ERR_NOMEM, "out of memory");
-            goto out;
-        }
-        snprintf(url, sizeof(url), "%s%s", e->eps[i], path);
-        easy_common(e, h, url, text, hdrs, errbuf);
-        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
-                         (long)(timeout_ms < 1000 ? timeout_ms : 1000));
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, hbuf_write);
-        curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-        rc = curl_easy_perform(h);
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-        curl_easy_cleanup(h);
-        if (rc != CURLE_OK && !b.over) {
-            free(b.p);
-            last = rc;
-            lastep = e->eps[i];
-            snprintf(lasterr, sizeof(lasterr), "%s",
-                     errbuf[0] ? errbuf : curl_easy_strerror(rc));
-            if (rc == CURLE_ABORTED_BY_CALLBACK)
-                break;
-            continue;
-        }
-        /* It answered: what it said is the answer, no failing over. */
-        atomic_store(&e->cur, i);
-        if (b.over) {
-            free(b.p);
-            st = xfer__err(XFER_ERR_BACKEND, "etcd at %s: answer larger than "
-                           "%zu bytes", e->eps[i], ETCD_BODY_MAX);
-            goto out;
-        }
-        j = b.p ? json_loadb(b.p, b.len, 0, NULL) : NULL;
-        free(b.p);
-        err = json_object_get(j, "error");
-        if (!json_is_object(j) || code != 200 || err != NULL) {
-            st = xfer__err(XFER_ERR_BACKEND, "etcd at %s%s: %s (HTTP %ld)",
-                           e->eps[i], path, json_is_string(err) ?
-                           json_string_value(err) : "unexpected answer",
-                           code);
-            json_decref(j);
-            goto out;
-        }
-        *resp = j;
-        st = XFER_OK;
-        goto out;
-    }
-    st = xfer__err(last == CURLE_OPERATION_TIMEDOUT ? XFER_ERR_TIMEOUT
-                                                    : XFER_ERR_BACKEND,
-                   "etcd unreachable: %s: %s%s", lastep, lasterr,
-                   e->neps > 1 ? " (every endpoint tried)" : "");
-out:
-    curl_slist_free_all(hdrs);
-    free(text);
-    return st;
+    return st == XFER_OK ? XFER_OK : xfer__err(st, "%s", err.msg);
 }
 
 /* ---- following peers ------------------------------------------------------------ */
@@ -346,7 +159,7 @@ static void peer_kill(xfer__etcd_t *e, const char *name, const char *why)
 static void peer_apply(xfer__etcd_t *e, const char *name, json_t *value)
 {
     size_t len = 0;
-    char *blob = unb64(value, &len);
+    char *blob = xfer__etcd_unb64(value, &len);
 
     if (blob == NULL) {
         xfer__log(XFER_LOG_WARN, "etcd", "agent %s: the value of '%s%s' is "
@@ -388,7 +201,7 @@ static xfer_status_t fetch_once(xfer__etcd_t *e, const char *name,
         return xfer__err(XFER_ERR_NOT_FOUND, "agent '%s' is not published in "
                          "etcd (no key '%s%s')", name, e->ns, name);
     }
-    blob = unb64(json_object_get(kv, "value"), &len);
+    blob = xfer__etcd_unb64(json_object_get(kv, "value"), &len);
     json_decref(resp);
     if (blob == NULL)
         return xfer__err(XFER_ERR_INVALID, "etcd key '%s%s' holds no base64 "
@@ -411,7 +224,7 @@ static xfer_status_t lease_grant(xfer__etcd_t *e, int64_t *id)
     json_decref(body);
     if (st != XFER_OK)
         return st;
-    *id = jint(json_object_get(resp, "ID"));
+    *id = xfer__etcd_jint(json_object_get(resp, "ID"));
     json_decref(resp);
     if (*id == 0)
         return xfer__err(XFER_ERR_BACKEND, "etcd granted no lease");
@@ -421,7 +234,7 @@ static xfer_status_t lease_grant(xfer__etcd_t *e, int64_t *id)
 /* XFER_ERR_NOT_FOUND: the lease is gone (expired, or etcd lost it). */
 static xfer_status_t lease_keepalive(xfer__etcd_t *e, int64_t id)
 {
-    json_t *body = json_pack("{s:o}", "ID", jid(id)), *resp;
+    json_t *body = json_pack("{s:o}", "ID", xfer__etcd_jid(id)), *resp;
     xfer_status_t st = etcd_call(e, "/v3/lease/keepalive", body, ETCD_CALL_MS,
                                  &resp);
     int64_t ttl;
@@ -429,7 +242,8 @@ static xfer_status_t lease_keepalive(xfer__etcd_t *e, int64_t id)
     json_decref(body);
     if (st != XFER_OK)
         return st;
-    ttl = jint(json_object_get(json_object_get(resp, "result"), "TTL"));
+    ttl = xfer__etcd_jint(json_object_get(json_object_get(resp, "result"),
+                                          "TTL"));
     json_decref(resp);
     return ttl > 0 ? XFER_OK
                    : xfer__err(XFER_ERR_NOT_FOUND, "lease %" PRId64 " expired",
@@ -448,7 +262,8 @@ static xfer_status_t publish(xfer__etcd_t *e, int64_t lease)
         return st;
     body = json_pack("{s:o,s:o,s:o}",
                      "key", xfer__b64_json(e->key, strlen(e->key)),
-                     "value", xfer__b64_json(blob, len), "lease", jid(lease));
+                     "value", xfer__b64_json(blob, len),
+                     "lease", xfer__etcd_jid(lease));
     free(blob);
     if (body == NULL)
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
@@ -596,7 +411,7 @@ static void *lease_main(void *arg)
 
 typedef struct wstate {
     xfer__etcd_t *e;
-    hbuf_t line;
+    xfer__etcd_hbuf_t line;
     int64_t *last_rev;
     bool bad;
 } wstate_t;
@@ -610,7 +425,7 @@ static void watch_events(xfer__etcd_t *e, json_t *events)
         json_t *kv = json_object_get(ev, "kv");
         json_t *type = json_object_get(ev, "type");
         size_t klen = 0;
-        char *key = unb64(json_object_get(kv, "key"), &klen);
+        char *key = xfer__etcd_unb64(json_object_get(kv, "key"), &klen);
         const char *name = key ? key_name(e, key) : NULL;
 
         if (name == NULL || strlen(name) != klen - strlen(e->ns)) {
@@ -644,8 +459,8 @@ static int watch_message(wstate_t *w, const char *text, size_t len)
                   w->e->agent->name, text);
         rc = -1;
     } else {
-        rev = jint(json_object_get(json_object_get(res, "header"),
-                                   "revision"));
+        rev = xfer__etcd_jint(json_object_get(json_object_get(res, "header"),
+                                              "revision"));
         watch_events(w->e, json_object_get(res, "events"));
         if (rev > *w->last_rev)
             *w->last_rev = rev;
@@ -662,7 +477,7 @@ static size_t watch_write(char *ptr, size_t sz, size_t n, void *ud)
     size_t add = sz * n, start = 0;
     char *nl;
 
-    if (hbuf_write(ptr, sz, n, &w->line) != add) {
+    if (xfer__etcd_hbuf_write(ptr, sz, n, &w->line) != add) {
         w->bad = true;
         return 0;
     }
@@ -702,12 +517,13 @@ static xfer_status_t resync(xfer__etcd_t *e, int64_t *last_rev, int64_t *rev)
     json_decref(body);
     if (st != XFER_OK)
         return st;
-    *rev = jint(json_object_get(json_object_get(resp, "header"), "revision"));
+    *rev = xfer__etcd_jint(json_object_get(json_object_get(resp, "header"),
+                                           "revision"));
     kvs = json_object_get(resp, "kvs");
     seen = calloc(json_array_size(kvs) + 1, sizeof(*seen));
     json_array_foreach(kvs, i, kv) {
         size_t klen = 0;
-        char *key = unb64(json_object_get(kv, "key"), &klen);
+        char *key = xfer__etcd_unb64(json_object_get(kv, "key"), &klen);
         const char *name = key ? key_name(e, key) : NULL;
 
         if (name != NULL && strcmp(name, e->agent->name) != 0 &&
@@ -752,21 +568,22 @@ static void watch_stream(xfer__etcd_t *e, int64_t from, int64_t *last_rev)
     json_t *body = json_pack("{s:{s:o,s:o,s:o}}", "create_request", "key",
                              xfer__b64_json(e->ns, strlen(e->ns)), "range_end",
                              xfer__b64_json(e->ns_end, strlen(e->ns_end)),
-                             "start_revision", jid(from));
+                             "start_revision", xfer__etcd_jid(from));
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: "
                                                 "application/json");
-    size_t i = atomic_load(&e->cur);
+    size_t i = atomic_load(&e->http.cur);
     char url[512], errbuf[CURL_ERROR_SIZE];
-    wstate_t w = {.e = e, .last_rev = last_rev};
+    wstate_t w = {.e = e, .line = {.max = ETCD_BODY_MAX},
+                  .last_rev = last_rev};
     CURL *h = curl_easy_init();
     int running = 1;
 
     json_decref(body);
     if (text == NULL || hdrs == NULL || h == NULL)
         goto out;
-    snprintf(url, sizeof(url), "%s/v3/watch", e->eps[i]);
-    easy_common(e, h, url, text, hdrs, errbuf);
+    snprintf(url, sizeof(url), "%s/v3/watch", e->http.eps[i]);
+    xfer__etcd_http_easy(&e->http, h, url, text, hdrs, errbuf);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)ETCD_CALL_MS);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPIDLE, 2L);
@@ -820,48 +637,9 @@ static void *watch_main(void *arg)
 
 /* ---- lifetime ------------------------------------------------------------------ */
 
-static xfer_status_t parse_endpoints(xfer__etcd_t *e, const char *list)
-{
-    const char *p = list;
-
-    while (*p) {
-        const char *end = strchr(p, ',');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
-
-        while (n > 0 && (*p == ' ' || *p == '\t'))
-            p++, n--;
-        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '/'))
-            n--;
-        if (n > 0) {
-            if (e->neps == ETCD_MAX_ENDPOINTS)
-                return xfer__err(XFER_ERR_INVALID, "etcd endpoints: more than "
-                                 "%d", ETCD_MAX_ENDPOINTS);
-            if ((n < 8 || strncmp(p, "http://", 7) != 0) &&
-                (n < 9 || strncmp(p, "https://", 8) != 0))
-                return xfer__err(XFER_ERR_INVALID, "etcd endpoint '%.*s' is "
-                                 "not an http:// or https:// URL", (int)n, p);
-            if (n > 256)
-                return xfer__err(XFER_ERR_INVALID, "etcd endpoint longer than "
-                                 "256 bytes");
-            e->eps[e->neps] = strndup(p, n);
-            if (e->eps[e->neps] == NULL)
-                return xfer__err(XFER_ERR_NOMEM, "out of memory");
-            e->neps++;
-        }
-        if (end == NULL)
-            break;
-        p = end + 1;
-    }
-    if (e->neps == 0)
-        return xfer__err(XFER_ERR_INVALID, "etcd endpoints '%s' name no "
-                         "endpoint", list);
-    return XFER_OK;
-}
-
 static void etcd_free(xfer__etcd_t *e)
 {
-    for (size_t i = 0; i < e->neps; i++)
-        free(e->eps[i]);
+    xfer__etcd_http_fini(&e->http);
     for (size_t i = 0; i < e->nfollow; i++)
         free(e->follow[i].name);
     free(e->follow);
@@ -901,7 +679,7 @@ xfer_status_t xfer__etcd_start(xfer_agent_t *a, const char *endpoints,
         return xfer__err(XFER_ERR_INVALID, "agent option etcd_ttl_s: %u s is "
                          "below etcd's minimum lease TTL of %d s", ttl_s,
                          ETCD_MIN_TTL);
-    pthread_once(&curl_once, curl_init_once);
+    xfer__etcd_http_global_init();
     e = calloc(1, sizeof(*e));
     if (e == NULL)
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
@@ -913,9 +691,17 @@ xfer_status_t xfer__etcd_start(xfer_agent_t *a, const char *endpoints,
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&e->cv, &ca);
     pthread_condattr_destroy(&ca);
-    st = parse_endpoints(e, endpoints);
-    if (st != XFER_OK)
-        goto fail;
+    e->http.body_max = ETCD_BODY_MAX;
+    e->http.stop = &e->stop;
+    {
+        xfer__etcd_http_err_t err;
+
+        st = xfer__etcd_http_endpoints(&e->http, endpoints, &err);
+        if (st != XFER_OK) {
+            st = xfer__err(st, "%s", err.msg);
+            goto fail;
+        }
+    }
     n = strlen(ns);
     e->ns = strdup(ns);
     e->ns_end = strdup(ns);
@@ -964,7 +750,8 @@ void xfer__etcd_stop(xfer__etcd_t *e)
     if (e->lease != 0) {
         /* Revoking deletes our key now, so peers need not wait for the
          * TTL.  Best effort: the lease expires by itself anyway. */
-        json_t *body = json_pack("{s:o}", "ID", jid(e->lease)), *resp = NULL;
+        json_t *body = json_pack("{s:o}", "ID", xfer__etcd_jid(e->lease));
+        json_t *resp = NULL;
 
         atomic_store(&e->stop, false); /* let the call run */
         if (body != NULL &&
