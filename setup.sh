@@ -23,7 +23,7 @@ cd "$top"
 packages="build-essential autoconf automake libtool libltdl-dev pkg-config
 libjansson-dev libcunit1-dev iperf3 procps
 libcurl4-openssl-dev etcd-server curl
-ucx-utils"
+ucx-utils gnuplot-nox"
 # ucx-utils: ucx_perftest, the baseline of bench/compare-uds.sh (not make check).
 missing=
 for p in $packages; do

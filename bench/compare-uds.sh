@@ -33,9 +33,11 @@ ucx() {
     awk '$1 ~ /^[0-9]+$/ && NF >= 8 { v = $6 } END { printf "%.3f", v * 1048576 / 1e9 }' "$out/ucx"
 }
 
-# GB/s of the row for block size $1 in file $2.
-col() {
-    awk -v b="$1" '$1 == b { print $4; exit }' "$2"
+# The column named $3 of xfer-bench's row for block size $1 (bytes) in
+# file $2.
+field() {
+    awk -v b="$1" -v n="$3" '$1 == "block_size" { for (i = 1; i <= NF; i++) if ($i == n) c = i; next }
+        c && $1 == b { print $c; exit }' "$2"
 }
 human() {
     awk -v s="$1" 'BEGIN { u = "BKMGT"; i = 1; while (s >= 1024 && s % 1024 == 0) { s /= 1024; i++ } printf "%d%s", s, (i > 1 ? substr(u, i, 1) : "") }'
@@ -59,8 +61,8 @@ for op in WRITE READ; do
     for s in $sizes; do
         h=$(human "$s")
         u=$(ucx $t "$s")
-        x=$(col "$h" "$out/$op-xfer")
-        c=$(col "$h" "$out/$op-malloc")
+        x=$(field "$s" "$out/$op-xfer" gbps)
+        c=$(field "$s" "$out/$op-malloc" gbps)
         awk -v op=$op -v h=$h -v u="$u" -v x="$x" -v c="$c" 'BEGIN {
             printf "%-6s %-6s %10.3f %10.3f %10.3f %8.2f %8.2f\n", op, h, u, x, c,
                    (u > 0 ? x / u : 0), (u > 0 ? c / u : 0) }'
@@ -76,8 +78,8 @@ for alloc in xfer malloc; do
     ./tools/xfer-bench --backend uds --op WRITE --start-block-size 1M \
         --max-block-size 1M --num-iter 2000 --large-block-iter-factor 1 \
         --alloc $alloc > "$out/m-$alloc"
-    awk -v a=$alloc -v b="$(awk '$1 == "4K" { print $4 }' "$out/b-$alloc")" \
-        -v m="$(awk '$1 == "1M" { print $4 }' "$out/m-$alloc")" 'BEGIN {
+    awk -v a=$alloc -v b="$(field 4096 "$out/b-$alloc" gbps)" \
+        -v m="$(field 1048576 "$out/m-$alloc" gbps)" 'BEGIN {
         printf "%-6s 4Kx256 %.3f GB/s, 1M %.3f GB/s, ratio %.2f\n", a, b, m, b / m }'
 done
 
@@ -86,5 +88,6 @@ echo "== 8-byte WRITE to completion (median and average, us)"
 for alloc in malloc xfer; do
     ./tools/xfer-bench --backend uds --op WRITE --start-block-size 8 \
         --max-block-size 8 --num-iter 100000 --alloc $alloc > "$out/l-$alloc"
-    awk -v a=$alloc '$1 == "8" { printf "%-6s median %s avg %s\n", (a == "xfer" ? "shm" : "cma"), $6, $5 }' "$out/l-$alloc"
+    printf "%-6s median %s avg %s\n" "$([ $alloc = xfer ] && echo shm || echo cma)" \
+        "$(field 8 "$out/l-$alloc" med_xfer_us)" "$(field 8 "$out/l-$alloc" avg_xfer_us)"
 done

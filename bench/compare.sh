@@ -15,9 +15,15 @@ trap 'rm -rf "$out"; kill $srv 2>/dev/null || true' EXIT
 srv=
 
 # The value in column $2 of the first data row after the header line
-# that contains $1 ($3: file).
+# that starts with $1 ($3: file): the raw tools' tables.
 col() {
     awk -v h="$1" -v c="$2" 'f && NF { print $c; exit } index($0, h) == 1 { f = 1 }' "$3"
+}
+
+# The column named $2 of xfer-bench's first row in file $1.
+bench_field() {
+    awk -v n="$2" '$1 == "block_size" { for (i = 1; i <= NF; i++) if ($i == n) c = i; next }
+        c && $1 ~ /^[0-9]+$/ { print $c; exit }' "$1"
 }
 
 echo "== iperf3, single stream, 1 MiB writes, 5 s"
@@ -51,15 +57,15 @@ echo "== xfer-bench tcp WRITE 8 B to completion"
 echo "== post-overhead, prepared WRITE of 1024 descriptors"
 ./bench/post-overhead | tee "$out/post"
 
-w1m=$(col block_size 4 "$out/w1m")
-r1m=$(col block_size 4 "$out/r1m")
+w1m=$(bench_field "$out/w1m" gbps)
+r1m=$(bench_field "$out/r1m" gbps)
 pp_avg=$(col size 3 "$out/pp")
 pp_med=$(col size 2 "$out/pp")
 ppb_avg=$(col size 3 "$out/ppb")
 pps_avg=$(col size 3 "$out/pps")
 rawb=$(col bytes 2 "$out/rawb")
 rawp=$(col bytes 2 "$out/rawp")
-w8=$(col block_size 5 "$out/w8")
+w8=$(bench_field "$out/w8" avg_lat_us)
 post=$(awk '/^xfer_req_post, all descriptors/ { print $4; exit }' "$out/post")
 
 echo

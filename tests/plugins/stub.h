@@ -91,13 +91,17 @@ static XT_UNUSED int stub_progress(xfer_be_t *be)
     XT_STUB_OPS_MINOR(nm, major, XFER_BACKEND_ABI_MINOR, size, progress_op)
 /* The same, claiming an older ABI minor. */
 #define XT_STUB_OPS_MINOR(nm, major, minor, size, progress_op)              \
+    XT_STUB_OPS_CAPS(nm, major, minor, size, progress_op,                   \
+                     XFER_CAP_READ | XFER_CAP_WRITE)
+/* The same, declaring other capabilities. */
+#define XT_STUB_OPS_CAPS(nm, major, minor, size, progress_op, cap_bits)     \
     .hdr = {                                                                \
         .abi_major = (major),                                               \
         .abi_minor = (minor),                                               \
         .struct_size = (size),                                              \
         .name = nm,                                                         \
         .version = "broken-1",                                              \
-        .caps = XFER_CAP_READ | XFER_CAP_WRITE,                             \
+        .caps = (cap_bits),                                                 \
         .mem_types = XFER_MEMBIT(XFER_MEM_DRAM),                            \
     },                                                                      \
     .init = stub_init, .fini = stub_fini, .conn_info = stub_conn_info,      \

@@ -1,0 +1,1010 @@
+/* run.c - one rank's part of a run: for every backend an agent, a
+ * registered buffer and the peers' metadata; for every block and batch
+ * size the measured posts of every initiator thread, timed to
+ * completion.
+ *
+ * Buffers are cut into units of max_block * max_batch bytes.  An
+ * initiator owns targets * threads units (unit k * threads + t for its
+ * k-th target and thread t); a target owns initiators * threads units
+ * (unit s * threads + t for its s-th initiator).  So no two posts ever
+ * touch the same bytes, whatever the scheme.
+ *
+ * --check-consistency talks through the agents themselves: a WRITE
+ * carries the notification "xb w SEED OFF LEN", on which the target
+ * verifies the bytes (notifications arrive after their data) and answers
+ * "xb ok SEED" or "xb bad SEED BYTE"; before a READ the initiator sends
+ * "xb f SEED OFF LEN" and the target fills the bytes, then answers. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "xb.h"
+
+#define NAME_MAX_LEN 128
+#define ADDR_MAX_LEN 128
+#define MSG_LEN 96
+
+struct peer {
+    int rank;
+    char name[NAME_MAX_LEN];
+    char listen[ADDR_MAX_LEN]; /* side-channel listener, "-": none */
+    uint64_t addr, len;        /* its buffer */
+    int slot;                  /* our index among its peers */
+};
+
+/* A reply to a consistency check, waiting for the thread that asked. */
+struct mail {
+    char from[NAME_MAX_LEN];
+    uint64_t seed;
+    long long bad; /* -1: all right; else the first wrong byte */
+};
+
+struct session {
+    const struct xb_opts *o;
+    struct xb_coord *c;
+    size_t bi;                 /* backend index */
+    const char *spec;
+    int initiator;
+    xfer_agent_t *agent;
+    unsigned char *buf;
+    size_t buf_len, unit;
+    xfer_mem_t *mem;
+    struct peer peers[XB_MAX_RANKS];
+    int npeers;
+    /* targets: failures found while serving checks */
+    int serve_failed;
+    /* initiators: replies to checks */
+    pthread_mutex_t mail_lock;
+    struct mail *mail;
+    size_t nmail, mail_cap;
+};
+
+/* ------------------------------------------------------------------ */
+/* Buffers                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Page aligned and touched once, so page faults are not measured. */
+static unsigned char *buffer_alloc(xfer_agent_t *agent, int use_xfer,
+                                   size_t len)
+{
+    void *p = NULL;
+
+    if (use_xfer) {
+        if (xfer_mem_alloc(agent, len, 0, &p) != XFER_OK)
+            return NULL;
+    } else if (posix_memalign(&p, 4096, len) != 0) {
+        return NULL;
+    }
+    memset(p, 0, len);
+    return p;
+}
+
+static void buffer_free(xfer_agent_t *agent, int use_xfer, void *p)
+{
+    if (use_xfer)
+        xfer_mem_free(agent, p);
+    else
+        free(p);
+}
+
+/* ------------------------------------------------------------------ */
+/* Target: serving checks while waiting at barriers                    */
+/* ------------------------------------------------------------------ */
+
+static void reply(struct session *s, const char *to, uint64_t seed,
+                  long long bad)
+{
+    char msg[MSG_LEN];
+    int n;
+    xfer_status_t st;
+
+    if (bad < 0)
+        n = snprintf(msg, sizeof(msg), "xb ok %" PRIu64, seed);
+    else
+        n = snprintf(msg, sizeof(msg), "xb bad %" PRIu64 " %lld", seed, bad);
+    st = xfer_notif_send(s->agent, to, msg, (size_t)n, NULL);
+    if (st != XFER_OK) {
+        xb_fail_xfer(st, "answer a consistency check");
+        s->serve_failed = 1;
+    }
+}
+
+static void target_on_notif(void *arg, const char *from, const void *msg,
+                            size_t len)
+{
+    struct session *s = arg;
+    char text[MSG_LEN], op;
+    unsigned long long seed, off, n;
+
+    if (len >= sizeof(text))
+        return; /* not ours */
+    memcpy(text, msg, len);
+    text[len] = '\0';
+    if (sscanf(text, "xb %c %llu %llu %llu", &op, &seed, &off, &n) != 4 ||
+        (op != 'w' && op != 'f'))
+        return;
+    if (off > s->buf_len || n > s->buf_len - off) {
+        xb_fail("%s asked to check bytes %llu to %llu of a %zu-byte buffer",
+                from, off, off + n, s->buf_len);
+        s->serve_failed = 1;
+        return;
+    }
+    if (op == 'f') {
+        xb_pattern_fill(s->buf + off, (size_t)n, seed);
+        reply(s, from, seed, -1);
+    } else {
+        size_t bad = xb_pattern_check(s->buf + off, (size_t)n, seed);
+
+        reply(s, from, seed, bad == n ? -1 : (long long)bad);
+    }
+}
+
+static int target_idle(void *arg)
+{
+    struct session *s = arg;
+    xfer_status_t st = xfer_notif_drain(s->agent, target_on_notif, s, NULL);
+
+    if (st < 0)
+        return xb_fail_xfer(st, "drain notifications");
+    return s->serve_failed ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Initiator: waiting for the answer to a check                        */
+/* ------------------------------------------------------------------ */
+
+static void initiator_on_notif(void *arg, const char *from, const void *msg,
+                               size_t len)
+{
+    struct session *s = arg;
+    char text[MSG_LEN];
+    unsigned long long seed;
+    long long bad = -1;
+    struct mail *m;
+
+    if (len >= sizeof(text))
+        return;
+    memcpy(text, msg, len);
+    text[len] = '\0';
+    if (sscanf(text, "xb ok %llu", &seed) != 1 &&
+        sscanf(text, "xb bad %llu %lld", &seed, &bad) != 2)
+        return;
+    if (s->nmail == s->mail_cap) {
+        size_t cap = s->mail_cap ? s->mail_cap * 2 : 16;
+        struct mail *p = realloc(s->mail, cap * sizeof(*p));
+
+        if (p == NULL)
+            return; /* the waiter times out with a sentence */
+        s->mail = p;
+        s->mail_cap = cap;
+    }
+    m = &s->mail[s->nmail++];
+    snprintf(m->from, sizeof(m->from), "%s", from);
+    m->seed = seed;
+    m->bad = bad;
+}
+
+/* 0 and *bad (-1: right) once peer answered seed; -1 on failure. */
+static int await_answer(struct session *s, const char *peer, uint64_t seed,
+                        long long *bad)
+{
+    uint64_t deadline = xb_now_ns() + (uint64_t)xb_timeout_ms() * 1000000u;
+    size_t i;
+
+    for (;;) {
+        xfer_status_t st;
+        int found = 0;
+
+        pthread_mutex_lock(&s->mail_lock);
+        st = xfer_notif_drain(s->agent, initiator_on_notif, s, NULL);
+        for (i = 0; i < s->nmail && st >= 0; i++) {
+            if (s->mail[i].seed == seed && strcmp(s->mail[i].from, peer) == 0) {
+                *bad = s->mail[i].bad;
+                s->mail[i] = s->mail[--s->nmail];
+                found = 1;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&s->mail_lock);
+        if (st < 0)
+            return xb_fail_xfer(st, "drain notifications");
+        if (found)
+            return 0;
+        if (xb_now_ns() > deadline)
+            return xb_fail("%s did not answer a consistency check within "
+                           "%d ms", peer, xb_timeout_ms());
+        if (!s->o->progress_thread)
+            xfer_progress(s->agent);
+        else
+            sched_yield();
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Initiator threads                                                   */
+/* ------------------------------------------------------------------ */
+
+struct samples {
+    uint64_t *v;
+    size_t n, cap;
+};
+
+struct thread {
+    struct session *s;
+    pthread_t tid;
+    int id;
+    size_t block, batch;
+    long iters;
+    pthread_barrier_t *start;
+    uint64_t *t_start;   /* written by thread 0 after the start barrier */
+    int *failed;         /* some thread failed before the start */
+    struct rusage *ru_start;
+    uint64_t t_end;
+    struct samples prep, post, xfer;
+    int rc;
+    /* per target */
+    xfer_req_t *req[XB_MAX_RANKS];
+    xfer_prep_t *lprep[XB_MAX_RANKS], *rprep[XB_MAX_RANKS];
+    xfer_desc_t *ldescs, *rdescs;
+    size_t *idx;
+};
+
+static int sample_add(struct samples *sm, uint64_t v)
+{
+    if (sm->n == sm->cap) {
+        size_t cap = sm->cap ? sm->cap * 2 : 64;
+        uint64_t *p = realloc(sm->v, cap * sizeof(*p));
+
+        if (p == NULL)
+            return xb_fail("out of memory for timing samples");
+        sm->v = p;
+        sm->cap = cap;
+    }
+    sm->v[sm->n++] = v;
+    return 0;
+}
+
+static size_t local_off(const struct thread *t, int k)
+{
+    return ((size_t)k * (size_t)t->s->o->threads + (size_t)t->id) *
+           t->s->unit;
+}
+
+static size_t remote_off(const struct thread *t, int k)
+{
+    return ((size_t)t->s->peers[k].slot * (size_t)t->s->o->threads +
+            (size_t)t->id) * t->s->unit;
+}
+
+static xfer_dlist_t dlist(const xfer_desc_t *d, size_t n)
+{
+    xfer_dlist_t l = { XFER_MEM_DRAM, n, d };
+
+    return l;
+}
+
+/* The descriptors of target k: block i of this thread's units. */
+static void fill_descs(struct thread *t, int k)
+{
+    struct session *s = t->s;
+    size_t i;
+
+    for (i = 0; i < t->batch; i++) {
+        t->ldescs[i] = (xfer_desc_t){
+            (uintptr_t)(s->buf + local_off(t, k) + i * t->block), t->block,
+            0 };
+        t->rdescs[i] = (xfer_desc_t){
+            (uintptr_t)(s->peers[k].addr + remote_off(t, k) + i * t->block),
+            t->block, 0 };
+    }
+}
+
+static int create_reqs(struct thread *t)
+{
+    struct session *s = t->s;
+    xfer_req_opts_t ropts;
+    xfer_status_t st;
+    int k;
+
+    xfer_req_opts_init(&ropts);
+    for (k = 0; k < s->npeers; k++) {
+        if (s->o->prepared) {
+            st = xfer_req_create_prepped(s->agent, s->o->op, t->lprep[k],
+                                         t->idx, t->rprep[k], t->idx,
+                                         t->batch, &ropts, &t->req[k]);
+        } else {
+            xfer_dlist_t l, r;
+
+            fill_descs(t, k);
+            l = dlist(t->ldescs, t->batch);
+            r = dlist(t->rdescs, t->batch);
+            st = xfer_req_create(s->agent, s->o->op, &l, &r,
+                                 s->peers[k].name, &ropts, &t->req[k]);
+        }
+        if (st != XFER_OK)
+            return xb_fail_xfer(st, "create request");
+    }
+    return 0;
+}
+
+static int release_reqs(struct thread *t)
+{
+    xfer_status_t st;
+    int k, rc = 0;
+
+    for (k = 0; k < t->s->npeers; k++) {
+        if (t->req[k] != NULL && (st = xfer_req_release(t->req[k])) !=
+            XFER_OK && rc == 0)
+            rc = xb_fail_xfer(st, "release request");
+        t->req[k] = NULL;
+    }
+    return rc;
+}
+
+static int prepare_lists(struct thread *t)
+{
+    struct session *s = t->s;
+    xfer_status_t st;
+    xfer_dlist_t l, r;
+    int k;
+
+    for (k = 0; k < s->npeers; k++) {
+        fill_descs(t, k);
+        l = dlist(t->ldescs, t->batch);
+        r = dlist(t->rdescs, t->batch);
+        if ((st = xfer_prep_create(s->agent, NULL, &l, &t->lprep[k])) !=
+            XFER_OK)
+            return xb_fail_xfer(st, "prepare local list");
+        if ((st = xfer_prep_create(s->agent, s->peers[k].name, &r,
+                                   &t->rprep[k])) != XFER_OK)
+            return xb_fail_xfer(st, "prepare remote list");
+    }
+    return 0;
+}
+
+static void release_lists(struct thread *t)
+{
+    int k;
+
+    for (k = 0; k < t->s->npeers; k++) {
+        if (t->lprep[k] != NULL)
+            xfer_prep_release(t->lprep[k]);
+        if (t->rprep[k] != NULL)
+            xfer_prep_release(t->rprep[k]);
+        t->lprep[k] = t->rprep[k] = NULL;
+    }
+}
+
+static const char *op_name(xfer_op_t op)
+{
+    return op == XFER_OP_WRITE ? "WRITE" : "READ";
+}
+
+/* One iteration: a post to every target, all waited to completion. */
+static int iterate(struct thread *t, long iter, int measured)
+{
+    struct session *s = t->s;
+    const struct xb_opts *o = s->o;
+    size_t len = t->block * t->batch;
+    char notif[XB_MAX_RANKS][MSG_LEN];
+    size_t nlen[XB_MAX_RANKS];
+    uint64_t seed = xb_pattern_seed(t->block, t->batch, iter, t->id);
+    uint64_t t0, t1, t2;
+    xfer_status_t st[XB_MAX_RANKS];
+    long long bad;
+    int k, pending;
+
+    if (o->recreate || t->req[0] == NULL) {
+        t0 = xb_now_ns();
+        if (create_reqs(t))
+            return -1;
+        /* A request made once is timed once, warmup or not. */
+        if ((measured || !o->recreate) &&
+            sample_add(&t->prep, xb_now_ns() - t0))
+            return -1;
+    }
+    for (k = 0; k < s->npeers; k++) {
+        nlen[k] = 0;
+        if (!o->check)
+            continue;
+        if (o->op == XFER_OP_WRITE) {
+            xb_pattern_fill(s->buf + local_off(t, k), len, seed + (uint64_t)k);
+            nlen[k] = (size_t)snprintf(notif[k], MSG_LEN,
+                                       "xb w %" PRIu64 " %zu %zu",
+                                       seed + (uint64_t)k, remote_off(t, k),
+                                       len);
+            continue;
+        }
+        /* READ: the target fills first; zeroes here catch a READ that
+         * moved nothing. */
+        nlen[k] = (size_t)snprintf(notif[k], MSG_LEN,
+                                   "xb f %" PRIu64 " %zu %zu",
+                                   seed + (uint64_t)k, remote_off(t, k), len);
+        st[0] = xfer_notif_send(s->agent, s->peers[k].name, notif[k],
+                                nlen[k], NULL);
+        if (st[0] != XFER_OK)
+            return xb_fail_xfer(st[0], "ask for a fill");
+        if (await_answer(s, s->peers[k].name, seed + (uint64_t)k, &bad))
+            return -1;
+        memset(s->buf + local_off(t, k), 0, len);
+        nlen[k] = 0;
+    }
+
+    t0 = xb_now_ns();
+    for (k = 0; k < s->npeers; k++)
+        st[k] = xfer_req_post(t->req[k], nlen[k] ? notif[k] : NULL, nlen[k]);
+    t1 = xb_now_ns();
+    do {
+        pending = 0;
+        for (k = 0; k < s->npeers; k++) {
+            if (st[k] == XFER_IN_PROG)
+                st[k] = xfer_req_status(t->req[k]);
+            if (st[k] == XFER_IN_PROG)
+                pending = 1;
+            else if (st[k] != XFER_OK)
+                return xb_fail_xfer(st[k], op_name(o->op));
+        }
+    } while (pending);
+    t2 = xb_now_ns();
+    if (measured && (sample_add(&t->post, t1 - t0) ||
+                     sample_add(&t->xfer, t2 - t0)))
+        return -1;
+
+    for (k = 0; o->check && k < s->npeers; k++) {
+        uint64_t sk = seed + (uint64_t)k;
+
+        if (o->op == XFER_OP_WRITE) {
+            if (await_answer(s, s->peers[k].name, sk, &bad))
+                return -1;
+        } else {
+            size_t b = xb_pattern_check(s->buf + local_off(t, k), len, sk);
+
+            bad = b == len ? -1 : (long long)b;
+        }
+        if (bad >= 0)
+            return xb_fail("%s block %zu batch %zu thread %d %s %ld: data "
+                           "wrong at byte %lld of %zu (%s %s)",
+                           s->spec, t->block, t->batch, t->id,
+                           iter < 0 ? "warmup post" : "post",
+                           iter < 0 ? iter + xb_warmup_for(o, t->block)
+                                    : iter, bad, len,
+                           op_name(o->op),
+                           o->op == XFER_OP_WRITE ? "checked at the target"
+                                                  : "checked here");
+    }
+    if (o->recreate && release_reqs(t))
+        return -1;
+    return 0;
+}
+
+static void *thread_main(void *arg)
+{
+    struct thread *t = arg;
+    long i;
+    int ok = 1;
+
+    t->rc = -1;
+    if (t->s->o->prepared && prepare_lists(t))
+        ok = 0;
+    for (i = -xb_warmup_for(t->s->o, t->block); ok && i < 0; i++)
+        if (iterate(t, i, 0))
+            ok = 0;
+    /* Every thread reaches the start line, failed or not, so none waits
+     * forever; after it they all know whether to go on. */
+    if (!ok)
+        __atomic_store_n(t->failed, 1, __ATOMIC_SEQ_CST);
+    pthread_barrier_wait(t->start);
+    if (__atomic_load_n(t->failed, __ATOMIC_SEQ_CST))
+        goto out;
+    if (t->id == 0) {
+        getrusage(RUSAGE_SELF, t->ru_start);
+        *t->t_start = xb_now_ns();
+    }
+    for (i = 0; i < t->iters; i++)
+        if (iterate(t, i, 1))
+            goto out;
+    t->t_end = xb_now_ns();
+    t->rc = ok ? 0 : -1;
+out:
+    if (release_reqs(t))
+        t->rc = -1;
+    release_lists(t);
+    return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Merge the threads' samples of one kind into avg and p99 (µs). */
+static struct xb_stat merge(struct thread *th, long n, size_t off)
+{
+    struct xb_stat r = { 0, 0, 0 };
+    size_t total = 0, k = 0, i;
+    uint64_t *all;
+    double sum = 0;
+    long t;
+
+    for (t = 0; t < n; t++)
+        total += ((struct samples *)((char *)&th[t] + off))->n;
+    if (total == 0 || (all = malloc(total * sizeof(*all))) == NULL)
+        return r;
+    for (t = 0; t < n; t++) {
+        struct samples *sm = (struct samples *)((char *)&th[t] + off);
+
+        for (i = 0; i < sm->n; i++) {
+            all[k++] = sm->v[i];
+            sum += (double)sm->v[i];
+        }
+    }
+    qsort(all, total, sizeof(*all), cmp_u64);
+    r.avg_us = sum / (double)total / 1e3;
+    r.p50_us = (double)all[(total + 1) / 2 - 1] / 1e3;
+    i = (total * 99 + 99) / 100; /* the 99th percentile, nearest rank */
+    r.p99_us = (double)all[(i > 0 ? i : 1) - 1] / 1e3;
+    free(all);
+    return r;
+}
+
+static double cpu_seconds(const struct rusage *ru)
+{
+    return (double)ru->ru_utime.tv_sec + (double)ru->ru_utime.tv_usec / 1e6 +
+           (double)ru->ru_stime.tv_sec + (double)ru->ru_stime.tv_usec / 1e6;
+}
+
+/* One point of the sweep on this initiator: its threads, their samples. */
+static int run_point(struct session *s, size_t block, size_t batch,
+                     struct xb_result *res)
+{
+    const struct xb_opts *o = s->o;
+    long n = o->threads, t, started = 0;
+    struct thread *th = calloc((size_t)n, sizeof(*th));
+    pthread_barrier_t start;
+    struct rusage ru0, ru1;
+    uint64_t t_start = 0, t_end = 0;
+    int rc = -1, failed = 0;
+
+    memset(res, 0, sizeof(*res));
+    if (th == NULL)
+        return xb_fail("out of memory for %ld threads", n);
+    pthread_barrier_init(&start, NULL, (unsigned)n);
+    for (t = 0; t < n; t++) {
+        struct thread *x = &th[t];
+        size_t i;
+
+        x->s = s;
+        x->id = (int)t;
+        x->block = block;
+        x->batch = batch;
+        x->iters = xb_iters_for(o, block);
+        x->start = &start;
+        x->t_start = &t_start;
+        x->failed = &failed;
+        x->ru_start = &ru0;
+        x->ldescs = calloc(batch, sizeof(*x->ldescs));
+        x->rdescs = calloc(batch, sizeof(*x->rdescs));
+        x->idx = calloc(batch, sizeof(*x->idx));
+        if (x->ldescs == NULL || x->rdescs == NULL || x->idx == NULL) {
+            xb_fail("out of memory for %zu descriptors", batch);
+            goto out;
+        }
+        for (i = 0; i < batch; i++)
+            x->idx[i] = i;
+    }
+    for (t = 0; t < n; t++, started++)
+        if (pthread_create(&th[t].tid, NULL, thread_main, &th[t]) != 0) {
+            xb_fail("cannot start initiator thread %ld", t);
+            break;
+        }
+    if (started < n) {
+        /* Threads that started wait at the barrier for ones that never
+         * will: this cannot be undone cleanly, so end the process. */
+        fprintf(stderr, "xfer-bench: %s\n", xb_error());
+        exit(1);
+    }
+    rc = 0;
+    for (t = 0; t < n; t++) {
+        pthread_join(th[t].tid, NULL);
+        if (th[t].rc != 0)
+            rc = -1;
+        if (th[t].t_end > t_end)
+            t_end = th[t].t_end;
+    }
+    getrusage(RUSAGE_SELF, &ru1);
+    if (rc != 0)
+        goto out;
+    res->block = block;
+    res->batch = batch;
+    res->iters = th[0].iters;
+    res->threads = n;
+    res->bytes = (uint64_t)n * (uint64_t)th[0].iters * (uint64_t)s->npeers *
+                 block * batch;
+    res->seconds = (double)(t_end - t_start) / 1e9;
+    if (res->seconds <= 0)
+        res->seconds = 1e-9;
+    res->gbps = (double)res->bytes / res->seconds / 1e9;
+    res->avg_lat_us = res->seconds * 1e6 / (double)res->iters;
+    res->prep = merge(th, n, offsetof(struct thread, prep));
+    res->post = merge(th, n, offsetof(struct thread, post));
+    res->xfer = merge(th, n, offsetof(struct thread, xfer));
+    res->cpu_pct = 100.0 * (cpu_seconds(&ru1) - cpu_seconds(&ru0)) /
+                   res->seconds;
+out:
+    for (t = 0; t < n; t++) {
+        free(th[t].ldescs);
+        free(th[t].rdescs);
+        free(th[t].idx);
+        free(th[t].prep.v);
+        free(th[t].post.v);
+        free(th[t].xfer.v);
+    }
+    pthread_barrier_destroy(&start);
+    free(th);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Results between ranks: text, so hosts need not agree on layout      */
+/* ------------------------------------------------------------------ */
+
+static int result_text(const struct xb_result *r, char *buf, size_t len)
+{
+    return snprintf(buf, len,
+                    "R %zu %zu %ld %ld %" PRIu64 " %.17g %.17g %.17g %.17g "
+                    "%.17g %.17g %.17g %.17g %.17g",
+                    r->block, r->batch, r->iters, r->threads, r->bytes,
+                    r->seconds, r->prep.avg_us, r->prep.p99_us,
+                    r->post.avg_us, r->post.p99_us, r->xfer.avg_us,
+                    r->xfer.p99_us, r->xfer.p50_us, r->cpu_pct);
+}
+
+static int result_parse(const char *text, struct xb_result *r)
+{
+    memset(r, 0, sizeof(*r));
+    if (sscanf(text,
+               "R %zu %zu %ld %ld %" SCNu64
+               " %lg %lg %lg %lg %lg %lg %lg %lg %lg",
+               &r->block, &r->batch, &r->iters, &r->threads, &r->bytes,
+               &r->seconds, &r->prep.avg_us, &r->prep.p99_us,
+               &r->post.avg_us, &r->post.p99_us, &r->xfer.avg_us,
+               &r->xfer.p99_us, &r->xfer.p50_us, &r->cpu_pct) != 14)
+        return -1;
+    return 0;
+}
+
+/* All initiators of a point as one row: bytes add up over the longest
+ * time; averages (and medians) are averaged; p99s take the worst. */
+static int merge_results(const struct xb_blob *all, int n,
+                         struct xb_result *out)
+{
+    struct xb_result r;
+    int i, m = 0;
+
+    memset(out, 0, sizeof(*out));
+    for (i = 0; i < n; i++) {
+        if (all[i].len == 0)
+            continue; /* a target */
+        if (result_parse(all[i].data, &r))
+            return xb_fail("rank %d sent a malformed result", i);
+        if (m++ == 0) {
+            *out = r;
+            continue;
+        }
+        out->threads += r.threads;
+        out->bytes += r.bytes;
+        if (r.seconds > out->seconds)
+            out->seconds = r.seconds;
+        out->prep.avg_us += r.prep.avg_us;
+        out->post.avg_us += r.post.avg_us;
+        out->xfer.avg_us += r.xfer.avg_us;
+        out->xfer.p50_us += r.xfer.p50_us;
+        out->cpu_pct += r.cpu_pct;
+        if (r.prep.p99_us > out->prep.p99_us)
+            out->prep.p99_us = r.prep.p99_us;
+        if (r.post.p99_us > out->post.p99_us)
+            out->post.p99_us = r.post.p99_us;
+        if (r.xfer.p99_us > out->xfer.p99_us)
+            out->xfer.p99_us = r.xfer.p99_us;
+    }
+    if (m == 0)
+        return xb_fail("no initiator sent a result");
+    out->prep.avg_us /= m;
+    out->post.avg_us /= m;
+    out->xfer.avg_us /= m;
+    out->xfer.p50_us /= m;
+    out->cpu_pct /= m;
+    out->gbps = (double)out->bytes / out->seconds / 1e9;
+    out->avg_lat_us = out->seconds * 1e6 / (double)out->iters;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* A session: one backend                                              */
+/* ------------------------------------------------------------------ */
+
+/* --peer gives the target's host; its listener's port comes from its
+ * blob (it may listen on a wildcard address). */
+static void listener_of(const struct session *s, const struct peer *p,
+                        char *out, size_t len)
+{
+    const char *port = strrchr(p->listen, ':');
+    const char *colon = s->o->peer ? strrchr(s->o->peer, ':') : NULL;
+
+    if (colon == NULL || port == NULL)
+        snprintf(out, len, "%s", p->listen);
+    else if (colon == s->o->peer)
+        snprintf(out, len, "127.0.0.1%s", port);
+    else
+        snprintf(out, len, "%.*s%s", (int)(colon - s->o->peer), s->o->peer,
+                 port);
+}
+
+static int load_peers(struct session *s)
+{
+    const struct xb_opts *o = s->o;
+    unsigned tmo = (unsigned)xb_timeout_ms();
+    xfer_status_t st;
+    char hp[ADDR_MAX_LEN + 64], what[NAME_MAX_LEN + 64];
+    int k;
+
+    for (k = 0; k < s->npeers; k++) {
+        struct peer *p = &s->peers[k];
+
+        snprintf(what, sizeof(what), "metadata of %s (rank %d)", p->name,
+                 p->rank);
+        if (o->etcd != NULL) {
+            /* Both ways: targets answer checks by notification. */
+            if ((st = xfer_md_fetch_etcd(s->agent, p->name, tmo)) != XFER_OK)
+                return xb_fail_xfer(st, what);
+            continue;
+        }
+        if (!s->initiator)
+            continue; /* initiators send theirs to our listener */
+        listener_of(s, p, hp, sizeof(hp));
+        if ((st = xfer_md_fetch(s->agent, hp, p->name, tmo, NULL, 0)) !=
+            XFER_OK)
+            return xb_fail_xfer(st, what);
+        if ((st = xfer_md_send(s->agent, hp, XFER_MD_ALL, tmo)) != XFER_OK)
+            return xb_fail_xfer(st, "send metadata to a target");
+    }
+    return 0;
+}
+
+static int session_open(struct session *s)
+{
+    const struct xb_opts *o = s->o;
+    struct xb_coord *c = s->c;
+    int ranks[XB_MAX_RANKS], k;
+    char name[NAME_MAX_LEN], listen[ADDR_MAX_LEN] = "-", blob[512];
+    xfer_agent_opts_t aopts;
+    xfer_status_t st;
+    struct xb_blob all[XB_MAX_RANKS];
+    xfer_desc_t d;
+    xfer_dlist_t l;
+
+    s->initiator = xb_is_initiator(o->scheme, c->rank, c->size);
+    s->npeers = s->initiator
+                    ? xb_targets_of(o->scheme, c->rank, c->size, ranks)
+                    : xb_initiators_of(o->scheme, c->rank, c->size, ranks);
+    s->unit = o->max_block * o->max_batch;
+    s->buf_len = s->unit * (size_t)o->threads * (size_t)s->npeers;
+    if (o->total_buffer > s->buf_len)
+        s->buf_len = o->total_buffer;
+
+    snprintf(name, sizeof(name), "xfer-bench-%s-b%zu-r%d",
+             o->etcd ? o->group : "local", s->bi, c->rank);
+    xfer_agent_opts_init(&aopts);
+    aopts.name = name;
+    aopts.progress_thread = s->initiator ? o->progress_thread : 1;
+    aopts.etcd_endpoints = o->etcd;
+    if (o->etcd == NULL && !s->initiator) {
+        if (o->peer != NULL) {
+            const char *colon = strrchr(o->peer, ':');
+
+            snprintf(listen, sizeof(listen), "%.*s:0",
+                     (int)(colon - o->peer), o->peer);
+            if (colon == o->peer)
+                snprintf(listen, sizeof(listen), "0.0.0.0:0");
+        } else {
+            snprintf(listen, sizeof(listen), "127.0.0.1:0");
+        }
+        aopts.listen_addr = listen;
+    }
+    if ((st = xfer_agent_create(&aopts, &s->agent)) != XFER_OK)
+        return xb_fail_xfer(st, "create agent");
+    if (aopts.listen_addr != NULL &&
+        (st = xfer_agent_listen_addr(s->agent, listen, sizeof(listen))) !=
+            XFER_OK)
+        return xb_fail_xfer(st, "listener address");
+    if ((st = xfer_backend_add(s->agent, s->spec, NULL)) != XFER_OK)
+        return xb_fail_xfer(st, s->spec);
+    s->buf = buffer_alloc(s->agent, o->alloc_xfer, s->buf_len);
+    if (s->buf == NULL)
+        return xb_fail("cannot allocate a %zu-byte buffer%s", s->buf_len,
+                       o->alloc_xfer ? " with xfer_mem_alloc" : "");
+    d = (xfer_desc_t){ (uintptr_t)s->buf, s->buf_len, 0 };
+    l = dlist(&d, 1);
+    if ((st = xfer_mem_register(s->agent, &l, NULL, &s->mem)) != XFER_OK)
+        return xb_fail_xfer(st, "register the buffer");
+
+    /* Who is where: name, listener, buffer. */
+    snprintf(blob, sizeof(blob), "%s %s %" PRIu64 " %" PRIu64, name, listen,
+             (uint64_t)(uintptr_t)s->buf, (uint64_t)s->buf_len);
+    if (xb_coord_allgather(c, blob, strlen(blob) + 1, all, NULL))
+        return -1;
+    for (k = 0; k < s->npeers; k++) {
+        struct peer *p = &s->peers[k];
+        int mine[XB_MAX_RANKS], n, j;
+
+        p->rank = ranks[k];
+        if (sscanf(all[p->rank].data, "%127s %127s %" SCNu64 " %" SCNu64,
+                   p->name, p->listen, &p->addr, &p->len) != 4) {
+            xb_blobs_free(all, c->size);
+            return xb_fail("rank %d sent a malformed description", p->rank);
+        }
+        /* Our slot among the peer's peers: where our units are there. */
+        n = s->initiator
+                ? xb_initiators_of(o->scheme, p->rank, c->size, mine)
+                : xb_targets_of(o->scheme, p->rank, c->size, mine);
+        for (j = 0; j < n && mine[j] != c->rank; j++)
+            ;
+        p->slot = j;
+        if (s->initiator &&
+            ((uint64_t)(j + 1) * (uint64_t)o->threads * s->unit > p->len)) {
+            xb_blobs_free(all, c->size);
+            return xb_fail("rank %d's buffer is too small", p->rank);
+        }
+    }
+    xb_blobs_free(all, c->size);
+    if (load_peers(s))
+        return -1;
+    return 0;
+}
+
+static void session_close(struct session *s)
+{
+    if (s->mem != NULL)
+        xfer_mem_deregister(s->agent, s->mem);
+    if (s->buf != NULL)
+        buffer_free(s->agent, s->o->alloc_xfer, s->buf);
+    xfer_agent_destroy(s->agent);
+    free(s->mail);
+    pthread_mutex_destroy(&s->mail_lock);
+}
+
+static const char *plugin_version(const char *spec, char *buf, size_t len)
+{
+    xfer_plugin_info_t *infos;
+    size_t n, i, nl = strcspn(spec, ":");
+
+    snprintf(buf, len, "?");
+    if (xfer_plugin_list(&infos, &n) != XFER_OK)
+        return buf;
+    for (i = 0; i < n; i++)
+        if (infos[i].error == NULL && strlen(infos[i].name) == nl &&
+            strncmp(infos[i].name, spec, nl) == 0)
+            snprintf(buf, len, "%s", infos[i].version);
+    xfer_plugin_list_free(infos, n);
+    return buf;
+}
+
+static long count_points(const struct xb_opts *o)
+{
+    long blocks = 0, batches = 0;
+    size_t v;
+
+    for (v = o->start_block; v <= o->max_block; v *= 2) {
+        blocks++;
+        if (v > o->max_block / 2)
+            break;
+    }
+    for (v = o->start_batch; v <= o->max_batch; v *= 2) {
+        batches++;
+        if (v > o->max_batch / 2)
+            break;
+    }
+    return blocks * batches * (long)o->nbackends;
+}
+
+static int run_backend(struct session *s, struct xb_report *rep, long *done,
+                       long total)
+{
+    const struct xb_opts *o = s->o;
+    struct xb_coord *c = s->c;
+    struct xb_idle idle = { -1, target_idle, s };
+    struct xb_blob all[XB_MAX_RANKS];
+    struct xb_result res, row;
+    char text[512], ver[64];
+    size_t block, batch;
+    xfer_status_t st;
+
+    if (session_open(s))
+        return -1;
+    if (!s->initiator) {
+        if ((st = xfer_notif_fd(s->agent, &idle.fd)) != XFER_OK)
+            return xb_fail_xfer(st, "notification fd");
+    }
+    /* Every rank has loaded what it needs before anyone posts. */
+    if (xb_coord_barrier(c, s->initiator ? NULL : &idle))
+        return -1;
+    if (rep != NULL &&
+        xb_report_backend(rep, s->spec,
+                          plugin_version(s->spec, ver, sizeof(ver))))
+        return -1;
+    for (block = o->start_block; block <= o->max_block; block *= 2) {
+        for (batch = o->start_batch; batch <= o->max_batch; batch *= 2) {
+            text[0] = '\0';
+            if (xb_coord_barrier(c, s->initiator ? NULL : &idle))
+                return -1;
+            if (s->initiator) {
+                if (run_point(s, block, batch, &res))
+                    return -1;
+                result_text(&res, text, sizeof(text));
+            }
+            if (xb_coord_allgather(c, text, s->initiator ? strlen(text) + 1
+                                                        : 0,
+                                   all, s->initiator ? NULL : &idle))
+                return -1;
+            if (rep != NULL) {
+                int rc = merge_results(all, c->size, &row);
+
+                if (rc == 0)
+                    rc = xb_report_row(rep, &row);
+                xb_report_progress(rep, ++*done, total);
+                if (rc) {
+                    xb_blobs_free(all, c->size);
+                    return -1;
+                }
+            }
+            xb_blobs_free(all, c->size);
+            if (batch > o->max_batch / 2)
+                break;
+        }
+        if (block > o->max_block / 2)
+            break;
+    }
+    /* Nobody tears down while a peer may still be answering a check. */
+    return xb_coord_barrier(c, s->initiator ? NULL : &idle);
+}
+
+int xb_run(const struct xb_opts *o, struct xb_coord *c)
+{
+    struct xb_report *rep = NULL;
+    long done = 0, total = count_points(o);
+    size_t b;
+    int rc = 0;
+
+    if (c->rank == 0 && (rep = xb_report_new(o, c->size)) == NULL)
+        rc = xb_fail("out of memory for the report");
+    for (b = 0; rc == 0 && b < o->nbackends; b++) {
+        struct session s;
+
+        memset(&s, 0, sizeof(s));
+        s.o = o;
+        s.c = c;
+        s.bi = b;
+        s.spec = o->backends[b];
+        pthread_mutex_init(&s.mail_lock, NULL);
+        rc = run_backend(&s, rep, &done, total);
+        session_close(&s);
+    }
+    if (rc != 0)
+        xb_coord_abort(c, xb_error());
+    if (rep != NULL) {
+        if (xb_report_finish(rep) && rc == 0)
+            rc = -1;
+        xb_report_free(rep);
+    }
+    return rc;
+}
