@@ -63,10 +63,11 @@ static double col_real(const struct column *c, const struct xb_result *res)
     return *(const double *)(const void *)((const char *)res + c->off);
 }
 
-/* A value that could not be measured (NaN, infinite) is "-" in the
- * table, an empty --csv field and null in --json. */
-static void cell_table(char *s, size_t n, const struct column *c,
-                       const struct xb_result *res)
+/* One cell as text: for the table (fixed decimals, "-" for a value that
+ * could not be measured: NaN, infinite) or for --csv (REAL_DIGITS
+ * significant digits, empty when unmeasured; --json writes null). */
+static void cell_text(char *s, size_t n, const struct column *c,
+                      const struct xb_result *res, int table)
 {
     double v;
 
@@ -75,26 +76,12 @@ static void cell_table(char *s, size_t n, const struct column *c,
         return;
     }
     v = col_real(c, res);
-    if (isfinite(v))
+    if (!isfinite(v))
+        snprintf(s, n, "%s", table ? "-" : "");
+    else if (table)
         snprintf(s, n, "%.*f", c->decimals, v);
     else
-        snprintf(s, n, "-");
-}
-
-static void cell_data(char *s, size_t n, const struct column *c,
-                      const struct xb_result *res)
-{
-    double v;
-
-    if (c->type == COL_SIZE) {
-        snprintf(s, n, "%zu", col_size(c, res));
-        return;
-    }
-    v = col_real(c, res);
-    if (isfinite(v))
         snprintf(s, n, "%.*g", REAL_DIGITS, v);
-    else
-        s[0] = '\0';
 }
 
 /* ------------------------------------------------------------------ */
@@ -264,7 +251,7 @@ static void table_row(char *line, size_t size, const struct xb_result *res)
     char cell[64];
 
     for (size_t i = 0; i < NCOLUMNS && len < size; i++) {
-        cell_table(cell, sizeof(cell), &columns[i], res);
+        cell_text(cell, sizeof(cell), &columns[i], res, 1);
         len += (size_t)snprintf(line + len, size - len, "%s%*s",
                                 i ? " " : "", columns[i].width, cell);
     }
@@ -576,7 +563,7 @@ static int emit_csv(const struct xb_report *r, FILE *f)
             csv_field(f, be->spec, 1);
             csv_field(f, be->version, 0);
             for (size_t i = 0; i < NCOLUMNS; i++) {
-                cell_data(cell, sizeof(cell), &columns[i], &be->rows[k]);
+                cell_text(cell, sizeof(cell), &columns[i], &be->rows[k], 0);
                 csv_field(f, cell, 0);
             }
             for (size_t i = 0; i < NPARAMS; i++) {

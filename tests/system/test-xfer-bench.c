@@ -257,22 +257,32 @@ static int free_port(void)
     return port;
 }
 
+/* A --role target and a --role initiator on a free loopback port, both
+ * given the same options; outputs tagged tag-t and tag-i. */
+static void start_pair(const char *tag, const char *opts, int *tp, int *ip)
+{
+    char args[1024], name[64];
+    int port = free_port();
+
+    snprintf(args, sizeof(args), "--role target --peer 127.0.0.1:%d %s",
+             port, opts);
+    snprintf(name, sizeof(name), "%s-t", tag);
+    *tp = start(name, args);
+    snprintf(args, sizeof(args), "--role initiator --peer 127.0.0.1:%d %s",
+             port, opts);
+    snprintf(name, sizeof(name), "%s-i", tag);
+    *ip = start(name, args);
+}
+
 static void test_role_peer(void)
 {
     static struct run t, i;
-    char args[512];
-    int port = free_port(), tp, ip, banners;
+    int tp, ip, banners;
 
-    snprintf(args, sizeof(args), "--role target --peer 127.0.0.1:%d"
-             " --check-consistency --op READ --start-block-size 4K"
-             " --max-block-size 64K --num-iter 16 --warmup-iter 1", port);
-    tp = start("target", args);
-    snprintf(args, sizeof(args), "--role initiator --peer 127.0.0.1:%d"
-             " --check-consistency --op READ --start-block-size 4K"
-             " --max-block-size 64K --num-iter 16 --warmup-iter 1", port);
-    ip = start("initiator", args);
-    finish(ip, "initiator", &i);
-    finish(tp, "target", &t);
+    start_pair("peer", "--check-consistency --op READ --start-block-size 4K"
+               " --max-block-size 64K --num-iter 16 --warmup-iter 1", &tp, &ip);
+    finish(ip, "peer-i", &i);
+    finish(tp, "peer-t", &t);
     expect_ok(&i, "initiator");
     expect_ok(&t, "target");
     XT_CHECK(count_rows(&i, &banners, 4096, 65536, 1) == 5,
@@ -286,23 +296,16 @@ static void test_role_peer(void)
 static void test_dead_target(void)
 {
     static struct run t, i;
-    char args[512];
-    int port = free_port(), tp, ip;
+    int tp, ip;
     uint64_t t0;
 
-    snprintf(args, sizeof(args), "--role target --peer 127.0.0.1:%d"
-             " --start-block-size 4K --max-block-size 4K --num-iter 100000000"
-             " --warmup-iter 1", port);
-    tp = start("dtarget", args);
-    snprintf(args, sizeof(args), "--role initiator --peer 127.0.0.1:%d"
-             " --start-block-size 4K --max-block-size 4K --num-iter 100000000"
-             " --warmup-iter 1", port);
-    ip = start("dinitiator", args);
+    start_pair("dead", "--start-block-size 4K --max-block-size 4K"
+               " --num-iter 100000000 --warmup-iter 1", &tp, &ip);
     xt_sleep_ms(1500);
     kill(tp, SIGKILL);
     t0 = xt_now_ms();
-    finish(ip, "dinitiator", &i);
-    finish(tp, "dtarget", &t);
+    finish(ip, "dead-i", &i);
+    finish(tp, "dead-t", &t);
     XT_CHECK(i.status == 1, "initiator exit %d, stderr: %s", i.status, i.err);
     XT_CHECK(xt_now_ms() - t0 < 20000, "the initiator took %llu ms to fail",
              (unsigned long long)(xt_now_ms() - t0));

@@ -13,36 +13,45 @@
 /* What a parse printed on stderr, NUL-terminated. */
 static char errtext[4096];
 
+/* Run xb_opts_parse on argv with file descriptor fd (1 or 2) sent to a
+ * temporary file; what was written lands in out (NUL-terminated). */
+static int parse_capturing(struct xb_opts *o, int argc, char **argv, int fd,
+                           char *out, size_t size)
+{
+    FILE *tmp = tmpfile(), *stream = fd == 1 ? stdout : stderr;
+    int saved, rc;
+    size_t n;
+
+    XT_REQUIRE(tmp != NULL, "tmpfile failed");
+    fflush(stream);
+    saved = dup(fd);
+    dup2(fileno(tmp), fd);
+    rc = xb_opts_parse(argc, argv, o);
+    fflush(stream);
+    dup2(saved, fd);
+    close(saved);
+    rewind(tmp);
+    n = fread(out, 1, size - 1, tmp);
+    out[n] = '\0';
+    fclose(tmp);
+    return rc;
+}
+
 /* Parse a NULL-terminated argument list ("xfer-bench" is argv[0]) with
  * stderr captured into errtext; returns xb_opts_parse's result. */
 static int parse(struct xb_opts *o, ...)
 {
     char *argv[64];
-    int argc = 0, saved, rc;
-    FILE *tmp = tmpfile();
-    size_t n;
+    int argc = 0;
     va_list ap;
 
-    XT_REQUIRE(tmp != NULL, "tmpfile failed");
     argv[argc++] = (char *)"xfer-bench";
     va_start(ap, o);
     while (argc < 63 && (argv[argc] = va_arg(ap, char *)) != NULL)
         argc++;
     va_end(ap);
     argv[argc] = NULL;
-
-    fflush(stderr);
-    saved = dup(2);
-    dup2(fileno(tmp), 2);
-    rc = xb_opts_parse(argc, argv, o);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    rewind(tmp);
-    n = fread(errtext, 1, sizeof(errtext) - 1, tmp);
-    errtext[n] = '\0';
-    fclose(tmp);
-    return rc;
+    return parse_capturing(o, argc, argv, 2, errtext, sizeof(errtext));
 }
 
 /* The parse failed with exactly one line that contains every string. */
@@ -260,23 +269,11 @@ static void test_help_lists_every_option(void)
         "--op_type", "--large_blk_iter_ftr", "--num_threads",
     };
     char buf[16384], *line;
-    FILE *tmp = tmpfile();
+    char *argv[] = { (char *)"xfer-bench", (char *)"--help", NULL };
     struct xb_opts o;
-    int saved, rc;
-    size_t n, i;
+    size_t i;
+    int rc = parse_capturing(&o, 2, argv, 1, buf, sizeof(buf));
 
-    XT_REQUIRE(tmp != NULL, "tmpfile failed");
-    fflush(stdout);
-    saved = dup(1);
-    dup2(fileno(tmp), 1);
-    rc = parse(&o, "--help", NULL);
-    fflush(stdout);
-    dup2(saved, 1);
-    close(saved);
-    rewind(tmp);
-    n = fread(buf, 1, sizeof(buf) - 1, tmp);
-    buf[n] = '\0';
-    fclose(tmp);
     CU_ASSERT_EQUAL(rc, 1);
     for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         XT_CHECK(strstr(buf, names[i]) != NULL, "--help omits %s", names[i]);
