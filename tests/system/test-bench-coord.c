@@ -1,10 +1,7 @@
 /* test-bench-coord.c - xfer-bench's etcd coordinator against a real etcd
  * on free loopback ports: ranks, allgather, barriers, full and dead groups. */
-#include <arpa/inet.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -12,12 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench/xfer-bench/xb.h"
 #include "core/base64.h"
+#include "tests/common/etcd.h"
 #include "tests/common/xt.h"
 
 /* The coordinator reads these once per process (children are fresh). */
@@ -26,125 +23,16 @@
 #define WAIT_MS 20000              /* a child's next line */
 #define NBARRIERS 20
 
-static char etcd_bin[4096];
-static char etcd_root[256];        /* temporary dir of the data dir and log */
-static char endpoint[64];          /* http://127.0.0.1:PORT */
-static unsigned client_port, peer_port;
-static int etcd_pid;
+static xt_etcd_t *etcd;
+static const char *endpoint;      /* its http://127.0.0.1:PORT */
 
-/* ---- etcd (as tests/system/test-etcd.c starts it) --------------------------------- */
-
-static unsigned free_port(void)
-{
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    socklen_t sl = sizeof(sin);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    unsigned port = 0;
-
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sin, &sl) == 0)
-        port = ntohs(sin.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-static size_t sink(char *p, size_t sz, size_t n, void *ud)
-{
-    char *buf = ud;
-    size_t have = strlen(buf), add = sz * n;
-
-    if (have + add < 256) {
-        memcpy(buf + have, p, add);
-        buf[have + add] = '\0';
-    }
-    return add;
-}
-
-static bool etcd_healthy(void)
-{
-    char url[128], body[256] = "";
-    CURL *h = curl_easy_init();
-    CURLcode rc;
-
-    snprintf(url, sizeof(url), "%s/health", endpoint);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_PROXY, "");
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 500L);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, (void *)body);
-    rc = curl_easy_perform(h);
-    curl_easy_cleanup(h);
-    return rc == CURLE_OK && strstr(body, "\"health\":\"true\"") != NULL;
-}
-
-static bool etcd_start(void)
-{
-    char data[300], log[300], curl[64], purl[64], cluster[96];
-    uint64_t end;
-
-    snprintf(data, sizeof(data), "%s/data", etcd_root);
-    snprintf(log, sizeof(log), "%s/etcd.log", etcd_root);
-    snprintf(curl, sizeof(curl), "http://127.0.0.1:%u", client_port);
-    snprintf(purl, sizeof(purl), "http://127.0.0.1:%u", peer_port);
-    snprintf(cluster, sizeof(cluster), "xt=%s", purl);
-    fflush(NULL);
-    etcd_pid = fork();
-    if (etcd_pid < 0)
-        return false;
-    if (etcd_pid == 0) {
-        FILE *f = freopen(log, "w", stdout);
-
-        (void)f;
-        dup2(1, 2);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        execl(etcd_bin, "etcd", "--name", "xt", "--data-dir", data,
-              "--listen-client-urls", curl, "--advertise-client-urls", curl,
-              "--listen-peer-urls", purl, "--initial-advertise-peer-urls",
-              purl, "--initial-cluster", cluster, (char *)NULL);
-        _exit(127);
-    }
-    end = xt_now_ms() + 10000;
-    while (xt_now_ms() < end) {
-        if (etcd_healthy())
-            return true;
-        if (waitpid(etcd_pid, NULL, WNOHANG) == etcd_pid) {
-            etcd_pid = 0;
-            return false;
-        }
-        xt_sleep_ms(50);
-    }
-    return false;
-}
-
-static void etcd_stop(void)
-{
-    uint64_t end = xt_now_ms() + 5000;
-
-    if (etcd_pid <= 0)
-        return;
-    kill(etcd_pid, SIGTERM);
-    while (waitpid(etcd_pid, NULL, WNOHANG) == 0) {
-        if (xt_now_ms() > end) {
-            kill(etcd_pid, SIGKILL);
-            waitpid(etcd_pid, NULL, 0);
-            break;
-        }
-        xt_sleep_ms(20);
-    }
-    etcd_pid = 0;
-}
+/* ---- etcd ------------------------------------------------------------------------- */
 
 /* How many keys the group has in etcd: none once a run has left. */
 static long group_keys(const char *group)
 {
-    char url[128], body[256] = "", req[512], key[200], end[200];
+    char body[256], req[512], key[200], end[200];
     char *k64, *e64;
-    struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: "
-                                                "application/json");
-    CURL *h = curl_easy_init();
     const char *count;
     size_t n;
     long keys = -1;
@@ -154,27 +42,17 @@ static long group_keys(const char *group)
     end[n - 1]++;
     k64 = malloc(xfer__b64_encoded_size(n));
     e64 = malloc(xfer__b64_encoded_size(n));
-    XT_REQUIRE(k64 != NULL && e64 != NULL && h != NULL, "out of memory");
+    XT_REQUIRE(k64 != NULL && e64 != NULL, "out of memory");
     xfer__b64_encode(key, n, k64);
     xfer__b64_encode(end, n, e64);
     snprintf(req, sizeof(req), "{\"key\":\"%s\",\"range_end\":\"%s\","
              "\"count_only\":true}", k64, e64);
-    snprintf(url, sizeof(url), "%s/v3/kv/range", endpoint);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_PROXY, "");
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, req);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 2000L);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, (void *)body);
-    if (curl_easy_perform(h) == CURLE_OK && strstr(body, "\"header\"")) {
+    if (xt_etcd_post(etcd, "/v3/kv/range", req, body, sizeof(body)) &&
+        strstr(body, "\"header\"")) {
         /* etcd leaves a zero count out of its answer. */
         count = strstr(body, "\"count\":\"");
         keys = count != NULL ? strtol(count + 9, NULL, 10) : 0;
     }
-    curl_easy_cleanup(h);
-    curl_slist_free_all(hdrs);
     free(k64);
     free(e64);
     return keys;
@@ -603,7 +481,7 @@ static void test_unreachable(void)
     char ep[64], line[1024], want[128];
     kid_t *k;
 
-    snprintf(ep, sizeof(ep), "http://127.0.0.1:%u", free_port());
+    snprintf(ep, sizeof(ep), "http://127.0.0.1:%u", xt_free_port());
     k = kid_start(JOIN, ep, xt_name("nowhere"), 2);
     snprintf(want, sizeof(want), "fail etcd at %s: ", ep);
     kid_expect(k, want, line, sizeof(line));
@@ -622,42 +500,19 @@ int main(int argc, char **argv)
         XT_END,
     };
     static const xt_suite_t suites[] = {{"bench-coord-etcd", tests}};
-    const char *bin = getenv("XT_ETCD");
-    char cmd[600], ms[32];
+    char ms[32];
     int rc;
 
     (void)argc;
-    snprintf(etcd_bin, sizeof(etcd_bin), "%s", bin ? bin : "/usr/bin/etcd");
-    if (access(etcd_bin, X_OK) != 0)
-        xt_skip("no etcd at %s (apt-get install etcd-server, or set XT_ETCD)",
-                etcd_bin);
     snprintf(ms, sizeof(ms), "%d", TIMEOUT_MS);
     setenv("XB_TIMEOUT_MS", ms, 1);
     setenv("XB_ETCD_TTL_S", TTL_S, 1);
     signal(SIGPIPE, SIG_IGN);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    snprintf(etcd_root, sizeof(etcd_root), "%s/xb-etcd.XXXXXX",
-             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (mkdtemp(etcd_root) == NULL)
-        xt_skip("mkdtemp: %s", strerror(errno));
-    client_port = free_port();
-    peer_port = free_port();
-    snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%u", client_port);
-    if (!etcd_start()) {
-        fprintf(stderr, "etcd did not become healthy; its log:\n");
-        snprintf(cmd, sizeof(cmd), "cat %s/etcd.log >&2; rm -rf %s",
-                 etcd_root, etcd_root);
-        etcd_stop();
-        if (system(cmd) != 0) {
-            /* the log is gone with it; nothing more to say */
-        }
+    etcd = xt_etcd_start();
+    if (etcd == NULL)
         return 1;
-    }
+    endpoint = xt_etcd_url(etcd);
     rc = xt_run(argv[0], suites, 1);
-    etcd_stop();
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", etcd_root);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", etcd_root);
-    curl_global_cleanup();
+    xt_etcd_stop(etcd);
     return rc;
 }

@@ -6,26 +6,23 @@ set -u
 
 top=${abs_top_builddir:-$(pwd)}
 bench=$top/tools/xfer-bench
-etcd=${XT_ETCD:-/usr/bin/etcd}
+srcdir=${abs_top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 : "${XFER_PLUGIN_PATH:=$top/plugins/tcp}"
 export XFER_PLUGIN_PATH
 if [ ! -x "$bench" ]; then echo "SKIP: $bench is not built"; exit 77; fi
 if [ ! -f "$top/plugins/tcp/xfer_tcp.la" ]; then
     echo "SKIP: the tcp plugin is not built"; exit 77
 fi
-if [ ! -x "$etcd" ]; then
-    echo "SKIP: no etcd at $etcd (apt-get install etcd-server)"; exit 77
-fi
-if ! command -v curl >/dev/null 2>&1; then
-    echo "SKIP: curl is needed to see etcd become healthy"; exit 77
-fi
+. "$srcdir/tests/common/etcd.sh"
+xt_etcd_need
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/xfer-bench-etcd.XXXXXX") || exit 99
-epid= p1= p2=
+p1= p2=
 cleanup() {
-    for p in $p1 $p2 $epid; do
+    for p in $p1 $p2; do
         kill "$p" 2>/dev/null; wait "$p" 2>/dev/null
     done
+    xt_etcd_stop
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -37,27 +34,8 @@ fail() {
     exit 1
 }
 
-# Ports from this shell's pid, tried until etcd comes up on a free pair.
-for try in 1 2 3 4 5; do
-    cport=$((20000 + ($$ * 11 + try * 137) % 20000))
-    pport=$((cport + 1))
-    url=http://127.0.0.1:$cport
-    "$etcd" --name xt --data-dir "$dir/data$try" \
-        --listen-client-urls "$url" --advertise-client-urls "$url" \
-        --listen-peer-urls "http://127.0.0.1:$pport" \
-        --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
-        --initial-cluster "xt=http://127.0.0.1:$pport" >"$dir/etcd.log" 2>&1 &
-    epid=$!
-    for i in $(seq 1 100); do
-        if curl -s --noproxy '*' -m 1 "$url/health" | grep -q '"health":"true"'; then
-            break 2
-        fi
-        kill -0 "$epid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill "$epid" 2>/dev/null; wait "$epid" 2>/dev/null; epid=
-done
-[ -n "$epid" ] || fail "etcd did not start"
+xt_etcd_start "$dir" || fail "etcd did not start"
+url=$etcd_url
 
 # Both at once, as two hosts would start them; neither knows its rank.
 run() {

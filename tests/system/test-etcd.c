@@ -1,20 +1,14 @@
 /* test-etcd.c - finding peers through a real etcd started on free loopback
  * ports: publish/fetch, lease expiry, republish, etcd stopped and restarted. */
-#include <arpa/inet.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include "tests/common/etcd.h"
 #include "tests/common/xt.h"
 
 #define TTL_S 2
@@ -22,118 +16,8 @@
 #define SMALL (1u << 20)
 
 static char self_exe[4096];
-static char etcd_bin[4096];
-static char etcd_root[256];        /* temporary dir of data dirs and logs */
 static char endpoint[64];          /* http://127.0.0.1:PORT */
-static unsigned client_port, peer_port, etcd_gen;
-static int etcd_pid;
-
-/* ---- etcd ------------------------------------------------------------------------- */
-
-static unsigned free_port(void)
-{
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    socklen_t sl = sizeof(sin);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    unsigned port = 0;
-
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sin, &sl) == 0)
-        port = ntohs(sin.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-static size_t sink(char *p, size_t sz, size_t n, void *ud)
-{
-    char *buf = ud;
-    size_t have = strlen(buf), add = sz * n;
-
-    if (have + add < 256) {
-        memcpy(buf + have, p, add);
-        buf[have + add] = '\0';
-    }
-    return add;
-}
-
-static bool etcd_healthy(void)
-{
-    char url[128], body[256] = "";
-    CURL *h = curl_easy_init();
-    CURLcode rc;
-
-    snprintf(url, sizeof(url), "%s/health", endpoint);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_PROXY, "");
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 500L);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, (void *)body);
-    rc = curl_easy_perform(h);
-    curl_easy_cleanup(h);
-    return rc == CURLE_OK && strstr(body, "\"health\":\"true\"") != NULL;
-}
-
-/* Start etcd on the chosen ports with a fresh data dir; false if it did
- * not become healthy within 10 s. */
-static bool etcd_start(void)
-{
-    char data[300], log[300], curl[64], purl[64], cluster[96];
-    uint64_t end;
-
-    snprintf(data, sizeof(data), "%s/data%u", etcd_root, ++etcd_gen);
-    snprintf(log, sizeof(log), "%s/etcd%u.log", etcd_root, etcd_gen);
-    snprintf(curl, sizeof(curl), "http://127.0.0.1:%u", client_port);
-    snprintf(purl, sizeof(purl), "http://127.0.0.1:%u", peer_port);
-    snprintf(cluster, sizeof(cluster), "xt=%s", purl);
-    fflush(NULL);
-    etcd_pid = fork();
-    if (etcd_pid < 0)
-        return false;
-    if (etcd_pid == 0) {
-        FILE *f = freopen(log, "w", stdout);
-
-        (void)f;
-        dup2(1, 2);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        execl(etcd_bin, "etcd", "--name", "xt", "--data-dir", data,
-              "--listen-client-urls", curl, "--advertise-client-urls", curl,
-              "--listen-peer-urls", purl, "--initial-advertise-peer-urls",
-              purl, "--initial-cluster", cluster, (char *)NULL);
-        _exit(127);
-    }
-    end = xt_now_ms() + 10000;
-    while (xt_now_ms() < end) {
-        if (etcd_healthy())
-            return true;
-        if (waitpid(etcd_pid, NULL, WNOHANG) == etcd_pid) {
-            etcd_pid = 0;
-            return false;
-        }
-        xt_sleep_ms(50);
-    }
-    return false;
-}
-
-static void etcd_stop(void)
-{
-    uint64_t end = xt_now_ms() + 5000;
-
-    if (etcd_pid <= 0)
-        return;
-    kill(etcd_pid, SIGTERM);
-    while (waitpid(etcd_pid, NULL, WNOHANG) == 0) {
-        if (xt_now_ms() > end) {
-            kill(etcd_pid, SIGKILL);
-            waitpid(etcd_pid, NULL, 0);
-            break;
-        }
-        xt_sleep_ms(20);
-    }
-    etcd_pid = 0;
-}
+static xt_etcd_t *etcd;
 
 /* ---- the child: an agent that publishes through etcd ------------------------------- */
 
@@ -446,7 +330,7 @@ static void test_etcd_outage(void)
     xfer_status_t st;
 
     XT_STATUS_FATAL(xfer_md_fetch_etcd(p, c->proc.name, WAIT_MS), XFER_OK);
-    etcd_stop();
+    xt_etcd_halt(etcd);
 
     t0 = xt_now_ms();
     st = xfer_md_fetch_etcd(p, "nobody", 1500);
@@ -461,7 +345,8 @@ static void test_etcd_outage(void)
     XT_CHECK(xt_check(got, SMALL, c->seed) < 0, "READ during the outage");
 
     /* etcd back, empty (a new data dir): leases and keys come back. */
-    XT_REQUIRE(etcd_start(), "etcd did not restart (see %s)", etcd_root);
+    XT_REQUIRE(xt_etcd_restart(etcd), "etcd did not restart (see %s)",
+               xt_etcd_dir(etcd));
     q = etcd_agent(xt_name("late"));
     XT_STATUS(xfer_md_fetch_etcd(q, c->proc.name, WAIT_MS), XFER_OK);
     XT_STATUS(xfer_md_fetch_etcd(q, pname, WAIT_MS), XFER_OK);
@@ -485,10 +370,8 @@ int main(int argc, char **argv)
         XT_END,
     };
     static const xt_suite_t suites[] = {{"etcd", tests}};
-    const char *bin = getenv("XT_ETCD");
     ssize_t n;
     int rc;
-    char cmd[600];
 
     if (argc == 6 && strcmp(argv[1], "--child") == 0) {
         snprintf(endpoint, sizeof(endpoint), "%s", argv[5]);
@@ -500,34 +383,12 @@ int main(int argc, char **argv)
     self_exe[n] = '\0';
     if (getenv("XFER_PLUGIN_PATH") == NULL)
         xt_skip("XFER_PLUGIN_PATH is not set (run through make check)");
-    snprintf(etcd_bin, sizeof(etcd_bin), "%s", bin ? bin : "/usr/bin/etcd");
-    if (access(etcd_bin, X_OK) != 0)
-        xt_skip("no etcd at %s (apt-get install etcd-server, or set XT_ETCD)",
-                etcd_bin);
     signal(SIGPIPE, SIG_IGN);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    snprintf(etcd_root, sizeof(etcd_root), "%s/xfer-etcd.XXXXXX",
-             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (mkdtemp(etcd_root) == NULL)
-        xt_skip("mkdtemp: %s", strerror(errno));
-    client_port = free_port();
-    peer_port = free_port();
-    snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%u", client_port);
-    if (!etcd_start()) {
-        fprintf(stderr, "etcd did not become healthy; its log:\n");
-        snprintf(cmd, sizeof(cmd), "cat %s/etcd1.log >&2; rm -rf %s",
-                 etcd_root, etcd_root);
-        etcd_stop();
-        if (system(cmd) != 0) {
-            /* the log is gone with it; nothing more to say */
-        }
+    etcd = xt_etcd_start();
+    if (etcd == NULL)
         return 1;
-    }
+    snprintf(endpoint, sizeof(endpoint), "%s", xt_etcd_url(etcd));
     rc = xt_run(argv[0], suites, 1);
-    etcd_stop();
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", etcd_root);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", etcd_root);
-    curl_global_cleanup();
+    xt_etcd_stop(etcd);
     return rc;
 }

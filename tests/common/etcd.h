@@ -1,0 +1,36 @@
+/* etcd.h - a real etcd for the tests that need one: started on free
+ * loopback ports with its data and log in a temporary dir, stopped and
+ * brought back empty, and asked over its HTTP API (links libcurl). */
+#ifndef XT_ETCD_H
+#define XT_ETCD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct xt_etcd xt_etcd_t;
+
+/* Start etcd ($XT_ETCD, else /usr/bin/etcd) and wait until it is healthy.
+ * Only before xt_run: skips the program (exit 77) when there is no etcd
+ * binary or temporary dir; NULL, with its log copied to stderr, when it
+ * did not become healthy within 10 s. */
+xt_etcd_t *xt_etcd_start(void);
+/* Its client URL, "http://127.0.0.1:PORT"; the same across restarts. */
+const char *xt_etcd_url(const xt_etcd_t *etcd);
+/* The temporary dir of its data dirs and logs, for failure messages. */
+const char *xt_etcd_dir(const xt_etcd_t *etcd);
+/* Stop it (SIGTERM, SIGKILL after 5 s) as an outage would; idempotent. */
+void xt_etcd_halt(xt_etcd_t *etcd);
+/* Halt it if running, then start it again on the same ports with a new,
+ * empty data dir; false when it did not become healthy within 10 s. */
+bool xt_etcd_restart(xt_etcd_t *etcd);
+/* POST body (JSON) to path ("/v3/kv/range") and keep up to size - 1
+ * bytes of the answer in out; false when etcd did not answer. */
+bool xt_etcd_post(xt_etcd_t *etcd, const char *path, const char *body,
+                  char *out, size_t size);
+/* Halt it, remove its dir and free it; NULL is fine. */
+void xt_etcd_stop(xt_etcd_t *etcd);
+
+/* A loopback TCP port nobody listened on a moment ago (0 on error). */
+unsigned xt_free_port(void);
+
+#endif /* XT_ETCD_H */
