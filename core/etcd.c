@@ -46,6 +46,8 @@ struct xfer__etcd {
     pthread_cond_t cv;              /* CLOCK_MONOTONIC */
     bool dirty;                     /* metadata to (re)publish */
     int64_t lease;                  /* 0: none granted */
+    bool published;                 /* the key was ours once */
+    bool superseded;                /* a newer agent of our name holds it */
     follow_t *follow;
     size_t nfollow, cfollow;
 
@@ -250,27 +252,82 @@ static xfer_status_t lease_keepalive(xfer__etcd_t *e, int64_t id)
                                id);
 }
 
+/* Put the key with value under lease if compare (a JSON array, stolen)
+ * holds; *won says whether it did. */
+static xfer_status_t put_if(xfer__etcd_t *e, json_t *compare, json_t *value,
+                            int64_t lease, bool *won)
+{
+    json_t *body, *resp = NULL;
+    xfer_status_t st;
+
+    body = json_pack("{s:o,s:[{s:{s:o,s:O,s:o}}]}", "compare", compare,
+                     "success", "request_put", "key",
+                     xfer__b64_json(e->key, strlen(e->key)), "value", value,
+                     "lease", xfer__etcd_jid(lease));
+    if (body == NULL)
+        return xfer__err(XFER_ERR_NOMEM, "out of memory");
+    st = etcd_call(e, "/v3/kv/txn", body, ETCD_CALL_MS, &resp);
+    *won = st == XFER_OK && json_is_true(json_object_get(resp, "succeeded"));
+    json_decref(body);
+    json_decref(resp);
+    return st;
+}
+
+/* Publish our document.  The first time the key is taken whatever holds
+ * it: a restarted agent replaces its older self.  After that it is
+ * rewritten only while it is still ours (our lease) or gone (expired,
+ * etcd restarted empty): an older incarnation that is still shutting
+ * down must not overwrite its successor, nor take the successor's key
+ * away when its own lease is revoked. */
 static xfer_status_t publish(xfer__etcd_t *e, int64_t lease)
 {
     char *blob = NULL;
     size_t len = 0;
-    json_t *body, *resp = NULL;
+    json_t *value, *mine, *absent;
     xfer_status_t st;
+    bool won = false;
 
+    if (e->superseded)
+        return XFER_OK;
     st = xfer_md_get(e->agent, XFER_MD_ALL, NULL, 0, &blob, &len);
     if (st != XFER_OK)
         return st;
-    body = json_pack("{s:o,s:o,s:o}",
-                     "key", xfer__b64_json(e->key, strlen(e->key)),
-                     "value", xfer__b64_json(blob, len),
-                     "lease", xfer__etcd_jid(lease));
+    value = xfer__b64_json(blob, len);
     free(blob);
-    if (body == NULL)
+    /* No comparison at all the first time: a put whatever is there. */
+    mine = !e->published ? json_array()
+                         : json_pack("[{s:o,s:s,s:s,s:o}]", "key",
+                                     xfer__b64_json(e->key, strlen(e->key)),
+                                     "target", "LEASE", "result", "EQUAL",
+                                     "lease", xfer__etcd_jid(lease));
+    absent = json_pack("[{s:o,s:s,s:s,s:s}]", "key",
+                       xfer__b64_json(e->key, strlen(e->key)), "target",
+                       "CREATE", "result", "EQUAL", "create_revision", "0");
+    if (value == NULL || mine == NULL || absent == NULL) {
+        json_decref(value);
+        json_decref(mine);
+        json_decref(absent);
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
-    st = etcd_call(e, "/v3/kv/put", body, ETCD_CALL_MS, &resp);
-    json_decref(body);
-    json_decref(resp);
-    return st;
+    }
+    st = put_if(e, mine, value, lease, &won);
+    mine = NULL;
+    if (st == XFER_OK && !won) {
+        st = put_if(e, absent, value, lease, &won);
+        absent = NULL;
+    }
+    json_decref(absent);
+    json_decref(value);
+    if (st != XFER_OK)
+        return st;
+    if (won) {
+        e->published = true;
+    } else {
+        e->superseded = true;
+        xfer__log(XFER_LOG_INFO, "etcd", "agent %s: a newer agent of this "
+                  "name holds '%s'; no longer publishing", e->agent->name,
+                  e->key);
+    }
+    return XFER_OK;
 }
 
 static bool has_backends(xfer_agent_t *a)

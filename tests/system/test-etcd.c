@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/base64.h"
 #include "tests/common/etcd.h"
 #include "tests/common/xt.h"
 
@@ -159,6 +160,30 @@ static xfer_status_t read_from(xfer_agent_t *a, const char *peer,
     return st;
 }
 
+/* The lease the agent key of name is bound to in etcd; 0 when the key is
+ * absent or etcd did not answer. */
+static int64_t key_lease(const char *name)
+{
+    char key[256], b64[400], req[512], out[8192];
+    json_t *resp, *kv;
+    int64_t lease = 0;
+    size_t n = (size_t)snprintf(key, sizeof(key), "/xfer/agents/%s", name);
+
+    if (n >= sizeof(key) || xfer__b64_encoded_size(n) > sizeof(b64))
+        return 0;
+    xfer__b64_encode(key, n, b64);
+    snprintf(req, sizeof(req), "{\"key\":\"%s\"}", b64);
+    if (!xt_etcd_post(etcd, "/v3/kv/range", req, out, sizeof(out)))
+        return 0;
+    resp = json_loads(out, 0, NULL);
+    kv = json_array_get(json_object_get(resp, "kvs"), 0);
+    if (json_is_string(json_object_get(kv, "lease")))
+        lease = strtoll(json_string_value(json_object_get(kv, "lease")),
+                        NULL, 10);
+    json_decref(resp);
+    return lease;
+}
+
 static bool wait_check(xfer_agent_t *a, const char *name, xfer_status_t want,
                        unsigned ms)
 {
@@ -294,6 +319,8 @@ static void test_republish(void)
     const char *name = xt_name("phoenix");
     child_t *c1 = child_start(name, SMALL), *c2;
     xfer_agent_t *p = etcd_agent(xt_name("ini"));
+    char line[256];
+    int64_t lease2;
     void *got;
     uint64_t end;
     bool ok = false;
@@ -311,6 +338,18 @@ static void test_republish(void)
             xt_sleep_ms(50);
     }
     XT_CHECK(ok, "the newer epoch of %s was not picked up within 5 s", name);
+    /* The older incarnation changing its registrations does not publish
+     * over the newer one: the key stays bound to the newer one's lease. */
+    lease2 = key_lease(name);
+    XT_CHECK(lease2 != 0, "no lease on the key of %s", name);
+    fprintf(c1->proc.in, "reg\n");
+    fflush(c1->proc.in);
+    child_line(c1, line, sizeof(line));
+    XT_CHECK(strncmp(line, "REG ", 4) == 0, "child said '%s'", line);
+    xt_sleep_ms(1000);
+    XT_CHECK(key_lease(name) == lease2, "the older agent of %s took its "
+             "key back (lease %" PRId64 ", the newer one's is %" PRId64 ")",
+             name, key_lease(name), lease2);
     /* The old one leaving (its lease revoked) does not take the new
      * one's key with it. */
     child_end(c1);
