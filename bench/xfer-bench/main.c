@@ -88,12 +88,16 @@ static int run_local(const struct xb_opts *o)
     fflush(stdout);
     fflush(stderr);
     for (r = 1; r < size; r++) {
-        int sv[2];
+        int sv[2] = { -1, -1 };
 
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0 ||
             (pids[r] = fork()) < 0) {
             fprintf(stderr, "xfer-bench: cannot start rank %d: %s\n", r,
                     strerror(errno));
+            if (sv[0] >= 0) {
+                close(sv[0]);
+                close(sv[1]);
+            }
             while (--r >= 1) {
                 close(fds[r - 1]);
                 kill(pids[r], SIGTERM);

@@ -107,14 +107,19 @@ uint64_t xb_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Read once: initiator threads ask at the same time. */
+static pthread_once_t timeout_once = PTHREAD_ONCE_INIT;
+static int timeout_ms;
+
+static void timeout_read(void)
+{
+    const char *env = getenv("XB_TIMEOUT_MS");
+
+    timeout_ms = env != NULL && atoi(env) > 0 ? atoi(env) : XB_TIMEOUT_MS;
+}
+
 int xb_timeout_ms(void)
 {
-    static int ms;
-    const char *env;
-
-    if (ms == 0) {
-        env = getenv("XB_TIMEOUT_MS");
-        ms = env != NULL && atoi(env) > 0 ? atoi(env) : XB_TIMEOUT_MS;
-    }
-    return ms;
+    pthread_once(&timeout_once, timeout_read);
+    return timeout_ms;
 }

@@ -29,7 +29,7 @@ static int have_uds;
 struct run {
     int status;        /* exit status, or 128 + signal */
     char out[65536];   /* stdout */
-    char err[8192];    /* stderr */
+    char err[32768];   /* stderr, valgrind's reports included */
 };
 
 static void slurp(const char *path, char *buf, size_t size)
@@ -291,17 +291,38 @@ static void test_role_peer(void)
              "the target printed rows: %s", t.out);
 }
 
+/* Whether the stdout of tag's run holds text within ms. */
+static int wait_output(const char *tag, const char *text, unsigned ms)
+{
+    static struct run seen;
+    char path[512];
+    uint64_t end = xt_now_ms() + ms;
+
+    snprintf(path, sizeof(path), "%s/%s.out", tmpdir, tag);
+    do {
+        slurp(path, seen.out, sizeof(seen.out));
+        if (strstr(seen.out, text) != NULL)
+            return 1;
+        xt_sleep_ms(100);
+    } while (xt_now_ms() < end);
+    return 0;
+}
+
 /* The target dies in the middle: the initiator answers with an error
  * that names the peer, long before any timeout. */
 static void test_dead_target(void)
 {
     static struct run t, i;
-    int tp, ip;
+    int tp, ip, running;
     uint64_t t0;
 
     start_pair("dead", "--start-block-size 4K --max-block-size 4K"
                " --num-iter 100000000 --warmup-iter 1", &tp, &ip);
-    xt_sleep_ms(1500);
+    /* In the middle: past the first barrier (the header is out), which
+     * under valgrind takes far longer than a fixed pause. */
+    running = wait_output("dead-i", "block_size", 60000);
+    XT_CHECK(running, "the pair did not start within 60 s");
+    xt_sleep_ms(500);
     kill(tp, SIGKILL);
     t0 = xt_now_ms();
     finish(ip, "dead-i", &i);
