@@ -272,6 +272,18 @@ static int sample_add(struct samples *sm, uint64_t v)
     return 0;
 }
 
+/* Room for n samples, allocated and touched before the clock starts: a
+ * realloc or a page fault in the measured loop would be timed. */
+static int sample_reserve(struct samples *sm, size_t n)
+{
+    sm->v = malloc(n * sizeof(*sm->v));
+    if (sm->v == NULL)
+        return xb_fail("out of memory for %zu timing samples", n);
+    memset(sm->v, 0, n * sizeof(*sm->v));
+    sm->cap = n;
+    return 0;
+}
+
 static size_t local_off(const struct thread *t, int k)
 {
     return ((size_t)k * (size_t)t->s->o->threads + (size_t)t->id) *
@@ -599,6 +611,11 @@ static int run_point(struct session *s, size_t block, size_t batch,
             xb_fail("out of memory for %zu descriptors", batch);
             goto out;
         }
+        /* prep: one per post with --recreate, else one per point */
+        if (sample_reserve(&x->prep, o->recreate ? (size_t)x->iters + 1 : 1) ||
+            sample_reserve(&x->post, (size_t)x->iters) ||
+            sample_reserve(&x->xfer, (size_t)x->iters))
+            goto out;
         for (i = 0; i < batch; i++)
             x->idx[i] = i;
     }
