@@ -4,7 +4,9 @@
 #
 # usage: bench/compare-uds.sh [BUILD_DIR]     (default: ./build)
 # Needs ucx_perftest (Debian/Ubuntu: ucx-utils).  Prints a table of GB/s
-# (10^9 B/s) per block size and the ratios, then the batch and latency checks.
+# (10^9 B/s) per block size and the ratios (each the median of five rounds
+# in which the tools take turns), every sample, then the batch and latency
+# checks.
 set -eu
 
 build=${1:-build}
@@ -18,10 +20,14 @@ trap 'rm -rf "$out"; [ -n "$srv" ] && kill $srv 2>/dev/null || true' EXIT
 
 sizes="65536 262144 1048576 4194304 16777216 67108864"
 
+# Iterations at size $1, the same for both tools (and 20 warmup each).
+iters() {
+    if [ "$1" -ge 4194304 ]; then echo 200; else echo 2000; fi
+}
+
 # ucx_perftest TEST SIZE: overall bandwidth in GB/s (its MB/s is 2^20 B/s).
 ucx() {
-    n=2000
-    [ "$2" -ge 4194304 ] && n=200
+    n=$(iters "$2")
     UCX_TLS=cma,posix,self ucx_perftest -p "$port" >/dev/null 2>&1 &
     srv=$!
     sleep 0.5
@@ -43,31 +49,48 @@ human() {
     awk -v s="$1" 'BEGIN { u = "BKMGT"; i = 1; while (s >= 1024 && s % 1024 == 0) { s /= 1024; i++ } printf "%d%s", s, (i > 1 ? substr(u, i, 1) : "") }'
 }
 
-for op in WRITE READ; do
-    for alloc in xfer malloc; do
-        echo "== xfer-bench uds $op --alloc $alloc, 64K..64M, batch 1"
-        ./tools/xfer-bench --backend uds --op $op --start-block-size 64K \
-            --max-block-size 64M --num-iter 2000 --large-block-iter-factor 16 \
-            --alloc $alloc | tee "$out/$op-$alloc"
-    done
-done
+# The median of the numbers given.
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
 
-echo
-echo "== ratios (xfer GB/s / ucx_perftest GB/s; shm: --alloc xfer, cma: --alloc malloc)"
+# Each size is measured in several rounds, the three tools taking turns
+# (xfer shm, xfer cma, ucx), and each tool's median is kept: on a shared
+# machine a burst of noise then hits one sample of every tool alike
+# instead of all the samples of one.
+rounds=5
+echo "== ratios (medians of $rounds rounds; xfer GB/s / ucx_perftest GB/s; shm: --alloc xfer, cma: --alloc malloc)"
 printf "%-6s %-6s %10s %10s %10s %8s %8s\n" op block ucx xfer_shm xfer_cma shm/ucx cma/ucx
 for op in WRITE READ; do
     t=ucp_put_bw
     [ $op = READ ] && t=ucp_get
     for s in $sizes; do
         h=$(human "$s")
-        u=$(ucx $t "$s")
-        x=$(field "$s" "$out/$op-xfer" gbps)
-        c=$(field "$s" "$out/$op-malloc" gbps)
+        us= xs= cs=
+        r=0
+        while [ $r -lt $rounds ]; do
+            for alloc in xfer malloc; do
+                ./tools/xfer-bench --backend uds --op $op --start-block-size "$s" \
+                    --max-block-size "$s" --num-iter "$(iters "$s")" \
+                    --large-block-iter-factor 1 --warmup-iter 20 \
+                    --alloc $alloc --no-progress > "$out/$op-$alloc-$s-$r"
+            done
+            xs="$xs $(field "$s" "$out/$op-xfer-$s-$r" gbps)"
+            cs="$cs $(field "$s" "$out/$op-malloc-$s-$r" gbps)"
+            us="$us $(ucx $t "$s")"
+            r=$((r + 1))
+        done
+        # shellcheck disable=SC2086
+        u=$(median $us) x=$(median $xs) c=$(median $cs)
         awk -v op=$op -v h=$h -v u="$u" -v x="$x" -v c="$c" 'BEGIN {
             printf "%-6s %-6s %10.3f %10.3f %10.3f %8.2f %8.2f\n", op, h, u, x, c,
                    (u > 0 ? x / u : 0), (u > 0 ? c / u : 0) }'
+        echo "   samples: ucx$us | shm$xs | cma$cs" >> "$out/samples"
     done
 done
+echo
+echo "== every sample (GB/s), in the order of the table"
+cat "$out/samples"
 
 echo
 echo "== 4 KiB x 256 descriptors against 1 MiB x 1 (same run)"
