@@ -23,7 +23,6 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "xb.h"
@@ -246,7 +245,7 @@ struct thread {
     pthread_barrier_t *start;
     uint64_t *t_start;   /* written by thread 0 after the start barrier */
     int *failed;         /* some thread failed before the start */
-    struct rusage *ru_start;
+    uint64_t *cpu_start; /* process CPU ns, by thread 0 at t_start */
     uint64_t t_end;
     struct samples prep, post, xfer;
     int rc;
@@ -270,6 +269,17 @@ static int sample_add(struct samples *sm, uint64_t v)
     }
     sm->v[sm->n++] = v;
     return 0;
+}
+
+/* CPU time of the whole process (all threads, the progress thread
+ * included), to the nanosecond: getrusage counts in ticks on some
+ * kernels, too coarse for a point that lasts a millisecond. */
+static uint64_t cpu_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* Room for n samples, allocated and touched before the clock starts: a
@@ -517,7 +527,7 @@ static void *thread_main(void *arg)
     if (__atomic_load_n(t->failed, __ATOMIC_SEQ_CST))
         goto out;
     if (t->id == 0) {
-        getrusage(RUSAGE_SELF, t->ru_start);
+        *t->cpu_start = cpu_ns();
         *t->t_start = xb_now_ns();
     }
     for (i = 0; i < t->iters; i++)
@@ -569,11 +579,6 @@ static struct xb_stat merge(struct thread *th, long n, size_t off)
     return r;
 }
 
-static double cpu_seconds(const struct rusage *ru)
-{
-    return (double)ru->ru_utime.tv_sec + (double)ru->ru_utime.tv_usec / 1e6 +
-           (double)ru->ru_stime.tv_sec + (double)ru->ru_stime.tv_usec / 1e6;
-}
 
 /* One point of the sweep on this initiator: its threads, their samples. */
 static int run_point(struct session *s, size_t block, size_t batch,
@@ -583,7 +588,7 @@ static int run_point(struct session *s, size_t block, size_t batch,
     long n = o->threads, t, started = 0;
     struct thread *th = calloc((size_t)n, sizeof(*th));
     pthread_barrier_t start;
-    struct rusage ru0, ru1;
+    uint64_t cpu0 = 0, cpu1, t_join;
     uint64_t t_start = 0, t_end = 0;
     int rc = -1, failed = 0;
 
@@ -603,7 +608,7 @@ static int run_point(struct session *s, size_t block, size_t batch,
         x->start = &start;
         x->t_start = &t_start;
         x->failed = &failed;
-        x->ru_start = &ru0;
+        x->cpu_start = &cpu0;
         x->ldescs = calloc(batch, sizeof(*x->ldescs));
         x->rdescs = calloc(batch, sizeof(*x->rdescs));
         x->idx = calloc(batch, sizeof(*x->idx));
@@ -638,7 +643,8 @@ static int run_point(struct session *s, size_t block, size_t batch,
         if (th[t].t_end > t_end)
             t_end = th[t].t_end;
     }
-    getrusage(RUSAGE_SELF, &ru1);
+    cpu1 = cpu_ns();
+    t_join = xb_now_ns();
     if (rc != 0)
         goto out;
     res->block = block;
@@ -655,8 +661,10 @@ static int run_point(struct session *s, size_t block, size_t batch,
     res->prep = merge(th, n, offsetof(struct thread, prep));
     res->post = merge(th, n, offsetof(struct thread, post));
     res->xfer = merge(th, n, offsetof(struct thread, xfer));
-    res->cpu_pct = 100.0 * (cpu_seconds(&ru1) - cpu_seconds(&ru0)) /
-                   res->seconds;
+    /* CPU over the same span as its wall time: start to join. */
+    res->cpu_pct = t_join > t_start ? 100.0 * (double)(cpu1 - cpu0) /
+                                          (double)(t_join - t_start)
+                                    : 0;
 out:
     for (t = 0; t < n; t++) {
         free(th[t].ldescs);
