@@ -168,6 +168,7 @@ struct conn {
     xfer_status_t wr_err;
     /* direct data path (transport hooks; unused by tcp) */
     void *tconn;
+    void *tshare;                   /* target: conn_share's state */
     int share;                      /* target: send memfds to this peer */
     xfer_be_req_t *dh, *dt;         /* initiator: parked direct requests */
     int fdq[FDQ_MAX];
@@ -387,6 +388,9 @@ static void conn_close(conn_t *c, xfer_status_t st, xfer_log_level_t lvl,
     if (be->tp->conn_free && c->tconn)
         be->tp->conn_free(be->tctx, c->tconn);
     c->tconn = NULL;
+    if (be->tp->conn_unshare && c->tshare)
+        be->tp->conn_unshare(be->tctx, c->tshare);
+    c->tshare = NULL;
     while ((e = c->txh)) {
         c->txh = e->next;
         txe_drop(c, e);
@@ -841,6 +845,14 @@ static void body_done(conn_t *c)
             c->share = 1;
             if (be->cfg.share_fd_set)
                 share_fd(c, be->cfg.share_fd, 0, be->cfg.share_size);
+            if (be->tp->conn_share) {
+                int cfd = -1;
+                uint64_t csize = 0;
+
+                if (be->tp->conn_share(be->tctx, &c->tshare, &cfd, &csize) ==
+                        0 && cfd >= 0)
+                    share_fd(c, cfd, XFER__STREAM_CONN_FD_ID, csize);
+            }
             for (smem_t *m = be->mems; m && !c->closed; m = m->next)
                 if (m->shm_fd >= 0)
                     share_one(c, m);

@@ -55,7 +55,18 @@ typedef struct xfer__stream_transport {
     /* Target side: whether to share registered memfds with the peer on
      * this accepted connection (e.g. same user only). */
     int (*share_ok)(void *tctx, int fd);
+    /* Target side, for a peer share_ok accepted, at its handshake: state
+     * of this connection (*tstate) and a file descriptor the engine sends
+     * it (SHM_FD, id XFER__STREAM_CONN_FD_ID) after the shared fd of the
+     * config; the transport keeps owning fd.  Non-zero: share nothing.
+     * conn_unshare frees the state when the connection closes. */
+    int (*conn_share)(void *tctx, void **tstate, int *fd, uint64_t *size);
+    void (*conn_unshare)(void *tctx, void *tstate);
 } xfer__stream_transport_t;
+
+/* The SHM_FD id of the per-connection descriptor of conn_share (memfd ids
+ * of registrations are random, 0 is the config's shared fd). */
+#define XFER__STREAM_CONN_FD_ID UINT64_MAX
 
 typedef struct xfer__stream_cfg {
     const char *name;    /* plugin name, for sentences ("tcp") */

@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,7 @@
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <xfer/backend.h>
@@ -97,6 +100,15 @@ enum { PATH_SOCKET, PATH_SHM, PATH_CMA, PATH_EPERM, NPATHS };
 #define UDS_PACK_MAGIC 0x4d445558u
 #define UDS_PACK_SIZE 24u
 
+/* Target side: one accepted peer's count of direct copies under way into
+ * this process (a page it maps read-write), so that a deregistration can
+ * wait for the copies that passed the stamp check before it bumped it. */
+typedef struct uds_share {
+    struct uds_share *next, *prev;
+    int fd;
+    uint64_t *inflight;
+} uds_share_t;
+
 typedef struct uds {
     const xfer_host_t *host;
     uds_config_t cfg;
@@ -112,6 +124,9 @@ typedef struct uds {
     struct iovec liov[UDS_IOV], riov[UDS_IOV];
     uint8_t **where;                /* shm: resolved remote addresses */
     size_t where_cap;
+    pthread_mutex_t share_lock;     /* guards shares */
+    uds_share_t *shares;            /* accepted peers' in-flight counts */
+    int warned_quiesce;             /* a peer's copy outlived the bound */
 } uds_t;
 
 /* A memfd a target shared with us, mapped for the life of the connection. */
@@ -123,6 +138,7 @@ typedef struct uds_map {
 
 typedef struct uds_conn {
     const uint64_t *gen;/* the target's registration stamp, read-only */
+    uint64_t *inflight; /* our direct copies under way there (its page) */
     pid_t pid;          /* the target, as the kernel saw it connect */
     int same_uid;       /* it shares memfds with us */
     int socket_only;    /* the kernel refused CMA: frames from now on */
@@ -134,6 +150,12 @@ typedef struct uds_conn {
 /* The registration stamp: one page, a u64 the target increments before
  * each deregistration. */
 #define GEN_SIZE 4096u
+/* The in-flight count a target gives each peer: one page, a u64. */
+#define INFLIGHT_SIZE 4096u
+/* How long a deregistration waits for peers' copies under way: they are
+ * memcpy or process_vm_* calls, so a bound reached means a peer stopped
+ * (SIGSTOP, debugger) in the middle of one. */
+#define QUIESCE_MS 2000u
 
 #define UERR(u, st, ...) (u)->host->error((u)->host->ctx, (st), __VA_ARGS__)
 #define ULOG(u, lvl, ...) (u)->host->log((u)->host->ctx, (lvl), __VA_ARGS__)
@@ -327,6 +349,8 @@ static void uds_conn_free(void *tctx, void *tconn)
     u->npath[tc->path]--;
     if (tc->gen)
         munmap((void *)(uintptr_t)tc->gen, GEN_SIZE);
+    if (tc->inflight)
+        munmap(tc->inflight, INFLIGHT_SIZE);
     for (size_t i = 0; i < tc->nmaps; i++)
         munmap(tc->maps[i].base, tc->maps[i].size);
     free(tc->maps);
@@ -374,6 +398,17 @@ static void uds_fd_received(void *tctx, void *tconn, uint64_t id,
             p = mmap(NULL, GEN_SIZE, PROT_READ, MAP_SHARED, fd, 0);
             if (p != MAP_FAILED)
                 tc->gen = p;
+        }
+        close(fd);
+        return;
+    }
+    if (tc && id == XFER__STREAM_CONN_FD_ID) {
+        /* Our in-flight count at the target: read-write, one page. */
+        if (!tc->inflight && size == INFLIGHT_SIZE) {
+            p = mmap(NULL, INFLIGHT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+                     fd, 0);
+            if (p != MAP_FAILED)
+                tc->inflight = p;
         }
         close(fd);
         return;
@@ -596,35 +631,15 @@ static xfer_status_t cma_copy(uds_t *u, uds_conn_t *tc, xfer_op_t op,
     return XFER_OK;
 }
 
-static xfer_status_t uds_direct(void *tctx, void *tconn, xfer_op_t op,
-                                const xfer_be_seg_t *segs, size_t nseg,
-                                uint64_t *vgen, char *msg, size_t msg_size)
+/* The copy itself, once the stamp said the request's check holds. */
+static xfer_status_t direct_copy(uds_t *u, uds_conn_t *tc, xfer_op_t op,
+                                 const xfer_be_seg_t *segs, size_t nseg,
+                                 char *msg, size_t msg_size)
 {
-    uds_t *u = tctx;
-    uds_conn_t *tc = tconn;
     size_t bad = 0;
-    uint64_t g;
     xfer_status_t st;
     int r;
 
-    if (u->mode == MODE_SOCKET)
-        return XFER_ERR_NOT_SUPPORTED;
-    if (!tc->gen) {
-        if (u->mode == MODE_AUTO)
-            return XFER_ERR_NOT_SUPPORTED;
-        snprintf(msg, msg_size, "uds (mode=%s): the target shares no "
-                 "registration state with this user, so direct access "
-                 "cannot be checked", mode_names[u->mode]);
-        return XFER_ERR_ACCESS;
-    }
-    /* The target checks a request's descriptors itself on its first post
-     * (frames); after that, data moves directly until the target
-     * deregisters anything.  Cost per post: one load. */
-    g = __atomic_load_n(tc->gen, __ATOMIC_ACQUIRE) + 1;
-    if (*vgen != g) {
-        *vgen = g;
-        return XFER_ERR_NOT_SUPPORTED;
-    }
     if (u->mode != MODE_CMA) {
         r = shm_copy(u, tc, op, segs, nseg, &bad);
         if (r == 1) {
@@ -661,6 +676,135 @@ static xfer_status_t uds_direct(void *tctx, void *tconn, xfer_op_t op,
     return st;
 }
 
+static xfer_status_t uds_direct(void *tctx, void *tconn, xfer_op_t op,
+                                const xfer_be_seg_t *segs, size_t nseg,
+                                uint64_t *vgen, char *msg, size_t msg_size)
+{
+    uds_t *u = tctx;
+    uds_conn_t *tc = tconn;
+    uint64_t g;
+    xfer_status_t st;
+
+    if (u->mode == MODE_SOCKET)
+        return XFER_ERR_NOT_SUPPORTED;
+    if (!tc->gen) {
+        if (u->mode == MODE_AUTO)
+            return XFER_ERR_NOT_SUPPORTED;
+        snprintf(msg, msg_size, "uds (mode=%s): the target shares no "
+                 "registration state with this user, so direct access "
+                 "cannot be checked", mode_names[u->mode]);
+        return XFER_ERR_ACCESS;
+    }
+    /* The target checks a request's descriptors itself on its first post
+     * (frames); after that, data moves directly until the target
+     * deregisters anything.  Announcing the copy before reading the
+     * stamp, against the target bumping the stamp before reading the
+     * count (both sequentially consistent), means that either we see the
+     * new stamp or the deregistration waits for this copy: nothing lands
+     * in memory after its deregistration returned.  Cost per post: two
+     * atomic adds on a line only we write, one load. */
+    if (tc->inflight)
+        __atomic_fetch_add(tc->inflight, 1, __ATOMIC_SEQ_CST);
+    g = __atomic_load_n(tc->gen, __ATOMIC_SEQ_CST) + 1;
+    if (*vgen != g) {
+        *vgen = g;
+        st = XFER_ERR_NOT_SUPPORTED;
+    } else {
+        st = direct_copy(u, tc, op, segs, nseg, msg, msg_size);
+    }
+    if (tc->inflight)
+        __atomic_fetch_sub(tc->inflight, 1, __ATOMIC_RELEASE);
+    return st;
+}
+
+/* A peer we share memory with: its in-flight count, a page of its own. */
+static int uds_conn_share(void *tctx, void **tstate, int *fd, uint64_t *size)
+{
+    uds_t *u = tctx;
+    uds_share_t *sh = calloc(1, sizeof *sh);
+    void *p = MAP_FAILED;
+
+    if (!sh)
+        return -1;
+    sh->fd = memfd_create("xfer-uds-inflight", MFD_CLOEXEC);
+    if (sh->fd < 0 || ftruncate(sh->fd, INFLIGHT_SIZE) < 0 ||
+        (p = mmap(NULL, INFLIGHT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+                  sh->fd, 0)) == MAP_FAILED) {
+        /* The peer then copies unannounced, as an older peer would. */
+        ULOG(u, XFER_LOG_WARN, "uds: in-flight page for a peer: %s",
+             strerror(errno));
+        if (sh->fd >= 0)
+            close(sh->fd);
+        free(sh);
+        return -1;
+    }
+    sh->inflight = p;
+    pthread_mutex_lock(&u->share_lock);
+    sh->next = u->shares;
+    if (u->shares)
+        u->shares->prev = sh;
+    u->shares = sh;
+    pthread_mutex_unlock(&u->share_lock);
+    *tstate = sh;
+    *fd = sh->fd;
+    *size = INFLIGHT_SIZE;
+    return 0;
+}
+
+/* The peer's connection closed: it copies no more (its side unmapped the
+ * page with the connection), so its count no longer holds anyone up. */
+static void uds_conn_unshare(void *tctx, void *tstate)
+{
+    uds_t *u = tctx;
+    uds_share_t *sh = tstate;
+
+    pthread_mutex_lock(&u->share_lock);
+    if (sh->prev)
+        sh->prev->next = sh->next;
+    else
+        u->shares = sh->next;
+    if (sh->next)
+        sh->next->prev = sh->prev;
+    pthread_mutex_unlock(&u->share_lock);
+    munmap(sh->inflight, INFLIGHT_SIZE);
+    close(sh->fd);
+    free(sh);
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* After the stamp moved: wait until no peer is in a copy that may have
+ * read the old one (see uds_direct).  Copies are short; a peer stopped in
+ * the middle of one holds us QUIESCE_MS at most, said once in the log. */
+static void quiesce(uds_t *u)
+{
+    uint64_t end = 0;
+
+    pthread_mutex_lock(&u->share_lock);
+    for (uds_share_t *sh = u->shares; sh; sh = sh->next) {
+        while (__atomic_load_n(sh->inflight, __ATOMIC_SEQ_CST) != 0) {
+            if (!end)
+                end = mono_ms() + QUIESCE_MS;
+            if (mono_ms() >= end) {
+                if (!u->warned_quiesce)
+                    ULOG(u, XFER_LOG_WARN, "uds: a peer's direct copy was "
+                         "still under way %u ms after a deregistration "
+                         "(peer stopped?); deregistering anyway", QUIESCE_MS);
+                u->warned_quiesce = 1;
+                break;
+            }
+            sched_yield();
+        }
+    }
+    pthread_mutex_unlock(&u->share_lock);
+}
+
 static const xfer__stream_transport_t uds_transport = {
     .info_check = uds_info_check,
     .connect = uds_connect,
@@ -672,6 +816,8 @@ static const xfer__stream_transport_t uds_transport = {
     .direct = uds_direct,
     .fd_received = uds_fd_received,
     .share_ok = uds_share_ok,
+    .conn_share = uds_conn_share,
+    .conn_unshare = uds_conn_unshare,
 };
 
 /* ------------------------------------------------------------------ */
@@ -747,6 +893,7 @@ static xfer_status_t uds_init(const xfer_host_t *host, const void *config,
     u->cfg = *(const uds_config_t *)config;
     u->lfd = -1;
     u->gen_fd = -1;
+    pthread_mutex_init(&u->share_lock, NULL);
     u->uid = geteuid();
     u->mode = -1;
     for (int i = 0; i < 4; i++)
@@ -814,6 +961,7 @@ fail:
         close(u->gen_fd);
     if (u->fs_path[0])
         unlink(u->fs_path);
+    pthread_mutex_destroy(&u->share_lock);
     free(u);
     return st;
 }
@@ -832,6 +980,7 @@ static void uds_fini(xfer_be_t *be)
     free(u->where);
     if (u->fs_path[0])
         unlink(u->fs_path);
+    pthread_mutex_destroy(&u->share_lock);
     free(u);
 }
 
@@ -872,12 +1021,14 @@ static xfer_status_t uds_mem_register(xfer_be_t *be,
     return st;
 }
 
-/* Peers that validated requests against this region must check again. */
+/* Peers that validated requests against this region must check again,
+ * and the copies they started before the stamp moved must end first. */
 static void uds_mem_deregister(xfer_be_t *be, void *mem)
 {
     uds_t *u = xfer__stream_tctx(be);
 
-    __atomic_fetch_add(u->gen, 1, __ATOMIC_RELEASE);
+    __atomic_fetch_add(u->gen, 1, __ATOMIC_SEQ_CST);
+    quiesce(u);
     xfer__stream_mem_deregister(be, mem);
 }
 

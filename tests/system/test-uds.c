@@ -2,6 +2,7 @@
  * host, a dead target reported as a disconnect, the EPERM fallback to the
  * socket, and the state it reports (xfer-info's probe, xfer_backend_state). */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -183,6 +184,180 @@ static void test_dead_target(void)
         s = xt_wait_req(req, WAIT_MS);
     if (XT_STATUS(s, XFER_ERR_REMOTE_DISCONNECT))
         XT_ERR_HAS(name);
+}
+
+/* ---- deregistration against copies under way ---------------------------------- */
+
+#define RACE_LEN ((size_t)32 << 20)
+#define RACE_MARK 0x5a
+
+/* The target of dereg_race: registers RACE_LEN bytes, sends its metadata,
+ * deregisters when told, then overwrites the region and reports whether
+ * any byte changed after that (a copy landing after deregistration). */
+static int race_target(const char *name, const char *spec, int shm, int md,
+                       int go)
+{
+    xfer_agent_opts_t o;
+    xfer_agent_t *a = NULL;
+    xfer_mem_t *m = NULL;
+    xfer_desc_t d;
+    xfer_dlist_t dl;
+    unsigned char *buf = NULL;
+    uint64_t bad = 0;
+    size_t len, i;
+    char *blob, c;
+
+    alarm(60);
+    xfer_agent_opts_init(&o);
+    o.name = name;
+    if (xfer_agent_create(&o, &a) || xfer_backend_add(a, spec, NULL))
+        return 3;
+    if (shm ? xfer_mem_alloc(a, RACE_LEN, 0, (void **)&buf) != XFER_OK
+            : posix_memalign((void **)&buf, 4096, RACE_LEN) != 0)
+        return 3;
+    memset(buf, 0, RACE_LEN);
+    d = (xfer_desc_t){ (uintptr_t)buf, RACE_LEN, 0 };
+    dl = xt_dlist(&d, 1);
+    if (xfer_mem_register(a, &dl, NULL, &m) ||
+        xfer_md_get(a, XFER_MD_ALL, NULL, 0, &blob, &len) ||
+        send_msg(md, blob, len))
+        return 4;
+    xfer_free(blob);
+    if (get_all(go, &c, 1))
+        return 5;
+    if (xfer_mem_deregister(a, m) != XFER_OK)
+        return 6;
+    /* From here the memory is the program's again: mark it, give any
+     * stray copy time to land, and look. */
+    memset(buf, RACE_MARK, RACE_LEN);
+    usleep(200000);
+    for (i = 0; i < RACE_LEN; i++)
+        if (buf[i] != RACE_MARK) {
+            bad = i + 1;
+            break;
+        }
+    if (put_all(md, &bad, sizeof bad))
+        return 7;
+    if (get_all(go, &c, 1)) /* the parent has stopped posting */
+        return 8;
+    xfer_agent_destroy(a); /* frees xfer_mem_alloc memory */
+    if (!shm)
+        free(buf);
+    return 0;
+}
+
+struct poster {
+    xfer_req_t *req;
+    int stop;        /* set by the test */
+    long ok;         /* posts completed */
+    xfer_status_t last;
+};
+
+/* WRITE the whole region again and again until stopped or refused. */
+static void *poster_main(void *arg)
+{
+    struct poster *p = arg;
+
+    while (!__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) {
+        xfer_status_t s = xfer_req_post(p->req, NULL, 0);
+
+        while (s == XFER_IN_PROG)
+            s = xfer_req_status(p->req);
+        p->last = s;
+        if (s != XFER_OK)
+            break;
+        __atomic_add_fetch(&p->ok, 1, __ATOMIC_RELEASE);
+    }
+    return NULL;
+}
+
+/* A target deregisters its memory while an initiator keeps WRITEs of it
+ * under way on the direct path: once xfer_mem_deregister returns, no byte
+ * may land there (the design: targets expose only registered memory). */
+static void dereg_race(const char *spec, int shm)
+{
+    int md[2], go[2], pid, st;
+    size_t len;
+    char *blob, name[64], c = 'g';
+    xfer_agent_t *ini;
+    unsigned char *buf;
+    xfer_desc_t l, r;
+    xfer_dlist_t ll, rl;
+    struct poster p = { NULL, 0, 0, XFER_OK };
+    pthread_t tid;
+    uint64_t addr = 0, bad = 1, t0;
+
+    snprintf(name, sizeof name, "%s", xt_name("race"));
+    XT_REQUIRE(pipe(md) == 0 && pipe(go) == 0, "pipe");
+    fflush(NULL);
+    pid = fork();
+    XT_REQUIRE(pid >= 0, "fork");
+    if (pid == 0) {
+        close(md[0]);
+        close(go[1]);
+        xt_child_exit(race_target(name, spec, shm, md[1], go[0]));
+    }
+    xt_child_add(pid);
+    close(md[1]);
+    close(go[0]);
+    blob = recv_msg(md[0], &len);
+    XT_REQUIRE(blob, "no metadata from the target");
+    {
+        json_t *root = xt_blob_parse(blob, len);
+
+        XT_REQUIRE(xt_json_u64(json_object_get(xt_blob_region(root, 0),
+                                               "addr"), &addr),
+                   "region address");
+    }
+    ini = xt_agent(xt_name("ini"), spec, 1);
+    buf = xt_alloc(RACE_LEN);
+    memset(buf, 0x11, RACE_LEN);
+    xt_register(ini, buf, RACE_LEN);
+    XT_STATUS_FATAL(xfer_md_load(ini, blob, len, NULL, 0), XFER_OK);
+    free(blob);
+    l = (xfer_desc_t){ (uintptr_t)buf, RACE_LEN, 0 };
+    r = (xfer_desc_t){ (uintptr_t)addr, RACE_LEN, 0 };
+    ll = xt_dlist(&l, 1);
+    rl = xt_dlist(&r, 1);
+    XT_STATUS_FATAL(xfer_req_create(ini, XFER_OP_WRITE, &ll, &rl, name, NULL,
+                                    &p.req), XFER_OK);
+    xt_req_defer(p.req);
+    XT_REQUIRE(pthread_create(&tid, NULL, poster_main, &p) == 0, "thread");
+    /* A few posts on the direct path (the first goes through the socket),
+     * so that copies are under way when the target deregisters. */
+    t0 = xt_now_ms();
+    while (__atomic_load_n(&p.ok, __ATOMIC_ACQUIRE) < 4 &&
+           xt_now_ms() - t0 < WAIT_MS && p.last == XFER_OK)
+        xt_sleep_ms(1);
+    XT_CHECK(p.ok >= 4, "only %ld WRITEs completed (%s)", p.ok,
+             xt_status_name(p.last));
+    XT_CHECK(put_all(go[1], &c, 1) == 0, "cannot signal the target");
+    XT_CHECK(get_all(md[0], &bad, sizeof bad) == 0, "no answer from target");
+    __atomic_store_n(&p.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(tid, NULL);
+    XT_CHECK(bad == 0, "%s: byte %llu of the region changed after "
+             "xfer_mem_deregister returned (%ld WRITEs before)", spec,
+             (unsigned long long)(bad - 1), p.ok);
+    /* Posts after the deregistration are refused by the target. */
+    XT_CHECK(p.last == XFER_OK || p.last == XFER_ERR_ACCESS,
+             "a WRITE ended with %s", xt_status_name(p.last));
+    XT_CHECK(put_all(go[1], &c, 1) == 0, "cannot release the target");
+    close(go[1]);
+    close(md[0]);
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    xt_child_forget(pid);
+    XT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "target status 0x%x", st);
+}
+
+static void test_dereg_waits_shm(void)
+{
+    dereg_race("uds:mode=shm", 1);
+}
+
+static void test_dereg_waits_cma(void)
+{
+    dereg_race("uds:mode=cma", 0);
 }
 
 /* ---- the kernel refuses cross-process access ------------------------------------ */
@@ -679,6 +854,8 @@ static const xt_test_t host_tests[] = {
 };
 static const xt_test_t process_tests[] = {
     XT_TEST(test_dead_target),
+    XT_TEST(test_dereg_waits_shm),
+    XT_TEST(test_dereg_waits_cma),
     XT_TEST(test_eperm_fallback),
     XT_TEST(test_eperm_forced_cma),
     XT_TEST(test_probe_refused),
