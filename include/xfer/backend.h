@@ -177,7 +177,9 @@ typedef struct xfer_be_req xfer_be_req_t;   /* a prepared transfer */
 
 /* Threading: the core serialises all calls into one instance (it holds
  * the agent lock), so a plugin needs no locks of its own unless it runs
- * threads.  No op may block: waiting belongs in progress().
+ * threads.  No op may block: waiting belongs in progress(); the one
+ * exception is mem_deregister, which may wait, bounded, for accesses by
+ * peers that it must outlast (docs/plugins.md).
  *
  * Ops marked (mandatory) must be set; a missing one is a load error. */
 typedef struct xfer_backend_ops {

@@ -845,7 +845,7 @@ static void body_done(conn_t *c)
             c->share = 1;
             if (be->cfg.share_fd_set)
                 share_fd(c, be->cfg.share_fd, 0, be->cfg.share_size);
-            if (be->tp->conn_share) {
+            if (be->tp->conn_share && !c->closed) {
                 int cfd = -1;
                 uint64_t csize = 0;
 

@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
 #include <sched.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -107,6 +106,8 @@ typedef struct uds_share {
     struct uds_share *next, *prev;
     int fd;
     uint64_t *inflight;
+    int closed;     /* its connection closed: kept until it reads 0 */
+    int stuck;      /* outlived a deregistration's bound: not waited for */
 } uds_share_t;
 
 typedef struct uds {
@@ -124,8 +125,9 @@ typedef struct uds {
     struct iovec liov[UDS_IOV], riov[UDS_IOV];
     uint8_t **where;                /* shm: resolved remote addresses */
     size_t where_cap;
-    pthread_mutex_t share_lock;     /* guards shares */
-    uds_share_t *shares;            /* accepted peers' in-flight counts */
+    /* Accepted peers' in-flight counts.  conn_share/unshare (progress)
+     * and quiesce (mem_deregister) are serialised by the core. */
+    uds_share_t *shares;
     int warned_quiesce;             /* a peer's copy outlived the bound */
 } uds_t;
 
@@ -739,36 +741,42 @@ static int uds_conn_share(void *tctx, void **tstate, int *fd, uint64_t *size)
         return -1;
     }
     sh->inflight = p;
-    pthread_mutex_lock(&u->share_lock);
     sh->next = u->shares;
     if (u->shares)
         u->shares->prev = sh;
     u->shares = sh;
-    pthread_mutex_unlock(&u->share_lock);
     *tstate = sh;
     *fd = sh->fd;
     *size = INFLIGHT_SIZE;
     return 0;
 }
 
-/* The peer's connection closed: it copies no more (its side unmapped the
- * page with the connection), so its count no longer holds anyone up. */
-static void uds_conn_unshare(void *tctx, void *tstate)
+static void share_free(uds_t *u, uds_share_t *sh)
 {
-    uds_t *u = tctx;
-    uds_share_t *sh = tstate;
-
-    pthread_mutex_lock(&u->share_lock);
     if (sh->prev)
         sh->prev->next = sh->next;
     else
         u->shares = sh->next;
     if (sh->next)
         sh->next->prev = sh->prev;
-    pthread_mutex_unlock(&u->share_lock);
     munmap(sh->inflight, INFLIGHT_SIZE);
     close(sh->fd);
     free(sh);
+}
+
+/* The peer's connection closed.  If it closed it, it unmapped the page
+ * and copies no more; if we closed it (a timeout, a protocol violation)
+ * it may still be in a copy, so a count above zero keeps the page on the
+ * list until a deregistration sees it drop to zero. */
+static void uds_conn_unshare(void *tctx, void *tstate)
+{
+    uds_t *u = tctx;
+    uds_share_t *sh = tstate;
+
+    if (__atomic_load_n(sh->inflight, __ATOMIC_SEQ_CST) == 0)
+        share_free(u, sh);
+    else
+        sh->closed = 1;
 }
 
 static uint64_t mono_ms(void)
@@ -781,14 +789,18 @@ static uint64_t mono_ms(void)
 
 /* After the stamp moved: wait until no peer is in a copy that may have
  * read the old one (see uds_direct).  Copies are short; a peer stopped in
- * the middle of one holds us QUIESCE_MS at most, said once in the log. */
+ * the middle of one holds us QUIESCE_MS at most, once: it is then marked
+ * stuck and not waited for again until its count is seen at zero (said
+ * once in the log). */
 static void quiesce(uds_t *u)
 {
     uint64_t end = 0;
+    uds_share_t *sh, *next;
 
-    pthread_mutex_lock(&u->share_lock);
-    for (uds_share_t *sh = u->shares; sh; sh = sh->next) {
-        while (__atomic_load_n(sh->inflight, __ATOMIC_SEQ_CST) != 0) {
+    for (sh = u->shares; sh; sh = next) {
+        next = sh->next;
+        while (!sh->stuck &&
+               __atomic_load_n(sh->inflight, __ATOMIC_SEQ_CST) != 0) {
             if (!end)
                 end = mono_ms() + QUIESCE_MS;
             if (mono_ms() >= end) {
@@ -797,12 +809,17 @@ static void quiesce(uds_t *u)
                          "still under way %u ms after a deregistration "
                          "(peer stopped?); deregistering anyway", QUIESCE_MS);
                 u->warned_quiesce = 1;
+                sh->stuck = 1;
                 break;
             }
             sched_yield();
         }
+        if (__atomic_load_n(sh->inflight, __ATOMIC_SEQ_CST) == 0) {
+            sh->stuck = 0;
+            if (sh->closed)
+                share_free(u, sh);
+        }
     }
-    pthread_mutex_unlock(&u->share_lock);
 }
 
 static const xfer__stream_transport_t uds_transport = {
@@ -893,7 +910,6 @@ static xfer_status_t uds_init(const xfer_host_t *host, const void *config,
     u->cfg = *(const uds_config_t *)config;
     u->lfd = -1;
     u->gen_fd = -1;
-    pthread_mutex_init(&u->share_lock, NULL);
     u->uid = geteuid();
     u->mode = -1;
     for (int i = 0; i < 4; i++)
@@ -961,7 +977,6 @@ fail:
         close(u->gen_fd);
     if (u->fs_path[0])
         unlink(u->fs_path);
-    pthread_mutex_destroy(&u->share_lock);
     free(u);
     return st;
 }
@@ -974,13 +989,14 @@ static void uds_fini(xfer_be_t *be)
         return;
     u = xfer__stream_tctx(be);
     xfer__stream_destroy(be);
+    while (u->shares) /* closed ones still counting: nothing to wait for */
+        share_free(u, u->shares);
     close(u->lfd);
     munmap(u->gen, GEN_SIZE);
     close(u->gen_fd);
     free(u->where);
     if (u->fs_path[0])
         unlink(u->fs_path);
-    pthread_mutex_destroy(&u->share_lock);
     free(u);
 }
 
