@@ -13,6 +13,10 @@
  *                    any more: every rank wrote g-1, so read g-2
  *   left/<r>         r closed; the last phase's keys stay until all left
  *   abort/<r>        why r failed, under a lease of its own, never revoked
+ *                    (so it may be a failed run's: only a put after our
+ *                    join, a newer mod_revision, counts)
+ *   beat/<r>         r is alive and working (xb_coord_heartbeat): each
+ *                    put, a new mod_revision, restarts the waits on r
  *
  * A rank whose rank/<r> key vanishes or is taken by a new process is
  * gone: waits on it fail at once instead of timing out. */
@@ -56,6 +60,7 @@ struct ecoord {
     int64_t lease;
     unsigned gen;                   /* allgathers begun */
     int64_t joined[XB_MAX_RANKS];   /* create revision of each rank's key */
+    unsigned long beats;            /* heartbeats sent */
     bool aborted;
 
     pthread_mutex_t mu;             /* guards stop */
@@ -70,7 +75,8 @@ struct ecoord {
 /* What one look at the group found (keys only). */
 struct snap {
     int64_t rank_rev[XB_MAX_RANKS]; /* 0: no such key */
-    int64_t abort_rev[XB_MAX_RANKS];
+    int64_t abort_rev[XB_MAX_RANKS]; /* mod_revision: the last put */
+    int64_t beat_rev[XB_MAX_RANKS];  /* mod_revision */
     bool gathered[XB_MAX_RANKS];    /* gather/<gen>/<r> */
     bool left[XB_MAX_RANKS];
 };
@@ -108,7 +114,8 @@ static int call(struct ecoord *ec, const char *path, json_t *body,
     if (st == XFER_OK)
         return 0;
     if (err.ep != NULL)
-        return xb_fail("etcd at %s: %s", err.ep, err.why);
+        return xb_fail("%s: etcd at %s: %s%s", what, err.ep, err.why,
+                       ec->http.neps > 1 ? " (every endpoint tried)" : "");
     return xb_fail("%s: %s", what, err.msg);
 }
 
@@ -235,6 +242,7 @@ static int snap_take(struct ecoord *ec, unsigned gen, struct snap *s)
         size_t klen;
         char *key = xfer__etcd_unb64(json_object_get(kv, "key"), &klen);
         int64_t rev = xfer__etcd_jint(json_object_get(kv, "create_revision"));
+        int64_t mod = xfer__etcd_jint(json_object_get(kv, "mod_revision"));
         const char *k;
         int r;
 
@@ -248,7 +256,10 @@ static int snap_take(struct ecoord *ec, unsigned gen, struct snap *s)
             s->rank_rev[r] = rev;
         } else if (strncmp(k, "abort/", 6) == 0 &&
                    (r = parse_rank(k + 6, ec->size)) >= 0) {
-            s->abort_rev[r] = rev;
+            s->abort_rev[r] = mod;
+        } else if (strncmp(k, "beat/", 5) == 0 &&
+                   (r = parse_rank(k + 5, ec->size)) >= 0) {
+            s->beat_rev[r] = mod;
         } else if (strncmp(k, "left/", 5) == 0 &&
                    (r = parse_rank(k + 5, ec->size)) >= 0) {
             s->left[r] = true;
@@ -412,10 +423,14 @@ static int ec_allgather(void *impl, const void *mine, size_t len,
     uint64_t deadline = now_ms() + (uint64_t)xb_timeout_ms();
     char suffix[64], old[64], missing[XB_MAX_RANKS * 4 + 8];
     int ms = EC_POLL_MIN_MS, r, n = 0;
+    int64_t beat[XB_MAX_RANKS];
+    bool first = true;
     json_t *ops, *resp, *kv;
     struct snap s;
     size_t i;
 
+    if (lease_check(ec))
+        return -1;
     snprintf(suffix, sizeof(suffix), "gather/%u/%d", g, ec->rank);
     snprintf(old, sizeof(old), "gather/%u/%d", g - 2, ec->rank);
     ops = json_pack("[{s:{s:o,s:o,s:o}}]", "request_put", "key",
@@ -426,8 +441,7 @@ static int ec_allgather(void *impl, const void *mine, size_t len,
         json_array_append_new(ops, json_pack("{s:{s:o}}",
                                              "request_delete_range", "key",
                                              key_json(ec, old)));
-    if (lease_check(ec) ||
-        call(ec, "/v3/kv/txn", json_pack("{s:o}", "success", ops), &resp,
+    if (call(ec, "/v3/kv/txn", json_pack("{s:o}", "success", ops), &resp,
              "allgather"))
         return -1;
     json_decref(resp);
@@ -442,6 +456,11 @@ static int ec_allgather(void *impl, const void *mine, size_t len,
         if (all)
             break;
         for (r = 0; r < ec->size; r++) {
+            /* A missing rank that beat since the last look is working:
+             * the bound is on its silence. */
+            if (!first && !s.gathered[r] && s.beat_rev[r] != beat[r])
+                deadline = now_ms() + (uint64_t)xb_timeout_ms();
+            beat[r] = s.beat_rev[r];
             if (s.gathered[r])
                 continue;
             if (check_rank(ec, &s, r))
@@ -450,6 +469,7 @@ static int ec_allgather(void *impl, const void *mine, size_t len,
                 return xb_fail("rank %d of group '%s' left the run before "
                                "allgather %u", r, ec->group, g);
         }
+        first = false;
         if (now_ms() >= deadline) {
             missing_list(s.gathered, ec->size, missing, sizeof(missing));
             return xb_fail("%s of group '%s' did not reach allgather %u "
@@ -495,6 +515,20 @@ static int ec_allgather(void *impl, const void *mine, size_t len,
         return xb_fail("allgather %u: %d of %d values came back from etcd",
                        g, n, ec->size);
     return 0;
+}
+
+/* One put of beat/<rank> (a counter, under our lease) per call: each is
+ * a new mod_revision that the ranks waiting on this one see. */
+static int ec_heartbeat(void *impl)
+{
+    struct ecoord *ec = impl;
+    char suffix[32], val[32];
+
+    if (lease_check(ec))
+        return -1;
+    snprintf(suffix, sizeof(suffix), "beat/%d", ec->rank);
+    snprintf(val, sizeof(val), "%lu", ++ec->beats);
+    return put(ec, suffix, val, strlen(val), ec->lease, "heartbeat");
 }
 
 static void ec_abort(void *impl, const char *why)
@@ -548,7 +582,7 @@ out:
 }
 
 static const struct xb_coord_ops etcd_ops = {ec_allgather, ec_abort,
-                                             ec_close};
+                                             ec_heartbeat, ec_close};
 
 /* ---- joining ---------------------------------------------------------- */
 

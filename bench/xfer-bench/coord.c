@@ -4,12 +4,16 @@
  * Rank 0 is a hub holding one socket per other rank: each rank sends its
  * frame to the hub, the hub answers every rank with all frames in rank
  * order.  A frame is a kind byte ('D' data, 'E' the sender failed: the
- * body says why), a big-endian u64 length and the body. */
+ * body says why, 'H' the sender is alive: no body), a big-endian u64
+ * length and the body.  The bound of a wait is on silence: an 'H'
+ * restarts it, and the hub passes the 'H' of the rank it waits on to
+ * the others, who wait on the hub. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1 /* getaddrinfo, MSG_NOSIGNAL */
 #endif
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -23,6 +27,10 @@
 
 /* A frame larger than this is a broken peer, not a blob. */
 #define FRAME_MAX ((size_t)1 << 26)
+#define HDR_LEN 9
+/* One connect attempt: a host that drops SYNs is tried again (until
+ * the deadline) rather than waited on for the kernel's two minutes. */
+#define CONNECT_TRY_MS 3000
 
 /* ------------------------------------------------------------------ */
 /* Schemes                                                             */
@@ -113,6 +121,13 @@ void xb_coord_abort(struct xb_coord *c, const char *why)
         c->ops->abort(c->impl, why);
 }
 
+int xb_coord_heartbeat(struct xb_coord *c)
+{
+    if (c->ops == NULL || c->ops->heartbeat == NULL)
+        return 0;
+    return c->ops->heartbeat(c->impl);
+}
+
 void xb_coord_close(struct xb_coord *c)
 {
     if (c->ops != NULL)
@@ -139,7 +154,14 @@ void xb_blobs_free(struct xb_blob *b, int n)
 struct sock_coord {
     int rank, size;
     int fds[XB_MAX_RANKS]; /* hub: fds[r] for rank r >= 1; spoke: fds[0] */
+    /* Bytes of an 'H' frame already sent on fds[i] (0: none begun): an
+     * 'H' goes without waiting, so one may be cut short by a full
+     * socket; its tail goes before anything else on that socket. */
+    unsigned char hb_sent[XB_MAX_RANKS];
+    uint64_t relayed_ns;   /* hub: the last 'H' passed on */
 };
+
+static const unsigned char hb_frame[HDR_LEN] = { 'H' };
 
 static void put_u64(unsigned char *p, uint64_t v)
 {
@@ -170,6 +192,9 @@ static int wait_fd(int fd, short events, const struct xb_idle *idle,
 
         if (idle != NULL && idle->fd >= 0)
             p[n++].fd = idle->fd;
+        if (left <= 0 && events == POLLOUT)
+            return xb_fail("rank %d read nothing sent to it for %d ms",
+                           rank, xb_timeout_ms());
         if (left <= 0)
             return xb_fail("rank %d sent nothing for %d ms", rank,
                            xb_timeout_ms());
@@ -211,42 +236,102 @@ static int io_full(int fd, void *buf, size_t len, int writing,
     return 0;
 }
 
-static int frame_send(int fd, char kind, const void *body, size_t len,
-                      const struct xb_idle *idle, int rank)
+/* The rest of an 'H' on fds[i] without waiting (start one when begin):
+ * 0 sent or left for later (a full socket: the peer is not reading, so
+ * it needs no news), -1 the peer is gone. */
+static int hb_push(struct sock_coord *s, int i, int begin)
 {
-    unsigned char hdr[9];
-    uint64_t deadline = xb_now_ns() + (uint64_t)xb_timeout_ms() * 1000000u;
+    if (s->hb_sent[i] == 0 && !begin)
+        return 0;
+    while (s->hb_sent[i] < HDR_LEN) {
+        ssize_t n = send(s->fds[i], hb_frame + s->hb_sent[i],
+                         HDR_LEN - s->hb_sent[i], MSG_NOSIGNAL | MSG_DONTWAIT);
 
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        if (n <= 0)
+            return xb_fail("control channel to rank %d: %s", i,
+                           n < 0 ? strerror(errno) : "closed");
+        s->hb_sent[i] = (unsigned char)(s->hb_sent[i] + n);
+    }
+    s->hb_sent[i] = 0;
+    return 0;
+}
+
+/* A frame to fds[i] (rank i, or the hub's rank 0), after the tail of a
+ * cut 'H': the stream stays whole. */
+static int frame_send(struct sock_coord *s, int i, char kind,
+                      const void *body, size_t len,
+                      const struct xb_idle *idle)
+{
+    unsigned char hdr[HDR_LEN];
+    uint64_t deadline = xb_now_ns() + (uint64_t)xb_timeout_ms() * 1000000u;
+    int fd = s->fds[i];
+
+    if (s->hb_sent[i] != 0) {
+        if (io_full(fd, (void *)(hb_frame + s->hb_sent[i]),
+                    HDR_LEN - s->hb_sent[i], 1, idle, deadline, i))
+            return -1;
+        s->hb_sent[i] = 0;
+    }
     hdr[0] = (unsigned char)kind;
     put_u64(hdr + 1, len);
-    if (io_full(fd, hdr, sizeof(hdr), 1, idle, deadline, rank) ||
-        (len && io_full(fd, (void *)body, len, 1, idle, deadline, rank)))
+    if (io_full(fd, hdr, sizeof(hdr), 1, idle, deadline, i) ||
+        (len && io_full(fd, (void *)body, len, 1, idle, deadline, i)))
         return -1;
     return 0;
 }
 
-/* One frame from rank; an 'E' frame fails with the sender's sentence. */
-static int frame_recv(int fd, struct xb_blob *b, const struct xb_idle *idle,
-                      int rank)
+/* The hub heard that rank `from` is alive while the others may wait on
+ * the hub alone: tell them, without waiting on anyone, at most once an
+ * eighth of a heartbeat period (stale 'H's read in a burst go once). */
+static void hub_relay(struct sock_coord *s, int from)
 {
-    unsigned char hdr[9];
-    uint64_t deadline = xb_now_ns() + (uint64_t)xb_timeout_ms() * 1000000u;
-    uint64_t len;
+    uint64_t now = xb_now_ns();
+    int r;
 
-    if (io_full(fd, hdr, sizeof(hdr), 0, idle, deadline, rank))
-        return -1;
-    len = get_u64(hdr + 1);
+    if (now - s->relayed_ns < (uint64_t)XB_HEARTBEAT_MS * 125000u)
+        return;
+    s->relayed_ns = now;
+    for (r = 1; r < s->size; r++)
+        if (r != from)
+            hb_push(s, r, 1); /* a gone rank fails its own wait later */
+}
+
+/* One frame from fds[i]; an 'E' frame fails with the sender's sentence,
+ * an 'H' restarts the wait. */
+static int frame_recv(struct sock_coord *s, int i, struct xb_blob *b,
+                      const struct xb_idle *idle)
+{
+    unsigned char hdr[HDR_LEN];
+    uint64_t deadline, len;
+    int fd = s->fds[i];
+
+    for (;;) {
+        deadline = xb_now_ns() + (uint64_t)xb_timeout_ms() * 1000000u;
+        if (io_full(fd, hdr, sizeof(hdr), 0, idle, deadline, i))
+            return -1;
+        len = get_u64(hdr + 1);
+        if (hdr[0] != 'H')
+            break;
+        if (len != 0)
+            return xb_fail("control channel to rank %d: malformed frame", i);
+        if (s->rank == 0)
+            hub_relay(s, i);
+    }
     if (len > FRAME_MAX || (hdr[0] != 'D' && hdr[0] != 'E'))
-        return xb_fail("control channel to rank %d: malformed frame", rank);
+        return xb_fail("control channel to rank %d: malformed frame", i);
     b->data = malloc((size_t)len + 1);
     if (b->data == NULL)
         return xb_fail("out of memory for a %zu-byte frame", (size_t)len);
     b->len = (size_t)len;
-    if (len && io_full(fd, b->data, (size_t)len, 0, idle, deadline, rank))
+    if (len && io_full(fd, b->data, (size_t)len, 0, idle, deadline, i))
         return -1;
     ((char *)b->data)[len] = '\0';
     if (hdr[0] == 'E')
-        return xb_fail("rank %d failed: %s", rank, (char *)b->data);
+        return xb_fail("rank %d failed: %s", i, (char *)b->data);
     return 0;
 }
 
@@ -266,11 +351,11 @@ static int hub_allgather(void *impl, const void *mine, size_t len,
     /* Ranks answer in any order; waiting on them one by one is fine: a
      * frame sits in its socket until read. */
     for (r = 1; r < s->size; r++)
-        if (frame_recv(s->fds[r], &out[r], idle, r))
+        if (frame_recv(s, r, &out[r], idle))
             return -1;
     for (r = 1; r < s->size; r++)
         for (q = 0; q < s->size; q++)
-            if (frame_send(s->fds[r], 'D', out[q].data, out[q].len, idle, r))
+            if (frame_send(s, r, 'D', out[q].data, out[q].len, idle))
                 return -1;
     return 0;
 }
@@ -281,10 +366,10 @@ static int spoke_allgather(void *impl, const void *mine, size_t len,
     struct sock_coord *s = impl;
     int q;
 
-    if (frame_send(s->fds[0], 'D', mine, len, idle, 0))
+    if (frame_send(s, 0, 'D', mine, len, idle))
         return -1;
     for (q = 0; q < s->size; q++)
-        if (frame_recv(s->fds[0], &out[q], idle, 0))
+        if (frame_recv(s, 0, &out[q], idle))
             return -1;
     return 0;
 }
@@ -296,11 +381,24 @@ static void sock_abort(void *impl, const char *why)
     int r;
 
     if (s->rank != 0) {
-        frame_send(s->fds[0], 'E', why, strlen(why), NULL, 0);
+        frame_send(s, 0, 'E', why, strlen(why), NULL);
         return;
     }
     for (r = 1; r < s->size; r++)
-        frame_send(s->fds[r], 'E', why, strlen(why), NULL, r);
+        frame_send(s, r, 'E', why, strlen(why), NULL);
+}
+
+/* An 'H' to the hub, or from the hub to every rank; never waits. */
+static int sock_heartbeat(void *impl)
+{
+    struct sock_coord *s = impl;
+    int r, rc = 0;
+
+    if (s->rank != 0)
+        return hb_push(s, 0, 1);
+    for (r = 1; r < s->size; r++)
+        rc |= hb_push(s, r, 1);
+    return rc;
 }
 
 static void sock_close(void *impl)
@@ -315,9 +413,9 @@ static void sock_close(void *impl)
 }
 
 static const struct xb_coord_ops hub_ops = { hub_allgather, sock_abort,
-                                             sock_close };
+                                             sock_heartbeat, sock_close };
 static const struct xb_coord_ops spoke_ops = { spoke_allgather, sock_abort,
-                                               sock_close };
+                                               sock_heartbeat, sock_close };
 
 static struct sock_coord *sock_new(int rank, int size)
 {
@@ -326,6 +424,7 @@ static struct sock_coord *sock_new(int rank, int size)
 
     if (s == NULL)
         return NULL;
+    memset(s, 0, sizeof(*s));
     s->rank = rank;
     s->size = size;
     for (r = 0; r < XB_MAX_RANKS; r++)
@@ -374,6 +473,40 @@ int xb_coord_spoke(struct xb_coord *c, int fd, int rank, int size)
 /* --role/--peer: one TCP connection                                   */
 /* ------------------------------------------------------------------ */
 
+/* connect(2) bounded by CONNECT_TRY_MS and the deadline: 0 connected,
+ * else errno.  The socket is left in blocking mode, as it was. */
+static int connect_until(int fd, const struct sockaddr *addr,
+                         socklen_t len, uint64_t deadline)
+{
+    int flags = fcntl(fd, F_GETFL), err = 0;
+    socklen_t elen = sizeof(err);
+    struct pollfd p = { fd, POLLOUT, 0 };
+    int64_t left;
+
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+        return errno;
+    if (connect(fd, addr, len) == 0)
+        goto out;
+    if (errno != EINPROGRESS) {
+        err = errno;
+        goto out;
+    }
+    left = (int64_t)(deadline - xb_now_ns()) / 1000000;
+    left = left < 0 ? 0 : left > CONNECT_TRY_MS ? CONNECT_TRY_MS : left;
+    while ((err = poll(&p, 1, (int)left)) < 0 && errno == EINTR)
+        ;
+    if (err == 0)
+        err = ETIMEDOUT;
+    else if (err < 0)
+        err = errno;
+    else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
+        err = errno;
+out:
+    if (err == 0 && fcntl(fd, F_SETFL, flags) < 0)
+        err = errno;
+    return err;
+}
+
 int xb_coord_tcp(struct xb_coord *c, const char *peer, int target)
 {
     struct addrinfo hints, *res = NULL, *ai;
@@ -415,11 +548,14 @@ int xb_coord_tcp(struct xb_coord *c, const char *peer, int target)
                     lfd = s;
                     break;
                 }
-            } else if (connect(s, ai->ai_addr, ai->ai_addrlen) == 0) {
+            } else if ((saved = connect_until(s, ai->ai_addr,
+                                              ai->ai_addrlen,
+                                              deadline)) == 0) {
                 fd = s;
                 break;
             }
-            saved = errno;
+            if (target)
+                saved = errno;
             close(s);
         }
         /* The initiator retries while the target starts. */

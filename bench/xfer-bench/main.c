@@ -18,8 +18,9 @@
 /* Every --backend must load with its config, and READ needs a plugin
  * that can READ: each is one sentence naming the option, before any
  * process is forked or waited for. */
-static int check_backends(const struct xb_opts *o)
+static int check_backends(struct xb_opts *o)
 {
+    static char versions[XB_MAX_BACKENDS][64];
     xfer_plugin_info_t *infos = NULL;
     xfer_agent_opts_t aopts;
     xfer_agent_t *agent = NULL;
@@ -40,6 +41,10 @@ static int check_backends(const struct xb_opts *o)
             if (infos[i].error != NULL || strlen(infos[i].name) != nl ||
                 strncmp(infos[i].name, spec, nl) != 0)
                 continue;
+            /* Kept for the report: no plugin is reopened during a run. */
+            snprintf(versions[b], sizeof(versions[b]), "%s",
+                     infos[i].version);
+            o->versions[b] = versions[b];
             if (o->op == XFER_OP_READ && !(infos[i].caps & XFER_CAP_READ)) {
                 fprintf(stderr, "xfer-bench: option --op READ: backend '%s' "
                         "cannot READ.\n", spec);

@@ -20,6 +20,8 @@
 /* Longest --backend spec kept; specs are copied so their plugin name
  * can be folded to lower case (nixlbench says UCX, plugins say ucx). */
 #define SPEC_MAX 512
+#define SPEC_STR2(x) #x
+#define SPEC_STR(x) SPEC_STR2(x)
 
 enum opt_id {
     OPT_HELP = 'h',
@@ -329,7 +331,8 @@ static int add_backend(struct xb_opts *o, const char *name, const char *arg)
     size_t i;
 
     if (o->nbackends == XB_MAX_BACKENDS)
-        return bad_option(name, arg, "is given more than 16 times; last");
+        return bad_option(name, arg, "is given more than "
+                          SPEC_STR(XB_MAX_BACKENDS) " times; last");
     if (arg[0] == '\0' || strlen(arg) >= SPEC_MAX)
         return bad_option(name, arg, "expects a backend spec of 1 to 511 "
                           "characters, not");
@@ -483,11 +486,20 @@ void xb_opts_defaults(struct xb_opts *o)
     o->progress = -1;
 }
 
+/* Peers one process serves at most: a many-to-one target has every
+ * other rank, a one-to-many initiator too; pairwise ranks have one. */
+static size_t max_peers(const struct xb_opts *o)
+{
+    return o->scheme == XB_PAIRWISE || o->ranks < 2 ? 1
+                                                    : (size_t)o->ranks - 1;
+}
+
 size_t xb_opts_buffer(const struct xb_opts *o)
 {
-    size_t need = o->max_block * o->max_batch * (size_t)o->threads;
+    size_t need = o->max_block * o->max_batch * (size_t)o->threads *
+                  max_peers(o);
 
-    return o->total_buffer != 0 ? o->total_buffer : need;
+    return o->total_buffer > need ? o->total_buffer : need;
 }
 
 const char *xb_scheme_name(enum xb_scheme s)
@@ -539,19 +551,6 @@ static int check_combination(struct xb_opts *o)
                 "exceed --max-batch-size.\n");
         return -1;
     }
-    if (o->max_block > SIZE_MAX / o->max_batch / (size_t)o->threads) {
-        fprintf(stderr, "xfer-bench: option --max-block-size times "
-                "--max-batch-size times --threads overflows a size.\n");
-        return -1;
-    }
-    if (o->total_buffer != 0 &&
-        o->max_block * o->max_batch * (size_t)o->threads > o->total_buffer) {
-        fprintf(stderr, "xfer-bench: option --max-block-size: %zu-byte "
-                "blocks times %zu per request times %ld threads do not fit "
-                "in --total-buffer-size %zu.\n", o->max_block, o->max_batch,
-                o->threads, o->total_buffer);
-        return -1;
-    }
     if (o->iseg == XB_SEG_VRAM || o->tseg == XB_SEG_VRAM) {
         fprintf(stderr, "xfer-bench: option --%s VRAM: no backend of this "
                 "build registers GPU memory (DRAM only).\n",
@@ -583,6 +582,28 @@ static int check_combination(struct xb_opts *o)
     if ((why = xb_scheme_problem(o->scheme, (int)o->ranks)) != NULL) {
         fprintf(stderr, "xfer-bench: option --ranks %ld: %s.\n", o->ranks,
                 why);
+        return -1;
+    }
+    /* A process registers block x batch x threads bytes per peer. */
+    if (o->max_block > SIZE_MAX / o->max_batch / (size_t)o->threads /
+                           max_peers(o)) {
+        fprintf(stderr, "xfer-bench: option --max-block-size times "
+                "--max-batch-size times --threads%s overflows a size.\n",
+                max_peers(o) > 1 ? " times the peers of a rank" : "");
+        return -1;
+    }
+    if (o->total_buffer != 0 &&
+        o->max_block * o->max_batch * (size_t)o->threads * max_peers(o) >
+            o->total_buffer) {
+        char peers[64] = "";
+
+        if (max_peers(o) > 1)
+            snprintf(peers, sizeof(peers), " times %zu peers (%s)",
+                     max_peers(o), xb_scheme_name(o->scheme));
+        fprintf(stderr, "xfer-bench: option --max-block-size: %zu-byte "
+                "blocks times %zu per request times %ld threads%s do not "
+                "fit in --total-buffer-size %zu.\n", o->max_block,
+                o->max_batch, o->threads, peers, o->total_buffer);
         return -1;
     }
     return 0;

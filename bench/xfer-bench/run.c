@@ -18,11 +18,13 @@
 #define _GNU_SOURCE 1
 #endif
 
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "xb.h"
@@ -243,9 +245,9 @@ struct thread {
     size_t block, batch;
     long iters;
     pthread_barrier_t *start;
-    uint64_t *t_start;   /* written by thread 0 after the start barrier */
+    uint64_t t_begin;    /* when this thread left the start barrier */
     int *failed;         /* some thread failed before the start */
-    uint64_t *cpu_start; /* process CPU ns, by thread 0 at t_start */
+    uint64_t *cpu_start; /* process CPU ns, by the barrier's serial thread */
     uint64_t t_end;
     struct samples prep, post, xfer;
     int rc;
@@ -523,13 +525,11 @@ static void *thread_main(void *arg)
      * forever; after it they all know whether to go on. */
     if (!ok)
         __atomic_store_n(t->failed, 1, __ATOMIC_SEQ_CST);
-    pthread_barrier_wait(t->start);
+    if (pthread_barrier_wait(t->start) == PTHREAD_BARRIER_SERIAL_THREAD)
+        *t->cpu_start = cpu_ns();
+    t->t_begin = xb_now_ns();
     if (__atomic_load_n(t->failed, __ATOMIC_SEQ_CST))
         goto out;
-    if (t->id == 0) {
-        *t->cpu_start = cpu_ns();
-        *t->t_start = xb_now_ns();
-    }
     for (i = 0; i < t->iters; i++)
         if (iterate(t, i, 1))
             goto out;
@@ -589,13 +589,16 @@ static int run_point(struct session *s, size_t block, size_t batch,
     struct thread *th = calloc((size_t)n, sizeof(*th));
     pthread_barrier_t start;
     uint64_t cpu0 = 0, cpu1, t_join;
-    uint64_t t_start = 0, t_end = 0;
+    uint64_t t_start = UINT64_MAX, t_end = 0;
     int rc = -1, failed = 0;
 
     memset(res, 0, sizeof(*res));
     if (th == NULL)
         return xb_fail("out of memory for %ld threads", n);
-    pthread_barrier_init(&start, NULL, (unsigned)n);
+    if (pthread_barrier_init(&start, NULL, (unsigned)n) != 0) {
+        free(th);
+        return xb_fail("cannot make a barrier for %ld threads", n);
+    }
     for (t = 0; t < n; t++) {
         struct thread *x = &th[t];
         size_t i;
@@ -606,7 +609,6 @@ static int run_point(struct session *s, size_t block, size_t batch,
         x->batch = batch;
         x->iters = xb_iters_for(o, block);
         x->start = &start;
-        x->t_start = &t_start;
         x->failed = &failed;
         x->cpu_start = &cpu0;
         x->ldescs = calloc(batch, sizeof(*x->ldescs));
@@ -631,17 +633,37 @@ static int run_point(struct session *s, size_t block, size_t batch,
         }
     if (started < n) {
         /* Threads that started wait at the barrier for ones that never
-         * will: this cannot be undone cleanly, so end the process. */
-        fprintf(stderr, "xfer-bench: %s\n", xb_error());
+         * will: this cannot be undone cleanly, so tell the other ranks
+         * and end the process. */
+        xb_coord_abort(s->c, xb_error());
+        fprintf(stderr, "xfer-bench: rank %d: %s\n", s->c->rank, xb_error());
         exit(1);
     }
     rc = 0;
     for (t = 0; t < n; t++) {
-        pthread_join(th[t].tid, NULL);
+        /* While they work, the ranks waiting on this one hear it is
+         * alive: their bound is on silence, not on a point's length. */
+        for (;;) {
+            struct timespec at;
+
+            clock_gettime(CLOCK_REALTIME, &at);
+            at.tv_sec += XB_HEARTBEAT_MS / 1000;
+            at.tv_nsec += (long)(XB_HEARTBEAT_MS % 1000) * 1000000L;
+            if (at.tv_nsec >= 1000000000L) {
+                at.tv_sec++;
+                at.tv_nsec -= 1000000000L;
+            }
+            if (pthread_timedjoin_np(th[t].tid, NULL, &at) != ETIMEDOUT)
+                break;
+            if (xb_coord_heartbeat(s->c))
+                rc = -1; /* the threads finish; the point fails */
+        }
         if (th[t].rc != 0)
             rc = -1;
         if (th[t].t_end > t_end)
             t_end = th[t].t_end;
+        if (th[t].t_begin < t_start)
+            t_start = th[t].t_begin;
     }
     cpu1 = cpu_ns();
     t_join = xb_now_ns();
@@ -653,6 +675,7 @@ static int run_point(struct session *s, size_t block, size_t batch,
     res->threads = n;
     res->bytes = (uint64_t)n * (uint64_t)th[0].iters * (uint64_t)s->npeers *
                  block * batch;
+    /* From the first thread off the start line to the last one done. */
     res->seconds = (double)(t_end - t_start) / 1e9;
     if (res->seconds <= 0)
         res->seconds = 1e-9;
@@ -908,22 +931,6 @@ static void session_close(struct session *s)
     pthread_mutex_destroy(&s->mail_lock);
 }
 
-static const char *plugin_version(const char *spec, char *buf, size_t len)
-{
-    xfer_plugin_info_t *infos;
-    size_t n, i, nl = strcspn(spec, ":");
-
-    snprintf(buf, len, "?");
-    if (xfer_plugin_list(&infos, &n) != XFER_OK)
-        return buf;
-    for (i = 0; i < n; i++)
-        if (infos[i].error == NULL && strlen(infos[i].name) == nl &&
-            strncmp(infos[i].name, spec, nl) == 0)
-            snprintf(buf, len, "%s", infos[i].version);
-    xfer_plugin_list_free(infos, n);
-    return buf;
-}
-
 static long count_points(const struct xb_opts *o)
 {
     long blocks = 0, batches = 0;
@@ -950,7 +957,7 @@ static int run_backend(struct session *s, struct xb_report *rep, long *done,
     struct xb_idle idle = { -1, target_idle, s };
     struct xb_blob all[XB_MAX_RANKS];
     struct xb_result res, row;
-    char text[512], ver[64];
+    char text[512];
     size_t block, batch;
     xfer_status_t st;
 
@@ -965,7 +972,7 @@ static int run_backend(struct session *s, struct xb_report *rep, long *done,
         return -1;
     if (rep != NULL &&
         xb_report_backend(rep, s->spec,
-                          plugin_version(s->spec, ver, sizeof(ver))))
+                          o->versions[s->bi] ? o->versions[s->bi] : "?"))
         return -1;
     for (block = o->start_block; block <= o->max_block; block *= 2) {
         for (batch = o->start_batch; batch <= o->max_batch; batch *= 2) {
@@ -1022,10 +1029,12 @@ int xb_run(const struct xb_opts *o, struct xb_coord *c)
         s.spec = o->backends[b];
         pthread_mutex_init(&s.mail_lock, NULL);
         rc = run_backend(&s, rep, &done, total);
+        /* Tell the others why before our agent goes: closing it first
+         * would fail their transfers with a bare disconnect. */
+        if (rc != 0)
+            xb_coord_abort(c, xb_error());
         session_close(&s);
     }
-    if (rc != 0)
-        xb_coord_abort(c, xb_error());
     if (rep != NULL) {
         if (xb_report_finish(rep) && rc == 0)
             rc = -1;

@@ -7,6 +7,7 @@
  *   coord-etcd.c  the same over etcd (--etcd, --group, --ranks)
  *   run.c       agents, buffers, metadata, the measured loops, threads
  *   pattern.c   fill/verify patterns for --check-consistency
+ *   util.c      the first error as one sentence, the clock, the bound
  *   report.c    the table, --json, --csv, --plot, the progress bar
  *   main.c      glue
  */
@@ -25,9 +26,11 @@
 /* Blocks at least this large run num_iter / large_iter_factor times. */
 #define XB_LARGE_BLOCK ((size_t)1 << 20)
 
-/* How long any rank waits for another before the run fails: failure is
- * an answer, never a hang. */
+/* How long any rank waits on a silent one before the run fails: failure
+ * is an answer, never a hang.  Working initiators send a heartbeat every
+ * XB_HEARTBEAT_MS, so the bound is on silence, not on a point's length. */
 #define XB_TIMEOUT_MS 60000
+#define XB_HEARTBEAT_MS 2000
 
 enum xb_role { XB_ROLE_LOCAL, XB_ROLE_TARGET, XB_ROLE_INITIATOR };
 enum xb_scheme { XB_PAIRWISE, XB_MANY_TO_ONE, XB_ONE_TO_MANY };
@@ -36,6 +39,7 @@ enum xb_seg { XB_SEG_DRAM, XB_SEG_VRAM };
 struct xb_opts {
     const char *backends[XB_MAX_BACKENDS]; /* --backend, in order */
     size_t nbackends;
+    const char *versions[XB_MAX_BACKENDS]; /* their plugins' (main.c) */
     xfer_op_t op;
     size_t start_block, max_block;
     size_t start_batch, max_batch;
@@ -104,6 +108,10 @@ struct xb_coord_ops {
     /* Tell every rank that this one failed, and why (best effort); their
      * waits then fail with that sentence instead of timing out. */
     void (*abort)(void *impl, const char *why);
+    /* This rank is alive and working (an initiator during a point, every
+     * XB_HEARTBEAT_MS): ranks waiting on it restart their silence bound,
+     * so a long point is not taken for a dead rank. */
+    int (*heartbeat)(void *impl);
     void (*close)(void *impl);
 };
 
@@ -117,6 +125,7 @@ int xb_coord_allgather(struct xb_coord *c, const void *mine, size_t len,
                        struct xb_blob *out, const struct xb_idle *idle);
 int xb_coord_barrier(struct xb_coord *c, const struct xb_idle *idle);
 void xb_coord_abort(struct xb_coord *c, const char *why);
+int xb_coord_heartbeat(struct xb_coord *c);
 void xb_coord_close(struct xb_coord *c);
 void xb_blobs_free(struct xb_blob *b, int n);
 

@@ -30,7 +30,5 @@ bool xt_etcd_post(xt_etcd_t *etcd, const char *path, const char *body,
 /* Halt it, remove its dir and free it; NULL is fine. */
 void xt_etcd_stop(xt_etcd_t *etcd);
 
-/* A loopback TCP port nobody listened on a moment ago (0 on error). */
-unsigned xt_free_port(void);
 
 #endif /* XT_ETCD_H */

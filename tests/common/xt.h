@@ -38,7 +38,10 @@ bool xt_status_at(const char *file, unsigned line, int fatal,
 #define XT_ERR_HAS(...) xt_err_has_at(__FILE__, __LINE__, __VA_ARGS__, NULL)
 bool xt_err_has_at(const char *file, unsigned line, ...);
 
-/* ---- names, memory ------------------------------------------------------ */
+/* ---- names, memory, ports ------------------------------------------------ */
+
+/* A loopback TCP port nobody listened on a moment ago (0 on error). */
+unsigned xt_free_port(void);
 
 /* A name unique to this process and call: "<prefix>-<pid>-<n>". */
 const char *xt_name(const char *prefix);

@@ -22,9 +22,12 @@
 #define TIMEOUT_MS 6000            /* XB_TIMEOUT_MS: above the TTL */
 #define WAIT_MS 20000              /* a child's next line */
 #define NBARRIERS 20
+#define SHORT_MS 1500              /* XB_TIMEOUT_MS of the heartbeat test */
+#define BEAT_MS 250                /* its heartbeat period */
 
 static xt_etcd_t *etcd;
 static const char *endpoint;      /* its http://127.0.0.1:PORT */
+static int kid_timeout_ms;        /* new children's XB_TIMEOUT_MS (0: as is) */
 
 /* ---- etcd ------------------------------------------------------------------------- */
 
@@ -63,7 +66,8 @@ static long group_keys(const char *group)
 enum mode {
     JOIN,       /* join, say "rank R" or "fail ...", leave */
     FULL,       /* two allgathers checked, NBARRIERS barriers */
-    HOLD,       /* join, then per line: "go" a barrier, "abort" abort;
+    HOLD,       /* join, then per line: "go" a barrier, "abort" abort,
+                 * "beat MS" heartbeats for MS ms then a barrier;
                  * anything else: leave */
 };
 
@@ -146,7 +150,7 @@ static int kid_main(enum mode mode, const char *ep, const char *group,
     struct xb_coord c = {0};
     uint64_t hash = 0xcbf29ce484222325ull;
     char line[64];
-    int i;
+    int i, beat_ms;
 
     if (xb_coord_etcd(&c, ep, group, size) != 0) {
         say(out, "fail %s", xb_error());
@@ -165,6 +169,19 @@ static int kid_main(enum mode mode, const char *ep, const char *group,
         say(out, "barriers ok");
     }
     while (mode == HOLD && fgets(line, sizeof(line), in) != NULL) {
+        if (sscanf(line, "beat %d", &beat_ms) == 1) {
+            /* A long point: the others wait, hearing that this rank works. */
+            uint64_t end = xb_now_ns() / 1000000u + (uint64_t)beat_ms;
+
+            while (xb_now_ns() / 1000000u < end) {
+                if (xb_coord_heartbeat(&c) != 0) {
+                    say(out, "fail heartbeat: %s", xb_error());
+                    break;
+                }
+                xt_sleep_ms(BEAT_MS);
+            }
+            memcpy(line, "go", 3);
+        }
         if (strncmp(line, "go", 2) == 0 && xb_coord_barrier(&c, NULL) == 0) {
             say(out, "barrier ok");
         } else if (strncmp(line, "go", 2) == 0) {
@@ -248,6 +265,12 @@ static kid_t *kid_start(enum mode mode, const char *ep, const char *group,
         int rc;
 
         free(k); /* the parent's */
+        if (kid_timeout_ms > 0) {
+            char ms[32];
+
+            snprintf(ms, sizeof(ms), "%d", kid_timeout_ms);
+            setenv("XB_TIMEOUT_MS", ms, 1);
+        }
         close(to[1]);
         close(from[0]);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -456,6 +479,50 @@ static void test_gather_timeout(void)
         kid_expect(k[i], "closed", line, sizeof(line));
 }
 
+/* The bound is on silence: a rank that heartbeats for three bounds
+ * before it joins the barrier makes nobody time out; silent, it does. */
+static void test_heartbeat(void)
+{
+    const char *g = xt_name("busy-beat");
+    kid_t *k[3];
+    char line[1024], want[256], beat[32];
+    int rank[3];
+    uint64_t t0;
+
+    kid_timeout_ms = SHORT_MS;
+    for (int i = 0; i < 3; i++)
+        k[i] = kid_start(HOLD, endpoint, g, 3);
+    kid_timeout_ms = 0;
+    for (int i = 0; i < 3; i++)
+        rank[i] = kid_rank(k[i]);
+    t0 = xt_now_ms();
+    snprintf(beat, sizeof(beat), "beat %d", 3 * SHORT_MS);
+    kid_say(k[0], "go");
+    kid_say(k[1], "go");
+    kid_say(k[2], beat);
+    for (int i = 0; i < 3; i++)
+        kid_expect(k[i], "barrier ok", line, sizeof(line));
+    XT_CHECK(xt_now_ms() - t0 >= 3 * SHORT_MS, "the barrier took only %"
+             PRIu64 " ms", xt_now_ms() - t0);
+    /* The same ranks, the same bound: silence still fails. */
+    t0 = xt_now_ms();
+    kid_say(k[0], "go");
+    kid_say(k[1], "go");
+    snprintf(want, sizeof(want), "rank %d of group '%s' did not reach "
+             "allgather 1 within %d ms", rank[2], g, SHORT_MS);
+    for (int i = 0; i < 2; i++) {
+        kid_expect(k[i], "fail ", line, sizeof(line));
+        XT_CHECK(strstr(line, want) != NULL, "child %d said '%s', not '%s'",
+                 k[i]->pid, line, want);
+    }
+    XT_CHECK(xt_now_ms() - t0 >= SHORT_MS - 100 &&
+             xt_now_ms() - t0 < SHORT_MS + 3000, "timed out after %" PRIu64
+             " ms", xt_now_ms() - t0);
+    kid_say(k[2], "quit");
+    for (int i = 0; i < 3; i++)
+        kid_expect(k[i], "closed", line, sizeof(line));
+}
+
 static void test_abort(void)
 {
     const char *g = xt_name("abort");
@@ -483,7 +550,8 @@ static void test_unreachable(void)
 
     snprintf(ep, sizeof(ep), "http://127.0.0.1:%u", xt_free_port());
     k = kid_start(JOIN, ep, xt_name("nowhere"), 2);
-    snprintf(want, sizeof(want), "fail etcd at %s: ", ep);
+    /* What was being done, where, and curl's reason. */
+    snprintf(want, sizeof(want), "fail etcd lease: etcd at %s: ", ep);
     kid_expect(k, want, line, sizeof(line));
     XT_CHECK(strlen(line) > strlen(want), "no reason given: '%s'", line);
 }
@@ -495,6 +563,7 @@ int main(int argc, char **argv)
         XT_TEST(test_full_group),
         XT_TEST(test_dead_rank_rejoin),
         XT_TEST(test_gather_timeout),
+        XT_TEST(test_heartbeat),
         XT_TEST(test_abort),
         XT_TEST(test_unreachable),
         XT_END,

@@ -8,13 +8,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -242,33 +240,19 @@ static void test_json_and_csv(void)
     XT_CHECK(lines == 5, "CSV has %d lines, not a header and 4 rows", lines);
 }
 
-static int free_port(void)
-{
-    struct sockaddr_in a = { .sin_family = AF_INET };
-    socklen_t len = sizeof(a);
-    int s = socket(AF_INET, SOCK_STREAM, 0), port;
-
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    XT_REQUIRE(s >= 0 && bind(s, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-               getsockname(s, (struct sockaddr *)&a, &len) == 0,
-               "no free port: %s", strerror(errno));
-    port = ntohs(a.sin_port);
-    close(s);
-    return port;
-}
-
 /* A --role target and a --role initiator on a free loopback port, both
  * given the same options; outputs tagged tag-t and tag-i. */
 static void start_pair(const char *tag, const char *opts, int *tp, int *ip)
 {
     char args[1024], name[64];
-    int port = free_port();
+    unsigned port = xt_free_port();
 
-    snprintf(args, sizeof(args), "--role target --peer 127.0.0.1:%d %s",
+    XT_REQUIRE(port != 0, "no free loopback port");
+    snprintf(args, sizeof(args), "--role target --peer 127.0.0.1:%u %s",
              port, opts);
     snprintf(name, sizeof(name), "%s-t", tag);
     *tp = start(name, args);
-    snprintf(args, sizeof(args), "--role initiator --peer 127.0.0.1:%d %s",
+    snprintf(args, sizeof(args), "--role initiator --peer 127.0.0.1:%u %s",
              port, opts);
     snprintf(name, sizeof(name), "%s-i", tag);
     *ip = start(name, args);

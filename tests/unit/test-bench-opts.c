@@ -153,7 +153,7 @@ static void test_nixlbench_spellings(void)
                      "--max_batch_size", "8", "--num_iter", "100",
                      "--warmup_iter", "10", "--large_blk_iter_ftr", "2",
                      "--num_threads", "2", "--total_buffer_size",
-                     "1073741824", "--check_consistency", "--recreate_xfer",
+                     "4294967296", "--check_consistency", "--recreate_xfer",
                      "--enable_pt=true", "--initiator_seg_type", "DRAM",
                      "--target_seg_type", "DRAM", "--scheme", "onetomany",
                      "--etcd_endpoints", "http://127.0.0.1:2379",
@@ -167,7 +167,7 @@ static void test_nixlbench_spellings(void)
                      "--start-batch-size", "1", "--max-batch-size", "8",
                      "--num-iter", "100", "--warmup-iter", "10",
                      "--large-block-iter-factor", "2", "--threads", "2",
-                     "--total-buffer-size", "1G", "--check-consistency",
+                     "--total-buffer-size", "4G", "--check-consistency",
                      "--recreate", "--progress-thread", "--scheme",
                      "one-to-many", "--etcd", "http://127.0.0.1:2379",
                      "--group", "g1", NULL) == 0,
@@ -243,6 +243,14 @@ static void test_bad_combinations(void)
     expect_refused(parse(&o, "--max-block-size", "1M", "--threads", "4",
                          "--total-buffer-size", "2M", NULL),
                    "--total-buffer-size", "4 threads", NULL);
+    /* A many-to-one target holds a part per initiator. */
+    expect_refused(parse(&o, "--max-block-size", "1M", "--scheme",
+                         "many-to-one", "--ranks", "4", "--total-buffer-size",
+                         "2M", NULL),
+                   "--total-buffer-size", "3 peers (many-to-one)", NULL);
+    XT_REQUIRE(parse(&o, "--max-block-size", "1M", "--scheme", "many-to-one",
+                     "--ranks", "4", NULL) == 0, "refused: %s", errtext);
+    CU_ASSERT_EQUAL(xb_opts_buffer(&o), (size_t)3 << 20);
     expect_refused(parse(&o, "--initiator-seg-type", "VRAM", NULL),
                    "--initiator-seg-type", "VRAM", NULL);
     expect_refused(parse(&o, "--target_seg_type", "VRAM", NULL),
