@@ -47,9 +47,16 @@ xt_etcd_start() {
     return 1
 }
 
+# SIGTERM, then SIGKILL after 5 s, as the C fixture does.
 xt_etcd_stop() {
     if [ -n "$etcd_pid" ]; then
         kill "$etcd_pid" 2>/dev/null
+        i=0
+        while kill -0 "$etcd_pid" 2>/dev/null && [ $i -lt 50 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        kill -9 "$etcd_pid" 2>/dev/null
         wait "$etcd_pid" 2>/dev/null
     fi
     etcd_pid=
