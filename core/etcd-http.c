@@ -275,4 +275,74 @@ out:
     return st;
 }
 
+/* ---- leases ---------------------------------------------------------------------- */
+
+/* A lease call: body in, the answer parsed, err set either way. */
+static xfer_status_t lease_call(xfer__etcd_http_t *h, const char *path,
+                                json_t *body, unsigned timeout_ms,
+                                json_t **resp, xfer__etcd_http_err_t *err)
+{
+    xfer_status_t st;
+
+    *resp = NULL;
+    err->ep = NULL;
+    err->why[0] = '\0';
+    if (body == NULL)
+        return fail(err, XFER_ERR_NOMEM, "out of memory");
+    st = xfer__etcd_http_call(h, path, body, timeout_ms, resp, err);
+    json_decref(body);
+    return st;
+}
+
+xfer_status_t xfer__etcd_lease_grant(xfer__etcd_http_t *h, unsigned ttl_s,
+                                     unsigned timeout_ms, int64_t *id,
+                                     xfer__etcd_http_err_t *err)
+{
+    json_t *resp;
+    xfer_status_t st = lease_call(h, "/v3/lease/grant",
+                                  json_pack("{s:I}", "TTL", (json_int_t)ttl_s),
+                                  timeout_ms, &resp, err);
+
+    *id = 0;
+    if (st != XFER_OK)
+        return st;
+    *id = xfer__etcd_jint(json_object_get(resp, "ID"));
+    json_decref(resp);
+    return *id != 0 ? XFER_OK
+                    : fail(err, XFER_ERR_BACKEND, "etcd granted no lease");
+}
+
+xfer_status_t xfer__etcd_lease_keepalive(xfer__etcd_http_t *h, int64_t id,
+                                         unsigned timeout_ms,
+                                         xfer__etcd_http_err_t *err)
+{
+    json_t *resp;
+    xfer_status_t st = lease_call(h, "/v3/lease/keepalive",
+                                  json_pack("{s:o}", "ID", xfer__etcd_jid(id)),
+                                  timeout_ms, &resp, err);
+    int64_t ttl;
+
+    if (st != XFER_OK)
+        return st;
+    ttl = xfer__etcd_jint(json_object_get(json_object_get(resp, "result"),
+                                          "TTL"));
+    json_decref(resp);
+    return ttl > 0 ? XFER_OK
+                   : fail(err, XFER_ERR_NOT_FOUND, "lease %" PRId64 " expired",
+                          id);
+}
+
+xfer_status_t xfer__etcd_lease_revoke(xfer__etcd_http_t *h, int64_t id,
+                                      unsigned timeout_ms,
+                                      xfer__etcd_http_err_t *err)
+{
+    json_t *resp;
+    xfer_status_t st = lease_call(h, "/v3/lease/revoke",
+                                  json_pack("{s:o}", "ID", xfer__etcd_jid(id)),
+                                  timeout_ms, &resp, err);
+
+    json_decref(resp);
+    return st;
+}
+
 #endif /* XFER_HAVE_CURL */

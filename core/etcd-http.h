@@ -65,6 +65,19 @@ void xfer__etcd_http_easy(xfer__etcd_http_t *h, CURL *c, const char *url,
 /* CURLOPT_WRITEFUNCTION appending to a xfer__etcd_hbuf_t. */
 size_t xfer__etcd_hbuf_write(char *ptr, size_t sz, size_t n, void *ud);
 
+/* Leases.  grant: a new lease of ttl_s seconds in *id.  keepalive:
+ * XFER_ERR_NOT_FOUND when the lease is gone (expired, revoked).  revoke:
+ * its keys go at once. */
+xfer_status_t xfer__etcd_lease_grant(xfer__etcd_http_t *h, unsigned ttl_s,
+                                     unsigned timeout_ms, int64_t *id,
+                                     xfer__etcd_http_err_t *err);
+xfer_status_t xfer__etcd_lease_keepalive(xfer__etcd_http_t *h, int64_t id,
+                                         unsigned timeout_ms,
+                                         xfer__etcd_http_err_t *err);
+xfer_status_t xfer__etcd_lease_revoke(xfer__etcd_http_t *h, int64_t id,
+                                      unsigned timeout_ms,
+                                      xfer__etcd_http_err_t *err);
+
 /* A base64 field decoded into a NUL-terminated malloc'd buffer. */
 char *xfer__etcd_unb64(json_t *j, size_t *len);
 /* etcd's gateway writes 64-bit integers as strings: either is read. */

@@ -219,37 +219,20 @@ static xfer_status_t fetch_once(xfer__etcd_t *e, const char *name,
 
 static xfer_status_t lease_grant(xfer__etcd_t *e, int64_t *id)
 {
-    json_t *body = json_pack("{s:I}", "TTL", (json_int_t)e->ttl_s), *resp;
-    xfer_status_t st = etcd_call(e, "/v3/lease/grant", body, ETCD_CALL_MS,
-                                 &resp);
+    xfer__etcd_http_err_t err;
+    xfer_status_t st = xfer__etcd_lease_grant(&e->http, e->ttl_s,
+                                              ETCD_CALL_MS, id, &err);
 
-    json_decref(body);
-    if (st != XFER_OK)
-        return st;
-    *id = xfer__etcd_jint(json_object_get(resp, "ID"));
-    json_decref(resp);
-    if (*id == 0)
-        return xfer__err(XFER_ERR_BACKEND, "etcd granted no lease");
-    return XFER_OK;
+    return st == XFER_OK ? XFER_OK : xfer__err(st, "%s", err.msg);
 }
 
-/* XFER_ERR_NOT_FOUND: the lease is gone (expired, or etcd lost it). */
 static xfer_status_t lease_keepalive(xfer__etcd_t *e, int64_t id)
 {
-    json_t *body = json_pack("{s:o}", "ID", xfer__etcd_jid(id)), *resp;
-    xfer_status_t st = etcd_call(e, "/v3/lease/keepalive", body, ETCD_CALL_MS,
-                                 &resp);
-    int64_t ttl;
+    xfer__etcd_http_err_t err;
+    xfer_status_t st = xfer__etcd_lease_keepalive(&e->http, id, ETCD_CALL_MS,
+                                                  &err);
 
-    json_decref(body);
-    if (st != XFER_OK)
-        return st;
-    ttl = xfer__etcd_jint(json_object_get(json_object_get(resp, "result"),
-                                          "TTL"));
-    json_decref(resp);
-    return ttl > 0 ? XFER_OK
-                   : xfer__err(XFER_ERR_NOT_FOUND, "lease %" PRId64 " expired",
-                               id);
+    return st == XFER_OK ? XFER_OK : xfer__err(st, "%s", err.msg);
 }
 
 /* Put the key with value under lease if compare (a JSON array, stolen)
@@ -807,17 +790,13 @@ void xfer__etcd_stop(xfer__etcd_t *e)
     if (e->lease != 0) {
         /* Revoking deletes our key now, so peers need not wait for the
          * TTL.  Best effort: the lease expires by itself anyway. */
-        json_t *body = json_pack("{s:o}", "ID", xfer__etcd_jid(e->lease));
-        json_t *resp = NULL;
+        xfer__etcd_http_err_t err;
 
         atomic_store(&e->stop, false); /* let the call run */
-        if (body != NULL &&
-            etcd_call(e, "/v3/lease/revoke", body, ETCD_CALL_MS, &resp) !=
-                XFER_OK)
+        if (xfer__etcd_lease_revoke(&e->http, e->lease, ETCD_CALL_MS,
+                                    &err) != XFER_OK)
             xfer__log(XFER_LOG_INFO, "etcd", "agent %s: lease not revoked: "
-                      "%s", e->agent->name, xfer_last_error());
-        json_decref(body);
-        json_decref(resp);
+                      "%s", e->agent->name, err.msg);
     }
     etcd_free(e);
 }

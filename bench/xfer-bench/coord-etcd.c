@@ -100,6 +100,16 @@ static unsigned ttl_from_env(void)
 
 /* An unreachable etcd is named with curl's reason; anything else with
  * what was being done and etcd's own sentence. */
+static int fail_http(const struct ecoord *ec, const xfer__etcd_http_err_t *err,
+                     const char *what)
+{
+    if (err->ep != NULL)
+        return xb_fail("%s: etcd at %s: %s%s", what, err->ep, err->why,
+                       ec->http.neps > 1 ? " (every endpoint tried)" : "");
+    return xb_fail("%s: %s", what, err->msg);
+}
+
+/* One call; a failure is worded by fail_http. */
 static int call(struct ecoord *ec, const char *path, json_t *body,
                 json_t **resp, const char *what)
 {
@@ -111,12 +121,7 @@ static int call(struct ecoord *ec, const char *path, json_t *body,
         return xb_fail("out of memory");
     st = xfer__etcd_http_call(&ec->http, path, body, EC_CALL_MS, resp, &err);
     json_decref(body);
-    if (st == XFER_OK)
-        return 0;
-    if (err.ep != NULL)
-        return xb_fail("%s: etcd at %s: %s%s", what, err.ep, err.why,
-                       ec->http.neps > 1 ? " (every endpoint tried)" : "");
-    return xb_fail("%s: %s", what, err.msg);
+    return st == XFER_OK ? 0 : fail_http(ec, &err, what);
 }
 
 static json_t *key_json(const struct ecoord *ec, const char *suffix)
@@ -151,31 +156,23 @@ static int parse_rank(const char *s, int size)
 
 static int64_t lease_grant(struct ecoord *ec)
 {
-    json_t *resp;
+    xfer__etcd_http_err_t err;
     int64_t id;
 
-    if (call(ec, "/v3/lease/grant",
-             json_pack("{s:I}", "TTL", (json_int_t)ec->ttl_s), &resp,
-             "etcd lease"))
+    if (xfer__etcd_lease_grant(&ec->http, ec->ttl_s, EC_CALL_MS, &id, &err) !=
+        XFER_OK) {
+        fail_http(ec, &err, "etcd lease");
         return 0;
-    id = xfer__etcd_jint(json_object_get(resp, "ID"));
-    json_decref(resp);
-    if (id == 0)
-        xb_fail("etcd granted no lease");
+    }
     return id;
 }
 
 static void lease_revoke(struct ecoord *ec, int64_t id)
 {
     xfer__etcd_http_err_t err;
-    json_t *body = json_pack("{s:o}", "ID", xfer__etcd_jid(id)), *resp = NULL;
 
     /* Best effort: the lease expires by itself anyway. */
-    if (body != NULL)
-        xfer__etcd_http_call(&ec->http, "/v3/lease/revoke", body, EC_CALL_MS,
-                             &resp, &err);
-    json_decref(body);
-    json_decref(resp);
+    xfer__etcd_lease_revoke(&ec->http, id, EC_CALL_MS, &err);
 }
 
 static int put(struct ecoord *ec, const char *suffix, const void *val,
@@ -367,27 +364,19 @@ static void *ka_main(void *arg)
         struct timespec ts = {(time_t)(at / 1000),
                               (long)(at % 1000) * 1000000L};
         xfer__etcd_http_err_t err;
-        json_t *body, *resp = NULL;
         xfer_status_t st;
 
         if (pthread_cond_timedwait(&ec->cv, &ec->mu, &ts) != ETIMEDOUT ||
             ec->stop)
             continue;
         pthread_mutex_unlock(&ec->mu);
-        body = json_pack("{s:o}", "ID", xfer__etcd_jid(ec->lease));
-        st = body != NULL ? xfer__etcd_http_call(&ec->http,
-                                                 "/v3/lease/keepalive", body,
-                                                 EC_CALL_MS, &resp, &err)
-                          : XFER_ERR_NOMEM;
-        json_decref(body);
-        /* A failed call is tried again soon; an answer without a TTL
-         * means the lease is gone. */
+        st = xfer__etcd_lease_keepalive(&ec->http, ec->lease, EC_CALL_MS,
+                                        &err);
+        /* A failed call is tried again soon; a lease etcd no longer has
+         * is gone with our keys. */
         wait_ms = st == XFER_OK ? ec->ttl_s * 1000u / 3 : 250;
-        if (st == XFER_OK &&
-            xfer__etcd_jint(json_object_get(json_object_get(resp, "result"),
-                                            "TTL")) <= 0)
+        if (st == XFER_ERR_NOT_FOUND)
             atomic_store(&ec->lost, true);
-        json_decref(resp);
         pthread_mutex_lock(&ec->mu);
     }
     pthread_mutex_unlock(&ec->mu);
