@@ -99,6 +99,7 @@ static ranks_t *ranks_start(const int *before)
             struct xb_coord c = {0};
 
             prctl(PR_SET_PDEATHSIG, SIGKILL);
+            free(rk); /* the parent's bookkeeping */
             /* Only its own ends stay open: a dead rank's sockets close. */
             for (int q = 0; q < NRANKS; q++) {
                 close(out[q][0]);
