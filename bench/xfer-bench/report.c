@@ -319,16 +319,9 @@ int xb_report_backend(struct xb_report *r, const char *spec,
     char line[512];
     struct backend *b;
 
-    if (r->nbe == r->cap_be) {
-        size_t cap = r->cap_be ? 2 * r->cap_be : 4;
-        struct backend *be = realloc(r->be, cap * sizeof(*be));
-
-        if (be == NULL) {
-            oom("the report");
-            return -1;
-        }
-        r->be = be;
-        r->cap_be = cap;
+    if (xb_grow(&r->be, r->nbe, &r->cap_be, sizeof(*r->be), 4)) {
+        oom("the report");
+        return -1;
     }
     b = &r->be[r->nbe];
     memset(b, 0, sizeof(*b));
@@ -357,16 +350,9 @@ int xb_report_row(struct xb_report *r, const struct xb_result *res)
         return -1;
     }
     b = &r->be[r->nbe - 1];
-    if (b->nrows == b->cap) {
-        size_t cap = b->cap ? 2 * b->cap : 32;
-        struct xb_result *rows = realloc(b->rows, cap * sizeof(*rows));
-
-        if (rows == NULL) {
-            oom("the results");
-            return -1;
-        }
-        b->rows = rows;
-        b->cap = cap;
+    if (xb_grow(&b->rows, b->nrows, &b->cap, sizeof(*b->rows), 32)) {
+        oom("the results");
+        return -1;
     }
     b->rows[b->nrows++] = *res;
     table_row(line, sizeof(line), res);

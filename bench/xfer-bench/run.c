@@ -178,15 +178,8 @@ static void initiator_on_notif(void *arg, const char *from, const void *msg,
     if (sscanf(text, "xb ok %llu", &seed) != 1 &&
         sscanf(text, "xb bad %llu %lld", &seed, &bad) != 2)
         return;
-    if (s->nmail == s->mail_cap) {
-        size_t cap = s->mail_cap ? s->mail_cap * 2 : 16;
-        struct mail *p = realloc(s->mail, cap * sizeof(*p));
-
-        if (p == NULL)
-            return; /* the waiter times out with a sentence */
-        s->mail = p;
-        s->mail_cap = cap;
-    }
+    if (xb_grow(&s->mail, s->nmail, &s->mail_cap, sizeof(*s->mail), 16))
+        return; /* the waiter times out with a sentence */
     m = &s->mail[s->nmail++];
     snprintf(m->from, sizeof(m->from), "%s", from);
     m->seed = seed;
@@ -258,17 +251,12 @@ struct thread {
     size_t *idx;
 };
 
+/* Samples go into the room sample_reserve made before the clock
+ * started; running out of it is a counting error, never a realloc. */
 static int sample_add(struct samples *sm, uint64_t v)
 {
-    if (sm->n == sm->cap) {
-        size_t cap = sm->cap ? sm->cap * 2 : 64;
-        uint64_t *p = realloc(sm->v, cap * sizeof(*p));
-
-        if (p == NULL)
-            return xb_fail("out of memory for timing samples");
-        sm->v = p;
-        sm->cap = cap;
-    }
+    if (sm->n == sm->cap)
+        return xb_fail("more timing samples than the %zu reserved", sm->cap);
     sm->v[sm->n++] = v;
     return 0;
 }

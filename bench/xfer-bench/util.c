@@ -68,3 +68,20 @@ int xb_timeout_ms(void)
     pthread_once(&timeout_once, timeout_read);
     return timeout_ms;
 }
+
+/* arr points at a typed pointer (struct mail **, ...): it is read and
+ * written through memcpy, not through a void ** lvalue. */
+int xb_grow(void *arr, size_t n, size_t *cap, size_t elem, size_t first)
+{
+    void *old, *q;
+    size_t want = *cap ? *cap * 2 : first;
+
+    if (n < *cap)
+        return 0;
+    memcpy(&old, arr, sizeof(old));
+    if (want > SIZE_MAX / elem || (q = realloc(old, want * elem)) == NULL)
+        return -1;
+    memcpy(arr, &q, sizeof(q));
+    *cap = want;
+    return 0;
+}

@@ -81,6 +81,10 @@ const char *xb_error(void);
 uint64_t xb_now_ns(void);
 /* XB_TIMEOUT_MS, or the environment's XB_TIMEOUT_MS (tests shorten it). */
 int xb_timeout_ms(void);
+/* Room for one more element in the array *arr of *n used, *cap held
+ * (elem bytes each), doubling from first; -1, nothing changed, when out
+ * of memory. */
+int xb_grow(void *arr, size_t n, size_t *cap, size_t elem, size_t first);
 
 /* ------------------------------------------------------------------ */
 /* coord: the ranks of one run.                                        */
