@@ -794,10 +794,14 @@ static uint64_t mono_ms(void)
  * once in the log). */
 static void quiesce(uds_t *u)
 {
-    uint64_t end = 0;
     uds_share_t *sh, *next;
 
+    /* The bound is per peer: one stopped peer must not get the copies of
+     * the others, still under way when its bound ran out, taken for
+     * stuck ones without a wait of their own. */
     for (sh = u->shares; sh; sh = next) {
+        uint64_t end = 0;
+
         next = sh->next;
         while (!sh->stuck &&
                __atomic_load_n(sh->inflight, __ATOMIC_SEQ_CST) != 0) {
