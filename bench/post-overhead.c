@@ -215,11 +215,11 @@ static int pair_setup(struct pair *p, const struct options *o)
                                   0 };
         p->idx[i] = i;
     }
-    if ((st = xfer_prep_create(p->init, NULL, &list, &p->lprep)) != XFER_OK)
+    if ((st = xfer_prep_create(p->init, &list, NULL, &p->lprep)) != XFER_OK)
         goto fail;
     for (i = 0; i < o->ndesc; i++)
         descs[i].addr = (uintptr_t)p->tbuf + i * STRIDE;
-    if ((st = xfer_prep_create(p->init, peer, &list, &p->rprep)) != XFER_OK)
+    if ((st = xfer_prep_create(p->init, &list, peer, &p->rprep)) != XFER_OK)
         goto fail;
     rc = 0;
     goto out;

@@ -1,5 +1,5 @@
 /* agent.c - the agent: its lifetime, its backends and the host table they
- * call back through, memory registration, and the progress engine. */
+ * call back through, and the progress engine that drives them. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdatomic.h>
@@ -48,18 +48,35 @@ static void host_notif_deliver(void *ctx, const char *from, const void *msg,
     xfer__notif_push(b->agent, from, msg, len);
 }
 
+static const char *access_name(unsigned access)
+{
+    switch (access & XFER_ACCESS_RW) {
+    case XFER_ACCESS_READ:
+        return "READ";
+    case XFER_ACCESS_WRITE:
+        return "WRITE";
+    case XFER_ACCESS_RW:
+        return "READ and WRITE";
+    default:
+        return "nothing";
+    }
+}
+
+/* Called from plugins' progress, under their lock: reads the registry
+ * under reg_lock alone, never the agent lock. */
 static xfer_status_t host_mem_check(void *ctx, uint64_t key, uint64_t addr,
                                     uint64_t len, unsigned access, void **mem,
                                     char *msg, size_t msg_size)
 {
     xfer_backend_t *b = ctx;
+    xfer_agent_t *a = b->agent;
     xfer__region_t *r;
     char why[256];
 
-    (void)access; /* every registration allows READ and WRITE by peers */
     *mem = NULL;
-    r = (xfer__region_t *)xfer__reg_find_key(&b->agent->regions, key);
-    if (r == NULL)
+    pthread_rwlock_rdlock(&a->reg_lock);
+    r = (xfer__region_t *)xfer__reg_find_key(&a->regions, key);
+    if (r == NULL || !r->ready)
         snprintf(why, sizeof(why), "key 0x%016" PRIx64 " names no "
                  "registration (wrong or deregistered)", key);
     else if (r->be_mem[b->index] == NULL)
@@ -70,19 +87,24 @@ static xfer_status_t host_mem_check(void *ctx, uint64_t key, uint64_t addr,
         snprintf(why, sizeof(why), "[0x%" PRIx64 ", +%" PRIu64 ") is outside "
                  "registration 0x%016" PRIx64 " [0x%" PRIx64 ", +%" PRIu64 ")",
                  addr, len, key, r->range.addr, r->range.len);
+    else if ((access & ~r->access) != 0)
+        snprintf(why, sizeof(why), "registration 0x%016" PRIx64 " allows "
+                 "peers %s, not %s", key, access_name(r->access),
+                 access_name(access & ~r->access));
     else {
         *mem = r->be_mem[b->index];
+        pthread_rwlock_unlock(&a->reg_lock);
         return XFER_OK;
     }
+    pthread_rwlock_unlock(&a->reg_lock);
     xfer__log(XFER_LOG_WARN, b->name, "agent %s refused a remote %s: %s",
-              b->agent->name, access & XFER_ACCESS_WRITE ? "write" : "read",
-              why);
+              a->name, access & XFER_ACCESS_WRITE ? "write" : "read", why);
     if (msg != NULL && msg_size > 0)
         snprintf(msg, msg_size, "%s", why);
     return XFER_ERR_ACCESS;
 }
 
-static void agent_wake(xfer_agent_t *a)
+void xfer__agent_wake(xfer_agent_t *a)
 {
     uint64_t one = 1;
 
@@ -95,7 +117,7 @@ static void host_wake(void *ctx)
 {
     xfer_backend_t *b = ctx;
 
-    agent_wake(b->agent);
+    xfer__agent_wake(b->agent);
 }
 
 static xfer_status_t host_shm_lookup(void *ctx, uintptr_t addr, size_t len,
@@ -107,14 +129,33 @@ static xfer_status_t host_shm_lookup(void *ctx, uintptr_t addr, size_t len,
 
 /* ---- progress -------------------------------------------------------------- */
 
-int xfer__progress_locked(xfer_agent_t *a)
+uint64_t xfer__now_us(void)
 {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* One pass over the backends: the polled ones always, the others only
+ * when fds may be ready (fds_ready), so that a thread spinning with
+ * nothing readable costs no lock and no call.  Each backend runs under
+ * its own lock at most: one backend's progress never waits for
+ * another's, nor for a post on another. */
+static int progress_pass(xfer_agent_t *a, bool fds_ready)
+{
+    unsigned nb = xfer__nbackends(a);
     int events = 0;
 
-    for (unsigned i = 0; i < a->nbackends; i++) {
+    for (unsigned i = 0; i < nb; i++) {
         xfer_backend_t *b = a->backends[i];
-        int rc = b->ops->progress(b->be);
+        int rc;
 
+        if (!b->polled && !fds_ready)
+            continue;
+        xfer__be_enter(b);
+        rc = b->ops->progress(b->be);
+        xfer__be_leave(b);
         if (rc < 0)
             xfer__log(XFER_LOG_ERROR, b->name, "progress failed: %s",
                       xfer_strerror((xfer_status_t)rc));
@@ -124,31 +165,71 @@ int xfer__progress_locked(xfer_agent_t *a)
     return events;
 }
 
-static uint64_t now_us(void)
+int xfer__progress_all(xfer_agent_t *a)
 {
-    struct timespec ts;
+    return progress_pass(a, true);
+}
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+bool xfer__arm_all(xfer_agent_t *a, int *poll_ms)
+{
+    unsigned nb = xfer__nbackends(a);
+
+    for (unsigned i = 0; i < nb; i++) {
+        xfer_backend_t *b = a->backends[i];
+        xfer_status_t st;
+
+        if (!XFER__HAS_OP(b->ops, arm)) {
+            /* Nothing tells us when a polled backend without an event fd
+             * has work: look again soon. */
+            if (b->event_fd < 0 && *poll_ms > 1)
+                *poll_ms = 1;
+            continue;
+        }
+        xfer__be_enter(b);
+        st = b->ops->arm(b->be);
+        xfer__be_leave(b);
+        if (st != XFER_OK)
+            return false;
+    }
+    return true;
+}
+
+void xfer__agent_done(xfer_agent_t *a)
+{
+    if (atomic_load(&a->waiters) == 0)
+        return;
+    pthread_mutex_lock(&a->done_lock);
+    pthread_cond_broadcast(&a->done_cond);
+    pthread_mutex_unlock(&a->done_lock);
 }
 
 /* Sleep on the event fd; after activity, poll for progress_spin_us
  * before sleeping again.  A stream of data then finds the thread awake:
  * the receiver copies while the sender is still sending, instead of
  * waking once per burst (on loopback that overlap is most of the
- * bandwidth, and each wake-up costs a round trip's worth of latency). */
+ * bandwidth, and each wake-up costs a round trip's worth of latency).
+ * Backends that must be polled are progressed on every pass, and the
+ * thread sleeps only once every backend with an arm op is armed. */
 static void *progress_main(void *arg)
 {
     xfer_agent_t *a = arg;
-    int timeout_ms = (int)((a->progress_wait_us + 999) / 1000);
+    int wait_ms = (int)((a->progress_wait_us + 999) / 1000);
     uint64_t active = 0;
 
-    for (;;) {
+    while (!atomic_load(&a->stop)) {
         struct epoll_event ev[8];
         bool spin = a->progress_spin_us > 0 &&
-                    now_us() - active < a->progress_spin_us;
-        int n = epoll_wait(a->epfd, ev, 8, spin ? 0 : timeout_ms);
+                    xfer__now_us() - active < a->progress_spin_us;
+        int timeout = 0, n;
 
+        if (!spin) {
+            timeout = wait_ms;
+            atomic_store(&a->sleeping, true);
+            if (!xfer__arm_all(a, &timeout))
+                timeout = 0;
+        }
+        n = epoll_wait(a->epfd, ev, 8, timeout);
+        atomic_store(&a->sleeping, false);
         for (int i = 0; i < n; i++) {
             if (ev[i].data.fd == a->wake_fd) {
                 uint64_t v;
@@ -158,16 +239,12 @@ static void *progress_main(void *arg)
                 }
             }
         }
-        if (n == 0 && spin)
-            continue; /* nothing ready: no need to take the lock */
-        xfer__lock(a);
-        if (a->stop) {
-            xfer__unlock(a);
-            break;
+        /* A wait that timed out also drives everyone: backends keep
+         * their timers (stall detection) in progress. */
+        if (progress_pass(a, n > 0 || timeout > 0) > 0) {
+            active = xfer__now_us();
+            xfer__agent_done(a);
         }
-        if (xfer__progress_locked(a) > 0)
-            active = now_us();
-        xfer__unlock(a);
     }
     return NULL;
 }
@@ -177,9 +254,8 @@ XFER_API xfer_status_t xfer_progress(xfer_agent_t *agent)
     xfer__err_clear();
     if (agent == NULL)
         return xfer__err(XFER_ERR_INVALID, "xfer_progress: NULL agent");
-    xfer__lock(agent);
-    xfer__progress_locked(agent);
-    xfer__unlock(agent);
+    if (xfer__progress_all(agent) > 0)
+        xfer__agent_done(agent);
     return XFER_OK;
 }
 
@@ -233,6 +309,26 @@ static bool valid_agent_name(const char *name)
     return true;
 }
 
+static void stop_thread(xfer_agent_t *a)
+{
+    if (!a->progress_thread)
+        return;
+    atomic_store(&a->stop, true);
+    xfer__agent_wake(a);
+    pthread_join(a->thread, NULL);
+    a->progress_thread = false;
+}
+
+static void destroy_locks(xfer_agent_t *a)
+{
+    pthread_cond_destroy(&a->done_cond);
+    pthread_mutex_destroy(&a->done_lock);
+    pthread_mutex_destroy(&a->nq_lock);
+    pthread_rwlock_destroy(&a->reg_lock);
+    pthread_mutex_destroy(&a->lock);
+    pthread_mutex_destroy(&a->cfg_lock);
+}
+
 XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
                                          xfer_agent_t **agent)
 {
@@ -257,7 +353,19 @@ XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
     a->epfd = -1;
     a->wake_fd = -1;
     a->nq_fd = -1;
+    pthread_mutex_init(&a->cfg_lock, NULL);
     pthread_mutex_init(&a->lock, NULL);
+    pthread_rwlock_init(&a->reg_lock, NULL);
+    pthread_mutex_init(&a->nq_lock, NULL);
+    pthread_mutex_init(&a->done_lock, NULL);
+    {
+        pthread_condattr_t ca;
+
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&a->done_cond, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     xfer__reg_init(&a->regions);
     a->name = strdup(o.name);
     a->epoch = next_epoch();
@@ -303,13 +411,7 @@ nomem:
     st = xfer__err(XFER_ERR_NOMEM, "out of memory");
 fail:
     xfer__listener_stop(a->listener);
-    if (a->progress_thread) {
-        xfer__lock(a);
-        a->stop = true;
-        xfer__unlock(a);
-        agent_wake(a);
-        pthread_join(a->thread, NULL);
-    }
+    stop_thread(a);
     if (a->epfd >= 0)
         close(a->epfd);
     if (a->wake_fd >= 0)
@@ -317,13 +419,11 @@ fail:
     if (a->nq_fd >= 0)
         close(a->nq_fd);
     xfer__reg_fini(&a->regions);
-    pthread_mutex_destroy(&a->lock);
+    destroy_locks(a);
     free(a->name);
     free(a);
     return st;
 }
-
-static void mem_free(xfer_mem_t *m);
 
 XFER_API void xfer_agent_destroy(xfer_agent_t *agent)
 {
@@ -331,40 +431,36 @@ XFER_API void xfer_agent_destroy(xfer_agent_t *agent)
 
     if (a == NULL)
         return;
-    /* The control plane calls into the agent: stop it first. */
+    /* The control plane calls into the agent: stop it first.  Then no
+     * other thread runs in the agent: the user owes us that. */
     xfer__etcd_stop(a->etcd);
     xfer__listener_stop(a->listener);
-    if (a->progress_thread) {
-        xfer__lock(a);
-        a->stop = true;
-        xfer__unlock(a);
-        agent_wake(a);
-        pthread_join(a->thread, NULL);
-    }
+    stop_thread(a);
     xfer__lock(a);
     /* Peers first, so in-flight requests end and can be released. */
     while (a->remotes != NULL)
         xfer__remote_kill(a->remotes, "its local agent was destroyed");
     xfer__req_destroy_all(a);
+    xfer__unlock(a);
     while (a->mems != NULL)
-        mem_free(a->mems);
-    for (unsigned i = a->nbackends; i-- > 0;) {
+        xfer__mem_free(a->mems);
+    for (unsigned i = xfer__nbackends(a); i-- > 0;) {
         xfer_backend_t *b = a->backends[i];
 
         b->ops->fini(b->be);
         xfer__config_free(&b->config);
         xfer__plugin_close(b->plugin);
+        pthread_mutex_destroy(&b->lock);
         free(b);
     }
     xfer__notif_free_all(a);
-    xfer__unlock(a);
     xfer__shm_free_all(a);
 
     xfer__reg_fini(&a->regions);
     close(a->epfd);
     close(a->wake_fd);
     close(a->nq_fd);
-    pthread_mutex_destroy(&a->lock);
+    destroy_locks(a);
     free(a->name);
     free(a);
 }
@@ -381,44 +477,48 @@ XFER_API uint64_t xfer_agent_epoch(const xfer_agent_t *agent)
 
 /* ---- backends ---------------------------------------------------------------- */
 
-xfer_status_t xfer__region_register_be(xfer_backend_t *b, xfer__region_t *r)
+/* The table's flags (ABI minor 3), and whether the backend must be
+ * progressed on every pass of the progress thread. */
+static void backend_model(xfer_backend_t *b)
 {
-    xfer_be_region_t br = {
-        .addr = (uintptr_t)r->range.addr,
-        .len = (size_t)r->range.len,
-        .type = r->type,
-        .dev = r->dev,
-        .key = r->range.key,
-    };
-    void *mem = NULL;
-    xfer_status_t st;
+    const xfer_backend_ops_t *ops = b->ops;
 
-    if (!(b->ops->hdr.mem_types & XFER_MEMBIT(r->type)))
-        return XFER_ERR_NOT_SUPPORTED;
-    st = b->ops->mem_register(b->be, &br, &mem);
-    if (st != XFER_OK) {
-        if (!xfer__err_isset())
-            xfer__err(st, "backend %s could not register [0x%" PRIx64
-                      ", +%" PRIu64 ")", b->name, r->range.addr, r->range.len);
-        return st;
-    }
-    r->be_mem[b->index] = mem;
-    return XFER_OK;
+    b->flags = ops->hdr.struct_size >= offsetof(xfer_backend_ops_t, flags) +
+                                           sizeof(ops->flags)
+                   ? ops->flags
+                   : 0;
+    b->polled = (b->flags & XFER_BE_POLL) || b->event_fd < 0 ||
+                XFER__HAS_OP(ops, arm);
 }
 
+/* Undo what backend_add did to the regions before it failed. */
+static void backend_unregister(xfer_agent_t *a, xfer_backend_t *b)
+{
+    for (size_t i = 0; i < a->regions.count; i++) {
+        xfer__region_t *r = (xfer__region_t *)a->regions.by_addr[i];
+
+        if (r->be_mem[b->index] != NULL) {
+            b->ops->mem_deregister(b->be, r->be_mem[b->index]);
+            r->be_mem[b->index] = NULL;
+        }
+    }
+}
+
+/* cfg_lock held: registrations cannot change under us, and init and the
+ * registrations that join the new backend run without the agent lock. */
 static xfer_status_t backend_add(xfer_agent_t *a, const char *plugin,
                                  json_t *kv, xfer_backend_t **out)
 {
     xfer_backend_t *b;
     xfer_status_t st;
     const xfer_backend_ops_t *ops;
-    size_t i;
+    unsigned nb = xfer__nbackends(a);
 
-    for (i = 0; i < a->nbackends; i++)
+    for (unsigned i = 0; i < nb; i++)
         if (strcmp(a->backends[i]->name, plugin) == 0)
             return xfer__err(XFER_ERR_EXISTS, "agent '%s' already has a '%s' "
                              "backend", a->name, plugin);
-    if (a->nbackends == XFER__MAX_BACKENDS)
+    if (nb == XFER__MAX_BACKENDS)
         return xfer__err(XFER_ERR_INVALID, "agent '%s' already has %d "
                          "backends", a->name, XFER__MAX_BACKENDS);
 
@@ -426,8 +526,9 @@ static xfer_status_t backend_add(xfer_agent_t *a, const char *plugin,
     if (b == NULL)
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
     b->agent = a;
-    b->index = a->nbackends;
+    b->index = nb;
     b->event_fd = -1;
+    pthread_mutex_init(&b->lock, NULL);
     st = xfer__plugin_open(plugin, &b->plugin);
     if (st != XFER_OK)
         goto fail;
@@ -465,35 +566,34 @@ static xfer_status_t backend_add(xfer_agent_t *a, const char *plugin,
             goto fail;
         }
     }
+    backend_model(b);
     /* Registrations made before this backend existed join it now, so the
      * order of add and register does not matter to the user. */
-    for (i = 0; i < a->regions.count; i++) {
+    for (size_t i = 0; i < a->regions.count; i++) {
         xfer__region_t *r = (xfer__region_t *)a->regions.by_addr[i];
 
         st = xfer__region_register_be(b, r);
         if (st != XFER_OK && st != XFER_ERR_NOT_SUPPORTED) {
-            while (i-- > 0) {
-                r = (xfer__region_t *)a->regions.by_addr[i];
-                if (r->be_mem[b->index] != NULL) {
-                    ops->mem_deregister(b->be, r->be_mem[b->index]);
-                    r->be_mem[b->index] = NULL;
-                }
-            }
+            backend_unregister(a, b);
             if (b->event_fd >= 0)
                 epoll_ctl(a->epfd, EPOLL_CTL_DEL, b->event_fd, NULL);
             ops->fini(b->be);
             goto fail;
         }
     }
-    a->backends[a->nbackends++] = b;
+    xfer__lock(a);
+    a->backends[nb] = b;
+    atomic_store_explicit(&a->nbackends, nb + 1, memory_order_release);
+    xfer__unlock(a);
     if (out != NULL)
         *out = b;
-    agent_wake(a);
+    xfer__agent_wake(a);
     return XFER_OK;
 
 fail:
     xfer__config_free(&b->config);
     xfer__plugin_close(b->plugin);
+    pthread_mutex_destroy(&b->lock);
     free(b);
     return st;
 }
@@ -513,9 +613,9 @@ XFER_API xfer_status_t xfer_backend_add(xfer_agent_t *agent, const char *spec,
     st = xfer__spec_parse(spec, &plugin, &kv);
     if (st != XFER_OK)
         return st;
-    xfer__lock(agent);
+    pthread_mutex_lock(&agent->cfg_lock);
     st = backend_add(agent, plugin, kv, backend);
-    xfer__unlock(agent);
+    pthread_mutex_unlock(&agent->cfg_lock);
     if (st == XFER_OK)
         xfer__etcd_changed(agent->etcd);
     free(plugin);
@@ -550,9 +650,9 @@ XFER_API xfer_status_t xfer_backend_add_json(xfer_agent_t *agent,
                              "a JSON object", plugin);
         }
     }
-    xfer__lock(agent);
+    pthread_mutex_lock(&agent->cfg_lock);
     st = backend_add(agent, plugin, kv, backend);
-    xfer__unlock(agent);
+    pthread_mutex_unlock(&agent->cfg_lock);
     if (st == XFER_OK)
         xfer__etcd_changed(agent->etcd);
     json_decref(kv);
@@ -573,10 +673,9 @@ XFER_API xfer_status_t xfer_backend_find(xfer_agent_t *agent, const char *name,
     if (agent == NULL || name == NULL || backend == NULL)
         return xfer__err(XFER_ERR_INVALID, "xfer_backend_find: NULL argument");
     *backend = NULL;
-    xfer__lock(agent);
     st = xfer__err(XFER_ERR_NOT_FOUND, "agent '%s' has no '%s' backend",
                    agent->name, name);
-    for (unsigned i = 0; i < agent->nbackends; i++) {
+    for (unsigned i = 0; i < xfer__nbackends(agent); i++) {
         if (strcmp(agent->backends[i]->name, name) == 0) {
             *backend = agent->backends[i];
             xfer__err_clear();
@@ -584,7 +683,6 @@ XFER_API xfer_status_t xfer_backend_find(xfer_agent_t *agent, const char *name,
             break;
         }
     }
-    xfer__unlock(agent);
     return st;
 }
 
@@ -602,9 +700,9 @@ XFER_API xfer_status_t xfer_backend_state(xfer_backend_t *backend, char *buf,
         return xfer__err(XFER_ERR_NOT_SUPPORTED, "plugin '%s' reports no "
                          "state (it predates backend ABI minor 2 or has "
                          "nothing to say)", backend->name);
-    xfer__lock(backend->agent);
+    xfer__be_enter(backend);
     st = backend->ops->state(backend->be, buf, len);
-    xfer__unlock(backend->agent);
+    xfer__be_leave(backend);
     buf[len - 1] = '\0';
     if (st != XFER_OK) {
         buf[0] = '\0';
@@ -615,164 +713,3 @@ XFER_API xfer_status_t xfer_backend_state(xfer_backend_t *backend, char *buf,
     return st;
 }
 
-/* ---- memory ------------------------------------------------------------------- */
-
-/* Deregister every region of m from every backend and free it.  Lock held. */
-static void mem_free(xfer_mem_t *m)
-{
-    xfer_agent_t *a = m->agent;
-
-    for (size_t i = 0; i < m->count; i++) {
-        xfer__region_t *r = &m->regions[i];
-
-        if (r->range.key == 0)
-            continue; /* never inserted: a failed registration */
-        xfer__reg_remove(&a->regions, &r->range);
-        for (unsigned j = 0; j < a->nbackends; j++) {
-            if (r->be_mem[j] != NULL) {
-                a->backends[j]->ops->mem_deregister(a->backends[j]->be,
-                                                    r->be_mem[j]);
-                r->be_mem[j] = NULL;
-            }
-        }
-    }
-    if (m->prev != NULL)
-        m->prev->next = m->next;
-    else if (a->mems == m)
-        a->mems = m->next;
-    if (m->next != NULL)
-        m->next->prev = m->prev;
-    free(m->regions);
-    free(m);
-}
-
-static xfer_status_t mem_register(xfer_agent_t *a, const xfer_dlist_t *list,
-                                  xfer_backend_t *only, xfer_mem_t **out)
-{
-    xfer_mem_t *m;
-    xfer_status_t st;
-
-    if (only != NULL && only->agent != a)
-        return xfer__err(XFER_ERR_INVALID, "backend %s belongs to another "
-                         "agent", only->name);
-    if (only != NULL && !(only->ops->hdr.mem_types & XFER_MEMBIT(list->type)))
-        return xfer__err(XFER_ERR_NOT_SUPPORTED, "backend %s does not support "
-                         "%s memory", only->name,
-                         list->type == XFER_MEM_VRAM ? "VRAM" : "DRAM");
-    m = calloc(1, sizeof(*m));
-    if (m == NULL)
-        return xfer__err(XFER_ERR_NOMEM, "out of memory");
-    m->agent = a;
-    m->count = list->count;
-    m->regions = calloc(list->count, sizeof(*m->regions));
-    if (m->regions == NULL) {
-        free(m);
-        return xfer__err(XFER_ERR_NOMEM, "out of memory");
-    }
-    /* Linked first so mem_free can undo a partial registration. */
-    m->next = a->mems;
-    if (a->mems != NULL)
-        a->mems->prev = m;
-    a->mems = m;
-
-    for (size_t i = 0; i < list->count; i++) {
-        const xfer_desc_t *d = &list->descs[i];
-        xfer__region_t *r = &m->regions[i];
-        uint64_t key;
-
-        if (d->len == 0 || d->addr == 0 || d->addr + d->len < d->addr) {
-            st = xfer__err(XFER_ERR_INVALID, "descriptor %zu: [0x%" PRIxPTR
-                           ", +%zu) is not a valid region", i, d->addr,
-                           d->len);
-            goto fail;
-        }
-        r->range.addr = d->addr;
-        r->range.len = d->len;
-        r->type = list->type;
-        r->dev = d->dev;
-        r->owner = m;
-        do {
-            st = xfer__random(&key, sizeof(key));
-            if (st != XFER_OK)
-                goto fail;
-        } while (key == 0 || xfer__reg_find_key(&a->regions, key) != NULL);
-        r->range.key = key;
-        st = xfer__reg_insert(&a->regions, &r->range);
-        if (st != XFER_OK) {
-            r->range.key = 0;
-            xfer__err(st, "out of memory");
-            goto fail;
-        }
-        for (unsigned j = 0; j < a->nbackends; j++) {
-            xfer_backend_t *b = a->backends[j];
-
-            if (only != NULL && b != only)
-                continue;
-            st = xfer__region_register_be(b, r);
-            if (st == XFER_ERR_NOT_SUPPORTED && only == NULL)
-                continue;
-            if (st != XFER_OK) {
-                xfer__err_prefix(st, "descriptor %zu", i);
-                goto fail;
-            }
-        }
-    }
-    *out = m;
-    return XFER_OK;
-
-fail:
-    mem_free(m);
-    return st;
-}
-
-XFER_API xfer_status_t xfer_mem_register(xfer_agent_t *agent,
-                                         const xfer_dlist_t *list,
-                                         xfer_backend_t *backend,
-                                         xfer_mem_t **mem)
-{
-    xfer_status_t st;
-
-    xfer__err_clear();
-    if (agent == NULL || list == NULL || mem == NULL ||
-        (list->count > 0 && list->descs == NULL))
-        return xfer__err(XFER_ERR_INVALID, "xfer_mem_register: NULL argument");
-    *mem = NULL;
-    if (list->count == 0)
-        return xfer__err(XFER_ERR_INVALID, "xfer_mem_register: empty list");
-    if (list->type != XFER_MEM_DRAM && list->type != XFER_MEM_VRAM)
-        return xfer__err(XFER_ERR_INVALID, "xfer_mem_register: unknown "
-                         "memory type %d", (int)list->type);
-    xfer__lock(agent);
-    st = mem_register(agent, list, backend, mem);
-    xfer__unlock(agent);
-    if (st == XFER_OK)
-        xfer__etcd_changed(agent->etcd);
-    return st;
-}
-
-XFER_API xfer_status_t xfer_mem_deregister(xfer_agent_t *agent, xfer_mem_t *mem)
-{
-    xfer__err_clear();
-    if (agent == NULL || mem == NULL)
-        return xfer__err(XFER_ERR_INVALID, "xfer_mem_deregister: NULL "
-                         "argument");
-    if (mem->agent != agent)
-        return xfer__err(XFER_ERR_INVALID, "xfer_mem_deregister: registration "
-                         "belongs to another agent");
-    xfer__lock(agent);
-    for (size_t i = 0; i < mem->count; i++) {
-        if (mem->regions[i].refs > 0) {
-            unsigned refs = mem->regions[i].refs;
-
-            xfer__unlock(agent);
-            return xfer__err(XFER_ERR_BUSY, "region %zu [0x%" PRIx64 ", +%"
-                             PRIu64 ") is still used by %u request(s) or "
-                             "prepared list(s)", i, mem->regions[i].range.addr,
-                             mem->regions[i].range.len, refs);
-        }
-    }
-    mem_free(mem);
-    xfer__unlock(agent);
-    xfer__etcd_changed(agent->etcd);
-    return XFER_OK;
-}

@@ -4,6 +4,7 @@
 #define XFER_CORE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -58,6 +59,11 @@ struct xfer_backend {
     xfer_be_t *be;
     const char *name;                /* ops->hdr.name */
     int event_fd;                    /* -1 if the plugin has none */
+    uint32_t flags;                  /* XFER_BE_* (0 before ABI minor 3) */
+    bool polled;                     /* progress on every pass */
+    /* Serialises calls into a plugin without XFER_BE_THREAD_SAFE: one
+     * instance's lock, so a slow op stalls this backend alone. */
+    pthread_mutex_t lock;
 };
 
 /* A local region: one descriptor of a registration. */
@@ -66,6 +72,9 @@ typedef struct xfer__region {
     xfer_mem_type_t type;
     uint64_t dev;
     xfer_mem_t *owner;
+    unsigned access;                 /* XFER_ACCESS_* peers may use */
+    bool ready;                      /* every backend has registered it:
+                                        peers and requests may use it */
     unsigned refs;                   /* requests and preps using it */
     void *be_mem[XFER__MAX_BACKENDS];/* plugin handle per backend or NULL */
 } xfer__region_t;
@@ -93,7 +102,7 @@ struct xfer__remote {
     char *name;
     uint64_t epoch;
     unsigned refs;
-    bool dead;
+    _Atomic bool dead;               /* read without the lock on posts */
     const char *dead_why;            /* static text: why it is gone */
     xfer_be_peer_t *peer[XFER__MAX_BACKENDS];
     xfer__registry_t regions;        /* of xfer__rregion_t */
@@ -118,6 +127,7 @@ struct xfer_prep {
 };
 
 struct xfer_req {
+    pthread_mutex_t lock;            /* one caller at a time per request */
     xfer_agent_t *agent;
     xfer_op_t op;
     xfer_backend_t *backend;
@@ -131,6 +141,9 @@ struct xfer_req {
     size_t notif_len;
     xfer_status_t state;             /* last known status */
     bool posted;                     /* ever posted */
+    bool timed_out;                  /* cancelled by its own deadline */
+    unsigned timeout_ms;             /* per-post bound, 0: none */
+    uint64_t deadline_us;            /* of the current post, 0: none */
     xfer_req_t *prev, *next;
 };
 
@@ -141,20 +154,34 @@ typedef struct xfer__notif {
     unsigned char msg[];
 } xfer__notif_t;
 
+/* Locks, in the order they nest (never take one to the left while
+ * holding one to the right):
+ *   cfg_lock -> lock -> request lock -> backend lock -> reg_lock, nq_lock
+ * cfg_lock serialises the slow control calls that run plugins' slow ops
+ * (registration, deregistration, adding a backend) without holding
+ * `lock`, so those never stall request creation or transfers.  `lock`
+ * guards the agent's lists for short sections.  The data path (post,
+ * status, progress) takes only a request's and a backend's lock. */
 struct xfer_agent {
-    pthread_mutex_t lock;            /* guards everything below */
+    pthread_mutex_t cfg_lock;
+    pthread_mutex_t lock;            /* guards the lists below */
+    pthread_rwlock_t reg_lock;       /* the local registry: host mem_check
+                                        reads it from progress */
     char *name;
     uint64_t epoch;
 
+    /* Appended under cfg_lock and lock, never removed before destroy;
+     * readers without a lock load nbackends (acquire) first. */
     xfer_backend_t *backends[XFER__MAX_BACKENDS];
-    unsigned nbackends;
+    _Atomic unsigned nbackends;
 
-    xfer__registry_t regions;        /* of xfer__region_t */
+    xfer__registry_t regions;        /* of xfer__region_t; under reg_lock */
     xfer_mem_t *mems;
     xfer__remote_t *remotes;
     xfer_req_t *reqs;
     xfer_prep_t *preps;
 
+    pthread_mutex_t nq_lock;         /* the notification queue */
     xfer__notif_t *nq_head, *nq_tail;
     size_t nq_count;
     int nq_fd;                       /* eventfd: readable while queued */
@@ -165,7 +192,13 @@ struct xfer_agent {
     unsigned progress_wait_us;
     unsigned progress_spin_us;
     pthread_t thread;
-    bool stop;
+    _Atomic bool stop;
+    _Atomic bool sleeping;           /* the thread may be in a long wait */
+    /* xfer_req_wait sleeps here; the progress thread broadcasts after a
+     * pass that handled events, when someone waits. */
+    pthread_mutex_t done_lock;
+    pthread_cond_t done_cond;
+    _Atomic unsigned waiters;
 
     /* Control plane (core/ctl.h); set at creation, never changed. */
     xfer__listener_t *listener;      /* NULL: no listener */
@@ -194,17 +227,49 @@ void xfer__notif_push(xfer_agent_t *a, const char *from, const void *msg,
 void xfer__notif_free_all(xfer_agent_t *a);
 
 /* agent.c */
-/* Drive every backend once; agent lock held.  Returns events handled. */
-int xfer__progress_locked(xfer_agent_t *a);
-/* Register a region with one backend (agent lock held). */
+/* Drive every backend once (each under its own lock, if it has one);
+ * no agent lock held.  Returns events handled. */
+int xfer__progress_all(xfer_agent_t *a);
+/* Whether the agent may sleep: every backend armed with nothing pending.
+ * *poll_ms is lowered to 1 while a backend must be polled regardless. */
+bool xfer__arm_all(xfer_agent_t *a, int *poll_ms);
+/* Wake whoever sleeps on the agent's event fd. */
+void xfer__agent_wake(xfer_agent_t *a);
+/* Tell xfer_req_wait callers that progress happened. */
+void xfer__agent_done(xfer_agent_t *a);
+uint64_t xfer__now_us(void);
+
+/* The backends the agent has now (a stable prefix of a->backends). */
+static inline unsigned xfer__nbackends(xfer_agent_t *a)
+{
+    return atomic_load_explicit(&a->nbackends, memory_order_acquire);
+}
+
+/* Enter and leave a plugin instance: its own lock unless it is
+ * thread-safe. */
+static inline void xfer__be_enter(xfer_backend_t *b)
+{
+    if (!(b->flags & XFER_BE_THREAD_SAFE))
+        pthread_mutex_lock(&b->lock);
+}
+static inline void xfer__be_leave(xfer_backend_t *b)
+{
+    if (!(b->flags & XFER_BE_THREAD_SAFE))
+        pthread_mutex_unlock(&b->lock);
+}
+
+/* mem.c */
+/* Register a region with one backend (cfg_lock held, not lock). */
 xfer_status_t xfer__region_register_be(xfer_backend_t *b, xfer__region_t *r);
+/* Deregister every region of m and free it (cfg_lock held, not lock). */
+void xfer__mem_free(xfer_mem_t *m);
 
 /* shm.c: memory from xfer_mem_alloc (process-wide table) */
 xfer_status_t xfer__shm_lookup(uintptr_t addr, size_t len,
                                xfer_shm_info_t *info);
 void xfer__shm_free_all(xfer_agent_t *a);
 
-/* Lock helpers: every public entry point takes the agent lock. */
+/* The agent's list lock (see struct xfer_agent for the order). */
 static inline void xfer__lock(xfer_agent_t *a) { pthread_mutex_lock(&a->lock); }
 static inline void xfer__unlock(xfer_agent_t *a) { pthread_mutex_unlock(&a->lock); }
 

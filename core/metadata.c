@@ -51,8 +51,12 @@ static int add_region(xfer_agent_t *a, json_t *regions, xfer__region_t *r)
         if (r->be_mem[j] == NULL)
             continue;
         if (XFER__HAS_OP(b->ops, mem_pack)) {
-            if (b->ops->mem_pack(b->be, r->be_mem[j], buf, &len) != XFER_OK ||
-                len > sizeof(buf))
+            xfer_status_t st;
+
+            xfer__be_enter(b);
+            st = b->ops->mem_pack(b->be, r->be_mem[j], buf, &len);
+            xfer__be_leave(b);
+            if (st != XFER_OK || len > sizeof(buf))
                 goto fail;
         } else {
             len = 0;
@@ -97,7 +101,11 @@ static xfer_status_t md_build(xfer_agent_t *a, unsigned what,
             xfer_backend_t *b = a->backends[j];
             size_t len = sizeof(buf);
             json_t *o;
-            xfer_status_t st = b->ops->conn_info(b->be, buf, &len);
+            xfer_status_t st;
+
+            xfer__be_enter(b);
+            st = b->ops->conn_info(b->be, buf, &len);
+            xfer__be_leave(b);
 
             if (st != XFER_OK || len > sizeof(buf)) {
                 json_decref(root);
@@ -454,8 +462,10 @@ static xfer_status_t add_rregion(xfer__remote_t *rem, const md_region_t *mr)
                      "base64", mr->r.key, b->name);
             goto fail;
         }
+        xfer__be_enter(b);
         st = b->ops->rmem_unpack(b->be, rem->peer[j], &mr->r, buf, (size_t)n,
                                  &rr->be_rmem[j]);
+        xfer__be_leave(b);
         if (st != XFER_OK) {
             if (!xfer__err_isset())
                 xfer__err(st, "backend %s refused region key 0x%016" PRIx64
@@ -471,10 +481,15 @@ static xfer_status_t add_rregion(xfer__remote_t *rem, const md_region_t *mr)
     return XFER_OK;
 
 fail:
-    for (unsigned j = 0; j < a->nbackends; j++)
-        if (rr->be_rmem[j] != NULL)
-            a->backends[j]->ops->rmem_release(a->backends[j]->be,
-                                              rr->be_rmem[j]);
+    for (unsigned j = 0; j < a->nbackends; j++) {
+        xfer_backend_t *b = a->backends[j];
+
+        if (rr->be_rmem[j] == NULL)
+            continue;
+        xfer__be_enter(b);
+        b->ops->rmem_release(b->be, rr->be_rmem[j]);
+        xfer__be_leave(b);
+    }
     free(rr);
     return st;
 }
@@ -491,9 +506,11 @@ static xfer_status_t add_peers(xfer__remote_t *rem, const md_doc_t *d)
             if (strcmp(b->name, d->backends[i].plugin) != 0 ||
                 rem->peer[j] != NULL)
                 continue;
+            xfer__be_enter(b);
             st = b->ops->peer_add(b->be, rem->name, rem->epoch,
                                   d->backends[i].conn, d->backends[i].conn_len,
                                   &rem->peer[j]);
+            xfer__be_leave(b);
             if (st != XFER_OK) {
                 rem->peer[j] = NULL;
                 return xfer__err_prefix(st, "agent '%s', backend %s",
@@ -539,10 +556,16 @@ static xfer_status_t md_apply_locked(xfer_agent_t *a, const md_doc_t *d)
         if (fresh != NULL) {
             /* Nothing of a new epoch is kept unless all of it loaded. */
             fresh->next = NULL;
-            for (unsigned j = 0; j < a->nbackends; j++)
-                if (fresh->peer[j] != NULL)
-                    a->backends[j]->ops->peer_remove(a->backends[j]->be,
-                                                     fresh->peer[j]);
+            for (unsigned j = 0; j < a->nbackends; j++) {
+                xfer_backend_t *b = a->backends[j];
+
+                if (fresh->peer[j] == NULL)
+                    continue;
+                xfer__be_enter(b);
+                b->ops->peer_remove(b->be, fresh->peer[j]);
+                xfer__be_leave(b);
+                fresh->peer[j] = NULL;
+            }
             fresh->dead = true;
             xfer__remote_unref(fresh);
         }

@@ -1,5 +1,6 @@
-/* notif.c - the agent's queue of received notifications: appended by
- * backends as messages arrive, drained by the user in arrival order. */
+/* notif.c - notifications: sending one alone, and the agent's queue of
+ * received ones, appended by backends as messages arrive and drained by
+ * the user in arrival order. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -7,7 +8,7 @@
 #include "core/internal.h"
 
 /* Keep nq_fd readable exactly while the queue is not empty; both sides
- * of that change happen under the agent lock. */
+ * of that change happen under nq_lock. */
 static void nq_fd_set(xfer_agent_t *a, bool readable)
 {
     uint64_t v = 1;
@@ -38,6 +39,7 @@ void xfer__notif_push(xfer_agent_t *a, const char *from, const void *msg,
     n->len = len;
     if (len > 0)
         memcpy(n->msg, msg, len);
+    pthread_mutex_lock(&a->nq_lock);
     if (a->nq_tail != NULL)
         a->nq_tail->next = n;
     else
@@ -45,6 +47,7 @@ void xfer__notif_push(xfer_agent_t *a, const char *from, const void *msg,
     a->nq_tail = n;
     if (a->nq_count++ == 0)
         nq_fd_set(a, true);
+    pthread_mutex_unlock(&a->nq_lock);
 }
 
 static void free_list(xfer__notif_t *n)
@@ -87,17 +90,17 @@ XFER_API xfer_status_t xfer_notif_drain(xfer_agent_t *agent, xfer_notif_cb_t cb,
         *count = 0;
     if (agent == NULL || cb == NULL)
         return xfer__err(XFER_ERR_INVALID, "xfer_notif_drain: NULL argument");
-    xfer__lock(agent);
     if (!agent->progress_thread)
-        xfer__progress_locked(agent);
+        xfer__progress_all(agent);
     /* Take the whole queue, then call back unlocked: the callback may
      * post or send without deadlocking on the agent. */
+    pthread_mutex_lock(&agent->nq_lock);
     list = agent->nq_head;
     agent->nq_head = agent->nq_tail = NULL;
     if (agent->nq_count > 0)
         nq_fd_set(agent, false);
     agent->nq_count = 0;
-    xfer__unlock(agent);
+    pthread_mutex_unlock(&agent->nq_lock);
 
     for (xfer__notif_t *it = list; it != NULL; it = it->next, n++)
         cb(arg, it->from, it->msg, it->len);
@@ -105,4 +108,84 @@ XFER_API xfer_status_t xfer_notif_drain(xfer_agent_t *agent, xfer_notif_cb_t cb,
     if (count != NULL)
         *count = n;
     return XFER_OK;
+}
+
+/* ---- sending --------------------------------------------------------- */
+
+XFER_API void xfer_notif_opts_init(xfer_notif_opts_t *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->size = sizeof(*opts);
+}
+
+/* The first backend (in the order added), or the pinned one, that can
+ * carry notifications to rem.  Lock held. */
+static xfer_backend_t *notif_backend(xfer_agent_t *a, xfer__remote_t *rem,
+                                     xfer_backend_t *pin)
+{
+    unsigned nb = xfer__nbackends(a);
+
+    for (unsigned j = 0; j < nb; j++) {
+        xfer_backend_t *c = a->backends[j];
+
+        if ((pin == NULL || c == pin) && (c->ops->hdr.caps & XFER_CAP_NOTIF) &&
+            rem->peer[j] != NULL)
+            return c;
+    }
+    return NULL;
+}
+
+XFER_API xfer_status_t xfer_notif_send(xfer_agent_t *agent,
+                                       const char *remote_agent,
+                                       const void *msg, size_t len,
+                                       const xfer_notif_opts_t *opts)
+{
+    xfer_notif_opts_t o;
+    xfer__remote_t *rem;
+    xfer_backend_t *b;
+    xfer_be_peer_t *peer;
+    xfer_status_t st;
+
+    xfer__err_clear();
+    if (agent == NULL || remote_agent == NULL || (len > 0 && msg == NULL))
+        return xfer__err(XFER_ERR_INVALID, "xfer_notif_send: NULL argument");
+    if (len > XFER_NOTIF_MAX)
+        return xfer__err(XFER_ERR_INVALID, "notification of %zu bytes exceeds "
+                         "%u", len, XFER_NOTIF_MAX);
+    xfer_notif_opts_init(&o);
+    if (opts != NULL)
+        memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
+    xfer__lock(agent);
+    rem = xfer__remote_find(agent, remote_agent);
+    if (rem == NULL) {
+        xfer__unlock(agent);
+        return xfer__err(XFER_ERR_NOT_FOUND, "no remote agent '%s' is loaded "
+                         "(load its metadata first)", remote_agent);
+    }
+    b = notif_backend(agent, rem, o.backend);
+    if (b == NULL) {
+        xfer__unlock(agent);
+        return xfer__err(XFER_ERR_NOT_SUPPORTED, "no backend%s%s of agent '%s' "
+                         "can send notifications to agent '%s'",
+                         o.backend ? " " : "", o.backend ? o.backend->name : "",
+                         agent->name, remote_agent);
+    }
+    /* Hand over hand: with the backend entered, the peer cannot be
+     * removed (that takes the agent lock, then the backend) until the
+     * send returns.  A thread-safe backend is called with the agent
+     * lock held instead, which keeps the peer just as well. */
+    peer = rem->peer[b->index];
+    xfer__be_enter(b);
+    if (!(b->flags & XFER_BE_THREAD_SAFE))
+        xfer__unlock(agent);
+    st = b->ops->notif_send(b->be, peer, msg, len);
+    if (b->flags & XFER_BE_THREAD_SAFE)
+        xfer__unlock(agent);
+    xfer__be_leave(b);
+    if (st < 0 && !xfer__err_isset())
+        xfer__err(st, "notification to agent '%s' failed: %s", remote_agent,
+                  xfer_strerror(st));
+    if (st >= 0 && b->polled && atomic_load(&agent->sleeping))
+        xfer__agent_wake(agent);
+    return st;
 }

@@ -2,6 +2,7 @@
  * kept alive by the requests that use it after it is invalidated. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/internal.h"
 
@@ -25,10 +26,15 @@ static void remote_free(xfer__remote_t *r)
     for (size_t i = 0; i < r->regions.count; i++) {
         xfer__rregion_t *rr = (xfer__rregion_t *)r->regions.by_addr[i];
 
-        for (unsigned j = 0; j < a->nbackends; j++)
-            if (rr->be_rmem[j] != NULL)
-                a->backends[j]->ops->rmem_release(a->backends[j]->be,
-                                                  rr->be_rmem[j]);
+        for (unsigned j = 0; j < xfer__nbackends(a); j++) {
+            xfer_backend_t *b = a->backends[j];
+
+            if (rr->be_rmem[j] == NULL)
+                continue;
+            xfer__be_enter(b);
+            b->ops->rmem_release(b->be, rr->be_rmem[j]);
+            xfer__be_leave(b);
+        }
         free(rr);
     }
     xfer__reg_fini(&r->regions);
@@ -49,13 +55,18 @@ void xfer__remote_kill(xfer__remote_t *r, const char *why)
 
     if (r->dead)
         return;
-    r->dead = true;
     r->dead_why = why;
-    for (unsigned j = 0; j < a->nbackends; j++) {
-        if (r->peer[j] != NULL) {
-            a->backends[j]->ops->peer_remove(a->backends[j]->be, r->peer[j]);
-            r->peer[j] = NULL;
-        }
+    atomic_store(&r->dead, true);
+    for (unsigned j = 0; j < xfer__nbackends(a); j++) {
+        xfer_backend_t *b = a->backends[j];
+        xfer_be_peer_t *p = r->peer[j];
+
+        if (p == NULL)
+            continue;
+        r->peer[j] = NULL;
+        xfer__be_enter(b);
+        b->ops->peer_remove(b->be, p);
+        xfer__be_leave(b);
     }
     for (pp = &a->remotes; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == r) {
@@ -111,4 +122,99 @@ XFER_API xfer_status_t xfer_md_check(xfer_agent_t *agent, const char *name)
     }
     xfer__unlock(agent);
     return st;
+}
+
+/* One backend's attempt to connect to a remote agent now. */
+static xfer_status_t connect_one(xfer_agent_t *a, const char *name,
+                                 xfer_backend_t *b)
+{
+    xfer__remote_t *r;
+    xfer_status_t st;
+
+    xfer__lock(a);
+    r = xfer__remote_find(a, name);
+    if (r == NULL || r->peer[b->index] == NULL) {
+        xfer__unlock(a);
+        return xfer__err(XFER_ERR_REMOTE_DISCONNECT, "remote agent '%s' was "
+                         "invalidated while connecting", name);
+    }
+    /* Hand over hand, as notif_send: the peer outlives the call. */
+    xfer__be_enter(b);
+    if (!(b->flags & XFER_BE_THREAD_SAFE))
+        xfer__unlock(a);
+    st = b->ops->peer_connect(b->be, r->peer[b->index]);
+    if (b->flags & XFER_BE_THREAD_SAFE)
+        xfer__unlock(a);
+    xfer__be_leave(b);
+    if (st < 0)
+        xfer__err_prefix(st, "backend %s could not connect to agent '%s'",
+                         b->name, name);
+    return st;
+}
+
+XFER_API xfer_status_t xfer_md_connect(xfer_agent_t *agent,
+                                       const char *remote_agent,
+                                       unsigned timeout_ms)
+{
+    uint64_t deadline;
+    unsigned nb;
+    bool pending[XFER__MAX_BACKENDS] = {false};
+    bool any = false;
+
+    xfer__err_clear();
+    if (agent == NULL || remote_agent == NULL)
+        return xfer__err(XFER_ERR_INVALID, "xfer_md_connect: NULL argument");
+    deadline = xfer__now_us() + (timeout_ms ? timeout_ms : 5000) * 1000ull;
+    xfer__lock(agent);
+    xfer__remote_t *r = xfer__remote_find(agent, remote_agent);
+
+    nb = xfer__nbackends(agent);
+    for (unsigned j = 0; r != NULL && j < nb; j++) {
+        pending[j] = r->peer[j] != NULL &&
+                     XFER__HAS_OP(agent->backends[j]->ops, peer_connect);
+        any = any || r->peer[j] != NULL;
+    }
+    xfer__unlock(agent);
+    if (r == NULL)
+        return xfer__err(XFER_ERR_NOT_FOUND, "no remote agent '%s' is loaded "
+                         "(load its metadata first)", remote_agent);
+    if (!any)
+        return xfer__err(XFER_ERR_NOT_SUPPORTED, "remote agent '%s' shares "
+                         "no backend with agent '%s'", remote_agent,
+                         agent->name);
+    for (;;) {
+        bool waiting = false;
+
+        for (unsigned j = 0; j < nb; j++) {
+            xfer_status_t st;
+
+            if (!pending[j])
+                continue;
+            st = connect_one(agent, remote_agent, agent->backends[j]);
+            if (st < 0)
+                return st;
+            pending[j] = st == XFER_IN_PROG;
+            waiting = waiting || pending[j];
+        }
+        if (!waiting)
+            return XFER_OK;
+        if (xfer__now_us() >= deadline)
+            break;
+        if (!agent->progress_thread)
+            xfer__progress_all(agent);
+        else
+            xfer__agent_wake(agent);
+        {
+            struct timespec ts = {0, 200000}; /* 0.2 ms */
+
+            nanosleep(&ts, NULL);
+        }
+    }
+    for (unsigned j = 0; j < nb; j++)
+        if (pending[j])
+            return xfer__err(XFER_ERR_TIMEOUT, "backend %s did not connect to "
+                             "agent '%s' within %u ms",
+                             agent->backends[j]->name, remote_agent,
+                             timeout_ms ? timeout_ms : 5000);
+    return XFER_ERR_TIMEOUT;
 }

@@ -1,6 +1,8 @@
 /* request.c - transfer requests and prepared lists: every lookup happens
  * when they are built, so posting one costs the backend's work alone. */
 #include <inttypes.h>
+#include <poll.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,7 +49,7 @@ static xfer_status_t lookup_local(xfer_agent_t *a, const xfer_desc_t *d,
     xfer__region_t *r =
         (xfer__region_t *)xfer__reg_find(&a->regions, d->addr, d->len);
 
-    if (r == NULL || r->type != type)
+    if (r == NULL || r->type != type || !r->ready)
         return xfer__err(XFER_ERR_INVALID, "local descriptor %zu [0x%" PRIxPTR
                          ", +%zu) is not inside a registered %s region of "
                          "agent '%s'", i, d->addr, d->len,
@@ -152,8 +154,8 @@ static xfer_status_t prep_create(xfer_agent_t *a, const char *remote_agent,
 }
 
 XFER_API xfer_status_t xfer_prep_create(xfer_agent_t *agent,
-                                        const char *remote_agent,
                                         const xfer_dlist_t *list,
+                                        const char *remote_agent,
                                         xfer_prep_t **prep)
 {
     xfer_status_t st;
@@ -219,8 +221,9 @@ static xfer_status_t choose_backend(req_build_t *rb, xfer_backend_t *pin,
 {
     xfer_agent_t *a = rb->agent;
     unsigned cap = rb->op == XFER_OP_READ ? XFER_CAP_READ : XFER_CAP_WRITE;
+    unsigned nb = xfer__nbackends(a);
 
-    for (unsigned j = 0; j < a->nbackends; j++) {
+    for (unsigned j = 0; j < nb; j++) {
         xfer_backend_t *b = a->backends[j];
         size_t i;
 
@@ -285,6 +288,7 @@ static void req_free(xfer_req_t *r)
     free(r->lregions);
     free(r->segs);
     free(r->notif);
+    pthread_mutex_destroy(&r->lock);
     free(r);
 }
 
@@ -307,6 +311,10 @@ static xfer_status_t req_finish(req_build_t *rb, const xfer_req_opts_t *opts,
     if (opts->notif != NULL && !(b->ops->hdr.caps & XFER_CAP_NOTIF))
         return xfer__err(XFER_ERR_NOT_SUPPORTED, "backend %s cannot carry "
                          "notifications", b->name);
+    if (opts->timeout_ms > 0 && !XFER__HAS_OP(b->ops, req_cancel))
+        return xfer__err(XFER_ERR_NOT_SUPPORTED, "backend %s cannot cancel "
+                         "requests, so a request timeout cannot be kept",
+                         b->name);
     for (size_t i = 0; i < rb->n; i++) {
         rb->segs[i].lmem = rb->lr[i]->be_mem[b->index];
         rb->segs[i].rmem = rb->rr[i]->be_rmem[b->index];
@@ -323,8 +331,10 @@ static xfer_status_t req_finish(req_build_t *rb, const xfer_req_opts_t *opts,
         memcpy(r->notif, opts->notif, opts->notif_len);
         r->notif_len = opts->notif_len;
     }
+    xfer__be_enter(b);
     st = b->ops->req_create(b->be, rb->op, rb->remote->peer[b->index],
                             rb->segs, rb->n, &r->breq);
+    xfer__be_leave(b);
     if (st != XFER_OK) {
         if (!xfer__err_isset())
             xfer__err(st, "backend %s could not create the request", b->name);
@@ -332,9 +342,11 @@ static xfer_status_t req_finish(req_build_t *rb, const xfer_req_opts_t *opts,
         free(r);
         return st;
     }
+    pthread_mutex_init(&r->lock, NULL);
     r->agent = a;
     r->op = rb->op;
     r->backend = b;
+    r->timeout_ms = opts->timeout_ms;
     r->remote = rb->remote;
     xfer__remote_ref(r->remote);
     r->nseg = rb->n;
@@ -346,7 +358,7 @@ static xfer_status_t req_finish(req_build_t *rb, const xfer_req_opts_t *opts,
         r->lregions = rb->lr;
         rb->lr = NULL;
     }
-    r->state = XFER_OK;
+    r->state = XFER_ERR_INVALID; /* never posted */
     r->next = a->reqs;
     if (a->reqs != NULL)
         a->reqs->prev = r;
@@ -502,61 +514,125 @@ XFER_API xfer_status_t xfer_req_create_prepped(
     return st;
 }
 
-/* Refresh r->state from the backend; lock held. */
+static xfer_status_t be_check(xfer_req_t *r)
+{
+    xfer_backend_t *b = r->backend;
+    xfer_status_t st;
+
+    xfer__be_enter(b);
+    st = b->ops->req_check(b->be, r->breq);
+    xfer__be_leave(b);
+    return st;
+}
+
+static xfer_status_t be_cancel(xfer_req_t *r)
+{
+    xfer_backend_t *b = r->backend;
+    xfer_status_t st;
+
+    if (!XFER__HAS_OP(b->ops, req_cancel))
+        return XFER_ERR_NOT_SUPPORTED;
+    xfer__be_enter(b);
+    st = b->ops->req_cancel(b->be, r->breq);
+    xfer__be_leave(b);
+    return st;
+}
+
+/* The sentence of a request's final state, for the caller's thread. */
+static void req_sentence(xfer_req_t *r)
+{
+    if (r->state >= 0 || xfer__err_isset())
+        return;
+    if (!r->posted)
+        xfer__err(r->state, "the request was never posted");
+    else if (r->timed_out && r->state == XFER_ERR_TIMEOUT)
+        xfer__err(r->state, "%s to agent '%s' did not complete within its "
+                  "timeout of %u ms", op_name(r->op), r->remote->name,
+                  r->timeout_ms);
+    else
+        xfer__err(r->state, "%s to agent '%s' failed: %s", op_name(r->op),
+                  r->remote->name, xfer_strerror(r->state));
+}
+
+/* Refresh r->state from the backend, and keep the request's own
+ * deadline; request lock held. */
 static xfer_status_t req_poll(xfer_req_t *r)
 {
-    if (r->state == XFER_IN_PROG) {
-        r->state = r->backend->ops->req_check(r->backend->be, r->breq);
-        if (r->state < 0 && !xfer__err_isset())
-            xfer__err(r->state, "%s to agent '%s' failed: %s", op_name(r->op),
-                      r->remote->name, xfer_strerror(r->state));
+    if (r->state != XFER_IN_PROG)
+        return r->state;
+    r->state = be_check(r);
+    if (r->state == XFER_IN_PROG && r->deadline_us != 0 && !r->timed_out &&
+        xfer__now_us() >= r->deadline_us) {
+        xfer_status_t st = be_cancel(r);
+
+        r->timed_out = true;
+        if (st == XFER_OK)
+            r->state = XFER_ERR_TIMEOUT;
     }
+    if (r->timed_out && r->state == XFER_ERR_CANCELED)
+        r->state = XFER_ERR_TIMEOUT;
     return r->state;
 }
+
+/* Wake the progress thread for a backend it polls: it may sleep armed
+ * with nothing pending, and this call gave it something. */
+static void poke(xfer_agent_t *a, xfer_backend_t *b)
+{
+    if (b->polled && atomic_load(&a->sleeping))
+        xfer__agent_wake(a);
+}
+
+XFER_API const char xfer_notif_none[1] = {0};
 
 XFER_API xfer_status_t xfer_req_post(xfer_req_t *req, const void *notif,
                                      size_t notif_len)
 {
-    xfer_agent_t *a;
+    xfer_backend_t *b;
     xfer_status_t st;
 
     xfer__err_clear();
     if (req == NULL)
         return xfer__err(XFER_ERR_INVALID, "xfer_req_post: NULL request");
-    a = req->agent;
-    if (notif == NULL) {
+    b = req->backend;
+    if (notif == XFER_NOTIF_NONE) {
+        notif = NULL;
+        notif_len = 0;
+    } else if (notif == NULL) {
         notif = req->notif;
         notif_len = req->notif_len;
     } else if (notif_len > XFER_NOTIF_MAX) {
         return xfer__err(XFER_ERR_INVALID, "notification of %zu bytes exceeds "
                          "%u", notif_len, XFER_NOTIF_MAX);
     }
-    xfer__lock(a);
-    if (req->remote->dead) {
-        st = xfer__err(XFER_ERR_REMOTE_DISCONNECT, "remote agent '%s' is gone: "
-                       "%s", req->remote->name, req->remote->dead_why);
-        goto out;
-    }
+    pthread_mutex_lock(&req->lock);
     if (req_poll(req) == XFER_IN_PROG) {
-        st = xfer__err(XFER_ERR_BUSY, "request is still in progress; wait for "
-                       "it before posting again");
-        goto out;
-    }
-    if (notif != NULL && !(req->backend->ops->hdr.caps & XFER_CAP_NOTIF)) {
-        st = xfer__err(XFER_ERR_NOT_SUPPORTED, "backend %s cannot carry "
-                       "notifications", req->backend->name);
-        goto out;
+        pthread_mutex_unlock(&req->lock);
+        return xfer__err(XFER_ERR_BUSY, "request is still in progress; wait "
+                         "for it before posting again");
     }
     xfer__err_clear();
-    st = req->backend->ops->req_post(req->backend->be, req->breq, notif,
-                                     notif_len);
-    if (st < 0 && !xfer__err_isset())
-        xfer__err(st, "%s to agent '%s' failed: %s", op_name(req->op),
-                  req->remote->name, xfer_strerror(st));
-    req->state = st;
     req->posted = true;
-out:
-    xfer__unlock(a);
+    req->timed_out = false;
+    if (atomic_load(&req->remote->dead)) {
+        st = xfer__err(XFER_ERR_REMOTE_DISCONNECT, "remote agent '%s' is gone: "
+                       "%s", req->remote->name, req->remote->dead_why);
+    } else if (notif != NULL && !(b->ops->hdr.caps & XFER_CAP_NOTIF)) {
+        st = xfer__err(XFER_ERR_NOT_SUPPORTED, "backend %s cannot carry "
+                       "notifications", b->name);
+    } else {
+        req->deadline_us =
+            req->timeout_ms ? xfer__now_us() + req->timeout_ms * 1000ull : 0;
+        xfer__be_enter(b);
+        st = b->ops->req_post(b->be, req->breq, notif, notif_len);
+        xfer__be_leave(b);
+        if (st < 0 && !xfer__err_isset())
+            xfer__err(st, "%s to agent '%s' failed: %s", op_name(req->op),
+                      req->remote->name, xfer_strerror(st));
+        if (st == XFER_IN_PROG)
+            poke(req->agent, b);
+    }
+    req->state = st;
+    pthread_mutex_unlock(&req->lock);
     return st;
 }
 
@@ -569,62 +645,120 @@ XFER_API xfer_status_t xfer_req_status(xfer_req_t *req)
     if (req == NULL)
         return xfer__err(XFER_ERR_INVALID, "xfer_req_status: NULL request");
     a = req->agent;
-    xfer__lock(a);
+    pthread_mutex_lock(&req->lock);
     if (req->state == XFER_IN_PROG && !a->progress_thread)
-        xfer__progress_locked(a);
+        xfer__progress_all(a);
     st = req_poll(req);
-    xfer__unlock(a);
+    req_sentence(req);
+    pthread_mutex_unlock(&req->lock);
+    return st;
+}
+
+/* Sleep until the agent may have progressed, at most until deadline_us:
+ * on the progress thread's word, or, without one, on the agent's event
+ * fd once every backend is armed. */
+static void wait_progress(xfer_agent_t *a, uint64_t deadline_us)
+{
+    uint64_t now = xfer__now_us();
+    int ms;
+
+    if (now >= deadline_us)
+        return;
+    ms = (int)((deadline_us - now + 999) / 1000);
+    if (a->progress_thread) {
+        /* Bounded slices: a broadcast is only a hint, the status is the
+         * truth, and it is looked at again after every slice. */
+        struct timespec ts;
+
+        if (ms > 10)
+            ms = 10;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += (long)ms * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&a->done_cond, &a->done_lock, &ts);
+    } else {
+        struct pollfd p = {.fd = a->epfd, .events = POLLIN};
+
+        if (!xfer__arm_all(a, &ms))
+            return;
+        poll(&p, 1, ms);
+    }
+}
+
+XFER_API xfer_status_t xfer_req_wait(xfer_req_t *req, unsigned timeout_ms)
+{
+    xfer_agent_t *a;
+    uint64_t deadline;
+    xfer_status_t st;
+
+    xfer__err_clear();
+    if (req == NULL)
+        return xfer__err(XFER_ERR_INVALID, "xfer_req_wait: NULL request");
+    a = req->agent;
+    deadline = xfer__now_us() + timeout_ms * 1000ull;
+    atomic_fetch_add(&a->waiters, 1);
+    if (a->progress_thread)
+        pthread_mutex_lock(&a->done_lock);
+    for (;;) {
+        pthread_mutex_lock(&req->lock);
+        if (req->state == XFER_IN_PROG && !a->progress_thread)
+            xfer__progress_all(a);
+        st = req_poll(req);
+        req_sentence(req);
+        pthread_mutex_unlock(&req->lock);
+        if (st != XFER_IN_PROG || xfer__now_us() >= deadline)
+            break;
+        wait_progress(a, deadline);
+    }
+    if (a->progress_thread)
+        pthread_mutex_unlock(&a->done_lock);
+    atomic_fetch_sub(&a->waiters, 1);
     return st;
 }
 
 XFER_API xfer_status_t xfer_req_cancel(xfer_req_t *req)
 {
-    xfer_agent_t *a;
     xfer_status_t st = XFER_OK;
 
     xfer__err_clear();
     if (req == NULL)
         return xfer__err(XFER_ERR_INVALID, "xfer_req_cancel: NULL request");
-    a = req->agent;
-    xfer__lock(a);
+    pthread_mutex_lock(&req->lock);
     if (req_poll(req) == XFER_IN_PROG) {
-        const xfer_backend_ops_t *ops = req->backend->ops;
-
-        if (!XFER__HAS_OP(ops, req_cancel))
+        st = be_cancel(req);
+        if (st == XFER_ERR_NOT_SUPPORTED)
             st = xfer__err(XFER_ERR_NOT_SUPPORTED, "backend %s cannot cancel "
                            "requests", req->backend->name);
-        else
-            st = ops->req_cancel(req->backend->be, req->breq);
         if (st == XFER_OK)
             req->state = XFER_ERR_CANCELED;
     }
-    xfer__unlock(a);
+    pthread_mutex_unlock(&req->lock);
     return st;
 }
 
 XFER_API xfer_status_t xfer_req_release(xfer_req_t *req)
 {
     xfer_agent_t *a;
+    xfer_backend_t *b;
 
     xfer__err_clear();
     if (req == NULL)
         return XFER_OK;
     a = req->agent;
-    xfer__lock(a);
-    if (req_poll(req) == XFER_IN_PROG) {
-        const xfer_backend_ops_t *ops = req->backend->ops;
-        xfer_status_t st = XFER_ERR_NOT_SUPPORTED;
-
-        if (XFER__HAS_OP(ops, req_cancel))
-            st = ops->req_cancel(req->backend->be, req->breq);
-        if (st != XFER_OK) {
-            xfer__unlock(a);
-            return xfer__err(XFER_ERR_BUSY, "request is still in progress and "
-                             "could not be cancelled at once; poll its status "
-                             "and release it later");
-        }
+    b = req->backend;
+    pthread_mutex_lock(&req->lock);
+    if (req_poll(req) == XFER_IN_PROG && be_cancel(req) != XFER_OK) {
+        pthread_mutex_unlock(&req->lock);
+        return xfer__err(XFER_ERR_BUSY, "request is still in progress and "
+                         "could not be cancelled at once; poll its status "
+                         "and release it later");
     }
-    req->backend->ops->req_release(req->backend->be, req->breq);
+    xfer__be_enter(b);
+    b->ops->req_release(b->be, req->breq);
+    xfer__be_leave(b);
+    pthread_mutex_unlock(&req->lock);
+    xfer__lock(a);
     req_free(req);
     xfer__unlock(a);
     return XFER_OK;
@@ -637,61 +771,21 @@ XFER_API xfer_backend_t *xfer_req_backend(const xfer_req_t *req)
 
 void xfer__req_destroy_all(xfer_agent_t *a)
 {
-    /* Remotes are already gone, so no request is still on the wire. */
+    /* Remotes are already gone, so no request is still on the wire, and
+     * no other thread runs in the agent. */
     while (a->reqs != NULL) {
         xfer_req_t *r = a->reqs;
+        xfer_backend_t *b = r->backend;
 
-        if (req_poll(r) == XFER_IN_PROG && XFER__HAS_OP(r->backend->ops,
-                                                        req_cancel))
-            r->backend->ops->req_cancel(r->backend->be, r->breq);
-        r->backend->ops->req_release(r->backend->be, r->breq);
+        if (req_poll(r) == XFER_IN_PROG)
+            be_cancel(r);
+        xfer__be_enter(b);
+        b->ops->req_release(b->be, r->breq);
+        xfer__be_leave(b);
         req_free(r);
     }
     while (a->preps != NULL) {
         a->preps->refs = 0;
         prep_free(a->preps);
     }
-}
-
-XFER_API xfer_status_t xfer_notif_send(xfer_agent_t *agent,
-                                       const char *remote_agent,
-                                       const void *msg, size_t len,
-                                       xfer_backend_t *backend)
-{
-    xfer__remote_t *rem = NULL;
-    xfer_status_t st;
-
-    xfer__err_clear();
-    if (agent == NULL || remote_agent == NULL || (len > 0 && msg == NULL))
-        return xfer__err(XFER_ERR_INVALID, "xfer_notif_send: NULL argument");
-    if (len > XFER_NOTIF_MAX)
-        return xfer__err(XFER_ERR_INVALID, "notification of %zu bytes exceeds "
-                         "%u", len, XFER_NOTIF_MAX);
-    xfer__lock(agent);
-    st = find_remote(agent, remote_agent, &rem);
-    if (st == XFER_OK) {
-        xfer_backend_t *b = NULL;
-
-        for (unsigned j = 0; j < agent->nbackends && b == NULL; j++) {
-            xfer_backend_t *c = agent->backends[j];
-
-            if ((backend == NULL || c == backend) &&
-                (c->ops->hdr.caps & XFER_CAP_NOTIF) &&
-                rem->peer[j] != NULL)
-                b = c;
-        }
-        if (b == NULL)
-            st = xfer__err(XFER_ERR_NOT_SUPPORTED, "no backend%s%s of agent "
-                           "'%s' can send notifications to agent '%s'",
-                           backend ? " " : "", backend ? backend->name : "",
-                           agent->name, remote_agent);
-        else {
-            st = b->ops->notif_send(b->be, rem->peer[b->index], msg, len);
-            if (st < 0 && !xfer__err_isset())
-                xfer__err(st, "notification to agent '%s' failed: %s",
-                          remote_agent, xfer_strerror(st));
-        }
-    }
-    xfer__unlock(agent);
-    return st;
 }

@@ -372,10 +372,10 @@ static int prepare_lists(struct thread *t)
         fill_descs(t, k);
         l = dlist(t->ldescs, t->batch);
         r = dlist(t->rdescs, t->batch);
-        if ((st = xfer_prep_create(s->agent, NULL, &l, &t->lprep[k])) !=
+        if ((st = xfer_prep_create(s->agent, &l, NULL, &t->lprep[k])) !=
             XFER_OK)
             return xb_fail_xfer(st, "prepare local list");
-        if ((st = xfer_prep_create(s->agent, s->peers[k].name, &r,
+        if ((st = xfer_prep_create(s->agent, &r, s->peers[k].name,
                                    &t->rprep[k])) != XFER_OK)
             return xb_fail_xfer(st, "prepare remote list");
     }

@@ -20,8 +20,10 @@ extern "C" {
 /* Minor 1 appended xfer_host_t.shm_lookup (memory from xfer_mem_alloc);
  * a plugin reads it only when host->size covers it.  Minor 2 appended
  * the optional ops probe and state to xfer_backend_ops_t; the core calls
- * them only when hdr.struct_size covers them. */
-#define XFER_BACKEND_ABI_MINOR 2
+ * them only when hdr.struct_size covers them.  Minor 3 appended flags
+ * (threading and progress model) and the optional ops arm and
+ * peer_connect, and xfer_be_region_t.access. */
+#define XFER_BACKEND_ABI_MINOR 3
 
 #define XFER_BACKEND_STR2(x) #x
 #define XFER_BACKEND_STR(x) XFER_BACKEND_STR2(x)
@@ -69,10 +71,6 @@ typedef enum xfer_log_level {
     XFER_LOG_DEBUG = 3,
 } xfer_log_level_t;
 
-/* Access an incoming remote operation asks for. */
-#define XFER_ACCESS_READ  (1u << 0) /* peer reads our memory */
-#define XFER_ACCESS_WRITE (1u << 1) /* peer writes our memory */
-
 /* A piece of shareable memory (ABI minor 1). */
 typedef struct xfer_shm_info {
     int fd;            /* the memfd, owned by the core */
@@ -103,8 +101,10 @@ typedef struct xfer_host {
                           size_t len);
 
     /* Check an incoming operation against the registration table: the
-     * key must name a live registration made with this backend, and
-     * [addr, addr+len) must lie inside it.  On success *mem is the
+     * key must name a live registration made with this backend that
+     * allows `access` (XFER_ACCESS_READ: the peer reads our memory,
+     * XFER_ACCESS_WRITE: it writes it), and [addr, addr+len) must lie
+     * inside it.  On success *mem is the
      * plugin's own handle for that registration (from mem_register).
      * On failure returns XFER_ERR_ACCESS and logs which check failed;
      * the message is also written to msg (msg_size bytes, may be 0). */
@@ -134,6 +134,10 @@ typedef struct xfer_be_region {
     xfer_mem_type_t type;
     uint64_t dev;
     uint64_t key;            /* the random key peers must present */
+    /* ---- ABI minor 3 ---- */
+    unsigned access;         /* XFER_ACCESS_*: what peers may do; a
+                                hardware backend builds its key with
+                                exactly these rights */
 } xfer_be_region_t;
 
 /* A remote region, from the peer's metadata. */
@@ -175,11 +179,41 @@ typedef struct xfer_be xfer_be_t;           /* an instance */
 typedef struct xfer_be_peer xfer_be_peer_t; /* a remote agent */
 typedef struct xfer_be_req xfer_be_req_t;   /* a prepared transfer */
 
-/* Threading: the core serialises all calls into one instance (it holds
- * the agent lock), so a plugin needs no locks of its own unless it runs
- * threads.  No op may block: waiting belongs in progress(); the one
- * exception is mem_deregister, which may wait, bounded, for accesses by
- * peers that it must outlast (docs/plugins.md).
+/* Flags of an ops table (ABI minor 3; a table too short to hold them
+ * has flags 0).
+ *
+ * XFER_BE_THREAD_SAFE: the plugin locks its own state, and the core calls
+ *   any op of one instance from several threads at once: posts of
+ *   different requests, progress, registration, peers.  Without it the
+ *   core serialises every call into the instance with a mutex of that
+ *   instance alone, never an agent-wide one: a slow op (registering
+ *   gigabytes, a deregistration's bounded wait) then stalls this
+ *   backend's transfers, and no other backend's.
+ *   Either way the core never calls, at the same time: two ops on one
+ *   request (req_post/req_check/req_cancel/req_release), an op on a peer
+ *   with peer_remove of that peer for notif_send and peer_connect (for
+ *   requests the plugin's request must keep what it needs of the peer),
+ *   mem_register/mem_deregister with each other, and anything with init
+ *   or fini.  Host callbacks may be called from any op and any thread.
+ *
+ * XFER_BE_POLL: completions and incoming operations appear only when
+ *   progress() is called (a UCP worker, a libfabric CQ, a verbs CQ).
+ *   The progress thread then calls progress on every pass, also while it
+ *   spins, not only when the event fd fired.  A backend without an event
+ *   fd is treated the same way. */
+#define XFER_BE_THREAD_SAFE (1u << 0)
+#define XFER_BE_POLL        (1u << 1)
+
+/* Threading: see XFER_BE_THREAD_SAFE above.  No op may block: waiting
+ * belongs in progress(); the one exception is mem_deregister, which may
+ * wait, bounded, for accesses by peers that it must outlast
+ * (docs/plugins.md), and mem_register, which may take as long as the
+ * hardware needs to pin memory.
+ *
+ * Progress and sleeping: the progress thread sleeps on the backends'
+ * event fds only after every backend with an arm op answered XFER_OK.
+ * A backend without an event fd and without arm is polled at least
+ * every millisecond while the agent has a progress thread.
  *
  * Ops marked (mandatory) must be set; a missing one is a load error. */
 typedef struct xfer_backend_ops {
@@ -268,6 +302,24 @@ typedef struct xfer_backend_ops {
      * NUL-terminated sentence of at most len bytes (the caller's buffer,
      * len >= 1; cut to fit). */
     xfer_status_t (*state)(xfer_be_t *be, char *buf, size_t len);
+
+    /* ---- ABI minor 3: check hdr.struct_size before use ---- */
+    /* XFER_BE_* */
+    uint32_t flags;
+    /* (optional) Prepare to sleep: XFER_OK when nothing is pending and
+     * the event fd (if any) will become readable for anything that
+     * happens from now on (ucp_worker_arm, ibv_req_notify_cq, fi_trywait);
+     * XFER_ERR_BUSY when events are pending or work is under way, so the
+     * caller must call progress again before sleeping.  A backend without
+     * an event fd answers XFER_OK only when nothing can happen until the
+     * next call into it or host->wake. */
+    xfer_status_t (*arm)(xfer_be_t *be);
+    /* (optional) Connect to peer now rather than at the first post:
+     * XFER_OK once the connection is usable (handshake done, identities
+     * bound), XFER_IN_PROG while under way (the core calls progress and
+     * asks again), or the error the attempt ended with (host->error
+     * says why).  Absent: the backend connects lazily. */
+    xfer_status_t (*peer_connect)(xfer_be_t *be, xfer_be_peer_t *peer);
 } xfer_backend_ops_t;
 
 #ifdef __cplusplus

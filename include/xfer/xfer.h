@@ -173,6 +173,16 @@ xfer_status_t xfer_backend_state(xfer_backend_t *backend, char *buf,
 #define XFER_CAP_NOTIF  (1u << 2)
 #define XFER_CAP_REMOTE (1u << 3) /* reaches other hosts */
 #define XFER_CAP_LOCAL  (1u << 4) /* reaches processes on this host */
+/* How a backend keeps a target to its registrations (one of the two):
+ * SW_CHECK: the target's CPU checks every incoming operation (key,
+ *   bounds, access, still registered); a bad one fails that request with
+ *   XFER_ERR_ACCESS and the connection stays up (tcp, uds).
+ * HW_KEYS: the NIC or library checks a packed remote key; a bad access
+ *   fails the request (XFER_ERR_ACCESS or XFER_ERR_REMOTE_DISCONNECT) and
+ *   may break the connection, which the backend rebuilds for the next
+ *   post (ucx, ofi, verbs). */
+#define XFER_CAP_SW_CHECK (1u << 5)
+#define XFER_CAP_HW_KEYS  (1u << 6)
 
 /* Memory type bits: 1u << XFER_MEM_DRAM, 1u << XFER_MEM_VRAM. */
 #define XFER_MEMBIT(type) (1u << (type))
@@ -212,12 +222,31 @@ void xfer_plugin_list_free(xfer_plugin_info_t *infos, size_t count);
 /* Memory registration                                                 */
 /* ------------------------------------------------------------------ */
 
+/* What peers may do to a registration. */
+#define XFER_ACCESS_READ  (1u << 0) /* peers may READ it */
+#define XFER_ACCESS_WRITE (1u << 1) /* peers may WRITE it */
+#define XFER_ACCESS_RW    (XFER_ACCESS_READ | XFER_ACCESS_WRITE)
+
+typedef struct xfer_mem_opts {
+    size_t size;              /* sizeof(xfer_mem_opts_t), set by _init */
+    xfer_backend_t *backend;  /* only this backend; NULL: every one that
+                                 supports the memory type */
+    unsigned access;          /* XFER_ACCESS_*, default XFER_ACCESS_RW */
+} xfer_mem_opts_t;
+
+void xfer_mem_opts_init(xfer_mem_opts_t *opts);
+
 /* Register every descriptor of list as one region each, with every
  * backend of the agent that supports the memory type (or only with
- * `backend` when it is not NULL).  Each region gets a random 64-bit key
- * that peers must present.  Overlapping registrations are allowed. */
+ * opts->backend).  Each region gets a random 64-bit key that peers must
+ * present, and the access rights of opts (what peers may do: a READ of
+ * a write-only region is refused, by the target's check on software
+ * backends and by the NIC's key on hardware ones).  Overlapping
+ * registrations are allowed.  opts may be NULL.  Registering is slow on
+ * hardware backends (pinning); it never stalls other threads' transfers
+ * on other backends. */
 xfer_status_t xfer_mem_register(xfer_agent_t *agent, const xfer_dlist_t *list,
-                                xfer_backend_t *backend, xfer_mem_t **mem);
+                                const xfer_mem_opts_t *opts, xfer_mem_t **mem);
 
 /* Deregister.  XFER_ERR_BUSY while a request or prepared list still uses
  * one of its regions; incoming remote operations on it are refused from
@@ -257,6 +286,15 @@ xfer_status_t xfer_md_invalidate(xfer_agent_t *agent, const char *name);
 /* XFER_OK if a remote agent of that name is loaded and connectable. */
 xfer_status_t xfer_md_check(xfer_agent_t *agent, const char *name);
 
+/* Connect to a loaded remote agent now, on every backend that reaches
+ * it, instead of at the first post: the first transfer then pays no
+ * connection set-up.  Waits up to timeout_ms (0: 5000).  XFER_OK when
+ * every such backend is connected; XFER_ERR_TIMEOUT, or the error of
+ * the first backend that failed, with a sentence naming it.  Backends
+ * that connect only lazily are skipped. */
+xfer_status_t xfer_md_connect(xfer_agent_t *agent, const char *remote_agent,
+                              unsigned timeout_ms);
+
 /* ------------------------------------------------------------------ */
 /* Transfers                                                           */
 /* ------------------------------------------------------------------ */
@@ -266,6 +304,10 @@ typedef struct xfer_req_opts {
     xfer_backend_t *backend;  /* pin to one backend; NULL: first that fits */
     const void *notif;        /* default notification, NULL: none */
     size_t notif_len;
+    unsigned timeout_ms;      /* a post not complete within this fails with
+                                 XFER_ERR_TIMEOUT (0: only the backend's
+                                 own bound); needs a backend that can
+                                 cancel */
 } xfer_req_opts_t;
 
 void xfer_req_opts_init(xfer_req_opts_t *opts);
@@ -285,8 +327,8 @@ xfer_status_t xfer_req_create(xfer_agent_t *agent, xfer_op_t op,
 
 /* Validate a list once, so requests can be built from indices into it
  * with no lookups.  remote_agent NULL: the list is local memory. */
-xfer_status_t xfer_prep_create(xfer_agent_t *agent, const char *remote_agent,
-                               const xfer_dlist_t *list, xfer_prep_t **prep);
+xfer_status_t xfer_prep_create(xfer_agent_t *agent, const xfer_dlist_t *list,
+                               const char *remote_agent, xfer_prep_t **prep);
 
 /* Release a prepared list.  XFER_ERR_BUSY while requests use it. */
 xfer_status_t xfer_prep_release(xfer_prep_t *prep);
@@ -300,17 +342,30 @@ xfer_status_t xfer_req_create_prepped(xfer_agent_t *agent, xfer_op_t op,
                                       const xfer_req_opts_t *opts,
                                       xfer_req_t **req);
 
-/* Post (or repost) a request.  notif replaces the default notification
- * for this post only when notif != NULL.  Returns XFER_OK when complete
- * at once, XFER_IN_PROG when under way, XFER_ERR_BUSY when the previous
- * post is still in progress, or an error. */
+/* Pass as notif to xfer_req_post to send no notification at all, even
+ * when the request has a default one. */
+#define XFER_NOTIF_NONE ((const void *)xfer_notif_none)
+extern const char xfer_notif_none[1];
+
+/* Post (or repost) a request.  notif NULL: the request's default
+ * notification (if any); XFER_NOTIF_NONE: none; anything else: that
+ * message for this post only.  Returns XFER_OK when complete at once,
+ * XFER_IN_PROG when under way, XFER_ERR_BUSY when the previous post is
+ * still in progress, or an error. */
 xfer_status_t xfer_req_post(xfer_req_t *req, const void *notif,
                             size_t notif_len);
 
 /* XFER_OK: the data is visible where it was sent (the target's memory
- * for a WRITE, local memory for a READ).  XFER_IN_PROG: not yet.  Also
- * drives progress when the agent has no progress thread. */
+ * for a WRITE, local memory for a READ).  XFER_IN_PROG: not yet.  The
+ * error a post ended with, also one that failed at once; XFER_ERR_INVALID
+ * for a request never posted.  Also drives progress when the agent has
+ * no progress thread. */
 xfer_status_t xfer_req_status(xfer_req_t *req);
+
+/* Wait up to timeout_ms for a posted request to end: its final status
+ * (as xfer_req_status), or XFER_IN_PROG when the time ran out first (the
+ * request goes on).  Sleeps rather than spins when nothing is pending. */
+xfer_status_t xfer_req_wait(xfer_req_t *req, unsigned timeout_ms);
 
 /* Stop a posted request.  XFER_OK when it stopped (its status is then
  * XFER_ERR_CANCELED) or had already ended; XFER_IN_PROG when the
@@ -329,12 +384,20 @@ xfer_backend_t *xfer_req_backend(const xfer_req_t *req);
 /* Notifications                                                       */
 /* ------------------------------------------------------------------ */
 
-/* Send a notification alone to a remote agent (backend NULL: the first
- * that can reach it).  Notifications from one agent to another arrive in
- * order, each exactly once. */
+typedef struct xfer_notif_opts {
+    size_t size;              /* sizeof(xfer_notif_opts_t), set by _init */
+    xfer_backend_t *backend;  /* pin to one backend; NULL: first that can */
+} xfer_notif_opts_t;
+
+void xfer_notif_opts_init(xfer_notif_opts_t *opts);
+
+/* Send a notification alone to a remote agent.  Notifications from one
+ * agent to another arrive in the order they were posted or sent, each
+ * exactly once, behind the data of every request posted before them on
+ * the same backend.  opts may be NULL. */
 xfer_status_t xfer_notif_send(xfer_agent_t *agent, const char *remote_agent,
                               const void *msg, size_t len,
-                              xfer_backend_t *backend);
+                              const xfer_notif_opts_t *opts);
 
 /* from: the sender's name as bound when its connection was made. */
 typedef void (*xfer_notif_cb_t)(void *arg, const char *from, const void *msg,

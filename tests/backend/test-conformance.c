@@ -329,8 +329,8 @@ static void test_prepped(void)
     /* Pairs must match in length: give every used pair the same size. */
     for (size_t k = 0; k < n; k++)
         l[lidx[k]].len = r[ridx[k]].len = 1000 + 7 * k;
-    XT_STATUS_FATAL(xfer_prep_create(p.ini, NULL, &ll, &lp), XFER_OK);
-    XT_STATUS_FATAL(xfer_prep_create(p.ini, p.tname, &rl, &rp), XFER_OK);
+    XT_STATUS_FATAL(xfer_prep_create(p.ini, &ll, NULL, &lp), XFER_OK);
+    XT_STATUS_FATAL(xfer_prep_create(p.ini, &rl, p.tname, &rp), XFER_OK);
     XT_STATUS_FATAL(xfer_req_create_prepped(p.ini, XFER_OP_WRITE, lp, lidx, rp,
                                             ridx, n, NULL, &req),
                     XFER_OK);
@@ -768,7 +768,7 @@ static void test_unknown_remote(void)
                               NULL, &req), XFER_ERR_NOT_FOUND);
     XT_ERR_HAS("nobody-here");
     CU_ASSERT_PTR_NULL(req);
-    XT_STATUS(xfer_prep_create(p.ini, "nobody-here", &l, &prep),
+    XT_STATUS(xfer_prep_create(p.ini, &l, "nobody-here", &prep),
               XFER_ERR_NOT_FOUND);
     XT_ERR_HAS("nobody-here");
     if (has_notif()) {
