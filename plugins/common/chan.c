@@ -154,13 +154,7 @@ static xfer_status_t msg_send(conn_t *c, const void *msg, size_t len)
                          be->cfg.name, c->name);
     if (!(e = xfer__stream_msg_entry(be, XFER_WIRE_MSG, msg, len)))
         return XFER_ERR_NOMEM;
-    xfer__stream_txq_send(c, e);
-    if (c->closed)
-        return XFER__ERR(be, XFER_ERR_REMOTE_DISCONNECT,
-                         "%s: connection with agent '%s' (%s) failed while "
-                         "sending a control message",
-                         be->cfg.name, c->name, c->where);
-    return XFER_OK;
+    return xfer__stream_msg_send(c, e, "a control message");
 }
 
 xfer_status_t xfer__chan_send(xfer__chan_t *ch, xfer__chan_peer_t *peer,

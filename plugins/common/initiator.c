@@ -373,13 +373,7 @@ static xfer_status_t notif_queue(xfer_be_t *be, xfer_be_peer_t *p,
         held_push(c, e);
         return XFER_OK;
     }
-    xfer__stream_txq_send(c, e);
-    if (c->closed)
-        return ERR(be, XFER_ERR_REMOTE_DISCONNECT,
-                   "%s: connection to agent '%s' (%s) failed while sending "
-                   "a notification",
-                   be->cfg.name, p->name, p->where);
-    return XFER_OK;
+    return xfer__stream_msg_send(c, e, "a notification");
 }
 
 /* Checks and state common to every post; *c: the peer's connection,
@@ -562,19 +556,27 @@ xfer_status_t xfer__stream_req_check(xfer_be_t *be, xfer_be_req_t *r)
     return r->status;
 }
 
+static xfer_status_t canceled(xfer_be_req_t *r, const char *when)
+{
+    r->conn = NULL;
+    r->fnext = NULL;
+    r->status = XFER_ERR_CANCELED;
+    snprintf(r->msg, sizeof r->msg, "%s request canceled before it %s",
+             r->be->cfg.name, when);
+    return XFER_OK;
+}
+
 xfer_status_t xfer__stream_req_cancel(xfer_be_t *be, xfer_be_req_t *r)
 {
     conn_t *c = r->conn;
 
+    (void)be;
     if (r->status != XFER_IN_PROG)
         return XFER_OK;
     if (c && r->held) {
         xfer__stream_unlink(&c->hh, &c->ht, &r->txe, TXE_LINK);
         r->held = 0;
-        r->conn = NULL;
-        r->status = XFER_ERR_CANCELED;
-        snprintf(r->msg, sizeof r->msg, "%s request canceled before it "
-                 "started", be->cfg.name);
+        canceled(r, "started");
         held_drain(c);
         return XFER_OK;
     }
@@ -585,11 +587,7 @@ xfer_status_t xfer__stream_req_cancel(xfer_be_t *be, xfer_be_req_t *r)
         xfer__stream_txq_unlink(c, &r->txe);
         xfer__stream_unlink(&c->fh, &c->ft, r,
                             offsetof(xfer_be_req_t, fnext));
-        r->conn = NULL;
-        r->fnext = NULL;
-        r->status = XFER_ERR_CANCELED;
-        snprintf(r->msg, sizeof r->msg, "%s request canceled before it "
-                 "was sent", be->cfg.name);
+        canceled(r, "was sent");
         xfer__stream_conn_events(c);
         return XFER_OK;
     }

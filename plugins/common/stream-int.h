@@ -206,6 +206,7 @@ void xfer__stream_ctrl_hdr(txe_t *e, uint8_t type, uint32_t seg, uint64_t tag,
                            uint64_t arg0, uint64_t arg1, uint64_t len);
 txe_t *xfer__stream_msg_entry(xfer_be_t *be, uint8_t type, const void *msg,
                               size_t len);
+xfer_status_t xfer__stream_msg_send(conn_t *c, txe_t *e, const char *what);
 /* Unlink node from a singly linked list (head, tail) whose link lies at
  * byte offset link of each node; 1 if it was there. */
 int xfer__stream_unlink(void *headp, void *tailp, void *node, size_t link);

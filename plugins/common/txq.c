@@ -286,3 +286,16 @@ txe_t *xfer__stream_msg_entry(xfer_be_t *be, uint8_t type, const void *msg,
     e->niov = 2;
     return e;
 }
+
+/* Send an entry from xfer__stream_msg_entry on c; the sentence when the
+ * send closed the connection names what was being sent. */
+xfer_status_t xfer__stream_msg_send(conn_t *c, txe_t *e, const char *what)
+{
+    xfer__stream_txq_send(c, e);
+    if (c->closed)
+        return XFER__ERR(c->be, XFER_ERR_REMOTE_DISCONNECT,
+                         "%s: connection to agent '%s' (%s) failed while "
+                         "sending %s",
+                         c->be->cfg.name, c->name, c->where, what);
+    return XFER_OK;
+}

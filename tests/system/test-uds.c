@@ -74,6 +74,20 @@ static char *recv_msg(int fd, size_t *len)
     return b;
 }
 
+/* The target's metadata from a pipe, and its first region's address. */
+static char *recv_blob(int fd, size_t *len, uint64_t *addr)
+{
+    char *blob = recv_msg(fd, len);
+    json_t *root;
+
+    XT_REQUIRE(blob, "no metadata from the target");
+    root = xt_blob_parse(blob, *len);
+    XT_REQUIRE(xt_json_u64(json_object_get(xt_blob_region(root, 0), "addr"),
+                           addr),
+               "region address");
+    return blob;
+}
+
 /* ---- another host ------------------------------------------------------------ */
 
 /* Change one base64 character of the uds connection info: character 24
@@ -310,15 +324,7 @@ static void dereg_race(const char *spec, int shm)
     xt_child_add(pid);
     close(md[1]);
     close(go[0]);
-    blob = recv_msg(md[0], &len);
-    XT_REQUIRE(blob, "no metadata from the target");
-    {
-        json_t *root = xt_blob_parse(blob, len);
-
-        XT_REQUIRE(xt_json_u64(json_object_get(xt_blob_region(root, 0),
-                                               "addr"), &addr),
-                   "region address");
-    }
+    blob = recv_blob(md[0], &len, &addr);
     ini = xt_agent(xt_name("ini"), spec, 1);
     buf = xt_alloc(RACE_LEN);
     memset(buf, 0x11, RACE_LEN);
@@ -468,15 +474,7 @@ static void notif_order(const char *spec)
     }
     xt_child_add(pid);
     close(md[1]);
-    blob = recv_msg(md[0], &len);
-    XT_REQUIRE(blob, "no metadata from the target");
-    {
-        json_t *root = xt_blob_parse(blob, len);
-
-        XT_REQUIRE(xt_json_u64(json_object_get(xt_blob_region(root, 0),
-                                               "addr"), &addr),
-                   "region address");
-    }
+    blob = recv_blob(md[0], &len, &addr);
     /* No progress thread: the handshake cannot finish while we post. */
     ini = xt_agent(ininame, spec, 0);
     src = xt_alloc(65536);
