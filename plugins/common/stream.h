@@ -8,9 +8,12 @@
 
 #include <xfer/backend.h>
 
-/* What the engine needs from a transport.  Everything here is about
- * sockets and addresses; framing, requests, access checks, notifications,
- * timeouts and disconnects belong to the engine. */
+/* One connection, either role (the engine's; opaque to transports). */
+typedef struct xfer__stream_conn xfer__stream_conn_t;
+
+/* What the engine needs from a transport.  The first four are about
+ * sockets and addresses; framing, requests, access checks,
+ * notifications, timeouts and disconnects belong to the engine. */
 typedef struct xfer__stream_transport {
     /* Check a peer's connection info.  Refuse anything that is not a blob
      * this transport produced with host->error(XFER_ERR_INVALID, ...). */
@@ -25,64 +28,39 @@ typedef struct xfer__stream_transport {
     void (*info_str)(void *tctx, const void *info, size_t len, char *buf,
                      size_t size);
 
-    /* ---- Optional: a direct data path beside the frames (uds).  All
-     * NULL in tcp; the engine then behaves exactly as without them. ---- */
-    /* State for a new initiator connection (NULL is a valid state). */
-    void *(*conn_new)(void *tctx);
-    /* The handshake of an initiator connection to the agent of `info`
-     * succeeded.  Anything but XFER_OK closes it with msg as the reason. */
-    xfer_status_t (*conn_up)(void *tctx, void *tconn, int fd,
-                             const void *info, size_t len, char *msg,
+    /* ---- Optional events (NULL: none) ---- */
+    /* The handshake of c completed: an initiator got HELLO_ACK OK, a
+     * target a good HELLO (frames it queues now precede HELLO_ACK).
+     * Anything but XFER_OK closes c with msg as the reason. */
+    xfer_status_t (*conn_up)(void *tctx, xfer__stream_conn_t *c, char *msg,
                              size_t msg_size);
-    void (*conn_free)(void *tctx, void *tconn);
-    /* Move a posted request's data without frames, on a handshaken
-     * connection.  XFER_OK: all of it moved (the engine then sends the
-     * notification and completes the request); XFER_ERR_NOT_SUPPORTED:
-     * use the frames; XFER_IN_PROG: ask again when more input arrived on
-     * the connection (bounded by timeout_ms); another error: the request
-     * fails with it and the sentence written to msg.
-     * *vgen: on entry the validation stamp this request earned (0: none),
-     * the value the transport last set when frames ended in XFER_OK, i.e.
-     * after the target itself checked every descriptor; the transport
-     * moves data directly only while the stamp is current, and sets *vgen
-     * to the stamp to record should the frames succeed. */
-    xfer_status_t (*direct)(void *tctx, void *tconn, xfer_op_t op,
-                            const xfer_be_seg_t *segs, size_t nseg,
-                            uint64_t *vgen, char *msg, size_t msg_size);
-    /* A file descriptor the target shared (SHM_FD frame); tconn owns it. */
-    void (*fd_received)(void *tctx, void *tconn, uint64_t id, uint64_t size,
-                        int fd);
-    /* Target side: whether to share registered memfds with the peer on
-     * this accepted connection (e.g. same user only). */
-    int (*share_ok)(void *tctx, int fd);
-    /* Target side, for a peer share_ok accepted, at its handshake: state
-     * of this connection (*tstate) and a file descriptor the engine sends
-     * it (SHM_FD, id XFER__STREAM_CONN_FD_ID) after the shared fd of the
-     * config; the transport keeps owning fd.  Non-zero: share nothing.
-     * conn_unshare frees the state when the connection closes. */
-    int (*conn_share)(void *tctx, void **tstate, int *fd, uint64_t *size);
-    void (*conn_unshare)(void *tctx, void *tstate);
+    /* c closed (handshaken or not); it is freed after progress returns.
+     * Release what its private area holds. */
+    void (*conn_down)(void *tctx, xfer__stream_conn_t *c, xfer_status_t st,
+                      const char *why);
+    /* A descriptor came with an FD frame (AF_UNIX only; the transport
+     * owns fd).  Set: initiators read with recvmsg and accept FD frames. */
+    void (*fd_received)(void *tctx, xfer__stream_conn_t *c, uint64_t id,
+                        uint64_t size, int fd);
+    /* A handshaken connection that holds requests for the transport
+     * (xfer__stream_req_hold) received input: start what now can. */
+    void (*held_ready)(void *tctx, xfer__stream_conn_t *c);
 } xfer__stream_transport_t;
-
-/* The SHM_FD id of the per-connection descriptor of conn_share (memfd ids
- * of registrations are random, 0 is the config's shared fd). */
-#define XFER__STREAM_CONN_FD_ID UINT64_MAX
 
 typedef struct xfer__stream_cfg {
     const char *name;    /* plugin name, for sentences ("tcp") */
     uint64_t timeout_ms; /* no progress this long: XFER_ERR_TIMEOUT */
     size_t inline_max;   /* payloads up to this go through the rx buffer */
     size_t rx_buf;       /* per-connection receive buffer */
-    /* Target: with share_fd_set, share_fd goes (SHM_FD, id 0) to every
-     * peer share_ok accepts, before any registration's memfd. */
-    int share_fd_set, share_fd;
-    uint64_t share_size;
+    /* Zeroed bytes the engine keeps for the transport in every
+     * connection, request and registration (the *_priv accessors). */
+    size_t conn_priv, req_priv, mem_priv;
 } xfer__stream_cfg_t;
 
 /* Create an engine instance that accepts on listen_fd (a listening,
  * non-blocking stream socket the transport keeps owning; -1: none).  tp
  * and tctx must outlive the instance.  The instance is the plugin's
- * xfer_be_t, so most ops of the table below point straight at the engine. */
+ * xfer_be_t, so most ops of its table are the engine's (XFER__STREAM_OPS). */
 xfer_status_t xfer__stream_create(const xfer_host_t *host,
                                   const xfer__stream_transport_t *tp,
                                   void *tctx, const xfer__stream_cfg_t *cfg,
@@ -118,14 +96,69 @@ xfer_status_t xfer__stream_notif_send(xfer_be_t *be, xfer_be_peer_t *peer,
                                       const void *msg, size_t len);
 int xfer__stream_progress(xfer_be_t *be);
 xfer_status_t xfer__stream_event_fd(xfer_be_t *be, int *fd);
+/* Connect eagerly: XFER_OK once the handshake completed, XFER_IN_PROG
+ * while under way (call again after progress), or the error the last
+ * connection ended with (with its sentence). */
+xfer_status_t xfer__stream_peer_connect(xfer_be_t *be, xfer_be_peer_t *peer);
 
-/* A registration (from xfer__stream_mem_register) lies in a memfd at
- * offset off: keep a duplicate of fd and send it (SHM_FD frame) to every
- * peer that share_ok accepted, now and on later handshakes. */
-xfer_status_t xfer__stream_mem_share(xfer_be_t *be, void *mem, int fd,
-                                     uint64_t id, uint64_t size, uint64_t off);
-/* 1 and the memfd id and offset if the registration was shared, else 0. */
-int xfer__stream_mem_shm(const void *mem, uint64_t *id, uint64_t *off);
+/* The ops a stream plugin's table takes from the engine; list after it
+ * only what differs (a later designated initializer wins, so ignore
+ * -Woverride-init for the table). */
+#define XFER__STREAM_OPS                                                   \
+    .peer_add = xfer__stream_peer_add,                                     \
+    .peer_remove = xfer__stream_peer_remove,                               \
+    .mem_register = xfer__stream_mem_register,                             \
+    .mem_deregister = xfer__stream_mem_deregister,                         \
+    .rmem_unpack = xfer__stream_rmem_unpack,                               \
+    .rmem_release = xfer__stream_rmem_release,                             \
+    .req_create = xfer__stream_req_create,                                 \
+    .req_post = xfer__stream_req_post,                                     \
+    .req_check = xfer__stream_req_check,                                   \
+    .req_cancel = xfer__stream_req_cancel,                                 \
+    .req_release = xfer__stream_req_release,                               \
+    .notif_send = xfer__stream_notif_send,                                 \
+    .progress = xfer__stream_progress,                                     \
+    .event_fd = xfer__stream_event_fd
+
+/* ---- Extension points for a plugin that wraps ops ------------------ */
+
+/* Connections. */
+void *xfer__stream_conn_priv(xfer__stream_conn_t *c);
+int xfer__stream_conn_fd(const xfer__stream_conn_t *c);
+int xfer__stream_conn_initiator(const xfer__stream_conn_t *c);
+/* Handshaken and not closed. */
+int xfer__stream_conn_up(const xfer__stream_conn_t *c);
+/* The other agent's name and epoch, bound by the handshake. */
+const char *xfer__stream_conn_name(const xfer__stream_conn_t *c);
+uint64_t xfer__stream_conn_epoch(const xfer__stream_conn_t *c);
+/* Queue an FD frame carrying a duplicate of fd (AF_UNIX; a target's,
+ * handshaken connection) and send it at once when nothing blocks. */
+xfer_status_t xfer__stream_conn_send_fd(xfer__stream_conn_t *c, uint64_t id,
+                                        uint64_t size, int fd);
+
+/* Requests a transport starts itself.  hold: like req_post, but the
+ * request only takes its place in its connection's order (a lone
+ * notification posted later waits behind it) and stays XFER_IN_PROG;
+ * *c: that connection.  Then, oldest first, the transport either sends
+ * it as frames (req_send) or ends it (req_end: XFER_OK means its data
+ * moved, and its notification goes now). */
+xfer_status_t xfer__stream_req_hold(xfer_be_t *be, xfer_be_req_t *req,
+                                    const void *notif, size_t notif_len,
+                                    xfer__stream_conn_t **c);
+/* The oldest request c holds for the transport, NULL: none. */
+xfer_be_req_t *xfer__stream_conn_held(xfer__stream_conn_t *c);
+void xfer__stream_req_send(xfer_be_t *be, xfer_be_req_t *req);
+void xfer__stream_req_end(xfer_be_t *be, xfer_be_req_t *req,
+                          xfer_status_t st, const char *why);
+/* Status of the last post, without a sentence; XFER_OK only once the
+ * target answered every frame (or req_end said so). */
+xfer_status_t xfer__stream_req_state(const xfer_be_req_t *req);
+void *xfer__stream_req_priv(xfer_be_req_t *req);
+const xfer_be_seg_t *xfer__stream_req_segs(const xfer_be_req_t *req,
+                                           xfer_op_t *op, size_t *nseg);
+
+/* Registrations and remote regions. */
+void *xfer__stream_mem_priv(void *mem);
 /* The public part a remote region was unpacked from (at most 64 bytes
  * are kept; *len 0: none) and the region's start address. */
 const void *xfer__stream_rmem_pack(const void *rmem, uint64_t *addr,

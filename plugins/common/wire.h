@@ -25,8 +25,10 @@ enum xfer_wire_type {
     XFER_WIRE_READ_REQ = 5,  /* initiator -> target, no payload */
     XFER_WIRE_READ_RESP = 6, /* target -> initiator, header + payload */
     XFER_WIRE_NOTIF = 7,     /* initiator -> target, header + message */
-    XFER_WIRE_SHM_FD = 8,    /* target -> initiator, uds only: one memfd
-                                rides along (SCM_RIGHTS); never on tcp */
+    XFER_WIRE_SHM_FD = 8,    /* target -> initiator, AF_UNIX only: one
+                                descriptor rides along (SCM_RIGHTS) */
+    XFER_WIRE_MSG = 9,       /* either way, control channels only (chan.h):
+                                an opaque message; never on tcp or uds */
 };
 
 /* flags */
@@ -45,6 +47,7 @@ enum xfer_wire_type {
  *   READ_RESP  descriptor     request id status        0            payload
  *   NOTIF      0              0          0             0            message
  *   SHM_FD     0              memfd id   memfd size    0            0
+ *   MSG        0              0          0             0            message
  *
  * status is an xfer_status_t stored as a two's-complement int64. */
 typedef struct xfer_wire_hdr {

@@ -495,19 +495,6 @@ const xfer_backend_ops_t XFER_BACKEND_SYMBOL(tcp) = {
     .init = tcp_init,
     .fini = tcp_fini,
     .conn_info = tcp_conn_info,
-    .peer_add = xfer__stream_peer_add,
-    .peer_remove = xfer__stream_peer_remove,
-    .mem_register = xfer__stream_mem_register,
-    .mem_deregister = xfer__stream_mem_deregister,
-    .mem_pack = NULL, /* the core's key, address and length suffice */
-    .rmem_unpack = xfer__stream_rmem_unpack,
-    .rmem_release = xfer__stream_rmem_release,
-    .req_create = xfer__stream_req_create,
-    .req_post = xfer__stream_req_post,
-    .req_check = xfer__stream_req_check,
-    .req_cancel = xfer__stream_req_cancel,
-    .req_release = xfer__stream_req_release,
-    .notif_send = xfer__stream_notif_send,
-    .progress = xfer__stream_progress,
-    .event_fd = xfer__stream_event_fd,
+    /* mem_pack absent: the core's key, address and length suffice. */
+    XFER__STREAM_OPS,
 };

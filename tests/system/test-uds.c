@@ -1,6 +1,7 @@
 /* test-uds.c - what only the uds backend does: refusing a peer on another
- * host, a dead target reported as a disconnect, the EPERM fallback to the
- * socket, and the state it reports (xfer-info's probe, xfer_backend_state). */
+ * host, a dead target reported as a disconnect, notifications in posting
+ * order on a fresh connection, the EPERM fallback to the socket, and the
+ * state it reports (xfer-info's probe, xfer_backend_state). */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -71,6 +72,20 @@ static char *recv_msg(int fd, size_t *len)
     b[n] = '\0';
     *len = n;
     return b;
+}
+
+/* The target's metadata from a pipe, and its first region's address. */
+static char *recv_blob(int fd, size_t *len, uint64_t *addr)
+{
+    char *blob = recv_msg(fd, len);
+    json_t *root;
+
+    XT_REQUIRE(blob, "no metadata from the target");
+    root = xt_blob_parse(blob, *len);
+    XT_REQUIRE(xt_json_u64(json_object_get(xt_blob_region(root, 0), "addr"),
+                           addr),
+               "region address");
+    return blob;
 }
 
 /* ---- another host ------------------------------------------------------------ */
@@ -309,15 +324,7 @@ static void dereg_race(const char *spec, int shm)
     xt_child_add(pid);
     close(md[1]);
     close(go[0]);
-    blob = recv_msg(md[0], &len);
-    XT_REQUIRE(blob, "no metadata from the target");
-    {
-        json_t *root = xt_blob_parse(blob, len);
-
-        XT_REQUIRE(xt_json_u64(json_object_get(xt_blob_region(root, 0),
-                                               "addr"), &addr),
-                   "region address");
-    }
+    blob = recv_blob(md[0], &len, &addr);
     ini = xt_agent(xt_name("ini"), spec, 1);
     buf = xt_alloc(RACE_LEN);
     memset(buf, 0x11, RACE_LEN);
@@ -365,6 +372,164 @@ static void test_dereg_waits_cma(void)
 {
     dereg_race("uds:mode=cma", 0);
 }
+
+/* ---- notifications keep their posting order ------------------------------------ */
+
+#define ORDER_WRITES 48
+#define ORDER_MAX (ORDER_WRITES * 4)
+
+struct order_got {
+    char text[ORDER_MAX * 96];
+    size_t used, count;
+};
+
+static void order_collect(void *arg, const char *from, const void *msg,
+                          size_t len)
+{
+    struct order_got *g = arg;
+    int n = snprintf(g->text + g->used, sizeof g->text - g->used,
+                     "%s %.*s\n", from, (int)len, (const char *)msg);
+
+    if (n > 0 && (size_t)n < sizeof g->text - g->used)
+        g->used += (size_t)n;
+    g->count++;
+}
+
+/* The target of notif_order: serves WRITEs into its region and sends
+ * back, one line each, "<sender> <message>" of the first `want`
+ * notifications, in the order they were delivered. */
+static int order_target(const char *name, const char *spec, size_t want,
+                        int md)
+{
+    static struct order_got got;
+    xfer_agent_opts_t o;
+    xfer_agent_t *a = NULL;
+    xfer_mem_t *m = NULL;
+    xfer_desc_t d;
+    xfer_dlist_t dl;
+    void *buf = NULL;
+    size_t len;
+    char *blob;
+    int spins = 0;
+
+    alarm(getenv("XT_WRAP") && *getenv("XT_WRAP") ? 600 : 60);
+    xfer_agent_opts_init(&o);
+    o.name = name;
+    o.progress_thread = 1;
+    if (xfer_agent_create(&o, &a) || xfer_backend_add(a, spec, NULL) ||
+        posix_memalign(&buf, 4096, 65536))
+        return 3;
+    d = (xfer_desc_t){ (uintptr_t)buf, 65536, 0 };
+    dl = xt_dlist(&d, 1);
+    if (xfer_mem_register(a, &dl, NULL, &m) ||
+        xfer_md_get(a, XFER_MD_ALL, NULL, 0, &blob, &len) ||
+        send_msg(md, blob, len))
+        return 4;
+    xfer_free(blob);
+    while (got.count < want && spins++ < 20000) {
+        if (xfer_notif_drain(a, order_collect, &got, NULL) != XFER_OK)
+            return 5;
+        usleep(1000);
+    }
+    if (send_msg(md, got.text, got.used))
+        return 6;
+    xfer_agent_destroy(a);
+    free(buf);
+    return 0;
+}
+
+/* A fresh peer, right after its metadata is loaded: WRITEs carrying
+ * notifications, with lone notifications between them, posted before
+ * the connection is even set up.  The target must get every one, once,
+ * in the order posted (promise 3), from the name the initiator bound:
+ * lone ones must not overtake the notification of a WRITE still waiting
+ * for the handshake. */
+static void notif_order(const char *spec)
+{
+    int md[2], pid, st;
+    size_t len, total = 0;
+    char *blob, *got, name[64], ininame[64], expect[ORDER_MAX * 96];
+    size_t used = 0;
+    xfer_agent_t *ini;
+    unsigned char *src;
+    xfer_req_t *reqs[ORDER_WRITES];
+    uint64_t seed = xt_seed(), rs = seed, addr = 0;
+    unsigned lone[ORDER_WRITES];
+
+    printf("\n    notif_order %s: seed 0x%016llx\n", spec,
+           (unsigned long long)seed);
+    for (size_t i = 0; i < ORDER_WRITES; i++) {
+        lone[i] = (unsigned)(xt_rand(&rs) % 4);
+        total += 1 + lone[i];
+    }
+    snprintf(name, sizeof name, "%s", xt_name("ordtgt"));
+    snprintf(ininame, sizeof ininame, "%s", xt_name("ordini"));
+    XT_REQUIRE(pipe(md) == 0, "pipe");
+    fflush(NULL);
+    pid = fork();
+    XT_REQUIRE(pid >= 0, "fork");
+    if (pid == 0) {
+        close(md[0]);
+        xt_child_exit(order_target(name, spec, total, md[1]));
+    }
+    xt_child_add(pid);
+    close(md[1]);
+    blob = recv_blob(md[0], &len, &addr);
+    /* No progress thread: the handshake cannot finish while we post. */
+    ini = xt_agent(ininame, spec, 0);
+    src = xt_alloc(65536);
+    xt_register(ini, src, 65536);
+    XT_STATUS_FATAL(xfer_md_load(ini, blob, len, NULL, 0), XFER_OK);
+    free(blob);
+    for (size_t i = 0; i < ORDER_WRITES; i++) {
+        xfer_desc_t l = { (uintptr_t)src + i * 1024, 1024, 0 };
+        xfer_desc_t r = { (uintptr_t)addr + i * 1024, 1024, 0 };
+        xfer_dlist_t ll = xt_dlist(&l, 1), rl = xt_dlist(&r, 1);
+        char msg[64];
+        int n;
+        xfer_status_t s;
+
+        XT_STATUS_FATAL(xfer_req_create(ini, XFER_OP_WRITE, &ll, &rl, name,
+                                        NULL, &reqs[i]), XFER_OK);
+        xt_req_defer(reqs[i]);
+        n = snprintf(msg, sizeof msg, "write-%zu", i);
+        used += (size_t)snprintf(expect + used, sizeof expect - used,
+                                 "%s %s\n", ininame, msg);
+        s = xfer_req_post(reqs[i], msg, (size_t)n);
+        XT_CHECK(s == XFER_OK || s == XFER_IN_PROG, "post %zu: %s: %s", i,
+                 xt_status_name(s), xfer_last_error());
+        for (unsigned k = 0; k < lone[i]; k++) {
+            n = snprintf(msg, sizeof msg, "lone-%zu-%u", i, k);
+            used += (size_t)snprintf(expect + used, sizeof expect - used,
+                                     "%s %s\n", ininame, msg);
+            XT_STATUS(xfer_notif_send(ini, name, msg, (size_t)n, NULL),
+                      XFER_OK);
+        }
+    }
+    for (size_t i = 0; i < ORDER_WRITES; i++)
+        XT_STATUS(xt_wait_req(reqs[i], WAIT_MS), XFER_OK);
+    got = recv_msg(md[0], &len);
+    close(md[0]);
+    XT_REQUIRE(got, "no answer from the target");
+    if (strcmp(got, expect) != 0) {
+        size_t k = 0, line = 0;
+
+        while (got[k] && got[k] == expect[k])
+            line += got[k++] == '\n';
+        XT_FAIL("seed 0x%016llx: notification %zu of %zu differs: got "
+                "\"%.40s\", want \"%.40s\"", (unsigned long long)seed, line,
+                total, got + k, expect + k);
+    }
+    free(got);
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    xt_child_forget(pid);
+    XT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "target status 0x%x", st);
+}
+
+static void test_notif_order_auto(void) { notif_order("uds"); }
+static void test_notif_order_cma(void) { notif_order("uds:mode=cma"); }
+static void test_notif_order_socket(void) { notif_order("uds:mode=socket"); }
 
 /* ---- the kernel refuses cross-process access ------------------------------------ */
 
@@ -862,6 +1027,9 @@ static const xt_test_t process_tests[] = {
     XT_TEST(test_dead_target),
     XT_TEST(test_dereg_waits_shm),
     XT_TEST(test_dereg_waits_cma),
+    XT_TEST(test_notif_order_auto),
+    XT_TEST(test_notif_order_cma),
+    XT_TEST(test_notif_order_socket),
     XT_TEST(test_eperm_fallback),
     XT_TEST(test_eperm_forced_cma),
     XT_TEST(test_probe_refused),

@@ -1,0 +1,1034 @@
+/* conn.c - connections of the stream engine: instance and epoll loop, accept
+ * and connect, the HELLO handshake binding a peer's name and epoch, receive, timers. */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "plugins/common/stream-int.h"
+
+#define EVENTS_MAX 64
+/* The transport's bytes behind an engine object keep this alignment. */
+#define PRIV_ALIGN 16u
+#define PRIV_AT(size) (((size) + PRIV_ALIGN - 1) & ~(size_t)(PRIV_ALIGN - 1))
+
+#define LOG XFER__LOG
+#define ERR XFER__ERR
+
+/* ------------------------------------------------------------------ */
+/* Small helpers                                                       */
+/* ------------------------------------------------------------------ */
+
+static void sockaddr_str(int fd, char *buf, size_t size)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char ip[INET6_ADDRSTRLEN];
+
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) {
+        snprintf(buf, size, "fd %d", fd);
+    } else if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+        snprintf(buf, size, "%s:%u", ip, (unsigned)ntohs(in->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+        snprintf(buf, size, "[%s]:%u", ip, (unsigned)ntohs(in6->sin6_port));
+    } else {
+        snprintf(buf, size, "local socket fd %d", fd);
+    }
+}
+
+void xfer__stream_timer_need(xfer_be_t *be)
+{
+    struct itimerspec its;
+
+    if (be->timer_on)
+        return;
+    memset(&its, 0, sizeof its);
+    its.it_interval.tv_sec = be->tick_ms / 1000;
+    its.it_interval.tv_nsec = (long)(be->tick_ms % 1000) * 1000000L;
+    its.it_value = its.it_interval;
+    if (timerfd_settime(be->tfd, 0, &its, NULL) == 0)
+        be->timer_on = 1;
+}
+
+void xfer__stream_conn_events(conn_t *c)
+{
+    struct epoll_event ev;
+    uint32_t want = c->paused ? 0 : EPOLLIN;
+
+    /* A paused target waits for EPOLLOUT even with an empty queue: it
+     * fires at once and resumes parsing what is buffered, which no
+     * EPOLLIN would announce. */
+    if (c->connecting || (c->txh && c->blocked) || c->paused)
+        want |= EPOLLOUT;
+    if (want == c->events || c->closed)
+        return;
+    memset(&ev, 0, sizeof ev);
+    ev.events = want;
+    ev.data.ptr = c;
+    if (epoll_ctl(c->be->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+        c->events = want;
+}
+
+/* A status the other side sent: only values it may legitimately send. */
+int xfer__stream_wire_status(uint64_t v, xfer_status_t *st)
+{
+    int64_t s = (int64_t)v;
+
+    if (s > 0 || s < (int64_t)XFER_ERR_CONFIG)
+        return -1;
+    *st = (xfer_status_t)s;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Connections                                                         */
+/* ------------------------------------------------------------------ */
+
+/* Close a connection: everything waiting on it fails with st.  The
+ * struct itself is freed at the end of progress, since an event for it
+ * may still be pending in the current batch. */
+void xfer__stream_conn_close(conn_t *c, xfer_status_t st,
+                             xfer_log_level_t lvl, const char *fmt, ...)
+{
+    xfer_be_t *be = c->be;
+    char why[256];
+    va_list ap;
+    txe_t *e;
+
+    if (c->closed)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    c->closed = 1;
+    LOG(be, lvl, "connection %s agent '%s' (%s) closed: %s",
+        c->initiator ? "to" : "from", c->name[0] ? c->name : "?", c->where,
+        why);
+    epoll_ctl(be->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+
+    xfer__stream_reqs_fail(c, st, why);
+    while (c->nfdq)
+        close(c->fdq[--c->nfdq]);
+    if (be->tp->conn_down)
+        be->tp->conn_down(be->tctx, c, st, why);
+    while ((e = c->txh)) {
+        c->txh = e->next;
+        xfer__stream_txe_drop(c, e);
+    }
+    c->txt = NULL;
+    c->txn = 0;
+    if (c->rmem)
+        c->rmem->inflight--;
+    c->rmem = NULL;
+    free(c->rheap);
+    c->rheap = NULL;
+    if (c->peer && c->peer->conn == c) {
+        c->peer->conn = NULL;
+        c->peer->last_err = st;
+        snprintf(c->peer->last_why, sizeof c->peer->last_why, "%s", why);
+    }
+    c->peer = NULL;
+
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        be->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = NULL;
+    c->next = be->zombies;
+    be->zombies = c;
+}
+
+static void reap(xfer_be_t *be)
+{
+    conn_t *c;
+
+    while ((c = be->zombies)) {
+        be->zombies = c->next;
+        free(c->buf);
+        free(c);
+    }
+}
+
+static conn_t *conn_new(xfer_be_t *be, int fd, int initiator, int connecting)
+{
+    struct epoll_event ev;
+    conn_t *c = calloc(1, PRIV_AT(sizeof *c) + be->cfg.conn_priv);
+
+    if (!c || !(c->buf = malloc(be->cfg.rx_buf))) {
+        free(c);
+        return NULL;
+    }
+    c->kind = XFER__H_CONN;
+    c->be = be;
+    c->fd = fd;
+    c->initiator = initiator;
+    c->connecting = connecting;
+    c->priv = (char *)c + PRIV_AT(sizeof *c);
+    c->events = EPOLLIN | (connecting ? EPOLLOUT : 0);
+    memset(&ev, 0, sizeof ev);
+    ev.events = c->events;
+    ev.data.ptr = c;
+    if (epoll_ctl(be->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        free(c->buf);
+        free(c);
+        return NULL;
+    }
+    c->next = be->conns;
+    if (be->conns)
+        be->conns->prev = c;
+    be->conns = c;
+    return c;
+}
+
+/* The peer's connection, opened on first use so that loading the
+ * metadata of many agents costs no sockets until they are used. */
+conn_t *xfer__stream_peer_conn(xfer_be_t *be, xfer_be_peer_t *p,
+                               xfer_status_t *st)
+{
+    int inprog = 0, fd;
+    conn_t *c;
+    txe_t *e;
+    size_t nlen = strlen(be->host->agent_name);
+
+    if (p->conn)
+        return p->conn;
+    fd = be->tp->connect(be->tctx, p->info, p->info_len, &inprog);
+    if (fd < 0) {
+        *st = ERR(be, XFER_ERR_REMOTE_DISCONNECT,
+                  "%s: cannot connect to agent '%s' at %s: %s", be->cfg.name,
+                  p->name, p->where, strerror(-fd));
+        return NULL;
+    }
+    e = xfer__stream_txe_get(be);
+    if (!e || !(c = conn_new(be, fd, 1, inprog))) {
+        if (e)
+            xfer__stream_txe_put(be, e);
+        close(fd);
+        *st = ERR(be, XFER_ERR_NOMEM, "%s: no memory for a connection",
+                  be->cfg.name);
+        return NULL;
+    }
+    c->peer = p;
+    p->conn = c;
+    snprintf(c->name, sizeof c->name, "%s", p->name);
+    c->epoch = p->epoch;
+    snprintf(c->where, sizeof c->where, "%s", p->where);
+
+    /* The HELLO goes first; requests may follow it at once, because the
+     * target checks it before it looks at anything else. */
+    e->kind = XFER__TX_CTRL;
+    xfer__stream_ctrl_hdr(e, XFER_WIRE_HELLO, XFER_WIRE_VERSION,
+                          XFER_WIRE_MAGIC, be->host->agent_epoch, p->epoch,
+                          nlen);
+    e->v[1].iov_base = (void *)(uintptr_t)be->host->agent_name;
+    e->v[1].iov_len = nlen;
+    e->niov = 2;
+    xfer__stream_txq_push(c, e);
+    return c;
+}
+
+static void connect_done(conn_t *c)
+{
+    int err = 0;
+    socklen_t sl = sizeof err;
+
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &sl) < 0)
+        err = errno;
+    if (err) {
+        xfer__stream_conn_close(c, XFER_ERR_REMOTE_DISCONNECT, XFER_LOG_WARN,
+                                "connect failed: %s", strerror(err));
+        return;
+    }
+    c->connecting = 0;
+    c->idle_ticks = 0;
+    xfer__stream_flush(c);
+    xfer__stream_conn_events(c);
+}
+
+/* The transport's say on a handshaken connection. */
+static int conn_up(conn_t *c)
+{
+    xfer_be_t *be = c->be;
+    char why[256] = "";
+    xfer_status_t st;
+
+    if (!be->tp->conn_up)
+        return 0;
+    st = be->tp->conn_up(be->tctx, c, why, sizeof why);
+    if (st != XFER_OK && !c->closed)
+        xfer__stream_conn_close(c, st, XFER_LOG_WARN, "%s", why);
+    return c->closed ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The handshake and the receive side                                  */
+/* ------------------------------------------------------------------ */
+
+void xfer__stream_body_start(conn_t *c, const xfer_wire_hdr_t *h, void *dest,
+                             size_t len)
+{
+    c->rh = *h;
+    c->rstate = XFER__RX_BODY;
+    c->dest = dest;
+    c->left = len;
+    c->done = 0;
+}
+
+/* Target: the HELLO's name arrived. */
+static void hello_done(conn_t *c)
+{
+    xfer_be_t *be = c->be;
+    const xfer_wire_hdr_t *h = &c->rh;
+    txe_t *e;
+
+    c->name[h->len] = '\0';
+    if (strlen(c->name) != h->len) {
+        XFER__VIOLATION(c, "agent name contains a NUL byte");
+        return;
+    }
+    if (h->seg != XFER_WIRE_VERSION || h->arg1 != be->host->agent_epoch) {
+        xfer_wire_hdr_t a;
+
+        /* Best effort: tell the initiator why before closing. */
+        memset(&a, 0, sizeof a);
+        a.type = XFER_WIRE_HELLO_ACK;
+        a.seg = XFER_WIRE_VERSION;
+        a.tag = XFER_WIRE_MAGIC;
+        a.arg0 = be->host->agent_epoch;
+        a.arg1 = (uint64_t)(int64_t)XFER_ERR_REMOTE_DISCONNECT;
+        xfer_wire_encode(&a, &a);
+        (void)!send(c->fd, &a, sizeof a, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (h->seg != XFER_WIRE_VERSION)
+            xfer__stream_conn_close(c, XFER_ERR_REMOTE_DISCONNECT,
+                                    XFER_LOG_WARN,
+                                    "refused: protocol version %u, we "
+                                    "speak %u",
+                                    (unsigned)h->seg, XFER_WIRE_VERSION);
+        else
+            xfer__stream_conn_close(c, XFER_ERR_REMOTE_DISCONNECT,
+                                    XFER_LOG_WARN,
+                                    "refused: it expects epoch %llu of this "
+                                    "agent, ours is %llu (stale metadata)",
+                                    (unsigned long long)h->arg1,
+                                    (unsigned long long)
+                                        be->host->agent_epoch);
+        return;
+    }
+    c->epoch = h->arg0;
+    c->hello_done = 1;
+    if (conn_up(c) < 0)
+        return;
+    e = xfer__stream_txe_get(be);
+    if (!e) {
+        xfer__stream_conn_close(c, XFER_ERR_NOMEM, XFER_LOG_ERROR,
+                                "out of memory");
+        return;
+    }
+    e->kind = XFER__TX_CTRL;
+    xfer__stream_ctrl_hdr(e, XFER_WIRE_HELLO_ACK, XFER_WIRE_VERSION,
+                          XFER_WIRE_MAGIC, be->host->agent_epoch,
+                          (uint64_t)(int64_t)XFER_OK, 0);
+    xfer__stream_txq_push(c, e);
+    LOG(be, XFER_LOG_DEBUG, "agent '%s' connected from %s", c->name,
+        c->where);
+}
+
+/* Initiator: the answer to our HELLO. */
+static void hello_ack(conn_t *c, const xfer_wire_hdr_t *h)
+{
+    xfer_status_t st;
+
+    if (c->hello_done || h->tag != XFER_WIRE_MAGIC || h->len) {
+        XFER__VIOLATION(c, "bad HELLO_ACK");
+        return;
+    }
+    if (xfer__stream_wire_status(h->arg1, &st) < 0) {
+        XFER__VIOLATION(c, "bad status in HELLO_ACK");
+        return;
+    }
+    if (st != XFER_OK) {
+        xfer__stream_conn_close(c, XFER_ERR_REMOTE_DISCONNECT, XFER_LOG_WARN,
+                                "the agent refused the connection (it is "
+                                "epoch %llu now, our metadata names epoch "
+                                "%llu: reload its metadata)",
+                                (unsigned long long)h->arg0,
+                                (unsigned long long)c->epoch);
+        return;
+    }
+    c->hello_done = 1;
+    conn_up(c);
+}
+
+/* Initiator: a descriptor the target passed (it came with the bytes). */
+static void fd_frame(conn_t *c, const xfer_wire_hdr_t *h)
+{
+    xfer_be_t *be = c->be;
+    int fd;
+
+    if (!be->tp->fd_received || h->len || h->seg || !c->nfdq) {
+        XFER__VIOLATION(c, "bad SHM_FD (no descriptor came with it)");
+        return;
+    }
+    fd = c->fdq[0];
+    memmove(c->fdq, c->fdq + 1, --c->nfdq * sizeof(int));
+    be->tp->fd_received(be->tctx, c, h->tag, h->arg0, fd);
+}
+
+/* Called with a whole header at c->buf + head.  Returns 1 when the frame
+ * was taken, 0 when it must wait for more bytes. */
+static int frame(conn_t *c)
+{
+    xfer_be_t *be = c->be;
+    xfer_wire_hdr_t h;
+    size_t avail = c->tail - c->head - XFER_WIRE_HDR_SIZE;
+
+    xfer_wire_decode(&h, c->buf + c->head);
+    if (h.rsvd) {
+        XFER__VIOLATION(c, "reserved header bits set");
+        return 1;
+    }
+    if (c->initiator) {
+        if (h.type == XFER_WIRE_HELLO_ACK || h.type == XFER_WIRE_SHM_FD) {
+            if (h.type == XFER_WIRE_HELLO_ACK)
+                hello_ack(c, &h);
+            else
+                fd_frame(c, &h);
+            c->head += XFER_WIRE_HDR_SIZE;
+            return 1;
+        }
+        if (!c->hello_done) {
+            XFER__VIOLATION(c, "frame type %u before HELLO_ACK", h.type);
+            return 1;
+        }
+        return be->role[1]->frame(c, &h, avail);
+    }
+    if (!c->hello_done && h.type != XFER_WIRE_HELLO) {
+        XFER__VIOLATION(c, "frame type %u before HELLO", h.type);
+        return 1;
+    }
+    if (h.type != XFER_WIRE_HELLO)
+        return be->role[0]->frame(c, &h, avail);
+    if (c->hello_done || h.tag != XFER_WIRE_MAGIC || !h.len ||
+        h.len > XFER_NAME_MAX) {
+        XFER__VIOLATION(c, "bad HELLO");
+        return 1;
+    }
+    if (h.len <= be->cfg.inline_max && avail < h.len)
+        return 0;
+    c->head += XFER_WIRE_HDR_SIZE;
+    xfer__stream_body_start(c, &h, c->name, h.len);
+    return 1;
+}
+
+static void body_done(conn_t *c)
+{
+    c->rstate = XFER__RX_HDR;
+    if (c->rh.type == XFER_WIRE_HELLO)
+        hello_done(c);
+    else
+        c->be->role[c->initiator]->body_done(c);
+}
+
+/* Take every complete frame out of the buffer. */
+static void rx_parse(conn_t *c)
+{
+    while (!c->closed) {
+        if (c->rstate == XFER__RX_BODY) {
+            size_t take = c->tail - c->head;
+
+            if (take > c->left)
+                take = c->left;
+            if (c->dest && take)
+                memcpy(c->dest + c->done, c->buf + c->head, take);
+            c->head += take;
+            c->done += take;
+            c->left -= take;
+            if (c->left)
+                return;
+            body_done(c);
+            continue;
+        }
+        if (!c->initiator && c->txn >= XFER__STREAM_TXQ_HIGH) {
+            c->paused = 1;
+            return;
+        }
+        if (c->tail - c->head < XFER_WIRE_HDR_SIZE || !frame(c))
+            return;
+    }
+}
+
+/* One read.  A transport that takes fds reads with recvmsg and keeps
+ * what arrives until the FD frames that announce them are parsed. */
+static ssize_t rx_read(conn_t *c, struct iovec *iov, int niov)
+{
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int) * 8)];
+    } cm;
+    struct msghdr m;
+    struct cmsghdr *h;
+    ssize_t n;
+
+    if (!c->initiator || !c->be->tp->fd_received)
+        return readv(c->fd, iov, niov);
+    memset(&m, 0, sizeof m);
+    m.msg_iov = iov;
+    m.msg_iovlen = (size_t)niov;
+    m.msg_control = cm.b;
+    m.msg_controllen = sizeof cm.b;
+    n = recvmsg(c->fd, &m, MSG_CMSG_CLOEXEC);
+    if (n < 0)
+        return n;
+    for (h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
+        size_t k;
+
+        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+            continue;
+        k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int fd;
+
+            memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof fd);
+            if (c->nfdq < XFER__STREAM_FDQ_MAX)
+                c->fdq[c->nfdq++] = fd;
+            else
+                close(fd);
+        }
+    }
+    if (m.msg_flags & MSG_CTRUNC)
+        LOG(c->be, XFER_LOG_WARN, "shared file descriptors from agent '%s' "
+            "were truncated", c->name);
+    return n;
+}
+
+/* Work that must finish within the timeout.  A handshake counts, so a
+ * socket that connects and never speaks does not hold a buffer forever. */
+static int conn_busy(const conn_t *c)
+{
+    return c->connecting || !c->hello_done || c->txh ||
+           xfer__stream_reqs_busy(c) || c->rstate == XFER__RX_BODY ||
+           c->tail > c->head;
+}
+
+static void conn_input(conn_t *c)
+{
+    xfer_be_t *be = c->be;
+    const size_t cap = be->cfg.rx_buf;
+
+    if (c->paused && c->txn < XFER__STREAM_TXQ_LOW)
+        c->paused = 0;
+    rx_parse(c);
+    for (int round = 0; round < 16 && !c->closed && !c->paused; round++) {
+        ssize_t n;
+        size_t want;
+
+        if (c->rstate == XFER__RX_BODY && c->left && c->dest &&
+            c->head == c->tail) {
+            /* Large payload: straight into its destination.  Only a
+             * header's worth goes to the buffer behind it, so the next
+             * large frame is not half-copied through the buffer. */
+            struct iovec iov[2];
+
+            c->head = c->tail = 0;
+            iov[0].iov_base = c->dest + c->done;
+            iov[0].iov_len = c->left;
+            iov[1].iov_base = c->buf;
+            iov[1].iov_len = XFER_WIRE_HDR_SIZE;
+            want = c->left + XFER_WIRE_HDR_SIZE;
+            n = rx_read(c, iov, 2);
+            if (n > 0) {
+                size_t take = (size_t)n < c->left ? (size_t)n : c->left;
+
+                c->done += take;
+                c->left -= take;
+                c->tail = (size_t)n - take;
+            }
+        } else {
+            if (c->head == c->tail)
+                c->head = c->tail = 0;
+            else if (c->head && cap - c->head <
+                                    XFER_WIRE_HDR_SIZE + be->cfg.inline_max) {
+                memmove(c->buf, c->buf + c->head, c->tail - c->head);
+                c->tail -= c->head;
+                c->head = 0;
+            }
+            want = cap - c->tail;
+            if (!want)
+                break; /* cannot happen: a frame always fits */
+            {
+                struct iovec one = { c->buf + c->tail, want };
+
+                n = rx_read(c, &one, 1);
+            }
+            if (n > 0)
+                c->tail += (size_t)n;
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            xfer__stream_conn_close(c, XFER_ERR_REMOTE_DISCONNECT,
+                                    XFER_LOG_WARN, "receive failed: %s",
+                                    strerror(errno));
+            return;
+        }
+        if (n == 0) {
+            int busy = xfer__stream_reqs_busy(c) || c->txh ||
+                       c->rstate == XFER__RX_BODY || c->tail > c->head ||
+                       !c->hello_done;
+            /* A peer closing an idle connection is routine (it exited or
+             * dropped us); only lost work deserves a warning. */
+            xfer__stream_conn_close(c, XFER_ERR_REMOTE_DISCONNECT,
+                                    busy ? XFER_LOG_WARN : XFER_LOG_INFO,
+                                    c->hello_done
+                                        ? "closed by the peer"
+                                        : "closed by the peer during the "
+                                          "handshake (stale metadata?)");
+            return;
+        }
+        c->idle_ticks = 0;
+        rx_parse(c);
+        if ((size_t)n < want)
+            break; /* drained: epoll says when more comes */
+    }
+    if (!c->closed && c->hh && c->hello_done && be->tp->held_ready)
+        be->tp->held_ready(be->tctx, c);
+    if (!c->closed && c->txh && !c->blocked)
+        xfer__stream_flush(c);
+    if (c->closed)
+        return;
+    if (c->rstate == XFER__RX_BODY || c->txh || c->hh)
+        xfer__stream_timer_need(be);
+    xfer__stream_conn_events(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Progress                                                            */
+/* ------------------------------------------------------------------ */
+
+static void do_accept(xfer_be_t *be)
+{
+    for (int i = 0; i < 32; i++) {
+        int fd = accept4(be->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        conn_t *c;
+
+        if (fd < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK &&
+                errno != ECONNABORTED)
+                LOG(be, XFER_LOG_WARN, "accept failed: %s", strerror(errno));
+            return;
+        }
+        if (be->tp->accepted)
+            be->tp->accepted(be->tctx, fd);
+        if (!(c = conn_new(be, fd, 0, 0))) {
+            LOG(be, XFER_LOG_ERROR, "no memory for an incoming connection");
+            close(fd);
+            continue;
+        }
+        sockaddr_str(fd, c->where, sizeof c->where);
+        xfer__stream_timer_need(be);
+    }
+}
+
+/* Stall detection by ticks: the hot path only clears a counter. */
+static void do_tick(xfer_be_t *be)
+{
+    uint64_t k = 0;
+    int busy = 0;
+    conn_t *c, *next;
+
+    if (read(be->tfd, &k, sizeof k) != (ssize_t)sizeof k || !k)
+        return;
+    for (c = be->conns; c; c = next) {
+        next = c->next;
+        if (!conn_busy(c))
+            continue;
+        busy = 1;
+        c->idle_ticks += (unsigned)(k > UINT_MAX / 2 ? UINT_MAX / 2 : k);
+        if (c->idle_ticks > be->timeout_ticks)
+            xfer__stream_conn_close(c, XFER_ERR_TIMEOUT, XFER_LOG_WARN,
+                                    "%s for %llu ms",
+                                    c->connecting ? "connect did not finish"
+                                                  : "no progress",
+                                    (unsigned long long)be->cfg.timeout_ms);
+    }
+    if (!busy) {
+        struct itimerspec its;
+
+        memset(&its, 0, sizeof its);
+        timerfd_settime(be->tfd, 0, &its, NULL);
+        be->timer_on = 0;
+    }
+}
+
+int xfer__stream_progress(xfer_be_t *be)
+{
+    struct epoll_event ev[EVENTS_MAX];
+    int n = epoll_wait(be->epfd, ev, EVENTS_MAX, 0);
+
+    if (n < 0)
+        return errno == EINTR ? 0 : XFER_ERR_BACKEND;
+    for (int i = 0; i < n; i++) {
+        int kind = *(int *)ev[i].data.ptr;
+        uint32_t x = ev[i].events;
+        conn_t *c;
+
+        if (kind == XFER__H_LISTEN) {
+            do_accept(be);
+            continue;
+        }
+        if (kind == XFER__H_TIMER) {
+            do_tick(be);
+            continue;
+        }
+        c = ev[i].data.ptr;
+        if (c->closed)
+            continue;
+        if (c->connecting) {
+            if (x & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+                connect_done(c);
+            continue;
+        }
+        if (c->paused && (x & (EPOLLERR | EPOLLHUP))) {
+            xfer__stream_conn_close(c, XFER_ERR_REMOTE_DISCONNECT,
+                                    XFER_LOG_WARN, "connection lost");
+            continue;
+        }
+        if (x & (EPOLLIN | EPOLLERR | EPOLLHUP))
+            conn_input(c);
+        if (!c->closed && (x & EPOLLOUT)) {
+            c->blocked = 0;
+            xfer__stream_flush(c);
+            if (!c->closed && c->paused && c->txn < XFER__STREAM_TXQ_LOW)
+                conn_input(c);
+        }
+    }
+    reap(be);
+    return n;
+}
+
+xfer_status_t xfer__stream_event_fd(xfer_be_t *be, int *fd)
+{
+    *fd = be->epfd;
+    return XFER_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Instance                                                            */
+/* ------------------------------------------------------------------ */
+
+/* An instance whose frames after the handshake the caller's roles read. */
+xfer_status_t xfer__stream_instance(const xfer_host_t *host,
+                                    const xfer__stream_transport_t *tp,
+                                    void *tctx, const xfer__stream_cfg_t *cfg,
+                                    int listen_fd, xfer_be_t **bep)
+{
+    struct epoll_event ev;
+    xfer_be_t *be;
+    uint64_t tick;
+
+    if (cfg->rx_buf < XFER_WIRE_HDR_SIZE + cfg->inline_max)
+        return host->error(host->ctx, XFER_ERR_CONFIG,
+                           "%s: rx_buf (%zu) must hold a header (%u bytes) "
+                           "plus inline_max (%zu)",
+                           cfg->name, cfg->rx_buf, XFER_WIRE_HDR_SIZE,
+                           cfg->inline_max);
+    if (!cfg->timeout_ms)
+        return host->error(host->ctx, XFER_ERR_CONFIG,
+                           "%s: timeout_ms must be at least 1", cfg->name);
+    if (!host->agent_name || !host->agent_name[0] ||
+        strlen(host->agent_name) > XFER_NAME_MAX)
+        return host->error(host->ctx, XFER_ERR_INVALID,
+                           "%s: the agent name must be 1 to %u bytes",
+                           cfg->name, XFER_NAME_MAX);
+    if (!(be = calloc(1, sizeof *be)))
+        return host->error(host->ctx, XFER_ERR_NOMEM, "%s: out of memory",
+                           cfg->name);
+    be->host = host;
+    be->tp = tp;
+    be->tctx = tctx;
+    be->cfg = *cfg;
+    be->lfd = listen_fd;
+    be->lkind = XFER__H_LISTEN;
+    be->tkind = XFER__H_TIMER;
+    be->next_id = 1;
+    /* Eight ticks per timeout: a stall is reported between timeout_ms
+     * and 9/8 of it, and an idle instance has no timer at all. */
+    tick = cfg->timeout_ms / 8;
+    be->tick_ms = (unsigned)(tick < 5 ? 5 : tick > 1000 ? 1000 : tick);
+    be->timeout_ticks =
+        (unsigned)((cfg->timeout_ms + be->tick_ms - 1) / be->tick_ms);
+    be->epfd = epoll_create1(EPOLL_CLOEXEC);
+    be->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (be->epfd < 0 || be->tfd < 0)
+        goto fail;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.ptr = &be->tkind;
+    if (epoll_ctl(be->epfd, EPOLL_CTL_ADD, be->tfd, &ev) < 0)
+        goto fail;
+    if (listen_fd >= 0) {
+        ev.data.ptr = &be->lkind;
+        if (epoll_ctl(be->epfd, EPOLL_CTL_ADD, listen_fd, &ev) < 0)
+            goto fail;
+    }
+    *bep = be;
+    return XFER_OK;
+fail:
+    {
+        int e = errno;
+
+        if (be->epfd >= 0)
+            close(be->epfd);
+        if (be->tfd >= 0)
+            close(be->tfd);
+        free(be);
+        return host->error(host->ctx, XFER_ERR_BACKEND,
+                           "%s: cannot set up epoll: %s", cfg->name,
+                           strerror(e));
+    }
+}
+
+xfer_status_t xfer__stream_create(const xfer_host_t *host,
+                                  const xfer__stream_transport_t *tp,
+                                  void *tctx, const xfer__stream_cfg_t *cfg,
+                                  int listen_fd, xfer_be_t **bep)
+{
+    xfer_status_t st = xfer__stream_instance(host, tp, tctx, cfg, listen_fd,
+                                             bep);
+
+    if (st == XFER_OK) {
+        (*bep)->role[0] = &xfer__stream_target;
+        (*bep)->role[1] = &xfer__stream_initiator;
+    }
+    return st;
+}
+
+void xfer__stream_destroy(xfer_be_t *be)
+{
+    txe_t *e;
+
+    if (!be)
+        return;
+    while (be->conns)
+        xfer__stream_conn_close(be->conns, XFER_ERR_REMOTE_DISCONNECT,
+                                XFER_LOG_DEBUG, "backend shut down");
+    reap(be);
+    /* The core removes peers and registrations before fini; anything
+     * left is freed so a misbehaving caller does not also leak. */
+    while (be->peers) {
+        xfer_be_peer_t *p = be->peers;
+
+        be->peers = p->next;
+        free(p->info);
+        free(p);
+    }
+    while (be->mems) {
+        smem_t *m = be->mems;
+
+        be->mems = m->next;
+        free(m);
+    }
+    while ((e = be->free_txe)) {
+        be->free_txe = e->next;
+        free(e);
+    }
+    close(be->tfd);
+    close(be->epfd);
+    free(be);
+}
+
+void *xfer__stream_tctx(xfer_be_t *be)
+{
+    return be->tctx;
+}
+
+/* ------------------------------------------------------------------ */
+/* Peers                                                               */
+/* ------------------------------------------------------------------ */
+
+xfer_status_t xfer__stream_peer_add(xfer_be_t *be, const char *name,
+                                    uint64_t epoch, const void *info,
+                                    size_t len, xfer_be_peer_t **peerp)
+{
+    xfer_status_t st;
+    xfer_be_peer_t *p;
+
+    if (!name || !name[0] || strlen(name) > XFER_NAME_MAX)
+        return ERR(be, XFER_ERR_INVALID,
+                   "%s: agent name must be 1 to %u bytes", be->cfg.name,
+                   XFER_NAME_MAX);
+    if (!info || !len || len > XFER_BE_BLOB_MAX)
+        return ERR(be, XFER_ERR_INVALID,
+                   "%s: connection info of agent '%s' is %zu bytes, not a "
+                   "%s address",
+                   be->cfg.name, name, len, be->cfg.name);
+    st = be->tp->info_check(be->tctx, info, len);
+    if (st != XFER_OK)
+        return st;
+    if (!(p = calloc(1, sizeof *p)) || !(p->info = malloc(len))) {
+        free(p);
+        return ERR(be, XFER_ERR_NOMEM, "%s: out of memory", be->cfg.name);
+    }
+    p->be = be;
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->epoch = epoch;
+    memcpy(p->info, info, len);
+    p->info_len = len;
+    be->tp->info_str(be->tctx, info, len, p->where, sizeof p->where);
+    p->refs = 1;
+    p->next = be->peers;
+    if (be->peers)
+        be->peers->prev = p;
+    be->peers = p;
+    *peerp = p;
+    return XFER_OK;
+}
+
+void xfer__stream_peer_unref(xfer_be_peer_t *p)
+{
+    xfer_be_t *be = p->be;
+
+    if (--p->refs)
+        return;
+    if (p->conn)
+        xfer__stream_conn_close(p->conn, XFER_ERR_REMOTE_DISCONNECT,
+                                XFER_LOG_DEBUG, "agent forgotten");
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        be->peers = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    free(p->info);
+    free(p);
+}
+
+void xfer__stream_peer_remove(xfer_be_t *be, xfer_be_peer_t *p)
+{
+    (void)be;
+    if (!p)
+        return;
+    p->removed = 1;
+    if (p->conn)
+        xfer__stream_conn_close(p->conn, XFER_ERR_REMOTE_DISCONNECT,
+                                XFER_LOG_DEBUG, "agent removed");
+    xfer__stream_peer_unref(p);
+}
+
+xfer_status_t xfer__stream_peer_connect(xfer_be_t *be, xfer_be_peer_t *p)
+{
+    xfer_status_t st = XFER_OK;
+
+    if (p->removed)
+        return ERR(be, XFER_ERR_REMOTE_DISCONNECT,
+                   "%s: agent '%s' was removed", be->cfg.name, p->name);
+    if (p->conn) {
+        p->eager = !p->conn->hello_done;
+        return p->conn->hello_done ? XFER_OK : XFER_IN_PROG;
+    }
+    /* The connection these calls waited for ended: say how, once; the
+     * next call starts another. */
+    if (p->eager && p->last_err != XFER_OK) {
+        p->eager = 0;
+        return ERR(be, p->last_err,
+                   "%s: connection to agent '%s' (%s) failed: %s",
+                   be->cfg.name, p->name, p->where, p->last_why);
+    }
+    if (!xfer__stream_peer_conn(be, p, &st))
+        return st;
+    p->eager = 1;
+    xfer__stream_flush(p->conn);
+    if (!p->conn)
+        return xfer__stream_peer_connect(be, p);
+    return XFER_IN_PROG;
+}
+
+/* ------------------------------------------------------------------ */
+/* What transports may look at                                         */
+/* ------------------------------------------------------------------ */
+
+void *xfer__stream_conn_priv(xfer__stream_conn_t *c)
+{
+    return c->priv;
+}
+
+int xfer__stream_conn_fd(const xfer__stream_conn_t *c)
+{
+    return c->fd;
+}
+
+int xfer__stream_conn_initiator(const xfer__stream_conn_t *c)
+{
+    return c->initiator;
+}
+
+int xfer__stream_conn_up(const xfer__stream_conn_t *c)
+{
+    return c->hello_done && !c->closed;
+}
+
+const char *xfer__stream_conn_name(const xfer__stream_conn_t *c)
+{
+    return c->name;
+}
+
+uint64_t xfer__stream_conn_epoch(const xfer__stream_conn_t *c)
+{
+    return c->epoch;
+}
+
+xfer_status_t xfer__stream_conn_send_fd(xfer__stream_conn_t *c, uint64_t id,
+                                        uint64_t size, int src)
+{
+    xfer_be_t *be = c->be;
+    txe_t *e;
+    int fd;
+
+    if (c->closed)
+        return XFER_ERR_REMOTE_DISCONNECT;
+    e = xfer__stream_txe_get(be);
+    fd = e ? fcntl(src, F_DUPFD_CLOEXEC, 0) : -1;
+    if (fd < 0) {
+        if (e)
+            xfer__stream_txe_put(be, e);
+        xfer__stream_conn_close(c, XFER_ERR_NOMEM, XFER_LOG_ERROR,
+                                "cannot share a descriptor: %s",
+                                strerror(errno));
+        return XFER_ERR_NOMEM;
+    }
+    e->kind = XFER__TX_CTRL;
+    xfer__stream_ctrl_hdr(e, XFER_WIRE_SHM_FD, 0, id, size, 0, 0);
+    e->has_fd = 1;
+    e->fd = fd;
+    xfer__stream_txq_send(c, e);
+    return c->closed ? XFER_ERR_REMOTE_DISCONNECT : XFER_OK;
+}

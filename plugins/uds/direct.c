@@ -1,0 +1,701 @@
+/* direct.c - uds's direct data path: process_vm_readv/writev or memcpy into a
+ * target's memfds, checked by the target's stamp; requests the engine holds for it. */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <xfer/backend.h>
+
+#include "plugins/common/stream.h"
+#include "plugins/uds/uds.h"
+
+#define mode_names xfer__uds_mode_names
+
+/* ------------------------------------------------------------------ */
+/* Initiator: a connection's direct path                               */
+/* ------------------------------------------------------------------ */
+
+/* The direct-path state of a connection we opened, counted by path from
+ * its first use. */
+static uds_conn_t *conn_init(uds_t *u, xfer__stream_conn_t *c)
+{
+    uds_conn_t *tc = xfer__stream_conn_priv(c);
+
+    if (!tc->on) {
+        tc->on = 1;
+        tc->path = PATH_SOCKET;
+        u->npath[PATH_SOCKET]++;
+    }
+    return tc;
+}
+
+/* One compare per post once the path is settled. */
+static void set_path(uds_t *u, uds_conn_t *tc, int path)
+{
+    if (tc->path == path)
+        return;
+    u->npath[tc->path]--;
+    u->npath[path]++;
+    tc->path = path;
+}
+
+static void share_start(uds_t *u, xfer__stream_conn_t *c);
+static void share_end(uds_t *u, uds_share_t *sh);
+static uint64_t share_count(const uds_share_t *sh);
+
+/* Initiator: the pid the kernel recorded when the target listened, in
+ * our pid namespace: the process we copy into is the one we handshook
+ * with.  Target: share memory with a peer of our own user. */
+xfer_status_t xfer__uds_conn_up(void *tctx, xfer__stream_conn_t *c,
+                                char *msg, size_t msg_size)
+{
+    uds_t *u = tctx;
+    uds_conn_t *tc;
+    struct ucred cr;
+    socklen_t sl = sizeof cr;
+
+    if (!xfer__stream_conn_initiator(c)) {
+        share_start(u, c);
+        return XFER_OK;
+    }
+    tc = conn_init(u, c);
+    if (getsockopt(xfer__stream_conn_fd(c), SOL_SOCKET, SO_PEERCRED, &cr,
+                   &sl) < 0) {
+        snprintf(msg, msg_size, "SO_PEERCRED: %s", strerror(errno));
+        return XFER_ERR_BACKEND;
+    }
+    tc->pid = cr.pid;
+    tc->same_uid = cr.uid == u->uid;
+    if (!cr.pid)
+        tc->socket_only = 1; /* not visible from our pid namespace */
+    return XFER_OK;
+}
+
+void xfer__uds_conn_down(void *tctx, xfer__stream_conn_t *c,
+                         xfer_status_t st, const char *why)
+{
+    uds_t *u = tctx;
+    uds_conn_t *tc = xfer__stream_conn_priv(c);
+
+    (void)st;
+    (void)why;
+    if (tc->share)
+        share_end(u, tc->share);
+    tc->share = NULL;
+    if (!tc->on)
+        return;
+    u->npath[tc->path]--;
+    if (tc->gen)
+        munmap((void *)(uintptr_t)tc->gen, GEN_SIZE);
+    if (tc->inflight)
+        munmap(tc->inflight, INFLIGHT_SIZE);
+    for (size_t i = 0; i < tc->nmaps; i++)
+        munmap(tc->maps[i].base, tc->maps[i].size);
+    free(tc->maps);
+    memset(tc, 0, sizeof *tc);
+}
+
+
+
+/* A descriptor the target passed: its stamp, our in-flight page, or a
+ * memfd of its registrations, mapped for the life of the connection. */
+void xfer__uds_fd_received(void *tctx, xfer__stream_conn_t *c, uint64_t id,
+                           uint64_t size, int fd)
+{
+    uds_t *u = tctx;
+    uds_conn_t *tc = conn_init(u, c);
+    void *p;
+
+    if (tc && id == 0) {
+        /* The registration stamp: read-only, one page. */
+        if (!tc->gen && size == GEN_SIZE) {
+            p = mmap(NULL, GEN_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+            if (p != MAP_FAILED)
+                tc->gen = p;
+        }
+        close(fd);
+        return;
+    }
+    if (tc && id == UDS_CONN_FD_ID) {
+        /* Our in-flight count at the target: read-write, one page. */
+        if (!tc->inflight && size == INFLIGHT_SIZE) {
+            p = mmap(NULL, INFLIGHT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+                     fd, 0);
+            if (p != MAP_FAILED)
+                tc->inflight = p;
+        }
+        close(fd);
+        return;
+    }
+    for (size_t i = 0; tc && i < tc->nmaps; i++)
+        if (tc->maps[i].id == id) {
+            close(fd);
+            return;
+        }
+    if (!tc || !size || size > SIZE_MAX) {
+        close(fd);
+        return;
+    }
+    if (tc->nmaps == tc->cap) {
+        size_t cap = tc->cap ? tc->cap * 2 : 8;
+        uds_map_t *m = realloc(tc->maps, cap * sizeof *m);
+
+        if (!m) {
+            close(fd);
+            return;
+        }
+        tc->maps = m;
+        tc->cap = cap;
+    }
+    p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        ULOG(u, XFER_LOG_WARN, "cannot map a shared memfd of %llu bytes: %s",
+             (unsigned long long)size, strerror(errno));
+        return;
+    }
+    tc->maps[tc->nmaps].id = id;
+    tc->maps[tc->nmaps].base = p;
+    tc->maps[tc->nmaps].size = (size_t)size;
+    tc->nmaps++;
+}
+
+/* Where remote [raddr, raddr+len) of a region packed as shared lies in
+ * our mapping; NULL when that memfd has not arrived (yet). */
+static uint8_t *shm_addr(uds_conn_t *tc, const uint8_t *pack, uint64_t rbase,
+                         uint64_t raddr, size_t len)
+{
+    uint64_t id, off, at;
+
+    memcpy(&id, pack + 8, 8);
+    memcpy(&off, pack + 16, 8);
+    id = le64toh(id);
+    off = le64toh(off);
+    at = off + (raddr - rbase);
+    /* Descriptors of one request mostly share one memfd: try the map
+     * that answered last before searching. */
+    for (size_t k = 0; k < tc->nmaps; k++) {
+        size_t i = k == 0 ? tc->last : k - 1 + (k - 1 >= tc->last);
+        const uds_map_t *m = &tc->maps[i];
+
+        if (m->id != id)
+            continue;
+        if (at < off || at > m->size || len > m->size - at)
+            return NULL;
+        tc->last = i;
+        return m->base + at;
+    }
+    return NULL;
+}
+
+/* A region's pack from the engine: shared or not (already checked). */
+static const uint8_t *seg_pack(const xfer_be_seg_t *s, uint64_t *rbase)
+{
+    size_t len;
+    const uint8_t *p = xfer__stream_rmem_pack(s->rmem, rbase, &len);
+
+    return len == UDS_PACK_SIZE && p[5] ? p : NULL;
+}
+
+/* 1: every segment copied through mappings; 0: not all are mapped (or
+ * no memory to resolve them); -1: some remote segment is not shared
+ * memory at all (*bad: which).  All or nothing: every address is
+ * resolved before the first byte moves. */
+static int shm_copy(uds_t *u, uds_conn_t *tc, xfer_op_t op,
+                    const xfer_be_seg_t *segs, size_t nseg, size_t *bad)
+{
+    uint8_t **w;
+
+    if (nseg > u->where_cap) {
+        w = realloc(u->where, nseg * sizeof *w);
+        if (!w)
+            return 0;
+        u->where = w;
+        u->where_cap = nseg;
+    }
+    w = u->where;
+    for (size_t i = 0; i < nseg; i++) {
+        uint64_t rbase;
+        const uint8_t *pk = seg_pack(&segs[i], &rbase);
+
+        if (!pk) {
+            *bad = i;
+            return -1;
+        }
+        w[i] = shm_addr(tc, pk, rbase, segs[i].raddr, segs[i].len);
+        if (!w[i])
+            return 0;
+    }
+    /* Descriptors adjacent on both sides become one memcpy. */
+    for (size_t i = 0; i < nseg;) {
+        uint8_t *r = w[i];
+        uintptr_t l = segs[i].laddr;
+        size_t len = segs[i].len;
+
+        while (++i < nseg && segs[i].laddr == l + len && w[i] == r + len)
+            len += segs[i].len;
+        if (op == XFER_OP_WRITE)
+            memcpy(r, (const void *)l, len);
+        else
+            memcpy((void *)l, r, len);
+    }
+    return 1;
+}
+
+static xfer_status_t cma_copy(uds_t *u, uds_conn_t *tc, xfer_op_t op,
+                              const xfer_be_seg_t *segs, size_t nseg,
+                              char *msg, size_t msg_size)
+{
+    size_t i = 0, skip = 0;
+
+    while (i < nseg) {
+        size_t k = 0, want = 0, j;
+        ssize_t n;
+
+        for (j = i; j < nseg; j++) {
+            size_t off = j == i ? skip : 0;
+            uintptr_t l = segs[j].laddr + off;
+            uint64_t r = segs[j].raddr + off;
+            size_t len = segs[j].len - off;
+
+            /* Descriptors adjacent on both sides share one iovec. */
+            if (k && (uintptr_t)u->liov[k - 1].iov_base +
+                             u->liov[k - 1].iov_len == l &&
+                (uintptr_t)u->riov[k - 1].iov_base +
+                        u->riov[k - 1].iov_len == r) {
+                u->liov[k - 1].iov_len += len;
+                u->riov[k - 1].iov_len += len;
+            } else {
+                if (k == UDS_IOV)
+                    break;
+                u->liov[k].iov_base = (void *)l;
+                u->liov[k].iov_len = len;
+                u->riov[k].iov_base = (void *)(uintptr_t)r;
+                u->riov[k].iov_len = len;
+                k++;
+            }
+            want += len;
+        }
+        if (op == XFER_OP_WRITE)
+            n = process_vm_writev(tc->pid, u->liov, k, u->riov, k, 0);
+        else
+            n = process_vm_readv(tc->pid, u->liov, k, u->riov, k, 0);
+        if (n < 0) {
+            int e = errno;
+
+            if (e == EINTR)
+                continue;
+            if (e == EPERM && u->mode != MODE_CMA) {
+                tc->socket_only = 1;
+                set_path(u, tc, PATH_EPERM);
+                if (!u->warned_socket) {
+                    u->warned_socket = 1;
+                    ULOG(u, XFER_LOG_WARN,
+                         "the kernel refused cross-process access to pid %d "
+                         "(EPERM: ptrace restrictions, another user or a "
+                         "container): moving data through the socket from "
+                         "now on, one extra copy",
+                         (int)tc->pid);
+                }
+                return i == 0 && skip == 0 ? XFER_ERR_NOT_SUPPORTED
+                                           : XFER_ERR_BACKEND;
+            }
+            snprintf(msg, msg_size, "uds %s descriptor %zu (remote addr "
+                     "0x%llx) to pid %d: %s: %s",
+                     op == XFER_OP_WRITE ? "process_vm_writev"
+                                         : "process_vm_readv",
+                     i, (unsigned long long)segs[i].raddr, (int)tc->pid,
+                     strerror(e),
+                     e == ESRCH ? "the target process is gone"
+                     : e == EPERM ? "the kernel refused access (mode=cma)"
+                                  : "remote memory not accessible");
+            return e == ESRCH ? XFER_ERR_REMOTE_DISCONNECT
+                   : e == EPERM || e == EFAULT ? XFER_ERR_ACCESS
+                                               : XFER_ERR_BACKEND;
+        }
+        if ((size_t)n == want) {
+            i = j;
+            skip = 0;
+            continue;
+        }
+        if (n == 0) {
+            snprintf(msg, msg_size, "uds: descriptor %zu (remote addr "
+                     "0x%llx) to pid %d: no byte moved",
+                     i, (unsigned long long)segs[i].raddr, (int)tc->pid);
+            return XFER_ERR_ACCESS;
+        }
+        /* Partial: go on from the first byte not moved. */
+        {
+            size_t left = (size_t)n;
+
+            while (left) {
+                size_t rem = segs[i].len - skip;
+
+                if (left < rem) {
+                    skip += left;
+                    left = 0;
+                } else {
+                    left -= rem;
+                    i++;
+                    skip = 0;
+                }
+            }
+        }
+    }
+    return XFER_OK;
+}
+
+/* The copy itself, once the stamp said the request's check holds. */
+static xfer_status_t direct_copy(uds_t *u, uds_conn_t *tc, xfer_op_t op,
+                                 const xfer_be_seg_t *segs, size_t nseg,
+                                 char *msg, size_t msg_size)
+{
+    size_t bad = 0;
+    xfer_status_t st;
+    int r;
+
+    if (u->mode != MODE_CMA) {
+        r = shm_copy(u, tc, op, segs, nseg, &bad);
+        if (r == 1) {
+            set_path(u, tc, PATH_SHM);
+            return XFER_OK;
+        }
+        if (u->mode == MODE_SHM) {
+            if (r < 0) {
+                snprintf(msg, msg_size, "uds (mode=shm): remote descriptor "
+                         "%zu (addr 0x%llx) is not in memory the target "
+                         "allocated with xfer_mem_alloc",
+                         bad, (unsigned long long)segs[bad].raddr);
+                return XFER_ERR_NOT_SUPPORTED;
+            }
+            if (!tc->same_uid) {
+                snprintf(msg, msg_size, "uds (mode=shm): the target runs as "
+                         "another user and does not share its memory");
+                return XFER_ERR_ACCESS;
+            }
+            return XFER_IN_PROG; /* its SHM_FD frame is on the way */
+        }
+    }
+    if (tc->socket_only) {
+        if (u->mode == MODE_CMA) {
+            snprintf(msg, msg_size, "uds (mode=cma): the target process is "
+                     "not visible from this pid namespace");
+            return XFER_ERR_ACCESS;
+        }
+        return XFER_ERR_NOT_SUPPORTED;
+    }
+    st = cma_copy(u, tc, op, segs, nseg, msg, msg_size);
+    if (st == XFER_OK)
+        set_path(u, tc, PATH_CMA);
+    return st;
+}
+
+/* Move a request's data without frames.  XFER_OK: all of it moved;
+ * XFER_ERR_NOT_SUPPORTED: use the frames; XFER_IN_PROG: ask again when
+ * more input arrived (a memfd on its way); another error: the request
+ * fails with it and the sentence in msg.  *vgen: on entry the stamp the
+ * request earned (0: none); set to the one to record should the frames
+ * succeed.  Data moves directly only while the stamp is current. */
+static xfer_status_t direct(uds_t *u, uds_conn_t *tc, xfer_op_t op,
+                            const xfer_be_seg_t *segs, size_t nseg,
+                            uint64_t *vgen, char *msg, size_t msg_size)
+{
+    uint64_t g;
+    xfer_status_t st;
+
+    if (u->mode == MODE_SOCKET)
+        return XFER_ERR_NOT_SUPPORTED;
+    if (!tc->gen) {
+        if (u->mode == MODE_AUTO)
+            return XFER_ERR_NOT_SUPPORTED;
+        snprintf(msg, msg_size, "uds (mode=%s): the target shares no "
+                 "registration state with this user, so direct access "
+                 "cannot be checked", mode_names[u->mode]);
+        return XFER_ERR_ACCESS;
+    }
+    /* The target checks a request's descriptors itself on its first post
+     * (frames); after that, data moves directly until the target
+     * deregisters anything.  Announcing the copy before reading the
+     * stamp, against the target bumping the stamp before reading the
+     * count (both sequentially consistent), means that either we see the
+     * new stamp or the deregistration waits for this copy: nothing lands
+     * in memory after its deregistration returned.  Cost per post: two
+     * atomic adds on a line only we write, one load. */
+    if (tc->inflight)
+        __atomic_fetch_add(tc->inflight, 1, __ATOMIC_SEQ_CST);
+    g = __atomic_load_n(tc->gen, __ATOMIC_SEQ_CST) + 1;
+    if (*vgen != g) {
+        *vgen = g;
+        st = XFER_ERR_NOT_SUPPORTED;
+    } else {
+        st = direct_copy(u, tc, op, segs, nseg, msg, msg_size);
+    }
+    if (tc->inflight)
+        __atomic_fetch_sub(tc->inflight, 1, __ATOMIC_RELEASE);
+    return st;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* Initiator: requests the engine holds for the direct path            */
+/* ------------------------------------------------------------------ */
+
+/* Start what c holds, oldest first, while the connection is up: the
+ * data moves directly (its notification follows as a frame, after the
+ * data), or the request goes as frames; one that must wait for more
+ * input keeps the rest behind it, so notifications stay in order. */
+static void start_held(uds_t *u, xfer__stream_conn_t *c)
+{
+    xfer_be_req_t *r;
+
+    while (xfer__stream_conn_up(c) && (r = xfer__stream_conn_held(c))) {
+        uds_req_t *ur = xfer__stream_req_priv(r);
+        char msg[512] = "";
+        xfer_op_t op;
+        size_t nseg;
+        const xfer_be_seg_t *segs = xfer__stream_req_segs(r, &op, &nseg);
+        xfer_status_t st;
+
+        ur->vgen_post = ur->vgen;
+        st = direct(u, conn_init(u, c), op, segs, nseg, &ur->vgen_post, msg,
+                    sizeof msg);
+        if (st == XFER_IN_PROG)
+            return;
+        if (st == XFER_ERR_NOT_SUPPORTED) {
+            ur->framed = 1;
+            xfer__stream_req_send(u->be, r);
+        } else {
+            xfer__stream_req_end(u->be, r, st, msg);
+        }
+    }
+}
+
+void xfer__uds_held_ready(void *tctx, xfer__stream_conn_t *c)
+{
+    start_held(tctx, c);
+}
+
+xfer_status_t xfer__uds_req_post(xfer_be_t *be, xfer_be_req_t *req,
+                                 const void *notif, size_t notif_len)
+{
+    uds_t *u = xfer__stream_tctx(be);
+    uds_req_t *ur = xfer__stream_req_priv(req);
+    xfer__stream_conn_t *c;
+    xfer_status_t st;
+
+    /* Frames that succeeded mean the target itself checked every
+     * descriptor: the stamp read before them is earned. */
+    if (ur->framed && xfer__stream_req_state(req) == XFER_OK)
+        ur->vgen = ur->vgen_post;
+    ur->framed = 0;
+    st = xfer__stream_req_hold(be, req, notif, notif_len, &c);
+    if (!c || st != XFER_IN_PROG)
+        return st;
+    conn_init(u, c);
+    start_held(u, c);
+    return xfer__stream_req_check(be, req);
+}
+
+/* ------------------------------------------------------------------ */
+/* Target: what we share with a peer                                   */
+/* ------------------------------------------------------------------ */
+
+/* Memfds go only to processes of our own user: the socket (abstract
+ * ones have no permissions) must not hand our memory to anyone else. */
+static int share_ok(uds_t *u, int fd)
+{
+    struct ucred cr;
+    socklen_t sl = sizeof cr;
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &sl) < 0)
+        return 0;
+    return cr.uid == u->uid;
+}
+
+static uint64_t share_count(const uds_share_t *sh)
+{
+    return sh->inflight ? __atomic_load_n(sh->inflight, __ATOMIC_SEQ_CST) : 0;
+}
+
+static void share_free(uds_t *u, uds_share_t *sh)
+{
+    if (sh->prev)
+        sh->prev->next = sh->next;
+    else
+        u->shares = sh->next;
+    if (sh->next)
+        sh->next->prev = sh->prev;
+    if (sh->inflight)
+        munmap(sh->inflight, INFLIGHT_SIZE);
+    if (sh->fd >= 0)
+        close(sh->fd);
+    free(sh);
+}
+
+void xfer__uds_shares_free(uds_t *u)
+{
+    while (u->shares)
+        share_free(u, u->shares);
+}
+
+/* A peer of ours handshook: before HELLO_ACK it gets the registration
+ * stamp, an in-flight count of its own (a page), and the memfd of
+ * every shared registration. */
+static void share_start(uds_t *u, xfer__stream_conn_t *c)
+{
+    uds_conn_t *tc = xfer__stream_conn_priv(c);
+    uds_share_t *sh;
+    void *p = MAP_FAILED;
+
+    if (!share_ok(u, xfer__stream_conn_fd(c)) || !(sh = calloc(1, sizeof *sh)))
+        return;
+    sh->conn = c;
+    sh->next = u->shares;
+    if (u->shares)
+        u->shares->prev = sh;
+    u->shares = sh;
+    tc->share = sh;
+    if (xfer__stream_conn_send_fd(c, 0, GEN_SIZE, u->gen_fd) != XFER_OK)
+        return;
+    sh->fd = memfd_create("xfer-uds-inflight", MFD_CLOEXEC);
+    if (sh->fd < 0 || ftruncate(sh->fd, INFLIGHT_SIZE) < 0 ||
+        (p = mmap(NULL, INFLIGHT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+                  sh->fd, 0)) == MAP_FAILED) {
+        /* The peer then copies unannounced, as an older peer would. */
+        ULOG(u, XFER_LOG_WARN, "uds: in-flight page for a peer: %s",
+             strerror(errno));
+        if (sh->fd >= 0)
+            close(sh->fd);
+        sh->fd = -1;
+    } else {
+        sh->inflight = p;
+        if (xfer__stream_conn_send_fd(c, UDS_CONN_FD_ID, INFLIGHT_SIZE,
+                                      sh->fd) != XFER_OK)
+            return;
+    }
+    for (uds_mem_t *m = u->mems; m; m = m->next)
+        if (xfer__stream_conn_send_fd(c, m->id, m->size, m->fd) != XFER_OK)
+            return;
+}
+
+/* The peer's connection closed.  If it closed it, it unmapped the page
+ * and copies no more; if we closed it (a timeout, a protocol violation)
+ * it may still be in a copy, so a count above zero keeps the page on the
+ * list until a deregistration sees it drop to zero. */
+static void share_end(uds_t *u, uds_share_t *sh)
+{
+    sh->conn = NULL;
+    if (share_count(sh) == 0)
+        share_free(u, sh);
+    else
+        sh->closed = 1;
+}
+
+xfer_status_t xfer__uds_mem_share(uds_t *u, void *mem,
+                                  const xfer_shm_info_t *si)
+{
+    uds_mem_t *m = xfer__stream_mem_priv(mem);
+    uds_share_t *sh, *next;
+
+    if (m->shared)
+        return XFER_OK;
+    m->fd = fcntl(si->fd, F_DUPFD_CLOEXEC, 0);
+    if (m->fd < 0)
+        return UERR(u, XFER_ERR_BACKEND, "uds: cannot duplicate a memfd: %s",
+                    strerror(errno));
+    m->shared = 1;
+    m->id = si->id;
+    m->size = si->size;
+    m->off = si->offset;
+    m->next = u->mems;
+    if (u->mems)
+        u->mems->prev = m;
+    u->mems = m;
+    /* Peers already connected learn of it before they can hold metadata
+     * that names it: the frame is queued before this call returns. */
+    for (sh = u->shares; sh; sh = next) {
+        next = sh->next;
+        if (sh->conn)
+            xfer__stream_conn_send_fd(sh->conn, m->id, m->size, m->fd);
+    }
+    return XFER_OK;
+}
+
+void xfer__uds_mem_unshare(uds_t *u, void *mem)
+{
+    uds_mem_t *m = xfer__stream_mem_priv(mem);
+
+    if (!m->shared)
+        return;
+    if (m->prev)
+        m->prev->next = m->next;
+    else
+        u->mems = m->next;
+    if (m->next)
+        m->next->prev = m->prev;
+    close(m->fd);
+    m->shared = 0;
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* After the stamp moved: wait until no peer is in a copy that may have
+ * read the old one (see direct).  Copies are short; a peer stopped in
+ * the middle of one holds us QUIESCE_MS at most, once: it is then marked
+ * stuck and not waited for again until its count is seen at zero (said
+ * once in the log). */
+void xfer__uds_quiesce(uds_t *u)
+{
+    uds_share_t *sh, *next;
+
+    /* The bound is per peer: one stopped peer must not get the copies of
+     * the others, still under way when its bound ran out, taken for
+     * stuck ones without a wait of their own. */
+    for (sh = u->shares; sh; sh = next) {
+        uint64_t end = 0;
+
+        next = sh->next;
+        while (!sh->stuck && share_count(sh) != 0) {
+            if (!end)
+                end = mono_ms() + QUIESCE_MS;
+            if (mono_ms() >= end) {
+                if (!u->warned_quiesce)
+                    ULOG(u, XFER_LOG_WARN, "uds: a peer's direct copy was "
+                         "still under way %u ms after a deregistration "
+                         "(peer stopped?); deregistering anyway", QUIESCE_MS);
+                u->warned_quiesce = 1;
+                sh->stuck = 1;
+                break;
+            }
+            sched_yield();
+        }
+        if (share_count(sh) == 0) {
+            sh->stuck = 0;
+            if (sh->closed)
+                share_free(u, sh);
+        }
+    }
+}
+

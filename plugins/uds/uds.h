@@ -1,0 +1,167 @@
+/* uds.h - what the uds plugin's files share: its config, instance and
+ * per-connection state; uds.c is the backend, direct.c the direct data path. */
+#ifndef XFER_PLUGINS_UDS_H
+#define XFER_PLUGINS_UDS_H
+
+#include <limits.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <xfer/backend.h>
+
+#include "plugins/common/stream.h"
+
+#ifdef IOV_MAX
+#define UDS_IOV IOV_MAX
+#else
+#define UDS_IOV 1024
+#endif
+
+typedef struct uds_config {
+    const char *path;
+    const char *mode;
+    uint64_t timeout_ms;
+    size_t inline_max;
+    size_t rx_buf;
+    uint64_t backlog;
+} uds_config_t;
+
+
+enum { MODE_AUTO, MODE_CMA, MODE_SHM, MODE_SOCKET };
+extern const char *const xfer__uds_mode_names[];
+
+/* The path a connection's data took last, for xfer_backend_state(): the
+ * socket until a direct copy succeeds, or for good after EPERM. */
+enum { PATH_SOCKET, PATH_SHM, PATH_CMA, PATH_EPERM, NPATHS };
+
+/* Connection info, 224 bytes (docs/wire-tcp.md, "uds connection info"):
+ *   0 u32 magic "XUDS"   4 u8 version (1)   5 u8 abstract (0/1)
+ *   6 u16 path length    8 u32 pid         12 u32 uid
+ *  16 char[36] boot id  52 char[64] host name (NUL padded)
+ * 116 u8[108] socket path (abstract: without the leading NUL) */
+#define UDS_INFO_MAGIC 0x53445558u
+#define UDS_INFO_VERSION 1u
+#define UDS_INFO_SIZE 224u
+#define UDS_BOOT_LEN 36u
+#define UDS_HOST_LEN 64u
+#define UDS_PATH_MAX 108u
+
+/* The public part of a registration, 24 bytes:
+ *   0 u32 magic "XUDM"  4 u8 version (1)  5 u8 shared  6 u16 0
+ *   8 u64 memfd id     16 u64 offset of the region in the memfd */
+#define UDS_PACK_MAGIC 0x4d445558u
+#define UDS_PACK_SIZE 24u
+
+/* Target side: one accepted peer's count of direct copies under way into
+ * this process (a page it maps read-write), so that a deregistration can
+ * wait for the copies that passed the stamp check before it bumped it. */
+typedef struct uds_share {
+    struct uds_share *next, *prev;
+    xfer__stream_conn_t *conn;  /* NULL once it closed */
+    int fd;                     /* -1: no page (the peer copies unannounced) */
+    uint64_t *inflight;
+    int closed;     /* its connection closed: kept until it reads 0 */
+    int stuck;      /* outlived a deregistration's bound: not waited for */
+} uds_share_t;
+
+/* A registration that lies in a memfd (xfer_mem_alloc memory): the
+ * engine keeps it as the registration's private bytes. */
+typedef struct uds_mem {
+    struct uds_mem *next, *prev;
+    int shared;
+    int fd;                         /* our duplicate of its memfd */
+    uint64_t id, size, off;
+} uds_mem_t;
+
+typedef struct uds {
+    const xfer_host_t *host;
+    xfer_be_t *be;
+    uds_config_t cfg;
+    int mode;
+    int lfd;
+    char fs_path[UDS_PATH_MAX + 1]; /* "" for an abstract socket */
+    uid_t uid;
+    int warned_socket;              /* the EPERM fallback was logged */
+    unsigned npath[NPATHS];         /* connections by their last path */
+    int gen_fd;                     /* memfd of the registration stamp */
+    uint64_t *gen;                  /* bumped by every deregistration */
+    uint8_t info[UDS_INFO_SIZE];
+    struct iovec liov[UDS_IOV], riov[UDS_IOV];
+    uint8_t **where;                /* shm: resolved remote addresses */
+    size_t where_cap;
+    /* Accepted peers we share memory with, and their in-flight counts.
+     * Handshakes, closes (progress) and quiesce (mem_deregister) are
+     * serialised by the core. */
+    uds_share_t *shares;
+    uds_mem_t *mems;                /* shared registrations */
+    int warned_quiesce;             /* a peer's copy outlived the bound */
+} uds_t;
+
+/* A memfd a target shared with us, mapped for the life of the connection. */
+typedef struct uds_map {
+    uint64_t id;
+    uint8_t *base;
+    size_t size;
+} uds_map_t;
+
+/* An initiator connection's direct path (the engine keeps it as the
+ * connection's private bytes); a target connection's share. */
+typedef struct uds_conn {
+    int on;             /* set up as an initiator's (counted in npath) */
+    uds_share_t *share; /* target: what this peer maps of ours */
+    const uint64_t *gen;/* the target's registration stamp, read-only */
+    uint64_t *inflight; /* our direct copies under way there (its page) */
+    pid_t pid;          /* the target, as the kernel saw it connect */
+    int same_uid;       /* it shares memfds with us */
+    int socket_only;    /* the kernel refused CMA: frames from now on */
+    int path;           /* PATH_*, counted in uds_t.npath */
+    size_t nmaps, cap, last; /* last: the map that answered last */
+    uds_map_t *maps;
+} uds_conn_t;
+
+/* The registration stamp: one page, a u64 the target increments before
+ * each deregistration. */
+#define GEN_SIZE 4096u
+/* The in-flight count a target gives each peer: one page, a u64. */
+#define INFLIGHT_SIZE 4096u
+/* How long a deregistration waits for peers' copies under way: they are
+ * memcpy or process_vm_* calls, so a bound reached means a peer stopped
+ * (SIGSTOP, debugger) in the middle of one. */
+#define QUIESCE_MS 2000u
+/* The FD frame id of a connection's in-flight page (memfd ids of
+ * registrations are random, 0 is the registration stamp). */
+#define UDS_CONN_FD_ID UINT64_MAX
+
+/* A request's direct-path state: the engine keeps it as its private
+ * bytes.  vgen: the stamp the target's check of its descriptors earned
+ * (0: none); vgen_post: the one its frames earn if they succeed. */
+typedef struct uds_req {
+    uint64_t vgen, vgen_post;
+    int framed;         /* the last post went as frames */
+} uds_req_t;
+
+#define UERR(u, st, ...) (u)->host->error((u)->host->ctx, (st), __VA_ARGS__)
+#define ULOG(u, lvl, ...) (u)->host->log((u)->host->ctx, (lvl), __VA_ARGS__)
+
+/* direct.c: the events of a connection, and the ops it wraps. */
+xfer_status_t xfer__uds_conn_up(void *tctx, xfer__stream_conn_t *c,
+                                char *msg, size_t msg_size);
+void xfer__uds_conn_down(void *tctx, xfer__stream_conn_t *c,
+                         xfer_status_t st, const char *why);
+void xfer__uds_fd_received(void *tctx, xfer__stream_conn_t *c, uint64_t id,
+                           uint64_t size, int fd);
+void xfer__uds_held_ready(void *tctx, xfer__stream_conn_t *c);
+xfer_status_t xfer__uds_req_post(xfer_be_t *be, xfer_be_req_t *req,
+                                 const void *notif, size_t notif_len);
+/* Offer a registration in a memfd to every peer we share memory with,
+ * now and at later handshakes. */
+xfer_status_t xfer__uds_mem_share(uds_t *u, void *mem,
+                                  const xfer_shm_info_t *si);
+/* Forget a registration's memfd (deregistration). */
+void xfer__uds_mem_unshare(uds_t *u, void *mem);
+/* After the stamp moved: wait (bounded) for peers' copies under way. */
+void xfer__uds_quiesce(uds_t *u);
+void xfer__uds_shares_free(uds_t *u);
+
+#endif /* XFER_PLUGINS_UDS_H */
