@@ -17,7 +17,8 @@ static const struct {
 } cap_names[] = {
     { XFER_CAP_READ, "READ" },     { XFER_CAP_WRITE, "WRITE" },
     { XFER_CAP_NOTIF, "NOTIF" },   { XFER_CAP_REMOTE, "REMOTE" },
-    { XFER_CAP_LOCAL, "LOCAL" },
+    { XFER_CAP_LOCAL, "LOCAL" },   { XFER_CAP_SW_CHECK, "SW_CHECK" },
+    { XFER_CAP_HW_KEYS, "HW_KEYS" },
 };
 
 static const struct {

@@ -118,7 +118,8 @@ xfer_status_t xfer__stream_peer_connect(xfer_be_t *be, xfer_be_peer_t *peer);
     .req_release = xfer__stream_req_release,                               \
     .notif_send = xfer__stream_notif_send,                                 \
     .progress = xfer__stream_progress,                                     \
-    .event_fd = xfer__stream_event_fd
+    .event_fd = xfer__stream_event_fd,                                     \
+    .peer_connect = xfer__stream_peer_connect
 
 /* ---- Extension points for a plugin that wraps ops ------------------ */
 
