@@ -659,6 +659,19 @@ static xfer_status_t mem_register(xfer_agent_t *a, const xfer_dlist_t *list,
         return xfer__err(XFER_ERR_NOT_SUPPORTED, "backend %s does not support "
                          "%s memory", only->name,
                          list->type == XFER_MEM_VRAM ? "VRAM" : "DRAM");
+    if (only == NULL && a->nbackends > 0) {
+        /* No backend could move it: refuse rather than keep a region
+         * that requests would only trip over. */
+        unsigned j = 0;
+
+        while (j < a->nbackends &&
+               !(a->backends[j]->ops->hdr.mem_types & XFER_MEMBIT(list->type)))
+            j++;
+        if (j == a->nbackends)
+            return xfer__err(XFER_ERR_NOT_SUPPORTED, "no backend of agent "
+                             "'%s' supports %s memory", a->name,
+                             list->type == XFER_MEM_VRAM ? "VRAM" : "DRAM");
+    }
     m = calloc(1, sizeof(*m));
     if (m == NULL)
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
