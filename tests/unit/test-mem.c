@@ -1,6 +1,6 @@
 /* test-mem.c - registration against what the agent can move: memory
  * types no backend takes, a registration of one type hiding another at
- * the same address. */
+ * the same address, and shareable memory freed while still registered. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,9 +71,37 @@ static void test_vram_does_not_hide_dram(void)
     XT_ERR_HAS("local descriptor 0", "DRAM");
 }
 
+static void test_free_while_registered(void)
+{
+    const char *name = xt_name("fr");
+    xfer_agent_t *a = xt_agent(name, "ptest", 0);
+    char *p = NULL, *q = NULL;
+    xfer_mem_t *m = NULL, *other = NULL;
+
+    XT_STATUS_FATAL(xfer_mem_alloc(a, 3 * 4096, 0, (void **)&p), XFER_OK);
+    XT_STATUS_FATAL(xfer_mem_alloc(a, 4096, 0, (void **)&q), XFER_OK);
+    /* A registration of part of it, and one of other memory. */
+    XT_STATUS_FATAL(reg(a, XFER_MEM_DRAM, p + 4096 + 10, 100, &m), XFER_OK);
+    XT_STATUS_FATAL(reg(a, XFER_MEM_DRAM, q, 4096, &other), XFER_OK);
+    XT_STATUS(xfer_mem_free(a, p), XFER_ERR_BUSY);
+    XT_ERR_HAS("still registered", name, "deregister");
+    /* Still mapped: writing it is fine. */
+    memset(p, 0x5a, 3 * 4096);
+    XT_STATUS(xfer_mem_deregister(a, m), XFER_OK);
+    XT_STATUS(xfer_mem_free(a, p), XFER_OK);
+    /* Gone now. */
+    XT_STATUS(xfer_mem_free(a, p), XFER_ERR_NOT_FOUND);
+    XT_STATUS(xfer_mem_free(a, q), XFER_ERR_BUSY);
+    XT_STATUS(xfer_mem_deregister(a, other), XFER_OK);
+    XT_STATUS(xfer_mem_free(a, q), XFER_OK);
+    XT_STATUS(xfer_mem_free(NULL, q), XFER_ERR_INVALID);
+    XT_STATUS(xfer_mem_free(a, NULL), XFER_OK);
+}
+
 static const xt_test_t tests[] = {
     XT_TEST(test_vram_without_a_backend_for_it),
     XT_TEST(test_vram_does_not_hide_dram),
+    XT_TEST(test_free_while_registered),
     XT_END
 };
 
