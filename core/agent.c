@@ -486,6 +486,8 @@ static xfer_status_t backend_add(xfer_agent_t *a, const char *plugin,
         }
     }
     a->backends[a->nbackends++] = b;
+    /* Peers loaded before it exist for it too, as registrations do. */
+    xfer__remote_backfill(a, b);
     if (out != NULL)
         *out = b;
     agent_wake(a);
