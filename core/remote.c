@@ -177,6 +177,17 @@ void xfer__remote_backfill(xfer_agent_t *a, xfer_backend_t *b)
     }
 }
 
+/* The remote agent a public call names, or NULL with the sentence set
+ * (agent lock held). */
+static xfer__remote_t *remote_named(xfer_agent_t *a, const char *name)
+{
+    xfer__remote_t *r = xfer__remote_find(a, name);
+
+    if (r == NULL)
+        xfer__err(XFER_ERR_NOT_FOUND, "no remote agent '%s' is loaded", name);
+    return r;
+}
+
 XFER_API xfer_status_t xfer_md_invalidate(xfer_agent_t *agent, const char *name)
 {
     xfer__remote_t *r;
@@ -185,15 +196,11 @@ XFER_API xfer_status_t xfer_md_invalidate(xfer_agent_t *agent, const char *name)
     if (agent == NULL || name == NULL)
         return xfer__err(XFER_ERR_INVALID, "xfer_md_invalidate: NULL argument");
     xfer__lock(agent);
-    r = xfer__remote_find(agent, name);
-    if (r == NULL) {
-        xfer__unlock(agent);
-        return xfer__err(XFER_ERR_NOT_FOUND, "no remote agent '%s' is loaded",
-                         name);
-    }
-    xfer__remote_kill(r, "its metadata was invalidated");
+    r = remote_named(agent, name);
+    if (r != NULL)
+        xfer__remote_kill(r, "its metadata was invalidated");
     xfer__unlock(agent);
-    return XFER_OK;
+    return r != NULL ? XFER_OK : XFER_ERR_NOT_FOUND;
 }
 
 XFER_API xfer_status_t xfer_md_check(xfer_agent_t *agent, const char *name)
@@ -205,10 +212,9 @@ XFER_API xfer_status_t xfer_md_check(xfer_agent_t *agent, const char *name)
     if (agent == NULL || name == NULL)
         return xfer__err(XFER_ERR_INVALID, "xfer_md_check: NULL argument");
     xfer__lock(agent);
-    r = xfer__remote_find(agent, name);
+    r = remote_named(agent, name);
     if (r == NULL) {
-        st = xfer__err(XFER_ERR_NOT_FOUND, "no remote agent '%s' is loaded",
-                       name);
+        st = XFER_ERR_NOT_FOUND;
     } else {
         unsigned j;
 
@@ -236,11 +242,10 @@ XFER_API xfer_status_t xfer_md_regions(xfer_agent_t *agent,
         return xfer__err(XFER_ERR_INVALID, "xfer_md_regions: NULL argument");
     *count = 0;
     xfer__lock(agent);
-    r = xfer__remote_find(agent, remote_agent);
+    r = remote_named(agent, remote_agent);
     if (r == NULL) {
         xfer__unlock(agent);
-        return xfer__err(XFER_ERR_NOT_FOUND, "no remote agent '%s' is loaded",
-                         remote_agent);
+        return XFER_ERR_NOT_FOUND;
     }
     *count = r->regions.count;
     for (size_t i = 0; i < r->regions.count && i < max; i++) {

@@ -708,77 +708,82 @@ static xfer_status_t pinned_write(xfer_agent_t *ini, xfer_backend_t *pin,
     return s;
 }
 
+/* A target and an initiator over tcp, each with a registered buffer, one
+ * of them with uds as well, and the target loaded by the initiator. */
+typedef struct bf_env {
+    const char *tname;
+    xfer_agent_t *tgt, *ini;
+    char *tb, *lb;
+} bf_env_t;
+
+/* false (the test then passes vacuously) when this build has no uds. */
+static bool bf_setup(bf_env_t *e, bool uds_on_target, xfer_backend_t **uds)
+{
+    e->tname = xt_name("bft");
+    e->tgt = xt_agent(e->tname, "tcp", 1);
+    e->ini = xt_agent(xt_name("bfi"), "tcp", 1);
+    e->tb = xt_alloc(BUF);
+    e->lb = xt_alloc(BUF);
+    if (!add_if_built(uds_on_target ? e->tgt : e->ini, "uds", uds))
+        return false;
+    xt_register(e->tgt, e->tb, BUF);
+    xt_register(e->ini, e->lb, BUF);
+    xt_md_exchange(e->tgt, XFER_MD_ALL, e->ini);
+    return true;
+}
+
 /* The initiator knew the target over tcp only, then adds uds: the
  * target's regions are reachable over uds at once, no reload needed. */
 static void test_md_backend_added_after_load(void)
 {
-    const char *tname = xt_name("bft");
-    xfer_agent_t *tgt = xt_agent(tname, "tcp", 1);
-    xfer_agent_t *ini = xt_agent(xt_name("bfi"), "tcp", 1);
+    bf_env_t e;
     xfer_backend_t *uds = NULL, *tcp = NULL;
-    char *tb = xt_alloc(BUF), *lb = xt_alloc(BUF);
 
-    if (!add_if_built(tgt, "uds", NULL))
+    if (!bf_setup(&e, true, NULL))
         return;
-    xt_register(tgt, tb, BUF);
-    xt_register(ini, lb, BUF);
-    xt_md_exchange(tgt, XFER_MD_ALL, ini);
-    XT_STATUS_FATAL(xfer_backend_add(ini, "uds", &uds), XFER_OK);
-    XT_STATUS(pinned_write(ini, uds, tname, lb, tb, BUF), XFER_OK);
-    XT_STATUS_FATAL(xfer_backend_find(ini, "tcp", &tcp), XFER_OK);
-    XT_STATUS(pinned_write(ini, tcp, tname, lb + 100, tb + 100, 1000),
+    XT_STATUS_FATAL(xfer_backend_add(e.ini, "uds", &uds), XFER_OK);
+    XT_STATUS(pinned_write(e.ini, uds, e.tname, e.lb, e.tb, BUF), XFER_OK);
+    XT_STATUS_FATAL(xfer_backend_find(e.ini, "tcp", &tcp), XFER_OK);
+    XT_STATUS(pinned_write(e.ini, tcp, e.tname, e.lb + 100, e.tb + 100, 1000),
               XFER_OK);
     /* A reload of the same blob changes nothing that works. */
-    xt_md_exchange(tgt, XFER_MD_ALL, ini);
-    XT_STATUS(pinned_write(ini, uds, tname, lb, tb, 4096), XFER_OK);
+    xt_md_exchange(e.tgt, XFER_MD_ALL, e.ini);
+    XT_STATUS(pinned_write(e.ini, uds, e.tname, e.lb, e.tb, 4096), XFER_OK);
 }
 
 /* The target adds uds after the initiator loaded it: reloading its blob
  * (same epoch) connects uds and unpacks the regions already known. */
 static void test_md_reload_reaches_new_backend(void)
 {
-    const char *tname = xt_name("brt");
-    xfer_agent_t *tgt = xt_agent(tname, "tcp", 1);
-    xfer_agent_t *ini = xt_agent(xt_name("bri"), "tcp", 1);
+    bf_env_t e;
     xfer_backend_t *uds = NULL;
-    char *tb = xt_alloc(BUF), *lb = xt_alloc(BUF);
 
-    if (!add_if_built(ini, "uds", &uds))
+    if (!bf_setup(&e, false, &uds))
         return;
-    xt_register(tgt, tb, BUF);
-    xt_register(ini, lb, BUF);
-    xt_md_exchange(tgt, XFER_MD_ALL, ini);
-    XT_STATUS(pinned_write(ini, uds, tname, lb, tb, 64),
+    XT_STATUS(pinned_write(e.ini, uds, e.tname, e.lb, e.tb, 64),
               XFER_ERR_NOT_SUPPORTED);
-    XT_ERR_HAS("uds", tname);
-    XT_STATUS_FATAL(xfer_backend_add(tgt, "uds", NULL), XFER_OK);
-    xt_md_exchange(tgt, XFER_MD_ALL, ini);
-    XT_STATUS(pinned_write(ini, uds, tname, lb, tb, BUF), XFER_OK);
+    XT_ERR_HAS("uds", e.tname);
+    XT_STATUS_FATAL(xfer_backend_add(e.tgt, "uds", NULL), XFER_OK);
+    xt_md_exchange(e.tgt, XFER_MD_ALL, e.ini);
+    XT_STATUS(pinned_write(e.ini, uds, e.tname, e.lb, e.tb, BUF), XFER_OK);
 }
 
-/* Connection info and regions in separate blobs, in either order. */
+/* The same in two partial blobs: the regions' uds keys first, kept
+ * until the uds connection info arrives. */
 static void test_md_partial_then_new_backend(void)
 {
-    const char *tname = xt_name("bpt");
-    xfer_agent_t *tgt = xt_agent(tname, "tcp", 1);
-    xfer_agent_t *ini = xt_agent(xt_name("bpi"), "tcp", 1);
+    bf_env_t e;
     xfer_backend_t *uds = NULL;
-    char *tb = xt_alloc(BUF), *lb = xt_alloc(BUF);
 
-    if (!add_if_built(ini, "uds", &uds))
+    if (!bf_setup(&e, false, &uds))
         return;
-    xt_register(tgt, tb, BUF);
-    xt_register(ini, lb, BUF);
-    xt_md_exchange(tgt, XFER_MD_ALL, ini);
-    /* The target gains uds; its regions' uds keys come before its uds
-     * connection info. */
-    XT_STATUS_FATAL(xfer_backend_add(tgt, "uds", NULL), XFER_OK);
-    xt_md_exchange(tgt, XFER_MD_MEM, ini);
-    XT_STATUS(pinned_write(ini, uds, tname, lb, tb, 64),
+    XT_STATUS_FATAL(xfer_backend_add(e.tgt, "uds", NULL), XFER_OK);
+    xt_md_exchange(e.tgt, XFER_MD_MEM, e.ini);
+    XT_STATUS(pinned_write(e.ini, uds, e.tname, e.lb, e.tb, 64),
               XFER_ERR_NOT_SUPPORTED);
     XT_ERR_HAS("no connection");
-    xt_md_exchange(tgt, XFER_MD_CONN, ini);
-    XT_STATUS(pinned_write(ini, uds, tname, lb, tb, BUF), XFER_OK);
+    xt_md_exchange(e.tgt, XFER_MD_CONN, e.ini);
+    XT_STATUS(pinned_write(e.ini, uds, e.tname, e.lb, e.tb, BUF), XFER_OK);
 }
 
 /* ---- malformed blobs ------------------------------------------------------------- */
