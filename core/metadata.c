@@ -486,8 +486,10 @@ static xfer_status_t add_rregion(xfer__remote_t *rem, const md_region_t *mr)
         return xfer__err(XFER_ERR_INVALID, "metadata of agent '%s' "
                          "redefines region key 0x%016" PRIx64, rem->name,
                          mr->r.key);
+    /* A deep copy: nothing kept shares a reference count with the
+     * document, which is freed outside the agent's lock. */
     if (json_object_size(mr->pub) > 0 &&
-        (pub = json_copy(mr->pub)) == NULL)
+        (pub = json_deep_copy(mr->pub)) == NULL)
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
     if (fresh) {
         rr = calloc(1, sizeof(*rr));
@@ -527,12 +529,15 @@ static xfer_status_t add_peers(xfer__remote_t *rem, const md_doc_t *d)
     if (d->has_conn) {
         json_t *conn = json_object();
 
-        for (size_t i = 0; conn != NULL && i < d->nbackends; i++)
-            if (json_object_set(conn, d->backends[i].plugin,
-                                d->backends[i].conn) != 0) {
+        for (size_t i = 0; conn != NULL && i < d->nbackends; i++) {
+            /* A copy, for the reason add_rregion copies. */
+            json_t *v = json_string(json_string_value(d->backends[i].conn));
+
+            if (json_object_set_new(conn, d->backends[i].plugin, v) != 0) {
                 json_decref(conn);
                 conn = NULL;
             }
+        }
         if (conn == NULL)
             return xfer__err(XFER_ERR_NOMEM, "out of memory");
         json_decref(rem->conn);
