@@ -584,6 +584,8 @@ static xfer_status_t backend_add(xfer_agent_t *a, const char *plugin,
     xfer__lock(a);
     a->backends[nb] = b;
     atomic_store_explicit(&a->nbackends, nb + 1, memory_order_release);
+    /* Peers loaded before it exist for it too, as registrations do. */
+    xfer__remote_backfill(a, b);
     xfer__unlock(a);
     if (out != NULL)
         *out = b;
@@ -712,4 +714,3 @@ XFER_API xfer_status_t xfer_backend_state(xfer_backend_t *backend, char *buf,
     }
     return st;
 }
-

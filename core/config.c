@@ -412,6 +412,93 @@ static xfer_status_t set_json(const char *plugin, const xfer_param_t *p,
                      xfer__param_type_name(p->type));
 }
 
+/* Variables the core reads itself: never a parameter of a plugin that
+ * happens to be named plugin, etcd or log, nor its typo. */
+static bool core_var(const char *name, size_t len)
+{
+    static const char *const vars[] = {
+        "XFER_PLUGIN_PATH", "XFER_PLUGIN_DLCLOSE", "XFER_ETCD_ENDPOINTS",
+        "XFER_LOG_LEVEL",
+    };
+
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        if (strlen(vars[i]) == len && strncmp(name, vars[i], len) == 0)
+            return true;
+    return false;
+}
+
+/* Whether XFER_<PLUGIN>_<rest> is rather a variable of another plugin
+ * whose name continues plugin's ("tcp" and "tcp_rdma"): one found on the
+ * search path, loadable or not.  Only asked about an unknown name. */
+static bool other_plugins_var(const char *plugin, const char *rest,
+                              size_t klen)
+{
+    char name[PLUGIN_NAME_MAX + 1];
+    size_t n = strlen(plugin);
+
+    for (size_t k = 1; k < klen && n + 1 + k <= PLUGIN_NAME_MAX; k++) {
+        xfer__plugin_t *pl = NULL;
+        xfer_status_t st;
+
+        if (rest[k] != '_')
+            continue;
+        memcpy(name, plugin, n);
+        name[n] = '_';
+        for (size_t i = 0; i < k; i++)
+            name[n + 1 + i] = (char)tolower((unsigned char)rest[i]);
+        name[n + 1 + k] = '\0';
+        st = xfer__plugin_open(name, &pl);
+        if (st == XFER_OK)
+            xfer__plugin_close(pl);
+        xfer__err_clear();
+        if (st != XFER_ERR_NOT_FOUND && st != XFER_ERR_INVALID)
+            return true;
+    }
+    return false;
+}
+
+/* A variable XFER_<PLUGIN>_<KEY> whose KEY names no parameter is a typo
+ * that would otherwise change nothing without a word: refuse it, as an
+ * unknown key of a spec is refused. */
+static xfer_status_t check_env_names(const char *plugin,
+                                     const xfer_param_t *params,
+                                     size_t nparams)
+{
+    extern char **environ;
+    char prefix[PLUGIN_NAME_MAX + 8];
+    size_t plen = (size_t)snprintf(prefix, sizeof(prefix), "XFER_%s_", plugin);
+
+    if (plen >= sizeof(prefix))
+        return XFER_OK;
+    for (char *c = prefix; *c; c++)
+        *c = (char)toupper((unsigned char)*c);
+    for (char **e = environ; e != NULL && *e != NULL; e++) {
+        const char *rest = *e + plen, *eq;
+        size_t i, klen;
+
+        if (strncmp(*e, prefix, plen) != 0 || (eq = strchr(rest, '=')) == NULL)
+            continue;
+        klen = (size_t)(eq - rest);
+        for (i = 0; i < nparams; i++) {
+            const char *p = params[i].name;
+            size_t k = 0;
+
+            while (k < klen && p[k] != '\0' &&
+                   toupper((unsigned char)p[k]) == rest[k])
+                k++;
+            if (k == klen && p[k] == '\0')
+                break;
+        }
+        if (i < nparams || core_var(*e, (size_t)(eq - *e)) ||
+            other_plugins_var(plugin, rest, klen))
+            continue;
+        return xfer__err(XFER_ERR_CONFIG, "plugin '%s' has no parameter "
+                         "named by environment variable %.*s (see xfer-info "
+                         "%s)", plugin, (int)(eq - *e), *e, plugin);
+    }
+    return XFER_OK;
+}
+
 xfer_status_t xfer__config_fill(const char *plugin, const xfer_param_t *params,
                                 size_t nparams, size_t config_size,
                                 json_t *kv, xfer__config_t *cfg)
@@ -452,6 +539,9 @@ xfer_status_t xfer__config_fill(const char *plugin, const xfer_param_t *params,
         }
     }
 
+    st = check_env_names(plugin, params, nparams);
+    if (st != XFER_OK)
+        goto fail;
     for (size_t i = 0; i < nparams; i++) {
         char var[160];
         size_t n = (size_t)snprintf(var, sizeof(var), "XFER_%s_%s", plugin,
@@ -462,7 +552,7 @@ xfer_status_t xfer__config_fill(const char *plugin, const xfer_param_t *params,
             continue;
         for (char *c = var; *c; c++)
             *c = (char)toupper((unsigned char)*c);
-        env = getenv(var);
+        env = core_var(var, n) ? NULL : getenv(var);
         if (env == NULL)
             continue;
         st = set_text(plugin, &params[i], env, "environment", cfg);

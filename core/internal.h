@@ -91,7 +91,11 @@ typedef struct xfer__rregion {
     xfer__range_t range;
     xfer_mem_type_t type;
     uint64_t dev;
+    unsigned access;                 /* XFER_ACCESS_* the peer grants */
     void *be_rmem[XFER__MAX_BACKENDS];
+    /* Public parts (plugin -> base64) not unpacked yet, from the last
+     * metadata: a backend added later unpacks its own.  NULL: none. */
+    json_t *pub;
 } xfer__rregion_t;
 
 /* A remote agent.  Requests and preps hold references; invalidation
@@ -105,6 +109,10 @@ struct xfer__remote {
     _Atomic bool dead;               /* read without the lock on posts */
     const char *dead_why;            /* static text: why it is gone */
     xfer_be_peer_t *peer[XFER__MAX_BACKENDS];
+    /* Connection info (plugin -> base64) no backend has used yet, from
+     * the last metadata that carried it: a backend added later connects
+     * with it.  NULL: none. */
+    json_t *conn;
     xfer__registry_t regions;        /* of xfer__rregion_t */
     xfer__remote_t *next;
 };
@@ -213,6 +221,20 @@ void xfer__remote_ref(xfer__remote_t *r);
 void xfer__remote_unref(xfer__remote_t *r);
 /* Mark dead, remove backend peers (failing in-flight requests), unlink. */
 void xfer__remote_kill(xfer__remote_t *r, const char *why);
+/* Connect backend j to r with r's kept connection info, if it has some
+ * for j's plugin and j is not connected yet; once connected, unpack for
+ * j what r's regions kept. */
+xfer_status_t xfer__remote_reach(xfer__remote_t *r, unsigned j);
+/* Unpack rr's kept public part for backend j, if any and j is connected
+ * to r; what is unpacked is no longer kept. */
+xfer_status_t xfer__rregion_unpack(xfer__remote_t *r, xfer__rregion_t *rr,
+                                   unsigned j);
+/* Release rr's backend handles and free it (it is in no registry). */
+void xfer__rregion_free(xfer_agent_t *a, xfer__rregion_t *rr);
+/* Backend b was just added (agent lock held): connect it to every
+ * loaded remote agent and unpack their regions for it, from what their
+ * last metadata said.  A remote that refuses is logged and skipped. */
+void xfer__remote_backfill(xfer_agent_t *a, xfer_backend_t *b);
 
 /* metadata.c */
 xfer_status_t xfer__md_apply(xfer_agent_t *a, const void *blob, size_t len,

@@ -804,8 +804,9 @@ XFER_API xfer_status_t xfer_agent_listen_addr(xfer_agent_t *agent, char *buf,
                          "(set opts.listen_addr)", agent->name);
     if (strlen(agent->listener->addr) >= size)
         return xfer__err(XFER_ERR_INVALID, "xfer_agent_listen_addr: %zu "
-                         "bytes are too few for '%s'", size,
-                         agent->listener->addr);
+                         "bytes are too few for '%s': %zu are needed", size,
+                         agent->listener->addr,
+                         strlen(agent->listener->addr) + 1);
     snprintf(buf, size, "%s", agent->listener->addr);
     return XFER_OK;
 }
@@ -850,7 +851,11 @@ XFER_API xfer_status_t xfer_md_fetch(xfer_agent_t *agent, const char *hostport,
                  &len);
     if (st != XFER_OK)
         return st;
-    st = xfer__md_apply(agent, blob, len, got, sizeof(got));
+    /* name_out's size bounds the name, so a buffer too small for it is
+     * refused before anything is loaded. */
+    st = xfer__md_apply(agent, blob, len, got,
+                        name_out != NULL && name_size > 0 &&
+                        name_size < sizeof(got) ? name_size : sizeof(got));
     free(blob);
     if (st != XFER_OK)
         return xfer__err_prefix(st, "metadata fetched from %s", hostport);

@@ -159,6 +159,19 @@ static xfer_status_t mem_register(xfer_agent_t *a, const xfer_dlist_t *list,
         return xfer__err(XFER_ERR_NOT_SUPPORTED, "backend %s does not support "
                          "%s memory", only->name,
                          list->type == XFER_MEM_VRAM ? "VRAM" : "DRAM");
+    if (only == NULL && nb > 0) {
+        /* No backend could move it: refuse rather than keep a region
+         * that requests would only trip over. */
+        unsigned j = 0;
+
+        while (j < nb &&
+               !(a->backends[j]->ops->hdr.mem_types & XFER_MEMBIT(list->type)))
+            j++;
+        if (j == nb)
+            return xfer__err(XFER_ERR_NOT_SUPPORTED, "no backend of agent "
+                             "'%s' supports %s memory", a->name,
+                             list->type == XFER_MEM_VRAM ? "VRAM" : "DRAM");
+    }
     if (o->access == 0 || (o->access & ~XFER_ACCESS_RW) != 0)
         return xfer__err(XFER_ERR_INVALID, "access 0x%x: give XFER_ACCESS_READ, "
                          "XFER_ACCESS_WRITE or both", o->access);

@@ -23,6 +23,25 @@ static const char *type_name(xfer_mem_type_t t)
     return t == XFER_MEM_VRAM ? "VRAM" : "DRAM";
 }
 
+/* Rights a region grants peers, as the document spells them. */
+static const struct {
+    const char *name;
+    unsigned bits;
+} access_names[] = {
+    {"rw", XFER_ACCESS_READ | XFER_ACCESS_WRITE},
+    {"r", XFER_ACCESS_READ},
+    {"w", XFER_ACCESS_WRITE},
+};
+
+static const char *access_name(unsigned access)
+{
+    /* 0: a registration that predates access rights, open to both. */
+    for (size_t i = 1; i < sizeof(access_names) / sizeof(access_names[0]); i++)
+        if (access == access_names[i].bits)
+            return access_names[i].name;
+    return access_names[0].name;
+}
+
 static json_t *hex64(uint64_t v)
 {
     char buf[24];
@@ -68,7 +87,9 @@ static int add_region(xfer_agent_t *a, json_t *regions, xfer__region_t *r)
         json_integer((json_int_t)r->range.len)) ||
         put(o, "type", json_string(type_name(r->type))) ||
         put(o, "dev", json_integer((json_int_t)r->dev)) ||
-        put(o, "key", hex64(r->range.key)) || put(o, "pub", pub))
+        put(o, "key", hex64(r->range.key)) ||
+        put(o, "access", json_string(access_name(r->access))) ||
+        put(o, "pub", pub))
         goto fail_o;
     return json_array_append_new(regions, o);
 
@@ -195,12 +216,12 @@ XFER_API xfer_status_t xfer_md_get(xfer_agent_t *agent, unsigned what,
 /* A parsed blob, checked in full before anything in the agent changes. */
 typedef struct md_backend {
     const char *plugin;
-    unsigned char conn[XFER_BE_BLOB_MAX];
-    size_t conn_len;
+    json_t *conn;     /* base64 text, checked; borrowed from the document */
 } md_backend_t;
 
 typedef struct md_region {
     xfer_be_rregion_t r;
+    unsigned access;  /* XFER_ACCESS_* */
     json_t *pub;      /* borrowed from the document */
 } md_region_t;
 
@@ -208,7 +229,8 @@ typedef struct md_doc {
     json_t *root;
     const char *name;
     uint64_t epoch;
-    bool has_conn, has_mem;
+    bool has_conn;    /* a non-empty backend list */
+    bool has_mem;
     size_t nbackends;
     md_backend_t *backends;
     size_t nregions;
@@ -269,15 +291,16 @@ static xfer_status_t bad(const char *fmt, ...)
 static xfer_status_t parse_region(json_t *o, size_t i, md_region_t *out)
 {
     json_t *len = json_object_get(o, "len"), *dev = json_object_get(o, "dev");
+    json_t *access = json_object_get(o, "access");
     const char *type;
     const char *key;
     json_t *v;
 
     if (!json_is_object(o))
         return bad("regions[%zu] is not an object", i);
-    if (json_object_size(o) != 6)
+    if (json_object_size(o) != 6u + (access != NULL))
         return bad("regions[%zu] must have exactly addr, len, type, dev, key "
-                   "and pub", i);
+                   "and pub, and may have access", i);
     if (parse_hex64(json_object_get(o, "addr"), &out->r.addr))
         return bad("regions[%zu].addr is not a 0x-prefixed 64-bit hex string",
                    i);
@@ -302,15 +325,34 @@ static xfer_status_t parse_region(json_t *o, size_t i, md_region_t *out)
     if (parse_hex64(json_object_get(o, "key"), &out->r.key) ||
         out->r.key == 0)
         return bad("regions[%zu].key is not a non-zero 64-bit hex string", i);
+    /* Absent: a blob from before access rights, which granted both. */
+    out->access = access_names[0].bits;
+    if (access != NULL) {
+        size_t k, n = sizeof(access_names) / sizeof(access_names[0]);
+
+        for (k = 0; k < n; k++)
+            if (json_is_string(access) &&
+                strcmp(json_string_value(access), access_names[k].name) == 0)
+                break;
+        if (k == n)
+            return bad("regions[%zu].access is not \"rw\", \"r\" or \"w\"",
+                       i);
+        out->access = access_names[k].bits;
+    }
     out->pub = json_object_get(o, "pub");
     if (!json_is_object(out->pub) ||
         json_object_size(out->pub) > MD_MAX_BACKENDS)
         return bad("regions[%zu].pub is not an object of at most %d entries",
                    i, MD_MAX_BACKENDS);
     json_object_foreach(out->pub, key, v) {
+        unsigned char buf[XFER_BE_BLOB_MAX];
+
         if (!plugin_name_ok(key) || !json_is_string(v) ||
             json_string_length(v) > xfer__b64_encoded_size(XFER_BE_BLOB_MAX))
             return bad("regions[%zu].pub has a bad entry '%.64s'", i, key);
+        if (xfer__b64_decode(json_string_value(v), buf, sizeof(buf)) < 0)
+            return bad("regions[%zu].pub.%s is not base64 of at most %d "
+                       "bytes", i, key, XFER_BE_BLOB_MAX);
     }
     return XFER_OK;
 }
@@ -365,15 +407,13 @@ static xfer_status_t md_parse(const void *blob, size_t len, md_doc_t *d)
     regions = json_object_get(root, "regions");
     if (json_object_size(root) != 4u + (backends != NULL) + (regions != NULL))
         return bad("unknown top-level fields");
-    if (backends == NULL && regions == NULL)
-        return bad("neither backends nor regions");
 
     if (backends != NULL) {
         if (!json_is_array(backends) ||
             json_array_size(backends) > MD_MAX_BACKENDS)
             return bad("backends is not an array of at most %d entries",
                        MD_MAX_BACKENDS);
-        d->has_conn = true;
+        d->has_conn = json_array_size(backends) > 0;
         d->nbackends = json_array_size(backends);
         d->backends = calloc(d->nbackends + 1, sizeof(*d->backends));
         if (d->backends == NULL)
@@ -381,7 +421,7 @@ static xfer_status_t md_parse(const void *blob, size_t len, md_doc_t *d)
         json_array_foreach(backends, i, v) {
             json_t *pl = json_object_get(v, "plugin");
             json_t *conn = json_object_get(v, "conn");
-            long n;
+            unsigned char buf[XFER_BE_BLOB_MAX];
 
             if (!json_is_object(v) || json_object_size(v) != 2 ||
                 !json_is_string(pl) || !json_is_string(conn))
@@ -394,12 +434,11 @@ static xfer_status_t md_parse(const void *blob, size_t len, md_doc_t *d)
                     return bad("backends[%zu] repeats plugin '%s'", i,
                                json_string_value(pl));
             d->backends[i].plugin = json_string_value(pl);
-            n = xfer__b64_decode(json_string_value(conn), d->backends[i].conn,
-                                 sizeof(d->backends[i].conn));
-            if (n < 0)
+            if (xfer__b64_decode(json_string_value(conn), buf,
+                                 sizeof(buf)) < 0)
                 return bad("backends[%zu].conn is not base64 of at most %d "
                            "bytes", i, XFER_BE_BLOB_MAX);
-            d->backends[i].conn_len = (size_t)n;
+            d->backends[i].conn = conn;
         }
     }
     if (regions != NULL) {
@@ -419,106 +458,102 @@ static xfer_status_t md_parse(const void *blob, size_t len, md_doc_t *d)
                 return st;
         }
     }
+    /* An empty backend list carries no connection info: with no regions
+     * either, the blob says nothing. */
+    if (!d->has_conn && !d->has_mem)
+        return bad("neither backends (connection info) nor regions");
     return XFER_OK;
 }
 
 /* ---- applying ------------------------------------------------------------------ */
 
+static bool same_region(const xfer__rregion_t *rr, const md_region_t *mr)
+{
+    return rr->range.addr == mr->r.addr && rr->range.len == mr->r.len &&
+           rr->type == mr->r.type && rr->dev == mr->r.dev &&
+           rr->access == mr->access;
+}
+
+/* A region of the blob.  A new one is unpacked for every connected
+ * backend before it becomes visible; a known one keeps its handles and
+ * gets those it lacks (a backend connected since).  Either way the public
+ * parts not unpacked are kept, as the last metadata gave them, for
+ * backends added later. */
 static xfer_status_t add_rregion(xfer__remote_t *rem, const md_region_t *mr)
 {
     xfer_agent_t *a = rem->agent;
-    xfer__rregion_t *rr;
-    xfer__range_t *old = xfer__reg_find_key(&rem->regions, mr->r.key);
-    xfer_status_t st;
+    xfer__rregion_t *rr =
+        (xfer__rregion_t *)xfer__reg_find_key(&rem->regions, mr->r.key);
+    bool fresh = rr == NULL;
+    json_t *pub = NULL;
+    xfer_status_t st = XFER_OK;
 
-    if (old != NULL) {
-        /* Same epoch, same key: a repeat of what we have, unless it
-         * disagrees, which only a confused or hostile peer sends. */
-        if (old->addr != mr->r.addr || old->len != mr->r.len)
-            return xfer__err(XFER_ERR_INVALID, "metadata of agent '%s' "
-                             "redefines region key 0x%016" PRIx64, rem->name,
-                             mr->r.key);
-        return XFER_OK;
-    }
-    rr = calloc(1, sizeof(*rr));
-    if (rr == NULL)
+    /* Same epoch, same key: a repeat of what we have, unless it
+     * disagrees, which only a confused or hostile peer sends. */
+    if (!fresh && !same_region(rr, mr))
+        return xfer__err(XFER_ERR_INVALID, "metadata of agent '%s' "
+                         "redefines region key 0x%016" PRIx64, rem->name,
+                         mr->r.key);
+    /* A deep copy: nothing kept shares a reference count with the
+     * document, which is freed outside the agent's lock. */
+    if (json_object_size(mr->pub) > 0 &&
+        (pub = json_deep_copy(mr->pub)) == NULL)
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
-    rr->range.addr = mr->r.addr;
-    rr->range.len = mr->r.len;
-    rr->range.key = mr->r.key;
-    rr->type = mr->r.type;
-    rr->dev = mr->r.dev;
-    for (unsigned j = 0; j < a->nbackends; j++) {
-        xfer_backend_t *b = a->backends[j];
-        json_t *pub = json_object_get(mr->pub, b->name);
-        unsigned char buf[XFER_BE_BLOB_MAX];
-        long n;
-
-        if (pub == NULL || rem->peer[j] == NULL)
-            continue;
-        n = xfer__b64_decode(json_string_value(pub), buf, sizeof(buf));
-        if (n < 0) {
-            st = bad("region key 0x%016" PRIx64 ": public part for %s is not "
-                     "base64", mr->r.key, b->name);
-            goto fail;
+    if (fresh) {
+        rr = calloc(1, sizeof(*rr));
+        if (rr == NULL) {
+            json_decref(pub);
+            return xfer__err(XFER_ERR_NOMEM, "out of memory");
         }
-        xfer__be_enter(b);
-        st = b->ops->rmem_unpack(b->be, rem->peer[j], &mr->r, buf, (size_t)n,
-                                 &rr->be_rmem[j]);
-        xfer__be_leave(b);
-        if (st != XFER_OK) {
-            if (!xfer__err_isset())
-                xfer__err(st, "backend %s refused region key 0x%016" PRIx64
-                          " of agent '%s'", b->name, mr->r.key, rem->name);
-            goto fail;
-        }
+        rr->range.addr = mr->r.addr;
+        rr->range.len = mr->r.len;
+        rr->range.key = mr->r.key;
+        rr->type = mr->r.type;
+        rr->dev = mr->r.dev;
+        rr->access = mr->access;
     }
-    st = xfer__reg_insert(&rem->regions, &rr->range);
-    if (st != XFER_OK) {
-        xfer__err(st, "out of memory");
-        goto fail;
+    json_decref(rr->pub);
+    rr->pub = pub;
+    for (unsigned j = 0; st == XFER_OK && j < a->nbackends; j++)
+        st = xfer__rregion_unpack(rem, rr, j);
+    if (fresh && st == XFER_OK) {
+        st = xfer__reg_insert(&rem->regions, &rr->range);
+        if (st != XFER_OK)
+            xfer__err(st, "out of memory");
     }
-    return XFER_OK;
-
-fail:
-    for (unsigned j = 0; j < a->nbackends; j++) {
-        xfer_backend_t *b = a->backends[j];
-
-        if (rr->be_rmem[j] == NULL)
-            continue;
-        xfer__be_enter(b);
-        b->ops->rmem_release(b->be, rr->be_rmem[j]);
-        xfer__be_leave(b);
-    }
-    free(rr);
+    if (fresh && st != XFER_OK)
+        xfer__rregion_free(a, rr);
     return st;
 }
 
+/* Keep the blob's connection info (the last word replaces what was kept)
+ * and connect every backend that is not connected yet, unpacking for it
+ * the regions already known. */
 static xfer_status_t add_peers(xfer__remote_t *rem, const md_doc_t *d)
 {
     xfer_agent_t *a = rem->agent;
+    xfer_status_t st = XFER_OK;
 
-    for (size_t i = 0; i < d->nbackends; i++) {
-        for (unsigned j = 0; j < a->nbackends; j++) {
-            xfer_backend_t *b = a->backends[j];
-            xfer_status_t st;
+    if (d->has_conn) {
+        json_t *conn = json_object();
 
-            if (strcmp(b->name, d->backends[i].plugin) != 0 ||
-                rem->peer[j] != NULL)
-                continue;
-            xfer__be_enter(b);
-            st = b->ops->peer_add(b->be, rem->name, rem->epoch,
-                                  d->backends[i].conn, d->backends[i].conn_len,
-                                  &rem->peer[j]);
-            xfer__be_leave(b);
-            if (st != XFER_OK) {
-                rem->peer[j] = NULL;
-                return xfer__err_prefix(st, "agent '%s', backend %s",
-                                        rem->name, b->name);
+        for (size_t i = 0; conn != NULL && i < d->nbackends; i++) {
+            /* A copy, for the reason add_rregion copies. */
+            json_t *v = json_string(json_string_value(d->backends[i].conn));
+
+            if (json_object_set_new(conn, d->backends[i].plugin, v) != 0) {
+                json_decref(conn);
+                conn = NULL;
             }
         }
+        if (conn == NULL)
+            return xfer__err(XFER_ERR_NOMEM, "out of memory");
+        json_decref(rem->conn);
+        rem->conn = conn;
     }
-    return XFER_OK;
+    for (unsigned j = 0; st == XFER_OK && j < a->nbackends; j++)
+        st = xfer__remote_reach(rem, j);
+    return st;
 }
 
 static xfer_status_t md_apply_locked(xfer_agent_t *a, const md_doc_t *d)
@@ -536,8 +571,9 @@ static xfer_status_t md_apply_locked(xfer_agent_t *a, const md_doc_t *d)
     if (rem == NULL || d->epoch > rem->epoch) {
         if (!d->has_conn)
             return xfer__err(XFER_ERR_INVALID, "metadata of agent '%s' (epoch "
-                             "0x%" PRIx64 ") has no connection info; load its "
-                             "full metadata first", d->name, d->epoch);
+                             "0x%" PRIx64 ") has no connection info (no or an "
+                             "empty backend list); load its full metadata "
+                             "first", d->name, d->epoch);
         fresh = calloc(1, sizeof(*fresh));
         if (fresh == NULL || (fresh->name = strdup(d->name)) == NULL) {
             free(fresh);
@@ -588,14 +624,21 @@ xfer_status_t xfer__md_apply(xfer_agent_t *a, const void *blob, size_t len,
 {
     md_doc_t d;
     xfer_status_t st = md_parse(blob, len, &d);
+    size_t need = st == XFER_OK ? strlen(d.name) + 1 : 0;
 
+    /* Refused before anything is applied: a caller told nothing of the
+     * name would not know which agent it just loaded. */
+    if (st == XFER_OK && name != NULL && name_size > 0 && need > name_size)
+        st = xfer__err(XFER_ERR_INVALID, "a name buffer of %zu bytes cannot "
+                       "hold agent name '%s': %zu bytes are needed", name_size,
+                       d.name, need);
     if (st == XFER_OK) {
         xfer__lock(a);
         st = md_apply_locked(a, &d);
         xfer__unlock(a);
     }
     if (st == XFER_OK && name != NULL && name_size > 0)
-        snprintf(name, name_size, "%s", d.name);
+        memcpy(name, d.name, need);
     doc_free(&d);
     return st;
 }

@@ -1,5 +1,6 @@
 /* registry.c - sorted tables of address ranges: every request resolves
  * its descriptors here, every incoming remote operation its key. */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -133,33 +134,67 @@ xfer_status_t xfer__reg_remove(xfer__registry_t *reg, xfer__range_t *r)
     return XFER_OK;
 }
 
-xfer__range_t *xfer__reg_find(const xfer__registry_t *reg, uint64_t addr,
-                              uint64_t len)
+/* Count of entries starting at or before addr (strictly before when
+ * strict): the walks below go backwards from there. */
+static size_t starts_upto(const xfer__registry_t *reg, uint64_t addr,
+                          bool strict)
 {
     size_t lo = 0, hi = reg->count;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        uint64_t a = reg->by_addr[mid]->addr;
+
+        if (a < addr || (!strict && a == addr))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+xfer__range_t *xfer__reg_find_match(const xfer__registry_t *reg,
+                                    uint64_t addr, uint64_t len,
+                                    xfer__reg_match_t match, const void *arg)
+{
     uint64_t end;
 
     if (len == 0 || addr + len < addr)
         return NULL;
     end = addr + len;
-    /* Count of entries starting at or before addr. */
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-
-        if (reg->by_addr[mid]->addr <= addr)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
     /* Walk back from the highest start; max_end says when no earlier
      * range can reach far enough, so disjoint tables stop at once. */
-    for (size_t i = lo; i-- > 0;) {
-        const xfer__range_t *r = reg->by_addr[i];
+    for (size_t i = starts_upto(reg, addr, false); i-- > 0;) {
+        xfer__range_t *r = reg->by_addr[i];
 
         if (reg->max_end[i] < end)
             break;
-        if (r->addr + r->len >= end)
-            return reg->by_addr[i];
+        if (r->addr + r->len >= end && (match == NULL || match(r, arg)))
+            return r;
+    }
+    return NULL;
+}
+
+xfer__range_t *xfer__reg_find(const xfer__registry_t *reg, uint64_t addr,
+                              uint64_t len)
+{
+    return xfer__reg_find_match(reg, addr, len, NULL, NULL);
+}
+
+xfer__range_t *xfer__reg_overlap(const xfer__registry_t *reg, uint64_t addr,
+                                 uint64_t len)
+{
+    if (len == 0 || addr + len < addr)
+        return NULL;
+    /* Ranges starting before the end; any of them that ends after addr
+     * overlaps, and max_end stops the walk once none can. */
+    for (size_t i = starts_upto(reg, addr + len, true); i-- > 0;) {
+        xfer__range_t *r = reg->by_addr[i];
+
+        if (reg->max_end[i] <= addr)
+            break;
+        if (r->addr + r->len > addr)
+            return r;
     }
     return NULL;
 }

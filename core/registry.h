@@ -3,6 +3,7 @@
 #ifndef XFER_CORE_REGISTRY_H
 #define XFER_CORE_REGISTRY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,5 +43,18 @@ xfer_status_t xfer__reg_remove(xfer__registry_t *reg, xfer__range_t *r);
 xfer__range_t *xfer__reg_find(const xfer__registry_t *reg, uint64_t addr,
                               uint64_t len);
 xfer__range_t *xfer__reg_find_key(const xfer__registry_t *reg, uint64_t key);
+
+/* Which ranges a lookup may return: a range of another kind (another
+ * memory type) must not hide one of the right kind at the same place. */
+typedef bool (*xfer__reg_match_t)(const xfer__range_t *r, const void *arg);
+/* xfer__reg_find among the ranges match accepts (match NULL: all). */
+xfer__range_t *xfer__reg_find_match(const xfer__registry_t *reg,
+                                    uint64_t addr, uint64_t len,
+                                    xfer__reg_match_t match, const void *arg);
+
+/* A range that shares at least one byte with [addr, addr+len), the one
+ * with the highest start; NULL if none, len == 0 or addr+len overflows. */
+xfer__range_t *xfer__reg_overlap(const xfer__registry_t *reg, uint64_t addr,
+                                 uint64_t len);
 
 #endif /* XFER_CORE_REGISTRY_H */

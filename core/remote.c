@@ -1,9 +1,11 @@
 /* remote.c - remote agents: what we know of a peer from its metadata,
  * kept alive by the requests that use it after it is invalidated. */
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "core/base64.h"
 #include "core/internal.h"
 
 xfer__remote_t *xfer__remote_find(xfer_agent_t *a, const char *name)
@@ -19,25 +21,28 @@ void xfer__remote_ref(xfer__remote_t *r)
     r->refs++;
 }
 
+void xfer__rregion_free(xfer_agent_t *a, xfer__rregion_t *rr)
+{
+    for (unsigned j = 0; j < xfer__nbackends(a); j++) {
+        xfer_backend_t *b = a->backends[j];
+
+        if (rr->be_rmem[j] == NULL)
+            continue;
+        xfer__be_enter(b);
+        b->ops->rmem_release(b->be, rr->be_rmem[j]);
+        xfer__be_leave(b);
+    }
+    json_decref(rr->pub);
+    free(rr);
+}
+
 static void remote_free(xfer__remote_t *r)
 {
-    xfer_agent_t *a = r->agent;
-
-    for (size_t i = 0; i < r->regions.count; i++) {
-        xfer__rregion_t *rr = (xfer__rregion_t *)r->regions.by_addr[i];
-
-        for (unsigned j = 0; j < xfer__nbackends(a); j++) {
-            xfer_backend_t *b = a->backends[j];
-
-            if (rr->be_rmem[j] == NULL)
-                continue;
-            xfer__be_enter(b);
-            b->ops->rmem_release(b->be, rr->be_rmem[j]);
-            xfer__be_leave(b);
-        }
-        free(rr);
-    }
+    for (size_t i = 0; i < r->regions.count; i++)
+        xfer__rregion_free(r->agent,
+                           (xfer__rregion_t *)r->regions.by_addr[i]);
     xfer__reg_fini(&r->regions);
+    json_decref(r->conn);
     free(r->name);
     free(r);
 }
@@ -78,6 +83,126 @@ void xfer__remote_kill(xfer__remote_t *r, const char *why)
     xfer__remote_unref(r); /* the agent's own reference */
 }
 
+/* Drop plugin's entry from a kept object; the object goes with its last
+ * entry. */
+static void kept_drop(json_t **kept, const char *plugin)
+{
+    json_object_del(*kept, plugin);
+    if (json_object_size(*kept) == 0) {
+        json_decref(*kept);
+        *kept = NULL;
+    }
+}
+
+static xfer_status_t remote_connect(xfer__remote_t *r, unsigned j)
+{
+    xfer_backend_t *b = r->agent->backends[j];
+    json_t *v = r->conn ? json_object_get(r->conn, b->name) : NULL;
+    unsigned char buf[XFER_BE_BLOB_MAX];
+    xfer_status_t st;
+    long n;
+
+    if (v == NULL)
+        return XFER_OK;
+    if (r->peer[j] == NULL) {
+        /* Checked when the metadata was parsed. */
+        n = xfer__b64_decode(json_string_value(v), buf, sizeof(buf));
+        if (n < 0)
+            return xfer__err(XFER_ERR_INVALID, "agent '%s': connection info "
+                             "for %s is not base64", r->name, b->name);
+        xfer__be_enter(b);
+        st = b->ops->peer_add(b->be, r->name, r->epoch, buf, (size_t)n,
+                              &r->peer[j]);
+        xfer__be_leave(b);
+        if (st != XFER_OK) {
+            r->peer[j] = NULL;
+            return xfer__err_prefix(st, "agent '%s', backend %s", r->name,
+                                    b->name);
+        }
+    }
+    kept_drop(&r->conn, b->name);
+    return XFER_OK;
+}
+
+xfer_status_t xfer__rregion_unpack(xfer__remote_t *r, xfer__rregion_t *rr,
+                                   unsigned j)
+{
+    xfer_backend_t *b = r->agent->backends[j];
+    json_t *v = rr->pub ? json_object_get(rr->pub, b->name) : NULL;
+    xfer_be_rregion_t desc = {
+        .addr = rr->range.addr,
+        .len = rr->range.len,
+        .type = rr->type,
+        .dev = rr->dev,
+        .key = rr->range.key,
+    };
+    unsigned char buf[XFER_BE_BLOB_MAX];
+    xfer_status_t st;
+    long n;
+
+    if (v == NULL || (rr->be_rmem[j] == NULL && r->peer[j] == NULL))
+        return XFER_OK; /* nothing to do, or not yet */
+    if (rr->be_rmem[j] == NULL) {
+        n = xfer__b64_decode(json_string_value(v), buf, sizeof(buf));
+        if (n < 0)
+            return xfer__err(XFER_ERR_INVALID, "region key 0x%016" PRIx64
+                             ": public part for %s is not base64",
+                             rr->range.key, b->name);
+        xfer__be_enter(b);
+        st = b->ops->rmem_unpack(b->be, r->peer[j], &desc, buf, (size_t)n,
+                                 &rr->be_rmem[j]);
+        xfer__be_leave(b);
+        if (st != XFER_OK) {
+            rr->be_rmem[j] = NULL;
+            if (!xfer__err_isset())
+                xfer__err(st, "backend %s refused region key 0x%016" PRIx64
+                          " of agent '%s'", b->name, rr->range.key, r->name);
+            return st;
+        }
+    }
+    kept_drop(&rr->pub, b->name);
+    return XFER_OK;
+}
+
+xfer_status_t xfer__remote_reach(xfer__remote_t *r, unsigned j)
+{
+    bool was = r->peer[j] != NULL;
+    xfer_status_t st = remote_connect(r, j);
+
+    if (st != XFER_OK || was || r->peer[j] == NULL)
+        return st;
+    /* Newly connected: the regions known so far may now be unpacked. */
+    for (size_t i = 0; st == XFER_OK && i < r->regions.count; i++)
+        st = xfer__rregion_unpack(r, (xfer__rregion_t *)r->regions.by_addr[i],
+                                  j);
+    return st;
+}
+
+void xfer__remote_backfill(xfer_agent_t *a, xfer_backend_t *b)
+{
+    for (xfer__remote_t *r = a->remotes; r != NULL; r = r->next) {
+        if (xfer__remote_reach(r, b->index) != XFER_OK) {
+            /* The backend stays: other peers may use it, and requests to
+             * this one say which region is not reachable over it. */
+            xfer__log(XFER_LOG_WARN, b->name, "agent %s: remote agent '%s' "
+                      "is not reachable over the new backend: %s", a->name,
+                      r->name, xfer_last_error());
+            xfer__err_clear();
+        }
+    }
+}
+
+/* The remote agent a public call names, or NULL with the sentence set
+ * (agent lock held). */
+static xfer__remote_t *remote_named(xfer_agent_t *a, const char *name)
+{
+    xfer__remote_t *r = xfer__remote_find(a, name);
+
+    if (r == NULL)
+        xfer__err(XFER_ERR_NOT_FOUND, "no remote agent '%s' is loaded", name);
+    return r;
+}
+
 XFER_API xfer_status_t xfer_md_invalidate(xfer_agent_t *agent, const char *name)
 {
     xfer__remote_t *r;
@@ -86,15 +211,11 @@ XFER_API xfer_status_t xfer_md_invalidate(xfer_agent_t *agent, const char *name)
     if (agent == NULL || name == NULL)
         return xfer__err(XFER_ERR_INVALID, "xfer_md_invalidate: NULL argument");
     xfer__lock(agent);
-    r = xfer__remote_find(agent, name);
-    if (r == NULL) {
-        xfer__unlock(agent);
-        return xfer__err(XFER_ERR_NOT_FOUND, "no remote agent '%s' is loaded",
-                         name);
-    }
-    xfer__remote_kill(r, "its metadata was invalidated");
+    r = remote_named(agent, name);
+    if (r != NULL)
+        xfer__remote_kill(r, "its metadata was invalidated");
     xfer__unlock(agent);
-    return XFER_OK;
+    return r != NULL ? XFER_OK : XFER_ERR_NOT_FOUND;
 }
 
 XFER_API xfer_status_t xfer_md_check(xfer_agent_t *agent, const char *name)
@@ -106,10 +227,9 @@ XFER_API xfer_status_t xfer_md_check(xfer_agent_t *agent, const char *name)
     if (agent == NULL || name == NULL)
         return xfer__err(XFER_ERR_INVALID, "xfer_md_check: NULL argument");
     xfer__lock(agent);
-    r = xfer__remote_find(agent, name);
+    r = remote_named(agent, name);
     if (r == NULL) {
-        st = xfer__err(XFER_ERR_NOT_FOUND, "no remote agent '%s' is loaded",
-                       name);
+        st = XFER_ERR_NOT_FOUND;
     } else {
         unsigned j;
 
@@ -122,6 +242,41 @@ XFER_API xfer_status_t xfer_md_check(xfer_agent_t *agent, const char *name)
     }
     xfer__unlock(agent);
     return st;
+}
+
+XFER_API xfer_status_t xfer_md_regions(xfer_agent_t *agent,
+                                       const char *remote_agent,
+                                       xfer_region_info_t *regions,
+                                       size_t max, size_t *count)
+{
+    xfer__remote_t *r;
+
+    xfer__err_clear();
+    if (agent == NULL || remote_agent == NULL || count == NULL ||
+        (max > 0 && regions == NULL))
+        return xfer__err(XFER_ERR_INVALID, "xfer_md_regions: NULL argument");
+    *count = 0;
+    xfer__lock(agent);
+    r = remote_named(agent, remote_agent);
+    if (r == NULL) {
+        xfer__unlock(agent);
+        return XFER_ERR_NOT_FOUND;
+    }
+    *count = r->regions.count;
+    for (size_t i = 0; i < r->regions.count && i < max; i++) {
+        const xfer__rregion_t *rr =
+            (const xfer__rregion_t *)r->regions.by_addr[i];
+
+        regions[i] = (xfer_region_info_t){
+            .addr = (uintptr_t)rr->range.addr,
+            .len = (size_t)rr->range.len,
+            .type = rr->type,
+            .dev = rr->dev,
+            .access = rr->access,
+        };
+    }
+    xfer__unlock(agent);
+    return XFER_OK;
 }
 
 /* One backend's attempt to connect to a remote agent now. */

@@ -42,14 +42,31 @@ static xfer_status_t find_remote(xfer_agent_t *a, const char *name,
     return XFER_OK;
 }
 
+/* A region of the memory type asked for: one of another type at the
+ * same address must not hide it. */
+/* A local region of that type that every backend has registered (a
+ * registration under way is not there yet for requests). */
+static bool local_is_type(const xfer__range_t *r, const void *type)
+{
+    const xfer__region_t *lr = (const xfer__region_t *)r;
+
+    return lr->type == *(const xfer_mem_type_t *)type && lr->ready;
+}
+
+static bool remote_is_type(const xfer__range_t *r, const void *type)
+{
+    return ((const xfer__rregion_t *)r)->type ==
+           *(const xfer_mem_type_t *)type;
+}
+
 static xfer_status_t lookup_local(xfer_agent_t *a, const xfer_desc_t *d,
                                   xfer_mem_type_t type, size_t i,
                                   xfer__region_t **out)
 {
-    xfer__region_t *r =
-        (xfer__region_t *)xfer__reg_find(&a->regions, d->addr, d->len);
+    xfer__region_t *r = (xfer__region_t *)xfer__reg_find_match(
+        &a->regions, d->addr, d->len, local_is_type, &type);
 
-    if (r == NULL || r->type != type || !r->ready)
+    if (r == NULL)
         return xfer__err(XFER_ERR_INVALID, "local descriptor %zu [0x%" PRIxPTR
                          ", +%zu) is not inside a registered %s region of "
                          "agent '%s'", i, d->addr, d->len,
@@ -62,10 +79,10 @@ static xfer_status_t lookup_remote(xfer__remote_t *rem, const xfer_desc_t *d,
                                    xfer_mem_type_t type, size_t i,
                                    xfer__rregion_t **out)
 {
-    xfer__rregion_t *r =
-        (xfer__rregion_t *)xfer__reg_find(&rem->regions, d->addr, d->len);
+    xfer__rregion_t *r = (xfer__rregion_t *)xfer__reg_find_match(
+        &rem->regions, d->addr, d->len, remote_is_type, &type);
 
-    if (r == NULL || r->type != type)
+    if (r == NULL)
         return xfer__err(XFER_ERR_INVALID, "remote descriptor %zu [0x%" PRIxPTR
                          ", +%zu) is not inside any %s region of agent '%s'",
                          i, d->addr, d->len,

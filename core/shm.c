@@ -116,21 +116,42 @@ static void block_free(shm_block_t *b)
 XFER_API xfer_status_t xfer_mem_free(xfer_agent_t *agent, void *ptr)
 {
     shm_block_t **pp, *b;
+    xfer__region_t *r = NULL;
 
     xfer__err_clear();
     if (ptr == NULL)
         return XFER_OK;
+    if (agent == NULL)
+        return xfer__err(XFER_ERR_INVALID, "xfer_mem_free: NULL agent");
+    /* The agent's lock first, as when backends look blocks up. */
+    xfer__lock(agent);
     pthread_mutex_lock(&shm_lock);
     for (pp = &shm_blocks; (b = *pp) != NULL; pp = &b->next)
         if (b->base == (uintptr_t)ptr && b->owner == agent)
             break;
+    /* Unmapping registered memory would turn a peer's next WRITE into
+     * a SIGSEGV here: the registration must go first. */
     if (b != NULL)
+        r = (xfer__region_t *)xfer__reg_overlap(&agent->regions, b->base,
+                                                b->size);
+    if (b != NULL && r == NULL)
         *pp = b->next;
     pthread_mutex_unlock(&shm_lock);
+    if (r != NULL) {
+        xfer_status_t st = xfer__err(XFER_ERR_BUSY, "xfer_mem_free: %p is "
+                                     "still registered with agent '%s' "
+                                     "(region [0x%" PRIx64 ", +%" PRIu64 ")); "
+                                     "deregister it first", ptr, agent->name,
+                                     r->range.addr, r->range.len);
+
+        xfer__unlock(agent);
+        return st;
+    }
+    xfer__unlock(agent);
     if (b == NULL)
         return xfer__err(XFER_ERR_NOT_FOUND, "xfer_mem_free: %p was not "
                          "allocated by xfer_mem_alloc of agent '%s'", ptr,
-                         agent ? agent->name : "(null)");
+                         agent->name);
     block_free(b);
     return XFER_OK;
 }

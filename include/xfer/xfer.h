@@ -276,7 +276,8 @@ xfer_status_t xfer_md_get(xfer_agent_t *agent, unsigned what,
  * replaces the old remote agent (its requests then fail with
  * XFER_ERR_REMOTE_DISCONNECT); the same epoch merges (partial updates);
  * an older epoch is refused.  The peer's name is copied into name
- * (name_size bytes, may be 0). */
+ * (name NULL or name_size 0: not wanted); a name_size too small for the
+ * name and its NUL is XFER_ERR_INVALID, refused before anything loads. */
 xfer_status_t xfer_md_load(xfer_agent_t *agent, const void *blob, size_t len,
                            char *name, size_t name_size);
 
@@ -294,6 +295,24 @@ xfer_status_t xfer_md_check(xfer_agent_t *agent, const char *name);
  * that connect only lazily are skipped. */
 xfer_status_t xfer_md_connect(xfer_agent_t *agent, const char *remote_agent,
                               unsigned timeout_ms);
+
+/* One region of a loaded remote agent, as its metadata describes it. */
+typedef struct xfer_region_info {
+    uintptr_t addr;
+    size_t len;
+    xfer_mem_type_t type;
+    uint64_t dev;
+    unsigned access;          /* XFER_ACCESS_READ | XFER_ACCESS_WRITE bits:
+                                 what the peer lets us do there */
+} xfer_region_info_t;
+
+/* The regions of remote agent `remote_agent` known from its metadata, in
+ * address order: *count receives how many there are, and the first
+ * min(max, *count) are copied into regions (max 0: only count them;
+ * regions may then be NULL).  XFER_ERR_NOT_FOUND if it is not loaded. */
+xfer_status_t xfer_md_regions(xfer_agent_t *agent, const char *remote_agent,
+                              xfer_region_info_t *regions, size_t max,
+                              size_t *count);
 
 /* ------------------------------------------------------------------ */
 /* Transfers                                                           */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/base64.h"
 #include "core/config.h"
@@ -513,6 +514,99 @@ static void test_fill_env_bad(void)
     XT_ERR_HAS("XFER_UTEST_LEVEL", "'level'", "[-10, 10]");
 }
 
+/* A variable that names no parameter is a typo, refused by name. */
+static void test_fill_env_unknown(void)
+{
+    env_set("XFER_UTEST_PROT", "77");
+    XT_STATUS(fill_spec("utest:port=5"), XFER_ERR_CONFIG);
+    XT_ERR_HAS("XFER_UTEST_PROT", "utest");
+    XT_STATUS(fill_json(NULL), XFER_ERR_CONFIG);
+    XT_ERR_HAS("XFER_UTEST_PROT", "utest");
+    env_unset("XFER_UTEST_PROT");
+    /* Empty values and keys count as well. */
+    env_set("XFER_UTEST_", "");
+    XT_STATUS(fill_json(NULL), XFER_ERR_CONFIG);
+    XT_ERR_HAS("XFER_UTEST_", "utest");
+    env_unset("XFER_UTEST_");
+    /* A parameter's name, whole, and nothing else of another plugin. */
+    env_set("XFER_UTEST_PORTS", "1");
+    XT_STATUS(fill_json(NULL), XFER_ERR_CONFIG);
+    XT_ERR_HAS("XFER_UTEST_PORTS");
+    env_unset("XFER_UTEST_PORTS");
+    env_set("XFER_UTESTX_PORT", "1");
+    env_set("XFER_UTES_PORT", "1");
+    XT_STATUS(fill_json(NULL), XFER_OK);
+    CU_ASSERT_EQUAL(U()->port, 8080);
+}
+
+/* The core's own variables share prefixes with plugins that could be
+ * named plugin, etcd or log: they are never a plugin's typo. */
+static void test_fill_env_core_names(void)
+{
+    static const char *const plugins[] = {"plugin", "etcd", "log"};
+
+    env_set("XFER_ETCD_ENDPOINTS", "http://127.0.0.1:1");
+    env_set("XFER_LOG_LEVEL", "error");
+    XT_REQUIRE(getenv("XFER_PLUGIN_PATH") != NULL, "XFER_PLUGIN_PATH unset");
+    for (size_t i = 0; i < sizeof(plugins) / sizeof(plugins[0]); i++) {
+        XT_STATUS(fill_spec(plugins[i]), XFER_OK);
+    }
+}
+
+static char *saved_path;
+
+static void path_restore(void *arg)
+{
+    (void)arg;
+    setenv("XFER_PLUGIN_PATH", saved_path, 1);
+    free(saved_path);
+    saved_path = NULL;
+}
+
+static void rm_file(void *arg)
+{
+    unlink(arg);
+    free(arg);
+}
+
+static void rm_dir(void *arg)
+{
+    rmdir(arg);
+    free(arg);
+}
+
+/* XFER_UTEST_EXTRA_DEPTH may belong to a plugin utest_extra: it does
+ * when such a plugin is on the search path (loadable or not). */
+static void test_fill_env_longer_plugin(void)
+{
+    char tmpl[] = "/tmp/xfer-cfg-XXXXXX", path[4096], *file;
+    const char *old = getenv("XFER_PLUGIN_PATH");
+    FILE *f;
+
+    env_set("XFER_UTEST_EXTRA_DEPTH", "3");
+    XT_STATUS(fill_json(NULL), XFER_ERR_CONFIG);
+    XT_ERR_HAS("XFER_UTEST_EXTRA_DEPTH", "utest");
+    XT_REQUIRE(mkdtemp(tmpl) != NULL, "mkdtemp failed");
+    xt_defer_late(rm_dir, strdup(tmpl));
+    snprintf(path, sizeof(path), "%s/xfer_utest_extra.so", tmpl);
+    file = strdup(path);
+    XT_REQUIRE(file != NULL && (f = fopen(path, "w")) != NULL,
+               "cannot create %s", path);
+    fclose(f);
+    xt_defer_late(rm_file, file);
+    saved_path = strdup(old ? old : "");
+    xt_defer(path_restore, NULL);
+    snprintf(path, sizeof(path), "%s:%s", tmpl, saved_path);
+    setenv("XFER_PLUGIN_PATH", path, 1);
+    XT_STATUS(fill_json(NULL), XFER_OK);
+    /* Not a word of it left behind. */
+    CU_ASSERT_STRING_EQUAL(xfer_last_error(), "");
+    /* Still a typo when nothing continues the name. */
+    env_set("XFER_UTEST_EXTRAS_DEPTH", "3");
+    XT_STATUS(fill_json(NULL), XFER_ERR_CONFIG);
+    XT_ERR_HAS("XFER_UTEST_EXTRAS_DEPTH");
+}
+
 static void test_fill_bad_default(void)
 {
     static const xfer_param_t broken[] = {
@@ -642,6 +736,19 @@ static void test_api_env_override(void)
     XT_ERR_HAS("XFER_PTEST_PORT", "'port'", "[0, 65535]", "ptest");
 }
 
+static void test_api_env_unknown(void)
+{
+    xfer_agent_t *a = xt_agent(xt_name("cfg"), NULL, 0);
+
+    env_set("XFER_PTEST_LEVLE", "5");
+    XT_STATUS(xfer_backend_add(a, "ptest:level=1", NULL), XFER_ERR_CONFIG);
+    XT_ERR_HAS("XFER_PTEST_LEVLE", "'ptest'");
+    XT_STATUS(xfer_backend_add_json(a, "ptest", NULL, NULL), XFER_ERR_CONFIG);
+    XT_ERR_HAS("XFER_PTEST_LEVLE", "'ptest'");
+    env_unset("XFER_PTEST_LEVLE");
+    XT_STATUS(xfer_backend_add(a, "ptest", NULL), XFER_OK);
+}
+
 static void test_api_unknown_plugin(void)
 {
     xfer_agent_t *a = xt_agent(xt_name("cfg"), NULL, 0);
@@ -754,6 +861,9 @@ static const xt_test_t fill_tests[] = {
     XT_TEST(test_fill_json_types),
     XT_TEST(test_fill_env_override),
     XT_TEST(test_fill_env_bad),
+    XT_TEST(test_fill_env_unknown),
+    XT_TEST(test_fill_env_core_names),
+    XT_TEST(test_fill_env_longer_plugin),
     XT_TEST(test_fill_bad_default),
     XT_TEST(test_param_parse),
     XT_END
@@ -764,6 +874,7 @@ static const xt_test_t api_tests[] = {
     XT_TEST(test_api_config_reaches_plugin),
     XT_TEST(test_api_defaults_reach_plugin),
     XT_TEST(test_api_env_override),
+    XT_TEST(test_api_env_unknown),
     XT_TEST(test_api_unknown_plugin),
     XT_TEST(test_api_bad_spec),
     XT_TEST(test_api_json),
@@ -785,7 +896,9 @@ int main(void)
         "XFER_UTEST_PORT", "XFER_UTEST_SIZE", "XFER_UTEST_LABEL",
         "XFER_PTEST_FLAG", "XFER_PTEST_LEVEL", "XFER_PTEST_COUNT",
         "XFER_PTEST_PORT", "XFER_PTEST_BUFSIZE", "XFER_PTEST_LABEL",
-        "XFER_PTEST_FAIL_INIT",
+        "XFER_PTEST_FAIL_INIT", "XFER_UTEST_PROT", "XFER_UTEST_",
+        "XFER_UTEST_PORTS", "XFER_UTEST_EXTRA_DEPTH",
+        "XFER_UTEST_EXTRAS_DEPTH", "XFER_PTEST_LEVLE",
     };
 
     /* Overrides the user may have set must not leak into the tests. */

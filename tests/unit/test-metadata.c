@@ -1,11 +1,14 @@
 /* test-metadata.c - metadata blobs between agents (ptest backend): full
- * and partial blobs, epochs, and a strict parser that refuses every
- * malformed, truncated or oversized blob with a sentence and leaves the
- * agent working. */
+ * and partial blobs, epochs, a peer's regions and access rights, backends
+ * added after a peer was loaded (tcp and uds), and a strict parser that
+ * refuses every malformed, truncated or oversized blob with a sentence
+ * and leaves the agent working. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <xfer/backend.h>
 
 #include "tests/common/xt.h"
 
@@ -145,17 +148,31 @@ static void test_md_full_round_trip(void)
 static void test_md_name_buffer(void)
 {
     md_env_t e;
-    size_t len;
+    size_t len, need;
     char *blob;
-    char small[5];
+    char small[5], exact[XFER_NAME_MAX + 1], want[64];
 
     env_setup(&e);
+    need = strlen(e.name) + 1;
     blob = xt_md_get(e.tgt, XFER_MD_ALL, NULL, 0, &len);
+    /* Too small: refused with the size needed, and nothing loaded. */
     memset(small, 'x', sizeof(small));
-    XT_STATUS(xfer_md_load(e.ini, blob, len, small, sizeof(small)), XFER_OK);
-    XT_CHECK(small[4] == '\0' && strncmp(small, e.name, 4) == 0,
-             "name truncated to \"%.5s\"", small);
+    XT_STATUS(xfer_md_load(e.ini, blob, len, small, sizeof(small)),
+              XFER_ERR_INVALID);
+    snprintf(want, sizeof(want), "%zu bytes are needed", need);
+    XT_ERR_HAS("name buffer of 5 bytes", e.name, want);
+    CU_ASSERT_EQUAL(small[0], '\0');
+    XT_STATUS(xfer_md_check(e.ini, e.name), XFER_ERR_NOT_FOUND);
+    /* One byte short of the NUL is too small as well. */
+    XT_STATUS(xfer_md_load(e.ini, blob, len, exact, need - 1),
+              XFER_ERR_INVALID);
+    XT_ERR_HAS(want);
+    XT_STATUS(xfer_md_check(e.ini, e.name), XFER_ERR_NOT_FOUND);
+    /* Exactly enough, or not wanted at all. */
+    XT_STATUS(xfer_md_load(e.ini, blob, len, exact, need), XFER_OK);
+    CU_ASSERT_STRING_EQUAL(exact, e.name);
     XT_STATUS(xfer_md_load(e.ini, blob, len, NULL, 0), XFER_OK);
+    XT_STATUS(xfer_md_load(e.ini, blob, len, small, 0), XFER_OK);
 }
 
 static void test_md_partial(void)
@@ -207,6 +224,71 @@ static void test_md_partial(void)
     XT_STATUS_FATAL(load(e.ini, mem2, len), XFER_OK);
     write_works(&e, e.b2, BUF);
     write_works(&e, e.b1 + 7, 9);
+}
+
+static void agent_put(void *a)
+{
+    xfer_agent_destroy(a);
+}
+
+/* xfer_md_fetch copies the name the same way: refused before loading. */
+static void test_md_fetch_name_buffer(void)
+{
+    const char *tname = xt_name("mdl");
+    xfer_agent_opts_t o;
+    xfer_agent_t *tgt = NULL, *ini = xt_agent(xt_name("mdf"), "ptest", 1);
+    char addr[64], small[4], want[64], got[XFER_NAME_MAX + 1];
+
+    xfer_agent_opts_init(&o);
+    o.name = tname;
+    o.listen_addr = "127.0.0.1:0";
+    XT_STATUS_FATAL(xfer_agent_create(&o, &tgt), XFER_OK);
+    xt_defer(agent_put, tgt);
+    XT_STATUS_FATAL(xfer_backend_add(tgt, "ptest", NULL), XFER_OK);
+    XT_STATUS_FATAL(xfer_agent_listen_addr(tgt, addr, sizeof(addr)), XFER_OK);
+    XT_STATUS(xfer_agent_listen_addr(tgt, small, sizeof(small)),
+              XFER_ERR_INVALID);
+    snprintf(want, sizeof(want), "%zu are needed", strlen(addr) + 1);
+    XT_ERR_HAS(want);
+    XT_STATUS(xfer_md_fetch(ini, addr, NULL, 5000, small, sizeof(small)),
+              XFER_ERR_INVALID);
+    snprintf(want, sizeof(want), "%zu bytes are needed", strlen(tname) + 1);
+    XT_ERR_HAS(tname, want);
+    CU_ASSERT_EQUAL(small[0], '\0');
+    XT_STATUS(xfer_md_check(ini, tname), XFER_ERR_NOT_FOUND);
+    XT_STATUS(xfer_md_fetch(ini, addr, tname, 5000, got, strlen(tname) + 1),
+              XFER_OK);
+    CU_ASSERT_STRING_EQUAL(got, tname);
+    XT_STATUS(xfer_md_check(ini, tname), XFER_OK);
+}
+
+/* A blob whose backend list is empty carries no connection info: not
+ * enough for an agent not loaded yet, fine as a memory-only update. */
+static void test_md_empty_backends(void)
+{
+    md_env_t e;
+    size_t len, elen, nlen;
+    char *blob, *empty, *noregs;
+    json_t *root;
+
+    env_setup(&e);
+    blob = xt_md_get(e.tgt, XFER_MD_ALL, NULL, 0, &len);
+    root = xt_blob_parse(blob, len);
+    json_object_set_new(root, "backends", json_array());
+    empty = xt_blob_dump(root, &elen);
+    XT_STATUS(load(e.ini, empty, elen), XFER_ERR_INVALID);
+    XT_ERR_HAS(e.name, "no connection info", "empty backend list");
+    XT_STATUS(xfer_md_check(e.ini, e.name), XFER_ERR_NOT_FOUND);
+    /* Nothing at all to say. */
+    json_object_del(root, "regions");
+    noregs = xt_blob_dump(root, &nlen);
+    XT_STATUS(load(e.ini, noregs, nlen), XFER_ERR_INVALID);
+    XT_ERR_HAS("neither");
+    /* Once the agent is loaded, the same blob is a partial update. */
+    XT_STATUS_FATAL(load(e.ini, blob, len), XFER_OK);
+    XT_STATUS(load(e.ini, empty, elen), XFER_OK);
+    XT_STATUS(xfer_md_check(e.ini, e.name), XFER_OK);
+    write_works(&e, e.b1, 256);
 }
 
 static void test_md_mem_only_unknown_agent(void)
@@ -422,6 +504,287 @@ static void test_agent_name_limits(void)
     }
 }
 
+/* ---- listing a peer's regions, access rights ------------------------------ */
+
+static void test_md_regions(void)
+{
+    md_env_t e;
+    xfer_region_info_t info[3];
+    size_t count = 99;
+    char *lo, *hi;
+
+    env_setup(&e);
+    lo = e.b1 < e.b2 ? e.b1 : e.b2;
+    hi = e.b1 < e.b2 ? e.b2 : e.b1;
+    XT_STATUS(xfer_md_regions(e.ini, e.name, NULL, 0, &count),
+              XFER_ERR_NOT_FOUND);
+    XT_ERR_HAS(e.name);
+    CU_ASSERT_EQUAL(count, 0);
+    xt_md_exchange(e.tgt, XFER_MD_ALL, e.ini);
+    /* max 0 counts. */
+    XT_STATUS(xfer_md_regions(e.ini, e.name, NULL, 0, &count), XFER_OK);
+    CU_ASSERT_EQUAL(count, 2);
+    /* max 1 fills the lowest, still counts all. */
+    memset(info, 0xee, sizeof(info));
+    XT_STATUS(xfer_md_regions(e.ini, e.name, info, 1, &count), XFER_OK);
+    CU_ASSERT_EQUAL(count, 2);
+    CU_ASSERT_EQUAL(info[0].addr, (uintptr_t)lo);
+    CU_ASSERT_EQUAL(info[1].addr, (uintptr_t)0xeeeeeeeeeeeeeeeeull);
+    /* Room for more: both, in address order, as registered. */
+    XT_STATUS(xfer_md_regions(e.ini, e.name, info, 3, &count), XFER_OK);
+    XT_REQUIRE(count == 2, "count %zu", count);
+    CU_ASSERT_EQUAL(info[0].addr, (uintptr_t)lo);
+    CU_ASSERT_EQUAL(info[1].addr, (uintptr_t)hi);
+    for (size_t i = 0; i < 2; i++) {
+        CU_ASSERT_EQUAL(info[i].len, BUF);
+        CU_ASSERT_EQUAL(info[i].type, XFER_MEM_DRAM);
+        CU_ASSERT_EQUAL(info[i].dev, 0);
+        CU_ASSERT_EQUAL(info[i].access, XFER_ACCESS_READ | XFER_ACCESS_WRITE);
+    }
+    /* What is listed is what a request may address. */
+    write_works(&e, (char *)info[1].addr, BUF);
+    XT_STATUS(xfer_md_regions(e.ini, e.name, NULL, 1, &count),
+              XFER_ERR_INVALID);
+    XT_STATUS(xfer_md_regions(e.ini, NULL, NULL, 0, &count),
+              XFER_ERR_INVALID);
+    XT_STATUS(xfer_md_regions(e.ini, e.name, NULL, 0, NULL), XFER_ERR_INVALID);
+    XT_STATUS(xfer_md_invalidate(e.ini, e.name), XFER_OK);
+    XT_STATUS(xfer_md_regions(e.ini, e.name, NULL, 0, &count),
+              XFER_ERR_NOT_FOUND);
+}
+
+/* The access a region of the blob grants, as xfer_md_regions reports it. */
+static unsigned access_loaded(md_env_t *e, json_t *root, const char *value)
+{
+    xfer_region_info_t info[2];
+    size_t len, count = 0;
+    json_t *copy = json_deep_copy(root);
+    char *m;
+    unsigned got = 0;
+
+    for (size_t i = 0; i < 2; i++) {
+        json_t *r = json_array_get(json_object_get(copy, "regions"), i);
+
+        if (value != NULL)
+            json_object_set_new(r, "access", json_string(value));
+        else
+            json_object_del(r, "access");
+    }
+    m = xt_blob_dump(copy, &len);
+    json_decref(copy);
+    XT_STATUS(load(e->ini, m, len), XFER_OK);
+    XT_STATUS(xfer_md_regions(e->ini, e->name, info, 2, &count), XFER_OK);
+    if (count == 2 && info[0].access == info[1].access)
+        got = info[0].access;
+    xfer_md_invalidate(e->ini, e->name);
+    return got;
+}
+
+static void test_md_access(void)
+{
+    md_env_t e;
+    size_t len;
+    char *blob;
+    json_t *root;
+
+    env_setup(&e);
+    blob = xt_md_get(e.tgt, XFER_MD_ALL, NULL, 0, &len);
+    root = xt_blob_parse(blob, len);
+    /* Published for every registration: peers may do both by default. */
+    for (size_t i = 0; i < 2; i++) {
+        json_t *a = json_object_get(xt_blob_region(root, i), "access");
+
+        XT_CHECK(json_is_string(a) && strcmp(json_string_value(a), "rw") == 0,
+                 "regions[%zu].access is not \"rw\"", i);
+    }
+    CU_ASSERT_EQUAL(access_loaded(&e, root, "rw"),
+                    XFER_ACCESS_READ | XFER_ACCESS_WRITE);
+    CU_ASSERT_EQUAL(access_loaded(&e, root, "r"), XFER_ACCESS_READ);
+    CU_ASSERT_EQUAL(access_loaded(&e, root, "w"), XFER_ACCESS_WRITE);
+    /* A blob from before access rights granted both. */
+    CU_ASSERT_EQUAL(access_loaded(&e, root, NULL),
+                    XFER_ACCESS_READ | XFER_ACCESS_WRITE);
+    /* The same key with other rights at the same epoch is a redefinition. */
+    {
+        json_t *copy = json_deep_copy(root);
+        size_t mlen;
+        char *m;
+
+        json_object_set_new(xt_blob_region(copy, 0), "access",
+                            json_string("r"));
+        m = xt_blob_dump(copy, &mlen);
+        json_decref(copy);
+        XT_STATUS_FATAL(load(e.ini, blob, len), XFER_OK);
+        XT_STATUS(load(e.ini, m, mlen), XFER_ERR_INVALID);
+        XT_ERR_HAS("redefines");
+    }
+}
+
+/* ---- memory types --------------------------------------------------------- */
+
+/* A peer's VRAM region at the address of its DRAM region, longer and so
+ * found first by address, must not hide the DRAM one. */
+static void test_md_vram_does_not_hide_dram(void)
+{
+    md_env_t e;
+    size_t len, mlen;
+    char *blob, *m;
+    json_t *root, *regs, *v;
+    xfer_region_info_t info[3];
+    size_t count = 0;
+    xfer_req_t *req;
+
+    env_setup(&e);
+    blob = xt_md_get(e.tgt, XFER_MD_ALL, NULL, 0, &len);
+    root = xt_blob_parse(blob, len);
+    regs = json_object_get(root, "regions");
+    v = json_deep_copy(xt_blob_region(root, 0));
+    json_object_set_new(v, "type", json_string("VRAM"));
+    json_object_set_new(v, "len", json_integer(2 * BUF));
+    json_object_set_new(v, "key", json_string("0x1234567812345678"));
+    json_array_append_new(regs, v);
+    m = xt_blob_dump(root, &mlen);
+    XT_STATUS_FATAL(load(e.ini, m, mlen), XFER_OK);
+    XT_STATUS(xfer_md_regions(e.ini, e.name, info, 3, &count), XFER_OK);
+    CU_ASSERT_EQUAL(count, 3);
+    {
+        uint64_t addr = 0;
+
+        XT_REQUIRE(xt_json_u64(json_object_get(xt_blob_region(root, 0),
+                                               "addr"), &addr), "addr");
+        write_works(&e, (char *)(uintptr_t)addr, BUF);
+        /* Past the DRAM region, only the VRAM one would contain it. */
+        XT_STATUS(write_req(&e, e.name, (char *)(uintptr_t)addr + BUF, 0, 64,
+                            &req), XFER_ERR_INVALID);
+        XT_ERR_HAS("remote descriptor 0", "DRAM");
+    }
+}
+
+/* ---- a backend added after the peer was loaded ------------------------------ */
+
+/* Add spec to a; false (and the test passes vacuously) when this build
+ * has no such plugin. */
+static bool add_if_built(xfer_agent_t *a, const char *spec,
+                         xfer_backend_t **b)
+{
+    xfer_status_t s = xfer_backend_add(a, spec, b);
+
+    if (s == XFER_ERR_NOT_FOUND) {
+        fprintf(stderr, "  (no %s plugin in this build: skipped)\n", spec);
+        return false;
+    }
+    XT_STATUS_FATAL(s, XFER_OK);
+    return true;
+}
+
+/* A WRITE over backend `pin` only; its status (the data arrived when OK). */
+static xfer_status_t pinned_write(xfer_agent_t *ini, xfer_backend_t *pin,
+                                  const char *target, char *src, char *dst,
+                                  size_t n)
+{
+    xfer_desc_t l = { (uintptr_t)src, n, 0 }, r = { (uintptr_t)dst, n, 0 };
+    xfer_dlist_t ll = xt_dlist(&l, 1), rl = xt_dlist(&r, 1);
+    xfer_req_opts_t o;
+    xfer_req_t *req = NULL;
+    uint64_t seed = xt_seed();
+    xfer_status_t s;
+    long bad;
+
+    xfer_req_opts_init(&o);
+    o.backend = pin;
+    s = xfer_req_create(ini, XFER_OP_WRITE, &ll, &rl, target, &o, &req);
+    if (s != XFER_OK)
+        return s;
+    xt_req_defer(req);
+    CU_ASSERT_PTR_EQUAL(xfer_req_backend(req), pin);
+    xt_fill(src, n, seed);
+    s = xt_post_wait(req, NULL, 0, 10000);
+    if (s == XFER_OK) {
+        bad = xt_check(dst, n, seed);
+        XT_CHECK(bad < 0, "byte %ld of the WRITE over %s differs", bad,
+                 xfer_backend_name(pin));
+    }
+    return s;
+}
+
+/* A target and an initiator over tcp, each with a registered buffer, one
+ * of them with uds as well, and the target loaded by the initiator. */
+typedef struct bf_env {
+    const char *tname;
+    xfer_agent_t *tgt, *ini;
+    char *tb, *lb;
+} bf_env_t;
+
+/* false (the test then passes vacuously) when this build has no uds. */
+static bool bf_setup(bf_env_t *e, bool uds_on_target, xfer_backend_t **uds)
+{
+    e->tname = xt_name("bft");
+    e->tgt = xt_agent(e->tname, "tcp", 1);
+    e->ini = xt_agent(xt_name("bfi"), "tcp", 1);
+    e->tb = xt_alloc(BUF);
+    e->lb = xt_alloc(BUF);
+    if (!add_if_built(uds_on_target ? e->tgt : e->ini, "uds", uds))
+        return false;
+    xt_register(e->tgt, e->tb, BUF);
+    xt_register(e->ini, e->lb, BUF);
+    xt_md_exchange(e->tgt, XFER_MD_ALL, e->ini);
+    return true;
+}
+
+/* The initiator knew the target over tcp only, then adds uds: the
+ * target's regions are reachable over uds at once, no reload needed. */
+static void test_md_backend_added_after_load(void)
+{
+    bf_env_t e;
+    xfer_backend_t *uds = NULL, *tcp = NULL;
+
+    if (!bf_setup(&e, true, NULL))
+        return;
+    XT_STATUS_FATAL(xfer_backend_add(e.ini, "uds", &uds), XFER_OK);
+    XT_STATUS(pinned_write(e.ini, uds, e.tname, e.lb, e.tb, BUF), XFER_OK);
+    XT_STATUS_FATAL(xfer_backend_find(e.ini, "tcp", &tcp), XFER_OK);
+    XT_STATUS(pinned_write(e.ini, tcp, e.tname, e.lb + 100, e.tb + 100, 1000),
+              XFER_OK);
+    /* A reload of the same blob changes nothing that works. */
+    xt_md_exchange(e.tgt, XFER_MD_ALL, e.ini);
+    XT_STATUS(pinned_write(e.ini, uds, e.tname, e.lb, e.tb, 4096), XFER_OK);
+}
+
+/* The target adds uds after the initiator loaded it: reloading its blob
+ * (same epoch) connects uds and unpacks the regions already known. */
+static void test_md_reload_reaches_new_backend(void)
+{
+    bf_env_t e;
+    xfer_backend_t *uds = NULL;
+
+    if (!bf_setup(&e, false, &uds))
+        return;
+    XT_STATUS(pinned_write(e.ini, uds, e.tname, e.lb, e.tb, 64),
+              XFER_ERR_NOT_SUPPORTED);
+    XT_ERR_HAS("uds", e.tname);
+    XT_STATUS_FATAL(xfer_backend_add(e.tgt, "uds", NULL), XFER_OK);
+    xt_md_exchange(e.tgt, XFER_MD_ALL, e.ini);
+    XT_STATUS(pinned_write(e.ini, uds, e.tname, e.lb, e.tb, BUF), XFER_OK);
+}
+
+/* The same in two partial blobs: the regions' uds keys first, kept
+ * until the uds connection info arrives. */
+static void test_md_partial_then_new_backend(void)
+{
+    bf_env_t e;
+    xfer_backend_t *uds = NULL;
+
+    if (!bf_setup(&e, false, &uds))
+        return;
+    XT_STATUS_FATAL(xfer_backend_add(e.tgt, "uds", NULL), XFER_OK);
+    xt_md_exchange(e.tgt, XFER_MD_MEM, e.ini);
+    XT_STATUS(pinned_write(e.ini, uds, e.tname, e.lb, e.tb, 64),
+              XFER_ERR_NOT_SUPPORTED);
+    XT_ERR_HAS("no connection");
+    xt_md_exchange(e.tgt, XFER_MD_CONN, e.ini);
+    XT_STATUS(pinned_write(e.ini, uds, e.tname, e.lb, e.tb, BUF), XFER_OK);
+}
+
 /* ---- malformed blobs ------------------------------------------------------------- */
 
 /* Follow "a/0/b" through objects and arrays; *parent and *last name the
@@ -566,6 +929,14 @@ static const mut_t muts[] = {
     {"regions/0/pub/ptest", "\"@@@@\"", "base64"},
     {"regions/0/pub/ptest", "\"eA==\"", "ptest"},
     {"regions/1/len", "0", "regions[1].len"},
+    {"regions/0/access", "\"x\"", "regions[0].access"},
+    {"regions/0/access", "\"\"", "regions[0].access"},
+    {"regions/0/access", "\"RW\"", "regions[0].access"},
+    {"regions/0/access", "\"rwx\"", "regions[0].access"},
+    {"regions/0/access", "\"wr\"", "regions[0].access"},
+    {"regions/0/access", "3", "regions[0].access"},
+    {"regions/0/access", "null", "regions[0].access"},
+    {"regions/0/pub/ptest", "\"QUJ\"", "base64"},
 };
 
 /* One blob with everything in it: every kind of field is present. */
@@ -803,7 +1174,9 @@ static const xt_test_t tests[] = {
     XT_TEST(test_md_shape),
     XT_TEST(test_md_full_round_trip),
     XT_TEST(test_md_name_buffer),
+    XT_TEST(test_md_fetch_name_buffer),
     XT_TEST(test_md_partial),
+    XT_TEST(test_md_empty_backends),
     XT_TEST(test_md_mem_only_unknown_agent),
     XT_TEST(test_md_outside_regions),
     XT_TEST(test_md_epoch_replace),
@@ -812,6 +1185,12 @@ static const xt_test_t tests[] = {
     XT_TEST(test_md_invalidate),
     XT_TEST(test_md_get_args),
     XT_TEST(test_agent_name_limits),
+    XT_TEST(test_md_regions),
+    XT_TEST(test_md_access),
+    XT_TEST(test_md_vram_does_not_hide_dram),
+    XT_TEST(test_md_backend_added_after_load),
+    XT_TEST(test_md_reload_reaches_new_backend),
+    XT_TEST(test_md_partial_then_new_backend),
     XT_TEST(test_md_malformed_fields),
     XT_TEST(test_md_malformed_structure),
     XT_TEST(test_md_truncated),

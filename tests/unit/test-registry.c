@@ -1,6 +1,7 @@
 /* test-registry.c - the address-range table behind every descriptor
- * lookup: containment, boundaries, overlaps, keys, and a random table
- * checked against a brute-force oracle. */
+ * lookup: containment, boundaries, overlaps, keys, lookups restricted to
+ * one kind of range, overlap queries, and a random table checked against
+ * a brute-force oracle. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -241,6 +242,71 @@ static void test_long_range_shadowed(void)
     FIND_IS(r, 0, (1u << 24) + 1, NULL);
 }
 
+/* Entries of even id only: a stand-in for "of the memory type asked". */
+static bool even_id(const xfer__range_t *r, const void *arg)
+{
+    (void)arg;
+    return ((const ent_t *)r)->id % 2 == 0;
+}
+
+static void test_find_match(void)
+{
+    xfer__registry_t *r = fresh();
+    ent_t a, b, c;
+    xfer__range_t *got;
+
+    set(&a, 100, 100, 1, 2);  /* [100, 200), wanted */
+    set(&b, 100, 200, 2, 1);  /* [100, 300), same start, sorts after a */
+    set(&c, 150, 10, 3, 3);   /* [150, 160), nested, not wanted */
+    insert_ok(r, &a);
+    insert_ok(r, &b);
+    insert_ok(r, &c);
+    /* Unfiltered, the others hide a. */
+    FIND_IS(r, 100, 50, &b);
+    FIND_IS(r, 152, 2, &c);
+    got = xfer__reg_find_match(r, 100, 50, even_id, NULL);
+    XT_CHECK(got == &a.range, "match(100, 50) returned id %d",
+             got ? ((ent_t *)got)->id : -1);
+    got = xfer__reg_find_match(r, 152, 2, even_id, NULL);
+    XT_CHECK(got == &a.range, "match(152, 2) returned id %d",
+             got ? ((ent_t *)got)->id : -1);
+    /* Only b holds it, and b is not wanted. */
+    CU_ASSERT_PTR_NULL(xfer__reg_find_match(r, 250, 10, even_id, NULL));
+    FIND_IS(r, 250, 10, &b);
+    got = xfer__reg_find_match(r, 250, 10, NULL, NULL);
+    CU_ASSERT_PTR_EQUAL(got, &b.range);
+}
+
+static void test_overlap(void)
+{
+    xfer__registry_t *r = fresh();
+    ent_t a, b, big;
+    xfer__range_t *got;
+
+    CU_ASSERT_PTR_NULL(xfer__reg_overlap(r, 0, 100));
+    set(&a, 1000, 100, 1, 1);   /* [1000, 1100) */
+    set(&b, 2000, 100, 2, 2);   /* [2000, 2100) */
+    insert_ok(r, &a);
+    insert_ok(r, &b);
+    CU_ASSERT_PTR_NULL(xfer__reg_overlap(r, 0, 1000));     /* ends at a */
+    CU_ASSERT_PTR_NULL(xfer__reg_overlap(r, 1100, 900));   /* between */
+    CU_ASSERT_PTR_NULL(xfer__reg_overlap(r, 2100, 10));    /* after b */
+    CU_ASSERT_PTR_EQUAL(xfer__reg_overlap(r, 999, 2), &a.range);
+    CU_ASSERT_PTR_EQUAL(xfer__reg_overlap(r, 1099, 1), &a.range);
+    CU_ASSERT_PTR_EQUAL(xfer__reg_overlap(r, 1050, 10), &a.range);
+    CU_ASSERT_PTR_EQUAL(xfer__reg_overlap(r, 0, 5000), &b.range);
+    CU_ASSERT_PTR_EQUAL(xfer__reg_overlap(r, 1500, 501), &b.range);
+    CU_ASSERT_PTR_NULL(xfer__reg_overlap(r, 1000, 0));
+    CU_ASSERT_PTR_NULL(xfer__reg_overlap(r, UINT64_MAX, 2));
+    /* A long range starting early reaches past later short ones. */
+    set(&big, 500, 5000, 3, 3);
+    insert_ok(r, &big);
+    got = xfer__reg_overlap(r, 3000, 10);
+    XT_CHECK(got == &big.range, "overlap(3000, 10) returned id %d",
+             got ? ((ent_t *)got)->id : -1);
+    CU_ASSERT_PTR_NULL(xfer__reg_overlap(r, 5500, 10));
+}
+
 static uint64_t rng_state;
 
 static uint64_t rnd(void)
@@ -278,6 +344,22 @@ static int oracle_ok(const ent_t *e, const int *live, size_t n, uint64_t addr,
     return got->addr <= addr && addr + len <= got->addr + got->len;
 }
 
+/* got overlaps [addr, addr+len) and is live, or nothing live does. */
+static int overlap_ok(const ent_t *e, const int *live, size_t n,
+                      uint64_t addr, uint64_t len, const xfer__range_t *got)
+{
+    for (size_t i = 0; i < n; i++) {
+        const xfer__range_t *x = &e[i].range;
+        int hits = live[i] && x->addr < addr + len && x->addr + x->len > addr;
+
+        if (got == x)
+            return hits;
+        if (got == NULL && hits)
+            return 0;
+    }
+    return got == NULL;
+}
+
 static void random_queries(const xfer__registry_t *r, const ent_t *e,
                            const int *live, size_t n, uint64_t span,
                            unsigned queries, uint64_t seed)
@@ -301,6 +383,11 @@ static void random_queries(const xfer__registry_t *r, const ent_t *e,
         got = xfer__reg_find(r, addr, len);
         if (!oracle_ok(e, live, n, addr, len, got) && bad++ < 5)
             XT_FAIL("seed %" PRIu64 ": find(0x%" PRIx64 ", %" PRIu64
+                    ") returned id %d, oracle disagrees", seed, addr, len,
+                    got ? ((const ent_t *)got)->id : -1);
+        got = xfer__reg_overlap(r, addr, len);
+        if (!overlap_ok(e, live, n, addr, len, got) && bad++ < 5)
+            XT_FAIL("seed %" PRIu64 ": overlap(0x%" PRIx64 ", %" PRIu64
                     ") returned id %d, oracle disagrees", seed, addr, len,
                     got ? ((const ent_t *)got)->id : -1);
     }
@@ -418,6 +505,8 @@ static const xt_test_t tests[] = {
     XT_TEST(test_duplicate_key),
     XT_TEST(test_overlap_nested),
     XT_TEST(test_long_range_shadowed),
+    XT_TEST(test_find_match),
+    XT_TEST(test_overlap),
     XT_TEST(test_random_disjoint),
     XT_TEST(test_random_overlapping),
     XT_END
