@@ -486,7 +486,7 @@ const xfer_backend_ops_t XFER_BACKEND_SYMBOL(tcp) = {
         .name = "tcp",
         .version = PACKAGE_VERSION,
         .caps = XFER_CAP_READ | XFER_CAP_WRITE | XFER_CAP_NOTIF |
-                XFER_CAP_REMOTE | XFER_CAP_LOCAL,
+                XFER_CAP_REMOTE | XFER_CAP_LOCAL | XFER_CAP_SW_CHECK,
         .mem_types = XFER_MEMBIT(XFER_MEM_DRAM),
     },
     .params = tcp_params,
