@@ -589,20 +589,6 @@ static xfer_status_t pt_notif_send(xfer_be_t *be, xfer_be_peer_t *peer,
     return XFER_OK;
 }
 
-static const char *access_name(unsigned access)
-{
-    switch (access & XFER_ACCESS_RW) {
-    case XFER_ACCESS_READ:
-        return "READ";
-    case XFER_ACCESS_WRITE:
-        return "WRITE";
-    case XFER_ACCESS_RW:
-        return "READ and WRITE";
-    default:
-        return "nothing";
-    }
-}
-
 /* hwkeys: check a presented packed key as a NIC checks an rkey, against
  * this target's own registrations alone.  g_lock held. */
 static bool hw_check(xfer_be_t *be, const pt_rmem_t *rm,
@@ -628,9 +614,12 @@ static bool hw_check(xfer_be_t *be, const pt_rmem_t *rm,
         return false;
     }
     if ((access & ~m->r.access) != 0) {
+        /* access is one right, and a region has at least one: the other. */
+        const char *op = access == XFER_ACCESS_WRITE ? "WRITE" : "READ";
+
         snprintf(msg, size, "registration of packed key 0x%016" PRIx64
                  " allows peers %s, not %s", rm->secret,
-                 access_name(m->r.access), access_name(access & ~m->r.access));
+                 access == XFER_ACCESS_WRITE ? "READ" : "WRITE", op);
         return false;
     }
     return true;
