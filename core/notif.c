@@ -155,6 +155,9 @@ XFER_API xfer_status_t xfer_notif_send(xfer_agent_t *agent,
     xfer_notif_opts_init(&o);
     if (opts != NULL)
         memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
+    if (o.backend != NULL && o.backend->agent != agent)
+        return xfer__err(XFER_ERR_INVALID, "backend %s belongs to another "
+                         "agent", o.backend->name);
     xfer__lock(agent);
     rem = xfer__remote_find(agent, remote_agent);
     if (rem == NULL) {

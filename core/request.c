@@ -572,23 +572,38 @@ static void req_sentence(xfer_req_t *r)
 }
 
 /* Refresh r->state from the backend, and keep the request's own
- * deadline; request lock held. */
+ * deadline; request lock held.  At its deadline a request ends with
+ * XFER_ERR_TIMEOUT, also when the backend must first finish what is on
+ * the wire before its cancel takes (a stream to a stopped peer): that
+ * could take as long as the peer stays silent, which is what the
+ * timeout bounds.  Until the backend is done, deadline_us stays set and
+ * req_busy() keeps the backend request from being posted or released. */
 static xfer_status_t req_poll(xfer_req_t *r)
 {
+    if (r->timed_out && r->deadline_us != 0) {
+        if (be_check(r) != XFER_IN_PROG)
+            r->deadline_us = 0;
+        return r->state;
+    }
     if (r->state != XFER_IN_PROG)
         return r->state;
     r->state = be_check(r);
     if (r->state == XFER_IN_PROG && r->deadline_us != 0 && !r->timed_out &&
         xfer__now_us() >= r->deadline_us) {
-        xfer_status_t st = be_cancel(r);
-
         r->timed_out = true;
-        if (st == XFER_OK)
-            r->state = XFER_ERR_TIMEOUT;
-    }
-    if (r->timed_out && r->state == XFER_ERR_CANCELED)
         r->state = XFER_ERR_TIMEOUT;
+        if (be_cancel(r) != XFER_IN_PROG)
+            r->deadline_us = 0;
+    }
     return r->state;
+}
+
+/* Whether the backend still holds the request: under way, or timed out
+ * and still being cancelled.  Request lock held. */
+static bool req_busy(xfer_req_t *r)
+{
+    return req_poll(r) == XFER_IN_PROG ||
+           (r->timed_out && r->deadline_us != 0);
 }
 
 /* Wake the progress thread for a backend it polls: it may sleep armed
@@ -622,10 +637,13 @@ XFER_API xfer_status_t xfer_req_post(xfer_req_t *req, const void *notif,
                          "%u", notif_len, XFER_NOTIF_MAX);
     }
     pthread_mutex_lock(&req->lock);
-    if (req_poll(req) == XFER_IN_PROG) {
+    if (req_busy(req)) {
+        bool cancelling = req->state != XFER_IN_PROG;
+
         pthread_mutex_unlock(&req->lock);
-        return xfer__err(XFER_ERR_BUSY, "request is still in progress; wait "
-                         "for it before posting again");
+        return xfer__err(XFER_ERR_BUSY, "request is still %s; wait for it "
+                         "before posting again", cancelling ? "being "
+                         "cancelled after its timeout" : "in progress");
     }
     xfer__err_clear();
     req->posted = true;
@@ -765,7 +783,7 @@ XFER_API xfer_status_t xfer_req_release(xfer_req_t *req)
     a = req->agent;
     b = req->backend;
     pthread_mutex_lock(&req->lock);
-    if (req_poll(req) == XFER_IN_PROG && be_cancel(req) != XFER_OK) {
+    if (req_busy(req) && be_cancel(req) != XFER_OK) {
         pthread_mutex_unlock(&req->lock);
         return xfer__err(XFER_ERR_BUSY, "request is still in progress and "
                          "could not be cancelled at once; poll its status "
@@ -794,7 +812,7 @@ void xfer__req_destroy_all(xfer_agent_t *a)
         xfer_req_t *r = a->reqs;
         xfer_backend_t *b = r->backend;
 
-        if (req_poll(r) == XFER_IN_PROG)
+        if (req_busy(r))
             be_cancel(r);
         xfer__be_enter(b);
         b->ops->req_release(b->be, r->breq);

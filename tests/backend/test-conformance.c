@@ -3,7 +3,10 @@
  * Data moves byte for byte at every size and descriptor count, requests
  * repost, notifications keep order and follow their data, bad accesses
  * are refused while the target keeps serving, and peer death is an
- * answer, never a hang. */
+ * answer, never a hang.  The refusal tests follow the backend's caps:
+ * a SW_CHECK target refuses each bad operation itself and keeps the
+ * connection; a HW_KEYS backend fails the request (ACCESS or
+ * REMOTE_DISCONNECT) and must rebuild its connection for the next post. */
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -23,6 +26,7 @@
 static const char *spec;          /* e.g. "tcp" or "tcp:nodelay=0" */
 static char plugin[64];           /* the spec's plugin name */
 static unsigned caps;             /* XFER_CAP_* of the plugin */
+static bool hw;                   /* XFER_CAP_HW_KEYS, else SW_CHECK */
 
 #define WAIT_MS 30000             /* bound on any single transfer */
 
@@ -632,8 +636,29 @@ static void load_forged(pair_t *p, void (*edit)(json_t *region))
     XT_STATUS_FATAL(xfer_md_load(p->ini, forged, len, NULL, 0), XFER_OK);
 }
 
+/* Whether a post ended as a refused access should: XFER_ERR_ACCESS
+ * naming the descriptor and the target on a SW_CHECK backend; on a
+ * HW_KEYS one XFER_ERR_ACCESS or XFER_ERR_REMOTE_DISCONNECT (the link
+ * broke) naming the target. */
+static bool check_refused(xfer_status_t s, const char *tname, size_t desc)
+{
+    char d[32];
+
+    snprintf(d, sizeof(d), "descriptor %zu", desc);
+    if (!hw) {
+        if (!XT_STATUS(s, XFER_ERR_ACCESS))
+            return false;
+        return XT_ERR_HAS(d, tname);
+    }
+    XT_CHECK(s == XFER_ERR_ACCESS || s == XFER_ERR_REMOTE_DISCONNECT,
+             "bad access through a hardware key ended with %s (%s), want "
+             "XFER_ERR_ACCESS or XFER_ERR_REMOTE_DISCONNECT",
+             xt_status_name(s), xfer_last_error());
+    return XT_ERR_HAS(tname);
+}
+
 /* Post a 2-descriptor request, descriptor 0 to good memory, descriptor 1
- * to bad; it must end in XFER_ERR_ACCESS naming descriptor 1. */
+ * to bad; it must be refused naming descriptor 1. */
 static void refused_access(pair_t *p, xfer_op_t op, void *good, void *bad)
 {
     xfer_desc_t l[2] = { { (uintptr_t)p->lbuf, 256, 0 },
@@ -650,10 +675,9 @@ static void refused_access(pair_t *p, xfer_op_t op, void *good, void *bad)
     s = xfer_req_post(req, NULL, 0);
     if (s == XFER_IN_PROG)
         s = xt_wait_req(req, WAIT_MS);
-    if (XT_STATUS(s, XFER_ERR_ACCESS))
-        XT_ERR_HAS("descriptor 1", p->tname);
+    check_refused(s, p->tname, 1);
     /* Asking again gives the same answer. */
-    XT_STATUS(xfer_req_status(req), XFER_ERR_ACCESS);
+    XT_STATUS(xfer_req_status(req), s);
 }
 
 static void grow_region(json_t *r)
@@ -694,6 +718,7 @@ static void flip_key(json_t *r)
     json_object_set_new(r, "key", xt_json_u64_like(k, v ^ 0x10));
 }
 
+/* SW_CHECK: the core's key is what the target checks. */
 static void test_refuse_wrong_key(void)
 {
     pair_t p;
@@ -715,6 +740,83 @@ static void test_refuse_wrong_key(void)
     XT_STATUS_FATAL(xfer_md_invalidate(p.ini, p.tname), XFER_OK);
     xt_md_exchange(p.tgt, XFER_MD_ALL, p.ini);
     same_link_works(&p, 0);
+    third_party_works(&p);
+}
+
+static void flip_pub(json_t *r)
+{
+    xt_blob_flip_pub(r, plugin);
+}
+
+/* HW_KEYS: the packed remote key (the metadata's per-backend public
+ * part) is what the NIC checks.  Region 0's is corrupted, region 1's is
+ * not; the remote agent is loaded once, so the good post after the
+ * refusal travels on the connection the plugin had to rebuild. */
+static void test_refuse_bad_packed_key(void)
+{
+    pair_t p;
+    unsigned char *second = xt_alloc(65536);
+    uint64_t canary = xt_seed(), lcanary = xt_seed(), seed = xt_seed();
+    size_t len;
+    char *blob, *forged;
+    json_t *root;
+    xfer_status_t s;
+
+    pair_setup(&p, 65536);
+    xt_register(p.tgt, second, 65536);
+    blob = xt_md_get(p.tgt, XFER_MD_ALL, NULL, 0, &len);
+    root = xt_blob_parse(blob, len);
+    /* Region 0 of the blob is the newest registration: find p.rbuf's. */
+    for (size_t i = 0; i < 2; i++) {
+        json_t *r = xt_blob_region(root, i);
+        uint64_t addr = 0;
+
+        XT_REQUIRE(xt_json_u64(json_object_get(r, "addr"), &addr),
+                   "region %zu has no address", i);
+        if (addr == (uintptr_t)p.rbuf)
+            flip_pub(r);
+    }
+    forged = xt_blob_dump(root, &len);
+    XT_STATUS_FATAL(xfer_md_invalidate(p.ini, p.tname), XFER_OK);
+    s = xfer_md_load(p.ini, forged, len, NULL, 0);
+    if (s != XFER_OK) {
+        /* Refusing the key when unpacking it is a defence too. */
+        XT_STATUS(s, XFER_ERR_INVALID);
+        XT_ERR_HAS(plugin);
+        printf("note: %s refused the corrupted packed key at load: %s\n",
+               plugin, xfer_last_error());
+        xt_md_exchange(p.tgt, XFER_MD_ALL, p.ini);
+    } else {
+        xt_fill(p.rbuf, 65536, canary);
+        xt_fill(p.lbuf, 65536, lcanary);
+        for (int op = XFER_OP_READ; op <= XFER_OP_WRITE; op++) {
+            xfer_req_t *req = pair_req1(&p, (xfer_op_t)op, 0, 0, 4096);
+
+            s = xfer_req_post(req, NULL, 0);
+            if (s == XFER_IN_PROG)
+                s = xt_wait_req(req, WAIT_MS);
+            check_refused(s, p.tname, 0);
+        }
+        CHECK_PATTERN(p.rbuf, 65536, canary, 0, "target memory behind a "
+                      "corrupted key");
+        CHECK_PATTERN(p.lbuf, 65536, lcanary, 0, "local memory of a READ "
+                      "through a corrupted key");
+    }
+    /* The same peer, not reloaded: its other region is reachable. */
+    {
+        xfer_desc_t l = { (uintptr_t)p.lbuf, 4096, 0 };
+        xfer_desc_t r = { (uintptr_t)second + 3, 4096, 0 };
+        xfer_dlist_t ll = xt_dlist(&l, 1), rl = xt_dlist(&r, 1);
+        xfer_req_t *req = NULL;
+
+        xt_fill(p.lbuf, 4096, seed);
+        XT_STATUS_FATAL(xfer_req_create(p.ini, XFER_OP_WRITE, &ll, &rl,
+                                        p.tname, NULL, &req), XFER_OK);
+        xt_req_defer(req);
+        XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+        CHECK_PATTERN(second + 3, 4096, seed, 0, "WRITE on the rebuilt "
+                      "connection");
+    }
     third_party_works(&p);
 }
 
@@ -793,6 +895,398 @@ static void test_deregister_busy(void)
     XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
     XT_STATUS(xt_req_release(req), XFER_OK);
     XT_STATUS(xfer_mem_deregister(p.ini, p.lmem), XFER_OK);
+}
+
+/* ---- access rights ------------------------------------------------------------------ */
+
+/* The target's region carries `rights`; the initiator's `op` on it must
+ * be refused with `why` (host_mem_check's words: in the target's log
+ * on a SW_CHECK backend, in the initiator's sentence on a HW_KEYS one),
+ * no byte may move either way, a repost is refused again, and the op
+ * the rights allow works. */
+static void access_refused(xfer_op_t op, unsigned rights, const char *why)
+{
+    enum { SZ = 8192 };
+    const xfer_op_t other = op == XFER_OP_WRITE ? XFER_OP_READ
+                                                : XFER_OP_WRITE;
+    uint64_t rcanary = xt_seed(), lcanary = xt_seed(), seed = xt_seed();
+    pair_t p;
+    xfer_req_t *req;
+    xfer_status_t s;
+    char *log = NULL;
+
+    pair_setup(&p, SZ);
+    XT_STATUS_FATAL(xfer_mem_deregister(p.tgt, p.rmem), XFER_OK);
+    p.rmem = xt_register_access(p.tgt, p.rbuf, SZ, rights);
+    XT_STATUS_FATAL(xfer_md_invalidate(p.ini, p.tname), XFER_OK);
+    xt_md_exchange(p.tgt, XFER_MD_ALL, p.ini);
+    xt_fill(p.rbuf, SZ, rcanary);
+    xt_fill(p.lbuf, SZ, lcanary);
+    req = pair_req1(&p, op, 0, 0, 4096);
+    for (int round = 0; round < 2; round++) {
+        if (!hw)
+            xt_stderr_begin();
+        s = xfer_req_post(req, NULL, 0);
+        if (s == XFER_IN_PROG)
+            s = xt_wait_req(req, WAIT_MS);
+        if (!hw)
+            log = xt_stderr_end();
+        if (!check_refused(s, p.tname, 0))
+            continue;
+        if (hw)
+            XT_ERR_HAS(why);
+        else
+            XT_CHECK(strstr(log, why) != NULL && strstr(log, p.tname) != NULL,
+                     "post %d: the target's log does not say \"%s\" for "
+                     "agent %s:\n%s", round, why, p.tname, log);
+    }
+    CHECK_PATTERN(p.rbuf, SZ, rcanary, 0, "target memory after a refused "
+                  "access");
+    CHECK_PATTERN(p.lbuf, SZ, lcanary, 0, "local memory after a refused "
+                  "access");
+    /* What the rights allow still works, on the same peer. */
+    req = pair_req1(&p, other, 64, 128, 4096);
+    xt_fill_at(other == XFER_OP_WRITE ? p.lbuf + 64 : p.rbuf + 128, 4096,
+               seed, 0);
+    XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    CHECK_PATTERN(other == XFER_OP_WRITE ? p.rbuf + 128 : p.lbuf + 64, 4096,
+                  seed, 0, "the access the rights allow");
+}
+
+static void test_access_read_only(void)
+{
+    access_refused(XFER_OP_WRITE, XFER_ACCESS_READ,
+                   "allows peers READ, not WRITE");
+}
+
+static void test_access_write_only(void)
+{
+    access_refused(XFER_OP_READ, XFER_ACCESS_WRITE,
+                   "allows peers WRITE, not READ");
+}
+
+/* No options, and options left at their defaults, both allow both. */
+static void test_access_default(void)
+{
+    enum { SZ = 8192 };
+    pair_t p;
+    unsigned char *second = xt_alloc(SZ);
+    xfer_desc_t d = { (uintptr_t)second, SZ, 0 };
+    xfer_dlist_t l = xt_dlist(&d, 1);
+    xfer_mem_opts_t o;
+    xfer_mem_t *m = NULL;
+
+    pair_setup(&p, SZ);
+    xfer_mem_opts_init(&o);
+    XT_CHECK(o.access == XFER_ACCESS_RW, "default access 0x%x", o.access);
+    XT_STATUS_FATAL(xfer_mem_register(p.tgt, &l, &o, &m), XFER_OK);
+    XT_STATUS_FATAL(xfer_md_invalidate(p.ini, p.tname), XFER_OK);
+    xt_md_exchange(p.tgt, XFER_MD_ALL, p.ini);
+    for (int i = 0; i < 2; i++) {
+        unsigned char *rb = i == 0 ? p.rbuf : second;
+        xfer_desc_t ld = { (uintptr_t)p.lbuf, SZ, 0 }, rd = { (uintptr_t)rb,
+                                                            SZ, 0 };
+        xfer_dlist_t ll = xt_dlist(&ld, 1), rl = xt_dlist(&rd, 1);
+        xfer_req_t *w = NULL, *r = NULL;
+        uint64_t s1 = xt_seed(), s2 = xt_seed();
+
+        XT_STATUS_FATAL(xfer_req_create(p.ini, XFER_OP_WRITE, &ll, &rl,
+                                        p.tname, NULL, &w), XFER_OK);
+        xt_req_defer(w);
+        XT_STATUS_FATAL(xfer_req_create(p.ini, XFER_OP_READ, &ll, &rl,
+                                        p.tname, NULL, &r), XFER_OK);
+        xt_req_defer(r);
+        xt_fill(p.lbuf, SZ, s1);
+        XT_STATUS(xt_post_wait(w, NULL, 0, WAIT_MS), XFER_OK);
+        CHECK_PATTERN(rb, SZ, s1, 0, i ? "WRITE, default options" :
+                      "WRITE, no options");
+        xt_fill(rb, SZ, s2);
+        XT_STATUS(xt_post_wait(r, NULL, 0, WAIT_MS), XFER_OK);
+        CHECK_PATTERN(p.lbuf, SZ, s2, 0, i ? "READ, default options" :
+                      "READ, no options");
+    }
+}
+
+/* Rights that are no rights, or not rights at all, never register. */
+static void test_access_invalid(void)
+{
+    static const unsigned bad[] = { 0, 1u << 2, XFER_ACCESS_RW | 1u << 3,
+                                    1u << 31 };
+    xfer_agent_t *a = xt_agent(xt_name("acc"), spec, 1);
+    unsigned char *buf = xt_alloc(4096);
+    xfer_desc_t d = { (uintptr_t)buf, 4096, 0 };
+    xfer_dlist_t l = xt_dlist(&d, 1);
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        xfer_mem_opts_t o;
+        static char sentinel;
+        xfer_mem_t *m = (xfer_mem_t *)&sentinel;
+        char want[32];
+
+        xfer_mem_opts_init(&o);
+        o.access = bad[i];
+        snprintf(want, sizeof(want), "access 0x%x", bad[i]);
+        if (XT_STATUS(xfer_mem_register(a, &l, &o, &m), XFER_ERR_INVALID))
+            XT_ERR_HAS(want, "XFER_ACCESS_READ");
+        XT_CHECK(m == NULL, "a refused registration handed out %p",
+                 (void *)m);
+    }
+    /* Nothing of them was kept: the metadata lists no region. */
+    {
+        size_t len;
+        char *blob = xt_md_get(a, XFER_MD_ALL, NULL, 0, &len);
+        json_t *root = xt_blob_parse(blob, len);
+
+        XT_CHECK(json_array_size(json_object_get(root, "regions")) == 0,
+                 "refused registrations in the metadata: %s", blob);
+    }
+}
+
+/* ---- the request API ----------------------------------------------------------------- */
+
+/* XFER_NOTIF_NONE sends nothing, even when the request has a default
+ * notification; the next plain post sends the default.  Notifications
+ * keep their order, so a stray one would arrive first. */
+static void test_notif_none(void)
+{
+    enum { SZ = 4096 };
+    pair_t p;
+    xfer_req_t *req;
+    xfer_req_opts_t o;
+    xt_notifs_t *got = xt_notifs_new();
+    size_t off = 0, len = SZ;
+    uint64_t s1 = xt_seed(), s2 = xt_seed();
+
+    pair_setup(&p, SZ);
+    xfer_req_opts_init(&o);
+    if (has_notif()) {
+        o.notif = "default";
+        o.notif_len = 7;
+    }
+    XT_STATUS_FATAL(pair_req(&p, XFER_OP_WRITE, &off, &off, &len, 1, &o, &req),
+                    XFER_OK);
+    xt_fill(p.lbuf, SZ, s1);
+    XT_STATUS(xt_post_wait(req, XFER_NOTIF_NONE, 0, WAIT_MS), XFER_OK);
+    CHECK_PATTERN(p.rbuf, SZ, s1, 0, "WRITE posted with XFER_NOTIF_NONE");
+    if (!has_notif())
+        return;
+    xt_fill(p.lbuf, SZ, s2);
+    XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    CHECK_PATTERN(p.rbuf, SZ, s2, 0, "WRITE posted with its default");
+    xt_drain_until(p.tgt, got, 1, WAIT_MS, false);
+    xt_sleep_ms(50);
+    xt_drain_until(p.tgt, got, 2, 0, false);
+    XT_REQUIRE(got->count == 1, "%zu notifications for one post with "
+               "XFER_NOTIF_NONE and one with the default", got->count);
+    XT_CHECK(got->items[0].len == 7 && memcmp(got->items[0].msg, "default",
+             7) == 0, "got \"%.*s\"", (int)got->items[0].len,
+             (char *)got->items[0].msg);
+}
+
+/* xfer_req_wait of a transfer that completes: XFER_OK, data there. */
+static void test_req_wait_done(void)
+{
+    const size_t n = (1u << 20) + 3;
+    pair_t p;
+    uint64_t s1 = xt_seed(), s2 = xt_seed();
+    xfer_req_t *w, *r;
+    xfer_status_t s;
+
+    pair_setup(&p, n);
+    w = pair_req1(&p, XFER_OP_WRITE, 0, 0, n);
+    r = pair_req1(&p, XFER_OP_READ, 0, 0, n);
+    xt_fill(p.lbuf, n, s1);
+    s = xfer_req_post(w, NULL, 0);
+    XT_CHECK(s == XFER_OK || s == XFER_IN_PROG, "post: %s (%s)",
+             xt_status_name(s), xfer_last_error());
+    XT_STATUS(xfer_req_wait(w, WAIT_MS), XFER_OK);
+    CHECK_PATTERN(p.rbuf, n, s1, 0, "WRITE ended by xfer_req_wait");
+    /* An ended request answers at once, again. */
+    XT_STATUS(xfer_req_wait(w, 0), XFER_OK);
+    xt_fill(p.rbuf, n, s2);
+    s = xfer_req_post(r, NULL, 0);
+    XT_CHECK(s == XFER_OK || s == XFER_IN_PROG, "post: %s (%s)",
+             xt_status_name(s), xfer_last_error());
+    XT_STATUS(xfer_req_wait(r, WAIT_MS), XFER_OK);
+    CHECK_PATTERN(p.lbuf, n, s2, 0, "READ ended by xfer_req_wait");
+}
+
+/* A request never posted has no status to give. */
+static void test_req_status_never_posted(void)
+{
+    pair_t p;
+    xfer_req_t *req;
+    uint64_t seed = xt_seed();
+
+    pair_setup(&p, 4096);
+    req = pair_req1(&p, XFER_OP_WRITE, 0, 0, 4096);
+    if (XT_STATUS(xfer_req_status(req), XFER_ERR_INVALID))
+        XT_ERR_HAS("never posted");
+    if (XT_STATUS(xfer_req_wait(req, 100), XFER_ERR_INVALID))
+        XT_ERR_HAS("never posted");
+    xt_fill(p.lbuf, 4096, seed);
+    XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    XT_STATUS(xfer_req_status(req), XFER_OK);
+    CHECK_PATTERN(p.rbuf, 4096, seed, 0, "first post");
+}
+
+/* A post that failed at once leaves its error as the status. */
+static void test_req_status_failed_at_once(void)
+{
+    pair_t p;
+    xfer_req_t *req;
+
+    pair_setup(&p, 4096);
+    req = pair_req1(&p, XFER_OP_WRITE, 0, 0, 4096);
+    XT_STATUS_FATAL(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    XT_STATUS_FATAL(xfer_md_invalidate(p.ini, p.tname), XFER_OK);
+    if (XT_STATUS(xfer_req_post(req, NULL, 0), XFER_ERR_REMOTE_DISCONNECT))
+        XT_ERR_HAS(p.tname);
+    if (XT_STATUS(xfer_req_status(req), XFER_ERR_REMOTE_DISCONNECT))
+        XT_ERR_HAS(p.tname);
+    XT_STATUS(xfer_req_wait(req, 100), XFER_ERR_REMOTE_DISCONNECT);
+}
+
+/* A WRITE to a target that never progresses: xfer_req_wait gives up
+ * after its timeout with XFER_IN_PROG, and the request still ends once
+ * the target moves again. */
+static void test_req_wait_stalled(void)
+{
+    enum { SZ = 65536, WAIT = 300 };
+    pair_t p;
+    xfer_req_t *req;
+    xfer_status_t s;
+    uint64_t start, took, seed = xt_seed();
+
+    pair_setup_opts(&p, SZ, 1, 0);
+    xt_fill(p.lbuf, SZ, seed);
+    req = pair_req1(&p, XFER_OP_WRITE, 0, 0, SZ);
+    XT_STATUS(xfer_req_post(req, NULL, 0), XFER_IN_PROG);
+    start = xt_now_ms();
+    s = xfer_req_wait(req, WAIT);
+    took = xt_now_ms() - start;
+    XT_STATUS(s, XFER_IN_PROG);
+    XT_CHECK(took + 10 >= WAIT && took < WAIT + 1000, "xfer_req_wait(%u ms) "
+             "returned after %" PRIu64 " ms", WAIT, took);
+    XT_STATUS(xt_wait_req_pump(req, &p.tgt, 1, WAIT_MS), XFER_OK);
+    CHECK_PATTERN(p.rbuf, SZ, seed, 0, "WRITE once the target moved");
+}
+
+/* Whether a request with timeout_ms could be made; a backend that cannot
+ * cancel must refuse it at creation, saying why. */
+static bool timeout_refused(xfer_status_t s)
+{
+    if (s != XFER_ERR_NOT_SUPPORTED)
+        return false;
+    XT_ERR_HAS("cannot cancel", "timeout");
+    printf("note: %s cannot cancel: request timeouts refused\n", plugin);
+    return true;
+}
+
+/* xfer_req_opts_t.timeout_ms bounds a WRITE to a target that never
+ * progresses; the target is served again once it moves. */
+static void test_req_timeout_stalled(void)
+{
+    enum { SZ = 65536, TMO = 300 };
+    pair_t p;
+    xfer_req_t *req;
+    xfer_req_opts_t o;
+    xfer_status_t s;
+    size_t off = 0, len = SZ;
+    uint64_t start, took, seed = xt_seed();
+    char want[64];
+
+    pair_setup_opts(&p, SZ, 1, 0);
+    xfer_req_opts_init(&o);
+    o.timeout_ms = TMO;
+    s = pair_req(&p, XFER_OP_WRITE, &off, &off, &len, 1, &o, &req);
+    if (timeout_refused(s) || !XT_STATUS(s, XFER_OK))
+        return;
+    XT_STATUS(xfer_req_post(req, NULL, 0), XFER_IN_PROG);
+    start = xt_now_ms();
+    s = xfer_req_wait(req, TMO + 5000);
+    took = xt_now_ms() - start;
+    snprintf(want, sizeof(want), "did not complete within its timeout of "
+             "%u ms", TMO);
+    if (XT_STATUS(s, XFER_ERR_TIMEOUT))
+        XT_ERR_HAS(want, p.tname);
+    XT_CHECK(took + 10 >= TMO && took < TMO + 3000, "timeout_ms=%u ended "
+             "the request after %" PRIu64 " ms", TMO, took);
+    if (XT_STATUS(xfer_req_status(req), XFER_ERR_TIMEOUT))
+        XT_ERR_HAS(want);
+    /* The target moves again: a request without a timeout gets there. */
+    req = pair_req1(&p, XFER_OP_WRITE, 0, 0, SZ);
+    xt_fill(p.lbuf, SZ, seed);
+    s = xfer_req_post(req, NULL, 0);
+    if (s == XFER_IN_PROG)
+        s = xt_wait_req_pump(req, &p.tgt, 1, WAIT_MS);
+    XT_STATUS(s, XFER_OK);
+    CHECK_PATTERN(p.rbuf, SZ, seed, 0, "WRITE after a timed-out one");
+}
+
+/* xfer_notif_send pinned to a backend: the agent's own carries it,
+ * another agent's is refused. */
+static void test_notif_send_pinned(void)
+{
+    pair_t p;
+    xfer_backend_t *mine = NULL, *theirs = NULL;
+    xfer_notif_opts_t o;
+    xt_notifs_t *got = xt_notifs_new();
+
+    pair_setup(&p, 4096);
+    XT_STATUS_FATAL(xfer_backend_find(p.ini, plugin, &mine), XFER_OK);
+    XT_STATUS_FATAL(xfer_backend_find(p.tgt, plugin, &theirs), XFER_OK);
+    xfer_notif_opts_init(&o);
+    o.backend = mine;
+    XT_STATUS(xfer_notif_send(p.ini, p.tname, "pinned", 6, &o), XFER_OK);
+    o.backend = theirs;
+    if (XT_STATUS(xfer_notif_send(p.ini, p.tname, "stray", 5, &o),
+                  XFER_ERR_INVALID))
+        XT_ERR_HAS("another agent");
+    xt_drain_until(p.tgt, got, 1, WAIT_MS, false);
+    xt_sleep_ms(50);
+    xt_drain_until(p.tgt, got, 2, 0, false);
+    XT_REQUIRE(got->count == 1, "%zu notifications for one pinned send",
+               got->count);
+    XT_CHECK(got->items[0].len == 6 && memcmp(got->items[0].msg, "pinned", 6)
+             == 0 && strcmp(got->items[0].from, xfer_agent_name(p.ini)) == 0,
+             "got \"%.*s\" from %s", (int)got->items[0].len,
+             (char *)got->items[0].msg, got->items[0].from);
+}
+
+/* xfer_prep_create(agent, list, remote_agent, prep): the name says
+ * whose memory the list is. */
+static void test_prep_which_side(void)
+{
+    pair_t p;
+    xfer_desc_t ld = { 0, 512, 0 }, rd = { 0, 512, 0 };
+    xfer_dlist_t ll = xt_dlist(&ld, 1), rl = xt_dlist(&rd, 1);
+    xfer_prep_t *lp = NULL, *rp = NULL, *x = NULL;
+    xfer_req_t *req = NULL;
+    size_t idx = 0;
+    uint64_t seed = xt_seed();
+
+    pair_setup(&p, 4096);
+    ld.addr = (uintptr_t)p.lbuf + 100;
+    rd.addr = (uintptr_t)p.rbuf + 200;
+    /* Local memory named as the target's, and the target's as local. */
+    if (XT_STATUS(xfer_prep_create(p.ini, &ll, p.tname, &x),
+                  XFER_ERR_INVALID))
+        XT_ERR_HAS("remote descriptor 0", p.tname);
+    if (XT_STATUS(xfer_prep_create(p.ini, &rl, NULL, &x), XFER_ERR_INVALID))
+        XT_ERR_HAS("local descriptor 0");
+    CU_ASSERT_PTR_NULL(x);
+    XT_STATUS_FATAL(xfer_prep_create(p.ini, &ll, NULL, &lp), XFER_OK);
+    XT_STATUS_FATAL(xfer_prep_create(p.ini, &rl, p.tname, &rp), XFER_OK);
+    XT_STATUS_FATAL(xfer_req_create_prepped(p.ini, XFER_OP_WRITE, lp, &idx,
+                                            rp, &idx, 1, NULL, &req),
+                    XFER_OK);
+    xt_fill(p.lbuf + 100, 512, seed);
+    XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    CHECK_PATTERN(p.rbuf + 200, 512, seed, 0, "prepped WRITE");
+    XT_STATUS(xfer_req_release(req), XFER_OK);
+    XT_STATUS(xfer_prep_release(lp), XFER_OK);
+    XT_STATUS(xfer_prep_release(rp), XFER_OK);
 }
 
 /* ---- peer restart ----------------------------------------------------------------- */
@@ -1265,17 +1759,30 @@ static uintptr_t child_base(child_t *c)
     return (uintptr_t)addr;
 }
 
-static xfer_req_t *child_req(xfer_agent_t *ini, child_t *c, xfer_op_t op,
-                             void *local, size_t roff, size_t len)
+static xfer_status_t child_req_opts(xfer_agent_t *ini, child_t *c,
+                                    xfer_op_t op, void *local, size_t roff,
+                                    size_t len, const xfer_req_opts_t *opts,
+                                    xfer_req_t **req)
 {
     xfer_desc_t l = { (uintptr_t)local, len, 0 };
     xfer_desc_t r = { child_base(c) + roff, len, 0 };
     xfer_dlist_t ll = xt_dlist(&l, 1), rl = xt_dlist(&r, 1);
-    xfer_req_t *req = NULL;
+    xfer_status_t s;
 
-    XT_STATUS_FATAL(xfer_req_create(ini, op, &ll, &rl, c->name, NULL, &req),
+    *req = NULL;
+    s = xfer_req_create(ini, op, &ll, &rl, c->name, opts, req);
+    if (s == XFER_OK)
+        xt_req_defer(*req);
+    return s;
+}
+
+static xfer_req_t *child_req(xfer_agent_t *ini, child_t *c, xfer_op_t op,
+                             void *local, size_t roff, size_t len)
+{
+    xfer_req_t *req;
+
+    XT_STATUS_FATAL(child_req_opts(ini, c, op, local, roff, len, NULL, &req),
                     XFER_OK);
-    xt_req_defer(req);
     return req;
 }
 
@@ -1448,6 +1955,109 @@ static void test_proc_stall_timeout(void)
     xt_child_forget(victim.pid);
 }
 
+/* A target process, connected and then stopped (SIGSTOP: alive,
+ * connected, silent), and an initiator that reached it once.  The
+ * stalled request is a fresh one: a backend may let the target check a
+ * request's first post (uds) and move later ones without it. */
+typedef struct stopped {
+    child_t c;
+    xfer_agent_t *ini;
+    unsigned char *buf;
+} stopped_t;
+
+static void stopped_start(stopped_t *st, size_t size)
+{
+    xfer_req_t *warm;
+
+    child_start(&st->c, size);
+    st->ini = xt_agent(xt_name("wini"), spec, 1);
+    st->buf = xt_alloc(size);
+    xt_register(st->ini, st->buf, size);
+    XT_STATUS_FATAL(xfer_md_load(st->ini, st->c.blob, st->c.len, NULL, 0),
+                    XFER_OK);
+    warm = child_req(st->ini, &st->c, XFER_OP_WRITE, st->buf, 0, 64);
+    XT_STATUS_FATAL(xt_post_wait(warm, NULL, 0, WAIT_MS), XFER_OK);
+    XT_REQUIRE(kill(st->c.pid, SIGSTOP) == 0, "SIGSTOP: %s",
+               strerror(errno));
+    /* kill() only queues the signal: wait until it has stopped. */
+    {
+        int status = 0;
+
+        XT_REQUIRE(waitpid(st->c.pid, &status, WUNTRACED) == st->c.pid &&
+                   WIFSTOPPED(status), "target process did not stop "
+                   "(status 0x%x)", status);
+    }
+}
+
+/* xfer_req_wait on a WRITE to a stopped target answers XFER_IN_PROG
+ * after its timeout; after SIGCONT the WRITE ends and its data is
+ * there. */
+static void test_proc_wait_stopped(void)
+{
+    enum { SZ = 65536, WAIT = 500 };
+    stopped_t st;
+    xfer_req_t *w;
+    xfer_status_t s;
+    uint64_t start, took, seed = xt_seed();
+    char *reply;
+
+    stopped_start(&st, SZ);
+    xt_fill(st.buf, SZ, seed);
+    w = child_req(st.ini, &st.c, XFER_OP_WRITE, st.buf, 0, SZ);
+    XT_STATUS(xfer_req_post(w, NULL, 0), XFER_IN_PROG);
+    start = xt_now_ms();
+    s = xfer_req_wait(w, WAIT);
+    took = xt_now_ms() - start;
+    XT_STATUS(s, XFER_IN_PROG);
+    XT_CHECK(took + 10 >= WAIT && took < WAIT + 1000, "xfer_req_wait(%u ms) "
+             "returned after %" PRIu64 " ms", WAIT, took);
+    kill(st.c.pid, SIGCONT);
+    XT_STATUS(xfer_req_wait(w, WAIT_MS), XFER_OK);
+    reply = child_cmd(&st.c, "check 0 %u %" PRIu64, (unsigned)SZ, seed);
+    XT_CHECK(strcmp(reply, "ok") == 0, "target process: %s", reply);
+    child_stop(&st.c);
+}
+
+/* timeout_ms ends a WRITE to a stopped target with XFER_ERR_TIMEOUT and
+ * its sentence; after SIGCONT the target is reachable again. */
+static void test_proc_timeout_stopped(void)
+{
+    enum { SZ = 65536, TMO = 500 };
+    stopped_t st;
+    xfer_req_opts_t o;
+    xfer_req_t *w;
+    xfer_status_t s;
+    uint64_t start, took, seed = xt_seed();
+    char want[64], *reply;
+
+    stopped_start(&st, SZ);
+    xfer_req_opts_init(&o);
+    o.timeout_ms = TMO;
+    s = child_req_opts(st.ini, &st.c, XFER_OP_WRITE, st.buf, 0, SZ, &o, &w);
+    if (timeout_refused(s) || !XT_STATUS(s, XFER_OK)) {
+        kill(st.c.pid, SIGCONT);
+        child_stop(&st.c);
+        return;
+    }
+    XT_STATUS(xfer_req_post(w, NULL, 0), XFER_IN_PROG);
+    start = xt_now_ms();
+    s = xfer_req_wait(w, TMO + 5000);
+    took = xt_now_ms() - start;
+    snprintf(want, sizeof(want), "did not complete within its timeout of "
+             "%u ms", TMO);
+    if (XT_STATUS(s, XFER_ERR_TIMEOUT))
+        XT_ERR_HAS(want, st.c.name);
+    XT_CHECK(took + 10 >= TMO && took < TMO + 3000, "timeout_ms=%u ended "
+             "the request after %" PRIu64 " ms", TMO, took);
+    kill(st.c.pid, SIGCONT);
+    w = child_req(st.ini, &st.c, XFER_OP_WRITE, st.buf, 0, SZ);
+    xt_fill(st.buf, SZ, seed);
+    XT_STATUS(xt_post_wait(w, NULL, 0, WAIT_MS), XFER_OK);
+    reply = child_cmd(&st.c, "check 0 %u %" PRIu64, (unsigned)SZ, seed);
+    XT_CHECK(strcmp(reply, "ok") == 0, "target process: %s", reply);
+    child_stop(&st.c);
+}
+
 /* ---- registration ---------------------------------------------------------------------- */
 
 static const xt_test_t data_tests[] = {
@@ -1474,14 +2084,51 @@ static const xt_test_t notif_tests[] = {
     XT_END
 };
 
+/* Bounds and deregistration: the target's check or the hardware key;
+ * check_refused() tells the two answers apart. */
 static const xt_test_t refusal_tests[] = {
     XT_TEST(test_refuse_out_of_region),
-    XT_TEST(test_refuse_wrong_key),
     XT_TEST(test_refuse_deregistered),
     XT_TEST(test_unknown_remote),
     XT_TEST(test_deregister_busy),
     XT_TEST(test_peer_restart),
     XT_TEST(test_target_destroyed_midstream),
+    XT_END
+};
+
+/* The key that is wrong: the core's (SW_CHECK) or the packed one
+ * (HW_KEYS). */
+static const xt_test_t refusal_sw_tests[] = {
+    XT_TEST(test_refuse_wrong_key),
+    XT_END
+};
+
+static const xt_test_t refusal_hw_tests[] = {
+    XT_TEST(test_refuse_bad_packed_key),
+    XT_END
+};
+
+static const xt_test_t access_tests[] = {
+    XT_TEST(test_access_read_only),
+    XT_TEST(test_access_write_only),
+    XT_TEST(test_access_default),
+    XT_TEST(test_access_invalid),
+    XT_END
+};
+
+static const xt_test_t api_tests[] = {
+    XT_TEST(test_notif_none),
+    XT_TEST(test_req_wait_done),
+    XT_TEST(test_req_status_never_posted),
+    XT_TEST(test_req_status_failed_at_once),
+    XT_TEST(test_req_wait_stalled),
+    XT_TEST(test_req_timeout_stalled),
+    XT_TEST(test_prep_which_side),
+    XT_END
+};
+
+static const xt_test_t notif_api_tests[] = {
+    XT_TEST(test_notif_send_pinned),
     XT_END
 };
 
@@ -1495,6 +2142,8 @@ static const xt_test_t progress_tests[] = {
 static const xt_test_t process_tests[] = {
     XT_TEST(test_proc_write_read_notif),
     XT_TEST(test_proc_kill_midstream),
+    XT_TEST(test_proc_wait_stopped),
+    XT_TEST(test_proc_timeout_stopped),
     XT_END
 };
 
@@ -1536,7 +2185,8 @@ static void probe_plugin(void)
 
 int main(int argc, char **argv)
 {
-    xt_suite_t suites[6];
+    xt_suite_t suites[10];
+    unsigned keys;
     size_t ns = 0;
 
     spec = argc > 1 ? argv[1] : getenv("XFER_TEST_BACKEND");
@@ -1550,12 +2200,30 @@ int main(int argc, char **argv)
         printf("FAIL: plugin %s lacks READ or WRITE\n", plugin);
         return 1;
     }
+    keys = caps & (XFER_CAP_SW_CHECK | XFER_CAP_HW_KEYS);
+    if (keys != XFER_CAP_SW_CHECK && keys != XFER_CAP_HW_KEYS) {
+        printf("FAIL: plugin %s declares %s of XFER_CAP_SW_CHECK and "
+               "XFER_CAP_HW_KEYS; it must declare exactly one, so that the "
+               "suite knows how its targets refuse a bad access\n", plugin,
+               keys ? "both" : "neither");
+        return 1;
+    }
+    hw = keys == XFER_CAP_HW_KEYS;
+    printf("refusals checked as %s\n", hw ? "HW_KEYS: the packed key" :
+           "SW_CHECK: the target's check");
     suites[ns++] = (xt_suite_t){ "data", data_tests };
-    if (caps & XFER_CAP_NOTIF)
+    if (caps & XFER_CAP_NOTIF) {
         suites[ns++] = (xt_suite_t){ "notif", notif_tests };
-    else
-        printf("note: %s has no notifications; notif suite not run\n", plugin);
+        suites[ns++] = (xt_suite_t){ "notif-api", notif_api_tests };
+    } else {
+        printf("note: %s has no notifications; notif suites not run\n",
+               plugin);
+    }
     suites[ns++] = (xt_suite_t){ "refusal", refusal_tests };
+    suites[ns++] = hw ? (xt_suite_t){ "refusal-hw", refusal_hw_tests }
+                      : (xt_suite_t){ "refusal-sw", refusal_sw_tests };
+    suites[ns++] = (xt_suite_t){ "access", access_tests };
+    suites[ns++] = (xt_suite_t){ "api", api_tests };
     suites[ns++] = (xt_suite_t){ "progress", progress_tests };
     if (caps & (XFER_CAP_LOCAL | XFER_CAP_REMOTE))
         suites[ns++] = (xt_suite_t){ "process", process_tests };

@@ -332,6 +332,25 @@ xfer_mem_t *xt_register(xfer_agent_t *agent, void *addr, size_t len)
     return mem;
 }
 
+xfer_mem_t *xt_register_access(xfer_agent_t *agent, void *addr, size_t len,
+                               unsigned access)
+{
+    xfer_desc_t d = { (uintptr_t)addr, len, 0 };
+    xfer_dlist_t l = { XFER_MEM_DRAM, 1, &d };
+    xfer_mem_opts_t o;
+    xfer_mem_t *mem = NULL;
+    xfer_status_t s;
+
+    xfer_mem_opts_init(&o);
+    o.access = access;
+    s = xfer_mem_register(agent, &l, &o, &mem);
+    if (s != XFER_OK || mem == NULL)
+        XT_FAIL_FATAL("xfer_mem_register(%s, %zu bytes, access 0x%x): %s: %s",
+                      xfer_agent_name(agent), len, access, xt_status_name(s),
+                      xfer_last_error());
+    return mem;
+}
+
 char *xt_md_get(xfer_agent_t *agent, unsigned what, xfer_mem_t *const *mems,
                 size_t nmems, size_t *len)
 {
@@ -597,6 +616,105 @@ json_t *xt_blob_region(json_t *root, size_t i)
     if (r == NULL || !json_is_object(r))
         XT_FAIL_FATAL("blob has no regions[%zu]", i);
     return r;
+}
+
+static const char b64_digits[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+void xt_blob_flip_pub(json_t *region, const char *plugin)
+{
+    json_t *v = json_object_get(json_object_get(region, "pub"), plugin);
+    const char *text = json_string_value(v);
+    size_t n = text ? strlen(text) : 0, len = 0, o = 0;
+    unsigned char *raw;
+    char *out;
+    uint32_t acc = 0;
+    int bits = 0;
+
+    if (n == 0)
+        XT_FAIL_FATAL("region has no packed key for %s", plugin);
+    raw = malloc(n);
+    out = malloc(n + 4);
+    XT_REQUIRE(raw && out, "out of memory");
+    xt_defer_late(free, raw);
+    xt_defer_late(free, out);
+    for (size_t i = 0; i < n && text[i] != '='; i++) {
+        const char *d = strchr(b64_digits, text[i]);
+
+        XT_REQUIRE(d != NULL && text[i] != '\0', "packed key of %s is not "
+                   "base64: %s", plugin, text);
+        acc = acc << 6 | (uint32_t)(d - b64_digits);
+        if ((bits += 6) >= 8) {
+            bits -= 8;
+            raw[len++] = (unsigned char)(acc >> bits);
+        }
+    }
+    XT_REQUIRE(len > 0, "empty packed key for %s", plugin);
+    raw[len - 1] ^= 0x01;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t w = (uint32_t)raw[i] << 16 |
+                     (i + 1 < len ? (uint32_t)raw[i + 1] << 8 : 0) |
+                     (i + 2 < len ? raw[i + 2] : 0);
+
+        out[o++] = b64_digits[w >> 18 & 63];
+        out[o++] = b64_digits[w >> 12 & 63];
+        out[o++] = i + 1 < len ? b64_digits[w >> 6 & 63] : '=';
+        out[o++] = i + 2 < len ? b64_digits[w & 63] : '=';
+    }
+    out[o] = '\0';
+    json_object_set_new(json_object_get(region, "pub"), plugin,
+                        json_string(out));
+}
+
+/* ---- what the library logs -------------------------------------------------- */
+
+static int stderr_saved = -1;
+static FILE *stderr_file;
+
+/* Put the real stderr back (also when a test ends inside a capture). */
+static void stderr_restore(void *arg)
+{
+    (void)arg;
+    if (stderr_saved < 0)
+        return;
+    dup2(stderr_saved, 2);
+    close(stderr_saved);
+    stderr_saved = -1;
+    fclose(stderr_file);
+    stderr_file = NULL;
+}
+
+void xt_stderr_begin(void)
+{
+    XT_REQUIRE(stderr_saved < 0, "stderr is already captured");
+    fflush(stderr);
+    stderr_file = tmpfile();
+    XT_REQUIRE(stderr_file != NULL, "tmpfile: %s", strerror(errno));
+    stderr_saved = dup(2);
+    if (stderr_saved < 0 || dup2(fileno(stderr_file), 2) < 0) {
+        fclose(stderr_file);
+        XT_FAIL_FATAL("redirecting stderr: %s", strerror(errno));
+    }
+    xt_defer(stderr_restore, NULL);
+}
+
+char *xt_stderr_end(void)
+{
+    off_t n;
+    char *text;
+
+    XT_REQUIRE(stderr_saved >= 0, "stderr is not captured");
+    fflush(stderr);
+    n = lseek(fileno(stderr_file), 0, SEEK_END);
+    text = calloc(1, n > 0 ? (size_t)n + 1 : 1);
+    if (text != NULL && n > 0 &&
+        pread(fileno(stderr_file), text, (size_t)n, 0) != (ssize_t)n)
+        text[0] = '\0';
+    stderr_restore(NULL);
+    XT_REQUIRE(text != NULL, "out of memory");
+    xt_defer_late(free, text);
+    fputs(text, stderr);
+    return text;
 }
 
 /* ---- child processes that speak in lines -------------------------------- */

@@ -74,6 +74,10 @@ void xt_agent_destroy(xfer_agent_t *agent);
 /* Register one region; fatal on failure. */
 xfer_mem_t *xt_register(xfer_agent_t *agent, void *addr, size_t len);
 
+/* The same with access rights (XFER_ACCESS_*); fatal on failure. */
+xfer_mem_t *xt_register_access(xfer_agent_t *agent, void *addr, size_t len,
+                               unsigned access);
+
 /* Blob of `from` (what = XFER_MD_*) loaded into `to`; fatal on failure. */
 void xt_md_exchange(xfer_agent_t *from, unsigned what, xfer_agent_t *to);
 /* The whole blob as a NUL-terminated string freed after the test. */
@@ -158,5 +162,16 @@ bool xt_json_u64(const json_t *v, uint64_t *out);
 json_t *xt_json_u64_like(const json_t *old, uint64_t val);
 /* regions[i] of a parsed blob, fatal if absent. */
 json_t *xt_blob_region(json_t *root, size_t i);
+/* Flip one bit of the last byte of a region's packed remote key for
+ * `plugin` (its "pub" entry, base64); fatal if it has none. */
+void xt_blob_flip_pub(json_t *region, const char *plugin);
+
+/* ---- what the library logs ------------------------------------------------ */
+
+/* Send fd 2 (where the library logs) to a file until xt_stderr_end,
+ * which copies it back to the real stderr and returns it as text
+ * (freed after the test).  One capture at a time. */
+void xt_stderr_begin(void);
+char *xt_stderr_end(void);
 
 #endif /* XT_XT_H */

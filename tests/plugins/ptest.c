@@ -6,13 +6,26 @@
  * target's progress() checks each segment with its host's mem_check
  * (so refusals are the core's own) and copies with memcpy, then
  * delivers the notification and wakes the initiator.  Peers in another
- * process are refused at peer_add. */
+ * process are refused at peer_add.
+ *
+ * With hwkeys=1 it plays a one-sided hardware transport instead
+ * (XFER_CAP_HW_KEYS): each registration gets a secret packed into its
+ * public part, the target checks the presented packed key against its
+ * own registrations (secret, bounds, the rights of xfer_be_region_t.access)
+ * the way a NIC checks an rkey, never asking the core, and a bad access
+ * fails the request and breaks the peer's connection, which the next
+ * post re-establishes.  Caps live in the exported table, fixed when the
+ * plugin is loaded, so XFER_PTEST_HWKEYS (which the core also applies
+ * to the parameter) decides them; an instance whose hwkeys disagrees
+ * with its plugin's caps is refused. */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <xfer/backend.h>
@@ -25,6 +38,7 @@ typedef struct ptest_config {
     size_t bufsize;
     const char *label;
     int fail_init;
+    int hwkeys;
 } ptest_config_t;
 
 static const xfer_param_t ptest_params[] = {
@@ -42,6 +56,9 @@ static const xfer_param_t ptest_params[] = {
      offsetof(ptest_config_t, label), 1, 0},
     {"fail_init", XFER_PARAM_BOOL, "no", "make init fail",
      offsetof(ptest_config_t, fail_init), 1, 0},
+    {"hwkeys", XFER_PARAM_BOOL, "0", "check packed keys like a NIC "
+     "(HW_KEYS); caps follow XFER_PTEST_HWKEYS",
+     offsetof(ptest_config_t, hwkeys), 1, 0},
 };
 
 typedef struct pt_node pt_node_t;
@@ -53,20 +70,30 @@ struct xfer_be {
     char name[XFER_NAME_MAX + 1];
     pt_node_t *head, *tail;      /* operations for this target */
     struct xfer_be_req *reqs;    /* requests created here */
+    struct pt_mem *mems;         /* hwkeys: registrations, for the check */
     struct xfer_be *next;
 };
 
 struct xfer_be_peer {
     uint64_t target_id;
+    bool broken;             /* hwkeys: a bad access broke the link */
+    unsigned reconnects;     /* hwkeys: times a post rebuilt it */
 };
 
 typedef struct pt_mem {
     xfer_be_region_t r;
+    uint64_t secret;         /* hwkeys: what the packed key carries */
+    struct pt_mem *next;
 } pt_mem_t;
 
 typedef struct pt_rmem {
     xfer_be_rregion_t r;
+    uint64_t secret;         /* hwkeys: the presented packed key */
 } pt_rmem_t;
+
+/* hwkeys: the packed key is this tag and the secret, little-endian. */
+#define PT_HWKEY_TAG "PTHK"
+#define PT_HWKEY_LEN (4 + 8)
 
 struct pt_node {
     pt_node_t *next;
@@ -93,6 +120,52 @@ struct xfer_be_req {
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static xfer_be_t *g_list;
 static uint64_t g_next_id = 1;
+static uint64_t g_secret_state;  /* hwkeys secrets; g_lock held */
+
+extern xfer_backend_ops_t XFER_BACKEND_SYMBOL(ptest);
+
+/* Whether XFER_PTEST_HWKEYS asks for hardware keys, read as the core
+ * reads a bool parameter. */
+static int env_hwkeys(void)
+{
+    static const char *const yes[] = {"1", "true", "yes", "on"};
+    const char *v = getenv("XFER_PTEST_HWKEYS");
+
+    for (size_t i = 0; v != NULL && i < sizeof(yes) / sizeof(yes[0]); i++)
+        if (strcasecmp(v, yes[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* The caps are read from the table when the plugin is loaded: set them
+ * before anyone can look. */
+__attribute__((constructor)) static void pt_load(void)
+{
+    XFER_BACKEND_SYMBOL(ptest).hdr.caps |=
+        env_hwkeys() ? XFER_CAP_HW_KEYS : XFER_CAP_SW_CHECK;
+}
+
+static bool hw_caps(void)
+{
+    return (XFER_BACKEND_SYMBOL(ptest).hdr.caps & XFER_CAP_HW_KEYS) != 0;
+}
+
+/* A fresh non-zero secret (splitmix64).  g_lock held. */
+static uint64_t next_secret(void)
+{
+    uint64_t z;
+
+    if (g_secret_state == 0)
+        g_secret_state = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull ^
+                         (uint64_t)getpid();
+    do {
+        z = (g_secret_state += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+    } while (z == 0);
+    return z;
+}
 
 static xfer_be_t *find_target(uint64_t id)
 {
@@ -146,6 +219,13 @@ static xfer_status_t pt_init(const xfer_host_t *host, const void *config,
         return host->error(host->ctx, XFER_ERR_BACKEND,
                            "ptest: init refused because fail_init is set "
                            "(label '%s')", cfg->label);
+    if ((cfg->hwkeys != 0) != hw_caps())
+        return host->error(host->ctx, XFER_ERR_CONFIG,
+                           "ptest: hwkeys=%d, but the plugin was loaded "
+                           "declaring %s (caps are fixed at load, from "
+                           "XFER_PTEST_HWKEYS): set XFER_PTEST_HWKEYS=%d",
+                           cfg->hwkeys, hw_caps() ? "HW_KEYS" : "SW_CHECK",
+                           cfg->hwkeys);
     be = calloc(1, sizeof(*be));
     if (be == NULL)
         return XFER_ERR_NOMEM;
@@ -260,30 +340,56 @@ static void pt_peer_remove(xfer_be_t *be, xfer_be_peer_t *peer)
 static xfer_status_t pt_mem_register(xfer_be_t *be, const xfer_be_region_t *r,
                                      void **mem)
 {
-    pt_mem_t *m = malloc(sizeof(*m));
+    pt_mem_t *m = calloc(1, sizeof(*m));
 
-    (void)be;
     if (m == NULL)
         return XFER_ERR_NOMEM;
     m->r = *r;
+    if (be->cfg->hwkeys) {
+        /* Like a NIC: the rights are part of the key from here on. */
+        pthread_mutex_lock(&g_lock);
+        m->secret = next_secret();
+        m->next = be->mems;
+        be->mems = m;
+        pthread_mutex_unlock(&g_lock);
+    }
     *mem = m;
     return XFER_OK;
 }
 
 static void pt_mem_deregister(xfer_be_t *be, void *mem)
 {
-    (void)be;
+    pthread_mutex_lock(&g_lock);
+    for (pt_mem_t **pp = &be->mems; *pp; pp = &(*pp)->next) {
+        if (*pp == mem) {
+            *pp = ((pt_mem_t *)mem)->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_lock);
     free(mem);
 }
 
-/* The public part: the key again, so unpack can check what it got. */
+/* The public part: the key again, so unpack can check what it got; with
+ * hwkeys the registration's secret, which is all a peer presents. */
 static xfer_status_t pt_mem_pack(xfer_be_t *be, void *mem, void *buf,
                                  size_t *len)
 {
     pt_mem_t *m = mem;
-    int n = snprintf(buf, *len, "ptest-key:%016" PRIx64, m->r.key);
+    int n;
 
-    (void)be;
+    if (be->cfg->hwkeys) {
+        unsigned char *b = buf;
+
+        if (*len < PT_HWKEY_LEN)
+            return XFER_ERR_INVALID;
+        memcpy(b, PT_HWKEY_TAG, 4);
+        for (int i = 0; i < 8; i++)
+            b[4 + i] = (unsigned char)(m->secret >> (8 * i));
+        *len = PT_HWKEY_LEN;
+        return XFER_OK;
+    }
+    n = snprintf(buf, *len, "ptest-key:%016" PRIx64, m->r.key);
     if (n < 0 || (size_t)n >= *len)
         return XFER_ERR_INVALID;
     *len = (size_t)n;
@@ -295,18 +401,30 @@ static xfer_status_t pt_rmem_unpack(xfer_be_t *be, xfer_be_peer_t *peer,
                                     const void *buf, size_t len, void **rmem)
 {
     char text[64];
-    uint64_t key;
+    uint64_t key, secret = 0;
     pt_rmem_t *m;
 
     (void)peer;
-    if (len == 0 || len >= sizeof(text))
-        return be->host->error(be->host->ctx, XFER_ERR_INVALID,
-                               "ptest: packed key of %zu bytes", len);
-    memcpy(text, buf, len);
-    text[len] = '\0';
-    if (sscanf(text, "ptest-key:%" SCNx64, &key) != 1)
-        return be->host->error(be->host->ctx, XFER_ERR_INVALID,
-                               "ptest: malformed packed key '%s'", text);
+    if (be->cfg->hwkeys) {
+        const unsigned char *b = buf;
+
+        /* Any secret unpacks: only the target can tell a bad one. */
+        if (len != PT_HWKEY_LEN || memcmp(b, PT_HWKEY_TAG, 4) != 0)
+            return be->host->error(be->host->ctx, XFER_ERR_INVALID,
+                                   "ptest: packed key of %zu bytes is not a "
+                                   "hwkeys key", len);
+        for (int i = 0; i < 8; i++)
+            secret |= (uint64_t)b[4 + i] << (8 * i);
+    } else {
+        if (len == 0 || len >= sizeof(text))
+            return be->host->error(be->host->ctx, XFER_ERR_INVALID,
+                                   "ptest: packed key of %zu bytes", len);
+        memcpy(text, buf, len);
+        text[len] = '\0';
+        if (sscanf(text, "ptest-key:%" SCNx64, &key) != 1)
+            return be->host->error(be->host->ctx, XFER_ERR_INVALID,
+                                   "ptest: malformed packed key '%s'", text);
+    }
     /* The packed key travels beside the core's key; a mismatch means
      * the blob was edited inconsistently, which the tests may do: the
      * core's key is the one presented, as a real transport would. */
@@ -314,6 +432,7 @@ static xfer_status_t pt_rmem_unpack(xfer_be_t *be, xfer_be_peer_t *peer,
     if (m == NULL)
         return XFER_ERR_NOMEM;
     m->r = *r;
+    m->secret = secret;
     *rmem = m;
     return XFER_OK;
 }
@@ -376,6 +495,11 @@ static xfer_status_t pt_req_post(xfer_be_t *be, xfer_be_req_t *q,
         free(copy);
         return be->host->error(be->host->ctx, XFER_ERR_REMOTE_DISCONNECT,
                                "ptest: the target is gone");
+    }
+    if (q->peer->broken) {
+        /* A bad access broke the link: this post rebuilds it. */
+        q->peer->broken = false;
+        q->peer->reconnects++;
     }
     free(q->node.msg);
     q->node.msg = copy;
@@ -448,6 +572,10 @@ static xfer_status_t pt_notif_send(xfer_be_t *be, xfer_be_peer_t *peer,
     pthread_mutex_lock(&g_lock);
     tgt = find_target(peer->target_id);
     if (tgt != NULL) {
+        if (peer->broken) {
+            peer->broken = false;
+            peer->reconnects++;
+        }
         enqueue(tgt, n);
         tgt->host->wake(tgt->host->ctx);
     }
@@ -459,6 +587,70 @@ static xfer_status_t pt_notif_send(xfer_be_t *be, xfer_be_peer_t *peer,
                                "ptest: the target is gone");
     }
     return XFER_OK;
+}
+
+/* hwkeys: check a presented packed key as a NIC checks an rkey, against
+ * this target's own registrations alone.  g_lock held. */
+static bool hw_check(xfer_be_t *be, const pt_rmem_t *rm,
+                     const xfer_be_seg_t *s, unsigned access, char *msg,
+                     size_t size)
+{
+    const pt_mem_t *m = be->mems;
+    uint64_t lo, len = s->len;
+
+    while (m != NULL && m->secret != rm->secret)
+        m = m->next;
+    if (m == NULL) {
+        snprintf(msg, size, "packed key 0x%016" PRIx64 " names no "
+                 "registration (wrong or deregistered)", rm->secret);
+        return false;
+    }
+    lo = m->r.addr;
+    if (len == 0 || s->raddr < lo || s->raddr + len < s->raddr ||
+        s->raddr + len > lo + m->r.len) {
+        snprintf(msg, size, "[0x%" PRIx64 ", +%" PRIu64 ") is outside the "
+                 "registration of packed key 0x%016" PRIx64 " [0x%" PRIx64
+                 ", +%zu)", s->raddr, len, rm->secret, lo, m->r.len);
+        return false;
+    }
+    if ((access & ~m->r.access) != 0) {
+        /* access is one right, and a region has at least one: the other. */
+        const char *op = access == XFER_ACCESS_WRITE ? "WRITE" : "READ";
+
+        snprintf(msg, size, "registration of packed key 0x%016" PRIx64
+                 " allows peers %s, not %s", rm->secret,
+                 access == XFER_ACCESS_WRITE ? "READ" : "WRITE", op);
+        return false;
+    }
+    return true;
+}
+
+/* hwkeys: the link of q's peer is broken, as a queue pair in the error
+ * state: what it still has queued here is flushed.  g_lock held. */
+static void hw_break(xfer_be_t *be, struct xfer_be_req *bad)
+{
+    pt_node_t **pp = &be->head, *prev = NULL;
+
+    bad->peer->broken = true;
+    while (*pp) {
+        pt_node_t *n = *pp;
+        struct xfer_be_req *q = n->req;
+
+        if (q == NULL || q->peer != bad->peer) {
+            prev = n;
+            pp = &n->next;
+            continue;
+        }
+        *pp = n->next;
+        if (be->tail == n)
+            be->tail = prev;
+        q->queued = false;
+        q->state = XFER_ERR_REMOTE_DISCONNECT;
+        snprintf(q->err, sizeof(q->err), "ptest: the connection to agent "
+                 "'%s' broke on a bad access of an earlier request",
+                 be->name);
+        q->be->host->wake(q->be->host->ctx);
+    }
 }
 
 /* Run one queued request against this (target) instance.  g_lock held. */
@@ -473,11 +665,16 @@ static void run_req(xfer_be_t *be, struct xfer_be_req *q)
         char msg[256];
         void *mem;
 
-        if (be->host->mem_check(be->host->ctx, rm->r.key, s->raddr, s->len,
-                                access, &mem, msg, sizeof(msg)) != XFER_OK) {
+        if (be->cfg->hwkeys ? !hw_check(be, rm, s, access, msg, sizeof(msg))
+                            : be->host->mem_check(be->host->ctx, rm->r.key,
+                                                  s->raddr, s->len, access,
+                                                  &mem, msg, sizeof(msg)) !=
+                                  XFER_OK) {
             q->state = XFER_ERR_ACCESS;
             snprintf(q->err, sizeof(q->err), "ptest: agent '%s' refused "
                      "descriptor %zu: %s", be->name, i, msg);
+            if (be->cfg->hwkeys && q->peer != NULL)
+                hw_break(be, q);
             return;
         }
         if (q->op == XFER_OP_WRITE)
@@ -530,11 +727,13 @@ static xfer_status_t pt_probe(char *buf, size_t len)
 
 static xfer_status_t pt_state(xfer_be_t *be, char *buf, size_t len)
 {
-    snprintf(buf, len, "label=%s", be->cfg->label ? be->cfg->label : "");
+    snprintf(buf, len, "label=%s%s", be->cfg->label ? be->cfg->label : "",
+             be->cfg->hwkeys ? "; hwkeys" : "");
     return XFER_OK;
 }
 
-const xfer_backend_ops_t XFER_BACKEND_SYMBOL(ptest) = {
+/* Not const: pt_load adds SW_CHECK or HW_KEYS to the caps at load. */
+xfer_backend_ops_t XFER_BACKEND_SYMBOL(ptest) = {
     .hdr = {
         .abi_major = XFER_BACKEND_ABI_MAJOR,
         .abi_minor = XFER_BACKEND_ABI_MINOR,

@@ -162,11 +162,13 @@ static void test_plugin_list(void)
     XT_CHECK(p->error == NULL, "ptest listed with error \"%s\"", p->error);
     CU_ASSERT_STRING_EQUAL(p->version, "ptest-1.0");
     CU_ASSERT_EQUAL(p->abi_major, XFER_BACKEND_ABI_MAJOR);
-    CU_ASSERT_EQUAL(p->caps, XFER_CAP_READ | XFER_CAP_WRITE | XFER_CAP_NOTIF);
+    /* SW_CHECK unless XFER_PTEST_HWKEYS asks ptest to play hardware. */
+    CU_ASSERT_EQUAL(p->caps, XFER_CAP_READ | XFER_CAP_WRITE | XFER_CAP_NOTIF |
+                    XFER_CAP_SW_CHECK);
     CU_ASSERT_EQUAL(p->mem_types, XFER_MEMBIT(XFER_MEM_DRAM));
     XT_CHECK(strstr(p->path, "tests/plugins/xfer_ptest.la") != NULL,
              "ptest path %s", p->path);
-    XT_REQUIRE(p->nparams == 7 && p->params != NULL, "ptest has %zu params",
+    XT_REQUIRE(p->nparams == 8 && p->params != NULL, "ptest has %zu params",
                p->nparams);
     /* The table as declared, in order, with types and ranges. */
     CU_ASSERT_STRING_EQUAL(p->params[0].name, "flag");
