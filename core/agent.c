@@ -48,20 +48,6 @@ static void host_notif_deliver(void *ctx, const char *from, const void *msg,
     xfer__notif_push(b->agent, from, msg, len);
 }
 
-static const char *access_name(unsigned access)
-{
-    switch (access & XFER_ACCESS_RW) {
-    case XFER_ACCESS_READ:
-        return "READ";
-    case XFER_ACCESS_WRITE:
-        return "WRITE";
-    case XFER_ACCESS_RW:
-        return "READ and WRITE";
-    default:
-        return "nothing";
-    }
-}
-
 /* Called from plugins' progress, under their lock: reads the registry
  * under reg_lock alone, never the agent lock. */
 static xfer_status_t host_mem_check(void *ctx, uint64_t key, uint64_t addr,
@@ -89,8 +75,8 @@ static xfer_status_t host_mem_check(void *ctx, uint64_t key, uint64_t addr,
                  addr, len, key, r->range.addr, r->range.len);
     else if ((access & ~r->access) != 0)
         snprintf(why, sizeof(why), "registration 0x%016" PRIx64 " allows "
-                 "peers %s, not %s", key, access_name(r->access),
-                 access_name(access & ~r->access));
+                 "peers %s, not %s", key, xfer__access_name(r->access),
+                 xfer__access_name(access & ~r->access));
     else {
         *mem = r->be_mem[b->index];
         pthread_rwlock_unlock(&a->reg_lock);

@@ -281,6 +281,8 @@ static inline void xfer__be_leave(xfer_backend_t *b)
 }
 
 /* mem.c */
+/* "READ", "WRITE", "READ and WRITE": for sentences about access rights. */
+const char *xfer__access_name(unsigned access);
 /* Register a region with one backend (cfg_lock held, not lock). */
 xfer_status_t xfer__region_register_be(xfer_backend_t *b, xfer__region_t *r);
 /* Deregister every region of m and free it (cfg_lock held, not lock). */

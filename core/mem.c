@@ -14,6 +14,20 @@ XFER_API void xfer_mem_opts_init(xfer_mem_opts_t *opts)
     opts->access = XFER_ACCESS_RW;
 }
 
+const char *xfer__access_name(unsigned access)
+{
+    switch (access & XFER_ACCESS_RW) {
+    case XFER_ACCESS_READ:
+        return "READ";
+    case XFER_ACCESS_WRITE:
+        return "WRITE";
+    case XFER_ACCESS_RW:
+        return "READ and WRITE";
+    default:
+        return "nothing";
+    }
+}
+
 xfer_status_t xfer__region_register_be(xfer_backend_t *b, xfer__region_t *r)
 {
     xfer_be_region_t br = {

@@ -322,6 +322,20 @@ static xfer_status_t req_finish(req_build_t *rb, const xfer_req_opts_t *opts,
                          "%u", opts->notif_len, XFER_NOTIF_MAX);
     if (opts->notif_len > 0 && opts->notif == NULL)
         return xfer__err(XFER_ERR_INVALID, "notification length without data");
+    /* The peer's metadata says what it lets us do: refuse here what its
+     * target would refuse (on a hardware backend, at the cost of the
+     * connection). */
+    for (size_t i = 0; i < rb->n; i++) {
+        unsigned need = rb->op == XFER_OP_READ ? XFER_ACCESS_READ
+                                               : XFER_ACCESS_WRITE;
+        unsigned has = rb->rr[i]->access ? rb->rr[i]->access : XFER_ACCESS_RW;
+
+        if (!(has & need))
+            return xfer__err(XFER_ERR_ACCESS, "remote descriptor %zu lies in "
+                             "a region agent '%s' allows peers %s, not %s", i,
+                             rb->remote->name, xfer__access_name(has),
+                             xfer__access_name(need));
+    }
     st = choose_backend(rb, opts->backend, &b);
     if (st != XFER_OK)
         return st;

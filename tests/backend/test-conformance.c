@@ -899,11 +899,20 @@ static void test_deregister_busy(void)
 
 /* ---- access rights ------------------------------------------------------------------ */
 
-/* The target's region carries `rights`; the initiator's `op` on it must
- * be refused with `why` (host_mem_check's words: in the target's log
- * on a SW_CHECK backend, in the initiator's sentence on a HW_KEYS one),
- * no byte may move either way, a repost is refused again, and the op
- * the rights allow works. */
+/* A forged blob claims every right: the initiator lies to itself, as a
+ * hostile peer would, so that only the target can refuse. */
+static void grant_all(json_t *region)
+{
+    json_object_set_new(region, "access", json_string("rw"));
+}
+
+/* The target's region carries `rights`.  With honest metadata the
+ * initiator refuses `op` at request creation (XFER_ERR_ACCESS, `why`).
+ * With a blob forged to claim every right, the target must refuse it
+ * with `why` (host_mem_check's words: in the target's log on a SW_CHECK
+ * backend, in the initiator's sentence on a HW_KEYS one), no byte may
+ * move either way, a repost is refused again, and the op the rights
+ * allow works. */
 static void access_refused(xfer_op_t op, unsigned rights, const char *why)
 {
     enum { SZ = 8192 };
@@ -920,6 +929,17 @@ static void access_refused(xfer_op_t op, unsigned rights, const char *why)
     p.rmem = xt_register_access(p.tgt, p.rbuf, SZ, rights);
     XT_STATUS_FATAL(xfer_md_invalidate(p.ini, p.tname), XFER_OK);
     xt_md_exchange(p.tgt, XFER_MD_ALL, p.ini);
+    {
+        size_t loff = 0, roff = 0, len = 4096;
+        xfer_req_t *early = NULL;
+
+        if (XT_STATUS(pair_req(&p, op, &loff, &roff, &len, 1, NULL, &early),
+                      XFER_ERR_ACCESS))
+            XT_ERR_HAS(why, p.tname, "remote descriptor 0");
+        XT_CHECK(early == NULL, "a refused request was handed out");
+    }
+    XT_STATUS_FATAL(xfer_md_invalidate(p.ini, p.tname), XFER_OK);
+    load_forged(&p, grant_all);
     xt_fill(p.rbuf, SZ, rcanary);
     xt_fill(p.lbuf, SZ, lcanary);
     req = pair_req1(&p, op, 0, 0, 4096);
