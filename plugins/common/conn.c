@@ -549,24 +549,47 @@ static void conn_input(conn_t *c)
 
         if (c->rstate == XFER__RX_BODY && c->left && c->dest &&
             c->head == c->tail) {
-            /* Large payload: straight into its destination.  Only a
-             * header's worth goes to the buffer behind it, so the next
-             * large frame is not half-copied through the buffer. */
-            struct iovec iov[2];
+            /* Large payload: straight into its destination, with the
+             * bodies the role knows follow it (a WRITEV's entries).  Only
+             * a header's worth goes to the buffer behind them, so the
+             * next large frame is not half-copied through the buffer. */
+            struct iovec *iov = be->scatter;
+            const xfer__stream_role_t *role = be->role[c->initiator];
+            size_t k = 1, more = 0, got;
 
             c->head = c->tail = 0;
             iov[0].iov_base = c->dest + c->done;
             iov[0].iov_len = c->left;
-            iov[1].iov_base = c->buf;
-            iov[1].iov_len = XFER_WIRE_HDR_SIZE;
-            want = c->left + XFER_WIRE_HDR_SIZE;
-            n = rx_read(c, iov, 2);
+            if (role->rx_sg)
+                k += role->rx_sg(c, iov + 1, XFER__STREAM_GATHER_MAX - 2);
+            for (size_t i = 1; i < k; i++)
+                more += iov[i].iov_len;
+            iov[k].iov_base = c->buf;
+            iov[k].iov_len = XFER_WIRE_HDR_SIZE;
+            want = c->left + more + XFER_WIRE_HDR_SIZE;
+            n = rx_read(c, iov, (int)k + 1);
             if (n > 0) {
                 size_t take = (size_t)n < c->left ? (size_t)n : c->left;
 
+                got = (size_t)n - take;
                 c->done += take;
                 c->left -= take;
-                c->tail = (size_t)n - take;
+                more = got < more ? got : more;
+                c->tail = got - more;
+                /* Bytes already in place for the bodies that follow:
+                 * each is started by body_done as the previous ends. */
+                while (more && !c->closed) {
+                    if (!c->left) {
+                        body_done(c);
+                        continue;
+                    }
+                    take = more < c->left ? more : c->left;
+                    c->done += take;
+                    c->left -= take;
+                    more -= take;
+                }
+                if (c->closed)
+                    return;
             }
         } else {
             if (c->head == c->tail)

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #endif
 
+#include <endian.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -238,6 +239,73 @@ const xfer__stream_role_t xfer__stream_initiator = {
 
 #define REQ_PRIV_ALIGN 16u
 
+/* The wire image of a WRITE request: runs of up to XFER_WIRE_BATCH_MAX
+ * descriptors, each one WRITEV frame (header and table in one piece,
+ * then the payloads, adjacent ones merged into one iovec); a run of one
+ * is a plain WRITE frame.  Returns the iovecs used. */
+static size_t write_build(xfer_be_req_t *r, const xfer_be_seg_t *segs,
+                          size_t nseg)
+{
+    uint8_t *w = r->hdrs;
+    size_t niov = 0;
+
+    for (size_t first = 0; first < nseg; first += XFER_WIRE_BATCH_MAX) {
+        size_t n = nseg - first < XFER_WIRE_BATCH_MAX ? nseg - first
+                                                      : XFER_WIRE_BATCH_MAX;
+        uint8_t *start = w;
+        xfer_wire_hdr_t h;
+        uint64_t bytes = 0;
+
+        memset(&h, 0, sizeof h);
+        h.flags = first + n == nseg ? XFER_WIRE_F_LAST : 0;
+        h.seg = (uint32_t)first;
+        h.tag = r->id;
+        w += XFER_WIRE_HDR_SIZE;
+        for (size_t i = first; i < first + n; i++) {
+            xfer_wire_entry_t ent;
+
+            bytes += segs[i].len;
+            if (n == 1)
+                break;
+            ent.key = htole64(((const srmem_t *)segs[i].rmem)->key);
+            ent.addr = htole64(segs[i].raddr);
+            ent.len = htole64(segs[i].len);
+            memcpy(w, &ent, sizeof ent);
+            w += sizeof ent;
+        }
+        if (n == 1) {
+            h.type = XFER_WIRE_WRITE;
+            h.arg0 = ((const srmem_t *)segs[first].rmem)->key;
+            h.arg1 = segs[first].raddr;
+            h.len = bytes;
+        } else {
+            h.type = XFER_WIRE_WRITEV;
+            h.arg0 = n;
+            h.arg1 = bytes;
+            h.len = n * XFER_WIRE_ENTRY_SIZE + bytes;
+        }
+        xfer_wire_encode((xfer_wire_hdr_t *)(void *)start, &h);
+        r->iov[niov].iov_base = start;
+        r->iov[niov].iov_len = (size_t)(w - start);
+        niov++;
+        for (size_t i = first, prev = SIZE_MAX; i < first + n; i++) {
+            if (!segs[i].len)
+                continue;
+            if (prev != SIZE_MAX &&
+                (uint8_t *)r->iov[prev].iov_base + r->iov[prev].iov_len ==
+                    (uint8_t *)segs[i].laddr) {
+                r->iov[prev].iov_len += segs[i].len;
+                continue;
+            }
+            prev = niov;
+            r->iov[niov].iov_base = (void *)segs[i].laddr;
+            r->iov[niov].iov_len = segs[i].len;
+            niov++;
+        }
+    }
+    return niov;
+}
+
 /* Everything a post needs is built here, once: wire headers and the
  * iovec array, so posting N descriptors is one pass of sendmsg. */
 xfer_status_t xfer__stream_req_create(xfer_be_t *be, xfer_op_t op,
@@ -246,8 +314,8 @@ xfer_status_t xfer__stream_req_create(xfer_be_t *be, xfer_op_t op,
                                       xfer_be_req_t **reqp)
 {
     xfer_be_req_t *r;
-    size_t per = op == XFER_OP_WRITE ? 2 : 1;
-    size_t niov, size, priv_at;
+    size_t nbatch = (nseg + XFER_WIRE_BATCH_MAX - 1) / XFER_WIRE_BATCH_MAX;
+    size_t niov, wire, size, priv_at;
 
     if (op != XFER_OP_READ && op != XFER_OP_WRITE)
         return ERR(be, XFER_ERR_INVALID, "%s: unknown operation %d",
@@ -267,9 +335,14 @@ xfer_status_t xfer__stream_req_create(xfer_be_t *be, xfer_op_t op,
                        be->cfg.name, i, (unsigned long long)segs[i].raddr,
                        segs[i].len);
     }
-    niov = nseg * per + 2;
-    size = sizeof *r + nseg * sizeof(xfer_wire_hdr_t) +
-           niov * sizeof(struct iovec);
+    if (op == XFER_OP_WRITE) {
+        niov = nbatch + nseg + 2;
+        wire = nbatch * XFER_WIRE_HDR_SIZE + nseg * XFER_WIRE_ENTRY_SIZE;
+    } else {
+        niov = nseg + 2;
+        wire = nseg * XFER_WIRE_HDR_SIZE;
+    }
+    size = sizeof *r + niov * sizeof(struct iovec) + wire;
     priv_at = (size + REQ_PRIV_ALIGN - 1) & ~(size_t)(REQ_PRIV_ALIGN - 1);
     if (!(r = calloc(1, priv_at + be->cfg.req_priv)))
         return ERR(be, XFER_ERR_NOMEM,
@@ -282,27 +355,29 @@ xfer_status_t xfer__stream_req_create(xfer_be_t *be, xfer_op_t op,
     r->nseg = nseg;
     r->id = be->next_id++;
     r->status = XFER_OK;
-    r->hdrs = (xfer_wire_hdr_t *)(r + 1);
-    r->iov = (struct iovec *)(r->hdrs + nseg);
+    r->iov = (struct iovec *)(r + 1);
+    r->hdrs = r->iov + niov;
     r->priv = (char *)r + priv_at;
-    r->niov_data = nseg * per;
-    for (size_t i = 0; i < nseg; i++) {
-        xfer_wire_hdr_t h;
+    if (op == XFER_OP_WRITE) {
+        r->niov_data = write_build(r, segs, nseg);
+    } else {
+        xfer_wire_hdr_t *hdrs = r->hdrs;
 
-        memset(&h, 0, sizeof h);
-        h.type = op == XFER_OP_WRITE ? XFER_WIRE_WRITE : XFER_WIRE_READ_REQ;
-        h.flags = i + 1 == nseg ? XFER_WIRE_F_LAST : 0;
-        h.seg = (uint32_t)i;
-        h.tag = r->id;
-        h.arg0 = ((const srmem_t *)segs[i].rmem)->key;
-        h.arg1 = segs[i].raddr;
-        h.len = segs[i].len;
-        xfer_wire_encode(&r->hdrs[i], &h);
-        r->iov[i * per].iov_base = &r->hdrs[i];
-        r->iov[i * per].iov_len = XFER_WIRE_HDR_SIZE;
-        if (per == 2) {
-            r->iov[i * 2 + 1].iov_base = (void *)segs[i].laddr;
-            r->iov[i * 2 + 1].iov_len = segs[i].len;
+        r->niov_data = nseg;
+        for (size_t i = 0; i < nseg; i++) {
+            xfer_wire_hdr_t h;
+
+            memset(&h, 0, sizeof h);
+            h.type = XFER_WIRE_READ_REQ;
+            h.flags = i + 1 == nseg ? XFER_WIRE_F_LAST : 0;
+            h.seg = (uint32_t)i;
+            h.tag = r->id;
+            h.arg0 = ((const srmem_t *)segs[i].rmem)->key;
+            h.arg1 = segs[i].raddr;
+            h.len = segs[i].len;
+            xfer_wire_encode(&hdrs[i], &h);
+            r->iov[i].iov_base = &hdrs[i];
+            r->iov[i].iov_len = XFER_WIRE_HDR_SIZE;
         }
     }
     r->txe.kind = XFER__TX_REQ;

@@ -106,7 +106,8 @@ struct xfer_be_req {
     uint32_t err_seg;
     txe_t txe;
     int has_notif;
-    xfer_wire_hdr_t *hdrs;      /* nseg wire headers, built once */
+    void *hdrs;                 /* wire headers (and WRITEV tables),
+                                   built once */
     struct iovec *iov;          /* niov_data + 2 for a notification */
     size_t niov_data;
     xfer_wire_hdr_t nhdr;
@@ -124,7 +125,15 @@ typedef struct xfer__stream_role {
     int (*frame)(conn_t *c, const xfer_wire_hdr_t *h, size_t avail);
     /* The body started with xfer__stream_body_start has arrived. */
     void (*body_done)(conn_t *c);
+    /* Optional: the destinations of the bodies that body_done will start
+     * next, back to back on the wire with no header between them (a
+     * WRITEV's payloads), at most max iovecs, so that one readv lands
+     * them all in place.  0: none known. */
+    size_t (*rx_sg)(conn_t *c, struct iovec *iov, size_t max);
 } xfer__stream_role_t;
+
+/* Target: a WRITEV frame being received (target.c). */
+enum { XFER__WB_NONE, XFER__WB_TABLE, XFER__WB_DATA };
 
 struct xfer__stream_conn {
     int kind; /* XFER__H_CONN: first, epoll data points here */
@@ -159,6 +168,12 @@ struct xfer__stream_conn {
     uint64_t wr_tag;
     uint32_t wr_next, wr_err_seg;
     xfer_status_t wr_err;
+    /* target: the WRITEV frame being received: its table, then each
+     * entry's checked registration (NULL: refused, payload discarded) */
+    int wb_state;
+    uint32_t wb_n, wb_i;
+    xfer_wire_entry_t wb_tab[XFER_WIRE_BATCH_MAX];
+    smem_t *wb_mem[XFER_WIRE_BATCH_MAX];
     int fdq[XFER__STREAM_FDQ_MAX];
     unsigned nfdq;
     void *priv;                     /* the transport's bytes */
@@ -183,6 +198,7 @@ struct xfer_be {
     txe_t *free_txe;
     uint64_t next_id;
     struct iovec gather[XFER__STREAM_GATHER_MAX];
+    struct iovec scatter[XFER__STREAM_GATHER_MAX]; /* conn.c receive */
     uint8_t stage[XFER__STREAM_STAGE_SIZE];
 };
 

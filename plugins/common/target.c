@@ -7,6 +7,8 @@
 #define _GNU_SOURCE
 #endif
 
+#include <endian.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,6 +61,33 @@ static void refused(conn_t *c, const char *op, const xfer_wire_hdr_t *h,
         (unsigned long long)h->arg1, (unsigned long long)h->len, msg);
 }
 
+/* The WRITE request's sequence: a frame continues the request being
+ * received, or starts one at descriptor 0. */
+static int write_seq(conn_t *c, const xfer_wire_hdr_t *h)
+{
+    if (c->wr_active ? (h->tag != c->wr_tag || h->seg != c->wr_next)
+                     : h->seg != 0) {
+        XFER__VIOLATION(c, "WRITE frame out of sequence");
+        return -1;
+    }
+    if (!c->wr_active) {
+        c->wr_active = 1;
+        c->wr_tag = h->tag;
+        c->wr_next = 0;
+        c->wr_err = XFER_OK;
+        c->wr_err_seg = 0;
+    }
+    return 0;
+}
+
+static void write_refused(conn_t *c, xfer_status_t st, uint32_t seg)
+{
+    if (c->wr_err == XFER_OK) {
+        c->wr_err = st;
+        c->wr_err_seg = seg;
+    }
+}
+
 static int write_frame(conn_t *c, const xfer_wire_hdr_t *h, size_t avail)
 {
     const xfer_host_t *host = c->be->host;
@@ -79,13 +108,7 @@ static int write_frame(conn_t *c, const xfer_wire_hdr_t *h, size_t avail)
     if (payload && payload <= c->be->cfg.inline_max && avail < payload)
         return 0;
     c->head += XFER_WIRE_HDR_SIZE;
-    if (!c->wr_active) {
-        c->wr_active = 1;
-        c->wr_tag = h->tag;
-        c->wr_next = 0;
-        c->wr_err = XFER_OK;
-        c->wr_err_seg = 0;
-    }
+    (void)write_seq(c, h);
     c->wr_next++;
     /* The check comes before any byte reaches the destination. */
     st = host->mem_check(host->ctx, h->arg0, h->arg1, h->len,
@@ -96,13 +119,169 @@ static int write_frame(conn_t *c, const xfer_wire_hdr_t *h, size_t avail)
         xfer__stream_body_start(c, h, (void *)(uintptr_t)h->arg1, payload);
     } else {
         refused(c, "WRITE", h, msg);
-        if (c->wr_err == XFER_OK) {
-            c->wr_err = st;
-            c->wr_err_seg = h->seg;
-        }
+        write_refused(c, st, h->seg);
         xfer__stream_body_start(c, h, NULL, payload);
     }
     return 1;
+}
+
+/* A WRITEV frame: its table is received as a body of its own into
+ * c->wb_tab; the payloads follow, one body per entry. */
+static int writev_frame(conn_t *c, const xfer_wire_hdr_t *h)
+{
+    uint64_t n = h->arg0;
+
+    if (!n || n > XFER_WIRE_BATCH_MAX || h->arg1 > XFER__STREAM_LEN_MAX ||
+        h->len != n * XFER_WIRE_ENTRY_SIZE + h->arg1) {
+        XFER__VIOLATION(c, "WRITEV of %llu entries, %llu payload bytes in "
+                        "a frame of %llu",
+                        (unsigned long long)n, (unsigned long long)h->arg1,
+                        (unsigned long long)h->len);
+        return 1;
+    }
+    if (c->wr_active && c->wr_next + n < c->wr_next) {
+        XFER__VIOLATION(c, "WRITEV descriptor index overflows");
+        return 1;
+    }
+    if (write_seq(c, h) < 0)
+        return 1;
+    c->head += XFER_WIRE_HDR_SIZE;
+    c->wb_state = XFER__WB_TABLE;
+    c->wb_n = (uint32_t)n;
+    c->wb_i = 0;
+    xfer__stream_body_start(c, h, c->wb_tab,
+                            (size_t)n * XFER_WIRE_ENTRY_SIZE);
+    return 1;
+}
+
+/* Check entries [i, j) one by one: a refused one names its index. */
+static void writev_check_each(conn_t *c, uint32_t i, uint32_t j)
+{
+    const xfer_host_t *host = c->be->host;
+
+    for (; i < j; i++) {
+        const xfer_wire_entry_t *t = &c->wb_tab[i];
+        char msg[256];
+        void *m;
+        xfer_status_t st;
+
+        st = host->mem_check(host->ctx, t->key, t->addr, t->len,
+                             XFER_ACCESS_WRITE, &m, msg, sizeof msg);
+        if (st == XFER_OK && m) {
+            c->wb_mem[i] = m;
+            continue;
+        }
+        if (st == XFER_OK)
+            snprintf(msg, sizeof msg, "no registration behind the key");
+        {
+            xfer_wire_hdr_t e = c->rh;
+
+            e.seg = c->rh.seg + i;
+            e.arg0 = t->key;
+            e.arg1 = t->addr;
+            e.len = t->len;
+            refused(c, "WRITE", &e, msg);
+        }
+        c->wb_mem[i] = NULL;
+        write_refused(c, st == XFER_OK ? XFER_ERR_ACCESS : st,
+                      c->rh.seg + i);
+    }
+}
+
+/* The table arrived: decode it, check that it adds up, and check every
+ * run of entries with one key once, over the span the run covers (a
+ * registration is one interval, so the span is inside it exactly when
+ * every entry is); a run that fails is checked entry by entry, so the
+ * refusal names the descriptor. */
+static void writev_table(conn_t *c)
+{
+    const xfer_host_t *host = c->be->host;
+    uint64_t sum = 0;
+    uint32_t n = c->wb_n, i, j;
+
+    for (i = 0; i < n; i++) {
+        xfer_wire_entry_t *t = &c->wb_tab[i];
+
+        t->key = le64toh(t->key);
+        t->addr = le64toh(t->addr);
+        t->len = le64toh(t->len);
+        if (t->len > XFER__STREAM_LEN_MAX) {
+            XFER__VIOLATION(c, "WRITEV entry %u of %llu bytes", (unsigned)i,
+                            (unsigned long long)t->len);
+            return;
+        }
+        sum += t->len;
+    }
+    if (sum != c->rh.arg1) {
+        XFER__VIOLATION(c, "WRITEV entries add up to %llu bytes, the "
+                        "header says %llu",
+                        (unsigned long long)sum,
+                        (unsigned long long)c->rh.arg1);
+        return;
+    }
+    for (i = 0; i < n; i = j) {
+        uint64_t key = c->wb_tab[i].key, lo = UINT64_MAX, hi = 0;
+        int ok = 1;
+        char msg[256];
+        void *m = NULL;
+
+        for (j = i; j < n && c->wb_tab[j].key == key; j++) {
+            const xfer_wire_entry_t *t = &c->wb_tab[j];
+
+            /* An empty or wrapping entry is refused on its own. */
+            if (!t->len || t->addr + t->len < t->addr)
+                ok = 0;
+            if (t->addr < lo)
+                lo = t->addr;
+            if (t->addr + t->len > hi)
+                hi = t->addr + t->len;
+        }
+        if (ok && host->mem_check(host->ctx, key, lo, hi - lo,
+                                  XFER_ACCESS_WRITE, &m, msg,
+                                  sizeof msg) == XFER_OK && m) {
+            for (uint32_t k = i; k < j; k++)
+                c->wb_mem[k] = m;
+            continue;
+        }
+        writev_check_each(c, i, j);
+    }
+    c->wr_next += n;
+    c->wb_state = XFER__WB_DATA;
+}
+
+/* Start receiving entry wb_i's payload, into place or discarded. */
+static void writev_piece(conn_t *c)
+{
+    const xfer_wire_entry_t *t = &c->wb_tab[c->wb_i];
+    smem_t *m = c->wb_mem[c->wb_i];
+
+    if ((c->rmem = m))
+        m->inflight++;
+    xfer__stream_body_start(c, &c->rh, m ? (void *)(uintptr_t)t->addr : NULL,
+                            (size_t)t->len);
+}
+
+static size_t target_rx_sg(conn_t *c, struct iovec *iov, size_t max)
+{
+    size_t k = 0;
+
+    if (c->rh.type != XFER_WIRE_WRITEV || c->wb_state != XFER__WB_DATA)
+        return 0;
+    for (uint32_t i = c->wb_i + 1; i < c->wb_n && c->wb_mem[i]; i++) {
+        uint8_t *d = (uint8_t *)(uintptr_t)c->wb_tab[i].addr;
+        size_t len = (size_t)c->wb_tab[i].len;
+
+        if (k && (uint8_t *)iov[k - 1].iov_base + iov[k - 1].iov_len == d) {
+            iov[k - 1].iov_len += len;
+            continue;
+        }
+        if (k == max)
+            break;
+        iov[k].iov_base = d;
+        iov[k].iov_len = len;
+        k++;
+    }
+    return k;
 }
 
 static int read_frame(conn_t *c, const xfer_wire_hdr_t *h)
@@ -174,13 +353,16 @@ static int notif_frame(conn_t *c, const xfer_wire_hdr_t *h, size_t avail)
 
 static int target_frame(conn_t *c, const xfer_wire_hdr_t *h, size_t avail)
 {
-    if (c->wr_active && h->type != XFER_WIRE_WRITE) {
+    if (c->wr_active && h->type != XFER_WIRE_WRITE &&
+        h->type != XFER_WIRE_WRITEV) {
         XFER__VIOLATION(c, "frame type %u inside a WRITE request", h->type);
         return 1;
     }
     switch (h->type) {
     case XFER_WIRE_WRITE:
         return write_frame(c, h, avail);
+    case XFER_WIRE_WRITEV:
+        return writev_frame(c, h);
     case XFER_WIRE_READ_REQ:
         return read_frame(c, h);
     case XFER_WIRE_NOTIF:
@@ -201,10 +383,23 @@ static void target_body_done(conn_t *c)
         c->rheap = NULL;
         return;
     }
-    /* WRITE */
+    if (h->type == XFER_WIRE_WRITEV && c->wb_state == XFER__WB_TABLE) {
+        writev_table(c);
+        if (!c->closed)
+            writev_piece(c);
+        return;
+    }
+    /* WRITE, or one WRITEV entry */
     if (c->rmem) {
         c->rmem->inflight--;
         c->rmem = NULL;
+    }
+    if (h->type == XFER_WIRE_WRITEV) {
+        if (++c->wb_i < c->wb_n) {
+            writev_piece(c);
+            return;
+        }
+        c->wb_state = XFER__WB_NONE;
     }
     if (!(h->flags & XFER_WIRE_F_LAST))
         return;
@@ -224,6 +419,7 @@ static void target_body_done(conn_t *c)
 const xfer__stream_role_t xfer__stream_target = {
     .frame = target_frame,
     .body_done = target_body_done,
+    .rx_sg = target_rx_sg,
 };
 
 /* ------------------------------------------------------------------ */
@@ -293,22 +489,36 @@ void xfer__stream_mem_deregister(xfer_be_t *be, void *mem)
 
     if (!m)
         return;
-    for (conn_t *c = be->conns, *next; c && m->inflight; c = next) {
+    for (conn_t *c = be->conns, *next; c; c = next) {
+        int hit = 0;
+
         next = c->next;
+        /* Entries of a WRITEV still to come that were checked against
+         * m are refused now: their payload will be discarded. */
+        if (c->wb_state == XFER__WB_DATA)
+            for (uint32_t i = c->wb_i + 1; i < c->wb_n; i++)
+                if (c->wb_mem[i] == m) {
+                    c->wb_mem[i] = NULL;
+                    write_refused(c, XFER_ERR_ACCESS, c->rh.seg + i);
+                    hit = 1;
+                }
         if (c->rmem == m) {
             c->rmem = NULL;
             m->inflight--;
             c->dest = NULL;
-            if (c->wr_err == XFER_OK) {
-                c->wr_err = XFER_ERR_ACCESS;
-                c->wr_err_seg = c->rh.seg;
-            }
+            write_refused(c, XFER_ERR_ACCESS,
+                          c->rh.seg + (c->rh.type == XFER_WIRE_WRITEV
+                                           ? c->wb_i
+                                           : 0));
+            hit = 1;
+        }
+        if (hit) {
             LOG(be, XFER_LOG_WARN,
                 "WRITE from agent '%s' into key 0x%016llx discarded: the "
                 "region was deregistered during the transfer",
                 c->name, (unsigned long long)m->key);
         }
-        for (txe_t *e = c->txh; e; e = e->next)
+        for (txe_t *e = c->txh; e && m->inflight; e = e->next)
             if (e->mem == m && detach(c, e, m) < 0)
                 break;
     }

@@ -11,7 +11,7 @@
  * that a stray connection (a port scanner, another protocol) is refused
  * on its first 40 bytes. */
 #define XFER_WIRE_MAGIC UINT64_C(0x4d52545352454658)
-#define XFER_WIRE_VERSION 1u
+#define XFER_WIRE_VERSION 2u
 
 /* Every frame starts with this header, so a receiver always knows how
  * many bytes to wait for before it can decide anything. */
@@ -29,7 +29,25 @@ enum xfer_wire_type {
                                 descriptor rides along (SCM_RIGHTS) */
     XFER_WIRE_MSG = 9,       /* either way, control channels only (chan.h):
                                 an opaque message; never on tcp or uds */
+    XFER_WIRE_WRITEV = 10,   /* initiator -> target: a run of WRITE
+                                descriptors, table + payloads (version 2) */
 };
+
+/* A WRITEV frame carries at most this many descriptors: its table
+ * (24 bytes each) then fits any receive buffer, and a run costs one
+ * header and one registration check instead of one per descriptor. */
+#define XFER_WIRE_BATCH_MAX 128u
+#define XFER_WIRE_ENTRY_SIZE 24u
+
+/* One WRITEV table entry, little-endian on the wire. */
+typedef struct xfer_wire_entry {
+    uint64_t key;
+    uint64_t addr;
+    uint64_t len;
+} xfer_wire_entry_t;
+
+_Static_assert(sizeof(xfer_wire_entry_t) == XFER_WIRE_ENTRY_SIZE,
+               "wire table entry must have no padding");
 
 /* flags */
 #define XFER_WIRE_F_LAST 0x01u /* last data frame of a request */
@@ -48,6 +66,12 @@ enum xfer_wire_type {
  *   NOTIF      0              0          0             0            message
  *   SHM_FD     0              memfd id   memfd size    0            0
  *   MSG        0              0          0             0            message
+ *   WRITEV     first          request id entries (n)   payload      table +
+ *              descriptor                              bytes        payload
+ *
+ * A WRITEV payload is n table entries (key, remote addr, len), then the
+ * n descriptors' bytes back to back; len = 24 n + arg1, and arg1 is the
+ * sum of the entries' lengths.
  *
  * status is an xfer_status_t stored as a two's-complement int64. */
 typedef struct xfer_wire_hdr {
