@@ -245,7 +245,10 @@ static uint8_t *shm_addr(const uds_conn_t *tc, const uint8_t *pack,
     off = le64toh(off);
     at = off + (raddr - rbase);
     /* Descriptors of one request mostly share one memfd: try the map
-     * that answered last before searching. */
+     * that answered last before searching (a request's hint may come
+     * from a connection before this one). */
+    if (*last >= tc->nmaps)
+        *last = 0;
     for (size_t k = 0; k < tc->nmaps; k++) {
         size_t i = k == 0 ? *last : k - 1 + (k - 1 >= *last);
         const uds_map_t *m = &tc->maps[i];

@@ -113,7 +113,7 @@ typedef struct uds {
     size_t where_cap;
     /* Accepted peers we share memory with, and their in-flight counts.
      * Handshakes, closes (progress) and quiesce (mem_deregister) are
-     * serialised by the core. */
+     * serialised by lock. */
     uds_share_t *shares;
     uds_mem_t *mems;                /* shared registrations */
     int warned_quiesce;             /* a peer's copy outlived the bound */
