@@ -403,7 +403,7 @@ static size_t mt_descs(unsigned k, size_t *off, size_t *len)
 }
 
 /* A target of mt_run: registers MT_LEN bytes, sends its metadata, then
- * answers each seed it is sent with whether its memory holds exactly
+ * answers the seed it is sent with whether its memory holds exactly
  * that seed's pattern (first bad byte + 1, 0: all of it). */
 static int mt_target(const char *name, const char *spec, int shm, int md,
                      int cmd)
@@ -434,9 +434,14 @@ static int mt_target(const char *name, const char *spec, int shm, int md,
         send_msg(md, blob, len))
         return 4;
     xfer_free(blob);
-    while (get_all(cmd, &seed, sizeof seed) == 0) {
-        long at = xt_check(buf, MT_LEN, seed);
+    if (get_all(cmd, &seed, sizeof seed) == 0) {
+        long at;
 
+        /* The memory is ours again once deregistered (and the plugin's
+         * lock orders its writes before this read, for TSan too). */
+        if (xfer_mem_deregister(a, m) != XFER_OK)
+            return 6;
+        at = xt_check(buf, MT_LEN, seed);
         bad = at < 0 ? 0 : (uint64_t)at + 1;
         if (put_all(md, &bad, sizeof bad))
             return 5;
