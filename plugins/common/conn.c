@@ -917,11 +917,13 @@ xfer_status_t xfer__stream_peer_add(xfer_be_t *be, const char *name,
     st = be->tp->info_check(be->tctx, info, len);
     if (st != XFER_OK)
         return st;
-    if (!(p = calloc(1, sizeof *p)) || !(p->info = malloc(len))) {
+    if (!(p = calloc(1, PRIV_AT(sizeof *p) + be->cfg.peer_priv)) ||
+        !(p->info = malloc(len))) {
         free(p);
         return ERR(be, XFER_ERR_NOMEM, "%s: out of memory", be->cfg.name);
     }
     p->be = be;
+    p->priv = (char *)p + PRIV_AT(sizeof *p);
     snprintf(p->name, sizeof p->name, "%s", name);
     p->epoch = epoch;
     memcpy(p->info, info, len);
@@ -1017,6 +1019,21 @@ int xfer__stream_conn_initiator(const xfer__stream_conn_t *c)
 int xfer__stream_conn_up(const xfer__stream_conn_t *c)
 {
     return c->hello_done && !c->closed;
+}
+
+int xfer__stream_conn_holds(const xfer__stream_conn_t *c)
+{
+    return c->hh != NULL;
+}
+
+xfer_be_peer_t *xfer__stream_conn_peer(const xfer__stream_conn_t *c)
+{
+    return c->initiator ? c->peer : NULL;
+}
+
+void *xfer__stream_peer_priv(xfer_be_peer_t *p)
+{
+    return p->priv;
 }
 
 const char *xfer__stream_conn_name(const xfer__stream_conn_t *c)

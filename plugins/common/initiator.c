@@ -615,6 +615,17 @@ void *xfer__stream_req_priv(xfer_be_req_t *r)
     return r->priv;
 }
 
+xfer_be_peer_t *xfer__stream_req_peer(const xfer_be_req_t *r)
+{
+    return r->peer;
+}
+
+void xfer__stream_req_done(xfer_be_req_t *r)
+{
+    r->status = XFER_OK;
+    r->msg[0] = '\0';
+}
+
 const xfer_be_seg_t *xfer__stream_req_segs(const xfer_be_req_t *r,
                                            xfer_op_t *op, size_t *nseg)
 {

@@ -86,6 +86,7 @@ struct xfer_be_peer {
     int eager;         /* peer_connect waits for its connection */
     xfer_status_t last_err; /* how its last connection ended */
     char last_why[256];
+    void *priv;        /* the transport's bytes */
     xfer_be_peer_t *prev, *next;
 };
 

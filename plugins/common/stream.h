@@ -55,6 +55,7 @@ typedef struct xfer__stream_cfg {
     /* Zeroed bytes the engine keeps for the transport in every
      * connection, request and registration (the *_priv accessors). */
     size_t conn_priv, req_priv, mem_priv;
+    size_t peer_priv;    /* ... and in every peer (xfer__stream_peer_priv) */
 } xfer__stream_cfg_t;
 
 /* Create an engine instance that accepts on listen_fd (a listening,
@@ -129,6 +130,11 @@ int xfer__stream_conn_fd(const xfer__stream_conn_t *c);
 int xfer__stream_conn_initiator(const xfer__stream_conn_t *c);
 /* Handshaken and not closed. */
 int xfer__stream_conn_up(const xfer__stream_conn_t *c);
+/* Whether requests or notifications wait in c's hold list. */
+int xfer__stream_conn_holds(const xfer__stream_conn_t *c);
+/* An initiator's peer (NULL for a target's connection); still set
+ * while conn_down runs. */
+xfer_be_peer_t *xfer__stream_conn_peer(const xfer__stream_conn_t *c);
 /* The other agent's name and epoch, bound by the handshake. */
 const char *xfer__stream_conn_name(const xfer__stream_conn_t *c);
 uint64_t xfer__stream_conn_epoch(const xfer__stream_conn_t *c);
@@ -155,6 +161,14 @@ void xfer__stream_req_end(xfer_be_t *be, xfer_be_req_t *req,
  * target answered every frame (or req_end said so). */
 xfer_status_t xfer__stream_req_state(const xfer_be_req_t *req);
 void *xfer__stream_req_priv(xfer_be_req_t *req);
+xfer_be_peer_t *xfer__stream_req_peer(const xfer_be_req_t *req);
+/* The transport moved a request's data itself, outside any connection
+ * (a request not in progress, held nowhere): it ends XFER_OK. */
+void xfer__stream_req_done(xfer_be_req_t *req);
+
+/* Peers: the transport's zeroed bytes, which live as long as the peer
+ * (the core's reference and every request's). */
+void *xfer__stream_peer_priv(xfer_be_peer_t *peer);
 const xfer_be_seg_t *xfer__stream_req_segs(const xfer_be_req_t *req,
                                            xfer_op_t *op, size_t *nseg);
 

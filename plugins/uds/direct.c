@@ -36,23 +36,64 @@
 static uds_conn_t *conn_init(uds_t *u, xfer__stream_conn_t *c)
 {
     uds_conn_t *tc = xfer__stream_conn_priv(c);
+    xfer_be_peer_t *p;
 
     if (!tc->on) {
         tc->on = 1;
         tc->path = PATH_SOCKET;
-        u->npath[PATH_SOCKET]++;
+        __atomic_fetch_add(&u->npath[PATH_SOCKET], 1, __ATOMIC_RELAXED);
+        tc->conn = c;
+        p = xfer__stream_conn_peer(c);
+        tc->gate = p ? xfer__stream_peer_priv(p) : NULL;
     }
     return tc;
 }
 
-/* One compare per post once the path is settled. */
+/* One compare per post once the path is settled.  Fast posts on one
+ * connection may race here: the exchange keeps the counts exact. */
 static void set_path(uds_t *u, uds_conn_t *tc, int path)
 {
-    if (tc->path == path)
+    int old;
+
+    if (__atomic_load_n(&tc->path, __ATOMIC_RELAXED) == path)
         return;
-    u->npath[tc->path]--;
-    u->npath[path]++;
-    tc->path = path;
+    old = __atomic_exchange_n(&tc->path, path, __ATOMIC_RELAXED);
+    if (old == path)
+        return;
+    __atomic_fetch_sub(&u->npath[old], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&u->npath[path], 1, __ATOMIC_RELAXED);
+}
+
+/* ------------------------------------------------------------------ */
+/* Initiator: the gate fast posts pass (see uds_gate_t)                 */
+/* ------------------------------------------------------------------ */
+
+/* Under uds_t.lock.  Closing waits for the fast posts that saw the old
+ * state: they are a memcpy or a process_vm_* call, so the wait is short. */
+static void gate_set(uds_gate_t *g, uds_conn_t *tc)
+{
+    if (__atomic_load_n(&g->live, __ATOMIC_RELAXED) == tc)
+        return;
+    __atomic_store_n(&g->live, NULL, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&g->readers, __ATOMIC_SEQ_CST))
+        sched_yield();
+    if (tc)
+        __atomic_store_n(&g->live, tc, __ATOMIC_SEQ_CST);
+}
+
+/* Open the gate while the connection is up, its stamp is mapped and it
+ * holds nothing (a fast post must not overtake a request posted before
+ * it that waits there); close it otherwise. */
+static void gate_update(uds_t *u, xfer__stream_conn_t *c)
+{
+    uds_conn_t *tc = xfer__stream_conn_priv(c);
+
+    if (!tc->on || !tc->gate)
+        return;
+    gate_set(tc->gate, u->mode != MODE_SOCKET && xfer__stream_conn_up(c) &&
+                               tc->gen && !xfer__stream_conn_holds(c)
+                           ? tc
+                           : NULL);
 }
 
 static void share_start(uds_t *u, xfer__stream_conn_t *c);
@@ -84,6 +125,7 @@ xfer_status_t xfer__uds_conn_up(void *tctx, xfer__stream_conn_t *c,
     tc->same_uid = cr.uid == u->uid;
     if (!cr.pid)
         tc->socket_only = 1; /* not visible from our pid namespace */
+    gate_update(u, c);
     return XFER_OK;
 }
 
@@ -100,7 +142,9 @@ void xfer__uds_conn_down(void *tctx, xfer__stream_conn_t *c,
     tc->share = NULL;
     if (!tc->on)
         return;
-    u->npath[tc->path]--;
+    if (tc->gate)
+        gate_set(tc->gate, NULL); /* before anything is unmapped */
+    __atomic_fetch_sub(&u->npath[tc->path], 1, __ATOMIC_RELAXED);
     if (tc->gen)
         munmap((void *)(uintptr_t)tc->gen, GEN_SIZE);
     if (tc->inflight)
@@ -115,11 +159,9 @@ void xfer__uds_conn_down(void *tctx, xfer__stream_conn_t *c,
 
 /* A descriptor the target passed: its stamp, our in-flight page, or a
  * memfd of its registrations, mapped for the life of the connection. */
-void xfer__uds_fd_received(void *tctx, xfer__stream_conn_t *c, uint64_t id,
-                           uint64_t size, int fd)
+static void fd_take(uds_t *u, uds_conn_t *tc, uint64_t id, uint64_t size,
+                    int fd)
 {
-    uds_t *u = tctx;
-    uds_conn_t *tc = conn_init(u, c);
     void *p;
 
     if (tc && id == 0) {
@@ -176,10 +218,24 @@ void xfer__uds_fd_received(void *tctx, xfer__stream_conn_t *c, uint64_t id,
     tc->nmaps++;
 }
 
+/* The maps may move: fast posts wait at the gate meanwhile. */
+void xfer__uds_fd_received(void *tctx, xfer__stream_conn_t *c, uint64_t id,
+                           uint64_t size, int fd)
+{
+    uds_t *u = tctx;
+    uds_conn_t *tc = conn_init(u, c);
+
+    if (tc->gate)
+        gate_set(tc->gate, NULL);
+    fd_take(u, tc, id, size, fd);
+    gate_update(u, c);
+}
+
 /* Where remote [raddr, raddr+len) of a region packed as shared lies in
  * our mapping; NULL when that memfd has not arrived (yet). */
-static uint8_t *shm_addr(uds_conn_t *tc, const uint8_t *pack, uint64_t rbase,
-                         uint64_t raddr, size_t len)
+static uint8_t *shm_addr(const uds_conn_t *tc, const uint8_t *pack,
+                         uint64_t rbase, uint64_t raddr, size_t len,
+                         size_t *last)
 {
     uint64_t id, off, at;
 
@@ -189,16 +245,19 @@ static uint8_t *shm_addr(uds_conn_t *tc, const uint8_t *pack, uint64_t rbase,
     off = le64toh(off);
     at = off + (raddr - rbase);
     /* Descriptors of one request mostly share one memfd: try the map
-     * that answered last before searching. */
+     * that answered last before searching (a request's hint may come
+     * from a connection before this one). */
+    if (*last >= tc->nmaps)
+        *last = 0;
     for (size_t k = 0; k < tc->nmaps; k++) {
-        size_t i = k == 0 ? tc->last : k - 1 + (k - 1 >= tc->last);
+        size_t i = k == 0 ? *last : k - 1 + (k - 1 >= *last);
         const uds_map_t *m = &tc->maps[i];
 
         if (m->id != id)
             continue;
         if (at < off || at > m->size || len > m->size - at)
             return NULL;
-        tc->last = i;
+        *last = i;
         return m->base + at;
     }
     return NULL;
@@ -213,23 +272,14 @@ static const uint8_t *seg_pack(const xfer_be_seg_t *s, uint64_t *rbase)
     return len == UDS_PACK_SIZE && p[5] ? p : NULL;
 }
 
-/* 1: every segment copied through mappings; 0: not all are mapped (or
- * no memory to resolve them); -1: some remote segment is not shared
- * memory at all (*bad: which).  All or nothing: every address is
- * resolved before the first byte moves. */
-static int shm_copy(uds_t *u, uds_conn_t *tc, xfer_op_t op,
-                    const xfer_be_seg_t *segs, size_t nseg, size_t *bad)
+/* 1: every segment copied through mappings; 0: not all are mapped;
+ * -1: some remote segment is not shared memory at all (*bad: which).
+ * All or nothing: every address is resolved (into w, nseg entries)
+ * before the first byte moves.  *last: where to look first. */
+static int shm_copy(const uds_conn_t *tc, xfer_op_t op,
+                    const xfer_be_seg_t *segs, size_t nseg, uint8_t **w,
+                    size_t *last, size_t *bad)
 {
-    uint8_t **w;
-
-    if (nseg > u->where_cap) {
-        w = realloc(u->where, nseg * sizeof *w);
-        if (!w)
-            return 0;
-        u->where = w;
-        u->where_cap = nseg;
-    }
-    w = u->where;
     for (size_t i = 0; i < nseg; i++) {
         uint64_t rbase;
         const uint8_t *pk = seg_pack(&segs[i], &rbase);
@@ -238,7 +288,7 @@ static int shm_copy(uds_t *u, uds_conn_t *tc, xfer_op_t op,
             *bad = i;
             return -1;
         }
-        w[i] = shm_addr(tc, pk, rbase, segs[i].raddr, segs[i].len);
+        w[i] = shm_addr(tc, pk, rbase, segs[i].raddr, segs[i].len, last);
         if (!w[i])
             return 0;
     }
@@ -258,9 +308,13 @@ static int shm_copy(uds_t *u, uds_conn_t *tc, xfer_op_t op,
     return 1;
 }
 
+/* liov, riov: cap entries of scratch.  msg NULL: a fast post, which
+ * leaves every failure (XFER_ERR_NOT_SUPPORTED, no side effect) to the
+ * locked path to meet again and report. */
 static xfer_status_t cma_copy(uds_t *u, uds_conn_t *tc, xfer_op_t op,
                               const xfer_be_seg_t *segs, size_t nseg,
-                              char *msg, size_t msg_size)
+                              struct iovec *liov, struct iovec *riov,
+                              size_t cap, char *msg, size_t msg_size)
 {
     size_t i = 0, skip = 0;
 
@@ -275,34 +329,36 @@ static xfer_status_t cma_copy(uds_t *u, uds_conn_t *tc, xfer_op_t op,
             size_t len = segs[j].len - off;
 
             /* Descriptors adjacent on both sides share one iovec. */
-            if (k && (uintptr_t)u->liov[k - 1].iov_base +
-                             u->liov[k - 1].iov_len == l &&
-                (uintptr_t)u->riov[k - 1].iov_base +
-                        u->riov[k - 1].iov_len == r) {
-                u->liov[k - 1].iov_len += len;
-                u->riov[k - 1].iov_len += len;
+            if (k && (uintptr_t)liov[k - 1].iov_base +
+                             liov[k - 1].iov_len == l &&
+                (uintptr_t)riov[k - 1].iov_base +
+                        riov[k - 1].iov_len == r) {
+                liov[k - 1].iov_len += len;
+                riov[k - 1].iov_len += len;
             } else {
-                if (k == UDS_IOV)
+                if (k == cap)
                     break;
-                u->liov[k].iov_base = (void *)l;
-                u->liov[k].iov_len = len;
-                u->riov[k].iov_base = (void *)(uintptr_t)r;
-                u->riov[k].iov_len = len;
+                liov[k].iov_base = (void *)l;
+                liov[k].iov_len = len;
+                riov[k].iov_base = (void *)(uintptr_t)r;
+                riov[k].iov_len = len;
                 k++;
             }
             want += len;
         }
         if (op == XFER_OP_WRITE)
-            n = process_vm_writev(tc->pid, u->liov, k, u->riov, k, 0);
+            n = process_vm_writev(tc->pid, liov, k, riov, k, 0);
         else
-            n = process_vm_readv(tc->pid, u->liov, k, u->riov, k, 0);
+            n = process_vm_readv(tc->pid, liov, k, riov, k, 0);
         if (n < 0) {
             int e = errno;
 
             if (e == EINTR)
                 continue;
+            if (!msg)
+                return XFER_ERR_NOT_SUPPORTED;
             if (e == EPERM && u->mode != MODE_CMA) {
-                tc->socket_only = 1;
+                __atomic_store_n(&tc->socket_only, 1, __ATOMIC_RELAXED);
                 set_path(u, tc, PATH_EPERM);
                 if (!u->warned_socket) {
                     u->warned_socket = 1;
@@ -335,6 +391,8 @@ static xfer_status_t cma_copy(uds_t *u, uds_conn_t *tc, xfer_op_t op,
             continue;
         }
         if (n == 0) {
+            if (!msg)
+                return XFER_ERR_NOT_SUPPORTED;
             snprintf(msg, msg_size, "uds: descriptor %zu (remote addr "
                      "0x%llx) to pid %d: no byte moved",
                      i, (unsigned long long)segs[i].raddr, (int)tc->pid);
@@ -371,7 +429,17 @@ static xfer_status_t direct_copy(uds_t *u, uds_conn_t *tc, xfer_op_t op,
     int r;
 
     if (u->mode != MODE_CMA) {
-        r = shm_copy(u, tc, op, segs, nseg, &bad);
+        if (nseg > u->where_cap) {
+            uint8_t **w = realloc(u->where, nseg * sizeof *w);
+
+            if (!w) {
+                snprintf(msg, msg_size, "uds: out of memory");
+                return XFER_ERR_NOMEM;
+            }
+            u->where = w;
+            u->where_cap = nseg;
+        }
+        r = shm_copy(tc, op, segs, nseg, u->where, &tc->last, &bad);
         if (r == 1) {
             set_path(u, tc, PATH_SHM);
             return XFER_OK;
@@ -400,7 +468,8 @@ static xfer_status_t direct_copy(uds_t *u, uds_conn_t *tc, xfer_op_t op,
         }
         return XFER_ERR_NOT_SUPPORTED;
     }
-    st = cma_copy(u, tc, op, segs, nseg, msg, msg_size);
+    st = cma_copy(u, tc, op, segs, nseg, u->liov, u->riov, UDS_IOV, msg,
+                  msg_size);
     if (st == XFER_OK)
         set_path(u, tc, PATH_CMA);
     return st;
@@ -489,8 +558,71 @@ static void start_held(uds_t *u, xfer__stream_conn_t *c)
 void xfer__uds_held_ready(void *tctx, xfer__stream_conn_t *c)
 {
     start_held(tctx, c);
+    gate_update(tctx, c);
 }
 
+/* A fast post's scratch lives on its stack; longer requests take the
+ * locked path, where the per-post lock is small beside their copies. */
+#define FAST_SEGS 64
+#define FAST_IOV 16
+
+/* The copy of a fast post: XFER_OK, or XFER_ERR_NOT_SUPPORTED when the
+ * locked path must decide (memfd not mapped yet, CMA refused, any
+ * error).  What it may have moved already, the locked path moves again:
+ * the same bytes to the same place. */
+static xfer_status_t fast_copy(uds_t *u, uds_conn_t *tc, xfer_op_t op,
+                               const xfer_be_seg_t *segs, size_t nseg,
+                               size_t *last)
+{
+    uint8_t *w[FAST_SEGS];
+    struct iovec liov[FAST_IOV], riov[FAST_IOV];
+    size_t bad;
+
+    if (u->mode != MODE_CMA &&
+        shm_copy(tc, op, segs, nseg, w, last, &bad) == 1) {
+        set_path(u, tc, PATH_SHM);
+        return XFER_OK;
+    }
+    if (u->mode == MODE_SHM ||
+        __atomic_load_n(&tc->socket_only, __ATOMIC_RELAXED) ||
+        cma_copy(u, tc, op, segs, nseg, liov, riov, FAST_IOV, NULL, 0) !=
+            XFER_OK)
+        return XFER_ERR_NOT_SUPPORTED;
+    set_path(u, tc, PATH_CMA);
+    return XFER_OK;
+}
+
+/* A post without uds_t.lock: through the peer's gate (the connection's
+ * maps stay while we are counted), with the stamp's protocol of direct()
+ * (announce, then read the stamp).  Only a request whose descriptors
+ * the target checked at the current stamp moves this way. */
+static xfer_status_t fast_post(uds_t *u, xfer_be_req_t *req, uds_req_t *ur)
+{
+    uds_gate_t *g = xfer__stream_peer_priv(xfer__stream_req_peer(req));
+    xfer_status_t st = XFER_ERR_NOT_SUPPORTED;
+    xfer_op_t op;
+    size_t nseg;
+    const xfer_be_seg_t *segs = xfer__stream_req_segs(req, &op, &nseg);
+    uds_conn_t *tc;
+
+    if (!nseg || nseg > FAST_SEGS || !ur->vgen)
+        return st;
+    __atomic_fetch_add(&g->readers, 1, __ATOMIC_SEQ_CST);
+    tc = __atomic_load_n(&g->live, __ATOMIC_SEQ_CST);
+    if (tc) {
+        if (tc->inflight)
+            __atomic_fetch_add(tc->inflight, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(tc->gen, __ATOMIC_SEQ_CST) + 1 == ur->vgen)
+            st = fast_copy(u, tc, op, segs, nseg, &ur->last);
+        if (tc->inflight)
+            __atomic_fetch_sub(tc->inflight, 1, __ATOMIC_RELEASE);
+    }
+    __atomic_fetch_sub(&g->readers, 1, __ATOMIC_RELEASE);
+    return st;
+}
+
+/* The core never posts one request from two threads, nor while it is
+ * in progress: its private bytes and state are ours here, unlocked. */
 xfer_status_t xfer__uds_req_post(xfer_be_t *be, xfer_be_req_t *req,
                                  const void *notif, size_t notif_len)
 {
@@ -504,12 +636,22 @@ xfer_status_t xfer__uds_req_post(xfer_be_t *be, xfer_be_req_t *req,
     if (ur->framed && xfer__stream_req_state(req) == XFER_OK)
         ur->vgen = ur->vgen_post;
     ur->framed = 0;
+    /* A notification takes its place in the connection's order: locked. */
+    if (!notif && fast_post(u, req, ur) == XFER_OK) {
+        xfer__stream_req_done(req);
+        return XFER_OK;
+    }
+    pthread_mutex_lock(&u->lock);
     st = xfer__stream_req_hold(be, req, notif, notif_len, &c);
-    if (!c || st != XFER_IN_PROG)
-        return st;
-    conn_init(u, c);
-    start_held(u, c);
-    return xfer__stream_req_check(be, req);
+    if (c && st == XFER_IN_PROG) {
+        conn_init(u, c);
+        start_held(u, c);
+        st = xfer__stream_req_check(be, req);
+    }
+    if (c)
+        gate_update(u, c);
+    pthread_mutex_unlock(&u->lock);
+    return st;
 }
 
 /* ------------------------------------------------------------------ */

@@ -288,6 +288,7 @@ static xfer_status_t uds_init(const xfer_host_t *host, const void *config,
 
     if (!(u = calloc(1, sizeof *u)))
         return host->error(host->ctx, XFER_ERR_NOMEM, "uds: out of memory");
+    pthread_mutex_init(&u->lock, NULL);
     u->host = host;
     u->cfg = *(const uds_config_t *)config;
     u->lfd = -1;
@@ -339,6 +340,7 @@ static xfer_status_t uds_init(const xfer_host_t *host, const void *config,
     scfg.conn_priv = sizeof(uds_conn_t);
     scfg.req_priv = sizeof(uds_req_t);
     scfg.mem_priv = sizeof(uds_mem_t);
+    scfg.peer_priv = sizeof(uds_gate_t);
     st = xfer__stream_create(host, &uds_transport, u, &scfg, u->lfd, be);
     if (st != XFER_OK)
         goto fail;
@@ -360,6 +362,7 @@ fail:
         close(u->gen_fd);
     if (u->fs_path[0])
         unlink(u->fs_path);
+    pthread_mutex_destroy(&u->lock);
     free(u);
     return st;
 }
@@ -379,6 +382,7 @@ static void uds_fini(xfer_be_t *be)
     free(u->where);
     if (u->fs_path[0])
         unlink(u->fs_path);
+    pthread_mutex_destroy(&u->lock);
     free(u);
 }
 
@@ -397,8 +401,8 @@ static xfer_status_t uds_conn_info(xfer_be_t *be, void *buf, size_t *len)
 }
 
 /* Memory from xfer_mem_alloc is offered to peers as a memfd. */
-static xfer_status_t uds_mem_register(xfer_be_t *be,
-                                      const xfer_be_region_t *r, void **mem)
+static xfer_status_t mem_register(xfer_be_t *be, const xfer_be_region_t *r,
+                                  void **mem)
 {
     uds_t *u = xfer__stream_tctx(be);
     const xfer_host_t *h = u->host;
@@ -421,7 +425,7 @@ static xfer_status_t uds_mem_register(xfer_be_t *be,
 
 /* Peers that validated requests against this region must check again,
  * and the copies they started before the stamp moved must end first. */
-static void uds_mem_deregister(xfer_be_t *be, void *mem)
+static void mem_deregister(xfer_be_t *be, void *mem)
 {
     uds_t *u = xfer__stream_tctx(be);
 
@@ -432,8 +436,8 @@ static void uds_mem_deregister(xfer_be_t *be, void *mem)
     xfer__stream_mem_deregister(be, mem);
 }
 
-static xfer_status_t uds_mem_pack(xfer_be_t *be, void *mem, void *buf,
-                                  size_t *len)
+static xfer_status_t mem_pack(xfer_be_t *be, void *mem, void *buf,
+                              size_t *len)
 {
     uint8_t *b = buf;
     const uds_mem_t *um = xfer__stream_mem_priv(mem);
@@ -457,9 +461,9 @@ static xfer_status_t uds_mem_pack(xfer_be_t *be, void *mem, void *buf,
     return XFER_OK;
 }
 
-static xfer_status_t uds_rmem_unpack(xfer_be_t *be, xfer_be_peer_t *peer,
-                                     const xfer_be_rregion_t *r,
-                                     const void *buf, size_t len, void **rmem)
+static xfer_status_t rmem_unpack(xfer_be_t *be, xfer_be_peer_t *peer,
+                                 const xfer_be_rregion_t *r, const void *buf,
+                                 size_t len, void **rmem)
 {
     uds_t *u = xfer__stream_tctx(be);
     const uint8_t *b = buf;
@@ -578,19 +582,134 @@ static xfer_status_t uds_probe(char *buf, size_t len)
 static xfer_status_t uds_state(xfer_be_t *be, char *buf, size_t len)
 {
     uds_t *u = xfer__stream_tctx(be);
-    unsigned eperm = u->npath[PATH_EPERM];
-    int n = snprintf(buf, len, "mode=%s; peers: %u via shm, %u via cma, "
-                     "%u via socket", mode_names[u->mode], u->npath[PATH_SHM],
-                     u->npath[PATH_CMA], u->npath[PATH_SOCKET] + eperm);
+    unsigned np[NPATHS], eperm;
+    int n;
+
+    for (int i = 0; i < NPATHS; i++)
+        np[i] = __atomic_load_n(&u->npath[i], __ATOMIC_RELAXED);
+    eperm = np[PATH_EPERM];
+    n = snprintf(buf, len, "mode=%s; peers: %u via shm, %u via cma, "
+                 "%u via socket", mode_names[u->mode], np[PATH_SHM],
+                 np[PATH_CMA], np[PATH_SOCKET] + eperm);
 
     if (eperm && n >= 0 && (size_t)n < len)
         snprintf(buf + n, len - (size_t)n, " (%u by EPERM fallback)", eperm);
     return XFER_OK;
 }
 
-/* The engine's ops, then uds's own (a later initializer wins). */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Woverride-init"
+/* ------------------------------------------------------------------ */
+/* Every op under the instance's lock (uds.h, "Threads")               */
+/* ------------------------------------------------------------------ */
+
+#define U(be) ((uds_t *)xfer__stream_tctx(be))
+/* The op's call, as one statement or expression, under the lock. */
+#define LOCKED_VOID(be, call)                                              \
+    do {                                                                   \
+        pthread_mutex_lock(&U(be)->lock);                                  \
+        call;                                                              \
+        pthread_mutex_unlock(&U(be)->lock);                                \
+    } while (0)
+#define LOCKED(be, type, call)                                             \
+    do {                                                                   \
+        type r_;                                                           \
+        pthread_mutex_lock(&U(be)->lock);                                  \
+        r_ = call;                                                         \
+        pthread_mutex_unlock(&U(be)->lock);                                \
+        return r_;                                                         \
+    } while (0)
+
+static xfer_status_t uds_peer_add(xfer_be_t *be, const char *name,
+                                  uint64_t epoch, const void *info, size_t len,
+                                  xfer_be_peer_t **peer)
+{
+    LOCKED(be, xfer_status_t,
+           xfer__stream_peer_add(be, name, epoch, info, len, peer));
+}
+
+static void uds_peer_remove(xfer_be_t *be, xfer_be_peer_t *peer)
+{
+    LOCKED_VOID(be, xfer__stream_peer_remove(be, peer));
+}
+
+static xfer_status_t uds_peer_connect(xfer_be_t *be, xfer_be_peer_t *peer)
+{
+    LOCKED(be, xfer_status_t, xfer__stream_peer_connect(be, peer));
+}
+
+/* A deregistration's bounded wait for peers' copies holds the lock, as
+ * the core's did: our own fast posts go on meanwhile. */
+static xfer_status_t uds_mem_register(xfer_be_t *be,
+                                      const xfer_be_region_t *r, void **mem)
+{
+    LOCKED(be, xfer_status_t, mem_register(be, r, mem));
+}
+
+static void uds_mem_deregister(xfer_be_t *be, void *mem)
+{
+    LOCKED_VOID(be, mem_deregister(be, mem));
+}
+
+static xfer_status_t uds_mem_pack(xfer_be_t *be, void *mem, void *buf,
+                                  size_t *len)
+{
+    LOCKED(be, xfer_status_t, mem_pack(be, mem, buf, len));
+}
+
+static xfer_status_t uds_rmem_unpack(xfer_be_t *be, xfer_be_peer_t *peer,
+                                     const xfer_be_rregion_t *r,
+                                     const void *buf, size_t len, void **rmem)
+{
+    LOCKED(be, xfer_status_t, rmem_unpack(be, peer, r, buf, len, rmem));
+}
+
+static void uds_rmem_release(xfer_be_t *be, void *rmem)
+{
+    LOCKED_VOID(be, xfer__stream_rmem_release(be, rmem));
+}
+
+static xfer_status_t uds_req_create(xfer_be_t *be, xfer_op_t op,
+                                    xfer_be_peer_t *peer,
+                                    const xfer_be_seg_t *segs, size_t nseg,
+                                    xfer_be_req_t **req)
+{
+    LOCKED(be, xfer_status_t,
+           xfer__stream_req_create(be, op, peer, segs, nseg, req));
+}
+
+static xfer_status_t uds_req_check(xfer_be_t *be, xfer_be_req_t *req)
+{
+    LOCKED(be, xfer_status_t, xfer__stream_req_check(be, req));
+}
+
+static xfer_status_t uds_req_cancel(xfer_be_t *be, xfer_be_req_t *req)
+{
+    LOCKED(be, xfer_status_t, xfer__stream_req_cancel(be, req));
+}
+
+static void uds_req_release(xfer_be_t *be, xfer_be_req_t *req)
+{
+    LOCKED_VOID(be, xfer__stream_req_release(be, req));
+}
+
+static xfer_status_t uds_notif_send(xfer_be_t *be, xfer_be_peer_t *peer,
+                                    const void *msg, size_t len)
+{
+    LOCKED(be, xfer_status_t, xfer__stream_notif_send(be, peer, msg, len));
+}
+
+static int uds_progress(xfer_be_t *be)
+{
+    LOCKED(be, int, xfer__stream_progress(be));
+}
+
+static xfer_status_t uds_state_locked(xfer_be_t *be, char *buf, size_t len)
+{
+    LOCKED(be, xfer_status_t, uds_state(be, buf, len));
+}
+
+/* Every op is uds's own, each under the lock: not XFER__STREAM_OPS, so
+ * that an op the engine adds later is not called unlocked by accident.
+ * conn_info and event_fd read what init set and never changes. */
 extern const xfer_backend_ops_t XFER_BACKEND_SYMBOL(uds);
 const xfer_backend_ops_t XFER_BACKEND_SYMBOL(uds) = {
     .hdr = {
@@ -609,13 +728,23 @@ const xfer_backend_ops_t XFER_BACKEND_SYMBOL(uds) = {
     .init = uds_init,
     .fini = uds_fini,
     .conn_info = uds_conn_info,
-    XFER__STREAM_OPS,
+    .peer_add = uds_peer_add,
+    .peer_remove = uds_peer_remove,
     .mem_register = uds_mem_register,
     .mem_deregister = uds_mem_deregister,
     .mem_pack = uds_mem_pack,
     .rmem_unpack = uds_rmem_unpack,
-    .req_post = xfer__uds_req_post,
+    .rmem_release = uds_rmem_release,
+    .req_create = uds_req_create,
+    .req_post = xfer__uds_req_post, /* locks itself, fast path aside */
+    .req_check = uds_req_check,
+    .req_cancel = uds_req_cancel,
+    .req_release = uds_req_release,
+    .notif_send = uds_notif_send,
+    .progress = uds_progress,
+    .event_fd = xfer__stream_event_fd,
     .probe = uds_probe,
-    .state = uds_state,
+    .state = uds_state_locked,
+    .flags = XFER_BE_THREAD_SAFE,
+    .peer_connect = uds_peer_connect,
 };
-#pragma GCC diagnostic pop

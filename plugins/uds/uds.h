@@ -4,6 +4,7 @@
 #define XFER_PLUGINS_UDS_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -74,7 +75,26 @@ typedef struct uds_mem {
     uint64_t id, size, off;
 } uds_mem_t;
 
+/* Threads (the plugin is XFER_BE_THREAD_SAFE): every op the core calls
+ * runs under uds_t.lock, as the core's per-backend lock did, except a
+ * post of a request without a notification whose peer's gate is open:
+ * it copies on the direct path under the gate alone (direct.c).  The
+ * lock is taken after the core's own (agent, request); host callbacks
+ * made under it take only the core's leaf locks. */
+
+/* A peer's gate (the engine keeps it as the peer's private bytes): live
+ * is its connection's direct-path state while fast posts may use it,
+ * readers the fast posts under way.  Whoever changes or unmaps that
+ * state holds uds_t.lock, sets live to NULL and waits for readers to
+ * drain (each side writes, then reads the other's word, sequentially
+ * consistent: a post either sees NULL or is waited for). */
+typedef struct uds_gate {
+    struct uds_conn *live;
+    unsigned readers;
+} uds_gate_t;
+
 typedef struct uds {
+    pthread_mutex_t lock;           /* see "Threads" above */
     const xfer_host_t *host;
     xfer_be_t *be;
     uds_config_t cfg;
@@ -83,7 +103,8 @@ typedef struct uds {
     char fs_path[UDS_PATH_MAX + 1]; /* "" for an abstract socket */
     uid_t uid;
     int warned_socket;              /* the EPERM fallback was logged */
-    unsigned npath[NPATHS];         /* connections by their last path */
+    unsigned npath[NPATHS];         /* connections by their last path
+                                       (atomic: fast posts move them) */
     int gen_fd;                     /* memfd of the registration stamp */
     uint64_t *gen;                  /* bumped by every deregistration */
     uint8_t info[UDS_INFO_SIZE];
@@ -92,7 +113,7 @@ typedef struct uds {
     size_t where_cap;
     /* Accepted peers we share memory with, and their in-flight counts.
      * Handshakes, closes (progress) and quiesce (mem_deregister) are
-     * serialised by the core. */
+     * serialised by lock. */
     uds_share_t *shares;
     uds_mem_t *mems;                /* shared registrations */
     int warned_quiesce;             /* a peer's copy outlived the bound */
@@ -109,13 +130,16 @@ typedef struct uds_map {
  * connection's private bytes); a target connection's share. */
 typedef struct uds_conn {
     int on;             /* set up as an initiator's (counted in npath) */
+    uds_gate_t *gate;   /* initiator: its peer's */
+    xfer__stream_conn_t *conn;
     uds_share_t *share; /* target: what this peer maps of ours */
     const uint64_t *gen;/* the target's registration stamp, read-only */
     uint64_t *inflight; /* our direct copies under way there (its page) */
     pid_t pid;          /* the target, as the kernel saw it connect */
     int same_uid;       /* it shares memfds with us */
-    int socket_only;    /* the kernel refused CMA: frames from now on */
-    int path;           /* PATH_*, counted in uds_t.npath */
+    int socket_only;    /* the kernel refused CMA: frames from now on
+                           (written atomically: fast posts read it) */
+    int path;           /* PATH_*, counted in uds_t.npath (atomic) */
     size_t nmaps, cap, last; /* last: the map that answered last */
     uds_map_t *maps;
 } uds_conn_t;
@@ -139,6 +163,7 @@ typedef struct uds_conn {
 typedef struct uds_req {
     uint64_t vgen, vgen_post;
     int framed;         /* the last post went as frames */
+    size_t last;        /* fast posts: the map that answered last */
 } uds_req_t;
 
 #define UERR(u, st, ...) (u)->host->error((u)->host->ctx, (st), __VA_ARGS__)
@@ -152,6 +177,7 @@ void xfer__uds_conn_down(void *tctx, xfer__stream_conn_t *c,
 void xfer__uds_fd_received(void *tctx, xfer__stream_conn_t *c, uint64_t id,
                            uint64_t size, int fd);
 void xfer__uds_held_ready(void *tctx, xfer__stream_conn_t *c);
+/* The backend's req_post: the fast path, else the locked one. */
 xfer_status_t xfer__uds_req_post(xfer_be_t *be, xfer_be_req_t *req,
                                  const void *notif, size_t notif_len);
 /* Offer a registration in a memfd to every peer we share memory with,

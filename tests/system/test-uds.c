@@ -1,7 +1,8 @@
 /* test-uds.c - what only the uds backend does: refusing a peer on another
  * host, a dead target reported as a disconnect, notifications in posting
- * order on a fresh connection, the EPERM fallback to the socket, and the
- * state it reports (xfer-info's probe, xfer_backend_state). */
+ * order on a fresh connection, the EPERM fallback to the socket, the
+ * state it reports (xfer-info's probe, xfer_backend_state), and two
+ * threads posting to two targets while one dies and comes back. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -371,6 +372,418 @@ static void test_dereg_waits_shm(void)
 static void test_dereg_waits_cma(void)
 {
     dereg_race("uds:mode=cma", 0);
+}
+
+/* ---- two threads, two targets, one killed and restarted -------------------------- */
+
+#define MT_LEN ((size_t)64 << 10)
+#define MT_REQS 6
+#define MT_ROUNDS 3
+#define MT_DESC_MAX 100
+
+/* The requests each poster reposts, as descriptor lists at the same
+ * offsets locally and remotely: one 8-byte, one page, scattered pieces,
+ * two adjacent (one copy), 64 (the most an unlocked post takes) and 100
+ * (locked). */
+static size_t mt_descs(unsigned k, size_t *off, size_t *len)
+{
+    static const size_t n[MT_REQS] = { 1, 1, 3, 2, 64, 100 };
+
+    for (size_t i = 0; i < n[k]; i++) {
+        switch (k) {
+        case 0: off[i] = 0; len[i] = 8; break;
+        case 1: off[i] = 4096; len[i] = 4096; break;
+        case 2: off[i] = 9000 + 200 * i; len[i] = 100 + i; break;
+        case 3: off[i] = 16384 + 512 * i; len[i] = 512; break;
+        case 4: off[i] = 20480 + 128 * i; len[i] = 64; break;
+        default: off[i] = 32768 + 64 * i; len[i] = 16 + i % 7; break;
+        }
+    }
+    return n[k];
+}
+
+/* A target of mt_run: registers MT_LEN bytes, sends its metadata, then
+ * answers the seed it is sent with whether its memory holds exactly
+ * that seed's pattern (first bad byte + 1, 0: all of it). */
+static int mt_target(const char *name, const char *spec, int shm, int md,
+                     int cmd)
+{
+    xfer_agent_opts_t o;
+    xfer_agent_t *a = NULL;
+    xfer_mem_t *m = NULL;
+    xfer_desc_t d;
+    xfer_dlist_t dl;
+    unsigned char *buf = NULL;
+    uint64_t seed, bad;
+    size_t len;
+    char *blob;
+
+    alarm(getenv("XT_WRAP") && *getenv("XT_WRAP") ? 600 : 60);
+    xfer_agent_opts_init(&o);
+    o.name = name;
+    if (xfer_agent_create(&o, &a) || xfer_backend_add(a, spec, NULL))
+        return 3;
+    if (shm ? xfer_mem_alloc(a, MT_LEN, 0, (void **)&buf) != XFER_OK
+            : posix_memalign((void **)&buf, 4096, MT_LEN) != 0)
+        return 3;
+    memset(buf, 0, MT_LEN);
+    d = (xfer_desc_t){ (uintptr_t)buf, MT_LEN, 0 };
+    dl = xt_dlist(&d, 1);
+    if (xfer_mem_register(a, &dl, NULL, &m) ||
+        xfer_md_get(a, XFER_MD_ALL, NULL, 0, &blob, &len) ||
+        send_msg(md, blob, len))
+        return 4;
+    xfer_free(blob);
+    if (get_all(cmd, &seed, sizeof seed) == 0) {
+        long at;
+
+        /* The memory is ours again once deregistered (and the plugin's
+         * lock orders its writes before this read, for TSan too). */
+        if (xfer_mem_deregister(a, m) != XFER_OK)
+            return 6;
+        at = xt_check(buf, MT_LEN, seed);
+        bad = at < 0 ? 0 : (uint64_t)at + 1;
+        if (put_all(md, &bad, sizeof bad))
+            return 5;
+    }
+    xfer_agent_destroy(a);
+    if (!shm)
+        free(buf);
+    return 0;
+}
+
+/* Forks targets on request, so that the test, which runs threads, never
+ * forks one itself: 'a' or 'b' starts target A or B on its pipes and
+ * answers its pid. */
+struct mt_spawn {
+    int req, pid;            /* our ends */
+    int md[2][2], cmd[2][2]; /* per target */
+    char name[2][64];
+};
+
+static void mt_spawner(struct mt_spawn *s, const char *spec, int shm,
+                       int req, int rep)
+{
+    char c;
+
+    signal(SIGCHLD, SIG_IGN); /* killed targets reap themselves */
+    while (get_all(req, &c, 1) == 0) {
+        int t = c == 'b', pid;
+
+        fflush(NULL);
+        pid = fork();
+        if (pid == 0) {
+            close(req);
+            close(rep);
+            _exit(mt_target(s->name[t], spec, shm, s->md[t][1],
+                            s->cmd[t][0]));
+        }
+        if (put_all(rep, &pid, sizeof pid))
+            break;
+    }
+    _exit(0);
+}
+
+struct mt_poster {
+    xfer_agent_t *ini;
+    const char *name;
+    unsigned char *src, *dst;   /* this poster's own, registered */
+    uint64_t seed;
+    pthread_mutex_t mu;         /* guards addr and gen */
+    uint64_t addr;              /* the target's region, this incarnation */
+    unsigned gen;
+    int stop;
+    long ok;                    /* WRITE + READ back verified */
+    long fails;                 /* posts that failed REMOTE_DISCONNECT */
+    char err[512];              /* the first thing that went wrong */
+};
+
+static void mt_release(xfer_req_t **r)
+{
+    for (unsigned k = 0; k < 2 * MT_REQS; k++)
+        if (r[k]) {
+            xfer_req_release(r[k]);
+            r[k] = NULL;
+        }
+}
+
+/* WRITE then READ back pair k: anything but OK is REMOTE_DISCONNECT
+ * (counted, then wait for the next incarnation) or an error (recorded). */
+static int mt_post(struct mt_poster *p, xfer_req_t *req, const char *what)
+{
+    xfer_status_t s = xfer_req_post(req, XFER_NOTIF_NONE, 0);
+
+    if (s == XFER_IN_PROG)
+        s = xfer_req_wait(req, WAIT_MS);
+    if (s == XFER_OK)
+        return 0;
+    if (s == XFER_ERR_REMOTE_DISCONNECT) {
+        __atomic_add_fetch(&p->fails, 1, __ATOMIC_RELEASE);
+        return 1;
+    }
+    snprintf(p->err, sizeof p->err, "%s to '%s' ended %s: %s", what,
+             p->name, xt_status_name(s), xfer_last_error());
+    return -1;
+}
+
+static void *mt_poster_main(void *arg)
+{
+    struct mt_poster *p = arg;
+    xfer_req_t *r[2 * MT_REQS] = { NULL };
+    size_t off[MT_DESC_MAX], len[MT_DESC_MAX];
+    xfer_desc_t l[MT_DESC_MAX], rd[MT_DESC_MAX];
+    unsigned gen = 0, broken = 1;
+    uint64_t rnd = p->seed;
+
+    while (!__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) {
+        uint64_t addr, s;
+        unsigned k, g;
+        size_t n;
+        int rc;
+
+        pthread_mutex_lock(&p->mu);
+        g = p->gen;
+        addr = p->addr;
+        pthread_mutex_unlock(&p->mu);
+        if (g != gen) {
+            /* A new incarnation: requests on the old one are dead. */
+            mt_release(r);
+            for (k = 0; k < MT_REQS; k++) {
+                xfer_dlist_t ll, rl;
+
+                n = mt_descs(k, off, len);
+                for (size_t i = 0; i < n; i++) {
+                    l[i] = (xfer_desc_t){ 0, len[i], 0 };
+                    rd[i] = (xfer_desc_t){ addr + off[i], len[i], 0 };
+                }
+                ll = xt_dlist(l, n);
+                rl = xt_dlist(rd, n);
+                for (size_t i = 0; i < n; i++)
+                    l[i].addr = (uintptr_t)(p->src + off[i]);
+                if (xfer_req_create(p->ini, XFER_OP_WRITE, &ll, &rl, p->name,
+                                    NULL, &r[k]) != XFER_OK)
+                    goto create_failed;
+                for (size_t i = 0; i < n; i++)
+                    l[i].addr = (uintptr_t)(p->dst + off[i]);
+                if (xfer_req_create(p->ini, XFER_OP_READ, &ll, &rl, p->name,
+                                    NULL, &r[MT_REQS + k]) != XFER_OK)
+                    goto create_failed;
+            }
+            gen = g;
+            broken = 0;
+        }
+        if (broken) {
+            usleep(1000);
+            continue;
+        }
+        k = (unsigned)(xt_rand(&rnd) % MT_REQS);
+        s = xt_rand(&rnd);
+        n = mt_descs(k, off, len);
+        for (size_t i = 0; i < n; i++) {
+            xt_fill_at(p->src + off[i], len[i], s, off[i]);
+            memset(p->dst + off[i], 0xa5, len[i]);
+        }
+        rc = mt_post(p, r[k], "WRITE");
+        if (!rc)
+            rc = mt_post(p, r[MT_REQS + k], "READ");
+        if (rc < 0)
+            break;
+        if (rc > 0) {
+            broken = 1;
+            continue;
+        }
+        for (size_t i = 0; i < n; i++) {
+            long at = xt_check_at(p->dst + off[i], len[i], s, off[i]);
+
+            if (at >= 0) {
+                snprintf(p->err, sizeof p->err, "'%s': request %u "
+                         "descriptor %zu byte %ld read back wrong (pattern "
+                         "seed 0x%016llx)", p->name, k, i, at,
+                         (unsigned long long)s);
+                goto out;
+            }
+        }
+        __atomic_add_fetch(&p->ok, 1, __ATOMIC_RELEASE);
+    }
+    goto out;
+create_failed:
+    snprintf(p->err, sizeof p->err, "request to '%s': %s", p->name,
+             xfer_last_error());
+out:
+    mt_release(r);
+    return NULL;
+}
+
+static long mt_load(long *v)
+{
+    return __atomic_load_n(v, __ATOMIC_ACQUIRE);
+}
+
+/* Wait until *v exceeds floor; 0 after timeout_ms. */
+static int mt_wait_above(long *v, long floor, unsigned timeout_ms)
+{
+    uint64_t end = xt_now_ms() + timeout_ms;
+
+    while (mt_load(v) <= floor) {
+        if (xt_now_ms() >= end)
+            return 0;
+        usleep(1000);
+    }
+    return 1;
+}
+
+/* Start target t through the spawner, load its metadata; its region. */
+static uint64_t mt_start(struct mt_spawn *s, xfer_agent_t *ini, int t,
+                         int *pid)
+{
+    char c = t ? 'b' : 'a';
+    size_t len;
+    uint64_t addr = 0;
+    char *blob;
+
+    XT_REQUIRE(put_all(s->req, &c, 1) == 0 &&
+                   get_all(s->pid, pid, sizeof *pid) == 0,
+               "the spawner is gone");
+    blob = recv_blob(s->md[t][0], &len, &addr);
+    XT_STATUS_FATAL(xfer_md_load(ini, blob, len, NULL, 0), XFER_OK);
+    free(blob);
+    return addr;
+}
+
+/* Two threads of one initiator post WRITEs, each to its own target
+ * process, and read every byte back, while this thread kills target B
+ * and starts it again: B's posts fail REMOTE_DISCONNECT until its new
+ * incarnation is loaded, A's go on untouched, and at the end each
+ * target holds exactly what was last written. */
+static void mt_run(const char *spec, int shm)
+{
+    struct mt_spawn s;
+    struct mt_poster p[2];
+    int req[2], rep[2], pid[2], spawner, st;
+    pthread_t tid[2];
+    xfer_agent_t *ini;
+    uint64_t seed = xt_seed();
+
+    printf("mt_run %s: seed 0x%016llx\n", spec, (unsigned long long)seed);
+    memset(&s, 0, sizeof s);
+    for (int t = 0; t < 2; t++) {
+        snprintf(s.name[t], sizeof s.name[t], "%s", xt_name(t ? "mtb" : "mta"));
+        XT_REQUIRE(pipe(s.md[t]) == 0 && pipe(s.cmd[t]) == 0, "pipe");
+    }
+    XT_REQUIRE(pipe(req) == 0 && pipe(rep) == 0, "pipe");
+    fflush(NULL);
+    spawner = fork();
+    XT_REQUIRE(spawner >= 0, "fork");
+    if (spawner == 0) {
+        close(req[1]);
+        close(rep[0]);
+        for (int t = 0; t < 2; t++) {
+            close(s.md[t][0]);
+            close(s.cmd[t][1]);
+        }
+        mt_spawner(&s, spec, shm, req[0], rep[1]);
+    }
+    xt_child_add(spawner);
+    close(req[0]);
+    close(rep[1]);
+    for (int t = 0; t < 2; t++) {
+        close(s.md[t][1]);
+        close(s.cmd[t][0]);
+    }
+    s.req = req[1];
+    s.pid = rep[0];
+
+    ini = xt_agent(xt_name("mtini"), spec, 1);
+    for (int t = 0; t < 2; t++) {
+        memset(&p[t], 0, sizeof p[t]);
+        p[t].ini = ini;
+        p[t].name = s.name[t];
+        p[t].src = xt_alloc(MT_LEN);
+        p[t].dst = xt_alloc(MT_LEN);
+        xt_register(ini, p[t].src, MT_LEN);
+        xt_register(ini, p[t].dst, MT_LEN);
+        p[t].seed = seed ^ (uint64_t)t << 56;
+        pthread_mutex_init(&p[t].mu, NULL);
+        p[t].addr = mt_start(&s, ini, t, &pid[t]);
+        p[t].gen = 1;
+    }
+    for (int t = 0; t < 2; t++)
+        XT_REQUIRE(pthread_create(&tid[t], NULL, mt_poster_main, &p[t]) == 0,
+                   "thread");
+
+    for (int round = 0; round < MT_ROUNDS; round++) {
+        long a0, b0;
+
+        XT_CHECK(mt_wait_above(&p[1].ok, mt_load(&p[1].ok) + 200, WAIT_MS),
+                 "round %d: B's posts do not complete", round);
+        a0 = mt_load(&p[0].ok);
+        b0 = mt_load(&p[1].fails);
+        kill(pid[1], SIGKILL);
+        XT_CHECK(mt_wait_above(&p[1].fails, b0, WAIT_MS),
+                 "round %d: no post to the killed target failed", round);
+        usleep(100000);
+        pthread_mutex_lock(&p[1].mu);
+        p[1].addr = mt_start(&s, ini, 1, &pid[1]);
+        p[1].gen++;
+        pthread_mutex_unlock(&p[1].mu);
+        XT_CHECK(mt_wait_above(&p[0].ok, a0, WAIT_MS),
+                 "round %d: A stopped while B was down", round);
+        if (p[0].err[0] || p[1].err[0])
+            break;
+    }
+    XT_CHECK(mt_wait_above(&p[1].ok, mt_load(&p[1].ok) + 200, WAIT_MS),
+             "B's posts do not complete after its last restart");
+    for (int t = 0; t < 2; t++)
+        __atomic_store_n(&p[t].stop, 1, __ATOMIC_RELEASE);
+    for (int t = 0; t < 2; t++)
+        pthread_join(tid[t], NULL);
+    XT_CHECK(!p[0].err[0], "A: %s", p[0].err);
+    XT_CHECK(!p[1].err[0], "B: %s", p[1].err);
+    XT_CHECK(p[0].fails == 0, "%ld posts to A failed", p[0].fails);
+    printf("mt_run %s: A %ld, B %ld verified pairs; B %ld posts refused\n",
+           spec, p[0].ok, p[1].ok, p[1].fails);
+
+    /* Each target holds exactly one last WRITE of its whole region. */
+    for (int t = 0; t < 2; t++) {
+        xfer_desc_t l = { (uintptr_t)p[t].src, MT_LEN, 0 };
+        xfer_desc_t r = { p[t].addr, MT_LEN, 0 };
+        xfer_dlist_t ll = xt_dlist(&l, 1), rl = xt_dlist(&r, 1);
+        xfer_req_t *w;
+        uint64_t ws = seed + 1 + (uint64_t)t, bad = 1;
+
+        xt_fill(p[t].src, MT_LEN, ws);
+        XT_STATUS_FATAL(xfer_req_create(ini, XFER_OP_WRITE, &ll, &rl,
+                                        s.name[t], NULL, &w), XFER_OK);
+        xt_req_defer(w);
+        for (int i = 0; i < 3; i++) /* framed first, then direct */
+            XT_STATUS(xt_post_wait(w, XFER_NOTIF_NONE, 0, WAIT_MS), XFER_OK);
+        XT_CHECK(put_all(s.cmd[t][1], &ws, sizeof ws) == 0 &&
+                     get_all(s.md[t][0], &bad, sizeof bad) == 0,
+                 "target %c does not answer", 'A' + t);
+        XT_CHECK(bad == 0, "target %c: byte %llu of its memory is not what "
+                 "was written last", 'A' + t, (unsigned long long)(bad - 1));
+    }
+    for (int t = 0; t < 2; t++) {
+        close(s.cmd[t][1]); /* the targets end */
+        close(s.md[t][0]);
+        pthread_mutex_destroy(&p[t].mu);
+    }
+    close(s.req);
+    close(s.pid);
+    while (waitpid(spawner, &st, 0) < 0 && errno == EINTR)
+        ;
+    xt_child_forget(spawner);
+    XT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "spawner status 0x%x", st);
+}
+
+static void test_mt_kill_shm(void)
+{
+    mt_run("uds:mode=shm", 1);
+}
+
+static void test_mt_kill_cma(void)
+{
+    mt_run("uds:mode=cma", 0);
 }
 
 /* ---- notifications keep their posting order ------------------------------------ */
@@ -1027,6 +1440,8 @@ static const xt_test_t process_tests[] = {
     XT_TEST(test_dead_target),
     XT_TEST(test_dereg_waits_shm),
     XT_TEST(test_dereg_waits_cma),
+    XT_TEST(test_mt_kill_shm),
+    XT_TEST(test_mt_kill_cma),
     XT_TEST(test_notif_order_auto),
     XT_TEST(test_notif_order_cma),
     XT_TEST(test_notif_order_socket),
