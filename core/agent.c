@@ -251,11 +251,27 @@ static void *progress_main(void *arg)
 
 XFER_API xfer_status_t xfer_progress(xfer_agent_t *agent)
 {
+    int poll_ms = 1000;
+
     xfer__err_clear();
     if (agent == NULL)
         return xfer__err(XFER_ERR_INVALID, "xfer_progress: NULL agent");
+    /* Without a thread the user sleeps on epfd, so the wake eventfd must
+     * be readable exactly while there is work: consume it before the
+     * pass (a wake after this one stays), and raise it again when a
+     * backend is busy or must be polled regardless. */
+    if (!agent->progress_thread) {
+        uint64_t v;
+
+        if (read(agent->wake_fd, &v, sizeof(v)) < 0) {
+            /* EAGAIN: nobody woke us. */
+        }
+    }
     if (xfer__progress_all(agent) > 0)
         xfer__agent_done(agent);
+    if (!agent->progress_thread &&
+        (!xfer__arm_all(agent, &poll_ms) || poll_ms <= 1))
+        xfer__agent_wake(agent);
     return XFER_OK;
 }
 
