@@ -221,6 +221,7 @@ static void *progress_main(void *arg)
         bool spin = a->progress_spin_us > 0 &&
                     xfer__now_us() - active < a->progress_spin_us;
         int timeout = 0, n;
+        bool woken = false;
 
         if (!spin) {
             timeout = wait_ms;
@@ -234,14 +235,18 @@ static void *progress_main(void *arg)
             if (ev[i].data.fd == a->wake_fd) {
                 uint64_t v;
 
+                woken = true;
                 if (read(a->wake_fd, &v, sizeof(v)) < 0) {
                     /* EAGAIN: another reader got it first. */
                 }
             }
         }
         /* A wait that timed out also drives everyone: backends keep
-         * their timers (stall detection) in progress. */
-        if (progress_pass(a, n > 0 || timeout > 0) > 0) {
+         * their timers (stall detection) in progress.  A wake counts as
+         * activity: a plugin may have completed a request from another
+         * thread (host->wake), with nothing left for this pass to do,
+         * and xfer_req_wait callers must look again now. */
+        if (progress_pass(a, n > 0 || timeout > 0) > 0 || woken) {
             active = xfer__now_us();
             xfer__agent_done(a);
         }
