@@ -36,6 +36,8 @@ static const xfer_param_t pp_params[] = {
      10000},
 };
 
+#define PP_ERR_MAX 600 /* a request's error sentence */
+
 /* A queued item: one of our requests, or a notification sent alone. */
 typedef struct pp_op {
     struct pp_op *next;
@@ -96,7 +98,7 @@ struct xfer_be_req {
     size_t nseg;
     xfer_status_t state;
     bool queued, running;
-    char err[600];
+    char err[PP_ERR_MAX];
     pp_op_t node;            /* on be's send queue while queued */
     struct xfer_be_req *prev, *next; /* be->reqs */
 };
@@ -538,20 +540,22 @@ static xfer_status_t deliver(xfer_be_t *from, xfer_be_t *tgt, const void *msg,
 }
 
 /* Move a request's bytes, as the NIC would, and its notification after
- * them.  No lock of ours held.  Sets q->state and q->err (the caller
- * publishes them under be->lock). */
-static void run_req(xfer_be_t *be, struct xfer_be_req *q)
+ * them.  No lock of ours held: the outcome goes to *st and err, which
+ * the caller publishes under be->lock. */
+static void run_req(xfer_be_t *be, struct xfer_be_req *q, xfer_status_t *st,
+                    char *err, size_t err_size)
 {
     unsigned access = q->op == XFER_OP_WRITE ? XFER_ACCESS_WRITE
                                              : XFER_ACCESS_READ;
     xfer_be_t *tgt = target_get(q->target_id);
 
+    *st = XFER_OK;
+    err[0] = '\0';
     if (tgt == NULL) {
-        q->state = XFER_ERR_REMOTE_DISCONNECT;
-        snprintf(q->err, sizeof(q->err), "ptpoll: the target went away");
+        *st = XFER_ERR_REMOTE_DISCONNECT;
+        snprintf(err, err_size, "ptpoll: the target went away");
         return;
     }
-    q->state = XFER_OK;
     pthread_rwlock_rdlock(&tgt->mem_lock);
     for (size_t i = 0; i < q->nseg; i++) {
         const xfer_be_seg_t *s = &q->segs[i];
@@ -561,9 +565,9 @@ static void run_req(xfer_be_t *be, struct xfer_be_req *q)
 
         if (tgt->host->mem_check(tgt->host->ctx, rm->key, s->raddr, s->len,
                                  access, &mem, msg, sizeof(msg)) != XFER_OK) {
-            q->state = XFER_ERR_ACCESS;
-            snprintf(q->err, sizeof(q->err), "ptpoll: agent '%s' refused "
-                     "descriptor %zu: %s", tgt->name, i, msg);
+            *st = XFER_ERR_ACCESS;
+            snprintf(err, err_size, "ptpoll: agent '%s' refused descriptor "
+                     "%zu: %s", tgt->name, i, msg);
             break;
         }
         if (q->op == XFER_OP_WRITE)
@@ -574,11 +578,10 @@ static void run_req(xfer_be_t *be, struct xfer_be_req *q)
                    s->len);
     }
     pthread_rwlock_unlock(&tgt->mem_lock);
-    if (q->state == XFER_OK && q->node.msg != NULL &&
+    if (*st == XFER_OK && q->node.msg != NULL &&
         deliver(be, tgt, q->node.msg, q->node.len) != XFER_OK) {
-        q->state = XFER_ERR_NOMEM;
-        snprintf(q->err, sizeof(q->err), "ptpoll: no memory for the "
-                 "notification");
+        *st = XFER_ERR_NOMEM;
+        snprintf(err, err_size, "ptpoll: no memory for the notification");
     }
     target_put(tgt);
 }
@@ -615,6 +618,8 @@ static int pp_progress(xfer_be_t *be)
     for (;;) {
         pp_op_t *op;
         struct xfer_be_req *q;
+        xfer_status_t st = XFER_OK;
+        char err[PP_ERR_MAX];
 
         pthread_mutex_lock(&be->lock);
         op = be->sq_head;
@@ -632,7 +637,7 @@ static int pp_progress(xfer_be_t *be)
         pthread_mutex_unlock(&be->lock);
 
         if (q != NULL) {
-            run_req(be, q);
+            run_req(be, q, &st, err, sizeof(err));
         } else {
             xfer_be_t *tgt = target_get(op->target_id);
 
@@ -644,8 +649,11 @@ static int pp_progress(xfer_be_t *be)
             free(op);
         }
         pthread_mutex_lock(&be->lock);
-        if (q != NULL)
+        if (q != NULL) {
             q->running = false;
+            q->state = st;
+            memcpy(q->err, err, sizeof(q->err));
+        }
         be->running--;
         pthread_mutex_unlock(&be->lock);
         handled++;
