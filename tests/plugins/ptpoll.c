@@ -336,40 +336,24 @@ static void pp_mem_deregister(xfer_be_t *be, void *mem)
     free(mem);
 }
 
-static xfer_status_t pp_mem_pack(xfer_be_t *be, void *mem, void *buf,
-                                 size_t *len)
-{
-    pp_mem_t *m = mem;
-    int n = snprintf(buf, *len, "ptpoll-key:%016" PRIx64, m->r.key);
-
-    (void)be;
-    if (n < 0 || (size_t)n >= *len)
-        return XFER_ERR_INVALID;
-    *len = (size_t)n;
-    return XFER_OK;
-}
-
+/* No mem_pack: the core's key, address and length are all a peer needs,
+ * so the public part is empty (a hardware key would travel here). */
 static xfer_status_t pp_rmem_unpack(xfer_be_t *be, xfer_be_peer_t *peer,
                                     const xfer_be_rregion_t *r,
                                     const void *buf, size_t len, void **rmem)
 {
-    char text[64];
-    uint64_t key;
-    pp_rmem_t *m;
+    pp_rmem_t *m = malloc(sizeof(*m));
 
     (void)peer;
-    if (len == 0 || len >= sizeof(text))
-        return be->host->error(be->host->ctx, XFER_ERR_INVALID,
-                               "ptpoll: packed key of %zu bytes", len);
-    memcpy(text, buf, len);
-    text[len] = '\0';
-    if (sscanf(text, "ptpoll-key:%" SCNx64, &key) != 1)
-        return be->host->error(be->host->ctx, XFER_ERR_INVALID,
-                               "ptpoll: malformed packed key '%s'", text);
-    m = malloc(sizeof(*m));
+    (void)buf;
     if (m == NULL)
         return XFER_ERR_NOMEM;
-    /* The core's key is the one presented, as in ptest. */
+    if (len != 0) {
+        free(m);
+        return be->host->error(be->host->ctx, XFER_ERR_INVALID, "ptpoll: "
+                               "a public part of %zu bytes; ptpoll packs "
+                               "none", len);
+    }
     m->key = r->key;
     *rmem = m;
     return XFER_OK;
@@ -701,7 +685,6 @@ const xfer_backend_ops_t XFER_BACKEND_SYMBOL(ptpoll) = {
     .peer_remove = pp_peer_remove,
     .mem_register = pp_mem_register,
     .mem_deregister = pp_mem_deregister,
-    .mem_pack = pp_mem_pack,
     .rmem_unpack = pp_rmem_unpack,
     .rmem_release = pp_rmem_release,
     .req_create = pp_req_create,
