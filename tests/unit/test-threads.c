@@ -78,7 +78,9 @@ typedef struct worker {
     atomic_bool *stop;
     bool until_gone;          /* REMOTE_DISCONNECT ends it, as expected */
     uint64_t max_us;          /* slowest post-to-completion */
-    int done, failures;
+    atomic_int done;          /* read by the main thread while it runs */
+    atomic_bool failed;
+    int failures;
     xfer_status_t last;
     char why[300];
 } worker_t;
@@ -132,11 +134,13 @@ static void worker_round(worker_t *k, int r, uint64_t *rng)
         if (bad >= 0)
             fail(k->why, sizeof(k->why), &k->failures, "round %d (%s): byte "
                  "%ld differs", r, rd ? "READ" : "WRITE", bad);
-        k->done++;
+        atomic_fetch_add(&k->done, 1);
     } else if (!(k->until_gone && s == XFER_ERR_REMOTE_DISCONNECT)) {
         fail(k->why, sizeof(k->why), &k->failures, "round %d: %s (%s)", r,
              xt_status_name(s), xfer_last_error());
     }
+    if (k->failures > 0)
+        atomic_store(&k->failed, true);
 }
 
 static void *worker_main(void *arg)
@@ -224,6 +228,7 @@ typedef struct churn {
     unsigned char *buf;
     size_t len;
     atomic_int cycles;
+    atomic_bool failed;
     int failures;
     char why[300];
 } churn_t;
@@ -247,6 +252,7 @@ static void *churn_main(void *arg)
         if (s != XFER_OK) {
             fail(c->why, sizeof(c->why), &c->failures, "%s: %s",
                  xt_status_name(s), xfer_last_error());
+            atomic_store(&c->failed, true);
             break;
         }
         atomic_fetch_add(&c->cycles, 1);
@@ -458,7 +464,7 @@ static void test_invalidate_races_posts(void)
         int moving = 0;
 
         for (int i = 0; i < N; i++)
-            moving += k[i].done > 10;
+            moving += atomic_load(&k[i].done) > 10;
         if (moving == N)
             break;
         xt_sleep_ms(1);
@@ -517,8 +523,8 @@ static void test_slow_register_isolated(void)
         start(&th, worker_main, &k);
         /* At least five slow registrations and two hundred transfers. */
         while (xt_now_ms() < end &&
-               (atomic_load(&c.cycles) < 5 || k.done < 200) &&
-               k.failures == 0 && c.failures == 0)
+               (atomic_load(&c.cycles) < 5 || atomic_load(&k.done) < 200) &&
+               !atomic_load(&k.failed) && !atomic_load(&c.failed))
             xt_sleep_ms(10);
         atomic_store(&stop, true);
         pthread_join(th, NULL);
