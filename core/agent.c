@@ -207,6 +207,7 @@ static void *progress_main(void *arg)
         bool spin = a->progress_spin_us > 0 &&
                     xfer__now_us() - active < a->progress_spin_us;
         int timeout = 0, n;
+        bool woken = false;
 
         if (!spin) {
             timeout = wait_ms;
@@ -220,14 +221,18 @@ static void *progress_main(void *arg)
             if (ev[i].data.fd == a->wake_fd) {
                 uint64_t v;
 
+                woken = true;
                 if (read(a->wake_fd, &v, sizeof(v)) < 0) {
                     /* EAGAIN: another reader got it first. */
                 }
             }
         }
         /* A wait that timed out also drives everyone: backends keep
-         * their timers (stall detection) in progress. */
-        if (progress_pass(a, n > 0 || timeout > 0) > 0) {
+         * their timers (stall detection) in progress.  A wake counts as
+         * activity: a plugin may have completed a request from another
+         * thread (host->wake), with nothing left for this pass to do,
+         * and xfer_req_wait callers must look again now. */
+        if (progress_pass(a, n > 0 || timeout > 0) > 0 || woken) {
             active = xfer__now_us();
             xfer__agent_done(a);
         }
@@ -237,11 +242,27 @@ static void *progress_main(void *arg)
 
 XFER_API xfer_status_t xfer_progress(xfer_agent_t *agent)
 {
+    int poll_ms = 1000;
+
     xfer__err_clear();
     if (agent == NULL)
         return xfer__err(XFER_ERR_INVALID, "xfer_progress: NULL agent");
+    /* Without a thread the user sleeps on epfd, so the wake eventfd must
+     * be readable exactly while there is work: consume it before the
+     * pass (a wake after this one stays), and raise it again when a
+     * backend is busy or must be polled regardless. */
+    if (!agent->progress_thread) {
+        uint64_t v;
+
+        if (read(agent->wake_fd, &v, sizeof(v)) < 0) {
+            /* EAGAIN: nobody woke us. */
+        }
+    }
     if (xfer__progress_all(agent) > 0)
         xfer__agent_done(agent);
+    if (!agent->progress_thread &&
+        (!xfer__arm_all(agent, &poll_ms) || poll_ms <= 1))
+        xfer__agent_wake(agent);
     return XFER_OK;
 }
 

@@ -188,7 +188,8 @@ XFER_API xfer_status_t xfer_notif_send(xfer_agent_t *agent,
     if (st < 0 && !xfer__err_isset())
         xfer__err(st, "notification to agent '%s' failed: %s", remote_agent,
                   xfer_strerror(st));
-    if (st >= 0 && b->polled && atomic_load(&agent->sleeping))
+    if (st >= 0 && b->polled &&
+        (!agent->progress_thread || atomic_load(&agent->sleeping)))
         xfer__agent_wake(agent);
     return st;
 }

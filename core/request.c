@@ -621,10 +621,11 @@ static bool req_busy(xfer_req_t *r)
 }
 
 /* Wake the progress thread for a backend it polls: it may sleep armed
- * with nothing pending, and this call gave it something. */
+ * with nothing pending, and this call gave it something.  Without a
+ * thread, the user's loop sleeping on the agent's event fd is woken. */
 static void poke(xfer_agent_t *a, xfer_backend_t *b)
 {
-    if (b->polled && atomic_load(&a->sleeping))
+    if (b->polled && (!a->progress_thread || atomic_load(&a->sleeping)))
         xfer__agent_wake(a);
 }
 

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -253,12 +254,13 @@ long xt_check(const void *buf, size_t len, uint64_t seed)
 
 uint64_t xt_seed(void)
 {
-    static uint64_t counter;
+    /* Atomic: worker threads of the thread tests seed themselves. */
+    static _Atomic uint64_t counter;
     struct timespec ts;
 
     clock_gettime(CLOCK_REALTIME, &ts);
     return mix64((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^
-                 ((uint64_t)getpid() << 48) ^ ++counter);
+                 ((uint64_t)getpid() << 48) ^ (atomic_fetch_add(&counter, 1) + 1));
 }
 
 uint64_t xt_rand(uint64_t *state)
