@@ -1274,6 +1274,56 @@ static void test_notif_send_pinned(void)
              (char *)got->items[0].msg, got->items[0].from);
 }
 
+
+/* Whether the backend connects when asked (a peer_connect op): the
+ * stream backends do; ptest's in-process peers have nothing to set up. */
+static bool connects_eagerly(void)
+{
+    return strncmp(spec, "ptest", 5) != 0;
+}
+
+/* xfer_md_connect: an unknown agent is named; a live one is connected and
+ * the first post then works; a dead one is an error that names the
+ * backend and the agent, well within the time given. */
+static void test_md_connect(void)
+{
+    enum { SZ = 4096 };
+    pair_t p;
+    xfer_req_t *req;
+    xfer_agent_t *ini2;
+    char *blob;
+    size_t len, off = 0, n = SZ;
+    uint64_t start, took, seed = xt_seed();
+    xfer_status_t s;
+
+    pair_setup(&p, SZ);
+    if (XT_STATUS(xfer_md_connect(p.ini, "nobody-here", 1000),
+                  XFER_ERR_NOT_FOUND))
+        XT_ERR_HAS("nobody-here");
+    XT_STATUS(xfer_md_connect(p.ini, p.tname, 0), XFER_OK);
+    XT_STATUS_FATAL(pair_req(&p, XFER_OP_WRITE, &off, &off, &n, 1, NULL, &req),
+                    XFER_OK);
+    xt_fill(p.lbuf, SZ, seed);
+    XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    CHECK_PATTERN(p.rbuf, SZ, seed, 0, "WRITE after xfer_md_connect");
+    if (!connects_eagerly())
+        return;
+    /* A blob of a target that is gone by the time we connect. */
+    blob = xt_md_get(p.tgt, XFER_MD_ALL, NULL, 0, &len);
+    xt_agent_destroy(p.tgt);
+    ini2 = xt_agent(xt_name("ini2"), spec, 1);
+    XT_STATUS_FATAL(xfer_md_load(ini2, blob, len, NULL, 0), XFER_OK);
+    start = xt_now_ms();
+    s = xfer_md_connect(ini2, p.tname, 3000);
+    took = xt_now_ms() - start;
+    XT_CHECK(s == XFER_ERR_REMOTE_DISCONNECT || s == XFER_ERR_TIMEOUT,
+             "connecting to a destroyed agent: %s (%s)", xt_status_name(s),
+             xfer_last_error());
+    XT_ERR_HAS(p.tname);
+    XT_CHECK(took < 3000 + 1000, "xfer_md_connect(3000 ms) returned after "
+             "%" PRIu64 " ms", took);
+}
+
 /* xfer_prep_create(agent, list, remote_agent, prep): the name says
  * whose memory the list is. */
 static void test_prep_which_side(void)
@@ -2038,6 +2088,37 @@ static void test_proc_wait_stopped(void)
     child_stop(&st.c);
 }
 
+/* xfer_md_connect to a target that is stopped (its kernel accepts, it
+ * never answers the handshake) ends in XFER_ERR_TIMEOUT after the time
+ * given, naming backend and agent; after SIGCONT it connects. */
+static void test_proc_connect_stopped(void)
+{
+    enum { SZ = 4096, TMO = 300 };
+    stopped_t st;
+    xfer_agent_t *ini2;
+    xfer_status_t s;
+    uint64_t start, took;
+    char want[64];
+
+    if (!connects_eagerly())
+        return;
+    stopped_start(&st, SZ);
+    ini2 = xt_agent(xt_name("cini"), spec, 1);
+    XT_STATUS_FATAL(xfer_md_load(ini2, st.c.blob, st.c.len, NULL, 0),
+                    XFER_OK);
+    start = xt_now_ms();
+    s = xfer_md_connect(ini2, st.c.name, TMO);
+    took = xt_now_ms() - start;
+    snprintf(want, sizeof(want), "within %u ms", TMO);
+    if (XT_STATUS(s, XFER_ERR_TIMEOUT))
+        XT_ERR_HAS(want, st.c.name, "did not connect");
+    XT_CHECK(took + 10 >= TMO && took < TMO + 2000, "xfer_md_connect(%u ms) "
+             "returned after %" PRIu64 " ms", TMO, took);
+    kill(st.c.pid, SIGCONT);
+    XT_STATUS(xfer_md_connect(ini2, st.c.name, WAIT_MS), XFER_OK);
+    child_stop(&st.c);
+}
+
 /* timeout_ms ends a WRITE to a stopped target with XFER_ERR_TIMEOUT and
  * its sentence; after SIGCONT the target is reachable again. */
 static void test_proc_timeout_stopped(void)
@@ -2144,6 +2225,7 @@ static const xt_test_t api_tests[] = {
     XT_TEST(test_req_wait_stalled),
     XT_TEST(test_req_timeout_stalled),
     XT_TEST(test_prep_which_side),
+    XT_TEST(test_md_connect),
     XT_END
 };
 
@@ -2164,6 +2246,7 @@ static const xt_test_t process_tests[] = {
     XT_TEST(test_proc_kill_midstream),
     XT_TEST(test_proc_wait_stopped),
     XT_TEST(test_proc_timeout_stopped),
+    XT_TEST(test_proc_connect_stopped),
     XT_END
 };
 
