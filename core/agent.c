@@ -349,7 +349,7 @@ XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
         return xfer__err(XFER_ERR_INVALID, "xfer_agent_create: NULL argument");
     *agent = NULL;
     xfer_agent_opts_init(&o);
-    memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
+    XFER__OPTS_COPY(&o, opts);
     if (o.name == NULL || !valid_agent_name(o.name))
         return xfer__err(XFER_ERR_INVALID, "agent name must be 1 to %d "
                          "printable bytes", XFER_NAME_MAX);

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <xfer/backend.h>
 #include <xfer/xfer.h>
@@ -296,6 +297,17 @@ void xfer__shm_free_all(xfer_agent_t *a);
 /* The agent's list lock (see struct xfer_agent for the order). */
 static inline void xfer__lock(xfer_agent_t *a) { pthread_mutex_lock(&a->lock); }
 static inline void xfer__unlock(xfer_agent_t *a) { pthread_mutex_unlock(&a->lock); }
+
+/* Lay a caller's options struct (whose first field is its size) over
+ * defaults already in dst: as many bytes as both versions hold, so a
+ * program built against an older or newer xfer.h keeps working.  NULL:
+ * the defaults stay. */
+#define XFER__OPTS_COPY(dst, src)                                           \
+    do {                                                                    \
+        if ((src) != NULL)                                                  \
+            memcpy((dst), (src), (src)->size < sizeof(*(dst))               \
+                                     ? (src)->size : sizeof(*(dst)));       \
+    } while (0)
 
 /* Fill n bytes with random data (getrandom); falls back never. */
 xfer_status_t xfer__random(void *buf, size_t n);

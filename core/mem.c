@@ -266,8 +266,7 @@ XFER_API xfer_status_t xfer_mem_register(xfer_agent_t *agent,
         return xfer__err(XFER_ERR_INVALID, "xfer_mem_register: unknown "
                          "memory type %d", (int)list->type);
     xfer_mem_opts_init(&o);
-    if (opts != NULL)
-        memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
+    XFER__OPTS_COPY(&o, opts);
     pthread_mutex_lock(&agent->cfg_lock);
     st = mem_register(agent, list, &o, mem);
     pthread_mutex_unlock(&agent->cfg_lock);

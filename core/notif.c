@@ -153,8 +153,7 @@ XFER_API xfer_status_t xfer_notif_send(xfer_agent_t *agent,
         return xfer__err(XFER_ERR_INVALID, "notification of %zu bytes exceeds "
                          "%u", len, XFER_NOTIF_MAX);
     xfer_notif_opts_init(&o);
-    if (opts != NULL)
-        memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
+    XFER__OPTS_COPY(&o, opts);
     if (o.backend != NULL && o.backend->agent != agent)
         return xfer__err(XFER_ERR_INVALID, "backend %s belongs to another "
                          "agent", o.backend->name);

@@ -17,8 +17,7 @@ XFER_API void xfer_req_opts_init(xfer_req_opts_t *opts)
 static void read_opts(const xfer_req_opts_t *in, xfer_req_opts_t *out)
 {
     xfer_req_opts_init(out);
-    if (in != NULL)
-        memcpy(out, in, in->size < sizeof(*out) ? in->size : sizeof(*out));
+    XFER__OPTS_COPY(out, in);
 }
 
 static const char *op_name(xfer_op_t op)
