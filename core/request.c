@@ -611,8 +611,14 @@ static xfer_status_t req_poll(xfer_req_t *r)
     return r->state;
 }
 
-/* Whether the backend still holds the request: under way, or timed out
- * and still being cancelled.  Request lock held. */
+/* Whether the backend holds the request, as last seen: under way, or
+ * timed out and still being cancelled.  Request lock held. */
+static bool req_holds(const xfer_req_t *r)
+{
+    return r->state == XFER_IN_PROG || (r->timed_out && r->deadline_us != 0);
+}
+
+/* The same, looked at again now.  Request lock held. */
 static bool req_busy(xfer_req_t *r)
 {
     return req_poll(r) == XFER_IN_PROG ||
@@ -695,7 +701,9 @@ XFER_API xfer_status_t xfer_req_status(xfer_req_t *req)
         return xfer__err(XFER_ERR_INVALID, "xfer_req_status: NULL request");
     a = req->agent;
     pthread_mutex_lock(&req->lock);
-    if (req->state == XFER_IN_PROG && !a->progress_thread)
+    /* Without a thread, the caller drives progress while the backend
+     * still holds the request (also while a timed-out one is cancelled). */
+    if (!a->progress_thread && req_holds(req))
         xfer__progress_all(a);
     st = req_poll(req);
     req_sentence(req);
@@ -751,7 +759,9 @@ XFER_API xfer_status_t xfer_req_wait(xfer_req_t *req, unsigned timeout_ms)
         pthread_mutex_lock(&a->done_lock);
     for (;;) {
         pthread_mutex_lock(&req->lock);
-        if (req->state == XFER_IN_PROG && !a->progress_thread)
+        /* Without a thread, the caller drives progress while the backend
+     * still holds the request (also while a timed-out one is cancelled). */
+    if (!a->progress_thread && req_holds(req))
             xfer__progress_all(a);
         st = req_poll(req);
         req_sentence(req);
