@@ -5,8 +5,13 @@
  * request on the target instance and wakes the target agent; the
  * target's progress() checks each segment with its host's mem_check
  * (so refusals are the core's own) and copies with memcpy, then
- * delivers the notification and wakes the initiator.  Peers in another
- * process are refused at peer_add.
+ * delivers the notification and wakes the initiator.  With inline=1,
+ * once the target has run a request, its reposts are run by the posting
+ * thread itself (the same checks, copy and notification) and complete at
+ * once, as uds's shared-memory path does after the target checked a
+ * request's first post; the first post still waits for the target, so a
+ * target that is never progressed stalls fresh requests in either mode.
+ * Peers in another process are refused at peer_add.
  *
  * With hwkeys=1 it plays a one-sided hardware transport instead
  * (XFER_CAP_HW_KEYS): each registration gets a secret packed into its
@@ -17,8 +22,20 @@
  * post re-establishes.  Caps live in the exported table, fixed when the
  * plugin is loaded, so XFER_PTEST_HWKEYS (which the core also applies
  * to the parameter) decides them; an instance whose hwkeys disagrees
- * with its plugin's caps is refused. */
+ * with its plugin's caps is refused.
+ *
+ * Locking (XFER_BE_THREAD_SAFE): g_lock guards only the instance list and
+ * the id and secret counters.  Each instance's lock guards what happens
+ * at it as a target: its queue, its registrations (hwkeys), the state of
+ * requests and peers aimed at it, and whether it is dead.  A thread never
+ * holds two ptest locks at once, so there is no order to keep (instances
+ * post to each other both ways); host callbacks take only leaf locks in
+ * the core, so they are called with an instance's lock held.  Peers hold
+ * a reference to their target and requests one to their peer: a target's
+ * fini marks it dead and fails what is queued, and its memory goes with
+ * the last reference, so a post never needs the list. */
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -39,6 +56,7 @@ typedef struct ptest_config {
     const char *label;
     int fail_init;
     int hwkeys;
+    int run_inline;
 } ptest_config_t;
 
 static const xfer_param_t ptest_params[] = {
@@ -59,6 +77,9 @@ static const xfer_param_t ptest_params[] = {
     {"hwkeys", XFER_PARAM_BOOL, "0", "check packed keys like a NIC "
      "(HW_KEYS); caps follow XFER_PTEST_HWKEYS",
      offsetof(ptest_config_t, hwkeys), 1, 0},
+    {"inline", XFER_PARAM_BOOL, "0", "reposts run in the posting thread "
+     "once the target ran the request's first post (no thread hop)",
+     offsetof(ptest_config_t, run_inline), 1, 0},
 };
 
 typedef struct pt_node pt_node_t;
@@ -68,16 +89,22 @@ struct xfer_be {
     const xfer_host_t *host;
     const ptest_config_t *cfg;
     char name[XFER_NAME_MAX + 1];
+    atomic_uint refs;            /* its own until fini, one per peer */
+    struct xfer_be *next;        /* g_list; g_lock */
+    pthread_mutex_t lock;        /* guards the rest, as a target */
+    bool dead;                   /* fini ran: its host is gone */
     pt_node_t *head, *tail;      /* operations for this target */
-    struct xfer_be_req *reqs;    /* requests created here */
     struct pt_mem *mems;         /* hwkeys: registrations, for the check */
-    struct xfer_be *next;
 };
 
+/* Fields below target are guarded by target->lock. */
 struct xfer_be_peer {
-    uint64_t target_id;
+    xfer_be_t *target;       /* NULL: not found at peer_add */
+    atomic_uint refs;        /* the core's until peer_remove, one per req */
+    bool removed;            /* peer_remove ran; requests stay valid */
     bool broken;             /* hwkeys: a bad access broke the link */
     unsigned reconnects;     /* hwkeys: times a post rebuilt it */
+    size_t nqueued;          /* nodes of ours on the target's queue */
 };
 
 typedef struct pt_mem {
@@ -98,14 +125,16 @@ typedef struct pt_rmem {
 struct pt_node {
     pt_node_t *next;
     struct xfer_be_req *req; /* NULL: a notification alone */
+    xfer_be_peer_t *peer;    /* counted in nqueued; NULL once removed */
     char from[XFER_NAME_MAX + 1];
     size_t len;
     unsigned char *msg;
 };
 
+/* Its state, err, node and queued are guarded by peer->target->lock. */
 struct xfer_be_req {
     xfer_be_t *be;
-    xfer_be_peer_t *peer;    /* NULL once the peer was removed */
+    xfer_be_peer_t *peer;    /* a reference: valid until release */
     xfer_op_t op;
     const xfer_be_seg_t *segs;
     size_t nseg;
@@ -113,8 +142,7 @@ struct xfer_be_req {
     char err[700];
     pt_node_t node;          /* queued on the target while in progress */
     bool queued;
-    xfer_be_t *target;       /* where it is queued */
-    struct xfer_be_req *prev, *next;
+    bool vetted;             /* the target ran it: inline may repost it */
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -167,14 +195,38 @@ static uint64_t next_secret(void)
     return z;
 }
 
-static xfer_be_t *find_target(uint64_t id)
+/* The live instance id with a reference for the caller, or NULL. */
+static xfer_be_t *target_get(uint64_t id)
 {
-    for (xfer_be_t *b = g_list; b; b = b->next)
-        if (b->id == id)
-            return b;
-    return NULL;
+    xfer_be_t *b;
+
+    pthread_mutex_lock(&g_lock);
+    for (b = g_list; b && b->id != id; b = b->next)
+        ;
+    if (b != NULL)
+        atomic_fetch_add(&b->refs, 1);
+    pthread_mutex_unlock(&g_lock);
+    return b;
 }
 
+static void target_put(xfer_be_t *b)
+{
+    if (atomic_fetch_sub(&b->refs, 1) == 1) {
+        pthread_mutex_destroy(&b->lock);
+        free(b);
+    }
+}
+
+static void peer_put(xfer_be_peer_t *p)
+{
+    if (atomic_fetch_sub(&p->refs, 1) == 1) {
+        if (p->target != NULL)
+            target_put(p->target);
+        free(p);
+    }
+}
+
+/* The queue: tgt->lock held. */
 static void enqueue(xfer_be_t *tgt, pt_node_t *n)
 {
     n->next = NULL;
@@ -183,30 +235,59 @@ static void enqueue(xfer_be_t *tgt, pt_node_t *n)
     else
         tgt->head = n;
     tgt->tail = n;
+    if (n->peer)
+        n->peer->nqueued++;
 }
 
-static void unqueue(xfer_be_t *tgt, pt_node_t *n)
+/* Unlink *pp (prev before it, NULL at the head). */
+static void unlink_node(xfer_be_t *tgt, pt_node_t **pp, pt_node_t *prev)
+{
+    pt_node_t *n = *pp;
+
+    *pp = n->next;
+    if (tgt->tail == n)
+        tgt->tail = prev;
+    if (n->peer)
+        n->peer->nqueued--;
+}
+
+static void req_dequeue(xfer_be_t *tgt, struct xfer_be_req *q,
+                        xfer_status_t why)
 {
     pt_node_t **pp = &tgt->head, *prev = NULL;
 
-    for (; *pp; prev = *pp, pp = &(*pp)->next) {
-        if (*pp == n) {
-            *pp = n->next;
-            if (tgt->tail == n)
-                tgt->tail = prev;
-            return;
-        }
-    }
-}
-
-/* g_lock held. */
-static void req_dequeue(struct xfer_be_req *q, xfer_status_t why)
-{
     if (!q->queued)
         return;
-    unqueue(q->target, &q->node);
+    for (; *pp != &q->node; prev = *pp, pp = &(*pp)->next)
+        ;
+    unlink_node(tgt, pp, prev);
     q->queued = false;
     q->state = why;
+}
+
+/* Fail the queued requests of peer (of every peer when NULL) with
+ * REMOTE_DISCONNECT and err, and wake their initiators; lone
+ * notifications stay.  tgt->lock held. */
+static void flush(xfer_be_t *tgt, const xfer_be_peer_t *peer,
+                  const char *err)
+{
+    pt_node_t **pp = &tgt->head, *prev = NULL;
+
+    while (*pp) {
+        pt_node_t *n = *pp;
+        struct xfer_be_req *q = n->req;
+
+        if (q == NULL || (peer != NULL && q->peer != peer)) {
+            prev = n;
+            pp = &n->next;
+            continue;
+        }
+        unlink_node(tgt, pp, prev);
+        q->queued = false;
+        q->state = XFER_ERR_REMOTE_DISCONNECT;
+        snprintf(q->err, sizeof(q->err), "%s", err);
+        q->be->host->wake(q->be->host->ctx);
+    }
 }
 
 static xfer_status_t pt_init(const xfer_host_t *host, const void *config,
@@ -232,6 +313,8 @@ static xfer_status_t pt_init(const xfer_host_t *host, const void *config,
     be->host = host;
     be->cfg = cfg;
     snprintf(be->name, sizeof(be->name), "%s", host->agent_name);
+    atomic_init(&be->refs, 1);
+    pthread_mutex_init(&be->lock, NULL);
     pthread_mutex_lock(&g_lock);
     be->id = g_next_id++;
     be->next = g_list;
@@ -241,8 +324,12 @@ static xfer_status_t pt_init(const xfer_host_t *host, const void *config,
     return XFER_OK;
 }
 
+/* Peers of other instances may still point here: the memory stays until
+ * they go, marked dead so that nobody calls its host again. */
 static void pt_fini(xfer_be_t *be)
 {
+    char err[XFER_NAME_MAX + 64];
+
     pthread_mutex_lock(&g_lock);
     for (xfer_be_t **pp = &g_list; *pp; pp = &(*pp)->next) {
         if (*pp == be) {
@@ -250,27 +337,22 @@ static void pt_fini(xfer_be_t *be)
             break;
         }
     }
+    pthread_mutex_unlock(&g_lock);
     /* What was queued here will never run: the peer is gone. */
+    snprintf(err, sizeof(err), "ptest: target agent '%s' went away",
+             be->name);
+    pthread_mutex_lock(&be->lock);
+    be->dead = true;
+    flush(be, NULL, err);
     while (be->head) {
         pt_node_t *n = be->head;
 
-        be->head = n->next;
-        if (n->req) {
-            n->req->queued = false;
-            n->req->state = XFER_ERR_REMOTE_DISCONNECT;
-            snprintf(n->req->err, sizeof(n->req->err),
-                     "ptest: target agent '%s' went away", be->name);
-            n->req->be->host->wake(n->req->be->host->ctx);
-        } else {
-            free(n->msg);
-            free(n);
-        }
+        unlink_node(be, &be->head, NULL);
+        free(n->msg);
+        free(n);
     }
-    /* Requests of ours queued elsewhere. */
-    for (struct xfer_be_req *q = be->reqs; q; q = q->next)
-        req_dequeue(q, XFER_ERR_REMOTE_DISCONNECT);
-    pthread_mutex_unlock(&g_lock);
-    free(be);
+    pthread_mutex_unlock(&be->lock);
+    target_put(be);
 }
 
 static xfer_status_t pt_conn_info(xfer_be_t *be, void *buf, size_t *len)
@@ -315,26 +397,31 @@ static xfer_status_t pt_peer_add(xfer_be_t *be, const char *name,
     p = calloc(1, sizeof(*p));
     if (p == NULL)
         return XFER_ERR_NOMEM;
-    p->target_id = id;
+    /* A target already gone is found at the first post, as before. */
+    p->target = target_get(id);
+    atomic_init(&p->refs, 1);
     *out = p;
     return XFER_OK;
 }
 
+/* Its requests stay valid for check and release: they keep the peer. */
 static void pt_peer_remove(xfer_be_t *be, xfer_be_peer_t *peer)
 {
-    pthread_mutex_lock(&g_lock);
-    for (struct xfer_be_req *q = be->reqs; q; q = q->next) {
-        if (q->peer != peer)
-            continue;
-        if (q->queued || q->state == XFER_IN_PROG) {
-            req_dequeue(q, XFER_ERR_REMOTE_DISCONNECT);
-            q->state = XFER_ERR_REMOTE_DISCONNECT;
-            snprintf(q->err, sizeof(q->err), "ptest: peer removed");
-        }
-        q->peer = NULL;
+    xfer_be_t *tgt = peer->target;
+
+    (void)be;
+    if (tgt != NULL) {
+        pthread_mutex_lock(&tgt->lock);
+        flush(tgt, peer, "ptest: peer removed");
+        /* Its lone notifications are still delivered. */
+        for (pt_node_t *n = tgt->head; n; n = n->next)
+            if (n->peer == peer)
+                n->peer = NULL;
+        peer->nqueued = 0;
+        peer->removed = true;
+        pthread_mutex_unlock(&tgt->lock);
     }
-    pthread_mutex_unlock(&g_lock);
-    free(peer);
+    peer_put(peer);
 }
 
 static xfer_status_t pt_mem_register(xfer_be_t *be, const xfer_be_region_t *r,
@@ -349,9 +436,11 @@ static xfer_status_t pt_mem_register(xfer_be_t *be, const xfer_be_region_t *r,
         /* Like a NIC: the rights are part of the key from here on. */
         pthread_mutex_lock(&g_lock);
         m->secret = next_secret();
+        pthread_mutex_unlock(&g_lock);
+        pthread_mutex_lock(&be->lock);
         m->next = be->mems;
         be->mems = m;
-        pthread_mutex_unlock(&g_lock);
+        pthread_mutex_unlock(&be->lock);
     }
     *mem = m;
     return XFER_OK;
@@ -359,19 +448,17 @@ static xfer_status_t pt_mem_register(xfer_be_t *be, const xfer_be_region_t *r,
 
 static void pt_mem_deregister(xfer_be_t *be, void *mem)
 {
-    pthread_mutex_lock(&g_lock);
+    pthread_mutex_lock(&be->lock);
     for (pt_mem_t **pp = &be->mems; *pp; pp = &(*pp)->next) {
         if (*pp == mem) {
             *pp = ((pt_mem_t *)mem)->next;
             break;
         }
     }
-    pthread_mutex_unlock(&g_lock);
+    pthread_mutex_unlock(&be->lock);
     free(mem);
 }
 
-/* The public part: the key again, so unpack can check what it got; with
- * hwkeys the registration's secret, which is all a peer presents. */
 static xfer_status_t pt_mem_pack(xfer_be_t *be, void *mem, void *buf,
                                  size_t *len)
 {
@@ -454,76 +541,104 @@ static xfer_status_t pt_req_create(xfer_be_t *be, xfer_op_t op,
         return XFER_ERR_NOMEM;
     q->be = be;
     q->peer = peer;
+    atomic_fetch_add(&peer->refs, 1);
     q->op = op;
     q->segs = segs;
     q->nseg = nseg;
     q->state = XFER_OK;
     q->node.req = q;
-    pthread_mutex_lock(&g_lock);
-    q->next = be->reqs;
-    if (be->reqs)
-        be->reqs->prev = q;
-    be->reqs = q;
-    pthread_mutex_unlock(&g_lock);
+    q->node.peer = peer;
+    snprintf(q->node.from, sizeof(q->node.from), "%s", be->name);
     *out = q;
     return XFER_OK;
+}
+
+static void run_req(xfer_be_t *be, struct xfer_be_req *q, const void *msg,
+                    size_t len);
+
+/* Whether tgt can take an operation from peer: tgt->lock held. */
+static bool reachable(const xfer_be_t *tgt, xfer_be_peer_t *peer)
+{
+    if (tgt->dead || peer->removed)
+        return false;
+    if (peer->broken) {
+        /* A bad access broke the link: this operation rebuilds it. */
+        peer->broken = false;
+        peer->reconnects++;
+    }
+    return true;
 }
 
 static xfer_status_t pt_req_post(xfer_be_t *be, xfer_be_req_t *q,
                                  const void *notif, size_t notif_len)
 {
-    xfer_be_t *tgt;
+    xfer_be_t *tgt = q->peer->target;
     unsigned char *copy = NULL;
+    xfer_status_t s;
 
-    if (notif != NULL && notif_len > 0) {
-        copy = malloc(notif_len);
-        if (copy == NULL)
-            return XFER_ERR_NOMEM;
-        memcpy(copy, notif, notif_len);
+    if (notif == NULL || notif_len == 0) {
+        notif = NULL;
+        notif_len = 0;
     }
-    pthread_mutex_lock(&g_lock);
-    if (q->queued) {
-        pthread_mutex_unlock(&g_lock);
-        free(copy);
-        return be->host->error(be->host->ctx, XFER_ERR_BUSY,
-                               "ptest: request still in progress");
-    }
-    tgt = q->peer ? find_target(q->peer->target_id) : NULL;
     if (tgt == NULL) {
         q->state = XFER_ERR_REMOTE_DISCONNECT;
-        pthread_mutex_unlock(&g_lock);
-        free(copy);
         return be->host->error(be->host->ctx, XFER_ERR_REMOTE_DISCONNECT,
                                "ptest: the target is gone");
     }
-    if (q->peer->broken) {
-        /* A bad access broke the link: this post rebuilds it. */
-        q->peer->broken = false;
-        q->peer->reconnects++;
+    pthread_mutex_lock(&tgt->lock);
+    if (q->queued) {
+        pthread_mutex_unlock(&tgt->lock);
+        return be->host->error(be->host->ctx, XFER_ERR_BUSY,
+                               "ptest: request still in progress");
     }
+    if (!reachable(tgt, q->peer)) {
+        q->state = XFER_ERR_REMOTE_DISCONNECT;
+        pthread_mutex_unlock(&tgt->lock);
+        return be->host->error(be->host->ctx, XFER_ERR_REMOTE_DISCONNECT,
+                               "ptest: the target is gone");
+    }
+    q->err[0] = '\0';
+    /* Inline only behind nothing of ours, so that data and notifications
+     * arrive in the order they were posted. */
+    if (be->cfg->run_inline && q->vetted && q->peer->nqueued == 0) {
+        run_req(tgt, q, notif, notif_len);
+        s = q->state;
+        pthread_mutex_unlock(&tgt->lock);
+        if (s < 0)
+            return be->host->error(be->host->ctx, s, "%s", q->err);
+        return XFER_OK;
+    }
+    if (notif_len > 0 && (copy = malloc(notif_len)) == NULL) {
+        pthread_mutex_unlock(&tgt->lock);
+        return XFER_ERR_NOMEM;
+    }
+    if (copy)
+        memcpy(copy, notif, notif_len);
     free(q->node.msg);
     q->node.msg = copy;
-    q->node.len = copy ? notif_len : 0;
-    snprintf(q->node.from, sizeof(q->node.from), "%s", be->name);
-    q->err[0] = '\0';
+    q->node.len = notif_len;
     q->state = XFER_IN_PROG;
     q->queued = true;
-    q->target = tgt;
     enqueue(tgt, &q->node);
     tgt->host->wake(tgt->host->ctx);
-    pthread_mutex_unlock(&g_lock);
+    pthread_mutex_unlock(&tgt->lock);
     return XFER_IN_PROG;
 }
 
 static xfer_status_t pt_req_check(xfer_be_t *be, xfer_be_req_t *q)
 {
+    xfer_be_t *tgt = q->peer->target;
     xfer_status_t s;
     char err[sizeof(q->err)];
 
-    pthread_mutex_lock(&g_lock);
+    /* Without a target nothing but this request's own ops writes it. */
+    if (tgt)
+        pthread_mutex_lock(&tgt->lock);
     s = q->state;
-    memcpy(err, q->err, sizeof(err));
-    pthread_mutex_unlock(&g_lock);
+    if (s < 0)
+        memcpy(err, q->err, sizeof(err));
+    if (tgt)
+        pthread_mutex_unlock(&tgt->lock);
     if (s < 0)
         return be->host->error(be->host->ctx, s, "%s",
                                err[0] ? err : "ptest: request failed");
@@ -532,65 +647,64 @@ static xfer_status_t pt_req_check(xfer_be_t *be, xfer_be_req_t *q)
 
 static xfer_status_t pt_req_cancel(xfer_be_t *be, xfer_be_req_t *q)
 {
+    xfer_be_t *tgt = q->peer->target;
+
     (void)be;
-    pthread_mutex_lock(&g_lock);
-    if (q->queued)
-        req_dequeue(q, XFER_ERR_CANCELED);
-    pthread_mutex_unlock(&g_lock);
+    if (tgt == NULL)
+        return XFER_OK;
+    pthread_mutex_lock(&tgt->lock);
+    req_dequeue(tgt, q, XFER_ERR_CANCELED);
+    pthread_mutex_unlock(&tgt->lock);
     return XFER_OK;
 }
 
 static void pt_req_release(xfer_be_t *be, xfer_be_req_t *q)
 {
-    pthread_mutex_lock(&g_lock);
-    req_dequeue(q, XFER_ERR_CANCELED);
-    if (q->prev)
-        q->prev->next = q->next;
-    else
-        be->reqs = q->next;
-    if (q->next)
-        q->next->prev = q->prev;
-    pthread_mutex_unlock(&g_lock);
+    pt_req_cancel(be, q);
     free(q->node.msg);
+    peer_put(q->peer);
     free(q);
 }
 
 static xfer_status_t pt_notif_send(xfer_be_t *be, xfer_be_peer_t *peer,
                                    const void *msg, size_t len)
 {
-    pt_node_t *n = calloc(1, sizeof(*n));
-    xfer_be_t *tgt;
+    xfer_be_t *tgt = peer->target;
+    pt_node_t *n;
 
+    if (tgt == NULL)
+        return be->host->error(be->host->ctx, XFER_ERR_REMOTE_DISCONNECT,
+                               "ptest: the target is gone");
+    pthread_mutex_lock(&tgt->lock);
+    if (!reachable(tgt, peer)) {
+        pthread_mutex_unlock(&tgt->lock);
+        return be->host->error(be->host->ctx, XFER_ERR_REMOTE_DISCONNECT,
+                               "ptest: the target is gone");
+    }
+    if (be->cfg->run_inline && peer->nqueued == 0) {
+        tgt->host->notif_deliver(tgt->host->ctx, be->name, msg, len);
+        pthread_mutex_unlock(&tgt->lock);
+        return XFER_OK;
+    }
+    n = calloc(1, sizeof(*n));
     if (n == NULL || (len > 0 && (n->msg = malloc(len)) == NULL)) {
+        pthread_mutex_unlock(&tgt->lock);
         free(n);
         return XFER_ERR_NOMEM;
     }
     if (len > 0)
         memcpy(n->msg, msg, len);
     n->len = len;
+    n->peer = peer;
     snprintf(n->from, sizeof(n->from), "%s", be->name);
-    pthread_mutex_lock(&g_lock);
-    tgt = find_target(peer->target_id);
-    if (tgt != NULL) {
-        if (peer->broken) {
-            peer->broken = false;
-            peer->reconnects++;
-        }
-        enqueue(tgt, n);
-        tgt->host->wake(tgt->host->ctx);
-    }
-    pthread_mutex_unlock(&g_lock);
-    if (tgt == NULL) {
-        free(n->msg);
-        free(n);
-        return be->host->error(be->host->ctx, XFER_ERR_REMOTE_DISCONNECT,
-                               "ptest: the target is gone");
-    }
+    enqueue(tgt, n);
+    tgt->host->wake(tgt->host->ctx);
+    pthread_mutex_unlock(&tgt->lock);
     return XFER_OK;
 }
 
 /* hwkeys: check a presented packed key as a NIC checks an rkey, against
- * this target's own registrations alone.  g_lock held. */
+ * this target's own registrations alone.  be->lock held. */
 static bool hw_check(xfer_be_t *be, const pt_rmem_t *rm,
                      const xfer_be_seg_t *s, unsigned access, char *msg,
                      size_t size)
@@ -625,36 +739,11 @@ static bool hw_check(xfer_be_t *be, const pt_rmem_t *rm,
     return true;
 }
 
-/* hwkeys: the link of q's peer is broken, as a queue pair in the error
- * state: what it still has queued here is flushed.  g_lock held. */
-static void hw_break(xfer_be_t *be, struct xfer_be_req *bad)
-{
-    pt_node_t **pp = &be->head, *prev = NULL;
-
-    bad->peer->broken = true;
-    while (*pp) {
-        pt_node_t *n = *pp;
-        struct xfer_be_req *q = n->req;
-
-        if (q == NULL || q->peer != bad->peer) {
-            prev = n;
-            pp = &n->next;
-            continue;
-        }
-        *pp = n->next;
-        if (be->tail == n)
-            be->tail = prev;
-        q->queued = false;
-        q->state = XFER_ERR_REMOTE_DISCONNECT;
-        snprintf(q->err, sizeof(q->err), "ptest: the connection to agent "
-                 "'%s' broke on a bad access of an earlier request",
-                 be->name);
-        q->be->host->wake(q->be->host->ctx);
-    }
-}
-
-/* Run one queued request against this (target) instance.  g_lock held. */
-static void run_req(xfer_be_t *be, struct xfer_be_req *q)
+/* Run one request against this (target) instance, from its progress or
+ * inline from the post; msg is the notification to deliver after the
+ * data.  be->lock held. */
+static void run_req(xfer_be_t *be, struct xfer_be_req *q, const void *msg,
+                    size_t len)
 {
     unsigned access = q->op == XFER_OP_WRITE ? XFER_ACCESS_WRITE
                                              : XFER_ACCESS_READ;
@@ -662,19 +751,28 @@ static void run_req(xfer_be_t *be, struct xfer_be_req *q)
     for (size_t i = 0; i < q->nseg; i++) {
         const xfer_be_seg_t *s = &q->segs[i];
         const pt_rmem_t *rm = s->rmem;
-        char msg[256];
+        char why[256];
         void *mem;
 
-        if (be->cfg->hwkeys ? !hw_check(be, rm, s, access, msg, sizeof(msg))
+        if (be->cfg->hwkeys ? !hw_check(be, rm, s, access, why, sizeof(why))
                             : be->host->mem_check(be->host->ctx, rm->r.key,
                                                   s->raddr, s->len, access,
-                                                  &mem, msg, sizeof(msg)) !=
+                                                  &mem, why, sizeof(why)) !=
                                   XFER_OK) {
             q->state = XFER_ERR_ACCESS;
             snprintf(q->err, sizeof(q->err), "ptest: agent '%s' refused "
-                     "descriptor %zu: %s", be->name, i, msg);
-            if (be->cfg->hwkeys && q->peer != NULL)
-                hw_break(be, q);
+                     "descriptor %zu: %s", be->name, i, why);
+            if (be->cfg->hwkeys) {
+                /* A queue pair in the error state: what the link still
+                 * has queued here is flushed. */
+                char err[XFER_NAME_MAX + 96];
+
+                snprintf(err, sizeof(err), "ptest: the connection to agent "
+                         "'%s' broke on a bad access of an earlier request",
+                         be->name);
+                q->peer->broken = true;
+                flush(be, q->peer, err);
+            }
             return;
         }
         if (q->op == XFER_OP_WRITE)
@@ -684,9 +782,8 @@ static void run_req(xfer_be_t *be, struct xfer_be_req *q)
             memcpy((void *)s->laddr, (const void *)(uintptr_t)s->raddr,
                    s->len);
     }
-    if (q->node.msg != NULL)
-        be->host->notif_deliver(be->host->ctx, q->node.from, q->node.msg,
-                                q->node.len);
+    if (msg != NULL)
+        be->host->notif_deliver(be->host->ctx, q->node.from, msg, len);
     q->state = XFER_OK;
 }
 
@@ -694,18 +791,17 @@ static int pt_progress(xfer_be_t *be)
 {
     int handled = 0;
 
-    pthread_mutex_lock(&g_lock);
+    pthread_mutex_lock(&be->lock);
     while (be->head) {
         pt_node_t *n = be->head;
 
-        be->head = n->next;
-        if (be->head == NULL)
-            be->tail = NULL;
+        unlink_node(be, &be->head, NULL);
         if (n->req) {
             struct xfer_be_req *q = n->req;
 
             q->queued = false;
-            run_req(be, q);
+            run_req(be, q, q->node.msg, q->node.len);
+            q->vetted = q->state == XFER_OK;
             q->be->host->wake(q->be->host->ctx);
         } else {
             be->host->notif_deliver(be->host->ctx, n->from, n->msg, n->len);
@@ -714,7 +810,7 @@ static int pt_progress(xfer_be_t *be)
         }
         handled++;
     }
-    pthread_mutex_unlock(&g_lock);
+    pthread_mutex_unlock(&be->lock);
     return handled;
 }
 
@@ -765,4 +861,5 @@ xfer_backend_ops_t XFER_BACKEND_SYMBOL(ptest) = {
     .progress = pt_progress,
     .probe = pt_probe,
     .state = pt_state,
+    .flags = XFER_BE_THREAD_SAFE,
 };

@@ -168,7 +168,7 @@ static void test_plugin_list(void)
     CU_ASSERT_EQUAL(p->mem_types, XFER_MEMBIT(XFER_MEM_DRAM));
     XT_CHECK(strstr(p->path, "tests/plugins/xfer_ptest.la") != NULL,
              "ptest path %s", p->path);
-    XT_REQUIRE(p->nparams == 8 && p->params != NULL, "ptest has %zu params",
+    XT_REQUIRE(p->nparams == 9 && p->params != NULL, "ptest has %zu params",
                p->nparams);
     /* The table as declared, in order, with types and ranges. */
     CU_ASSERT_STRING_EQUAL(p->params[0].name, "flag");
