@@ -1723,6 +1723,12 @@ static void child_main(int fd, const char *name, size_t size)
 
         if (cmd == NULL)
             target_exit(&t, 0);    /* parent gone or done */
+        /* The parent saw a transfer end and tells us so over this
+         * socketpair, an order ThreadSanitizer cannot see.  A progress
+         * pass takes the backend's lock that the progress thread held
+         * while it moved the bytes, which it can see (a real target
+         * learns of data through the agent: a notification). */
+        xfer_progress(t.agent);
         if (sscanf(cmd, "fill %llu %llu %llu", &off, &n, &seed) == 3) {
             xt_fill_at(t.buf + off, n, seed, 0);
             child_reply(fd, "ok");
