@@ -1731,6 +1731,9 @@ static void child_main(int fd, const char *name, size_t size)
         xfer_progress(t.agent);
         if (sscanf(cmd, "fill %llu %llu %llu", &off, &n, &seed) == 3) {
             xt_fill_at(t.buf + off, n, seed, 0);
+            /* And the other way: the bytes are filled before the
+             * progress thread next takes the lock and sends them. */
+            xfer_progress(t.agent);
             child_reply(fd, "ok");
         } else if (sscanf(cmd, "check %llu %llu %llu", &off, &n, &seed) == 3) {
             long bad = xt_check_at(t.buf + off, n, seed, 0);
