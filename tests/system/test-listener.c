@@ -44,6 +44,10 @@ static int child_main(const char *name, const char *seed_text)
         return 1;
     }
     xt_fill(buf, BUF_SIZE, seed);
+    /* The pattern is in place before the progress thread next takes the
+     * backend's lock (and so before it sends it to a READ): an order
+     * ThreadSanitizer can see, unlike the one through the parent. */
+    xfer_progress(a);
     printf("READY %s %" PRIxPTR "\n", addr, (uintptr_t)buf);
     fflush(stdout);
     while (fgets(line, sizeof(line), stdin) != NULL) {
