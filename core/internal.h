@@ -298,6 +298,26 @@ void xfer__shm_free_all(xfer_agent_t *a);
 static inline void xfer__lock(xfer_agent_t *a) { pthread_mutex_lock(&a->lock); }
 static inline void xfer__unlock(xfer_agent_t *a) { pthread_mutex_unlock(&a->lock); }
 
+/* Call into b about a peer found under the agent lock, hand over hand:
+ * with b entered, the peer cannot be removed (that takes the agent lock,
+ * then the backend) until the call returns, so a serialised backend is
+ * called without the agent lock.  A thread-safe backend has no lock to
+ * enter and is called with the agent lock still held, which keeps the
+ * peer just as well.  Read what the call needs of the remote before
+ * entering: the agent lock may be gone after. */
+static inline void xfer__be_enter_from_lock(xfer_agent_t *a, xfer_backend_t *b)
+{
+    xfer__be_enter(b);
+    if (!(b->flags & XFER_BE_THREAD_SAFE))
+        xfer__unlock(a);
+}
+static inline void xfer__be_leave_from_lock(xfer_agent_t *a, xfer_backend_t *b)
+{
+    if (b->flags & XFER_BE_THREAD_SAFE)
+        xfer__unlock(a);
+    xfer__be_leave(b);
+}
+
 /* Lay a caller's options struct (whose first field is its size) over
  * defaults already in dst: as many bytes as both versions hold, so a
  * program built against an older or newer xfer.h keeps working.  NULL:

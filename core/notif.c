@@ -172,18 +172,10 @@ XFER_API xfer_status_t xfer_notif_send(xfer_agent_t *agent,
                          o.backend ? " " : "", o.backend ? o.backend->name : "",
                          agent->name, remote_agent);
     }
-    /* Hand over hand: with the backend entered, the peer cannot be
-     * removed (that takes the agent lock, then the backend) until the
-     * send returns.  A thread-safe backend is called with the agent
-     * lock held instead, which keeps the peer just as well. */
     peer = rem->peer[b->index];
-    xfer__be_enter(b);
-    if (!(b->flags & XFER_BE_THREAD_SAFE))
-        xfer__unlock(agent);
+    xfer__be_enter_from_lock(agent, b);
     st = b->ops->notif_send(b->be, peer, msg, len);
-    if (b->flags & XFER_BE_THREAD_SAFE)
-        xfer__unlock(agent);
-    xfer__be_leave(b);
+    xfer__be_leave_from_lock(agent, b);
     if (st < 0 && !xfer__err_isset())
         xfer__err(st, "notification to agent '%s' failed: %s", remote_agent,
                   xfer_strerror(st));

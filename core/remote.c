@@ -284,6 +284,7 @@ static xfer_status_t connect_one(xfer_agent_t *a, const char *name,
                                  xfer_backend_t *b)
 {
     xfer__remote_t *r;
+    xfer_be_peer_t *peer;
     xfer_status_t st;
 
     xfer__lock(a);
@@ -293,14 +294,10 @@ static xfer_status_t connect_one(xfer_agent_t *a, const char *name,
         return xfer__err(XFER_ERR_REMOTE_DISCONNECT, "remote agent '%s' was "
                          "invalidated while connecting", name);
     }
-    /* Hand over hand, as notif_send: the peer outlives the call. */
-    xfer__be_enter(b);
-    if (!(b->flags & XFER_BE_THREAD_SAFE))
-        xfer__unlock(a);
-    st = b->ops->peer_connect(b->be, r->peer[b->index]);
-    if (b->flags & XFER_BE_THREAD_SAFE)
-        xfer__unlock(a);
-    xfer__be_leave(b);
+    peer = r->peer[b->index];
+    xfer__be_enter_from_lock(a, b);
+    st = b->ops->peer_connect(b->be, peer);
+    xfer__be_leave_from_lock(a, b);
     if (st < 0)
         xfer__err_prefix(st, "backend %s could not connect to agent '%s'",
                          b->name, name);
