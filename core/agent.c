@@ -113,6 +113,28 @@ static xfer_status_t host_shm_lookup(void *ctx, uintptr_t addr, size_t len,
     return xfer__shm_lookup(addr, len, info);
 }
 
+/* Authentication and the notification bound (ABI minor 4): no secret and
+ * no bound yet; core/auth.c and core/notif.c take these over. */
+static xfer_status_t host_auth_mac(void *ctx, const void *msg, size_t len,
+                                   uint8_t mac[XFER_AUTH_MAC_LEN])
+{
+    (void)ctx, (void)msg, (void)len, (void)mac;
+    return XFER_ERR_NOT_SUPPORTED;
+}
+
+static xfer_status_t host_auth_check(void *ctx, const void *msg, size_t len,
+                                     const uint8_t mac[XFER_AUTH_MAC_LEN])
+{
+    (void)ctx, (void)msg, (void)len, (void)mac;
+    return XFER_ERR_AUTH;
+}
+
+static int host_notif_room(void *ctx, const char *from, size_t len)
+{
+    (void)ctx, (void)from, (void)len;
+    return 1;
+}
+
 /* ---- progress -------------------------------------------------------------- */
 
 uint64_t xfer__now_us(void)
@@ -556,6 +578,10 @@ static xfer_status_t backend_add(xfer_agent_t *a, const char *plugin,
     b->host.mem_check = host_mem_check;
     b->host.wake = host_wake;
     b->host.shm_lookup = host_shm_lookup;
+    b->host.auth = 0;
+    b->host.auth_mac = host_auth_mac;
+    b->host.auth_check = host_auth_check;
+    b->host.notif_room = host_notif_room;
     st = ops->init(&b->host, b->config.data, &b->be);
     if (st != XFER_OK) {
         if (!xfer__err_isset())

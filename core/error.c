@@ -33,6 +33,7 @@ XFER_API const char *xfer_strerror(xfer_status_t status)
     case XFER_ERR_EXISTS: return "already exists";
     case XFER_ERR_LOAD: return "plugin could not be loaded";
     case XFER_ERR_CONFIG: return "invalid backend configuration";
+    case XFER_ERR_AUTH: return "peer failed authentication";
     }
     return "unknown status code";
 }

@@ -774,7 +774,7 @@ static xfer_status_t ls_call(const char *hp, unsigned type, const void *p,
     if (rtype == LS_ERR) {
         int32_t code = (int32_t)get_u32((unsigned char *)buf);
 
-        if (code >= 0 || code < XFER_ERR_CONFIG)
+        if (code >= 0 || code < XFER_ERR_AUTH)
             code = XFER_ERR_BACKEND;
         st = xfer__err((xfer_status_t)code, "listener at %s refused: %s", hp,
                        buf + 4);

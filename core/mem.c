@@ -12,6 +12,7 @@ XFER_API void xfer_mem_opts_init(xfer_mem_opts_t *opts)
     memset(opts, 0, sizeof(*opts));
     opts->size = sizeof(*opts);
     opts->access = XFER_ACCESS_RW;
+    opts->publish = 1;
 }
 
 const char *xfer__access_name(unsigned access)

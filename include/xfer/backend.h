@@ -22,8 +22,9 @@ extern "C" {
  * the optional ops probe and state to xfer_backend_ops_t; the core calls
  * them only when hdr.struct_size covers them.  Minor 3 appended flags
  * (threading and progress model) and the optional ops arm and
- * peer_connect, and xfer_be_region_t.access. */
-#define XFER_BACKEND_ABI_MINOR 3
+ * peer_connect, and xfer_be_region_t.access.  Minor 4 appended auth,
+ * auth_mac, auth_check and notif_room to xfer_host_t. */
+#define XFER_BACKEND_ABI_MINOR 4
 
 #define XFER_BACKEND_STR2(x) #x
 #define XFER_BACKEND_STR(x) XFER_BACKEND_STR2(x)
@@ -34,6 +35,9 @@ extern "C" {
  * gives xfer_backend_tcp_v1. */
 #define XFER_BACKEND_SYMBOL(name) \
     XFER_BACKEND_SYM1(name, XFER_BACKEND_ABI_MAJOR)
+
+/* Bytes of an authentication code (HMAC-SHA-256). */
+#define XFER_AUTH_MAC_LEN 32
 
 /* Largest connection-info or packed-key blob a plugin may produce. */
 #define XFER_BE_BLOB_MAX 4096
@@ -121,6 +125,27 @@ typedef struct xfer_host {
      * it to keep it), else XFER_ERR_NOT_FOUND. */
     xfer_status_t (*shm_lookup)(void *ctx, uintptr_t addr, size_t len,
                                 struct xfer_shm_info *info);
+
+    /* ---- ABI minor 4: check host->size before use ---- */
+    /* 1 when the agent holds a shared secret (auth_key_file): every
+     * connection, both ways, must then prove it before anything else is
+     * served on it (docs/security.md); 0: no authentication. */
+    int auth;
+    /* HMAC-SHA-256 of msg under the agent's secret into mac.
+     * XFER_ERR_NOT_SUPPORTED when the agent has no secret. */
+    xfer_status_t (*auth_mac)(void *ctx, const void *msg, size_t len,
+                              uint8_t mac[XFER_AUTH_MAC_LEN]);
+    /* Whether mac is msg's code under the agent's secret, compared in
+     * constant time: XFER_OK, or XFER_ERR_AUTH (also without a secret). */
+    xfer_status_t (*auth_check)(void *ctx, const void *msg, size_t len,
+                                const uint8_t mac[XFER_AUTH_MAC_LEN]);
+    /* Whether the agent's queue has room for one more notification of
+     * len bytes from `from` (opts notif_queue_bytes and _count, per
+     * sender): 1, or 0 when that sender's share is full.  On 0 stop
+     * reading the connection it came on (backpressure, never a drop) and
+     * ask again on a later progress call: when the application takes
+     * notifications the core wakes the progress of every backend. */
+    int (*notif_room)(void *ctx, const char *from, size_t len);
 } xfer_host_t;
 
 /* ------------------------------------------------------------------ */

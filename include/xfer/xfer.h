@@ -40,6 +40,7 @@ typedef enum xfer_status {
     XFER_ERR_EXISTS = -11,             /* already there */
     XFER_ERR_LOAD = -12,               /* plugin could not be loaded */
     XFER_ERR_CONFIG = -13,             /* unknown key, bad type or range */
+    XFER_ERR_AUTH = -14,               /* peer failed authentication */
 } xfer_status_t;
 
 /* Generic sentence for a status code; never NULL, never freed. */
@@ -110,6 +111,22 @@ typedef struct xfer_agent_opts {
                                  XFER_ETCD_ENDPOINTS, unset: no etcd */
     const char *etcd_namespace; /* key prefix (default "/xfer/agents/") */
     unsigned etcd_ttl_s;      /* lease TTL in seconds (default 10, min 2) */
+    /* Security (docs/security.md). */
+    const char *auth_key_file;/* shared secret every peer must prove, on
+                                 every backend and the listener, and that
+                                 signs metadata; NULL: XFER_AUTH_KEY_FILE,
+                                 unset: no authentication */
+    /* Bounds on what peers can make the agent hold (docs/security.md);
+     * 0: the default. */
+    size_t notif_queue_bytes; /* received notifications not yet taken, per
+                                 sender, in bytes (default 16 MiB); past
+                                 it the sender's connection is not read */
+    unsigned notif_queue_count; /* ... and in number (default 65536) */
+    unsigned max_remote_agents; /* remote agents loaded (default 4096) */
+    unsigned md_max_regions;  /* regions in one metadata blob (default
+                                 65536) */
+    unsigned listen_max_clients;  /* listener clients at once (default 64) */
+    unsigned listen_max_per_addr; /* of them from one address (default 8) */
 } xfer_agent_opts_t;
 
 /* Fill opts with defaults; always call it before setting fields. */
@@ -232,6 +249,10 @@ typedef struct xfer_mem_opts {
     xfer_backend_t *backend;  /* only this backend; NULL: every one that
                                  supports the memory type */
     unsigned access;          /* XFER_ACCESS_*, default XFER_ACCESS_RW */
+    int publish;              /* 1 (default): served to peers that fetch
+                                 this agent's metadata (listener, etcd);
+                                 0: only in blobs the application asks
+                                 for by handle (xfer_md_get's mems) */
 } xfer_mem_opts_t;
 
 void xfer_mem_opts_init(xfer_mem_opts_t *opts);

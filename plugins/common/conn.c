@@ -95,7 +95,7 @@ int xfer__stream_wire_status(uint64_t v, xfer_status_t *st)
 {
     int64_t s = (int64_t)v;
 
-    if (s > 0 || s < (int64_t)XFER_ERR_CONFIG)
+    if (s > 0 || s < (int64_t)XFER_ERR_AUTH)
         return -1;
     *st = (xfer_status_t)s;
     return 0;

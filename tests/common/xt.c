@@ -65,6 +65,7 @@ const char *xt_status_name(xfer_status_t s)
     case XFER_ERR_EXISTS: return "XFER_ERR_EXISTS";
     case XFER_ERR_LOAD: return "XFER_ERR_LOAD";
     case XFER_ERR_CONFIG: return "XFER_ERR_CONFIG";
+    case XFER_ERR_AUTH: return "XFER_ERR_AUTH";
     }
     return "(unknown status)";
 }

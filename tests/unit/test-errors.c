@@ -14,7 +14,7 @@ static const xfer_status_t all_codes[] = {
     XFER_ERR_NOMEM, XFER_ERR_NOT_SUPPORTED, XFER_ERR_BACKEND,
     XFER_ERR_REMOTE_DISCONNECT, XFER_ERR_TIMEOUT, XFER_ERR_CANCELED,
     XFER_ERR_ACCESS, XFER_ERR_BUSY, XFER_ERR_EXISTS, XFER_ERR_LOAD,
-    XFER_ERR_CONFIG,
+    XFER_ERR_CONFIG, XFER_ERR_AUTH,
 };
 #define NCODES (sizeof(all_codes) / sizeof(all_codes[0]))
 
@@ -34,7 +34,7 @@ static void test_strerror_distinct(void)
 
 static void test_strerror_unknown(void)
 {
-    static const int unknown[] = {-14, -999, 2, 12345, -2147483647 - 1};
+    static const int unknown[] = {-15, -999, 2, 12345, -2147483647 - 1};
 
     for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
         const char *s = xfer_strerror((xfer_status_t)unknown[i]);
