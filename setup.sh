@@ -21,7 +21,7 @@ top=$(cd "$(dirname "$0")" && pwd)
 cd "$top"
 
 packages="build-essential autoconf automake libtool libltdl-dev pkg-config
-libjansson-dev libcunit1-dev iperf3 procps
+libjansson-dev libcunit1-dev libssl-dev iperf3 procps
 libcurl4-openssl-dev etcd-server curl
 ucx-utils gnuplot-nox"
 # ucx-utils: ucx_perftest, the baseline of bench/compare-uds.sh (not make check).

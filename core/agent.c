@@ -113,20 +113,24 @@ static xfer_status_t host_shm_lookup(void *ctx, uintptr_t addr, size_t len,
     return xfer__shm_lookup(addr, len, info);
 }
 
-/* Authentication and the notification bound (ABI minor 4): no secret and
- * no bound yet; core/auth.c and core/notif.c take these over. */
+/* Authentication (ABI minor 4): the agent's secret, through core/auth.c.
+ * The notification bound is not there yet; core/notif.c takes it over. */
 static xfer_status_t host_auth_mac(void *ctx, const void *msg, size_t len,
                                    uint8_t mac[XFER_AUTH_MAC_LEN])
 {
-    (void)ctx, (void)msg, (void)len, (void)mac;
-    return XFER_ERR_NOT_SUPPORTED;
+    xfer_backend_t *b = ctx;
+    xfer__auth_part_t part = {msg, len};
+
+    return xfer__auth_mac(b->agent->auth, &part, 1, mac);
 }
 
 static xfer_status_t host_auth_check(void *ctx, const void *msg, size_t len,
                                      const uint8_t mac[XFER_AUTH_MAC_LEN])
 {
-    (void)ctx, (void)msg, (void)len, (void)mac;
-    return XFER_ERR_AUTH;
+    xfer_backend_t *b = ctx;
+    xfer__auth_part_t part = {msg, len};
+
+    return xfer__auth_check(b->agent->auth, &part, 1, mac);
 }
 
 static int host_notif_room(void *ctx, const char *from, size_t len)
@@ -379,6 +383,13 @@ XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
     a = calloc(1, sizeof(*a));
     if (a == NULL)
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
+    /* The secret first: an agent meant to authenticate never runs
+     * without it, and the listener below needs it. */
+    st = xfer__auth_load(o.auth_key_file, &a->auth);
+    if (st != XFER_OK) {
+        free(a);
+        return xfer__err_prefix(st, "agent '%s'", o.name);
+    }
     a->epfd = -1;
     a->wake_fd = -1;
     a->nq_fd = -1;
@@ -449,6 +460,7 @@ fail:
         close(a->nq_fd);
     xfer__reg_fini(&a->regions);
     destroy_locks(a);
+    xfer__auth_free(a->auth);
     free(a->name);
     free(a);
     return st;
@@ -490,6 +502,7 @@ XFER_API void xfer_agent_destroy(xfer_agent_t *agent)
     close(a->wake_fd);
     close(a->nq_fd);
     destroy_locks(a);
+    xfer__auth_free(a->auth);
     free(a->name);
     free(a);
 }
@@ -578,7 +591,7 @@ static xfer_status_t backend_add(xfer_agent_t *a, const char *plugin,
     b->host.mem_check = host_mem_check;
     b->host.wake = host_wake;
     b->host.shm_lookup = host_shm_lookup;
-    b->host.auth = 0;
+    b->host.auth = a->auth != NULL;
     b->host.auth_mac = host_auth_mac;
     b->host.auth_check = host_auth_check;
     b->host.notif_room = host_notif_room;

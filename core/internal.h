@@ -14,6 +14,7 @@
 #include <xfer/backend.h>
 #include <xfer/xfer.h>
 
+#include "core/auth.h"
 #include "core/config.h"
 #include "core/loader.h"
 #include "core/registry.h"
@@ -212,6 +213,10 @@ struct xfer_agent {
     /* Control plane (core/ctl.h); set at creation, never changed. */
     xfer__listener_t *listener;      /* NULL: no listener */
     xfer__etcd_t *etcd;              /* NULL: no etcd */
+
+    /* The shared secret (core/auth.h), NULL: no authentication; set at
+     * creation, never changed. */
+    xfer__auth_t *auth;
 };
 
 /* ---- shared between core files --------------------------------------- */
@@ -238,8 +243,17 @@ void xfer__rregion_free(xfer_agent_t *a, xfer__rregion_t *rr);
 void xfer__remote_backfill(xfer_agent_t *a, xfer_backend_t *b);
 
 /* metadata.c */
+/* Load a blob the application, or the control plane it chose (etcd),
+ * hands over: a newer epoch replaces a loaded agent.  With a secret the
+ * blob must carry its signature (XFER_ERR_AUTH otherwise). */
 xfer_status_t xfer__md_apply(xfer_agent_t *a, const void *blob, size_t len,
                              char *name, size_t name_size);
+/* The same for a blob a listener client sent.  client: the agent name it
+ * authenticated as, which the blob must name; NULL (no secret): it may
+ * add agents, never replace a loaded one or change its connection info. */
+xfer_status_t xfer__md_apply_sent(xfer_agent_t *a, const void *blob,
+                                  size_t len, const char *client, char *name,
+                                  size_t name_size);
 
 /* request.c: release everything at agent destruction. */
 void xfer__req_destroy_all(xfer_agent_t *a);

@@ -174,6 +174,104 @@ nomem:
     return xfer__err(XFER_ERR_NOMEM, "out of memory building metadata");
 }
 
+/* ---- signatures ------------------------------------------------------------- */
+
+/* With a secret every blob ends in ,"mac":"<64 hex digits>"} where the
+ * document's own closing brace was: an HMAC over the exact bytes before
+ * the comma (after a label), so a receiver checks it on the text it got,
+ * never on a re-serialisation that could differ. */
+#define MD_MAC_LABEL "xfer-md-v1"
+#define MD_MAC_HEAD ",\"mac\":\""
+#define MD_MAC_SUFFIX_LEN (sizeof(MD_MAC_HEAD) - 1 + 2 * XFER_AUTH_MAC_LEN + 2)
+
+/* What the MAC covers: the label with its NUL, then the text. */
+static void md_parts(xfer__auth_part_t parts[2], const char *text, size_t len)
+{
+    parts[0] = (xfer__auth_part_t){MD_MAC_LABEL, sizeof(MD_MAC_LABEL)};
+    parts[1] = (xfer__auth_part_t){text, len};
+}
+
+static xfer_status_t md_mac(const xfer__auth_t *k, const char *text,
+                            size_t len, uint8_t mac[XFER_AUTH_MAC_LEN])
+{
+    xfer__auth_part_t parts[2];
+
+    md_parts(parts, text, len);
+    return xfer__auth_mac(k, parts, 2, mac);
+}
+
+static bool md_mac_check(const xfer__auth_t *k, const char *text, size_t len,
+                         const uint8_t mac[XFER_AUTH_MAC_LEN])
+{
+    xfer__auth_part_t parts[2];
+
+    md_parts(parts, text, len);
+    return xfer__auth_check(k, parts, 2, mac) == XFER_OK;
+}
+
+static xfer_status_t md_sign(xfer_agent_t *a, char **text)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t mac[XFER_AUTH_MAC_LEN];
+    size_t n = strlen(*text);
+    char *s, *p;
+    xfer_status_t st;
+
+    if (a->auth == NULL)
+        return XFER_OK;
+    /* json_dumps of an object ends with its closing brace. */
+    st = md_mac(a->auth, *text, n - 1, mac);
+    if (st != XFER_OK || (s = realloc(*text, n - 1 + MD_MAC_SUFFIX_LEN + 1))
+                             == NULL) {
+        free(*text);
+        *text = NULL;
+        return st != XFER_OK ? st : xfer__err(XFER_ERR_NOMEM, "out of memory "
+                                              "signing metadata");
+    }
+    p = s + n - 1;
+    memcpy(p, MD_MAC_HEAD, sizeof(MD_MAC_HEAD) - 1);
+    p += sizeof(MD_MAC_HEAD) - 1;
+    for (size_t i = 0; i < XFER_AUTH_MAC_LEN; i++) {
+        *p++ = hex[mac[i] >> 4];
+        *p++ = hex[mac[i] & 15];
+    }
+    memcpy(p, "\"}", 3);
+    *text = s;
+    return XFER_OK;
+}
+
+/* Whether blob (len bytes, trailing NUL excluded) carries a signature by
+ * a's secret over its exact bytes. */
+static bool md_signed(const xfer_agent_t *a, const char *blob, size_t len)
+{
+    uint8_t mac[XFER_AUTH_MAC_LEN];
+    const char *h;
+
+    if (len < MD_MAC_SUFFIX_LEN + 1)
+        return false;
+    h = blob + len - MD_MAC_SUFFIX_LEN;
+    if (memcmp(h, MD_MAC_HEAD, sizeof(MD_MAC_HEAD) - 1) != 0 ||
+        memcmp(blob + len - 2, "\"}", 2) != 0)
+        return false;
+    h += sizeof(MD_MAC_HEAD) - 1;
+    for (size_t i = 0; i < XFER_AUTH_MAC_LEN; i++) {
+        int v = 0;
+
+        for (int k = 0; k < 2; k++) {
+            char c = h[2 * i + (size_t)k];
+
+            if (c >= '0' && c <= '9')
+                v = v * 16 + (c - '0');
+            else if (c >= 'a' && c <= 'f')
+                v = v * 16 + (c - 'a' + 10);
+            else
+                return false;
+        }
+        mac[i] = (uint8_t)v;
+    }
+    return md_mac_check(a->auth, blob, len - MD_MAC_SUFFIX_LEN, mac);
+}
+
 XFER_API xfer_status_t xfer_md_get(xfer_agent_t *agent, unsigned what,
                                    xfer_mem_t *const *mems, size_t nmems,
                                    char **blob, size_t *len)
@@ -200,6 +298,9 @@ XFER_API xfer_status_t xfer_md_get(xfer_agent_t *agent, unsigned what,
     json_decref(root);
     if (text == NULL)
         return xfer__err(XFER_ERR_NOMEM, "out of memory encoding metadata");
+    st = md_sign(agent, &text);
+    if (st != XFER_OK)
+        return st;
     if (strlen(text) > XFER_MD_MAX) {
         free(text);
         return xfer__err(XFER_ERR_INVALID, "metadata of agent '%s' exceeds "
@@ -360,7 +461,7 @@ static xfer_status_t parse_region(json_t *o, size_t i, md_region_t *out)
 static xfer_status_t md_parse(const void *blob, size_t len, md_doc_t *d)
 {
     json_error_t jerr;
-    json_t *root, *v, *backends, *regions;
+    json_t *root, *v, *backends, *regions, *mac;
     size_t i;
     const char *name;
 
@@ -405,7 +506,13 @@ static xfer_status_t md_parse(const void *blob, size_t len, md_doc_t *d)
 
     backends = json_object_get(root, "backends");
     regions = json_object_get(root, "regions");
-    if (json_object_size(root) != 4u + (backends != NULL) + (regions != NULL))
+    /* A signature (checked on the text by md_signed, not here). */
+    mac = json_object_get(root, "mac");
+    if (mac != NULL && (!json_is_string(mac) ||
+                        json_string_length(mac) != 2 * XFER_AUTH_MAC_LEN))
+        return bad("mac is not %d hex digits", 2 * XFER_AUTH_MAC_LEN);
+    if (json_object_size(root) !=
+        4u + (backends != NULL) + (regions != NULL) + (mac != NULL))
         return bad("unknown top-level fields");
 
     if (backends != NULL) {
@@ -556,7 +663,15 @@ static xfer_status_t add_peers(xfer__remote_t *rem, const md_doc_t *d)
     return st;
 }
 
-static xfer_status_t md_apply_locked(xfer_agent_t *a, const md_doc_t *d)
+/* Who hands the agent a blob, and so what it may do with it. */
+typedef struct md_via {
+    bool listener;      /* a listener client, not the application (nor
+                           etcd, the control plane the application chose) */
+    const char *client; /* the name it authenticated as; NULL: none */
+} md_via_t;
+
+static xfer_status_t md_apply_locked(xfer_agent_t *a, const md_doc_t *d,
+                                     const md_via_t *via)
 {
     xfer__remote_t *rem = xfer__remote_find(a, d->name), *fresh = NULL;
     xfer_status_t st;
@@ -568,6 +683,19 @@ static xfer_status_t md_apply_locked(xfer_agent_t *a, const md_doc_t *d)
         return xfer__err(XFER_ERR_INVALID, "metadata of agent '%s' has epoch "
                          "0x%" PRIx64 ", older than the loaded 0x%" PRIx64,
                          d->name, d->epoch, rem->epoch);
+    /* Anyone who reaches an unauthenticated listener may introduce a new
+     * name, but must not take a loaded one over: neither a newer epoch
+     * (which drops the real peer) nor connection info (which points a
+     * backend not yet connected to it at another endpoint). */
+    if (via->listener && via->client == NULL && rem != NULL &&
+        (d->epoch > rem->epoch || d->has_conn))
+        return xfer__err(XFER_ERR_AUTH, "%s loaded agent '%s' through the "
+                         "listener needs authentication; the application "
+                         "can load it itself",
+                         d->epoch > rem->epoch ? "replacing"
+                                               : "changing the connection "
+                                                 "info of",
+                         d->name);
     if (rem == NULL || d->epoch > rem->epoch) {
         if (!d->has_conn)
             return xfer__err(XFER_ERR_INVALID, "metadata of agent '%s' (epoch "
@@ -619,13 +747,25 @@ static xfer_status_t md_apply_locked(xfer_agent_t *a, const md_doc_t *d)
     return XFER_OK;
 }
 
-xfer_status_t xfer__md_apply(xfer_agent_t *a, const void *blob, size_t len,
-                             char *name, size_t name_size)
+static xfer_status_t md_apply(xfer_agent_t *a, const void *blob, size_t len,
+                              char *name, size_t name_size,
+                              const md_via_t *via)
 {
     md_doc_t d;
     xfer_status_t st = md_parse(blob, len, &d);
     size_t need = st == XFER_OK ? strlen(d.name) + 1 : 0;
 
+    /* With a secret, only what a holder of it signed loads, whoever hands
+     * it over (the application too: it may pass on a blob it got from
+     * anywhere).  The text checked is the text parsed. */
+    if (st == XFER_OK && a->auth != NULL &&
+        !md_signed(a, blob, ((const char *)blob)[len - 1] ? len : len - 1))
+        st = xfer__err(XFER_ERR_AUTH, "metadata for '%s' is not signed by "
+                       "this agent's secret", d.name);
+    if (st == XFER_OK && via->client != NULL && strcmp(d.name, via->client))
+        st = xfer__err(XFER_ERR_AUTH, "metadata for '%s' came from a client "
+                       "that authenticated as agent '%s'", d.name,
+                       via->client);
     /* Refused before anything is applied: a caller told nothing of the
      * name would not know which agent it just loaded. */
     if (st == XFER_OK && name != NULL && name_size > 0 && need > name_size)
@@ -634,13 +774,30 @@ xfer_status_t xfer__md_apply(xfer_agent_t *a, const void *blob, size_t len,
                        d.name, need);
     if (st == XFER_OK) {
         xfer__lock(a);
-        st = md_apply_locked(a, &d);
+        st = md_apply_locked(a, &d, via);
         xfer__unlock(a);
     }
     if (st == XFER_OK && name != NULL && name_size > 0)
         memcpy(name, d.name, need);
     doc_free(&d);
     return st;
+}
+
+xfer_status_t xfer__md_apply(xfer_agent_t *a, const void *blob, size_t len,
+                             char *name, size_t name_size)
+{
+    const md_via_t via = {false, NULL};
+
+    return md_apply(a, blob, len, name, name_size, &via);
+}
+
+xfer_status_t xfer__md_apply_sent(xfer_agent_t *a, const void *blob,
+                                  size_t len, const char *client, char *name,
+                                  size_t name_size)
+{
+    const md_via_t via = {true, client};
+
+    return md_apply(a, blob, len, name, name_size, &via);
 }
 
 XFER_API xfer_status_t xfer_md_load(xfer_agent_t *agent, const void *blob,
