@@ -1,5 +1,6 @@
 /* conn.c - connections of the stream engine: instance and epoll loop, accept
- * and connect, the HELLO handshake binding a peer's name and epoch, receive, timers. */
+ * and connect, the handshake binding (and with a secret, proving) a peer's
+ * name and epoch, receive, timers. */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
 #endif
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <sys/uio.h>
@@ -99,6 +101,125 @@ int xfer__stream_wire_status(uint64_t v, xfer_status_t *st)
         return -1;
     *st = (xfer_status_t)s;
     return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The handshake's pieces (docs/wire-tcp.md, "Authentication")          */
+/* ------------------------------------------------------------------ */
+
+/* The labels keep a MAC made for one message from passing for another
+ * (a target's MAC replayed as an initiator's, or a listener's). */
+#define HS_LABEL_ACK "xfer-stream-ack"
+#define HS_LABEL_AUTH "xfer-stream-auth"
+#define HS_TRANSCRIPT_MAX \
+    (32 + 2 * XFER_WIRE_NONCE + 2 * (1 + XFER_NAME_MAX + 8))
+
+static int hs_nonce(uint8_t n[XFER_WIRE_NONCE])
+{
+    size_t got = 0;
+
+    while (got < XFER_WIRE_NONCE) {
+        ssize_t r = getrandom(n + got, XFER_WIRE_NONCE - got, 0);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static uint8_t *hs_put(uint8_t *p, const char *name, uint64_t epoch)
+{
+    size_t n = strlen(name);
+
+    *p++ = (uint8_t)n;
+    memcpy(p, name, n);
+    p += n;
+    for (int i = 0; i < 8; i++)
+        *p++ = (uint8_t)(epoch >> (8 * i));
+    return p;
+}
+
+/* What a MAC covers: label and its NUL, two nonces, two (name, epoch)
+ * pairs, each name after a length byte, each epoch a little-endian u64. */
+static size_t hs_transcript(uint8_t *out, const char *label,
+                            const uint8_t *na, const uint8_t *nb,
+                            const char *n1, uint64_t e1, const char *n2,
+                            uint64_t e2)
+{
+    uint8_t *p = out;
+
+    memcpy(p, label, strlen(label) + 1);
+    p += strlen(label) + 1;
+    memcpy(p, na, XFER_WIRE_NONCE);
+    p += XFER_WIRE_NONCE;
+    memcpy(p, nb, XFER_WIRE_NONCE);
+    p += XFER_WIRE_NONCE;
+    p = hs_put(p, n1, e1);
+    p = hs_put(p, n2, e2);
+    return (size_t)(p - out);
+}
+
+/* The target's MAC (in HELLO_ACK) or the initiator's (in AUTH) for c,
+ * from either side's point of view: computed into mac, or, with check
+ * set, compared with it.  XFER_OK or XFER_ERR_AUTH. */
+static xfer_status_t hs_mac(conn_t *c, int target_mac, int check,
+                            uint8_t mac[XFER_WIRE_MAC])
+{
+    const xfer_host_t *h = c->be->host;
+    uint8_t t[HS_TRANSCRIPT_MAX];
+    const uint8_t *ni = c->initiator ? c->nonce_own : c->nonce_peer;
+    const uint8_t *nt = c->initiator ? c->nonce_peer : c->nonce_own;
+    const char *iname = c->initiator ? h->agent_name : c->name;
+    const char *tname = c->initiator ? c->name : h->agent_name;
+    uint64_t iep = c->initiator ? h->agent_epoch : c->epoch;
+    uint64_t tep = c->initiator ? c->epoch : h->agent_epoch;
+    size_t n = target_mac ? hs_transcript(t, HS_LABEL_ACK, ni, nt, tname, tep,
+                                          iname, iep)
+                          : hs_transcript(t, HS_LABEL_AUTH, nt, ni, iname,
+                                          iep, tname, tep);
+
+    if (check)
+        return h->auth_check(h->ctx, t, n, mac) == XFER_OK ? XFER_OK
+                                                           : XFER_ERR_AUTH;
+    return h->auth_mac(h->ctx, t, n, mac) == XFER_OK ? XFER_OK : XFER_ERR_AUTH;
+}
+
+/* A handshake frame with a body (copied), ready to queue. */
+static txe_t *hs_entry(xfer_be_t *be, uint8_t type, uint8_t flags,
+                       uint32_t seg, uint64_t tag, uint64_t arg0,
+                       uint64_t arg1, const void *body, size_t len)
+{
+    txe_t *e = xfer__stream_msg_entry(be, type, body, len);
+
+    if (!e)
+        return NULL;
+    xfer__stream_ctrl_hdr(e, type, seg, tag, arg0, arg1, len);
+    e->hdr.flags = flags;
+    e->niov = 2;
+    return e;
+}
+
+/* Best effort, the last word before closing: a bare handshake frame
+ * sent now, behind nothing (the handshake's earlier frames have left). */
+static void hs_tell(conn_t *c, uint8_t type, uint8_t flags, uint64_t arg0,
+                    xfer_status_t st)
+{
+    xfer_wire_hdr_t h;
+
+    memset(&h, 0, sizeof h);
+    h.type = type;
+    h.flags = flags;
+    if (type == XFER_WIRE_HELLO_ACK) {
+        h.seg = XFER_WIRE_VERSION;
+        h.tag = XFER_WIRE_MAGIC;
+    }
+    h.arg0 = arg0;
+    h.arg1 = (uint64_t)(int64_t)st;
+    xfer_wire_encode(&h, &h);
+    (void)!send(c->fd, &h, sizeof h, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 /* ------------------------------------------------------------------ */
@@ -214,6 +335,7 @@ conn_t *xfer__stream_peer_conn(xfer_be_t *be, xfer_be_peer_t *p,
     conn_t *c;
     txe_t *e;
     size_t nlen = strlen(be->host->agent_name);
+    uint8_t body[XFER_NAME_MAX + XFER_WIRE_NONCE], nonce[XFER_WIRE_NONCE];
 
     if (p->conn)
         return p->conn;
@@ -224,10 +346,26 @@ conn_t *xfer__stream_peer_conn(xfer_be_t *be, xfer_be_peer_t *p,
                   p->name, p->where, strerror(-fd));
         return NULL;
     }
-    e = xfer__stream_txe_get(be);
+    /* The HELLO goes first: our name, and with a secret our challenge.
+     * Without one requests may follow it at once, because the target
+     * checks it before it looks at anything else; with one they wait in
+     * the hold list until the target accepted our proof. */
+    memcpy(body, be->host->agent_name, nlen);
+    if (be->auth && hs_nonce(nonce) < 0) {
+        close(fd);
+        *st = ERR(be, XFER_ERR_BACKEND, "%s: no random bytes for a "
+                  "challenge: %s", be->cfg.name, strerror(errno));
+        return NULL;
+    }
+    memcpy(body + nlen, nonce, sizeof nonce);
+    e = hs_entry(be, XFER_WIRE_HELLO, be->auth ? XFER_WIRE_F_AUTH : 0,
+                 XFER_WIRE_VERSION, XFER_WIRE_MAGIC, be->host->agent_epoch,
+                 p->epoch, body, nlen + (be->auth ? XFER_WIRE_NONCE : 0));
     if (!e || !(c = conn_new(be, fd, 1, inprog))) {
-        if (e)
+        if (e) {
+            free(e->heap);
             xfer__stream_txe_put(be, e);
+        }
         close(fd);
         *st = ERR(be, XFER_ERR_NOMEM, "%s: no memory for a connection",
                   be->cfg.name);
@@ -238,16 +376,7 @@ conn_t *xfer__stream_peer_conn(xfer_be_t *be, xfer_be_peer_t *p,
     snprintf(c->name, sizeof c->name, "%s", p->name);
     c->epoch = p->epoch;
     snprintf(c->where, sizeof c->where, "%s", p->where);
-
-    /* The HELLO goes first; requests may follow it at once, because the
-     * target checks it before it looks at anything else. */
-    e->kind = XFER__TX_CTRL;
-    xfer__stream_ctrl_hdr(e, XFER_WIRE_HELLO, XFER_WIRE_VERSION,
-                          XFER_WIRE_MAGIC, be->host->agent_epoch, p->epoch,
-                          nlen);
-    e->v[1].iov_base = (void *)(uintptr_t)be->host->agent_name;
-    e->v[1].iov_len = nlen;
-    e->niov = 2;
+    memcpy(c->nonce_own, nonce, sizeof nonce);
     xfer__stream_txq_push(c, e);
     return c;
 }
@@ -299,76 +428,180 @@ void xfer__stream_body_start(conn_t *c, const xfer_wire_hdr_t *h, void *dest,
     c->done = 0;
 }
 
-/* Target: the HELLO's name arrived. */
-static void hello_done(conn_t *c)
+/* The handshake is done on c's side: it serves (target) or sends
+ * (initiator) from now on.  A target answers with ack, HELLO_ACK or
+ * AUTH_ACK, queued behind what conn_up queued (uds: its memfds), so the
+ * initiator has them before it starts. */
+static void hs_up(conn_t *c, uint8_t ack)
 {
     xfer_be_t *be = c->be;
-    const xfer_wire_hdr_t *h = &c->rh;
     txe_t *e;
 
-    c->name[h->len] = '\0';
-    if (strlen(c->name) != h->len) {
-        XFER__VIOLATION(c, "agent name contains a NUL byte");
-        return;
-    }
-    if (h->seg != XFER_WIRE_VERSION || h->arg1 != be->host->agent_epoch) {
-        xfer_wire_hdr_t a;
-
-        /* Best effort: tell the initiator why before closing. */
-        memset(&a, 0, sizeof a);
-        a.type = XFER_WIRE_HELLO_ACK;
-        a.seg = XFER_WIRE_VERSION;
-        a.tag = XFER_WIRE_MAGIC;
-        a.arg0 = be->host->agent_epoch;
-        a.arg1 = (uint64_t)(int64_t)XFER_ERR_REMOTE_DISCONNECT;
-        xfer_wire_encode(&a, &a);
-        (void)!send(c->fd, &a, sizeof a, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (h->seg != XFER_WIRE_VERSION)
-            xfer__stream_conn_close(c, XFER_ERR_REMOTE_DISCONNECT,
-                                    XFER_LOG_WARN,
-                                    "refused: protocol version %u, we "
-                                    "speak %u",
-                                    (unsigned)h->seg, XFER_WIRE_VERSION);
-        else
-            xfer__stream_conn_close(c, XFER_ERR_REMOTE_DISCONNECT,
-                                    XFER_LOG_WARN,
-                                    "refused: it expects epoch %llu of this "
-                                    "agent, ours is %llu (stale metadata)",
-                                    (unsigned long long)h->arg1,
-                                    (unsigned long long)
-                                        be->host->agent_epoch);
-        return;
-    }
-    c->epoch = h->arg0;
     c->hello_done = 1;
+    c->auth_wait = 0;
     if (conn_up(c) < 0)
         return;
-    e = xfer__stream_txe_get(be);
+    if (c->initiator) {
+        xfer__stream_held_drain(c);
+        return;
+    }
+    e = hs_entry(be, ack, be->auth && ack == XFER_WIRE_HELLO_ACK
+                              ? XFER_WIRE_F_AUTH : 0,
+                 ack == XFER_WIRE_HELLO_ACK ? XFER_WIRE_VERSION : 0,
+                 ack == XFER_WIRE_HELLO_ACK ? XFER_WIRE_MAGIC : 0,
+                 ack == XFER_WIRE_HELLO_ACK ? be->host->agent_epoch : 0,
+                 (uint64_t)(int64_t)XFER_OK, NULL, 0);
     if (!e) {
         xfer__stream_conn_close(c, XFER_ERR_NOMEM, XFER_LOG_ERROR,
                                 "out of memory");
         return;
     }
-    e->kind = XFER__TX_CTRL;
-    xfer__stream_ctrl_hdr(e, XFER_WIRE_HELLO_ACK, XFER_WIRE_VERSION,
-                          XFER_WIRE_MAGIC, be->host->agent_epoch,
-                          (uint64_t)(int64_t)XFER_OK, 0);
     xfer__stream_txq_push(c, e);
-    LOG(be, XFER_LOG_DEBUG, "agent '%s' connected from %s", c->name,
-        c->where);
+    LOG(be, XFER_LOG_DEBUG, "agent '%s' connected from %s%s", c->name,
+        c->where, be->auth ? ", authenticated" : "");
 }
 
-/* Initiator: the answer to our HELLO. */
-static void hello_ack(conn_t *c, const xfer_wire_hdr_t *h)
+/* Target: refuse a HELLO, telling the initiator why (HELLO_ACK with a
+ * status) before closing, having served nothing. */
+static void hello_refuse(conn_t *c, xfer_status_t st, uint64_t epoch,
+                         const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void hello_refuse(conn_t *c, xfer_status_t st, uint64_t epoch,
+                         const char *fmt, ...)
+{
+    char why[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    hs_tell(c, XFER_WIRE_HELLO_ACK, c->be->auth ? XFER_WIRE_F_AUTH : 0,
+            epoch, st);
+    xfer__stream_conn_close(c, st == XFER_ERR_AUTH ? XFER_ERR_AUTH
+                                                   : XFER_ERR_REMOTE_DISCONNECT,
+                            XFER_LOG_WARN, "refused: %s", why);
+}
+
+/* Target: the HELLO's body (name, and with F_AUTH the initiator's
+ * challenge) arrived. */
+static void hello_done(conn_t *c)
+{
+    xfer_be_t *be = c->be;
+    const xfer_wire_hdr_t *h = &c->rh;
+    int auth = (h->flags & XFER_WIRE_F_AUTH) != 0;
+    size_t nlen = h->len - (auth ? XFER_WIRE_NONCE : 0);
+    uint8_t body[XFER_WIRE_NONCE + XFER_WIRE_MAC];
+    txe_t *e;
+
+    memcpy(c->name, c->hs, nlen);
+    c->name[nlen] = '\0';
+    if (strlen(c->name) != nlen) {
+        XFER__VIOLATION(c, "agent name contains a NUL byte");
+        return;
+    }
+    if (h->seg != XFER_WIRE_VERSION) {
+        hello_refuse(c, XFER_ERR_REMOTE_DISCONNECT, be->host->agent_epoch,
+                     "protocol version %u, we speak %u", (unsigned)h->seg,
+                     XFER_WIRE_VERSION);
+        return;
+    }
+    /* Settings that differ fail on both sides with a sentence, and tell
+     * nothing more (not even our epoch) to a peer that cannot prove. */
+    if (auth != be->auth) {
+        hello_refuse(c, XFER_ERR_AUTH, 0,
+                     be->auth ? "agent '%s' has no auth key; this agent "
+                                "requires authentication"
+                              : "agent '%s' requires authentication; this "
+                                "agent has no auth key",
+                     c->name);
+        return;
+    }
+    if (h->arg1 != be->host->agent_epoch) {
+        hello_refuse(c, XFER_ERR_REMOTE_DISCONNECT, be->host->agent_epoch,
+                     "it expects epoch %llu of this agent, ours is %llu "
+                     "(stale metadata)", (unsigned long long)h->arg1,
+                     (unsigned long long)be->host->agent_epoch);
+        return;
+    }
+    c->epoch = h->arg0;
+    if (!be->auth) {
+        hs_up(c, XFER_WIRE_HELLO_ACK);
+        return;
+    }
+    /* The challenge: our nonce and our MAC over both nonces and both
+     * identities.  Nothing is served before the initiator's AUTH. */
+    memcpy(c->nonce_peer, c->hs + nlen, XFER_WIRE_NONCE);
+    if (hs_nonce(c->nonce_own) < 0 ||
+        hs_mac(c, 1, 0, body + XFER_WIRE_NONCE) != XFER_OK) {
+        xfer__stream_conn_close(c, XFER_ERR_BACKEND, XFER_LOG_ERROR,
+                                "cannot make a challenge (no random bytes "
+                                "or no MAC)");
+        return;
+    }
+    memcpy(body, c->nonce_own, XFER_WIRE_NONCE);
+    e = hs_entry(be, XFER_WIRE_HELLO_ACK, XFER_WIRE_F_AUTH, XFER_WIRE_VERSION,
+                 XFER_WIRE_MAGIC, be->host->agent_epoch,
+                 (uint64_t)(int64_t)XFER_OK, body, sizeof body);
+    if (!e) {
+        xfer__stream_conn_close(c, XFER_ERR_NOMEM, XFER_LOG_ERROR,
+                                "out of memory");
+        return;
+    }
+    c->auth_wait = 1;
+    xfer__stream_txq_push(c, e);
+}
+
+/* Target: the initiator's AUTH (its MAC in c->hs, or its refusal of
+ * ours). */
+static void auth_done(conn_t *c)
 {
     xfer_status_t st;
 
-    if (c->hello_done || h->tag != XFER_WIRE_MAGIC || h->len) {
-        XFER__VIOLATION(c, "bad HELLO_ACK");
+    xfer__stream_wire_status(c->rh.arg1, &st); /* checked by frame() */
+    if (st != XFER_OK) {
+        xfer__stream_conn_close(c, XFER_ERR_AUTH, XFER_LOG_WARN,
+                                "refused by the agent: this agent's proof of "
+                                "the shared secret did not check there (the "
+                                "two hold different keys)");
         return;
     }
-    if (xfer__stream_wire_status(h->arg1, &st) < 0) {
-        XFER__VIOLATION(c, "bad status in HELLO_ACK");
+    if (hs_mac(c, 0, 1, c->hs) != XFER_OK) {
+        hs_tell(c, XFER_WIRE_AUTH_ACK, 0, 0, XFER_ERR_AUTH);
+        xfer__stream_conn_close(c, XFER_ERR_AUTH, XFER_LOG_WARN,
+                                "refused: the agent did not prove the shared "
+                                "secret");
+        return;
+    }
+    hs_up(c, XFER_WIRE_AUTH_ACK);
+}
+
+/* Initiator: the answer to our HELLO (its body, if any, in c->hs). */
+static void hello_ack(conn_t *c, const xfer_wire_hdr_t *h)
+{
+    xfer_be_t *be = c->be;
+    uint8_t mac[XFER_WIRE_MAC];
+    xfer_status_t st;
+    txe_t *e;
+
+    xfer__stream_wire_status(h->arg1, &st); /* checked by frame() */
+    if (h->seg != XFER_WIRE_VERSION) {
+        xfer__stream_conn_close(c, XFER_ERR_REMOTE_DISCONNECT, XFER_LOG_WARN,
+                                "the agent speaks protocol version %u, we "
+                                "speak %u", (unsigned)h->seg,
+                                XFER_WIRE_VERSION);
+        return;
+    }
+    /* Our settings and the target's differ: it refused, or we refuse. */
+    if (st == XFER_ERR_AUTH ||
+        (st == XFER_OK && !(h->flags & XFER_WIRE_F_AUTH) != !be->auth)) {
+        xfer__stream_conn_close(c, XFER_ERR_AUTH, XFER_LOG_WARN,
+                                be->auth ? "the target did not prove the "
+                                           "shared secret (it has no auth "
+                                           "key)"
+                                         : "the target requires "
+                                           "authentication; this agent has "
+                                           "no auth key");
         return;
     }
     if (st != XFER_OK) {
@@ -380,8 +613,46 @@ static void hello_ack(conn_t *c, const xfer_wire_hdr_t *h)
                                 (unsigned long long)c->epoch);
         return;
     }
-    c->hello_done = 1;
-    conn_up(c);
+    if (!be->auth) {
+        hs_up(c, 0);
+        return;
+    }
+    /* The target answered our challenge: it holds the secret and is the
+     * agent, of the epoch, our metadata names.  Then our own proof. */
+    memcpy(c->nonce_peer, c->hs, XFER_WIRE_NONCE);
+    if (hs_mac(c, 1, 1, c->hs + XFER_WIRE_NONCE) != XFER_OK) {
+        hs_tell(c, XFER_WIRE_AUTH, 0, 0, XFER_ERR_AUTH);
+        xfer__stream_conn_close(c, XFER_ERR_AUTH, XFER_LOG_WARN,
+                                "the target did not prove the shared secret "
+                                "(its key differs from ours, or it is not "
+                                "agent '%s')", c->name);
+        return;
+    }
+    c->proved = 1;
+    if (hs_mac(c, 0, 0, mac) != XFER_OK ||
+        !(e = hs_entry(be, XFER_WIRE_AUTH, 0, 0, 0, 0,
+                       (uint64_t)(int64_t)XFER_OK, mac, sizeof mac))) {
+        xfer__stream_conn_close(c, XFER_ERR_NOMEM, XFER_LOG_ERROR,
+                                "cannot send our proof of the secret");
+        return;
+    }
+    c->auth_wait = 1;
+    xfer__stream_txq_send(c, e);
+}
+
+/* Initiator: the target checked our proof. */
+static void auth_ack(conn_t *c, const xfer_wire_hdr_t *h)
+{
+    xfer_status_t st;
+
+    xfer__stream_wire_status(h->arg1, &st); /* checked by frame() */
+    if (st != XFER_OK) {
+        xfer__stream_conn_close(c, XFER_ERR_AUTH, XFER_LOG_WARN,
+                                "the target refused this agent's proof of "
+                                "the shared secret");
+        return;
+    }
+    hs_up(c, 0);
 }
 
 /* Initiator: a descriptor the target passed (it came with the bytes). */
@@ -394,9 +665,119 @@ static void fd_frame(conn_t *c, const xfer_wire_hdr_t *h)
         XFER__VIOLATION(c, "bad SHM_FD (no descriptor came with it)");
         return;
     }
+    /* With a secret, memory comes only from a target that proved it. */
+    if (be->auth && !c->proved) {
+        XFER__VIOLATION(c, "SHM_FD before the target proved the shared "
+                        "secret");
+        return;
+    }
     fd = c->fdq[0];
     memmove(c->fdq, c->fdq + 1, --c->nfdq * sizeof(int));
     be->tp->fd_received(be->tctx, c, h->tag, h->arg0, fd);
+}
+
+/* A handshake frame's status field: one a peer may send. */
+static int hs_status(conn_t *c, const xfer_wire_hdr_t *h, xfer_status_t *st)
+{
+    if (xfer__stream_wire_status(h->arg1, st) < 0 ||
+        (*st != XFER_OK && h->len)) {
+        XFER__VIOLATION(c, "bad status in a handshake frame (type %u)",
+                        h->type);
+        return -1;
+    }
+    return 0;
+}
+
+/* Initiator: the frames of the handshake. */
+static int initiator_hs_frame(conn_t *c, const xfer_wire_hdr_t *h)
+{
+    xfer_be_t *be = c->be;
+    xfer_status_t st;
+
+    if (h->type == XFER_WIRE_SHM_FD) {
+        fd_frame(c, h);
+    } else if (h->type == XFER_WIRE_HELLO_ACK) {
+        if (c->hello_done || c->auth_wait || h->tag != XFER_WIRE_MAGIC ||
+            (h->flags & ~XFER_WIRE_F_AUTH)) {
+            XFER__VIOLATION(c, "bad HELLO_ACK");
+            return 1;
+        }
+        if (hs_status(c, h, &st) < 0)
+            return 1;
+        /* A challenge comes with F_AUTH and an OK, and only then; we read
+         * it only when we hold a secret (else the answer is our refusal). */
+        if (h->len != (st == XFER_OK && (h->flags & XFER_WIRE_F_AUTH)
+                           ? XFER_WIRE_NONCE + XFER_WIRE_MAC
+                           : 0)) {
+            XFER__VIOLATION(c, "bad HELLO_ACK");
+            return 1;
+        }
+        if (h->len && be->auth) {
+            c->head += XFER_WIRE_HDR_SIZE;
+            xfer__stream_body_start(c, h, c->hs, h->len);
+            return 1;
+        }
+        hello_ack(c, h);
+    } else if (h->type == XFER_WIRE_AUTH_ACK) {
+        if (!c->auth_wait || h->seg || h->tag || h->arg0 || h->len ||
+            h->flags) {
+            XFER__VIOLATION(c, "unexpected AUTH_ACK");
+            return 1;
+        }
+        if (hs_status(c, h, &st) < 0)
+            return 1;
+        auth_ack(c, h);
+    } else {
+        return 0;
+    }
+    if (!c->closed)
+        c->head += XFER_WIRE_HDR_SIZE;
+    return 1;
+}
+
+/* Target: the frames of the handshake (HELLO, then with a secret AUTH). */
+static int target_hs_frame(conn_t *c, const xfer_wire_hdr_t *h)
+{
+    xfer_status_t st;
+    size_t lo = 1, hi = XFER_NAME_MAX;
+
+    if (c->auth_wait) {
+        if (h->type != XFER_WIRE_AUTH) {
+            XFER__VIOLATION(c, "frame type %u before AUTH", h->type);
+            return 1;
+        }
+        if (h->seg || h->tag || h->arg0 || h->flags ||
+            hs_status(c, h, &st) < 0 ||
+            h->len != (st == XFER_OK ? XFER_WIRE_MAC : 0)) {
+            if (!c->closed)
+                XFER__VIOLATION(c, "bad AUTH");
+            return 1;
+        }
+        c->head += XFER_WIRE_HDR_SIZE;
+        if (h->len) {
+            xfer__stream_body_start(c, h, c->hs, h->len);
+        } else {
+            c->rh = *h;
+            auth_done(c);
+        }
+        return 1;
+    }
+    if (h->type != XFER_WIRE_HELLO) {
+        XFER__VIOLATION(c, "frame type %u before HELLO", h->type);
+        return 1;
+    }
+    if (h->flags & XFER_WIRE_F_AUTH) {
+        lo += XFER_WIRE_NONCE;
+        hi += XFER_WIRE_NONCE;
+    }
+    if (h->tag != XFER_WIRE_MAGIC || (h->flags & ~XFER_WIRE_F_AUTH) ||
+        h->len < lo || h->len > hi) {
+        XFER__VIOLATION(c, "bad HELLO");
+        return 1;
+    }
+    c->head += XFER_WIRE_HDR_SIZE;
+    xfer__stream_body_start(c, h, c->hs, h->len);
+    return 1;
 }
 
 /* Called with a whole header at c->buf + head.  Returns 1 when the frame
@@ -413,36 +794,22 @@ static int frame(conn_t *c)
         return 1;
     }
     if (c->initiator) {
-        if (h.type == XFER_WIRE_HELLO_ACK || h.type == XFER_WIRE_SHM_FD) {
-            if (h.type == XFER_WIRE_HELLO_ACK)
-                hello_ack(c, &h);
-            else
-                fd_frame(c, &h);
-            c->head += XFER_WIRE_HDR_SIZE;
+        if (initiator_hs_frame(c, &h))
             return 1;
-        }
         if (!c->hello_done) {
-            XFER__VIOLATION(c, "frame type %u before HELLO_ACK", h.type);
+            XFER__VIOLATION(c, "frame type %u before the handshake ended",
+                            h.type);
             return 1;
         }
         return be->role[1]->frame(c, &h, avail);
     }
-    if (!c->hello_done && h.type != XFER_WIRE_HELLO) {
-        XFER__VIOLATION(c, "frame type %u before HELLO", h.type);
+    if (!c->hello_done)
+        return target_hs_frame(c, &h);
+    if (h.type == XFER_WIRE_HELLO || h.type == XFER_WIRE_AUTH) {
+        XFER__VIOLATION(c, "a second handshake (frame type %u)", h.type);
         return 1;
     }
-    if (h.type != XFER_WIRE_HELLO)
-        return be->role[0]->frame(c, &h, avail);
-    if (c->hello_done || h.tag != XFER_WIRE_MAGIC || !h.len ||
-        h.len > XFER_NAME_MAX) {
-        XFER__VIOLATION(c, "bad HELLO");
-        return 1;
-    }
-    if (h.len <= be->cfg.inline_max && avail < h.len)
-        return 0;
-    c->head += XFER_WIRE_HDR_SIZE;
-    xfer__stream_body_start(c, &h, c->name, h.len);
-    return 1;
+    return be->role[0]->frame(c, &h, avail);
 }
 
 static void body_done(conn_t *c)
@@ -450,6 +817,10 @@ static void body_done(conn_t *c)
     c->rstate = XFER__RX_HDR;
     if (c->rh.type == XFER_WIRE_HELLO)
         hello_done(c);
+    else if (c->rh.type == XFER_WIRE_AUTH)
+        auth_done(c);
+    else if (c->rh.type == XFER_WIRE_HELLO_ACK)
+        hello_ack(c, &c->rh);
     else
         c->be->role[c->initiator]->body_done(c);
 }
@@ -799,6 +1170,10 @@ xfer_status_t xfer__stream_instance(const xfer_host_t *host,
     be->tp = tp;
     be->tctx = tctx;
     be->cfg = *cfg;
+    /* A core older than ABI minor 4 has no secret to offer. */
+    be->auth = host->size >= offsetof(xfer_host_t, auth_check) +
+                                 sizeof(host->auth_check) &&
+               host->auth;
     be->lfd = listen_fd;
     be->lkind = XFER__H_LISTEN;
     be->tkind = XFER__H_TIMER;

@@ -147,6 +147,13 @@ struct xfer__stream_conn {
     char name[XFER_NAME_MAX + 1];   /* the other agent, bound by HELLO */
     uint64_t epoch;                 /* ... and its epoch */
     char where[128];
+    /* The handshake with a shared secret (conn.c).  auth_wait: a target
+     * sent its challenge and waits for AUTH, an initiator sent AUTH and
+     * waits for AUTH_ACK.  proved: an initiator checked the target's MAC.
+     * Handshake bodies (HELLO, HELLO_ACK, AUTH) are received into hs. */
+    int auth_wait, proved;
+    uint8_t nonce_own[XFER_WIRE_NONCE], nonce_peer[XFER_WIRE_NONCE];
+    uint8_t hs[XFER_NAME_MAX + XFER_WIRE_NONCE];
     /* send side */
     txe_t *txh, *txt;
     size_t txn;
@@ -187,6 +194,8 @@ struct xfer_be {
     void *tctx;
     xfer__stream_cfg_t cfg;
     const xfer__stream_role_t *role[2]; /* [initiator] */
+    int auth;                           /* the agent holds a secret:
+                                           every handshake proves it */
     size_t msg_max;                     /* control channel messages */
     void (*recv)(void *tctx, conn_t *c, const void *msg, size_t len);
     int epfd, lfd, tfd;
@@ -253,5 +262,13 @@ extern const xfer__stream_role_t xfer__stream_initiator;
 /* The connection closed: fail what waits on it. */
 void xfer__stream_reqs_fail(conn_t *c, xfer_status_t st, const char *why);
 int xfer__stream_reqs_busy(const conn_t *c);
+/* Send what c holds, oldest first, up to a request the transport holds
+ * for itself (the handshake finished, or a held request went). */
+void xfer__stream_held_drain(conn_t *c);
+/* Send a message entry (xfer__stream_msg_entry) on an initiator's c, or,
+ * while c holds something or its authenticated handshake is not done,
+ * hold it there behind the rest: nothing overtakes, nothing precedes the
+ * proof of the secret. */
+xfer_status_t xfer__stream_msg_queue(conn_t *c, txe_t *e, const char *what);
 
 #endif /* XFER_PLUGINS_STREAM_INT_H */
