@@ -30,10 +30,24 @@ enum {
     LS_SEND = 1,                  /* payload: metadata blob; reply OK */
     LS_FETCH = 2,                 /* payload: agent name or empty; reply MD */
     LS_INVALIDATE = 3,            /* payload: sender's name; reply OK */
+    LS_HELLO = 4,                 /* payload: nonce, epoch, name; reply
+                                     CHALLENGE (with a secret) */
+    LS_AUTH = 5,                  /* payload: the client's MAC; reply OK */
     LS_OK = 0x81,                 /* empty payload */
     LS_MD = 0x82,                 /* payload: metadata blob */
     LS_ERR = 0x83,                /* payload: i32 status, then a sentence */
+    LS_CHALLENGE = 0x84,          /* payload: nonce, MAC, epoch, name */
 };
+
+/* Authentication (docs/wire-listener.md): HELLO is nonce_c, the client's
+ * epoch (u64) and name; CHALLENGE is nonce_s, the server's MAC, its epoch
+ * and name; AUTH is the client's MAC.  The labels keep a MAC made for
+ * one message from passing for another, or for the stream's. */
+#define LS_NONCE XFER__AUTH_NONCE_LEN
+#define LS_HELLO_MIN (LS_NONCE + 8 + 1)
+#define LS_CHALLENGE_MIN (LS_NONCE + XFER_AUTH_MAC_LEN + 8 + 1)
+#define LS_LABEL_CHALLENGE "xfer-listen-challenge"
+#define LS_LABEL_AUTH "xfer-listen-auth"
 
 static uint64_t mono_ms(void)
 {
@@ -57,6 +71,12 @@ static void put_u32(unsigned char *p, uint32_t v)
     p[3] = (unsigned char)v;
 }
 
+static void put_u64(unsigned char *p, uint64_t v)
+{
+    put_u32(p, (uint32_t)(v >> 32));
+    put_u32(p + 4, (uint32_t)v);
+}
+
 static uint16_t get_u16(const unsigned char *p)
 {
     return (uint16_t)((unsigned)p[0] << 8 | p[1]);
@@ -66,6 +86,11 @@ static uint32_t get_u32(const unsigned char *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
            p[3];
+}
+
+static uint64_t get_u64(const unsigned char *p)
+{
+    return (uint64_t)get_u32(p) << 32 | get_u32(p + 4);
 }
 
 static void hdr_build(unsigned char *h, unsigned type, uint32_t len)
@@ -86,6 +111,12 @@ static uint32_t type_max(unsigned type)
     case LS_FETCH:
     case LS_INVALIDATE:
         return XFER_NAME_MAX;
+    case LS_HELLO:
+        return LS_NONCE + 8 + XFER_NAME_MAX;
+    case LS_AUTH:
+        return XFER_AUTH_MAC_LEN;
+    case LS_CHALLENGE:
+        return LS_CHALLENGE_MIN - 1 + XFER_NAME_MAX;
     case LS_OK:
         return 0;
     case LS_ERR:
@@ -155,6 +186,23 @@ static void addr_text(const struct sockaddr *sa, char *buf, size_t size)
     }
 }
 
+/* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: reachable from this host
+ * alone. */
+static bool addr_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >>
+                24) == 127;
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)
+                                         ->sin6_addr;
+
+        return IN6_IS_ADDR_LOOPBACK(a6) ||
+               (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+    }
+    return false;
+}
+
 /* ---- server ---------------------------------------------------------------- */
 
 typedef struct ls_conn {
@@ -170,6 +218,12 @@ typedef struct ls_conn {
     unsigned char *out;           /* reply being written */
     size_t out_len, out_off;
     bool close_after;             /* after the reply: a bad frame */
+    /* Authentication, with a secret: nothing but HELLO and AUTH is
+     * served until the client proved it, as `client` of client_epoch. */
+    enum { LS_ANON, LS_CHALLENGED, LS_PROVED } auth;
+    uint8_t nonce_c[LS_NONCE], nonce_s[LS_NONCE];
+    uint64_t client_epoch;
+    char client[XFER_NAME_MAX + 1];
     struct ls_conn *next;
 } ls_conn_t;
 
@@ -251,15 +305,101 @@ static int conn_reply_err(xfer__listener_t *l, ls_conn_t *c,
 }
 
 /* Refuse a bad frame: log it, answer with the reason, then close. */
-#define REFUSE(l, c, ...)                                                   \
+#define REFUSE_AS(l, c, st, ...)                                            \
     do {                                                                    \
         char why_[LS_ERR_TEXT_MAX];                                         \
         snprintf(why_, sizeof(why_), __VA_ARGS__);                          \
         xfer__log(XFER_LOG_WARN, "listener", "agent %s refused a frame "    \
                   "from %s: %s", (l)->agent->name, (c)->peer, why_);        \
         (c)->close_after = true;                                            \
-        return conn_reply_err((l), (c), XFER_ERR_INVALID, "%s", why_);      \
+        return conn_reply_err((l), (c), (st), "%s", why_);                  \
     } while (0)
+#define REFUSE(l, c, ...) REFUSE_AS(l, c, XFER_ERR_INVALID, __VA_ARGS__)
+
+/* An agent name from a frame: 1 to 255 printable bytes. */
+static bool name_ok(const unsigned char *p, size_t n)
+{
+    if (n == 0 || n > XFER_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (p[i] < 0x20 || p[i] == 0x7f)
+            return false;
+    return true;
+}
+
+/* The MAC of one side of the exchange: the server's (in CHALLENGE) or
+ * the client's (in AUTH), over both nonces and both identities. */
+static xfer_status_t ls_mac(const xfer__auth_t *k, bool server,
+                            const uint8_t *nonce_c, const uint8_t *nonce_s,
+                            const char *sname, uint64_t sepoch,
+                            const char *cname, uint64_t cepoch,
+                            uint8_t mac[XFER_AUTH_MAC_LEN], bool check)
+{
+    uint8_t t[XFER__AUTH_TRANSCRIPT_MAX];
+    xfer__auth_part_t part = {t, 0};
+
+    part.len = server ? xfer__auth_transcript(t, LS_LABEL_CHALLENGE, nonce_c,
+                                              nonce_s, sname, sepoch, cname,
+                                              cepoch)
+                      : xfer__auth_transcript(t, LS_LABEL_AUTH, nonce_s,
+                                              nonce_c, cname, cepoch, sname,
+                                              sepoch);
+    return check ? xfer__auth_check(k, &part, 1, mac)
+                 : xfer__auth_mac(k, &part, 1, mac);
+}
+
+/* HELLO and AUTH: the client proves the secret, and learns that we hold
+ * it too (our MAC covers its nonce). */
+static int conn_auth(xfer__listener_t *l, ls_conn_t *c)
+{
+    xfer_agent_t *a = l->agent;
+    unsigned char out[LS_CHALLENGE_MIN - 1 + XFER_NAME_MAX];
+    size_t nlen;
+
+    if (c->type == LS_HELLO) {
+        nlen = c->len - (LS_NONCE + 8);
+        if (c->auth != LS_ANON)
+            REFUSE(l, c, "a second HELLO on one connection");
+        if (c->len < LS_HELLO_MIN || !name_ok(c->in + LS_NONCE + 8, nlen))
+            REFUSE(l, c, "HELLO must carry a %d-byte nonce, an epoch and an "
+                   "agent name of 1 to %d printable bytes", LS_NONCE,
+                   XFER_NAME_MAX);
+        memcpy(c->client, c->in + LS_NONCE + 8, nlen);
+        c->client[nlen] = '\0';
+        if (a->auth == NULL)
+            REFUSE_AS(l, c, XFER_ERR_AUTH, "client '%s' requires "
+                      "authentication; agent '%s' has no auth key",
+                      c->client, a->name);
+        memcpy(c->nonce_c, c->in, LS_NONCE);
+        c->client_epoch = get_u64(c->in + LS_NONCE);
+        xfer__err_clear();
+        if (xfer__random(c->nonce_s, LS_NONCE) != XFER_OK ||
+            ls_mac(a->auth, true, c->nonce_c, c->nonce_s, a->name, a->epoch,
+                   c->client, c->client_epoch, out + LS_NONCE,
+                   false) != XFER_OK)
+            return conn_reply_err(l, c, XFER_ERR_BACKEND, "agent '%s' "
+                                  "cannot make a challenge: %s", a->name,
+                                  xfer_last_error());
+        memcpy(out, c->nonce_s, LS_NONCE);
+        put_u64(out + LS_NONCE + XFER_AUTH_MAC_LEN, a->epoch);
+        memcpy(out + LS_CHALLENGE_MIN - 1, a->name, strlen(a->name));
+        c->auth = LS_CHALLENGED;
+        return conn_reply(l, c, LS_CHALLENGE, out,
+                          LS_CHALLENGE_MIN - 1 + strlen(a->name), NULL, 0);
+    }
+    /* AUTH */
+    if (c->auth != LS_CHALLENGED || c->len != XFER_AUTH_MAC_LEN)
+        REFUSE(l, c, "AUTH must answer this connection's CHALLENGE with a "
+               "%d-byte MAC", XFER_AUTH_MAC_LEN);
+    if (ls_mac(a->auth, false, c->nonce_c, c->nonce_s, a->name, a->epoch,
+               c->client, c->client_epoch, c->in, true) != XFER_OK)
+        REFUSE_AS(l, c, XFER_ERR_AUTH, "client '%s' did not prove the "
+                  "shared secret", c->client);
+    c->auth = LS_PROVED;
+    xfer__log(XFER_LOG_INFO, "listener", "agent %s authenticated client "
+              "'%s' at %s", a->name, c->client, c->peer);
+    return conn_reply(l, c, LS_OK, NULL, 0, NULL, 0);
+}
 
 /* A whole request arrived: serve it.  Runs without the agent lock; the
  * calls below take it as the public API does. */
@@ -269,10 +409,18 @@ static int conn_serve(xfer__listener_t *l, ls_conn_t *c)
     char name[XFER_NAME_MAX + 1];
     xfer_status_t st;
 
+    if (c->type == LS_HELLO || c->type == LS_AUTH)
+        return conn_auth(l, c);
+    if (a->auth != NULL && c->auth != LS_PROVED)
+        REFUSE_AS(l, c, XFER_ERR_AUTH, "agent '%s' requires authentication "
+                  "(HELLO and AUTH) before any request; this client did not "
+                  "authenticate (it has no auth key?)", a->name);
     switch (c->type) {
     case LS_SEND:
         xfer__err_clear();
-        st = xfer__md_apply(a, c->in, c->len, name, sizeof(name));
+        st = xfer__md_apply_sent(a, c->in, c->len,
+                                 a->auth != NULL ? c->client : NULL, name,
+                                 sizeof(name));
         if (st != XFER_OK) {
             xfer__log(XFER_LOG_WARN, "listener", "agent %s refused metadata "
                       "sent by %s: %s", a->name, c->peer, xfer_last_error());
@@ -304,6 +452,22 @@ static int conn_serve(xfer__listener_t *l, ls_conn_t *c)
     case LS_INVALIDATE:
         memcpy(name, c->in, c->len);
         name[c->len] = '\0';
+        /* Only a client that proved the secret, and only for itself. */
+        if (a->auth == NULL || strcmp(name, c->client) != 0) {
+            xfer__log(XFER_LOG_WARN, "listener", "agent %s refused an "
+                      "INVALIDATE from %s: %s", a->name, c->peer,
+                      a->auth == NULL ? "it needs authentication"
+                                      : "it names another agent than the "
+                                        "client authenticated as");
+            if (a->auth == NULL)
+                return conn_reply_err(l, c, XFER_ERR_AUTH, "invalidating "
+                                      "'%s' through the listener needs "
+                                      "authentication; agent '%s' has no "
+                                      "auth key", name, a->name);
+            return conn_reply_err(l, c, XFER_ERR_AUTH, "a client "
+                                  "authenticated as '%s' may invalidate "
+                                  "only itself, not '%s'", c->client, name);
+        }
         st = xfer_md_invalidate(a, name);
         if (st != XFER_OK)
             return conn_reply_err(l, c, st, "%s", xfer_last_error());
@@ -329,7 +493,8 @@ static int conn_header(xfer__listener_t *l, ls_conn_t *c)
         REFUSE(l, c, "wire version %u is not supported (this agent speaks "
                "version %d)", version, LS_VERSION);
     if (c->type != LS_SEND && c->type != LS_FETCH &&
-        c->type != LS_INVALIDATE)
+        c->type != LS_INVALIDATE && c->type != LS_HELLO &&
+        c->type != LS_AUTH)
         REFUSE(l, c, "unknown request type %u", c->type);
     if (c->len > type_max(c->type))
         REFUSE(l, c, "frame of %" PRIu32 " bytes exceeds the %" PRIu32
@@ -595,6 +760,11 @@ xfer_status_t xfer__listener_start(xfer_agent_t *a, const char *addr,
     freeaddrinfo(res);
     xfer__log(XFER_LOG_INFO, "listener", "agent %s listening on %s", a->name,
               l->addr);
+    if (a->auth == NULL && !addr_loopback((struct sockaddr *)&ss))
+        xfer__log(XFER_LOG_WARN, "listener", "agent %s listens on %s without "
+                  "authentication: anyone who reaches it can load metadata "
+                  "into it (set auth_key_file, docs/security.md)", a->name,
+                  l->addr);
     *out = l;
     return XFER_OK;
 
@@ -726,25 +896,20 @@ static xfer_status_t io_all(int fd, bool wr, void *buf, size_t len,
     return XFER_OK;
 }
 
-/* One request, one reply.  An LS_ERR reply becomes its status and
- * sentence; otherwise *reply (malloc'd, NUL-terminated) holds the
- * payload of a reply of type want. */
-static xfer_status_t ls_call(const char *hp, unsigned type, const void *p,
-                             size_t len, unsigned timeout_ms, unsigned want,
-                             char **reply, size_t *reply_len)
+/* Send one request frame on fd and read its reply.  An LS_ERR reply
+ * becomes its status and sentence; otherwise *reply (malloc'd,
+ * NUL-terminated) holds the payload of a reply of type want. */
+static xfer_status_t ls_exchange(int fd, const char *hp, uint64_t deadline,
+                                 unsigned type, const void *p, size_t len,
+                                 unsigned want, char **reply,
+                                 size_t *reply_len)
 {
-    uint64_t deadline = mono_ms() + (timeout_ms ? timeout_ms
-                                                : LS_DEFAULT_TIMEOUT_MS);
     unsigned char h[LS_HDR];
     unsigned rtype;
     uint32_t rlen;
     char *buf = NULL;
     xfer_status_t st;
-    int fd;
 
-    st = ls_connect(hp, deadline, &fd);
-    if (st != XFER_OK)
-        return st;
     hdr_build(h, type, (uint32_t)len);
     st = io_all(fd, true, h, LS_HDR, deadline, hp);
     if (st == XFER_OK && len > 0)
@@ -752,24 +917,23 @@ static xfer_status_t ls_call(const char *hp, unsigned type, const void *p,
     if (st == XFER_OK)
         st = io_all(fd, false, h, LS_HDR, deadline, hp);
     if (st != XFER_OK)
-        goto out;
+        return st;
     rtype = get_u16(h + 6);
     rlen = get_u32(h + 8);
     if (get_u32(h) != LS_MAGIC || get_u16(h + 4) != LS_VERSION ||
         (rtype != want && rtype != LS_ERR) || rlen > type_max(rtype) ||
-        (rtype == LS_ERR && rlen < 4)) {
-        st = xfer__err(XFER_ERR_INVALID, "listener at %s sent a malformed "
-                       "reply (type %u, %" PRIu32 " bytes)", hp, rtype, rlen);
-        goto out;
-    }
+        (rtype == LS_ERR && rlen < 4))
+        return xfer__err(XFER_ERR_INVALID, "listener at %s sent a malformed "
+                         "reply (type %u, %" PRIu32 " bytes)", hp, rtype,
+                         rlen);
     buf = malloc((size_t)rlen + 1);
-    if (buf == NULL) {
-        st = xfer__err(XFER_ERR_NOMEM, "out of memory");
-        goto out;
-    }
+    if (buf == NULL)
+        return xfer__err(XFER_ERR_NOMEM, "out of memory");
     st = io_all(fd, false, buf, rlen, deadline, hp);
-    if (st != XFER_OK)
-        goto out;
+    if (st != XFER_OK) {
+        free(buf);
+        return st;
+    }
     buf[rlen] = '\0';
     if (rtype == LS_ERR) {
         int32_t code = (int32_t)get_u32((unsigned char *)buf);
@@ -778,14 +942,85 @@ static xfer_status_t ls_call(const char *hp, unsigned type, const void *p,
             code = XFER_ERR_BACKEND;
         st = xfer__err((xfer_status_t)code, "listener at %s refused: %s", hp,
                        buf + 4);
-        goto out;
+        free(buf);
+        return st;
     }
     *reply = buf;
     if (reply_len != NULL)
         *reply_len = rlen;
-    buf = NULL;
-out:
-    free(buf);
+    return XFER_OK;
+}
+
+/* With a secret, before any request: prove it to the listener and have
+ * it prove it to us (its MAC covers our fresh nonce). */
+static xfer_status_t ls_authenticate(xfer_agent_t *a, int fd, const char *hp,
+                                     uint64_t deadline)
+{
+    unsigned char hello[LS_NONCE + 8 + XFER_NAME_MAX];
+    uint8_t nonce_c[LS_NONCE], mac[XFER_AUTH_MAC_LEN];
+    size_t nlen = strlen(a->name), rlen = 0;
+    char *reply = NULL, sname[XFER_NAME_MAX + 1];
+    const unsigned char *r;
+    xfer_status_t st;
+
+    st = xfer__random(nonce_c, sizeof(nonce_c));
+    if (st != XFER_OK)
+        return st;
+    memcpy(hello, nonce_c, LS_NONCE);
+    put_u64(hello + LS_NONCE, a->epoch);
+    memcpy(hello + LS_NONCE + 8, a->name, nlen);
+    st = ls_exchange(fd, hp, deadline, LS_HELLO, hello, LS_NONCE + 8 + nlen,
+                     LS_CHALLENGE, &reply, &rlen);
+    if (st != XFER_OK)
+        return st;
+    r = (const unsigned char *)reply;
+    if (rlen < LS_CHALLENGE_MIN ||
+        !name_ok(r + LS_CHALLENGE_MIN - 1, rlen - (LS_CHALLENGE_MIN - 1))) {
+        free(reply);
+        return xfer__err(XFER_ERR_INVALID, "listener at %s sent a malformed "
+                         "CHALLENGE (%zu bytes)", hp, rlen);
+    }
+    memcpy(sname, r + LS_CHALLENGE_MIN - 1, rlen - (LS_CHALLENGE_MIN - 1));
+    sname[rlen - (LS_CHALLENGE_MIN - 1)] = '\0';
+    st = ls_mac(a->auth, true, nonce_c, r, sname,
+                get_u64(r + LS_NONCE + XFER_AUTH_MAC_LEN), a->name, a->epoch,
+                (uint8_t *)r + LS_NONCE, true);
+    if (st != XFER_OK) {
+        free(reply);
+        return xfer__err(XFER_ERR_AUTH, "listener at %s did not prove the "
+                         "shared secret (its key differs from ours)", hp);
+    }
+    st = ls_mac(a->auth, false, nonce_c, r, sname,
+                get_u64(r + LS_NONCE + XFER_AUTH_MAC_LEN), a->name, a->epoch,
+                mac, false);
+    free(reply);
+    reply = NULL;
+    if (st == XFER_OK)
+        st = ls_exchange(fd, hp, deadline, LS_AUTH, mac, sizeof(mac), LS_OK,
+                         &reply, NULL);
+    free(reply);
+    return st;
+}
+
+/* One request, one reply, on a connection of its own (authenticated
+ * first when the agent holds a secret). */
+static xfer_status_t ls_call(xfer_agent_t *a, const char *hp, unsigned type,
+                             const void *p, size_t len, unsigned timeout_ms,
+                             unsigned want, char **reply, size_t *reply_len)
+{
+    uint64_t deadline = mono_ms() + (timeout_ms ? timeout_ms
+                                                : LS_DEFAULT_TIMEOUT_MS);
+    xfer_status_t st;
+    int fd;
+
+    st = ls_connect(hp, deadline, &fd);
+    if (st != XFER_OK)
+        return st;
+    if (a->auth != NULL)
+        st = ls_authenticate(a, fd, hp, deadline);
+    if (st == XFER_OK)
+        st = ls_exchange(fd, hp, deadline, type, p, len, want, reply,
+                         reply_len);
     close(fd);
     return st;
 }
@@ -824,8 +1059,8 @@ XFER_API xfer_status_t xfer_md_send(xfer_agent_t *agent, const char *hostport,
     st = xfer_md_get(agent, what, NULL, 0, &blob, &len);
     if (st != XFER_OK)
         return st;
-    st = ls_call(hostport, LS_SEND, blob, len, timeout_ms, LS_OK, &reply,
-                 NULL);
+    st = ls_call(agent, hostport, LS_SEND, blob, len, timeout_ms, LS_OK,
+                 &reply, NULL);
     free(blob);
     free(reply);
     return st;
@@ -847,8 +1082,8 @@ XFER_API xfer_status_t xfer_md_fetch(xfer_agent_t *agent, const char *hostport,
     if (nlen > XFER_NAME_MAX)
         return xfer__err(XFER_ERR_INVALID, "xfer_md_fetch: name longer than "
                          "%d bytes", XFER_NAME_MAX);
-    st = ls_call(hostport, LS_FETCH, name, nlen, timeout_ms, LS_MD, &blob,
-                 &len);
+    st = ls_call(agent, hostport, LS_FETCH, name, nlen, timeout_ms, LS_MD,
+                 &blob, &len);
     if (st != XFER_OK)
         return st;
     /* name_out's size bounds the name, so a buffer too small for it is
@@ -880,8 +1115,8 @@ XFER_API xfer_status_t xfer_md_send_invalidate(xfer_agent_t *agent,
     if (agent == NULL || hostport == NULL)
         return xfer__err(XFER_ERR_INVALID, "xfer_md_send_invalidate: NULL "
                          "argument");
-    st = ls_call(hostport, LS_INVALIDATE, agent->name, strlen(agent->name),
-                 timeout_ms, LS_OK, &reply, NULL);
+    st = ls_call(agent, hostport, LS_INVALIDATE, agent->name,
+                 strlen(agent->name), timeout_ms, LS_OK, &reply, NULL);
     free(reply);
     return st;
 }
