@@ -162,6 +162,7 @@ static void peer_apply(xfer__etcd_t *e, const char *name, json_t *value)
 {
     size_t len = 0;
     char *blob = xfer__etcd_unb64(value, &len);
+    xfer_status_t st;
 
     if (blob == NULL) {
         xfer__log(XFER_LOG_WARN, "etcd", "agent %s: the value of '%s%s' is "
@@ -169,9 +170,13 @@ static void peer_apply(xfer__etcd_t *e, const char *name, json_t *value)
         return;
     }
     xfer__err_clear();
-    if (xfer__md_apply(e->agent, blob, len, NULL, 0) != XFER_OK)
-        xfer__log(XFER_LOG_INFO, "etcd", "agent %s did not load '%s' from "
-                  "etcd: %s", e->agent->name, name, xfer_last_error());
+    st = xfer__md_apply(e->agent, blob, len, NULL, 0);
+    /* A blob the secret did not sign is someone writing to etcd who
+     * should not: worth a warning, where a stale epoch is not. */
+    if (st != XFER_OK)
+        xfer__log(st == XFER_ERR_AUTH ? XFER_LOG_WARN : XFER_LOG_INFO, "etcd",
+                  "agent %s did not load '%s' from etcd: %s", e->agent->name,
+                  name, xfer_last_error());
     free(blob);
 }
 

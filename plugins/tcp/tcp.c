@@ -146,6 +146,27 @@ static int addr_is_any(const struct sockaddr_storage *ss)
     return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ss)->sin6_addr);
 }
 
+/* Reachable from this host alone: 127.0.0.0/8, ::1, ::ffff:127.x. */
+static int addr_is_loopback(const struct sockaddr_storage *ss)
+{
+    const struct in6_addr *a6;
+
+    if (ss->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >>
+                24) == 127;
+    a6 = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a6) ||
+           (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+}
+
+/* Whether the agent holds a shared secret (ABI minor 4: an older core
+ * offers none). */
+static int host_auth(const xfer_host_t *host)
+{
+    return host->size >= offsetof(xfer_host_t, auth) + sizeof(host->auth) &&
+           host->auth;
+}
+
 /* For a wildcard listener, advertise an address a remote host can reach:
  * the first interface that is up and not loopback, else loopback. */
 static void addr_pick(tcp_t *t, struct sockaddr_storage *ss)
@@ -432,6 +453,10 @@ static xfer_status_t tcp_init(const xfer_host_t *host, const void *config,
     st = xfer__stream_create(host, &tcp_transport, t, &scfg, t->lfd, be);
     if (st != XFER_OK)
         goto fail;
+    if (!addr_is_loopback(&ss) && !host_auth(host))
+        host->log(host->ctx, XFER_LOG_WARN, "listening on %s without "
+                  "authentication: anyone who reaches it can claim any "
+                  "agent's name (set auth_key_file, docs/security.md)", a);
     {
         char where[80];
 
