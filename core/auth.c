@@ -42,7 +42,11 @@ static xfer_status_t refuse(const char *path, const char *fmt, ...)
     return xfer__err(XFER_ERR_INVALID, "auth key file '%s' %s", path, why);
 }
 
-/* The file's bytes, at most XFER__AUTH_KEY_MAX + 1 of them, into buf;
+/* Bytes read of a key file: a longest key, its newline, and one more to
+ * tell that the file is longer. */
+#define READ_MAX (XFER__AUTH_KEY_MAX + 2)
+
+/* The file's bytes, at most READ_MAX of them, into buf;
  * the checks on the open file (not the path: nothing can be swapped in
  * between) come first. */
 static xfer_status_t key_read(const char *path, uint8_t *buf, size_t *len)
@@ -68,8 +72,8 @@ static xfer_status_t key_read(const char *path, uint8_t *buf, size_t *len)
                     "secret must be private, chmod 600 it",
                     (unsigned)(sb.st_mode & 07777));
     }
-    while (st == XFER_OK && got <= XFER__AUTH_KEY_MAX) {
-        ssize_t n = read(fd, buf + got, XFER__AUTH_KEY_MAX + 1 - got);
+    while (st == XFER_OK && got < READ_MAX) {
+        ssize_t n = read(fd, buf + got, READ_MAX - got);
 
         if (n < 0 && errno == EINTR)
             continue;
@@ -106,8 +110,7 @@ xfer_status_t xfer__auth_load(const char *path, xfer__auth_t **out)
     k = calloc(1, sizeof(*k));
     if (k == NULL)
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
-    k->map_len = ((XFER__AUTH_KEY_MAX + 1) + (size_t)page - 1) &
-                 ~((size_t)page - 1);
+    k->map_len = (READ_MAX + (size_t)page - 1) & ~((size_t)page - 1);
     map = mmap(NULL, k->map_len, PROT_READ | PROT_WRITE,
                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (map == MAP_FAILED) {
@@ -121,14 +124,14 @@ xfer_status_t xfer__auth_load(const char *path, xfer__auth_t **out)
     (void)mlock(k->key, k->map_len);
     (void)madvise(k->key, k->map_len, MADV_DONTDUMP);
     st = key_read(path, k->key, &len);
-    if (st == XFER_OK && len > XFER__AUTH_KEY_MAX)
-        st = refuse(path, "is longer than %d bytes", XFER__AUTH_KEY_MAX);
     /* A key typed or echoed into the file ends with a newline that is
      * not part of it; binary keys lose one trailing '\n' alike on every
      * side, so all agents still agree. */
     if (st == XFER_OK && len > 0 && k->key[len - 1] == '\n')
         len--;
-    if (st == XFER_OK && len == 0)
+    if (st == XFER_OK && len > XFER__AUTH_KEY_MAX)
+        st = refuse(path, "is longer than %d bytes", XFER__AUTH_KEY_MAX);
+    else if (st == XFER_OK && len == 0)
         st = refuse(path, "is empty (%s)", KEY_HOWTO);
     else if (st == XFER_OK && len < XFER__AUTH_KEY_MIN)
         st = refuse(path, "holds %zu bytes, fewer than %d (%s)", len,
