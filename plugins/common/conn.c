@@ -203,11 +203,16 @@ static txe_t *hs_entry(xfer_be_t *be, uint8_t type, uint8_t flags,
 }
 
 /* Best effort, the last word before closing: a bare handshake frame
- * sent now, behind nothing (the handshake's earlier frames have left). */
+ * sent now, behind what is queued (not at all if that cannot leave). */
 static void hs_tell(conn_t *c, uint8_t type, uint8_t flags, uint64_t arg0,
                     xfer_status_t st)
 {
     xfer_wire_hdr_t h;
+
+    if (c->txh && !c->blocked)
+        xfer__stream_flush(c);
+    if (c->txh || c->closed)
+        return;
 
     memset(&h, 0, sizeof h);
     h.type = type;
@@ -499,6 +504,14 @@ static void hello_done(conn_t *c)
     if (strlen(c->name) != nlen) {
         XFER__VIOLATION(c, "agent name contains a NUL byte");
         return;
+    }
+    /* The name goes into log lines (refusals below): printable only. */
+    for (size_t i = 0; i < nlen; i++) {
+        if ((unsigned char)c->name[i] < 0x20 || c->name[i] == 0x7f) {
+            c->name[0] = '\0';
+            XFER__VIOLATION(c, "agent name contains control characters");
+            return;
+        }
     }
     if (h->seg != XFER_WIRE_VERSION) {
         hello_refuse(c, XFER_ERR_REMOTE_DISCONNECT, be->host->agent_epoch,
