@@ -821,6 +821,15 @@ static void forgeries(const char *plugin)
              "no log line for the forged MAC");
     good_peer(good, c, local);
 
+    /* A name that would forge a log line: a violation, no answer. */
+    n = hello_make(b, "evil\nxfer WARN [x]: forged", 1, c->epoch, true,
+                   nonce);
+    s = forge(c, plugin, b, n);
+    XT_CHECK(s.closed && s.n == 0 && s.fds == 0, "a name with a newline: "
+             "%zu frames, closed %d", s.n, s.closed);
+    XT_CHECK(child_logged(c, "agent name contains control characters"),
+             "no log line for the name with a newline");
+
     /* Random bytes where the handshake should be. */
     {
         uint64_t rs = xt_seed();
@@ -1229,6 +1238,56 @@ static void test_break1_keyed(void)
     child_canary(r);
 }
 
+/* ---- 4. listening beyond loopback without a secret: said once --------------------- */
+
+static size_t count(const char *text, const char *what)
+{
+    size_t n = 0;
+
+    for (const char *p = text; (p = strstr(p, what)) != NULL; p++)
+        n++;
+    return n;
+}
+
+static void test_warn_open(void)
+{
+    const char *lwarn = "without authentication: anyone who reaches it can "
+                        "load metadata";
+    const char *twarn = "without authentication: anyone who reaches it can "
+                        "claim any agent's name";
+    xfer_agent_opts_t opts;
+    xfer_agent_t *a = NULL;
+    char *log;
+
+    xfer_agent_opts_init(&opts);
+    opts.name = xt_name("open");
+    opts.listen_addr = "0.0.0.0:0";
+    xt_stderr_begin();
+    if (xfer_agent_create(&opts, &a) == XFER_OK) {
+        xfer_backend_add(a, "tcp:addr=0.0.0.0", NULL);
+        xfer_agent_destroy(a);
+    }
+    /* Loopback, or a secret: nothing to say. */
+    opts.name = xt_name("lo");
+    opts.listen_addr = "127.0.0.1:0";
+    if (xfer_agent_create(&opts, &a) == XFER_OK) {
+        xfer_backend_add(a, "tcp", NULL);
+        xfer_agent_destroy(a);
+    }
+    opts.name = xt_name("keyed");
+    opts.listen_addr = "0.0.0.0:0";
+    opts.auth_key_file = key_a;
+    if (xfer_agent_create(&opts, &a) == XFER_OK) {
+        xfer_backend_add(a, "tcp:addr=0.0.0.0", NULL);
+        xfer_agent_destroy(a);
+    }
+    log = xt_stderr_end();
+    XT_CHECK(count(log, lwarn) == 1, "listener warnings: %zu in '%s'",
+             count(log, lwarn), log);
+    XT_CHECK(count(log, twarn) == 1, "tcp warnings: %zu in '%s'",
+             count(log, twarn), log);
+}
+
 int main(int argc, char **argv)
 {
     static const xt_test_t tcp_tests[] = {
@@ -1238,6 +1297,7 @@ int main(int argc, char **argv)
         XT_TEST(test_replay_tcp),
         XT_TEST(test_break1_open),
         XT_TEST(test_break1_keyed),
+        XT_TEST(test_warn_open),
         XT_END,
     };
     static const xt_test_t uds_tests[] = {
