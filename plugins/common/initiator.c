@@ -455,13 +455,26 @@ static xfer_status_t notif_queue(xfer_be_t *be, xfer_be_peer_t *p,
     return xfer__stream_msg_queue(c, e, "a notification");
 }
 
+/* Hold e on c; the HELLO, if this post opened the connection, leaves now
+ * (nothing else would send it: what follows it waits). */
+static void hold(conn_t *c, txe_t *e)
+{
+    held_push(c, e);
+    if (!c->blocked)
+        xfer__stream_flush(c);
+}
+
 xfer_status_t xfer__stream_msg_queue(conn_t *c, txe_t *e, const char *what)
 {
-    if (must_hold(c)) {
-        held_push(c, e);
-        return XFER_OK;
-    }
-    return xfer__stream_msg_send(c, e, what);
+    if (!must_hold(c))
+        return xfer__stream_msg_send(c, e, what);
+    hold(c, e);
+    if (c->closed)
+        return XFER__ERR(c->be, XFER_ERR_REMOTE_DISCONNECT,
+                         "%s: connection to agent '%s' (%s) failed before "
+                         "sending %s", c->be->cfg.name, c->name, c->where,
+                         what);
+    return XFER_OK;
 }
 
 /* Checks and state common to every post; *c: the peer's connection,
@@ -545,8 +558,8 @@ xfer_status_t xfer__stream_req_post(xfer_be_t *be, xfer_be_req_t *r,
          * order, or until the handshake proved the secret; it goes as
          * frames when its turn comes. */
         r->held = 2;
-        held_push(c, &r->txe);
-        return XFER_IN_PROG;
+        hold(c, &r->txe);
+        return xfer__stream_req_check(be, r);
     }
     send_frames(c, r);
     return xfer__stream_req_check(be, r);
