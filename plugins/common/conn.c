@@ -441,6 +441,7 @@ static void hs_up(conn_t *c, uint8_t ack)
 {
     xfer_be_t *be = c->be;
     txe_t *e;
+    int hello;
 
     c->hello_done = 1;
     c->auth_wait = 0;
@@ -450,11 +451,10 @@ static void hs_up(conn_t *c, uint8_t ack)
         xfer__stream_held_drain(c);
         return;
     }
-    e = hs_entry(be, ack, be->auth && ack == XFER_WIRE_HELLO_ACK
-                              ? XFER_WIRE_F_AUTH : 0,
-                 ack == XFER_WIRE_HELLO_ACK ? XFER_WIRE_VERSION : 0,
-                 ack == XFER_WIRE_HELLO_ACK ? XFER_WIRE_MAGIC : 0,
-                 ack == XFER_WIRE_HELLO_ACK ? be->host->agent_epoch : 0,
+    hello = ack == XFER_WIRE_HELLO_ACK;
+    e = hs_entry(be, ack, 0, hello ? XFER_WIRE_VERSION : 0,
+                 hello ? XFER_WIRE_MAGIC : 0,
+                 hello ? be->host->agent_epoch : 0,
                  (uint64_t)(int64_t)XFER_OK, NULL, 0);
     if (!e) {
         xfer__stream_conn_close(c, XFER_ERR_NOMEM, XFER_LOG_ERROR,
