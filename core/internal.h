@@ -83,6 +83,8 @@ typedef struct xfer__region {
 struct xfer_mem {
     xfer_agent_t *agent;
     xfer_mem_t *prev, *next;
+    bool publish;                    /* in the metadata the agent serves
+                                        by itself (listener, etcd) */
     size_t count;
     xfer__region_t *regions;         /* count entries */
 };

@@ -147,10 +147,17 @@ static xfer_status_t md_build(xfer_agent_t *a, unsigned what,
         if (put(root, "regions", regions))
             goto nomem;
         if (nmems == 0) {
-            for (size_t i = 0; i < a->regions.count; i++)
-                if (add_region(a, regions,
-                               (xfer__region_t *)a->regions.by_addr[i]))
+            /* All: what the agent publishes (what its listener and etcd
+             * serve), each region once registered with every backend.
+             * An unpublished registration travels only by handle. */
+            for (size_t i = 0; i < a->regions.count; i++) {
+                xfer__region_t *r = (xfer__region_t *)a->regions.by_addr[i];
+
+                if (!r->ready || !r->owner->publish)
+                    continue;
+                if (add_region(a, regions, r))
                     goto nomem;
+            }
         } else {
             for (size_t m = 0; m < nmems; m++) {
                 if (mems[m] == NULL || mems[m]->agent != a) {
