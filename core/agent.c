@@ -435,8 +435,7 @@ XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
     }
     /* Finding peers (core/ctl.h): listener and etcd threads. */
     if (o.listen_addr != NULL) {
-        st = xfer__listener_start(a, o.listen_addr, o.listen_timeout_ms,
-                                  &a->listener);
+        st = xfer__listener_start(a, &o, &a->listener);
         if (st != XFER_OK)
             goto fail;
     }
