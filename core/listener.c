@@ -462,9 +462,11 @@ static int conn_read(xfer__listener_t *l, ls_conn_t *c)
                     cap = c->len;
                 if (!budget_take(l, c, cap - c->in_cap))
                     return conn_busy(l, c, "the listener holds %zu bytes "
-                                     "for its clients, the most the agent "
-                                     "option listen_buffer_bytes allows",
-                                     l->buf_used);
+                                     "for its clients, and %zu more for "
+                                     "this request would pass the %zu of "
+                                     "the agent option listen_buffer_bytes",
+                                     l->buf_used, cap - c->in_cap,
+                                     l->buf_max);
                 p = realloc(c->in, cap + 1);
                 if (p == NULL)
                     return -1;

@@ -368,6 +368,11 @@ static void check_turned_away(int fd, const char *want, const char *who)
     free(p);
 }
 
+static void agent_free(void *a)
+{
+    xfer_agent_destroy(a);
+}
+
 /* ---- the well-behaved peer ---------------------------------------------------- */
 
 /* Load the target's metadata through the library (from 127.0.0.1) and
@@ -603,6 +608,76 @@ static void test_emfile(void)
     target_check(t);
 }
 
+/* The listener's buffer budget (listen_buffer_bytes, here 80 KiB): a
+ * SEND that grows past it and a FETCH whose reply would are answered
+ * BUSY; what they held is given back, and small requests go on. */
+static void test_buffer_budget(void)
+{
+    enum { NREG = 1000 };
+    xfer_agent_opts_t o;
+    xfer_agent_t *l = NULL, *sender = xt_agent(xt_name("snd"), "tcp", 1);
+    unsigned char *mem = xt_alloc(NREG * 4096);
+    xfer_desc_t *d = calloc(NREG, sizeof(*d));
+    xfer_dlist_t list = {XFER_MEM_DRAM, NREG, d};
+    xfer_mem_t *m = NULL;
+    char addr[80], *p;
+    size_t len;
+    int fd;
+
+    XT_REQUIRE(d != NULL, "out of memory");
+    xt_defer_late(free, d);
+    xfer_agent_opts_init(&o);
+    o.name = xt_name("bud");
+    o.listen_addr = "127.0.0.1:0";
+    o.listen_buffer_bytes = 80 << 10;
+    XT_STATUS_FATAL(xfer_agent_create(&o, &l), XFER_OK);
+    xt_defer(agent_free, l);
+    XT_STATUS_FATAL(xfer_backend_add(l, "tcp", NULL), XFER_OK);
+    XT_STATUS_FATAL(xfer_agent_listen_addr(l, addr, sizeof(addr)), XFER_OK);
+    /* Metadata far larger than the budget. */
+    for (size_t i = 0; i < NREG; i++)
+        d[i] = (xfer_desc_t){(uintptr_t)mem + i * 4096, 4096, 0};
+    XT_STATUS_FATAL(xfer_mem_register(l, &list, NULL, &m), XFER_OK);
+    for (int round = 0; round < 2; round++) {
+        /* A SEND that claims 1 MiB and brings 100 KiB. */
+        unsigned char *f = calloc(1, LS_HDR + (100 << 10));
+
+        XT_REQUIRE(f != NULL, "out of memory");
+        memcpy(f, "XFMD\0\1\0\1", 8);
+        f[8] = 0, f[9] = 0x10, f[10] = 0, f[11] = 0; /* 1 MiB */
+        fd = raw_connect("127.0.0.1", addr);
+        XT_REQUIRE(send(fd, f, LS_HDR + (100 << 10), MSG_NOSIGNAL) ==
+                   LS_HDR + (100 << 10), "send: %s", strerror(errno));
+        free(f);
+        check_turned_away(fd, "listen_buffer_bytes", "big SEND");
+        close(fd);
+        /* A FETCH whose reply does not fit. */
+        fd = raw_connect("127.0.0.1", addr);
+        send_fetch(fd);
+        check_turned_away(fd, "listen_buffer_bytes", "big FETCH");
+        close(fd);
+    }
+    /* What they held came back: small requests are served. */
+    XT_STATUS(xfer_md_send(sender, addr, XFER_MD_ALL, WAIT_MS), XFER_OK);
+    XT_STATUS(xfer_md_check(l, xfer_agent_name(sender)), XFER_OK);
+    fd = raw_connect("127.0.0.1", addr);
+    {
+        unsigned char h[LS_HDR] = {'X', 'F', 'M', 'D', 0, 1, 0, 3, 0, 0, 0,
+                                   0};
+        const char *nm = xfer_agent_name(sender);
+
+        h[11] = (unsigned char)strlen(nm);
+        XT_REQUIRE(send(fd, h, LS_HDR, MSG_NOSIGNAL) == LS_HDR &&
+                   send(fd, nm, strlen(nm), MSG_NOSIGNAL) ==
+                   (ssize_t)strlen(nm), "send");
+        XT_CHECK(read_frame(fd, &p, &len) == 0x81, "INVALIDATE not served "
+                 "after the refusals");
+        free(p);
+    }
+    close(fd);
+    XT_STATUS(xfer_mem_deregister(l, m), XFER_OK);
+}
+
 /* ---- metadata: regions and remote agents --------------------------------------- */
 
 /* A blob for agent name (epoch) reaching `conn`'s backends, with n
@@ -641,11 +716,6 @@ static char *synth_blob(xfer_agent_t *conn, const char *name, uint64_t epoch,
     xt_defer_late(free, out);
     *len = strlen(out);
     return out;
-}
-
-static void agent_free(void *a)
-{
-    xfer_agent_destroy(a);
 }
 
 static xfer_agent_t *agent_with(const char *name, unsigned max_remote,
@@ -903,6 +973,7 @@ int main(int argc, char **argv)
         XT_TEST(test_flood_one_address),
         XT_TEST(test_full_listener_fair_share),
         XT_TEST(test_emfile),
+        XT_TEST(test_buffer_budget),
         XT_TEST(test_region_cap),
         XT_TEST(test_max_remote_agents),
         XT_TEST(test_huge_descending_load),
