@@ -231,10 +231,16 @@ static bool ratelog_due(ls_ratelog_t *r, char *more, size_t size)
     return true;
 }
 
+/* What the budget has left (small error replies may overdraw it). */
+static size_t budget_room(const xfer__listener_t *l)
+{
+    return l->buf_used < l->buf_max ? l->buf_max - l->buf_used : 0;
+}
+
 /* Charge n bytes a client makes us hold to the listener's budget. */
 static bool budget_take(xfer__listener_t *l, ls_conn_t *c, size_t n)
 {
-    if (n > l->buf_max - l->buf_used)
+    if (n > budget_room(l))
         return false;
     l->buf_used += n;
     c->held += n;
@@ -389,7 +395,7 @@ static int conn_serve(xfer__listener_t *l, ls_conn_t *c)
         if (st != XFER_OK)
             return conn_reply_err(l, c, st, "agent '%s' could not produce its "
                                   "metadata: %s", a->name, xfer_last_error());
-        if (LS_HDR + len > l->buf_max - l->buf_used) {
+        if (LS_HDR + len > budget_room(l)) {
             free(blob);
             return conn_busy(l, c, "the listener holds %zu bytes for its "
                              "clients and a reply of %zu would pass the %zu "
