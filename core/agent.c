@@ -14,6 +14,10 @@
 #include "core/ctl.h"
 #include "core/internal.h"
 
+/* Defaults of the agent options that bound what peers make it hold. */
+#define AGENT_MAX_REMOTE_AGENTS 4096
+#define AGENT_MD_MAX_REGIONS 65536
+
 /* ---- host table ---------------------------------------------------------- */
 
 static void host_log(void *ctx, xfer_log_level_t level, const char *fmt, ...)
@@ -359,6 +363,7 @@ static void destroy_locks(xfer_agent_t *a)
     pthread_mutex_destroy(&a->nq_lock);
     pthread_rwlock_destroy(&a->reg_lock);
     pthread_mutex_destroy(&a->lock);
+    pthread_mutex_destroy(&a->md_lock);
     pthread_mutex_destroy(&a->cfg_lock);
 }
 
@@ -394,6 +399,7 @@ XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
     a->wake_fd = -1;
     a->nq_fd = -1;
     pthread_mutex_init(&a->cfg_lock, NULL);
+    pthread_mutex_init(&a->md_lock, NULL);
     pthread_mutex_init(&a->lock, NULL);
     pthread_rwlock_init(&a->reg_lock, NULL);
     pthread_mutex_init(&a->nq_lock, NULL);
@@ -411,6 +417,11 @@ XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
     a->epoch = next_epoch();
     a->progress_wait_us = o.progress_wait_us ? o.progress_wait_us : 100000;
     a->progress_spin_us = o.progress_spin_us;
+    /* What peers can make the agent hold (docs/api.md). */
+    a->max_remote_agents = o.max_remote_agents ? o.max_remote_agents
+                                               : AGENT_MAX_REMOTE_AGENTS;
+    a->md_max_regions = o.md_max_regions ? o.md_max_regions
+                                         : AGENT_MD_MAX_REGIONS;
     if (a->name == NULL)
         goto nomem;
     a->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -435,8 +446,7 @@ XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
     }
     /* Finding peers (core/ctl.h): listener and etcd threads. */
     if (o.listen_addr != NULL) {
-        st = xfer__listener_start(a, o.listen_addr, o.listen_timeout_ms,
-                                  &a->listener);
+        st = xfer__listener_start(a, &o, &a->listener);
         if (st != XFER_OK)
             goto fail;
     }

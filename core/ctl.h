@@ -6,10 +6,11 @@
 #include "core/internal.h"
 
 /* listener.c */
-/* Bind addr ("host:port", host empty: 127.0.0.1, port 0: ephemeral) and
- * start serving send / fetch / invalidate for agent a. */
-xfer_status_t xfer__listener_start(xfer_agent_t *a, const char *addr,
-                                   unsigned timeout_ms,
+/* Bind o->listen_addr ("host:port", host empty: 127.0.0.1, port 0:
+ * ephemeral) and start serving send / fetch / invalidate for agent a,
+ * within the listen_* bounds of o (0: their defaults). */
+xfer_status_t xfer__listener_start(xfer_agent_t *a,
+                                   const xfer_agent_opts_t *o,
                                    xfer__listener_t **out);
 /* Stop the thread, close every connection, free.  NULL is accepted. */
 void xfer__listener_stop(xfer__listener_t *l);

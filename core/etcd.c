@@ -146,13 +146,15 @@ static const char *key_name(xfer__etcd_t *e, const char *key)
 static void peer_kill(xfer__etcd_t *e, const char *name, const char *why)
 {
     xfer_agent_t *a = e->agent;
-    xfer__remote_t *r;
+    xfer__remote_t *r, *gone = NULL;
 
     xfer__lock(a);
     r = xfer__remote_find(a, name);
     if (r != NULL)
-        xfer__remote_kill(r, why);
+        gone = xfer__remote_evict(r, why);
     xfer__unlock(a);
+    if (gone != NULL)
+        xfer__remote_free(gone);
     if (r != NULL)
         xfer__log(XFER_LOG_INFO, "etcd", "agent %s invalidated '%s': %s",
                   a->name, name, why);

@@ -84,6 +84,8 @@ typedef struct xfer__region {
 struct xfer_mem {
     xfer_agent_t *agent;
     xfer_mem_t *prev, *next;
+    bool publish;                    /* in the metadata the agent serves
+                                        by itself (listener, etcd) */
     size_t count;
     xfer__region_t *regions;         /* count entries */
 };
@@ -167,13 +169,18 @@ typedef struct xfer__notif {
 /* Locks, in the order they nest (never take one to the left while
  * holding one to the right):
  *   cfg_lock -> lock -> request lock -> backend lock -> reg_lock, nq_lock
+ *   md_lock -> lock
  * cfg_lock serialises the slow control calls that run plugins' slow ops
  * (registration, deregistration, adding a backend) without holding
- * `lock`, so those never stall request creation or transfers.  `lock`
- * guards the agent's lists for short sections.  The data path (post,
- * status, progress) takes only a request's and a backend's lock. */
+ * `lock`, so those never stall request creation or transfers.  md_lock
+ * does the same for loading metadata (metadata.c: a peer's tables are
+ * built outside `lock` and swapped in under it); it never nests with
+ * cfg_lock.  `lock` guards the agent's lists for short sections.  The
+ * data path (post, status, progress) takes only a request's and a
+ * backend's lock. */
 struct xfer_agent {
     pthread_mutex_t cfg_lock;
+    pthread_mutex_t md_lock;         /* one metadata load at a time */
     pthread_mutex_t lock;            /* guards the lists below */
     pthread_rwlock_t reg_lock;       /* the local registry: host mem_check
                                         reads it from progress */
@@ -188,6 +195,9 @@ struct xfer_agent {
     xfer__registry_t regions;        /* of xfer__region_t; under reg_lock */
     xfer_mem_t *mems;
     xfer__remote_t *remotes;
+    unsigned nremotes;               /* in remotes */
+    unsigned max_remote_agents;      /* opts, defaults applied */
+    unsigned md_max_regions;         /* per blob and per remote agent */
     xfer_req_t *reqs;
     xfer_prep_t *preps;
 
@@ -225,16 +235,31 @@ struct xfer_agent {
 xfer__remote_t *xfer__remote_find(xfer_agent_t *a, const char *name);
 void xfer__remote_ref(xfer__remote_t *r);
 void xfer__remote_unref(xfer__remote_t *r);
+/* Drop a reference (lock held) without freeing: true when it was the
+ * last, and the caller frees r with xfer__remote_free after unlocking,
+ * so that a peer's big tables are never freed under the agent lock. */
+bool xfer__remote_put(xfer__remote_t *r);
+/* Free a remote agent nobody references (no lock needed). */
+void xfer__remote_free(xfer__remote_t *r);
 /* Mark dead, remove backend peers (failing in-flight requests), unlink. */
 void xfer__remote_kill(xfer__remote_t *r, const char *why);
+/* xfer__remote_kill for callers that can unlock before freeing: returns
+ * r when the caller must xfer__remote_free it after unlocking, or NULL
+ * when requests still hold it (the last of them frees it). */
+xfer__remote_t *xfer__remote_evict(xfer__remote_t *r, const char *why);
 /* Connect backend j to r with r's kept connection info, if it has some
  * for j's plugin and j is not connected yet; once connected, unpack for
  * j what r's regions kept. */
 xfer_status_t xfer__remote_reach(xfer__remote_t *r, unsigned j);
 /* Unpack rr's kept public part for backend j, if any and j is connected
- * to r; what is unpacked is no longer kept. */
+ * to r; what is unpacked is no longer kept.  shared: r is loaded (other
+ * threads see it) while rr is not yet and the agent lock is not held:
+ * r's peer is read under the lock and the backend entered hand over
+ * hand (xfer__be_enter_from_lock); XFER_ERR_REMOTE_DISCONNECT if r was
+ * invalidated meanwhile.  Otherwise the caller holds the lock or r is
+ * its own. */
 xfer_status_t xfer__rregion_unpack(xfer__remote_t *r, xfer__rregion_t *rr,
-                                   unsigned j);
+                                   unsigned j, bool shared);
 /* Release rr's backend handles and free it (it is in no registry). */
 void xfer__rregion_free(xfer_agent_t *a, xfer__rregion_t *rr);
 /* Backend b was just added (agent lock held): connect it to every

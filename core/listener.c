@@ -22,9 +22,22 @@
 #define LS_MAGIC 0x58464d44u      /* "XFMD" */
 #define LS_VERSION 1
 #define LS_HDR 12                 /* magic u32, version u16, type u16, len u32 */
-#define LS_MAX_CONNS 64           /* clients served at once; more are refused */
 #define LS_DEFAULT_TIMEOUT_MS 5000
 #define LS_ERR_TEXT_MAX 512
+/* Bounds on what clients make the listener hold (docs/wire-listener.md);
+ * the first three are agent options. */
+#define LS_DEFAULT_MAX_CLIENTS 64
+#define LS_DEFAULT_MAX_PER_ADDR 8
+#define LS_DEFAULT_BUFFER_BYTES ((size_t)4 * XFER_MD_MAX)
+/* Over one connection's life, requests and replies together: past it
+ * the connection is closed after the reply that crossed it. */
+#define LS_CONN_MAX_BYTES ((uint64_t)4 * XFER_MD_MAX)
+/* accept failing for want of fds (EMFILE, ENFILE) or memory: try again
+ * this much later instead of spinning on a backlog we cannot take. */
+#define LS_ACCEPT_PAUSE_MS 100
+/* Events any client can repeat at will are logged once, then at most
+ * once per this period, with the count of those not logged. */
+#define LS_LOG_EVERY_MS 10000
 
 enum {
     LS_SEND = 1,                  /* payload: metadata blob; reply OK */
@@ -208,6 +221,10 @@ static bool addr_loopback(const struct sockaddr *sa)
 typedef struct ls_conn {
     int fd;
     char peer[64];
+    unsigned char from[17];       /* source address: family, then bytes */
+    uint64_t seq;                 /* order of acceptance: the oldest goes first */
+    uint64_t bytes;               /* requests and replies so far */
+    size_t held;                  /* of the listener's buffer budget */
     uint64_t deadline;            /* the current request must end by then */
     unsigned char hdr[LS_HDR];
     size_t hdr_got;
@@ -227,16 +244,68 @@ typedef struct ls_conn {
     struct ls_conn *next;
 } ls_conn_t;
 
+/* One kind of event logged now and then (LS_LOG_EVERY_MS). */
+typedef struct ls_ratelog {
+    uint64_t next;                /* no line before then */
+    unsigned skipped;             /* since the last line */
+} ls_ratelog_t;
+
 struct xfer__listener {
     xfer_agent_t *agent;
     int fd, epfd, wake_fd;
     unsigned timeout_ms;
+    unsigned max_clients, max_per_addr;
+    size_t buf_max, buf_used;     /* payloads and replies held */
+    uint64_t paused_until;        /* accepting resumes then; 0: not paused */
+    uint64_t accepted;            /* clients so far */
+    ls_ratelog_t log_addr, log_full, log_evict, log_accept, log_buf;
     char addr[80];
     pthread_t thread;
     atomic_bool stop;
     ls_conn_t *conns;
     unsigned nconns;
 };
+
+/* Whether to log an event of this kind now; more receives the end of
+ * the line: how many were not logged since the last one, if any. */
+static bool ratelog_due(ls_ratelog_t *r, char *more, size_t size)
+{
+    uint64_t now = mono_ms();
+
+    if (now < r->next) {
+        r->skipped++;
+        return false;
+    }
+    more[0] = '\0';
+    if (r->skipped > 0)
+        snprintf(more, size, " (%u more since the last such line)",
+                 r->skipped);
+    r->skipped = 0;
+    r->next = now + LS_LOG_EVERY_MS;
+    return true;
+}
+
+/* What the budget has left (small error replies may overdraw it). */
+static size_t budget_room(const xfer__listener_t *l)
+{
+    return l->buf_used < l->buf_max ? l->buf_max - l->buf_used : 0;
+}
+
+/* Charge n bytes a client makes us hold to the listener's budget. */
+static bool budget_take(xfer__listener_t *l, ls_conn_t *c, size_t n)
+{
+    if (n > budget_room(l))
+        return false;
+    l->buf_used += n;
+    c->held += n;
+    return true;
+}
+
+static void budget_give(xfer__listener_t *l, ls_conn_t *c)
+{
+    l->buf_used -= c->held;
+    c->held = 0;
+}
 
 static void conn_close(xfer__listener_t *l, ls_conn_t *c)
 {
@@ -248,8 +317,11 @@ static void conn_close(xfer__listener_t *l, ls_conn_t *c)
             break;
         }
     }
-    epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
+    if (c->fd >= 0) {
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+    }
+    budget_give(l, c);
     free(c->in);
     free(c->out);
     free(c);
@@ -270,6 +342,10 @@ static int conn_reply(xfer__listener_t *l, ls_conn_t *c, unsigned type,
     c->out = malloc(LS_HDR + n1 + n2);
     if (c->out == NULL)
         return -1;
+    /* Charged even past the budget: large replies were checked against
+     * it before they were built, the rest are a few hundred bytes. */
+    l->buf_used += LS_HDR + n1 + n2;
+    c->held += LS_HDR + n1 + n2;
     hdr_build(c->out, type, (uint32_t)(n1 + n2));
     if (n1 > 0)
         memcpy(c->out + LS_HDR, p1, n1);
@@ -401,6 +477,26 @@ static int conn_auth(xfer__listener_t *l, ls_conn_t *c)
     return conn_reply(l, c, LS_OK, NULL, 0, NULL, 0);
 }
 
+/* Refuse a request for want of room: logged now and then, answered
+ * with XFER_ERR_BUSY, then the connection is closed. */
+static int conn_busy(xfer__listener_t *l, ls_conn_t *c, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int conn_busy(xfer__listener_t *l, ls_conn_t *c, const char *fmt, ...)
+{
+    char why[LS_ERR_TEXT_MAX], more[64];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    if (ratelog_due(&l->log_buf, more, sizeof(more)))
+        xfer__log(XFER_LOG_WARN, "listener", "agent %s refused a request of "
+                  "%s: %s%s", l->agent->name, c->peer, why, more);
+    c->close_after = true;
+    return conn_reply_err(l, c, XFER_ERR_BUSY, "%s", why);
+}
+
 /* A whole request arrived: serve it.  Runs without the agent lock; the
  * calls below take it as the public API does. */
 static int conn_serve(xfer__listener_t *l, ls_conn_t *c)
@@ -441,10 +537,19 @@ static int conn_serve(xfer__listener_t *l, ls_conn_t *c)
             return conn_reply_err(l, c, XFER_ERR_NOT_FOUND, "this listener "
                                   "serves agent '%s', not '%s'", a->name,
                                   name);
+        /* All that the agent publishes: a registration made with
+         * publish = 0 is not served (xfer_md_get without handles). */
         st = xfer_md_get(a, XFER_MD_ALL, NULL, 0, &blob, &len);
         if (st != XFER_OK)
             return conn_reply_err(l, c, st, "agent '%s' could not produce its "
                                   "metadata: %s", a->name, xfer_last_error());
+        if (LS_HDR + len > budget_room(l)) {
+            free(blob);
+            return conn_busy(l, c, "the listener holds %zu bytes for its "
+                             "clients and a reply of %zu would pass the %zu "
+                             "of the agent option listen_buffer_bytes",
+                             l->buf_used, LS_HDR + len, l->buf_max);
+        }
         rc = conn_reply(l, c, LS_MD, blob, len, NULL, 0);
         free(blob);
         return rc;
@@ -526,6 +631,13 @@ static int conn_read(xfer__listener_t *l, ls_conn_t *c)
 
                 if (cap > c->len)
                     cap = c->len;
+                if (!budget_take(l, c, cap - c->in_cap))
+                    return conn_busy(l, c, "the listener holds %zu bytes "
+                                     "for its clients, and %zu more for "
+                                     "this request would pass the %zu of "
+                                     "the agent option listen_buffer_bytes",
+                                     l->buf_used, cap - c->in_cap,
+                                     l->buf_max);
                 p = realloc(c->in, cap + 1);
                 if (p == NULL)
                     return -1;
@@ -595,7 +707,13 @@ static int conn_write(xfer__listener_t *l, ls_conn_t *c)
     }
     if (c->close_after)
         return -1;
+    /* A connection that carried enough ends here: the client opens
+     * another, which competes for a slot like everyone else. */
+    c->bytes += LS_HDR + c->len + c->out_len;
+    if (c->bytes >= LS_CONN_MAX_BYTES)
+        return -1;
     /* Ready for the next request on the same connection. */
+    budget_give(l, c);
     free(c->out);
     free(c->in);
     c->out = c->in = NULL;
@@ -606,6 +724,166 @@ static int conn_write(xfer__listener_t *l, ls_conn_t *c)
     return 0;
 }
 
+/* The source address of a client, without its port: what the per-address
+ * bound counts. */
+static void addr_key(const struct sockaddr_storage *ss, unsigned char *key)
+{
+    memset(key, 0, 17);
+    key[0] = (unsigned char)ss->ss_family;
+    if (ss->ss_family == AF_INET)
+        memcpy(key + 1, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+    else if (ss->ss_family == AF_INET6)
+        memcpy(key + 1, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+}
+
+/* Tell a client it is not served (best effort: one non-blocking send of
+ * an ERR frame, then the end of the stream) and close it.  What it sent
+ * already is read away first, so that the close is a FIN its reply can
+ * be read before, not a reset. */
+static void say_busy_close(int fd, const char *why)
+{
+    unsigned char f[LS_HDR + 4 + LS_ERR_TEXT_MAX], sink[4096];
+    size_t n = strlen(why);
+
+    if (n > LS_ERR_TEXT_MAX)
+        n = LS_ERR_TEXT_MAX;
+    hdr_build(f, LS_ERR, (uint32_t)(4 + n));
+    put_u32(f + LS_HDR, (uint32_t)(int32_t)XFER_ERR_BUSY);
+    memcpy(f + LS_HDR + 4, why, n);
+    if (send(fd, f, LS_HDR + 4 + n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+        /* The client is gone or not reading: closing is all we owe it. */
+    }
+    shutdown(fd, SHUT_WR);
+    if (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) < 0) {
+        /* Nothing there. */
+    }
+    close(fd);
+}
+
+static int cmp_from(const void *x, const void *y)
+{
+    const ls_conn_t *a = *(ls_conn_t *const *)x, *b = *(ls_conn_t *const *)y;
+    int d = memcmp(a->from, b->from, sizeof(a->from));
+
+    if (d != 0)
+        return d;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* The listener is full and a client from an address holding `mine`
+ * connections knocks: the connection it may take the place of, or NULL.
+ * Fair share: only an address holding more than `mine` gives one up,
+ * the busiest of all, and of its connections an idle one before one
+ * with a request under way, the oldest first.  O(n log n) in the
+ * clients, and only when full. */
+static ls_conn_t *pick_victim(xfer__listener_t *l, unsigned mine)
+{
+    ls_conn_t **v = malloc(l->nconns * sizeof(*v)), *best = NULL;
+    size_t n = 0, run_at = 0, best_count = mine;
+
+    if (v == NULL)
+        return NULL;
+    for (ls_conn_t *c = l->conns; c != NULL; c = c->next)
+        v[n++] = c;
+    qsort(v, n, sizeof(*v), cmp_from);
+    for (size_t i = 1; i <= n; i++) {
+        size_t count;
+
+        if (i < n && memcmp(v[i]->from, v[run_at]->from,
+                            sizeof(v[i]->from)) == 0)
+            continue;
+        /* v[run_at .. i) share an address, oldest first. */
+        count = i - run_at;
+        if (count > best_count) {
+            best_count = count;
+            best = v[run_at];
+            for (size_t k = run_at; k < i; k++) {
+                if (v[k]->hdr_got == 0 && v[k]->out == NULL) {
+                    best = v[k];
+                    break;
+                }
+            }
+        }
+        run_at = i;
+    }
+    free(v);
+    return best;
+}
+
+/* accept failed for want of fds or memory: stop watching the socket for
+ * a moment; the backlog keeps the clients until then. */
+static void accept_pause(xfer__listener_t *l, int err)
+{
+    struct epoll_event ev = {.events = 0};
+    char more[64];
+
+    epoll_ctl(l->epfd, EPOLL_CTL_MOD, l->fd, &ev);
+    l->paused_until = mono_ms() + LS_ACCEPT_PAUSE_MS;
+    if (ratelog_due(&l->log_accept, more, sizeof(more)))
+        xfer__log(XFER_LOG_WARN, "listener", "agent %s cannot accept "
+                  "clients: %s; accepting again in %d ms%s", l->agent->name,
+                  strerror(err), LS_ACCEPT_PAUSE_MS, more);
+}
+
+static void accept_resume(xfer__listener_t *l)
+{
+    struct epoll_event ev = {.events = EPOLLIN};
+
+    l->paused_until = 0;
+    epoll_ctl(l->epfd, EPOLL_CTL_MOD, l->fd, &ev);
+}
+
+/* Whether a client from `from` may come in now, making room if the
+ * listener is full and it is owed a share; logs (now and then) and
+ * answers those turned away. */
+static bool admit(xfer__listener_t *l, int fd, const unsigned char *from,
+                  const char *peer)
+{
+    unsigned mine = 0;
+    ls_conn_t *victim;
+    char why[LS_ERR_TEXT_MAX], more[64];
+
+    for (ls_conn_t *c = l->conns; c != NULL; c = c->next)
+        mine += memcmp(c->from, from, sizeof(c->from)) == 0;
+    if (mine >= l->max_per_addr) {
+        snprintf(why, sizeof(why), "already serving %u clients from this "
+                 "address, the most the agent option listen_max_per_addr "
+                 "allows", mine);
+        if (ratelog_due(&l->log_addr, more, sizeof(more)))
+            xfer__log(XFER_LOG_WARN, "listener", "agent %s refused client "
+                      "%s: %s%s", l->agent->name, peer, why, more);
+        say_busy_close(fd, why);
+        return false;
+    }
+    if (l->nconns < l->max_clients)
+        return true;
+    victim = pick_victim(l, mine);
+    if (victim == NULL) {
+        snprintf(why, sizeof(why), "already serving %u clients, the most "
+                 "the agent option listen_max_clients allows", l->nconns);
+        if (ratelog_due(&l->log_full, more, sizeof(more)))
+            xfer__log(XFER_LOG_WARN, "listener", "agent %s refused client "
+                      "%s: %s%s", l->agent->name, peer, why, more);
+        say_busy_close(fd, why);
+        return false;
+    }
+    snprintf(why, sizeof(why), "the listener is full (listen_max_clients "
+             "%u) and a client from an address with fewer connections "
+             "took this one's place", l->max_clients);
+    if (ratelog_due(&l->log_evict, more, sizeof(more)))
+        xfer__log(XFER_LOG_WARN, "listener", "agent %s dropped client %s "
+                  "for %s: %s%s", l->agent->name, victim->peer, peer, why,
+                  more);
+    /* A reply under way cannot be interrupted by another frame. */
+    if (victim->out == NULL) {
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, victim->fd, NULL);
+        say_busy_close(victim->fd, why);
+        victim->fd = -1;
+    }
+    conn_close(l, victim);
+    return true;
+}
+
 static void ls_accept(xfer__listener_t *l)
 {
     for (;;) {
@@ -614,19 +892,22 @@ static void ls_accept(xfer__listener_t *l)
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
         struct epoll_event ev = {.events = EPOLLIN};
+        unsigned char from[17];
         ls_conn_t *c;
         char peer[64];
 
-        if (fd < 0)
-            return; /* EAGAIN, or a client gone before we took it */
-        addr_text((struct sockaddr *)&ss, peer, sizeof(peer));
-        if (l->nconns >= LS_MAX_CONNS) {
-            xfer__log(XFER_LOG_WARN, "listener", "agent %s refused client %s: "
-                      "already serving %d clients", l->agent->name, peer,
-                      LS_MAX_CONNS);
-            close(fd);
-            continue;
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue; /* a client gone before we took it */
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                errno == ENOMEM)
+                accept_pause(l, errno);
+            return; /* EAGAIN: all taken */
         }
+        addr_text((struct sockaddr *)&ss, peer, sizeof(peer));
+        addr_key(&ss, from);
+        if (!admit(l, fd, from, peer))
+            continue;
         c = calloc(1, sizeof(*c));
         if (c == NULL) {
             close(fd);
@@ -634,6 +915,8 @@ static void ls_accept(xfer__listener_t *l)
         }
         c->fd = fd;
         snprintf(c->peer, sizeof(c->peer), "%s", peer);
+        memcpy(c->from, from, sizeof(c->from));
+        c->seq = ++l->accepted;
         c->deadline = mono_ms() + l->timeout_ms;
         ev.data.ptr = c;
         if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
@@ -654,18 +937,21 @@ static void *ls_main(void *arg)
     while (!atomic_load(&l->stop)) {
         struct epoll_event ev[16];
         uint64_t now = mono_ms(), next = now + 1000;
+        bool knock = false;
         int n;
 
         for (ls_conn_t *c = l->conns; c != NULL; c = c->next)
             if (c->deadline < next)
                 next = c->deadline;
+        if (l->paused_until != 0 && l->paused_until < next)
+            next = l->paused_until;
         n = epoll_wait(l->epfd, ev, 16, next > now ? (int)(next - now) : 0);
         for (int i = 0; i < n; i++) {
             ls_conn_t *c = ev[i].data.ptr;
             int rc = 0;
 
             if (c == NULL) {
-                ls_accept(l);
+                knock = true;
                 continue;
             }
             if (ev[i].data.ptr == (void *)l)
@@ -679,7 +965,13 @@ static void *ls_main(void *arg)
             if (rc != 0)
                 conn_close(l, c);
         }
+        /* After the batch: making room closes a client whose event may
+         * be further down in it. */
+        if (knock)
+            ls_accept(l);
         now = mono_ms();
+        if (l->paused_until != 0 && now >= l->paused_until)
+            accept_resume(l);
         for (ls_conn_t *c = l->conns, *nx; c != NULL; c = nx) {
             nx = c->next;
             if (c->deadline > now)
@@ -694,9 +986,11 @@ static void *ls_main(void *arg)
     return NULL;
 }
 
-xfer_status_t xfer__listener_start(xfer_agent_t *a, const char *addr,
-                                   unsigned timeout_ms, xfer__listener_t **out)
+xfer_status_t xfer__listener_start(xfer_agent_t *a,
+                                   const xfer_agent_opts_t *o,
+                                   xfer__listener_t **out)
 {
+    const char *addr = o->listen_addr;
     char host[256], port[16];
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
@@ -724,7 +1018,14 @@ xfer_status_t xfer__listener_start(xfer_agent_t *a, const char *addr,
     }
     l->agent = a;
     l->epfd = l->wake_fd = -1;
-    l->timeout_ms = timeout_ms ? timeout_ms : LS_DEFAULT_TIMEOUT_MS;
+    l->timeout_ms = o->listen_timeout_ms ? o->listen_timeout_ms
+                                         : LS_DEFAULT_TIMEOUT_MS;
+    l->max_clients = o->listen_max_clients ? o->listen_max_clients
+                                           : LS_DEFAULT_MAX_CLIENTS;
+    l->max_per_addr = o->listen_max_per_addr ? o->listen_max_per_addr
+                                             : LS_DEFAULT_MAX_PER_ADDR;
+    l->buf_max = o->listen_buffer_bytes ? o->listen_buffer_bytes
+                                        : LS_DEFAULT_BUFFER_BYTES;
     l->fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
                    0);
     if (l->fd < 0 ||

@@ -127,6 +127,9 @@ typedef struct xfer_agent_opts {
                                  65536) */
     unsigned listen_max_clients;  /* listener clients at once (default 64) */
     unsigned listen_max_per_addr; /* of them from one address (default 8) */
+    size_t listen_buffer_bytes;   /* requests and replies the listener
+                                     holds for all its clients together
+                                     (default 256 MiB) */
 } xfer_agent_opts_t;
 
 /* Fill opts with defaults; always call it before setting fields. */
