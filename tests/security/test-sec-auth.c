@@ -635,9 +635,11 @@ static int recv_n(int fd, void *p, size_t n, int *fds)
 static void hdr_put(uint8_t *out, uint8_t type, uint8_t flags, uint32_t seg,
                     uint64_t tag, uint64_t arg0, uint64_t arg1, uint64_t len)
 {
-    xfer_wire_hdr_t h = {type, flags, 0, seg, tag, arg0, arg1, len};
+    xfer_wire_hdr_t h = {type, flags, 0, seg, tag, arg0, arg1, len}, w;
 
-    xfer_wire_encode((xfer_wire_hdr_t *)(void *)out, &h);
+    /* out follows a name: any alignment. */
+    xfer_wire_encode(&w, &h);
+    memcpy(out, &w, sizeof(w));
 }
 
 /* What the target sent until it closed: frame types in order (a body
