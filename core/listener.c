@@ -259,6 +259,7 @@ struct xfer__listener {
     uint64_t paused_until;        /* accepting resumes then; 0: not paused */
     uint64_t accepted;            /* clients so far */
     ls_ratelog_t log_addr, log_full, log_evict, log_accept, log_buf;
+    ls_ratelog_t log_auth;        /* refusals for want of authentication */
     char addr[80];
     pthread_t thread;
     atomic_bool stop;
@@ -380,13 +381,24 @@ static int conn_reply_err(xfer__listener_t *l, ls_conn_t *c,
     return conn_reply(l, c, LS_ERR, code, 4, text, (size_t)n);
 }
 
+/* Whether to log a refusal for want of authentication now: anyone can
+ * repeat one at will, so they are logged now and then (more: the end of
+ * the line, with how many were not). */
+static bool auth_log_due(xfer__listener_t *l, char *more, size_t size)
+{
+    return ratelog_due(&l->log_auth, more, size);
+}
+
 /* Refuse a bad frame: log it, answer with the reason, then close. */
 #define REFUSE_AS(l, c, st, ...)                                            \
     do {                                                                    \
-        char why_[LS_ERR_TEXT_MAX];                                         \
+        char why_[LS_ERR_TEXT_MAX], more_[64] = "";                         \
         snprintf(why_, sizeof(why_), __VA_ARGS__);                          \
-        xfer__log(XFER_LOG_WARN, "listener", "agent %s refused a frame "    \
-                  "from %s: %s", (l)->agent->name, (c)->peer, why_);        \
+        if ((st) != XFER_ERR_AUTH || auth_log_due((l), more_,               \
+                                                  sizeof(more_)))           \
+            xfer__log(XFER_LOG_WARN, "listener", "agent %s refused a "      \
+                      "frame from %s: %s%s", (l)->agent->name, (c)->peer,   \
+                      why_, more_);                                         \
         (c)->close_after = true;                                            \
         return conn_reply_err((l), (c), (st), "%s", why_);                  \
     } while (0)
@@ -518,8 +530,12 @@ static int conn_serve(xfer__listener_t *l, ls_conn_t *c)
                                  a->auth != NULL ? c->client : NULL, name,
                                  sizeof(name));
         if (st != XFER_OK) {
-            xfer__log(XFER_LOG_WARN, "listener", "agent %s refused metadata "
-                      "sent by %s: %s", a->name, c->peer, xfer_last_error());
+            char more[64] = "";
+
+            if (st != XFER_ERR_AUTH || auth_log_due(l, more, sizeof(more)))
+                xfer__log(XFER_LOG_WARN, "listener", "agent %s refused "
+                          "metadata sent by %s: %s%s", a->name, c->peer,
+                          xfer_last_error(), more);
             return conn_reply_err(l, c, st, "%s", xfer_last_error());
         }
         xfer__log(XFER_LOG_INFO, "listener", "agent %s loaded metadata of "
@@ -559,11 +575,15 @@ static int conn_serve(xfer__listener_t *l, ls_conn_t *c)
         name[c->len] = '\0';
         /* Only a client that proved the secret, and only for itself. */
         if (a->auth == NULL || strcmp(name, c->client) != 0) {
-            xfer__log(XFER_LOG_WARN, "listener", "agent %s refused an "
-                      "INVALIDATE from %s: %s", a->name, c->peer,
-                      a->auth == NULL ? "it needs authentication"
-                                      : "it names another agent than the "
-                                        "client authenticated as");
+            char more[64] = "";
+
+            if (auth_log_due(l, more, sizeof(more)))
+                xfer__log(XFER_LOG_WARN, "listener", "agent %s refused an "
+                          "INVALIDATE from %s: %s%s", a->name, c->peer,
+                          a->auth == NULL ? "it needs authentication"
+                                          : "it names another agent than "
+                                            "the client authenticated as",
+                          more);
             if (a->auth == NULL)
                 return conn_reply_err(l, c, XFER_ERR_AUTH, "invalidating "
                                       "'%s' through the listener needs "
