@@ -77,9 +77,13 @@ typedef enum xfer_log_level {
 
 /* A piece of shareable memory (ABI minor 1). */
 typedef struct xfer_shm_info {
-    int fd;            /* the memfd, owned by the core */
+    int fd;            /* the memfd, owned by the core; one per
+                          allocation, sealed against shrinking and
+                          growing where the kernel allows (F_GET_SEALS) */
     uint64_t id;       /* random id of the allocation */
-    uint64_t size;     /* bytes mapped from the fd */
+    uint64_t size;     /* bytes of the allocation, as asked of
+                          xfer_mem_alloc, from offset 0 of the fd (the
+                          file is longer by up to a page) */
     uint64_t offset;   /* of addr within the fd */
 } xfer_shm_info_t;
 

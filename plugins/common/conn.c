@@ -641,7 +641,6 @@ static void hello_ack(conn_t *c, const xfer_wire_hdr_t *h)
                                 "agent '%s')", c->name);
         return;
     }
-    c->proved = 1;
     if (hs_mac(c, 0, 0, mac) != XFER_OK ||
         !(e = hs_entry(be, XFER_WIRE_AUTH, 0, 0, 0, 0,
                        (uint64_t)(int64_t)XFER_OK, mac, sizeof mac))) {
@@ -668,25 +667,28 @@ static void auth_ack(conn_t *c, const xfer_wire_hdr_t *h)
     hs_up(c, 0);
 }
 
-/* Initiator: a descriptor the target passed (it came with the bytes). */
+/* Initiator: a descriptor the target passed (it came with the bytes),
+ * only once the handshake bound who the target is. */
 static void fd_frame(conn_t *c, const xfer_wire_hdr_t *h)
 {
     xfer_be_t *be = c->be;
+    char why[256] = "";
+    xfer_status_t st;
     int fd;
 
-    if (!be->tp->fd_received || h->len || h->seg || !c->nfdq) {
-        XFER__VIOLATION(c, "bad SHM_FD (no descriptor came with it)");
-        return;
-    }
-    /* With a secret, memory comes only from a target that proved it. */
-    if (be->auth && !c->proved) {
-        XFER__VIOLATION(c, "SHM_FD before the target proved the shared "
-                        "secret");
+    if (!be->tp->fd_received || h->len || h->seg || !c->nfdq ||
+        !c->hello_done) {
+        XFER__VIOLATION(c, "bad SHM_FD (%s)",
+                        !c->hello_done ? "before HELLO_ACK"
+                                       : "no descriptor came with it");
         return;
     }
     fd = c->fdq[0];
     memmove(c->fdq, c->fdq + 1, --c->nfdq * sizeof(int));
-    be->tp->fd_received(be->tctx, c, h->tag, h->arg0, fd);
+    st = be->tp->fd_received(be->tctx, c, h->tag, h->arg0, fd, why,
+                             sizeof why);
+    if (st != XFER_OK)
+        xfer__stream_conn_close(c, st, XFER_LOG_WARN, "%s", why);
 }
 
 /* A handshake frame's status field: one a peer may send. */
@@ -877,6 +879,7 @@ static ssize_t rx_read(conn_t *c, struct iovec *iov, int niov)
     struct msghdr m;
     struct cmsghdr *h;
     ssize_t n;
+    int over;
 
     if (!c->initiator || !c->be->tp->fd_received)
         return readv(c->fd, iov, niov);
@@ -888,6 +891,11 @@ static ssize_t rx_read(conn_t *c, struct iovec *iov, int niov)
     n = recvmsg(c->fd, &m, MSG_CMSG_CLOEXEC);
     if (n < 0)
         return n;
+    /* A peer sends one descriptor per FD frame; more than fit, or more
+     * than frames claim them, break the pairing of frames and
+     * descriptors: none is kept and the connection closes (the kernel
+     * closed those that did not fit). */
+    over = (m.msg_flags & MSG_CTRUNC) != 0;
     for (h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
         size_t k;
 
@@ -898,15 +906,21 @@ static ssize_t rx_read(conn_t *c, struct iovec *iov, int niov)
             int fd;
 
             memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof fd);
-            if (c->nfdq < XFER__STREAM_FDQ_MAX)
+            if (!over && c->nfdq < XFER__STREAM_FDQ_MAX)
                 c->fdq[c->nfdq++] = fd;
-            else
+            else {
                 close(fd);
+                over = 1;
+            }
         }
     }
-    if (m.msg_flags & MSG_CTRUNC)
-        LOG(c->be, XFER_LOG_WARN, "shared file descriptors from agent '%s' "
-            "were truncated", c->name);
+    if (over) {
+        XFER__VIOLATION(c, "more file descriptors than SHM_FD frames (at "
+                        "most %u may wait for theirs)",
+                        (unsigned)XFER__STREAM_FDQ_MAX);
+        errno = EPROTO;
+        return -1;
+    }
     return n;
 }
 
@@ -1053,8 +1067,10 @@ static void do_accept(xfer_be_t *be)
                 LOG(be, XFER_LOG_WARN, "accept failed: %s", strerror(errno));
             return;
         }
-        if (be->tp->accepted)
-            be->tp->accepted(be->tctx, fd);
+        if (be->tp->accepted && be->tp->accepted(be->tctx, fd) < 0) {
+            close(fd);
+            continue;
+        }
         if (!(c = conn_new(be, fd, 0, 0))) {
             LOG(be, XFER_LOG_ERROR, "no memory for an incoming connection");
             close(fd);

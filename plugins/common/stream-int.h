@@ -149,9 +149,9 @@ struct xfer__stream_conn {
     char where[128];
     /* The handshake with a shared secret (conn.c).  auth_wait: a target
      * sent its challenge and waits for AUTH, an initiator sent AUTH and
-     * waits for AUTH_ACK.  proved: an initiator checked the target's MAC.
-     * Handshake bodies (HELLO, HELLO_ACK, AUTH) are received into hs. */
-    int auth_wait, proved;
+     * waits for AUTH_ACK.  Handshake bodies (HELLO, HELLO_ACK, AUTH) are
+     * received into hs. */
+    int auth_wait;
     uint8_t nonce_own[XFER_WIRE_NONCE], nonce_peer[XFER_WIRE_NONCE];
     uint8_t hs[XFER_NAME_MAX + XFER_WIRE_NONCE];
     /* send side */

@@ -22,8 +22,10 @@ typedef struct xfer__stream_transport {
      * SOCK_NONBLOCK|SOCK_CLOEXEC stream socket with its options set, and
      * *in_progress = 1 while the connect has not finished; or -errno. */
     int (*connect)(void *tctx, const void *info, size_t len, int *in_progress);
-    /* Set options on a socket the engine accepted from the listen fd. */
-    void (*accepted)(void *tctx, int fd);
+    /* Set options on a socket the engine accepted from the listen fd,
+     * and say whether to keep it: 0, or -1 to refuse the peer (the
+     * engine closes fd; the transport says why in its log). */
+    int (*accepted)(void *tctx, int fd);
     /* Write a printable form of a checked info ("10.0.0.2:4791") for logs. */
     void (*info_str)(void *tctx, const void *info, size_t len, char *buf,
                      size_t size);
@@ -38,13 +40,21 @@ typedef struct xfer__stream_transport {
      * Release what its private area holds. */
     void (*conn_down)(void *tctx, xfer__stream_conn_t *c, xfer_status_t st,
                       const char *why);
-    /* A descriptor came with an FD frame (AF_UNIX only; the transport
-     * owns fd).  Set: initiators read with recvmsg and accept FD frames. */
-    void (*fd_received)(void *tctx, xfer__stream_conn_t *c, uint64_t id,
-                        uint64_t size, int fd);
+    /* A descriptor came with an FD frame after the handshake (AF_UNIX
+     * only; the transport owns fd).  Set: initiators read with recvmsg
+     * and accept FD frames.  Anything but XFER_OK closes c with msg as
+     * the reason (a descriptor the transport refuses). */
+    xfer_status_t (*fd_received)(void *tctx, xfer__stream_conn_t *c,
+                                 uint64_t id, uint64_t size, int fd,
+                                 char *msg, size_t msg_size);
     /* A handshaken connection that holds requests for the transport
      * (xfer__stream_req_hold) received input: start what now can. */
     void (*held_ready)(void *tctx, xfer__stream_conn_t *c);
+    /* Target: an operation that came on c passed the check against the
+     * registration mem (from xfer__stream_mem_register): the peer
+     * presented its key.  Frames the transport queues on c now precede
+     * the operation's answer. */
+    void (*mem_checked)(void *tctx, xfer__stream_conn_t *c, void *mem);
 } xfer__stream_transport_t;
 
 typedef struct xfer__stream_cfg {

@@ -51,6 +51,17 @@ static void notif_handle(conn_t *c, const void *msg, size_t len, void *owned)
     xfer__stream_txq_push(c, e);
 }
 
+/* An operation passed the check against registration m: the transport
+ * may queue frames ahead of its answer.  1 when that closed c. */
+static int checked(conn_t *c, void *m)
+{
+    xfer_be_t *be = c->be;
+
+    if (m && be->tp->mem_checked)
+        be->tp->mem_checked(be->tctx, c, m);
+    return c->closed;
+}
+
 static void refused(conn_t *c, const char *op, const xfer_wire_hdr_t *h,
                     const char *msg)
 {
@@ -113,6 +124,8 @@ static int write_frame(conn_t *c, const xfer_wire_hdr_t *h, size_t avail)
     /* The check comes before any byte reaches the destination. */
     st = host->mem_check(host->ctx, h->arg0, h->arg1, h->len,
                          XFER_ACCESS_WRITE, &m, msg, sizeof msg);
+    if (st == XFER_OK && checked(c, m))
+        return 1;
     if (st == XFER_OK) {
         if ((c->rmem = m))
             c->rmem->inflight++;
@@ -169,6 +182,8 @@ static void writev_check_each(conn_t *c, uint32_t i, uint32_t j)
                              XFER_ACCESS_WRITE, &m, msg, sizeof msg);
         if (st == XFER_OK && m) {
             c->wb_mem[i] = m;
+            if (checked(c, m))
+                return;
             continue;
         }
         if (st == XFER_OK)
@@ -241,9 +256,13 @@ static void writev_table(conn_t *c)
                                   sizeof msg) == XFER_OK && m) {
             for (uint32_t k = i; k < j; k++)
                 c->wb_mem[k] = m;
+            if (checked(c, m))
+                return;
             continue;
         }
         writev_check_each(c, i, j);
+        if (c->closed)
+            return;
     }
     c->wr_next += n;
     c->wb_state = XFER__WB_DATA;
@@ -306,6 +325,10 @@ static int read_frame(conn_t *c, const xfer_wire_hdr_t *h)
     e->kind = XFER__TX_RESP;
     st = host->mem_check(host->ctx, h->arg0, h->arg1, h->len,
                          XFER_ACCESS_READ, &m, msg, sizeof msg);
+    if (st == XFER_OK && checked(c, m)) {
+        xfer__stream_txe_put(c->be, e);
+        return 1;
+    }
     if (st == XFER_OK) {
         /* Zero copy: the answer is sent from the registered memory. */
         xfer__stream_ctrl_hdr(e, XFER_WIRE_READ_RESP, h->seg, h->tag, 0, 0,

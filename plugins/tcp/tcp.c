@@ -366,9 +366,10 @@ static int tcp_connect(void *tctx, const void *info, size_t len,
     }
 }
 
-static void tcp_accepted(void *tctx, int fd)
+static int tcp_accepted(void *tctx, int fd)
 {
     sock_opts(tctx, fd);
+    return 0;
 }
 
 static const xfer__stream_transport_t tcp_transport = {
