@@ -22,8 +22,9 @@ cd "$top"
 
 packages="build-essential autoconf automake libtool libltdl-dev pkg-config
 libjansson-dev libcunit1-dev libssl-dev iperf3 procps
-libcurl4-openssl-dev etcd-server curl
+libcurl4-openssl-dev etcd-server curl openssl
 ucx-utils gnuplot-nox"
+# openssl: the command that makes the throwaway CA of the etcd TLS tests.
 # ucx-utils: ucx_perftest, the baseline of bench/compare-uds.sh (not make check).
 missing=
 for p in $packages; do

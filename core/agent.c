@@ -450,8 +450,7 @@ XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
         if (st != XFER_OK)
             goto fail;
     }
-    st = xfer__etcd_start(a, o.etcd_endpoints, o.etcd_namespace,
-                          o.etcd_ttl_s, &a->etcd);
+    st = xfer__etcd_start(a, &o, &a->etcd);
     if (st != XFER_OK)
         goto fail;
     *agent = a;

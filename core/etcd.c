@@ -700,10 +700,11 @@ static void etcd_free(xfer__etcd_t *e)
     free(e);
 }
 
-xfer_status_t xfer__etcd_start(xfer_agent_t *a, const char *endpoints,
-                               const char *ns, unsigned ttl_s,
+xfer_status_t xfer__etcd_start(xfer_agent_t *a, const xfer_agent_opts_t *o,
                                xfer__etcd_t **out)
 {
+    const char *endpoints = o->etcd_endpoints, *ns = o->etcd_namespace;
+    unsigned ttl_s = o->etcd_ttl_s;
     pthread_condattr_t ca;
     xfer__etcd_t *e;
     xfer_status_t st;
@@ -744,6 +745,9 @@ xfer_status_t xfer__etcd_start(xfer_agent_t *a, const char *endpoints,
         xfer__etcd_http_err_t err;
 
         st = xfer__etcd_http_endpoints(&e->http, endpoints, &err);
+        if (st == XFER_OK)
+            st = xfer__etcd_http_tls(&e->http, o->etcd_cacert, o->etcd_cert,
+                                     o->etcd_key, &err);
         if (st != XFER_OK) {
             st = xfer__err(st, "%s", err.msg);
             goto fail;
@@ -899,11 +903,12 @@ XFER_API xfer_status_t xfer_md_fetch_start(xfer_agent_t *agent,
 #define NO_CURL "this libxfer was built without libcurl, so it cannot speak " \
                 "to etcd (install libcurl4-openssl-dev and rebuild)"
 
-xfer_status_t xfer__etcd_start(xfer_agent_t *a, const char *endpoints,
-                               const char *ns, unsigned ttl_s,
+xfer_status_t xfer__etcd_start(xfer_agent_t *a, const xfer_agent_opts_t *o,
                                xfer__etcd_t **out)
 {
-    (void)a, (void)ns, (void)ttl_s;
+    const char *endpoints = o->etcd_endpoints;
+
+    (void)a;
     *out = NULL;
     if (endpoints == NULL)
         endpoints = getenv("XFER_ETCD_ENDPOINTS");
