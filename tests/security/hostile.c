@@ -27,10 +27,11 @@
 
 /* ---- raw client ------------------------------------------------------ */
 
-int hx_connect_tcp(unsigned port, const char *src)
+static int connect_tcp(unsigned port, const char *src, int async)
 {
     struct sockaddr_in a;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC |
+                                 (async ? SOCK_NONBLOCK : 0), 0);
 
     if (fd < 0)
         return -1;
@@ -45,7 +46,8 @@ int hx_connect_tcp(unsigned port, const char *src)
     }
     a.sin_port = htons((uint16_t)port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0 &&
+        !(async && errno == EINPROGRESS)) {
         int e = errno;
 
         close(fd);
@@ -53,6 +55,16 @@ int hx_connect_tcp(unsigned port, const char *src)
         return -1;
     }
     return fd;
+}
+
+int hx_connect_tcp(unsigned port, const char *src)
+{
+    return connect_tcp(port, src, 0);
+}
+
+int hx_connect_tcp_async(unsigned port, const char *src)
+{
+    return connect_tcp(port, src, 1);
 }
 
 int hx_connect_uds(const char *path)

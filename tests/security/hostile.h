@@ -21,6 +21,10 @@
  * socket path (a leading '@' names an abstract socket); -1 on error
  * (errno set).  SO_LINGER is not touched: close sends a FIN. */
 int hx_connect_tcp(unsigned port, const char *src);
+/* The same without waiting for the connection to be set up (a full
+ * backlog would hold a blocking connect for seconds): the fd is
+ * non-blocking, hx_send waits for it. */
+int hx_connect_tcp_async(unsigned port, const char *src);
 int hx_connect_uds(const char *path);
 
 /* Encode a header into out (40 bytes). */
