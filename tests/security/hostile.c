@@ -323,26 +323,28 @@ static void on_notif(void *arg, const char *from, const void *msg, size_t len)
     d->s[i].next = k + 1;
 }
 
-static void hex_out(const char *blob, size_t len)
+/* One line (xt_proc_line polls the pipe: two lines written at once
+ * would leave the second in stdio's buffer, unseen). */
+static void hex_out(const char *blob, size_t len, uintptr_t a0, uintptr_t a1)
 {
     fputs("md ", stdout);
     for (size_t i = 0; i < len; i++)
         printf("%02x", (unsigned char)blob[i]);
-    putchar('\n');
+    printf(" %" PRIxPTR " %" PRIxPTR "\n", a0, a1);
 }
 
 static int target_main(int argc, char **argv)
 {
     const char *name = argv[2], *spec = argv[3], *log = NULL;
-    size_t reg = 1u << 20, mlen;
+    size_t reg = 1u << 20, reg2 = 0, mlen;
     unsigned long long nqbytes = 0, nqcount = 0, nofile = 0;
     xfer_agent_opts_t o;
     xfer_agent_t *a = NULL;
-    xfer_mem_t *mem = NULL;
+    xfer_mem_t *mem = NULL, *mem2 = NULL;
     xfer_desc_t d;
     xfer_dlist_t l;
     drain_t dr;
-    uint8_t *buf;
+    uint8_t *buf, *buf2 = NULL;
     char line[256], *blob = NULL;
     size_t blen = 0;
 
@@ -357,6 +359,8 @@ static int target_main(int argc, char **argv)
             nofile = v;
         else if (sscanf(argv[i], "reg=%llu", &v) == 1)
             reg = (size_t)v;
+        else if (sscanf(argv[i], "reg2=%llu", &v) == 1)
+            reg2 = (size_t)v;
         else if (strncmp(argv[i], "log=", 4) == 0)
             log = argv[i] + 4;
     }
@@ -390,15 +394,28 @@ static int target_main(int argc, char **argv)
     o.notif_queue_count = (unsigned)nqcount;
     d = (xfer_desc_t){(uintptr_t)buf + GUARD, reg, 0};
     l = (xfer_dlist_t){XFER_MEM_DRAM, 1, &d};
+    if (reg2) {
+        buf2 = mmap(NULL, reg2, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (buf2 == MAP_FAILED)
+            return 4;
+        memset(buf2, 0x2a, reg2);
+    }
     if (xfer_agent_create(&o, &a) != XFER_OK ||
         xfer_backend_add(a, spec, NULL) != XFER_OK ||
-        xfer_mem_register(a, &l, NULL, &mem) != XFER_OK ||
+        xfer_mem_register(a, &l, NULL, &mem) != XFER_OK) {
+        printf("FAIL %s\n", xfer_last_error());
+        fflush(stdout);
+        return 1;
+    }
+    d = (xfer_desc_t){(uintptr_t)buf2, reg2, 0};
+    if ((reg2 && xfer_mem_register(a, &l, NULL, &mem2) != XFER_OK) ||
         xfer_md_get(a, XFER_MD_ALL, NULL, 0, &blob, &blen) != XFER_OK) {
         printf("FAIL %s\n", xfer_last_error());
         fflush(stdout);
         return 1;
     }
-    hex_out(blob, blen);
+    hex_out(blob, blen, (uintptr_t)buf + GUARD, (uintptr_t)buf2);
     xfer_free(blob);
     fflush(stdout);
     memset(&dr, 0, sizeof dr);
@@ -435,8 +452,12 @@ static int target_main(int argc, char **argv)
     }
     if (mem != NULL)
         xfer_mem_deregister(a, mem);
+    if (mem2 != NULL)
+        xfer_mem_deregister(a, mem2);
     xfer_agent_destroy(a);
     munmap(buf, mlen);
+    if (buf2 != NULL)
+        munmap(buf2, reg2);
     return 0;
 }
 
@@ -477,6 +498,8 @@ void hx_target_start(hx_target_t *t, const char *spec, const char *opts)
 
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", xt_name("target"));
+    if ((w = strstr(spec, "port=")) != NULL)
+        t->port = (unsigned)strtoul(w + 5, NULL, 10);
     words = strdup(opts ? opts : "");
     line = malloc(cap);
     XT_REQUIRE(words != NULL && line != NULL, "out of memory");
@@ -495,7 +518,7 @@ void hx_target_start(hx_target_t *t, const char *spec, const char *opts)
     xt_proc_line(&t->proc, line, cap, HX_WAIT_MS);
     XT_REQUIRE(strncmp(line, "md ", 3) == 0, "target %s: '%s'", t->name,
                line);
-    n = (strlen(line) - 3) / 2;
+    n = strcspn(line + 3, " ") / 2;
     t->md = malloc(n + 1);
     XT_REQUIRE(t->md != NULL, "out of memory");
     xt_defer_late(free, t->md);
@@ -505,14 +528,28 @@ void hx_target_start(hx_target_t *t, const char *spec, const char *opts)
     t->md[n] = '\0';
     t->md_len = n;
     root = xt_blob_parse(t->md, n);
-    XT_REQUIRE(xt_json_u64(json_object_get(root, "epoch"), &t->epoch) &&
-                   xt_json_u64(json_object_get(xt_blob_region(root, 0),
-                                               "key"), &t->key) &&
-                   xt_json_u64(json_object_get(xt_blob_region(root, 0),
-                                               "addr"), &t->addr) &&
-                   xt_json_u64(json_object_get(xt_blob_region(root, 0),
-                                               "len"), &t->len),
-               "target %s: metadata without epoch or region", t->name);
+    XT_REQUIRE(xt_json_u64(json_object_get(root, "epoch"), &t->epoch),
+               "target %s: metadata without an epoch", t->name);
+    XT_REQUIRE(sscanf(line + 3 + 2 * n, " %" SCNx64 " %" SCNx64, &t->addr,
+                      &t->addr2) == 2,
+               "target %s: no region addresses after its metadata", t->name);
+    /* The blob lists regions in an order of its own: find them. */
+    for (size_t i = 0; i < json_array_size(json_object_get(root, "regions"));
+         i++) {
+        json_t *r = xt_blob_region(root, i);
+        uint64_t addr, key, len;
+
+        XT_REQUIRE(xt_json_u64(json_object_get(r, "addr"), &addr) &&
+                       xt_json_u64(json_object_get(r, "key"), &key) &&
+                       xt_json_u64(json_object_get(r, "len"), &len),
+                   "target %s: a region without addr, key or len", t->name);
+        if (addr == t->addr)
+            t->key = key, t->len = len;
+        else if (addr == t->addr2)
+            t->key2 = key, t->len2 = len;
+    }
+    XT_REQUIRE(t->len && (!t->addr2 || t->len2),
+               "target %s: its regions are not in its metadata", t->name);
 }
 
 const char *hx_target_ask(hx_target_t *t, const char *cmd)
@@ -541,6 +578,7 @@ void hx_good_make(hx_good_t *g, const char *name, const char *spec,
 
     memset(g, 0, sizeof *g);
     g->t = t;
+    g->raddr = t->addr;
     g->agent = xt_agent(name, spec, 1);
     g->src = xt_alloc(t->len);
     g->dst = xt_alloc(t->len);
@@ -554,7 +592,7 @@ static bool good_post(hx_good_t *g, xfer_op_t op, uint8_t *local, size_t off,
                       size_t len)
 {
     xfer_desc_t ld = {(uintptr_t)local + off, len, 0};
-    xfer_desc_t rd = {(uintptr_t)g->t->addr + off, len, 0};
+    xfer_desc_t rd = {(uintptr_t)g->raddr + off, len, 0};
     xfer_dlist_t l = {XFER_MEM_DRAM, 1, &ld}, r = {XFER_MEM_DRAM, 1, &rd};
     xfer_req_t *req = NULL;
     bool ok;

@@ -61,12 +61,15 @@ int hx_closed(int fd, unsigned timeout_ms);
  *              s taken so far whose text starts "seq <k>", b of them
  *              whose k was not one more than their sender's last
  *              (order, exactly once; a sender's first k must be 0)
- *   dereg   -> "dereg <ms>" once the region is deregistered
+ *   dereg   -> "dereg <ms> ok" once the region is deregistered (the
+ *              first one: the second stays)
  *   quit    -> exits 0 */
 typedef struct hx_target {
     xt_proc_t proc;
     char name[64];
     uint64_t epoch, key, addr, len;
+    uint64_t key2, addr2, len2; /* the second region (reg2=), or 0 */
+    unsigned port;              /* port= of its spec, if any */
     char *md;     /* its metadata blob (XFER_MD_ALL), freed after the test */
     size_t md_len;
 } hx_target_t;
@@ -74,7 +77,8 @@ typedef struct hx_target {
 /* Start it: spec is the backend spec ("tcp:port=...,max_conns=..."),
  * opts space-separated words: nqbytes=N nqcount=N (agent options),
  * nofile=N (RLIMIT_NOFILE), log=PATH (stderr to PATH, at most 64 MiB),
- * reg=N.  Stopped after the test. */
+ * reg=N, reg2=N (a second region of N bytes, without guards).  Stopped
+ * after the test. */
 void hx_target_start(hx_target_t *t, const char *spec, const char *opts);
 /* Send a command line, return the answer line (static buffer). */
 const char *hx_target_ask(hx_target_t *t, const char *cmd);
@@ -93,6 +97,8 @@ typedef struct hx_good {
     xfer_agent_t *agent;
     hx_target_t *t;
     uint8_t *src, *dst;  /* registered, t->len bytes each */
+    uint64_t raddr;      /* the target region it uses: t->addr, or set
+                            t->addr2 (as long, or longer) */
 } hx_good_t;
 
 /* An agent named name with backend spec that loaded t's metadata. */
