@@ -186,9 +186,11 @@ int hx_recv_hdr(int fd, xfer_wire_hdr_t *h, unsigned timeout_ms)
 {
     uint8_t b[XFER_WIRE_HDR_SIZE];
 
-    if (recv_all(fd, b, sizeof b, timeout_ms) < 0)
-        return -1;
-    xfer_wire_decode(h, b);
+    do {
+        if (recv_all(fd, b, sizeof b, timeout_ms) < 0)
+            return -1;
+        xfer_wire_decode(h, b);
+    } while (h->type == XFER_WIRE_SHM_FD && h->len == 0);
     return 0;
 }
 
@@ -212,13 +214,9 @@ int hx_handshake(int fd, const char *name, uint64_t epoch)
 
     if (fd < 0 || hx_hello(fd, name, strlen(name), epoch) < 0)
         return -1;
-    for (;;) {
-        if (hx_recv_hdr(fd, &h, HX_WAIT_MS) < 0)
-            return -1;
-        if (h.type == XFER_WIRE_SHM_FD)
-            continue; /* uds: its descriptor is dropped with the bytes */
-        return h.type == XFER_WIRE_HELLO_ACK && h.arg1 == 0 ? fd : -1;
-    }
+    if (hx_recv_hdr(fd, &h, HX_WAIT_MS) < 0)
+        return -1;
+    return h.type == XFER_WIRE_HELLO_ACK && h.arg1 == 0 ? fd : -1;
 }
 
 int hx_closed(int fd, unsigned timeout_ms)

@@ -41,12 +41,13 @@ int hx_frame(int fd, uint8_t type, uint8_t flags, uint32_t seg, uint64_t tag,
 /* HELLO with name (its bytes as given, name_len of them), our epoch 7
  * and the target epoch named. */
 int hx_hello(int fd, const char *name, size_t name_len, uint64_t epoch);
-/* Read one header within timeout_ms: 0, or -1 on EOF, error or time. */
+/* Read one header within timeout_ms: 0, or -1 on EOF, error or time.
+ * SHM_FD frames (uds) are skipped: their descriptors are dropped with
+ * the bytes, since a raw client reads without taking them. */
 int hx_recv_hdr(int fd, xfer_wire_hdr_t *h, unsigned timeout_ms);
 /* Read and drop n bytes: 0, or -1. */
 int hx_recv_skip(int fd, uint64_t n, unsigned timeout_ms);
-/* HELLO, then a HELLO_ACK with status OK (SHM_FD frames before it, on
- * uds, are skipped, their descriptors dropped): fd, or -1. */
+/* HELLO, then a HELLO_ACK with status OK: fd, or -1. */
 int hx_handshake(int fd, const char *name, uint64_t epoch);
 /* 1 when the other side closed the connection (EOF or reset) within
  * timeout_ms, whatever it sent before; 0 otherwise. */
