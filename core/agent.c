@@ -17,6 +17,8 @@
 /* Defaults of the agent options that bound what peers make it hold. */
 #define AGENT_MAX_REMOTE_AGENTS 4096
 #define AGENT_MD_MAX_REGIONS 65536
+#define AGENT_NOTIF_QUEUE_BYTES ((size_t)16 << 20) /* per sender */
+#define AGENT_NOTIF_QUEUE_COUNT 65536
 
 /* ---- host table ---------------------------------------------------------- */
 
@@ -87,10 +89,14 @@ static xfer_status_t host_mem_check(void *ctx, uint64_t key, uint64_t addr,
         return XFER_OK;
     }
     pthread_rwlock_unlock(&a->reg_lock);
-    xfer__log(XFER_LOG_WARN, b->name, "agent %s refused a remote %s: %s",
-              a->name, access & XFER_ACCESS_WRITE ? "write" : "read", why);
+    /* A caller that takes the sentence logs it with what it knows of the
+     * peer: one line per refused operation, not two. */
     if (msg != NULL && msg_size > 0)
         snprintf(msg, msg_size, "%s", why);
+    else
+        xfer__log(XFER_LOG_WARN, b->name, "agent %s refused a remote %s: %s",
+                  a->name, access & XFER_ACCESS_WRITE ? "write" : "read",
+                  why);
     return XFER_ERR_ACCESS;
 }
 
@@ -117,8 +123,7 @@ static xfer_status_t host_shm_lookup(void *ctx, uintptr_t addr, size_t len,
     return xfer__shm_lookup(addr, len, info);
 }
 
-/* Authentication (ABI minor 4): the agent's secret, through core/auth.c.
- * The notification bound is not there yet; core/notif.c takes it over. */
+/* Authentication (ABI minor 4): the agent's secret, through core/auth.c. */
 static xfer_status_t host_auth_mac(void *ctx, const void *msg, size_t len,
                                    uint8_t mac[XFER_AUTH_MAC_LEN])
 {
@@ -139,8 +144,9 @@ static xfer_status_t host_auth_check(void *ctx, const void *msg, size_t len,
 
 static int host_notif_room(void *ctx, const char *from, size_t len)
 {
-    (void)ctx, (void)from, (void)len;
-    return 1;
+    xfer_backend_t *b = ctx;
+
+    return xfer__notif_room(b->agent, from, len);
 }
 
 /* ---- progress -------------------------------------------------------------- */
@@ -422,6 +428,10 @@ XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
                                                : AGENT_MAX_REMOTE_AGENTS;
     a->md_max_regions = o.md_max_regions ? o.md_max_regions
                                          : AGENT_MD_MAX_REGIONS;
+    a->nq_max_bytes = o.notif_queue_bytes ? o.notif_queue_bytes
+                                          : AGENT_NOTIF_QUEUE_BYTES;
+    a->nq_max_count = o.notif_queue_count ? o.notif_queue_count
+                                          : AGENT_NOTIF_QUEUE_COUNT;
     if (a->name == NULL)
         goto nomem;
     a->epfd = epoll_create1(EPOLL_CLOEXEC);

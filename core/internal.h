@@ -43,6 +43,11 @@ void xfer__log(xfer_log_level_t level, const char *who, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void xfer__vlog(xfer_log_level_t level, const char *who, const char *fmt,
                 va_list ap);
+/* Copy at most len bytes of src (up to a NUL) into dst, control bytes
+ * and 0x7f as \xNN and backslash doubled, cut to fit size; returns the
+ * length written.  Every log line passes through it (log.c), so bytes
+ * from a peer can never start a line of their own. */
+size_t xfer__log_escape(char *dst, size_t size, const char *src, size_t len);
 
 /* ---- objects --------------------------------------------------------- */
 
@@ -159,9 +164,21 @@ struct xfer_req {
     xfer_req_t *prev, *next;
 };
 
+/* A sender with notifications queued, and its share of the queue
+ * (notif_queue_bytes and _count bound it).  Lives while it has some. */
+typedef struct xfer__nq_sender {
+    struct xfer__nq_sender *next;    /* hash chain */
+    size_t bytes;
+    size_t count;
+    char name[];
+} xfer__nq_sender_t;
+
+#define XFER__NQ_BUCKETS 64
+
 typedef struct xfer__notif {
     struct xfer__notif *next;
-    char *from;
+    const char *from;                /* sender->name */
+    xfer__nq_sender_t *sender;
     size_t len;
     unsigned char msg[];
 } xfer__notif_t;
@@ -205,6 +222,10 @@ struct xfer_agent {
     xfer__notif_t *nq_head, *nq_tail;
     size_t nq_count;
     int nq_fd;                       /* eventfd: readable while queued */
+    xfer__nq_sender_t *nq_senders[XFER__NQ_BUCKETS];
+    size_t nq_max_bytes, nq_max_count; /* per sender */
+    bool nq_full;                    /* a backend heard "no room": wake
+                                        progress when the user drains */
 
     int epfd;                        /* backends' event fds + wake_fd */
     int wake_fd;                     /* eventfd */
@@ -286,6 +307,9 @@ void xfer__req_destroy_all(xfer_agent_t *a);
 /* notif.c */
 void xfer__notif_push(xfer_agent_t *a, const char *from, const void *msg,
                       size_t len);
+/* host->notif_room: whether from's share of the queue takes len more
+ * bytes and one more notification (always, while it has none queued). */
+int xfer__notif_room(xfer_agent_t *a, const char *from, size_t len);
 void xfer__notif_free_all(xfer_agent_t *a);
 
 /* agent.c */

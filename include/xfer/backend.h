@@ -114,8 +114,9 @@ typedef struct xfer_host {
      * XFER_ACCESS_WRITE: it writes it), and [addr, addr+len) must lie
      * inside it.  On success *mem is the
      * plugin's own handle for that registration (from mem_register).
-     * On failure returns XFER_ERR_ACCESS and logs which check failed;
-     * the message is also written to msg (msg_size bytes, may be 0). */
+     * On failure returns XFER_ERR_ACCESS and writes which check failed
+     * to msg (msg_size bytes): the caller logs it, once, with what it
+     * knows of the peer; with msg_size 0 the core logs it instead. */
     xfer_status_t (*mem_check)(void *ctx, uint64_t key, uint64_t addr,
                                uint64_t len, unsigned access, void **mem,
                                char *msg, size_t msg_size);

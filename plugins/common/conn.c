@@ -1,6 +1,7 @@
 /* conn.c - connections of the stream engine: instance and epoll loop, accept
- * and connect, the handshake binding (and with a secret, proving) a peer's
- * name and epoch, receive, timers. */
+ * (within max_conns) and connect, the handshake binding (and with a secret,
+ * proving) a peer's name and epoch, receive, timers (stalls, handshake
+ * deadline, idle connections). */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
 #endif
@@ -22,6 +23,7 @@
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "plugins/common/stream-int.h"
@@ -38,24 +40,58 @@
 /* Small helpers                                                       */
 /* ------------------------------------------------------------------ */
 
-static void sockaddr_str(int fd, char *buf, size_t size)
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Where an accepted connection comes from, for logs, and the source it
+ * counts against for max_conns_per_addr: its IPv4 address, its IPv6 /64
+ * (one host's share of addresses), or for a local socket its user id,
+ * the one identity the kernel vouches for (SO_PEERCRED). */
+static void peer_addr(int fd, char *buf, size_t size,
+                      uint8_t key[XFER__STREAM_AKEY])
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     char ip[INET6_ADDRSTRLEN];
 
+    memset(key, 0, XFER__STREAM_AKEY);
     if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) {
         snprintf(buf, size, "fd %d", fd);
     } else if (ss.ss_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
         inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
         snprintf(buf, size, "%s:%u", ip, (unsigned)ntohs(in->sin_port));
+        key[0] = 4;
+        memcpy(key + 1, &in->sin_addr, 4);
     } else if (ss.ss_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
         inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
         snprintf(buf, size, "[%s]:%u", ip, (unsigned)ntohs(in6->sin6_port));
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+            key[0] = 4;
+            memcpy(key + 1, in6->sin6_addr.s6_addr + 12, 4);
+        } else {
+            key[0] = 6;
+            memcpy(key + 1, in6->sin6_addr.s6_addr, 8);
+        }
     } else {
-        snprintf(buf, size, "local socket fd %d", fd);
+        struct ucred cr;
+        socklen_t cl = sizeof cr;
+
+        if (ss.ss_family == AF_UNIX &&
+            getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) == 0) {
+            snprintf(buf, size, "local socket of pid %ld uid %lu",
+                     (long)cr.pid, (unsigned long)cr.uid);
+            key[0] = 'u';
+            memcpy(key + 1, &cr.uid, sizeof cr.uid);
+        } else {
+            snprintf(buf, size, "local socket fd %d", fd);
+        }
     }
 }
 
@@ -76,7 +112,7 @@ void xfer__stream_timer_need(xfer_be_t *be)
 void xfer__stream_conn_events(conn_t *c)
 {
     struct epoll_event ev;
-    uint32_t want = c->paused ? 0 : EPOLLIN;
+    uint32_t want = c->paused || c->nwait ? 0 : EPOLLIN;
 
     /* A paused target waits for EPOLLOUT even with an empty queue: it
      * fires at once and resumes parsing what is buffered, which no
@@ -248,6 +284,11 @@ void xfer__stream_conn_close(conn_t *c, xfer_status_t st,
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
     c->closed = 1;
+    if (c->accepted)
+        be->naccepted--;
+    if (c->nwait)
+        be->nwaiting--;
+    c->nwait = 0;
     LOG(be, lvl, "connection %s agent '%s' (%s) closed: %s",
         c->initiator ? "to" : "from", c->name[0] ? c->name : "?", c->where,
         why);
@@ -315,6 +356,7 @@ static conn_t *conn_new(xfer_be_t *be, int fd, int initiator, int connecting)
     c->initiator = initiator;
     c->connecting = connecting;
     c->priv = (char *)c + PRIV_AT(sizeof *c);
+    c->t0_ms = c->last_ms = now_ms();
     c->events = EPOLLIN | (connecting ? EPOLLOUT : 0);
     memset(&ev, 0, sizeof ev);
     ev.events = c->events;
@@ -400,6 +442,7 @@ static void connect_done(conn_t *c)
     }
     c->connecting = 0;
     c->idle_ticks = 0;
+    c->active = 1;
     xfer__stream_flush(c);
     xfer__stream_conn_events(c);
 }
@@ -431,6 +474,24 @@ void xfer__stream_body_start(conn_t *c, const xfer_wire_hdr_t *h, void *dest,
     c->dest = dest;
     c->left = len;
     c->done = 0;
+}
+
+/* A HELLO name binds the sender of notifications and appears in log
+ * lines: printable bytes only (as xfer_agent_create requires of names),
+ * so a peer cannot forge lines or hide in them.  Closes c when not. */
+static int hello_name_check(conn_t *c, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)c->name;
+
+    c->name[len] = '\0';
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] >= 0x20 && p[i] != 0x7f)
+            continue;
+        XFER__VIOLATION(c, "agent name contains byte 0x%02x at %zu (names "
+                        "are printable)", p[i], i);
+        return -1;
+    }
+    return 0;
 }
 
 /* The handshake is done on c's side: it serves (target) or sends
@@ -500,19 +561,9 @@ static void hello_done(conn_t *c)
     txe_t *e;
 
     memcpy(c->name, c->hs, nlen);
-    c->name[nlen] = '\0';
-    if (strlen(c->name) != nlen) {
-        XFER__VIOLATION(c, "agent name contains a NUL byte");
-        return;
-    }
     /* The name goes into log lines (refusals below): printable only. */
-    for (size_t i = 0; i < nlen; i++) {
-        if ((unsigned char)c->name[i] < 0x20 || c->name[i] == 0x7f) {
-            c->name[0] = '\0';
-            XFER__VIOLATION(c, "agent name contains control characters");
-            return;
-        }
-    }
+    if (hello_name_check(c, nlen) < 0)
+        return;
     if (h->seg != XFER_WIRE_VERSION) {
         hello_refuse(c, XFER_ERR_REMOTE_DISCONNECT, be->host->agent_epoch,
                      "protocol version %u, we speak %u", (unsigned)h->seg,
@@ -859,7 +910,7 @@ static void rx_parse(conn_t *c)
             body_done(c);
             continue;
         }
-        if (!c->initiator && c->txn >= XFER__STREAM_TXQ_HIGH) {
+        if (!c->initiator && xfer__stream_txq_full(c)) {
             c->paused = 1;
             return;
         }
@@ -933,15 +984,39 @@ static int conn_busy(const conn_t *c)
            c->tail > c->head;
 }
 
+/* A paused target parses again once its queue is below half of both
+ * bounds, so it does not flap around the line. */
+static int txq_low(const conn_t *c)
+{
+    return c->txn < XFER__STREAM_TXQ_LOW &&
+           c->txbytes < c->be->cfg.lim.sendq_bytes / 2;
+}
+
+int xfer__stream_txq_full(const conn_t *c)
+{
+    return c->txn >= XFER__STREAM_TXQ_HIGH ||
+           c->txbytes >= c->be->cfg.lim.sendq_bytes;
+}
+
+void xfer__stream_conn_nwait(conn_t *c)
+{
+    if (c->nwait || c->closed)
+        return;
+    c->nwait = 1;
+    c->be->nwaiting++;
+    xfer__stream_conn_events(c);
+}
+
 static void conn_input(conn_t *c)
 {
     xfer_be_t *be = c->be;
     const size_t cap = be->cfg.rx_buf;
 
-    if (c->paused && c->txn < XFER__STREAM_TXQ_LOW)
+    if (c->paused && txq_low(c))
         c->paused = 0;
     rx_parse(c);
-    for (int round = 0; round < 16 && !c->closed && !c->paused; round++) {
+    for (int round = 0;
+         round < 16 && !c->closed && !c->paused && !c->nwait; round++) {
         ssize_t n;
         size_t want;
 
@@ -1034,6 +1109,7 @@ static void conn_input(conn_t *c)
             return;
         }
         c->idle_ticks = 0;
+        c->active = 1;
         rx_parse(c);
         if ((size_t)n < want)
             break; /* drained: epoll says when more comes */
@@ -1053,19 +1129,86 @@ static void conn_input(conn_t *c)
 /* Progress                                                            */
 /* ------------------------------------------------------------------ */
 
+/* Out of descriptors (or kernel memory): accepting again at once would
+ * fail again at once, so the listen fd leaves the poll set for a moment
+ * (the backlog keeps the callers waiting) and the episode is said once. */
+static void accept_pause(xfer_be_t *be, int err)
+{
+    epoll_ctl(be->epfd, EPOLL_CTL_DEL, be->lfd, NULL);
+    be->accept_off = 1;
+    be->accept_at_ms = now_ms() + XFER__STREAM_ACCEPT_BACKOFF_MS;
+    if (!be->accept_logged)
+        LOG(be, XFER_LOG_WARN, "cannot accept connections: %s; retrying "
+            "every %u ms (%u connections accepted now)", strerror(err),
+            XFER__STREAM_ACCEPT_BACKOFF_MS, be->naccepted);
+    be->accept_logged = 1;
+    xfer__stream_timer_need(be);
+}
+
+static void accept_resume(xfer_be_t *be, uint64_t now)
+{
+    struct epoll_event ev;
+
+    if (!be->accept_off || now < be->accept_at_ms)
+        return;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.ptr = &be->lkind;
+    if (epoll_ctl(be->epfd, EPOLL_CTL_ADD, be->lfd, &ev) == 0 ||
+        errno == EEXIST)
+        be->accept_off = 0;
+}
+
+/* Accepted connections from the source of key. */
+static unsigned addr_count(xfer_be_t *be, const uint8_t *key)
+{
+    unsigned n = 0;
+
+    for (conn_t *c = be->conns; c; c = c->next)
+        if (c->accepted && !memcmp(c->akey, key, XFER__STREAM_AKEY))
+            n++;
+    return n;
+}
+
 static void do_accept(xfer_be_t *be)
 {
     for (int i = 0; i < 32; i++) {
         int fd = accept4(be->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        uint8_t key[XFER__STREAM_AKEY];
+        char where[128];
         conn_t *c;
 
         if (fd < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK &&
-                errno != ECONNABORTED)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                errno == ENOMEM)
+                accept_pause(be, errno);
+            else if (errno != EAGAIN && errno != EWOULDBLOCK &&
+                     errno != ECONNABORTED)
                 LOG(be, XFER_LOG_WARN, "accept failed: %s", strerror(errno));
             return;
+        }
+        if (be->accept_logged)
+            LOG(be, XFER_LOG_INFO, "accepting connections again");
+        be->accept_logged = 0;
+        peer_addr(fd, where, sizeof where, key);
+        /* Refused at once, so the backlog keeps moving and the caller
+         * hears it instead of waiting out its timeout. */
+        if (be->naccepted >= be->cfg.lim.max_conns ||
+            (key[0] &&
+             addr_count(be, key) >= be->cfg.lim.max_conns_per_addr)) {
+            int all = be->naccepted >= be->cfg.lim.max_conns;
+
+            LOG(be, XFER_LOG_WARN, "refused a connection from %s: %s "
+                "(%llu)", where,
+                all ? "as many connections as max_conns are open"
+                    : "as many connections from its source as "
+                      "max_conns_per_addr are open",
+                (unsigned long long)(all ? be->cfg.lim.max_conns
+                                         : be->cfg.lim.max_conns_per_addr));
+            close(fd);
+            continue;
         }
         if (be->tp->accepted && be->tp->accepted(be->tctx, fd) < 0) {
             close(fd);
@@ -1076,47 +1219,121 @@ static void do_accept(xfer_be_t *be)
             close(fd);
             continue;
         }
-        sockaddr_str(fd, c->where, sizeof c->where);
+        c->accepted = 1;
+        be->naccepted++;
+        memcpy(c->akey, key, sizeof key);
+        memcpy(c->where, where, sizeof c->where);
         xfer__stream_timer_need(be);
     }
 }
 
-/* Stall detection by ticks: the hot path only clears a counter. */
+/* When nothing is busy, the timer fires once, when the first idle
+ * connection is due to close (or never), instead of ticking. */
+static void timer_idle(xfer_be_t *be, uint64_t now, uint64_t due)
+{
+    struct itimerspec its;
+
+    memset(&its, 0, sizeof its);
+    if (due != UINT64_MAX) {
+        uint64_t ms = due > now ? due - now : 1;
+
+        its.it_value.tv_sec = (time_t)(ms / 1000);
+        its.it_value.tv_nsec = (long)(ms % 1000) * 1000000L;
+    }
+    timerfd_settime(be->tfd, 0, &its, NULL);
+    be->timer_on = 0;
+}
+
+/* Stall detection by ticks (the hot path only clears a counter and sets
+ * a flag), the handshake deadline from accept, and idle connections:
+ * ours close after half of idle_timeout_ms, before the peer's target
+ * would close them under a post of ours. */
 static void do_tick(xfer_be_t *be)
 {
-    uint64_t k = 0;
+    const xfer__stream_limits_t *lim = &be->cfg.lim;
+    uint64_t k = 0, now, due = UINT64_MAX;
     int busy = 0;
     conn_t *c, *next;
 
     if (read(be->tfd, &k, sizeof k) != (ssize_t)sizeof k || !k)
         return;
+    now = now_ms();
+    accept_resume(be, now);
     for (c = be->conns; c; c = next) {
-        next = c->next;
-        if (!conn_busy(c))
-            continue;
-        busy = 1;
-        c->idle_ticks += (unsigned)(k > UINT_MAX / 2 ? UINT_MAX / 2 : k);
-        if (c->idle_ticks > be->timeout_ticks)
-            xfer__stream_conn_close(c, XFER_ERR_TIMEOUT, XFER_LOG_WARN,
-                                    "%s for %llu ms",
-                                    c->connecting ? "connect did not finish"
-                                                  : "no progress",
-                                    (unsigned long long)be->cfg.timeout_ms);
-    }
-    if (!busy) {
-        struct itimerspec its;
+        uint64_t idle;
 
-        memset(&its, 0, sizeof its);
-        timerfd_settime(be->tfd, 0, &its, NULL);
-        be->timer_on = 0;
+        next = c->next;
+        if (c->active) {
+            c->active = 0;
+            c->last_ms = now;
+        }
+        if (c->accepted && !c->hello_done &&
+            now - c->t0_ms >= lim->handshake_timeout_ms) {
+            xfer__stream_conn_close(c, XFER_ERR_TIMEOUT, XFER_LOG_WARN,
+                                    "no handshake within %llu ms "
+                                    "(handshake_timeout_ms)",
+                                    (unsigned long long)
+                                        lim->handshake_timeout_ms);
+            continue;
+        }
+        /* Waiting for our application to take notifications: not the
+         * peer's stall, and it is retried at every progress. */
+        if (c->nwait)
+            continue;
+        if (conn_busy(c)) {
+            busy = 1;
+            c->idle_ticks += (unsigned)(k > UINT_MAX / 2 ? UINT_MAX / 2 : k);
+            if (c->idle_ticks > be->timeout_ticks)
+                xfer__stream_conn_close(c, XFER_ERR_TIMEOUT, XFER_LOG_WARN,
+                                        "%s for %llu ms",
+                                        c->connecting
+                                            ? "connect did not finish"
+                                            : "no progress",
+                                        (unsigned long long)
+                                            be->cfg.timeout_ms);
+            continue;
+        }
+        idle = c->initiator ? lim->idle_timeout_ms / 2 : lim->idle_timeout_ms;
+        if (now - c->last_ms >= idle) {
+            xfer__stream_conn_close(c, XFER_ERR_REMOTE_DISCONNECT,
+                                    XFER_LOG_INFO,
+                                    "idle for %llu ms (idle_timeout_ms)",
+                                    (unsigned long long)idle);
+            continue;
+        }
+        if (c->last_ms + idle < due)
+            due = c->last_ms + idle;
+    }
+    if (!busy && !be->accept_off)
+        timer_idle(be, now, due);
+}
+
+/* Connections that waited for room in the agent's notification queue
+ * try again: the application may have taken some since. */
+static void notif_retry(xfer_be_t *be)
+{
+    conn_t *c, *next;
+
+    for (c = be->conns; c && be->nwaiting; c = next) {
+        next = c->next;
+        if (!c->nwait)
+            continue;
+        c->nwait = 0;
+        be->nwaiting--;
+        conn_input(c);
     }
 }
 
 int xfer__stream_progress(xfer_be_t *be)
 {
     struct epoll_event ev[EVENTS_MAX];
-    int n = epoll_wait(be->epfd, ev, EVENTS_MAX, 0);
+    int n;
 
+    if (be->accept_off)
+        accept_resume(be, now_ms());
+    if (be->nwaiting)
+        notif_retry(be);
+    n = epoll_wait(be->epfd, ev, EVENTS_MAX, 0);
     if (n < 0)
         return errno == EINTR ? 0 : XFER_ERR_BACKEND;
     for (int i = 0; i < n; i++) {
@@ -1140,7 +1357,7 @@ int xfer__stream_progress(xfer_be_t *be)
                 connect_done(c);
             continue;
         }
-        if (c->paused && (x & (EPOLLERR | EPOLLHUP))) {
+        if ((c->paused || c->nwait) && (x & (EPOLLERR | EPOLLHUP))) {
             xfer__stream_conn_close(c, XFER_ERR_REMOTE_DISCONNECT,
                                     XFER_LOG_WARN, "connection lost");
             continue;
@@ -1150,7 +1367,7 @@ int xfer__stream_progress(xfer_be_t *be)
         if (!c->closed && (x & EPOLLOUT)) {
             c->blocked = 0;
             xfer__stream_flush(c);
-            if (!c->closed && c->paused && c->txn < XFER__STREAM_TXQ_LOW)
+            if (!c->closed && c->paused && txq_low(c))
                 conn_input(c);
         }
     }
@@ -1167,6 +1384,20 @@ xfer_status_t xfer__stream_event_fd(xfer_be_t *be, int *fd)
 /* ------------------------------------------------------------------ */
 /* Instance                                                            */
 /* ------------------------------------------------------------------ */
+
+static void limits_default(xfer__stream_limits_t *l)
+{
+    if (!l->max_conns)
+        l->max_conns = XFER__STREAM_MAX_CONNS;
+    if (!l->max_conns_per_addr)
+        l->max_conns_per_addr = XFER__STREAM_MAX_CONNS_PER_ADDR;
+    if (!l->handshake_timeout_ms)
+        l->handshake_timeout_ms = XFER__STREAM_HANDSHAKE_MS;
+    if (!l->idle_timeout_ms)
+        l->idle_timeout_ms = XFER__STREAM_IDLE_MS;
+    if (!l->sendq_bytes)
+        l->sendq_bytes = XFER__STREAM_SENDQ_BYTES;
+}
 
 /* An instance whose frames after the handshake the caller's roles read. */
 xfer_status_t xfer__stream_instance(const xfer_host_t *host,
@@ -1203,13 +1434,17 @@ xfer_status_t xfer__stream_instance(const xfer_host_t *host,
     be->auth = host->size >= offsetof(xfer_host_t, auth_check) +
                                  sizeof(host->auth_check) &&
                host->auth;
+    limits_default(&be->cfg.lim);
     be->lfd = listen_fd;
     be->lkind = XFER__H_LISTEN;
     be->tkind = XFER__H_TIMER;
     be->next_id = 1;
     /* Eight ticks per timeout: a stall is reported between timeout_ms
-     * and 9/8 of it, and an idle instance has no timer at all. */
-    tick = cfg->timeout_ms / 8;
+     * and 9/8 of it (a handshake deadline likewise), and an instance with
+     * nothing under way ticks not at all. */
+    tick = (cfg->timeout_ms < be->cfg.lim.handshake_timeout_ms
+                ? cfg->timeout_ms
+                : be->cfg.lim.handshake_timeout_ms) / 8;
     be->tick_ms = (unsigned)(tick < 5 ? 5 : tick > 1000 ? 1000 : tick);
     be->timeout_ticks =
         (unsigned)((cfg->timeout_ms + be->tick_ms - 1) / be->tick_ms);

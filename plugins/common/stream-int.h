@@ -18,10 +18,17 @@
 #endif
 /* Staging buffer for small pieces of a send (txq.c). */
 #define XFER__STREAM_STAGE_SIZE (64u << 10)
-/* A target stops parsing a peer's frames while this many answers wait
- * to be sent: a peer that never reads cannot make us queue without bound. */
+/* A target stops parsing a peer's frames while this many answers (or
+ * lim.sendq_bytes of READ payload and queued notifications) wait to be
+ * sent: a peer that never reads cannot make us queue without bound.  It
+ * parses again below half of both. */
 #define XFER__STREAM_TXQ_HIGH 8192u
 #define XFER__STREAM_TXQ_LOW (XFER__STREAM_TXQ_HIGH / 2)
+/* Accepting pauses this long when the process is out of descriptors. */
+#define XFER__STREAM_ACCEPT_BACKOFF_MS 100u
+/* Bytes of a source key (max_conns_per_addr): a family tag, then an
+ * IPv4 address, an IPv6 /64 prefix, or a uid. */
+#define XFER__STREAM_AKEY 17
 /* No legitimate region is this large; a length past it is a broken peer. */
 #define XFER__STREAM_LEN_MAX (UINT64_C(1) << 47)
 /* File descriptors received ahead of the FD frames they belong to. */
@@ -67,8 +74,9 @@ typedef struct xfer__stream_txe {
     struct iovec *iov;
     struct iovec v[2]; /* iov for entries other than TX_REQ */
     xfer_wire_hdr_t hdr;
-    void *heap;        /* owned bytes (notification, copied-out data) */
+    void *heap;        /* owned bytes (a notification) */
     size_t heap_len;
+    size_t qbytes;     /* counted in the connection's txbytes */
     smem_t *mem;       /* TX_RESP: registration the payload comes from */
     int has_fd, fd;    /* an fd to pass with the first byte (FD frame) */
 } txe_t;
@@ -141,8 +149,14 @@ struct xfer__stream_conn {
     xfer_be_t *be;
     int fd;
     int initiator, connecting, hello_done, closed, paused, blocked;
+    int nwait;                      /* target: a NOTIF waits for room in
+                                       the agent's queue; not read */
+    int accepted;                   /* counts against max_conns */
+    int active;                     /* moved bytes since the last tick */
     uint32_t events;
     unsigned idle_ticks;
+    uint64_t t0_ms, last_ms;        /* accepted at; active last at (ticks) */
+    uint8_t akey[XFER__STREAM_AKEY];/* source, for max_conns_per_addr */
     xfer_be_peer_t *peer;           /* initiator side */
     char name[XFER_NAME_MAX + 1];   /* the other agent, bound by HELLO */
     uint64_t epoch;                 /* ... and its epoch */
@@ -158,6 +172,8 @@ struct xfer__stream_conn {
     txe_t *txh, *txt;
     size_t txn;
     size_t hold;                    /* READ answers and deliver markers queued */
+    size_t txbytes;                 /* ... their payload bytes */
+    size_t nq_pend;                 /* ... of which notifications */
     /* initiator: posted requests awaiting answers, and requests (with
      * the lone notifications behind them) the transport holds */
     xfer_be_req_t *fh, *ft;
@@ -202,6 +218,10 @@ struct xfer_be {
     int lkind, tkind;
     int timer_on;
     unsigned tick_ms, timeout_ticks;
+    unsigned naccepted;                 /* open accepted connections */
+    unsigned nwaiting;                  /* connections with nwait set */
+    int accept_off, accept_logged;      /* out of fds: listen fd unpolled */
+    uint64_t accept_at_ms;              /* ... until then */
     conn_t *conns, *zombies;
     xfer_be_peer_t *peers;
     smem_t *mems;
@@ -239,6 +259,11 @@ int xfer__stream_unlink(void *headp, void *tailp, void *node, size_t link);
 
 /* conn.c */
 void xfer__stream_timer_need(xfer_be_t *be);
+/* A target connection stops being read until the agent's notification
+ * queue has room again (retried at every progress). */
+void xfer__stream_conn_nwait(conn_t *c);
+/* Whether a target connection has queued as much as it may. */
+int xfer__stream_txq_full(const conn_t *c);
 void xfer__stream_conn_events(conn_t *c);
 void xfer__stream_conn_close(conn_t *c, xfer_status_t st,
                              xfer_log_level_t lvl, const char *fmt, ...)

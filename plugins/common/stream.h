@@ -57,11 +57,61 @@ typedef struct xfer__stream_transport {
     void (*mem_checked)(void *tctx, xfer__stream_conn_t *c, void *mem);
 } xfer__stream_transport_t;
 
+/* What one instance lets peers make it hold (docs/wire-tcp.md, "Bounds").
+ * A transport embeds this struct in its config and lists
+ * XFER__STREAM_LIMIT_PARAMS in its parameter table, so every stream
+ * transport declares them once, alike; 0 in a field: the default. */
+typedef struct xfer__stream_limits {
+    uint64_t max_conns;            /* accepted connections at once */
+    uint64_t max_conns_per_addr;   /* ... from one source (see below) */
+    uint64_t handshake_timeout_ms; /* accept to good HELLO */
+    uint64_t idle_timeout_ms;      /* handshaken, nothing in flight */
+    size_t sendq_bytes;            /* READ answers queued per connection */
+} xfer__stream_limits_t;
+
+#define XFER__STREAM_MAX_CONNS 512
+#define XFER__STREAM_MAX_CONNS_PER_ADDR 64
+#define XFER__STREAM_HANDSHAKE_MS 5000
+#define XFER__STREAM_IDLE_MS 600000
+#define XFER__STREAM_SENDQ_BYTES ((size_t)64 << 20)
+
+#define XFER__STREAM_STR2(x) #x
+#define XFER__STREAM_STR(x) XFER__STREAM_STR2(x)
+/* The parameter entries of an xfer__stream_limits_t at member `field` of
+ * the transport's config struct `type`. */
+#define XFER__STREAM_LIMIT_PARAMS(type, field)                              \
+    {"max_conns", XFER_PARAM_UINT,                                          \
+     XFER__STREAM_STR(XFER__STREAM_MAX_CONNS),                              \
+     "connections accepted at once; past it a new one is closed at "        \
+     "once (a rate-limited log line says so)",                              \
+     offsetof(type, field.max_conns), 1, 1 << 20},                          \
+    {"max_conns_per_addr", XFER_PARAM_UINT,                                 \
+     XFER__STREAM_STR(XFER__STREAM_MAX_CONNS_PER_ADDR),                     \
+     "of max_conns, how many may come from one source: an IPv4 address "    \
+     "or IPv6 /64 (tcp), a user id (uds)",                                  \
+     offsetof(type, field.max_conns_per_addr), 1, 1 << 20},                 \
+    {"handshake_timeout_ms", XFER_PARAM_UINT,                               \
+     XFER__STREAM_STR(XFER__STREAM_HANDSHAKE_MS),                           \
+     "an accepted connection must complete its handshake within this, "     \
+     "however slowly its bytes trickle in, or it is closed",                \
+     offsetof(type, field.handshake_timeout_ms), 1, 3600000},               \
+    {"idle_timeout_ms", XFER_PARAM_UINT,                                    \
+     XFER__STREAM_STR(XFER__STREAM_IDLE_MS),                                \
+     "an accepted connection with nothing in flight and no traffic this "   \
+     "long is closed; a connection this agent opened is closed after half " \
+     "of it, and reopened at the next post",                               \
+     offsetof(type, field.idle_timeout_ms), 1000, 86400000},                \
+    {"sendq_bytes", XFER_PARAM_SIZE, "64M",                                 \
+     "READ answers queued on one connection, in bytes; past it (or 8192 "   \
+     "answers) the peer's further requests wait until it reads",            \
+     offsetof(type, field.sendq_bytes), 4096, (int64_t)1 << 40}
+
 typedef struct xfer__stream_cfg {
     const char *name;    /* plugin name, for sentences ("tcp") */
     uint64_t timeout_ms; /* no progress this long: XFER_ERR_TIMEOUT */
     size_t inline_max;   /* payloads up to this go through the rx buffer */
     size_t rx_buf;       /* per-connection receive buffer */
+    xfer__stream_limits_t lim;
     /* Zeroed bytes the engine keeps for the transport in every
      * connection, request and registration (the *_priv accessors). */
     size_t conn_priv, req_priv, mem_priv;

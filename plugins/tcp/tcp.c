@@ -41,6 +41,7 @@ typedef struct tcp_config {
     size_t inline_max;
     size_t rx_buf;
     uint64_t backlog;
+    xfer__stream_limits_t lim; /* the engine's bounds (stream.h) */
 } tcp_config_t;
 
 #define P(n, t, d, doc, f, lo, hi) \
@@ -81,6 +82,7 @@ static const xfer_param_t tcp_params[] = {
       rx_buf, 4096, 256 << 20),
     P("backlog", XFER_PARAM_UINT, "128", "listen(2) backlog", backlog, 1,
       65535),
+    XFER__STREAM_LIMIT_PARAMS(tcp_config_t, lim),
 };
 #undef P
 
@@ -451,6 +453,7 @@ static xfer_status_t tcp_init(const xfer_host_t *host, const void *config,
     scfg.timeout_ms = t->cfg.timeout_ms;
     scfg.inline_max = t->cfg.inline_max;
     scfg.rx_buf = t->cfg.rx_buf;
+    scfg.lim = t->cfg.lim;
     st = xfer__stream_create(host, &tcp_transport, t, &scfg, t->lfd, be);
     if (st != XFER_OK)
         goto fail;

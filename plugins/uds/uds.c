@@ -73,6 +73,7 @@ static const xfer_param_t uds_params[] = {
       rx_buf, 4096, 256 << 20),
     P("backlog", XFER_PARAM_UINT, "128", "listen(2) backlog", backlog, 1,
       65535),
+    XFER__STREAM_LIMIT_PARAMS(uds_config_t, lim),
 };
 #undef P
 
@@ -524,6 +525,7 @@ static xfer_status_t uds_init(const xfer_host_t *host, const void *config,
     scfg.timeout_ms = u->cfg.timeout_ms;
     scfg.inline_max = u->cfg.inline_max;
     scfg.rx_buf = u->cfg.rx_buf;
+    scfg.lim = u->cfg.lim;
     scfg.conn_priv = sizeof(uds_conn_t);
     scfg.req_priv = sizeof(uds_req_t);
     scfg.mem_priv = sizeof(uds_mem_t);

@@ -28,6 +28,7 @@ typedef struct uds_config {
     size_t inline_max;
     size_t rx_buf;
     uint64_t backlog;
+    xfer__stream_limits_t lim; /* the engine's bounds (stream.h) */
 } uds_config_t;
 
 /* Users besides our own that may connect, be connected to and share
