@@ -174,6 +174,9 @@ typedef struct xfer__nq_sender {
 } xfer__nq_sender_t;
 
 #define XFER__NQ_BUCKETS 64
+/* The whole notification queue holds at most this many senders' shares
+ * (notif_queue_bytes and _count each times this). */
+#define XFER__NQ_SHARES 4
 
 typedef struct xfer__notif {
     struct xfer__notif *next;
@@ -224,6 +227,9 @@ struct xfer_agent {
     int nq_fd;                       /* eventfd: readable while queued */
     xfer__nq_sender_t *nq_senders[XFER__NQ_BUCKETS];
     size_t nq_max_bytes, nq_max_count; /* per sender */
+    /* All senders together: names are claims without a secret, so a
+     * share per name alone bounds nothing (one peer, many names). */
+    size_t nq_bytes, nq_held;        /* queued and not yet given back */
     bool nq_full;                    /* a backend heard "no room": wake
                                         progress when the user drains */
 

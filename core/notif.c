@@ -1,6 +1,7 @@
 /* notif.c - notifications: sending one alone, and the agent's queue of
  * received ones, appended by backends as messages arrive (within each
  * sender's share) and drained by the user in arrival order. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -74,6 +75,8 @@ static void sender_release(xfer_agent_t *a, xfer__notif_t *n)
     xfer__nq_sender_t *s = n->sender, **pp;
 
     s->bytes -= n->len;
+    a->nq_bytes -= n->len;
+    a->nq_held--;
     if (--s->count > 0)
         return;
     for (pp = &a->nq_senders[sender_bucket(s->name)]; *pp != s;
@@ -81,6 +84,12 @@ static void sender_release(xfer_agent_t *a, xfer__notif_t *n)
         ;
     *pp = s->next;
     free(s);
+}
+
+static size_t nq_total(size_t share)
+{
+    return share > SIZE_MAX / XFER__NQ_SHARES ? SIZE_MAX
+                                              : share * XFER__NQ_SHARES;
 }
 
 int xfer__notif_room(xfer_agent_t *a, const char *from, size_t len)
@@ -93,6 +102,13 @@ int xfer__notif_room(xfer_agent_t *a, const char *from, size_t len)
     room = s == NULL || s->count == 0 ||
            (s->count < a->nq_max_count && len <= a->nq_max_bytes &&
             s->bytes <= a->nq_max_bytes - len);
+    /* The whole queue: XFER__NQ_SHARES senders' worth, whatever names
+     * they claim (an empty queue always takes one, so a bound below
+     * one message cannot wedge it). */
+    room = room && (a->nq_held == 0 ||
+                    (a->nq_held < nq_total(a->nq_max_count) &&
+                     len <= nq_total(a->nq_max_bytes) &&
+                     a->nq_bytes <= nq_total(a->nq_max_bytes) - len));
     if (!room)
         a->nq_full = true;
     pthread_mutex_unlock(&a->nq_lock);
@@ -123,6 +139,8 @@ void xfer__notif_push(xfer_agent_t *a, const char *from, const void *msg,
     n->from = n->sender->name;
     n->sender->bytes += len;
     n->sender->count++;
+    a->nq_bytes += len;
+    a->nq_held++;
     if (a->nq_tail != NULL)
         a->nq_tail->next = n;
     else

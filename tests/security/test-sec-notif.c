@@ -17,6 +17,8 @@
 /* What the target may hold beyond the queue bound: receive buffers, the
  * notification being received, the allocator's slack. */
 #define SLACK_KB (24u << 10)
+/* Names one flooder claims in test_flood_names. */
+#define NAMES 40u
 
 typedef struct flooder {
     int pid;
@@ -218,6 +220,79 @@ static void test_flood_bounded(void)
     hx_target_canary(t);
 }
 
+/* The child of test_flood_names: a fresh name per share, each share
+ * flooded until the target stops reading it (or for good measure a few
+ * frames past the bound), connections kept open; never returns. */
+static void flood_names_main(unsigned port, uint64_t epoch)
+{
+    static uint8_t msg[XFER_NOTIF_MAX];
+    uint8_t hdr[XFER_WIRE_HDR_SIZE];
+
+    hx_hdr(hdr, XFER_WIRE_NOTIF, 0, 0, 0, 0, 0, sizeof msg);
+    for (unsigned i = 0; i < NAMES; i++) {
+        char name[32];
+        int fd;
+
+        snprintf(name, sizeof name, "flood-%u", i);
+        fd = hx_handshake(hx_connect_tcp(port, NULL), name, epoch);
+        if (fd < 0)
+            continue;
+        for (unsigned k = 0; k < NQ_BYTES / XFER_NOTIF_MAX + 4; k++)
+            if (hx_send(fd, hdr, sizeof hdr, 300) < 0 ||
+                hx_send(fd, msg, sizeof msg, 300) < 0)
+                break;
+    }
+    pause();
+    xt_child_exit(0);
+}
+
+/* Without a secret a name is a claim: one peer flooding under NAMES
+ * names must not make the queue hold NAMES shares.  The whole queue is
+ * bounded (XFER__NQ_SHARES shares); the good peer still transfers. */
+static void test_flood_names(void)
+{
+    hx_target_t *t = calloc(1, sizeof *t);
+    hx_good_t g;
+    char spec[64], opts[64];
+    unsigned port = xt_free_port();
+    long base, rss, peak = 0, bound;
+    int pid, st;
+
+    XT_REQUIRE(t != NULL, "out of memory");
+    xt_defer_late(free, t);
+    snprintf(spec, sizeof spec, "tcp:port=%u", port);
+    snprintf(opts, sizeof opts, "nqbytes=%u", NQ_BYTES);
+    hx_target_start(t, spec, opts);
+    hx_good_make(&g, xt_name("good"), "tcp", t);
+    XT_CHECK(hx_good_roundtrip(&g, 0, 1 << 20), "good peer before the flood");
+    base = hx_rss_kb(t->proc.pid);
+    XT_REQUIRE(base > 0, "cannot read the target's VmRSS");
+    bound = base + (long)(4 * (NQ_BYTES >> 10)) + (long)SLACK_KB;
+    fflush(NULL);
+    pid = fork();
+    XT_REQUIRE(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0)
+        flood_names_main(port, t->epoch);
+    xt_child_add(pid);
+    for (uint64_t end = xt_now_ms() + 6000; xt_now_ms() < end;) {
+        rss = hx_rss_kb(t->proc.pid);
+        peak = rss > peak ? rss : peak;
+        if (peak > bound)
+            break;
+        xt_sleep_ms(50);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    xt_child_forget(pid);
+    XT_CHECK(peak <= bound, "the target grew from %ld kB to %ld kB under a "
+             "notification flood from %u names (bound %ld kB)", base, peak,
+             NAMES, bound);
+    printf("flood under %u names: target %ld kB -> peak %ld kB\n", NAMES,
+           base, peak);
+    XT_CHECK(hx_good_roundtrip(&g, 0, 1 << 20), "good peer after the flood");
+    hx_target_canary(t);
+}
+
 /* A notification attached to a WRITE when the sender's share is full:
  * the data lands and the WRITE completes, its notification waits on the
  * wire and is delivered later, once, in order; the next request waits
@@ -305,6 +380,7 @@ int main(int argc, char **argv)
     static const xt_test_t tests[] = {
         XT_TEST(test_flood_bounded),
         XT_TEST(test_write_notif_waits),
+        XT_TEST(test_flood_names),
         XT_END,
     };
     static const xt_suite_t suites[] = {{"sec-notif", tests}};
