@@ -110,6 +110,10 @@ typedef struct xfer__rregion {
 /* A remote agent.  Requests and preps hold references; invalidation
  * takes it out of the agent's list (dead = true) and removes its peers
  * from the backends, but the memory lives until the last reference. */
+/* The part of max_remote_agents that unauthenticated listener clients
+ * may take: one in this many. */
+#define XFER__OPEN_SHARE 4
+
 struct xfer__remote {
     xfer_agent_t *agent;
     char *name;
@@ -123,6 +127,10 @@ struct xfer__remote {
      * with it.  NULL: none. */
     json_t *conn;
     xfer__registry_t regions;        /* of xfer__rregion_t */
+    /* Introduced through a listener without authentication: counted
+     * against the agent's open budget (open_nremotes, open_nregions). */
+    bool open;
+    size_t open_regions;
     xfer__remote_t *next;
 };
 
@@ -218,6 +226,11 @@ struct xfer_agent {
     unsigned nremotes;               /* in remotes */
     unsigned max_remote_agents;      /* opts, defaults applied */
     unsigned md_max_regions;         /* per blob and per remote agent */
+    /* What unauthenticated listener clients introduced (under lock):
+     * at most XFER__OPEN_SHARE of max_remote_agents, md_max_regions
+     * regions in all, so strangers cannot fill the application's room. */
+    unsigned open_nremotes;
+    size_t open_nregions;
     xfer_req_t *reqs;
     xfer_prep_t *preps;
 

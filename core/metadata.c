@@ -848,14 +848,13 @@ static xfer_status_t md_admit(xfer_agent_t *a, const md_doc_t *d,
      * name, but must not take a loaded one over: neither a newer epoch
      * (which drops the real peer) nor connection info (which points a
      * backend not yet connected to it at another endpoint). */
-    if (via->listener && via->client == NULL && rem != NULL &&
-        (d->epoch > rem->epoch || d->has_conn))
+    /* Nor add regions to it, or replace their public parts: a loaded
+     * name is the application's (or an authenticated peer's) alone. */
+    if (via->listener && via->client == NULL && rem != NULL)
         return xfer__err(XFER_ERR_AUTH, "%s loaded agent '%s' through the "
                          "listener needs authentication; the application "
                          "can load it itself",
-                         d->epoch > rem->epoch ? "replacing"
-                                               : "changing the connection "
-                                                 "info of",
+                         d->epoch > rem->epoch ? "replacing" : "changing",
                          d->name);
     if (rem != NULL && d->epoch == rem->epoch)
         return XFER_OK;
@@ -864,6 +863,26 @@ static xfer_status_t md_admit(xfer_agent_t *a, const md_doc_t *d,
                          "0x%" PRIx64 ") has no connection info (no or an "
                          "empty backend list); load its full metadata "
                          "first", d->name, d->epoch);
+    if (via->listener && via->client == NULL && rem == NULL) {
+        unsigned cap = a->max_remote_agents / XFER__OPEN_SHARE;
+
+        if (cap == 0)
+            cap = 1;
+        if (a->open_nremotes >= cap)
+            return xfer__err(XFER_ERR_NOMEM, "agent '%s' holds %u remote "
+                             "agents introduced through the listener "
+                             "without authentication, the most it takes "
+                             "(max_remote_agents / %d): '%s' was not "
+                             "loaded", a->name, a->open_nremotes,
+                             XFER__OPEN_SHARE, d->name);
+        if (a->open_nregions + d->nregions > a->md_max_regions)
+            return xfer__err(XFER_ERR_NOMEM, "agent '%s' holds %zu regions "
+                             "of agents introduced through the listener "
+                             "without authentication; '%s' would add %zu, "
+                             "past md_max_regions (%u) in all",
+                             a->name, a->open_nregions, d->name,
+                             d->nregions, a->md_max_regions);
+    }
     if (rem == NULL && a->nremotes >= a->max_remote_agents)
         return xfer__err(XFER_ERR_NOMEM, "agent '%s' holds %u remote agents, "
                          "the most the agent option max_remote_agents "
@@ -941,6 +960,12 @@ static xfer_status_t md_load_fresh(xfer_agent_t *a, const md_doc_t *d,
             fresh->next = a->remotes;
             a->remotes = fresh;
             a->nremotes++;
+            if (via->listener && via->client == NULL) {
+                fresh->open = true;
+                fresh->open_regions = d->nregions;
+                a->open_nremotes++;
+                a->open_nregions += d->nregions;
+            }
         }
         xfer__unlock(a);
     }

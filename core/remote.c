@@ -82,6 +82,10 @@ void xfer__remote_kill(xfer__remote_t *r, const char *why)
         if (*pp == r) {
             *pp = r->next;
             a->nremotes--;
+            if (r->open) {
+                a->open_nremotes--;
+                a->open_nregions -= r->open_regions;
+            }
             break;
         }
     }

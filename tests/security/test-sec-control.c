@@ -873,6 +873,47 @@ static void test_max_remote_agents(void)
     local_target_check(&t);
 }
 
+/* Strangers on an unauthenticated listener: a quarter of the remote-agent
+ * room at most, and never a change to a loaded name (more regions or new
+ * public parts would let them bend a real peer).  The application's own
+ * loads keep their room. */
+static void test_open_listener_budget(void)
+{
+    local_target_t t;
+    xfer_agent_t *i = agent_with(xt_name("oi"), 8, 0, "127.0.0.1:0");
+    xfer_agent_t *s1 = xt_agent(xt_name("s1"), "tcp", 1);
+    xfer_agent_t *s2 = xt_agent(xt_name("s2"), "tcp", 1);
+    xfer_agent_t *s3 = xt_agent(xt_name("s3"), "tcp", 1);
+    unsigned char *local = xt_alloc(BUF_SIZE);
+    char addr[80], f1[64];
+    size_t len;
+    char *blob;
+
+    local_target(&t);
+    xt_register(i, local, BUF_SIZE);
+    XT_STATUS_FATAL(xfer_agent_listen_addr(i, addr, sizeof(addr)), XFER_OK);
+    xt_md_exchange(t.a, XFER_MD_ALL, i);
+    XT_STATUS(xfer_md_send(s1, addr, XFER_MD_ALL, WAIT_MS), XFER_OK);
+    XT_STATUS(xfer_md_send(s2, addr, XFER_MD_ALL, WAIT_MS), XFER_OK);
+    XT_STATUS(xfer_md_send(s3, addr, XFER_MD_ALL, WAIT_MS), XFER_ERR_NOMEM);
+    XT_ERR_HAS("introduced through the listener without authentication",
+               "max_remote_agents / 4", xfer_agent_name(s3));
+    XT_STATUS(xfer_md_check(i, xfer_agent_name(s3)), XFER_ERR_NOT_FOUND);
+    /* The same blob again (same epoch): a change to a loaded name. */
+    XT_STATUS(xfer_md_send(s1, addr, XFER_MD_ALL, WAIT_MS), XFER_ERR_AUTH);
+    XT_ERR_HAS("changing loaded agent", xfer_agent_name(s1),
+               "needs authentication");
+    /* The application still has its room. */
+    snprintf(f1, sizeof(f1), "%s", xt_name("app"));
+    blob = synth_blob(t.a, f1, 5, 1, 0x10000000, 1, &len);
+    XT_STATUS(xfer_md_load(i, blob, len, NULL, 0), XFER_OK);
+    /* Once the application forgets one, a stranger may take its place. */
+    XT_STATUS(xfer_md_invalidate(i, xfer_agent_name(s1)), XFER_OK);
+    XT_STATUS(xfer_md_send(s3, addr, XFER_MD_ALL, WAIT_MS), XFER_OK);
+    XT_STATUS(read_once(i, &t, local), XFER_OK);
+    local_target_check(&t);
+}
+
 /* ---- a huge blob while others transfer ------------------------------------------- */
 
 #define HUGE_REGIONS 200000u
@@ -976,6 +1017,7 @@ int main(int argc, char **argv)
         XT_TEST(test_buffer_budget),
         XT_TEST(test_region_cap),
         XT_TEST(test_max_remote_agents),
+        XT_TEST(test_open_listener_budget),
         XT_TEST(test_huge_descending_load),
         XT_END,
     };
