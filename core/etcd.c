@@ -41,10 +41,16 @@ struct xfer__etcd {
     char *key;                      /* ns + agent name */
     unsigned ttl_s;
     CURLM *wm;                      /* the watch's multi handle */
+    char *last;                     /* the document last put (publisher
+                                       thread only): an unchanged one is
+                                       not put again */
+    size_t last_len;
 
     pthread_mutex_t mu;             /* guards what follows */
     pthread_cond_t cv;              /* CLOCK_MONOTONIC */
     bool dirty;                     /* metadata to (re)publish */
+    bool force;                     /* put it even if unchanged (the key
+                                       may be lost) */
     int64_t lease;                  /* 0: none granted */
     bool published;                 /* the key was ours once */
     bool superseded;                /* a newer agent of our name holds it */
@@ -263,13 +269,15 @@ static xfer_status_t put_if(xfer__etcd_t *e, json_t *compare, json_t *value,
     return st;
 }
 
+static void etcd_put_back(xfer__etcd_t *e);
+
 /* Publish our document.  The first time the key is taken whatever holds
  * it: a restarted agent replaces its older self.  After that it is
  * rewritten only while it is still ours (our lease) or gone (expired,
  * etcd restarted empty): an older incarnation that is still shutting
  * down must not overwrite its successor, nor take the successor's key
  * away when its own lease is revoked. */
-static xfer_status_t publish(xfer__etcd_t *e, int64_t lease)
+static xfer_status_t publish(xfer__etcd_t *e, int64_t lease, bool force)
 {
     char *blob = NULL;
     size_t len = 0;
@@ -282,8 +290,15 @@ static xfer_status_t publish(xfer__etcd_t *e, int64_t lease)
     st = xfer_md_get(e->agent, XFER_MD_ALL, NULL, 0, &blob, &len);
     if (st != XFER_OK)
         return st;
+    /* A change that leaves the document as it was (an unpublished
+     * registration, a coalesced second wake) costs etcd nothing and
+     * peers no reload. */
+    if (!force && e->published && e->last != NULL && len == e->last_len &&
+        memcmp(blob, e->last, len) == 0) {
+        free(blob);
+        return XFER_OK;
+    }
     value = xfer__b64_json(blob, len);
-    free(blob);
     /* No comparison at all the first time: a put whatever is there. */
     mine = !e->published ? json_array()
                          : json_pack("[{s:o,s:s,s:s,s:o}]", "key",
@@ -297,6 +312,7 @@ static xfer_status_t publish(xfer__etcd_t *e, int64_t lease)
         json_decref(value);
         json_decref(mine);
         json_decref(absent);
+        free(blob);
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
     }
     st = put_if(e, mine, value, lease, &won);
@@ -307,8 +323,15 @@ static xfer_status_t publish(xfer__etcd_t *e, int64_t lease)
     }
     json_decref(absent);
     json_decref(value);
-    if (st != XFER_OK)
+    if (st != XFER_OK) {
+        free(blob);
         return st;
+    }
+    free(e->last);
+    e->last = won ? blob : NULL;
+    e->last_len = won ? len : 0;
+    if (!won)
+        free(blob);
     if (won) {
         e->published = true;
     } else {
@@ -344,7 +367,7 @@ static void *lease_main(void *arg)
     bool outage = false;
 
     for (;;) {
-        bool dirty, ok = true, want_ka;
+        bool dirty, force, ok = true, want_ka;
         int64_t lease;
         char *pending[16];
         size_t npending = 0;
@@ -375,6 +398,8 @@ static void *lease_main(void *arg)
         }
         dirty = e->dirty;
         e->dirty = false;
+        force = e->force;
+        e->force = false;
         lease = e->lease;
         for (size_t i = 0; i < e->nfollow && npending < 16; i++)
             if (e->follow[i].pending &&
@@ -387,7 +412,7 @@ static void *lease_main(void *arg)
         if (lease == 0) {
             ok = lease_grant(e, &lease) == XFER_OK;
             if (ok) {
-                dirty = true;
+                dirty = force = true;
                 next_ka = mono_ms() + e->ttl_s * 1000u / 3;
                 want_ka = false;
             } else {
@@ -395,7 +420,7 @@ static void *lease_main(void *arg)
             }
         }
         if (ok && dirty && has_backends(a)) {
-            xfer_status_t st = publish(e, lease);
+            xfer_status_t st = publish(e, lease, force);
 
             if (st != XFER_OK) {
                 ok = false;
@@ -437,7 +462,7 @@ static void *lease_main(void *arg)
         if (!ok) {
             /* Whatever failed, publish again once etcd answers: keys may
              * have been lost with it. */
-            e->dirty = true;
+            e->dirty = e->force = true;
             retry_at = mono_ms() + ETCD_RETRY_MS;
         }
         pthread_mutex_unlock(&e->mu);
@@ -482,7 +507,7 @@ static void watch_events(xfer__etcd_t *e, json_t *events)
         if (json_is_string(type) &&
             strcmp(json_string_value(type), "DELETE") == 0) {
             if (strcmp(name, e->agent->name) == 0)
-                xfer__etcd_changed(e); /* ours: put it back */
+                etcd_put_back(e); /* ours: put it back */
             else
                 peer_kill(e, name, "its etcd key was deleted (lease expired "
                           "or the agent left)");
@@ -687,6 +712,7 @@ static void *watch_main(void *arg)
 static void etcd_free(xfer__etcd_t *e)
 {
     xfer__etcd_http_fini(&e->http);
+    free(e->last);
     for (size_t i = 0; i < e->nfollow; i++)
         free(e->follow[i].name);
     free(e->follow);
@@ -810,6 +836,16 @@ void xfer__etcd_stop(xfer__etcd_t *e)
                       "%s", e->agent->name, err.msg);
     }
     etcd_free(e);
+}
+
+/* Our key went away (deleted by someone): put it back even though the
+ * document did not change. */
+static void etcd_put_back(xfer__etcd_t *e)
+{
+    pthread_mutex_lock(&e->mu);
+    e->dirty = e->force = true;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
 }
 
 void xfer__etcd_changed(xfer__etcd_t *e)
