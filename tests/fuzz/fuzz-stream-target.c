@@ -1,0 +1,202 @@
+/* fuzz-stream-target.c - libFuzzer harness for the stream engine's target side:
+ * an input is what one peer sends to a real agent's tcp backend, over loopback. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xfer/xfer.h>
+
+#include "tests/fuzz/fuzz-stream.h"
+
+/* Input: one flags byte, then the peer's bytes, in which 8-byte tokens
+ * (fz_tokens_apply: 7 characters and a free byte k) stand for values
+ * known only at run time: for each region XX of RW, RO, WO, DR,
+ * "@KEY_XX" its key, "@ADR_XX" its start + 16 k, "@END_XX" its end -
+ * 16 k; "@EPOCH@" the agent's epoch.
+ *   bit 0: the harness sends a good HELLO first (name "fz-peer");
+ *   bit 1: after every byte went out, region DR is deregistered (with
+ *          the input's READ answers maybe still queued) and registered
+ *          again, before the end of the stream;
+ *   bit 2: the harness's socket has a small receive buffer, so that the
+ *          target's answers queue up on its side. */
+#define F_HELLO 0x01u
+#define F_DEREG 0x02u
+#define F_SLOW 0x04u
+
+#define REGION 4096u
+
+enum { R_RW, R_RO, R_WO, R_DR, NREGIONS };
+static const struct {
+    const char *name;            /* as in the tokens */
+    unsigned access;
+} regions[NREGIONS] = {
+    [R_RW] = {"RW", XFER_ACCESS_RW},
+    [R_RO] = {"RO", XFER_ACCESS_READ},
+    [R_WO] = {"WO", XFER_ACCESS_WRITE},
+    [R_DR] = {"DR", XFER_ACCESS_RW},
+};
+
+static xfer_agent_t *agent;
+static uint16_t port;
+static fz_guarded_t mem[NREGIONS];
+static xfer_mem_t *reg[NREGIONS];
+static uint64_t key[NREGIONS];
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void region_register(unsigned i)
+{
+    xfer_desc_t d = {.addr = (uintptr_t)mem[i].base, .len = REGION};
+    xfer_dlist_t l = {.type = XFER_MEM_DRAM, .count = 1, .descs = &d};
+    xfer_mem_opts_t o;
+
+    xfer_mem_opts_init(&o);
+    o.access = regions[i].access;
+    fz_ok(xfer_mem_register(agent, &l, &o, &reg[i]), "register");
+    key[i] = fzw_region_key(agent, reg[i]);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    xfer_agent_opts_t o;
+
+    fz_setup();
+    xfer_agent_opts_init(&o);
+    o.name = "fz-target";
+    /* Single-threaded: the harness drives progress, so an input is
+     * processed the same way every time. */
+    o.progress_thread = 0;
+    fz_ok(xfer_agent_create(&o, &agent), "agent");
+    /* A small send buffer: with a slow reader (F_SLOW) the answers
+     * queue in the engine, where deregistration must deal with them. */
+    fz_ok(xfer_backend_add(agent, "tcp:sndbuf=4096", NULL), "tcp backend");
+    for (unsigned i = 0; i < NREGIONS; i++) {
+        fz_guarded_init(&mem[i], REGION);
+        region_register(i);
+    }
+    port = fzw_tcp_port(agent);
+    return 0;
+}
+
+static void count_notif(void *arg, const char *from, const void *msg,
+                        size_t len)
+{
+    if (from == NULL || from[0] == '\0')
+        fz_die("a notification was delivered without its sender's name");
+    if (len > XFER_NOTIF_MAX)
+        fz_die("a notification of %zu bytes was delivered", len);
+    ++*(size_t *)arg;
+}
+
+/* The answers a target sends (docs/wire-tcp.md): HELLO_ACK, ACK and
+ * READ_RESP only, reserved bits clear, no payload but a READ's data. */
+static void check_answers(const fz_buf_t *rx)
+{
+    size_t off = 0;
+
+    fz_guard_leak_check(rx->p, rx->len, "target");
+    while (rx->len - off >= FZW_HDR) {
+        fzw_hdr_t h;
+
+        fzw_decode(&h, rx->p + off);
+        if (h.rsvd != 0)
+            fz_die("target answered with reserved bits set");
+        switch (h.type) {
+        case FZW_HELLO_ACK:
+        case FZW_ACK:
+            if (h.len != 0)
+                fz_die("target sent a type %u frame with %llu payload bytes",
+                       h.type, (unsigned long long)h.len);
+            break;
+        case FZW_READ_RESP:
+            if (h.arg0 != 0 && h.len != 0)
+                fz_die("target sent a failed READ_RESP with %llu bytes",
+                       (unsigned long long)h.len);
+            if (h.len > REGION)
+                fz_die("target sent a READ_RESP of %llu bytes, more than "
+                       "any region holds", (unsigned long long)h.len);
+            break;
+        default:
+            fz_die("target sent a frame of type %u", h.type);
+        }
+        if (h.len > rx->len - off - FZW_HDR)
+            break; /* cut by the close of a refused connection */
+        off += FZW_HDR + (size_t)h.len;
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    fz_token_t tokens[3 * NREGIONS + 1];
+    size_t ntok = 0, nnotif = 0, n;
+    fz_buf_t tx = {0};
+    fz_io_t io = {.fd = -1};
+    uint8_t flags;
+
+    if (size < 1)
+        return 0;
+    flags = data[0];
+    for (unsigned i = 0; i < NREGIONS; i++) {
+        uint64_t base = (uintptr_t)mem[i].base;
+
+        memset(mem[i].base, 0x5a, REGION);
+        snprintf(tokens[ntok].text, 8, "@KEY_%s", regions[i].name);
+        tokens[ntok].value = key[i];
+        tokens[ntok++].step = 0;
+        snprintf(tokens[ntok].text, 8, "@ADR_%s", regions[i].name);
+        tokens[ntok].value = base;
+        tokens[ntok++].step = 16;
+        snprintf(tokens[ntok].text, 8, "@END_%s", regions[i].name);
+        tokens[ntok].value = base + REGION;
+        tokens[ntok++].step = -16;
+    }
+    memcpy(tokens[ntok].text, "@EPOCH@", 8);
+    tokens[ntok].value = xfer_agent_epoch(agent);
+    tokens[ntok++].step = 0;
+
+    if (flags & F_HELLO) {
+        static const char name[] = "fz-peer";
+        uint8_t h[FZW_HDR];
+        fzw_hdr_t hello = {.type = FZW_HELLO, .seg = FZW_VERSION,
+                           .tag = FZW_MAGIC, .arg0 = 1,
+                           .arg1 = xfer_agent_epoch(agent),
+                           .len = sizeof(name) - 1};
+
+        fzw_encode(h, &hello);
+        fz_buf_put(&tx, h, sizeof(h));
+        fz_buf_put(&tx, name, sizeof(name) - 1);
+    }
+    n = tx.len;
+    fz_buf_put(&tx, data + 1, size - 1);
+    if (tx.len > n)
+        fz_tokens_apply(tx.p + n, tx.len - n, tokens, ntok);
+
+    io.fd = fz_connect(port, flags & F_SLOW ? 4096 : 0);
+    io.tx = tx.p;
+    io.tx_len = tx.len;
+    if (flags & F_DEREG) {
+        uint64_t deadline = fz_now_ms() + FZ_HANG_MS;
+
+        while (io.tx_off < io.tx_len && !io.eof) {
+            fz_io_step(&io, agent, 10);
+            if (fz_now_ms() > deadline)
+                fz_die("target: took nothing for %u ms", FZ_HANG_MS);
+        }
+        fz_io_step(&io, agent, 0);
+        fz_ok(xfer_mem_deregister(agent, reg[R_DR]), "deregister");
+        region_register(R_DR);
+    }
+    fz_io_finish(&io, agent, "target");
+    /* One more pass: the target forgets the closed connection. */
+    fz_io_step(NULL, agent, 0);
+    check_answers(&io.rx);
+    fz_io_close(&io);
+    fz_buf_free(&tx);
+
+    fz_ok(xfer_notif_drain(agent, count_notif, &nnotif, NULL), "drain");
+    for (unsigned i = 0; i < NREGIONS; i++)
+        fz_guarded_check(&mem[i], regions[i].name);
+    return 0;
+}
