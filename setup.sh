@@ -23,8 +23,9 @@ cd "$top"
 packages="build-essential autoconf automake libtool libltdl-dev pkg-config
 libjansson-dev libcunit1-dev iperf3 procps
 libcurl4-openssl-dev etcd-server curl
-ucx-utils gnuplot-nox"
+ucx-utils gnuplot-nox clang libclang-rt-14-dev"
 # ucx-utils: ucx_perftest, the baseline of bench/compare-uds.sh (not make check).
+# clang, libclang-rt-14-dev: libFuzzer for make fuzz-smoke (.ci/run), not make check.
 missing=
 for p in $packages; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
