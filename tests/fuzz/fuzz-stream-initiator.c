@@ -16,12 +16,14 @@
 
 /* Input: byte 0 picks what the agent posts, byte 1 the number of
  * descriptors, then one byte per descriptor for its length; the rest is
- * what the fake target answers, in which the 8-byte tokens "@TAG@@@" +
- * any byte stand for the request's id (read from the agent's frames)
+ * what the fake target answers, in which the 8-byte tokens "@TAG@@@" + k
+ * stand for the first request's id (read from the agent's frames) + k
  * and "@EPOCH@" + any byte for the fake target's epoch.
  *   byte 0 bits 0-1: 0 WRITE, 1 READ, 2 a lone notification, 3 WRITE
  *                    with a notification;
- *          bit 2:    the harness answers a good HELLO_ACK first.
+ *          bit 2:    the harness answers a good HELLO_ACK first;
+ *          bit 3:    a second request like the first is posted behind
+ *                    it (both in flight: answers must match the oldest).
  *   byte 1: descriptors = byte % 8 + 1.
  *   length byte c: bit 7 set, 16 KiB + 1 + (c & 0x3f) * 64 bytes (over
  *          inline_max: received straight into place); else
@@ -29,6 +31,7 @@
  *          next descriptor, locally and remotely. */
 #define OP_MASK 0x03u
 #define F_ACK 0x04u
+#define F_TWO 0x08u
 #define MAX_SEGS 8u
 #define LOCAL (256u << 10)
 
@@ -133,7 +136,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     xfer_desc_t ld[MAX_SEGS], rd[MAX_SEGS];
     xfer_dlist_t ll = {.type = XFER_MEM_DRAM, .descs = ld};
     xfer_dlist_t rl = {.type = XFER_MEM_DRAM, .descs = rd};
-    xfer_req_t *req = NULL;
+    xfer_req_t *req[2] = {NULL, NULL};
     fz_io_t io = {.fd = -1};
     fz_buf_t tx = {0};
     fz_token_t tokens[2];
@@ -167,12 +170,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fz_die("xfer_notif_send to the fake target: %s (%s)",
                    xfer_strerror(st), xfer_last_error());
     } else {
-        fz_ok(xfer_req_create(agent, op == 1 ? XFER_OP_READ : XFER_OP_WRITE,
-                              &ll, &rl, FAKE_NAME, NULL, &req), "request");
-        st = xfer_req_post(req, op == 3 ? "fz" : NULL, op == 3 ? 2 : 0);
-        if (st != XFER_IN_PROG)
-            fz_die("post to the fake target: %s (%s)", xfer_strerror(st),
-                   xfer_last_error());
+        for (unsigned k = 0; k < ((data[0] & F_TWO) ? 2u : 1u); k++) {
+            fz_ok(xfer_req_create(agent, op == 1 ? XFER_OP_READ
+                                                 : XFER_OP_WRITE,
+                                  &ll, &rl, FAKE_NAME, NULL, &req[k]),
+                  "request");
+            st = xfer_req_post(req[k], op == 3 ? "fz" : NULL,
+                               op == 3 ? 2 : 0);
+            if (st != XFER_IN_PROG)
+                fz_die("post to the fake target: %s (%s)", xfer_strerror(st),
+                       xfer_last_error());
+        }
     }
 
     /* Take the agent's connection and read until its request shows. */
@@ -204,7 +212,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fz_buf_put(&tx, data + hdr, size - hdr);
         memcpy(tokens[0].text, "@TAG@@@", 8);
         tokens[0].value = tag;
-        tokens[0].step = 0;
+        tokens[0].step = 1;
         memcpy(tokens[1].text, "@EPOCH@", 8);
         tokens[1].value = FAKE_EPOCH;
         tokens[1].step = 0;
@@ -216,14 +224,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * request one way or the other, and close. */
     fz_io_finish(&io, agent, "initiator");
 
-    if (req != NULL) {
+    for (unsigned k = 0; k < 2 && req[k] != NULL; k++) {
         deadline = fz_now_ms() + FZ_HANG_MS;
-        while ((st = xfer_req_status(req)) == XFER_IN_PROG)
+        while ((st = xfer_req_status(req[k])) == XFER_IN_PROG)
             if (fz_now_ms() > deadline)
-                fz_die("the request is still in progress %u ms after its "
-                       "target closed the connection", FZ_HANG_MS);
+                fz_die("request %u is still in progress %u ms after its "
+                       "target closed the connection", k, FZ_HANG_MS);
         fz_sentence(st, "request");
-        if (xfer_req_release(req) != XFER_OK)
+        if (xfer_req_release(req[k]) != XFER_OK)
             fz_die("releasing an ended request: %s", xfer_last_error());
     }
     fz_io_close(&io);

@@ -205,7 +205,8 @@ write("stream-target", "truncated-body", b"\1" + hdr(
 
 # ---- stream initiator --------------------------------------------------------------
 # Byte 0: op (0 WRITE, 1 READ, 2 notification, 3 WRITE + notification) |
-# 4 (the harness answers HELLO_ACK first); byte 1: descriptors - 1;
+# 4 (the harness answers HELLO_ACK first) | 8 (a second request behind the
+# first; "@TAG@@@" + k is the first's id + k); byte 1: descriptors - 1;
 # one length byte each (c & 0x3f) * 16 + 1 bytes; then the answers.
 TAG = tok("@TAG@@@")
 
@@ -242,6 +243,11 @@ write("stream-initiator", "read-large", b"\5\0\x80" + read_resp(0, 16385))
 write("stream-initiator", "notif-alone", b"\6\0\0")
 write("stream-initiator", "wrong-tag", b"\4\0\0" +
       hdr(ACK, 0, 0, 12345, status(0), 1))
+write("stream-initiator", "two-writes", b"\x0c\0\0" + ack() +
+      hdr(ACK, 0, 0, tok("@TAG@@@", 1), status(0), 1))
+write("stream-initiator", "two-reads-out-of-order", b"\x0d\0\0" + hdr(
+    READ_RESP, 0, 0, tok("@TAG@@@", 1), status(0), 0, 1) + b"z" +
+    read_resp(0, 1))
 write("stream-initiator", "read-short", b"\5\0\1" + read_resp(0, 17)[:50])
 
 if __name__ == "__main__" and len(sys.argv) > 1:
