@@ -1,5 +1,6 @@
 /* fuzz-metadata.c - libFuzzer harness for the metadata parser: blobs loaded
- * with xfer_md_load into an agent with a tcp backend, which unpacks them. */
+ * with xfer_md_load into an agent with tcp and uds backends, which unpack them. */
+#include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,8 +16,13 @@
  * is no JSON token. */
 #define SEP "\n#\n"
 #define MAX_BLOBS 4
+/* Stands for the base64 of this agent's own uds connection info, which
+ * holds the host's boot id and name (uds refuses any other host): the
+ * way past uds's first check to the rest of its parser. */
+#define UDS_TOKEN "@UDS_CONN@"
 
 static xfer_agent_t *agent;
+static char *uds_conn;             /* NULL: no uds backend */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -33,7 +39,52 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     /* connection info and public parts of "tcp" go to its peer_add and
      * rmem_unpack; nothing connects before a post. */
     fz_ok(xfer_backend_add(agent, "tcp", NULL), "tcp backend");
+    if (xfer_backend_add(agent, "uds", NULL) == XFER_OK) {
+        char *blob = NULL;
+        json_t *root, *b;
+        size_t i;
+
+        fz_ok(xfer_md_get(agent, XFER_MD_CONN, NULL, 0, &blob, NULL),
+              "xfer_md_get");
+        root = json_loads(blob, 0, NULL);
+        json_array_foreach(json_object_get(root, "backends"), i, b)
+            if (strcmp(json_string_value(json_object_get(b, "plugin")),
+                       "uds") == 0)
+                uds_conn =
+                    strdup(json_string_value(json_object_get(b, "conn")));
+        json_decref(root);
+        xfer_free(blob);
+    } else {
+        fprintf(stderr, "fuzz-metadata: no uds backend (%s); %s stays "
+                "as it is\n", xfer_last_error(), UDS_TOKEN);
+    }
     return 0;
+}
+
+/* The blob, with UDS_TOKEN replaced; malloc'd, of exactly *len bytes. */
+static uint8_t *blob_copy(const uint8_t *p, size_t *len)
+{
+    size_t tl = strlen(UDS_TOKEN), vl = uds_conn ? strlen(uds_conn) : 0;
+    size_t n = 0, cap = *len + 1;
+    uint8_t *out;
+
+    for (size_t i = 0; uds_conn && i + tl <= *len; i++)
+        if (memcmp(p + i, UDS_TOKEN, tl) == 0)
+            cap += vl;
+    out = malloc(cap);
+    if (out == NULL)
+        fz_die("out of memory");
+    for (size_t i = 0; i < *len;) {
+        if (uds_conn && i + tl <= *len && memcmp(p + i, UDS_TOKEN, tl) == 0) {
+            memcpy(out + n, uds_conn, vl);
+            n += vl;
+            i += tl;
+        } else {
+            out[n++] = p[i++];
+        }
+    }
+    *len = n;
+    return out;
 }
 
 /* What a loaded agent says about itself must hold together. */
@@ -77,12 +128,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         len = end ? (size_t)(end - (data + off)) : size - off;
         /* A copy of the exact size, so a read past the blob is caught. */
         {
-            uint8_t *blob = malloc(len ? len : 1);
+            size_t blen = len;
+            uint8_t *blob = blob_copy(data + off, &blen);
 
-            if (blob == NULL)
-                fz_die("out of memory");
-            memcpy(blob, data + off, len);
-            st = xfer_md_load(agent, blob, len, name, sizeof(name));
+            st = xfer_md_load(agent, blob, blen, name, sizeof(name));
             free(blob);
         }
         fz_sentence(st, "xfer_md_load");

@@ -6,8 +6,8 @@
 # by hand:
 #   make -f tests/fuzz/fuzz.mk SRC=$PWD OUT=$PWD/build/fuzz \
 #        CONFIG_DIR=$PWD/build CORE_LIBS="-lltdl -ljansson -lpthread -lcurl"
-# Sources are globbed (core/*.c, plugins/common/*.c, plugins/tcp/*.c), so a
-# file added to the library needs no change here.
+# Sources are globbed (core/*.c, plugins/common/*.c, plugins/tcp/*.c,
+# plugins/uds/*.c), so a file added to the library needs no change here.
 
 SRC ?= $(CURDIR)
 OUT ?= $(CURDIR)/build-fuzz
@@ -30,18 +30,20 @@ CPPFLAGS_FUZZ = -DHAVE_CONFIG_H -D_GNU_SOURCE -I$(CONFIG_DIR) \
 	-I$(SRC)/include -I$(SRC) -DXFER_PLUGIN_DIR='"$(OUT)/plugins"'
 
 CORE_SRCS = $(sort $(wildcard $(SRC)/core/*.c))
-TCP_SRCS = $(sort $(wildcard $(SRC)/plugins/common/*.c) \
-	$(wildcard $(SRC)/plugins/tcp/*.c))
+STREAM_SRCS = $(sort $(wildcard $(SRC)/plugins/common/*.c))
+TCP_SRCS = $(STREAM_SRCS) $(sort $(wildcard $(SRC)/plugins/tcp/*.c))
+UDS_SRCS = $(STREAM_SRCS) $(sort $(wildcard $(SRC)/plugins/uds/*.c))
 CORE_OBJS = $(patsubst $(SRC)/%.c,$(OUT)/obj/%.o,$(CORE_SRCS))
 TCP_OBJS = $(patsubst $(SRC)/%.c,$(OUT)/pic/%.o,$(TCP_SRCS))
+UDS_OBJS = $(patsubst $(SRC)/%.c,$(OUT)/pic/%.o,$(UDS_SRCS))
 HELPER_OBJS = $(OUT)/obj/tests/fuzz/fuzz-common.o \
 	$(OUT)/obj/tests/fuzz/fuzz-stream.o
 
 HARNESSES = metadata config listener stream-target stream-initiator
 BINS = $(addprefix $(OUT)/fuzz-,$(HARNESSES))
-PLUGIN = $(OUT)/plugins/xfer_tcp.so
+PLUGINS = $(OUT)/plugins/xfer_tcp.so $(OUT)/plugins/xfer_uds.so
 
-all: $(BINS) $(PLUGIN)
+all: $(BINS) $(PLUGINS)
 
 $(OUT)/obj/%.o: $(SRC)/%.c
 	@mkdir -p $(dir $@)
@@ -62,7 +64,10 @@ $(OUT)/pic/%.o: $(SRC)/%.c
 
 # The plugin leaves the sanitizers' and libFuzzer's symbols undefined: the
 # harness that loads it provides them.
-$(PLUGIN): $(TCP_OBJS)
+$(OUT)/plugins/xfer_tcp.so: $(TCP_OBJS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -shared $(SAN) -o $@ $^
+$(OUT)/plugins/xfer_uds.so: $(UDS_OBJS)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -shared $(SAN) -o $@ $^
 
@@ -75,5 +80,6 @@ clean:
 .PHONY: all clean
 .SECONDARY:
 
--include $(CORE_OBJS:.o=.d) $(TCP_OBJS:.o=.d) $(HELPER_OBJS:.o=.d) \
+-include $(CORE_OBJS:.o=.d) $(sort $(TCP_OBJS:.o=.d) $(UDS_OBJS:.o=.d)) \
+	$(HELPER_OBJS:.o=.d) \
 	$(patsubst %,$(OUT)/obj/tests/fuzz/fuzz-%.d,$(HARNESSES))

@@ -56,9 +56,14 @@ write("metadata", "full", md(backends=TCP, regions=[
     region(0x7f0000001000, 4096, 0x1234567890abcdef),
     region(0x7f0000100000, 1 << 20, 0x0fedcba987654321, "r")]))
 write("metadata", "conn-only", md(backends=TCP))
+# "@UDS_CONN@": the harness's own uds connection info (this host's).
+UDS_PUB = b64(struct.pack("<IBBHQQ", 0x4d445558, 1, 1, 0, 7, 64))
 write("metadata", "two-backends", md(backends=TCP + [
+    {"plugin": "uds", "conn": "@UDS_CONN@"}], regions=[
+    region(0x1000, 64, 0x42, "w", pub={"tcp": "", "uds": UDS_PUB})]))
+write("metadata", "uds-other-host", md(backends=[
     {"plugin": "uds", "conn": b64(bytes(224))}], regions=[
-    region(0x1000, 64, 0x42, "w", pub={"tcp": "", "uds": b64(bytes(24))})]))
+    region(0x1000, 64, 0x42, pub={"uds": b64(bytes(24))})]))
 write("metadata", "old-no-access", md(backends=TCP, regions=[
     region(0x2000, 128, 0x43, access=None)]))
 write("metadata", "vram", md(backends=TCP, regions=[
