@@ -1,5 +1,5 @@
 /* fuzz-stream-target.c - libFuzzer harness for the stream engine's target side:
- * an input is what one peer sends to a real agent's tcp backend, over loopback. */
+ * an input is what one peer sends to a real agent's tcp (or, FZ_UDS, uds) backend. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,8 +37,21 @@ static const struct {
     [R_DR] = {"DR", XFER_ACCESS_RW},
 };
 
+/* Built twice: for tcp, and with FZ_UDS for uds, whose target also sends
+ * SHM_FD frames (with descriptors, which a plain recv drops) to a peer of
+ * its own uid. */
+#ifdef FZ_UDS
+#define BACKEND "uds"
+#else
+/* A small send buffer: with a slow reader (F_SLOW) the answers queue in
+ * the engine, where deregistration must deal with them. */
+#define BACKEND "tcp:sndbuf=4096"
+#endif
+
 static xfer_agent_t *agent;
+#ifndef FZ_UDS
 static uint16_t port;
+#endif
 static fz_guarded_t mem[NREGIONS];
 static xfer_mem_t *reg[NREGIONS];
 static uint64_t key[NREGIONS];
@@ -69,14 +82,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
      * processed the same way every time. */
     o.progress_thread = 0;
     fz_ok(xfer_agent_create(&o, &agent), "agent");
-    /* A small send buffer: with a slow reader (F_SLOW) the answers
-     * queue in the engine, where deregistration must deal with them. */
-    fz_ok(xfer_backend_add(agent, "tcp:sndbuf=4096", NULL), "tcp backend");
+    fz_ok(xfer_backend_add(agent, BACKEND, NULL), BACKEND " backend");
     for (unsigned i = 0; i < NREGIONS; i++) {
         fz_guarded_init(&mem[i], REGION);
         region_register(i);
     }
+#ifndef FZ_UDS
     port = fzw_tcp_port(agent);
+#endif
     return 0;
 }
 
@@ -91,7 +104,8 @@ static void count_notif(void *arg, const char *from, const void *msg,
 }
 
 /* The answers a target sends (docs/wire-tcp.md): HELLO_ACK, ACK and
- * READ_RESP only, reserved bits clear, no payload but a READ's data. */
+ * READ_RESP only (and SHM_FD from uds), reserved bits clear, no payload
+ * but a READ's data. */
 static void check_answers(const fz_buf_t *rx)
 {
     size_t off = 0;
@@ -104,6 +118,9 @@ static void check_answers(const fz_buf_t *rx)
         if (h.rsvd != 0)
             fz_die("target answered with reserved bits set");
         switch (h.type) {
+#ifdef FZ_UDS
+        case FZW_SHM_FD:
+#endif
         case FZW_HELLO_ACK:
         case FZW_ACK:
             if (h.len != 0)
@@ -173,7 +190,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (tx.len > n)
         fz_tokens_apply(tx.p + n, tx.len - n, tokens, ntok);
 
+#ifdef FZ_UDS
+    io.fd = fzw_uds_connect(agent, flags & F_SLOW ? 4096 : 0);
+#else
     io.fd = fz_connect(port, flags & F_SLOW ? 4096 : 0);
+#endif
     io.tx = tx.p;
     io.tx_len = tx.len;
     if (flags & F_DEREG) {

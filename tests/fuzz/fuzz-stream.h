@@ -33,5 +33,9 @@ void fzw_encode(uint8_t *p, const fzw_hdr_t *h);
 uint64_t fzw_region_key(xfer_agent_t *agent, xfer_mem_t *mem);
 /* The loopback port of the agent's tcp backend, from its metadata. */
 uint16_t fzw_tcp_port(xfer_agent_t *agent);
+/* A non-blocking connection to the agent's uds backend, at the socket its
+ * metadata names (docs/wire-tcp.md, uds connection info); rcvbuf > 0
+ * sets SO_RCVBUF first. */
+int fzw_uds_connect(xfer_agent_t *agent, int rcvbuf);
 
 #endif /* XFER_FUZZ_STREAM_H */

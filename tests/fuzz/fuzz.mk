@@ -39,7 +39,8 @@ UDS_OBJS = $(patsubst $(SRC)/%.c,$(OUT)/pic/%.o,$(UDS_SRCS))
 HELPER_OBJS = $(OUT)/obj/tests/fuzz/fuzz-common.o \
 	$(OUT)/obj/tests/fuzz/fuzz-stream.o
 
-HARNESSES = metadata config listener stream-target stream-initiator
+HARNESSES = metadata config listener stream-target stream-target-uds \
+	stream-initiator
 BINS = $(addprefix $(OUT)/fuzz-,$(HARNESSES))
 PLUGINS = $(OUT)/plugins/xfer_tcp.so $(OUT)/plugins/xfer_uds.so
 
@@ -49,6 +50,13 @@ $(OUT)/obj/%.o: $(SRC)/%.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(CPPFLAGS_FUZZ) $(DEP_CFLAGS) $(CFLAGS_FUZZ) -MMD -MP \
 		-c $< -o $@
+
+# One source, two harnesses: the stream target over tcp and over uds.
+$(OUT)/obj/tests/fuzz/fuzz-stream-target-uds.o: \
+		$(SRC)/tests/fuzz/fuzz-stream-target.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS_FUZZ) -DFZ_UDS=1 $(DEP_CFLAGS) $(CFLAGS_FUZZ) \
+		-MMD -MP -c $< -o $@
 
 # The harnesses' helpers compare against the guard pattern: no coverage
 # there, or the fuzzer would learn the pattern from the comparisons.

@@ -25,7 +25,8 @@ smoke | long) ;;
 esac
 [ -n "$out" ] && [ -n "$src" ] || { echo "usage: $0 smoke|long OUT SRCDIR" >&2; exit 2; }
 
-targets=${FUZZ_TARGETS:-metadata config listener stream-target stream-initiator}
+targets=${FUZZ_TARGETS:-metadata config listener stream-target \
+stream-target-uds stream-initiator}
 runs=${FUZZ_RUNS:-20000}
 time_s=${FUZZ_TIME:-600}
 
@@ -37,6 +38,14 @@ max_len() {
     metadata) echo 8192 ;;
     stream-initiator) echo 20000 ;;
     *) echo 4096 ;;
+    esac
+}
+
+# The uds target takes the tcp target's seeds: one wire, two sockets.
+seeds() {
+    case $1 in
+    stream-target-uds) echo "$src/corpus/stream-target" ;;
+    *) echo "$src/corpus/$1" ;;
     esac
 }
 
@@ -74,7 +83,7 @@ for t in $targets; do
     [ -f "$d" ] && set -- "$@" -dict="$d"
     [ -n "${FUZZ_SEED:-}" ] && set -- "$@" -seed="$FUZZ_SEED"
     # shellcheck disable=SC2086
-    "$bin" "$@" ${FUZZ_ARGS:-} "$work" "$src/corpus/$t" >"$log" 2>&1
+    "$bin" "$@" ${FUZZ_ARGS:-} "$work" "$(seeds "$t")" >"$log" 2>&1
     rc=$?
     seed=$(sed -n 's/^INFO: Seed: //p' "$log" | head -n 1)
     done_line=$(grep -E '^Done [0-9]+ runs' "$log" | tail -n 1)
