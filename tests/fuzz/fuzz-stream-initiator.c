@@ -28,7 +28,8 @@
  *   length byte c: bit 7 set, 16 KiB + 1 + (c & 0x3f) * 64 bytes (over
  *          inline_max: received straight into place); else
  *          (c & 0x3f) * 16 + 1; bit 6 leaves an 8-byte gap before the
- *          next descriptor, locally and remotely. */
+ *          next descriptor, locally and remotely.
+ * The local descriptors end at the end of the local buffer. */
 #define OP_MASK 0x03u
 #define F_ACK 0x04u
 #define F_TWO 0x08u
@@ -130,6 +131,28 @@ static bool agent_frames(const fz_buf_t *rx, bool want_req, uint64_t *tag)
     return hello && !want_req;
 }
 
+/* Only a READ writes local memory, and only into its descriptors: the
+ * bytes between and before them (and for a WRITE all of them) keep the
+ * pattern they had before the post. */
+static void local_check(const xfer_desc_t *ld, unsigned nseg, bool read)
+{
+    const uint8_t *lo = (const uint8_t *)ld[0].addr;
+    const uint8_t *p = lo > local.base + 4096 ? lo - 4096 : local.base;
+    const uint8_t *end = local.base + LOCAL;
+
+    for (unsigned i = 0; p < end; p++) {
+        while (read && i < nseg && p >= (const uint8_t *)ld[i].addr +
+                                           ld[i].len)
+            i++;
+        if (read && i < nseg && p >= (const uint8_t *)ld[i].addr)
+            continue;
+        if (*p != 0x33)
+            fz_die("the initiator's %s changed local byte %td (descriptor "
+                   "0 starts at %td)", read ? "READ" : "WRITE",
+                   p - local.base, lo - local.base);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     unsigned op, nseg;
@@ -141,7 +164,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_buf_t tx = {0};
     fz_token_t tokens[2];
     uint64_t tag = 0, deadline;
-    size_t loff = 0, roff = 0, hdr;
+    uint64_t loff = 0, roff = 0;
+    size_t hdr;
     xfer_status_t st;
 
     if (size < 2 || size < 2u + data[1] % MAX_SEGS + 1)
@@ -154,12 +178,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t len = c & 0x80 ? (16u << 10) + 1 + (c & 0x3fu) * 64
                               : (c & 0x3fu) * 16u + 1;
 
-        ld[i] = (xfer_desc_t){.addr = (uintptr_t)local.base + loff,
-                              .len = len};
+        if (i > 0 && (data[1 + i] & 0x40)) {
+            loff += 8;
+            roff += 8;
+        }
+        ld[i] = (xfer_desc_t){.addr = loff, .len = len};
         rd[i] = (xfer_desc_t){.addr = FAKE_ADDR + roff, .len = len};
-        loff += len + (c & 0x40 ? 8 : 0);
-        roff += len + (c & 0x40 ? 8 : 0);
+        loff += len;
+        roff += len;
     }
+    /* The last descriptor ends where the guard page starts: an answer
+     * longer than it asked for lands there. */
+    for (unsigned i = 0; i < nseg; i++)
+        ld[i].addr += (uintptr_t)local.base + LOCAL - loff;
     ll.count = rl.count = nseg;
     memset(local.base, 0x33, LOCAL);
 
@@ -237,5 +268,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_io_close(&io);
     fz_buf_free(&tx);
     fz_guarded_check(&local, "initiator's local buffer");
+    local_check(ld, nseg, op == 1);
     return 0;
 }

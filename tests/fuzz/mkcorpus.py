@@ -197,6 +197,8 @@ write("stream-target", "read-refused", b"\1" + read_req(
     13, tok(K + "WO"), tok(A + "WO"), 8) + read_req(
     14, tok(K + "RW"), tok(E + "RW", 0), 1) + read_req(
     15, 0x1234, tok(A + "RW"), 8))
+write("stream-target", "read-out-of-bounds", b"\1" + read_req(
+    20, tok(K + "RW"), tok(E + "RW", 1), 64))
 write("stream-target", "dereg-queued-reads", b"\7" + b"".join(read_req(
     16, tok(K + "DR"), tok(A + "DR"), 4096, i, LAST if i == 19 else 0)
     for i in range(20)))
@@ -245,6 +247,8 @@ write("stream-initiator", "read", b"\5\0\1" + read_resp(0, 17))
 write("stream-initiator", "read2-refused", b"\5\1\1\0" + read_resp(0, 17) +
       read_resp(1, 1, -9))
 write("stream-initiator", "read-large", b"\5\0\x80" + read_resp(0, 16385))
+write("stream-initiator", "read-overlong-answer", b"\5\0\1" + hdr(
+    READ_RESP, 0, 0, TAG, status(0), 0, 40) + b"Z" * 40)
 write("stream-initiator", "notif-alone", b"\6\0\0")
 write("stream-initiator", "wrong-tag", b"\4\0\0" +
       hdr(ACK, 0, 0, 12345, status(0), 1))
