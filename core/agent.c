@@ -14,6 +14,12 @@
 #include "core/ctl.h"
 #include "core/internal.h"
 
+/* Defaults of the agent options that bound what peers make it hold. */
+#define AGENT_MAX_REMOTE_AGENTS 4096
+#define AGENT_MD_MAX_REGIONS 65536
+#define AGENT_NOTIF_QUEUE_BYTES ((size_t)16 << 20) /* per sender */
+#define AGENT_NOTIF_QUEUE_COUNT 65536
+
 /* ---- host table ---------------------------------------------------------- */
 
 static void host_log(void *ctx, xfer_log_level_t level, const char *fmt, ...)
@@ -83,10 +89,14 @@ static xfer_status_t host_mem_check(void *ctx, uint64_t key, uint64_t addr,
         return XFER_OK;
     }
     pthread_rwlock_unlock(&a->reg_lock);
-    xfer__log(XFER_LOG_WARN, b->name, "agent %s refused a remote %s: %s",
-              a->name, access & XFER_ACCESS_WRITE ? "write" : "read", why);
+    /* A caller that takes the sentence logs it with what it knows of the
+     * peer: one line per refused operation, not two. */
     if (msg != NULL && msg_size > 0)
         snprintf(msg, msg_size, "%s", why);
+    else
+        xfer__log(XFER_LOG_WARN, b->name, "agent %s refused a remote %s: %s",
+                  a->name, access & XFER_ACCESS_WRITE ? "write" : "read",
+                  why);
     return XFER_ERR_ACCESS;
 }
 
@@ -113,26 +123,30 @@ static xfer_status_t host_shm_lookup(void *ctx, uintptr_t addr, size_t len,
     return xfer__shm_lookup(addr, len, info);
 }
 
-/* Authentication and the notification bound (ABI minor 4): no secret and
- * no bound yet; core/auth.c and core/notif.c take these over. */
+/* Authentication (ABI minor 4): the agent's secret, through core/auth.c. */
 static xfer_status_t host_auth_mac(void *ctx, const void *msg, size_t len,
                                    uint8_t mac[XFER_AUTH_MAC_LEN])
 {
-    (void)ctx, (void)msg, (void)len, (void)mac;
-    return XFER_ERR_NOT_SUPPORTED;
+    xfer_backend_t *b = ctx;
+    xfer__auth_part_t part = {msg, len};
+
+    return xfer__auth_mac(b->agent->auth, &part, 1, mac);
 }
 
 static xfer_status_t host_auth_check(void *ctx, const void *msg, size_t len,
                                      const uint8_t mac[XFER_AUTH_MAC_LEN])
 {
-    (void)ctx, (void)msg, (void)len, (void)mac;
-    return XFER_ERR_AUTH;
+    xfer_backend_t *b = ctx;
+    xfer__auth_part_t part = {msg, len};
+
+    return xfer__auth_check(b->agent->auth, &part, 1, mac);
 }
 
 static int host_notif_room(void *ctx, const char *from, size_t len)
 {
-    (void)ctx, (void)from, (void)len;
-    return 1;
+    xfer_backend_t *b = ctx;
+
+    return xfer__notif_room(b->agent, from, len);
 }
 
 /* ---- progress -------------------------------------------------------------- */
@@ -355,6 +369,7 @@ static void destroy_locks(xfer_agent_t *a)
     pthread_mutex_destroy(&a->nq_lock);
     pthread_rwlock_destroy(&a->reg_lock);
     pthread_mutex_destroy(&a->lock);
+    pthread_mutex_destroy(&a->md_lock);
     pthread_mutex_destroy(&a->cfg_lock);
 }
 
@@ -379,10 +394,18 @@ XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
     a = calloc(1, sizeof(*a));
     if (a == NULL)
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
+    /* The secret first: an agent meant to authenticate never runs
+     * without it, and the listener below needs it. */
+    st = xfer__auth_load(o.auth_key_file, &a->auth);
+    if (st != XFER_OK) {
+        free(a);
+        return xfer__err_prefix(st, "agent '%s'", o.name);
+    }
     a->epfd = -1;
     a->wake_fd = -1;
     a->nq_fd = -1;
     pthread_mutex_init(&a->cfg_lock, NULL);
+    pthread_mutex_init(&a->md_lock, NULL);
     pthread_mutex_init(&a->lock, NULL);
     pthread_rwlock_init(&a->reg_lock, NULL);
     pthread_mutex_init(&a->nq_lock, NULL);
@@ -400,6 +423,15 @@ XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
     a->epoch = next_epoch();
     a->progress_wait_us = o.progress_wait_us ? o.progress_wait_us : 100000;
     a->progress_spin_us = o.progress_spin_us;
+    /* What peers can make the agent hold (docs/api.md). */
+    a->max_remote_agents = o.max_remote_agents ? o.max_remote_agents
+                                               : AGENT_MAX_REMOTE_AGENTS;
+    a->md_max_regions = o.md_max_regions ? o.md_max_regions
+                                         : AGENT_MD_MAX_REGIONS;
+    a->nq_max_bytes = o.notif_queue_bytes ? o.notif_queue_bytes
+                                          : AGENT_NOTIF_QUEUE_BYTES;
+    a->nq_max_count = o.notif_queue_count ? o.notif_queue_count
+                                          : AGENT_NOTIF_QUEUE_COUNT;
     if (a->name == NULL)
         goto nomem;
     a->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -424,13 +456,11 @@ XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
     }
     /* Finding peers (core/ctl.h): listener and etcd threads. */
     if (o.listen_addr != NULL) {
-        st = xfer__listener_start(a, o.listen_addr, o.listen_timeout_ms,
-                                  &a->listener);
+        st = xfer__listener_start(a, &o, &a->listener);
         if (st != XFER_OK)
             goto fail;
     }
-    st = xfer__etcd_start(a, o.etcd_endpoints, o.etcd_namespace,
-                          o.etcd_ttl_s, &a->etcd);
+    st = xfer__etcd_start(a, &o, &a->etcd);
     if (st != XFER_OK)
         goto fail;
     *agent = a;
@@ -449,6 +479,7 @@ fail:
         close(a->nq_fd);
     xfer__reg_fini(&a->regions);
     destroy_locks(a);
+    xfer__auth_free(a->auth);
     free(a->name);
     free(a);
     return st;
@@ -490,6 +521,7 @@ XFER_API void xfer_agent_destroy(xfer_agent_t *agent)
     close(a->wake_fd);
     close(a->nq_fd);
     destroy_locks(a);
+    xfer__auth_free(a->auth);
     free(a->name);
     free(a);
 }
@@ -578,7 +610,7 @@ static xfer_status_t backend_add(xfer_agent_t *a, const char *plugin,
     b->host.mem_check = host_mem_check;
     b->host.wake = host_wake;
     b->host.shm_lookup = host_shm_lookup;
-    b->host.auth = 0;
+    b->host.auth = a->auth != NULL;
     b->host.auth_mac = host_auth_mac;
     b->host.auth_check = host_auth_check;
     b->host.notif_room = host_notif_room;

@@ -418,7 +418,8 @@ static bool core_var(const char *name, size_t len)
 {
     static const char *const vars[] = {
         "XFER_PLUGIN_PATH", "XFER_PLUGIN_DLCLOSE", "XFER_ETCD_ENDPOINTS",
-        "XFER_LOG_LEVEL",
+        "XFER_LOG_LEVEL", "XFER_ETCD_CACERT", "XFER_ETCD_CERT",
+        "XFER_ETCD_KEY",
     };
 
     for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)

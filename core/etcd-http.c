@@ -3,12 +3,16 @@
 #include <config.h>
 
 #if XFER_HAVE_CURL
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/base64.h"
 #include "core/etcd-http.h"
@@ -131,6 +135,79 @@ void xfer__etcd_http_fini(xfer__etcd_http_t *h)
     for (size_t i = 0; i < h->neps; i++)
         free(h->eps[i]);
     h->neps = 0;
+    free(h->cacert);
+    free(h->cert);
+    free(h->key);
+    h->cacert = h->cert = h->key = NULL;
+}
+
+/* ---- TLS ------------------------------------------------------------------------- */
+
+/* One TLS file: the argument, else its variable; checked readable now so
+ * a wrong path is a sentence at start, not a TLS error at every call. */
+static xfer_status_t tls_file(const char *arg, const char *opt,
+                              const char *var, char **out,
+                              xfer__etcd_http_err_t *err)
+{
+    const char *path = arg ? arg : getenv(var);
+    const char *what = arg ? opt : var;
+    struct stat st;
+    int fd;
+
+    *out = NULL;
+    if (path == NULL || path[0] == '\0')
+        return XFER_OK;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail(err, XFER_ERR_INVALID, "%s: cannot read '%s': %s", what,
+                    path, strerror(errno));
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(err, XFER_ERR_INVALID, "%s: '%s' is not a regular file",
+                    what, path);
+    }
+    close(fd);
+    *out = strdup(path);
+    return *out ? XFER_OK : fail(err, XFER_ERR_NOMEM, "out of memory");
+}
+
+xfer_status_t xfer__etcd_http_tls(xfer__etcd_http_t *h, const char *cacert,
+                                  const char *cert, const char *key,
+                                  xfer__etcd_http_err_t *err)
+{
+    static const char *const opt[3] = {"agent option etcd_cacert",
+                                       "agent option etcd_cert",
+                                       "agent option etcd_key"};
+    static const char *const var[3] = {"XFER_ETCD_CACERT", "XFER_ETCD_CERT",
+                                       "XFER_ETCD_KEY"};
+    const char *arg[3] = {cacert, cert, key};
+    char **out[3] = {&h->cacert, &h->cert, &h->key};
+    size_t set = 0;
+
+    err->ep = NULL;
+    err->why[0] = '\0';
+    for (size_t i = 0; i < 3; i++) {
+        xfer_status_t st = tls_file(arg[i], opt[i], var[i], out[i], err);
+
+        if (st != XFER_OK)
+            return st;
+        if (*out[i] != NULL)
+            set = i + 1;
+    }
+    if (set == 0)
+        return XFER_OK;
+    if (h->key != NULL && h->cert == NULL)
+        return fail(err, XFER_ERR_INVALID, "%s is set without %s: a client "
+                    "key needs its certificate", key ? opt[2] : var[2],
+                    cert ? opt[1] : var[1]);
+    /* A certificate given for a plain endpoint would protect nothing: say
+     * so rather than send metadata in clear to someone who asked for TLS. */
+    for (size_t i = 0; i < h->neps; i++)
+        if (strncmp(h->eps[i], "https://", 8) != 0)
+            return fail(err, XFER_ERR_INVALID, "%s is set, but etcd endpoint "
+                        "'%s' is not https://", arg[set - 1] ? opt[set - 1]
+                        : var[set - 1], h->eps[i]);
+    return XFER_OK;
 }
 
 /* ---- HTTP ------------------------------------------------------------------------ */
@@ -186,7 +263,35 @@ void xfer__etcd_http_easy(xfer__etcd_http_t *h, CURL *c, const char *url,
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, abort_cb);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, h);
+    /* https:// endpoints: the server's certificate and its name are always
+     * checked (libcurl's defaults, set here so they are not lost).  A CA
+     * file given is the only trust: no system directory besides it. */
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (h->cacert != NULL) {
+        curl_easy_setopt(c, CURLOPT_CAINFO, h->cacert);
+        curl_easy_setopt(c, CURLOPT_CAPATH, (char *)NULL);
+    }
+    if (h->cert != NULL)
+        curl_easy_setopt(c, CURLOPT_SSLCERT, h->cert);
+    if (h->key != NULL)
+        curl_easy_setopt(c, CURLOPT_SSLKEY, h->key);
     errbuf[0] = '\0';
+}
+
+/* etcd with --client-cert-auth drops a client without a certificate once
+ * TLS is up, and curl's words for that vary with timing (an alert, a
+ * reset, a failed getpeername): say what is likely missing. */
+static const char *no_cert_hint(const xfer__etcd_http_t *h, const char *ep,
+                                CURLcode rc)
+{
+    if (h->cert != NULL || strncmp(ep, "https://", 8) != 0)
+        return "";
+    if (rc != CURLE_SEND_ERROR && rc != CURLE_RECV_ERROR &&
+        rc != CURLE_SSL_CONNECT_ERROR && rc != CURLE_GOT_NOTHING)
+        return "";
+    return " (no client certificate was offered: if etcd requires one, set "
+           "XFER_ETCD_CERT and XFER_ETCD_KEY)";
 }
 
 xfer_status_t xfer__etcd_http_call(xfer__etcd_http_t *h, const char *path,
@@ -267,8 +372,9 @@ xfer_status_t xfer__etcd_http_call(xfer__etcd_http_t *h, const char *path,
     snprintf(err->why, sizeof(err->why), "%s", lasterr);
     st = fail(err, last == CURLE_OPERATION_TIMEDOUT ? XFER_ERR_TIMEOUT
                                                     : XFER_ERR_BACKEND,
-              "etcd unreachable: %s: %s%s", lastep, lasterr,
-              h->neps > 1 ? " (every endpoint tried)" : "");
+              "etcd unreachable: %s: %s%s%s", lastep, lasterr,
+              h->neps > 1 ? " (every endpoint tried)" : "",
+              no_cert_hint(h, lastep, last));
 out:
     curl_slist_free_all(hdrs);
     free(text);

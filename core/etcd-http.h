@@ -22,6 +22,10 @@ typedef struct xfer__etcd_http {
     atomic_size_t cur;          /* the endpoint that answered last */
     size_t body_max;            /* the longest answer accepted */
     atomic_bool *stop;          /* NULL, or set: calls in flight give up */
+    /* TLS files of every request (xfer__etcd_http_tls); NULL: none, the
+     * system's CAs.  The server's certificate and name are always
+     * verified. */
+    char *cacert, *cert, *key;
 } xfer__etcd_http_t;
 
 /* Why a call failed: the sentence, and when no endpoint answered, the
@@ -49,6 +53,17 @@ xfer_status_t xfer__etcd_http_endpoints(xfer__etcd_http_t *h,
                                         xfer__etcd_http_err_t *err);
 void xfer__etcd_http_fini(xfer__etcd_http_t *h);
 
+/* The TLS files of h's requests, set after its endpoints: an argument
+ * NULL takes its variable (XFER_ETCD_CACERT, XFER_ETCD_CERT,
+ * XFER_ETCD_KEY); empty or unset is none.  XFER_ERR_INVALID with a
+ * sentence naming the setting (the agent option etcd_cacert, etcd_cert,
+ * etcd_key when given as an argument, else the variable) and the file
+ * when a file cannot be read, a key comes without its certificate, or a
+ * file is set while an endpoint is plain http://. */
+xfer_status_t xfer__etcd_http_tls(xfer__etcd_http_t *h, const char *cacert,
+                                  const char *cert, const char *key,
+                                  xfer__etcd_http_err_t *err);
+
 /* POST body to path ("/v3/kv/range") on the first endpoint that answers,
  * starting with the one that answered last.  On XFER_OK *resp is the
  * parsed answer; otherwise err says why (XFER_ERR_TIMEOUT: the last
@@ -58,7 +73,8 @@ xfer_status_t xfer__etcd_http_call(xfer__etcd_http_t *h, const char *path,
                                    json_t **resp, xfer__etcd_http_err_t *err);
 
 /* Options every request of h shares (for a caller's own streaming
- * handle, as the watch): URL, body, headers, no proxy, abort on stop. */
+ * handle, as the watch): URL, body, headers, no proxy, abort on stop,
+ * TLS verified with h's files. */
 void xfer__etcd_http_easy(xfer__etcd_http_t *h, CURL *c, const char *url,
                           const char *body, struct curl_slist *hdrs,
                           char *errbuf);

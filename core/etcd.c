@@ -146,13 +146,15 @@ static const char *key_name(xfer__etcd_t *e, const char *key)
 static void peer_kill(xfer__etcd_t *e, const char *name, const char *why)
 {
     xfer_agent_t *a = e->agent;
-    xfer__remote_t *r;
+    xfer__remote_t *r, *gone = NULL;
 
     xfer__lock(a);
     r = xfer__remote_find(a, name);
     if (r != NULL)
-        xfer__remote_kill(r, why);
+        gone = xfer__remote_evict(r, why);
     xfer__unlock(a);
+    if (gone != NULL)
+        xfer__remote_free(gone);
     if (r != NULL)
         xfer__log(XFER_LOG_INFO, "etcd", "agent %s invalidated '%s': %s",
                   a->name, name, why);
@@ -162,6 +164,7 @@ static void peer_apply(xfer__etcd_t *e, const char *name, json_t *value)
 {
     size_t len = 0;
     char *blob = xfer__etcd_unb64(value, &len);
+    xfer_status_t st;
 
     if (blob == NULL) {
         xfer__log(XFER_LOG_WARN, "etcd", "agent %s: the value of '%s%s' is "
@@ -169,9 +172,13 @@ static void peer_apply(xfer__etcd_t *e, const char *name, json_t *value)
         return;
     }
     xfer__err_clear();
-    if (xfer__md_apply(e->agent, blob, len, NULL, 0) != XFER_OK)
-        xfer__log(XFER_LOG_INFO, "etcd", "agent %s did not load '%s' from "
-                  "etcd: %s", e->agent->name, name, xfer_last_error());
+    st = xfer__md_apply(e->agent, blob, len, NULL, 0);
+    /* A blob the secret did not sign is someone writing to etcd who
+     * should not: worth a warning, where a stale epoch is not. */
+    if (st != XFER_OK)
+        xfer__log(st == XFER_ERR_AUTH ? XFER_LOG_WARN : XFER_LOG_INFO, "etcd",
+                  "agent %s did not load '%s' from etcd: %s", e->agent->name,
+                  name, xfer_last_error());
     free(blob);
 }
 
@@ -693,10 +700,11 @@ static void etcd_free(xfer__etcd_t *e)
     free(e);
 }
 
-xfer_status_t xfer__etcd_start(xfer_agent_t *a, const char *endpoints,
-                               const char *ns, unsigned ttl_s,
+xfer_status_t xfer__etcd_start(xfer_agent_t *a, const xfer_agent_opts_t *o,
                                xfer__etcd_t **out)
 {
+    const char *endpoints = o->etcd_endpoints, *ns = o->etcd_namespace;
+    unsigned ttl_s = o->etcd_ttl_s;
     pthread_condattr_t ca;
     xfer__etcd_t *e;
     xfer_status_t st;
@@ -737,6 +745,9 @@ xfer_status_t xfer__etcd_start(xfer_agent_t *a, const char *endpoints,
         xfer__etcd_http_err_t err;
 
         st = xfer__etcd_http_endpoints(&e->http, endpoints, &err);
+        if (st == XFER_OK)
+            st = xfer__etcd_http_tls(&e->http, o->etcd_cacert, o->etcd_cert,
+                                     o->etcd_key, &err);
         if (st != XFER_OK) {
             st = xfer__err(st, "%s", err.msg);
             goto fail;
@@ -892,11 +903,12 @@ XFER_API xfer_status_t xfer_md_fetch_start(xfer_agent_t *agent,
 #define NO_CURL "this libxfer was built without libcurl, so it cannot speak " \
                 "to etcd (install libcurl4-openssl-dev and rebuild)"
 
-xfer_status_t xfer__etcd_start(xfer_agent_t *a, const char *endpoints,
-                               const char *ns, unsigned ttl_s,
+xfer_status_t xfer__etcd_start(xfer_agent_t *a, const xfer_agent_opts_t *o,
                                xfer__etcd_t **out)
 {
-    (void)a, (void)ns, (void)ttl_s;
+    const char *endpoints = o->etcd_endpoints;
+
+    (void)a;
     *out = NULL;
     if (endpoints == NULL)
         endpoints = getenv("XFER_ETCD_ENDPOINTS");

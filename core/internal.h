@@ -14,6 +14,7 @@
 #include <xfer/backend.h>
 #include <xfer/xfer.h>
 
+#include "core/auth.h"
 #include "core/config.h"
 #include "core/loader.h"
 #include "core/registry.h"
@@ -42,6 +43,11 @@ void xfer__log(xfer_log_level_t level, const char *who, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void xfer__vlog(xfer_log_level_t level, const char *who, const char *fmt,
                 va_list ap);
+/* Copy at most len bytes of src (up to a NUL) into dst, control bytes
+ * and 0x7f as \xNN and backslash doubled, cut to fit size; returns the
+ * length written.  Every log line passes through it (log.c), so bytes
+ * from a peer can never start a line of their own. */
+size_t xfer__log_escape(char *dst, size_t size, const char *src, size_t len);
 
 /* ---- objects --------------------------------------------------------- */
 
@@ -83,6 +89,8 @@ typedef struct xfer__region {
 struct xfer_mem {
     xfer_agent_t *agent;
     xfer_mem_t *prev, *next;
+    bool publish;                    /* in the metadata the agent serves
+                                        by itself (listener, etcd) */
     size_t count;
     xfer__region_t *regions;         /* count entries */
 };
@@ -102,6 +110,10 @@ typedef struct xfer__rregion {
 /* A remote agent.  Requests and preps hold references; invalidation
  * takes it out of the agent's list (dead = true) and removes its peers
  * from the backends, but the memory lives until the last reference. */
+/* The part of max_remote_agents that unauthenticated listener clients
+ * may take: one in this many. */
+#define XFER__OPEN_SHARE 4
+
 struct xfer__remote {
     xfer_agent_t *agent;
     char *name;
@@ -115,6 +127,10 @@ struct xfer__remote {
      * with it.  NULL: none. */
     json_t *conn;
     xfer__registry_t regions;        /* of xfer__rregion_t */
+    /* Introduced through a listener without authentication: counted
+     * against the agent's open budget (open_nremotes, open_nregions). */
+    bool open;
+    size_t open_regions;
     xfer__remote_t *next;
 };
 
@@ -156,9 +172,24 @@ struct xfer_req {
     xfer_req_t *prev, *next;
 };
 
+/* A sender with notifications queued, and its share of the queue
+ * (notif_queue_bytes and _count bound it).  Lives while it has some. */
+typedef struct xfer__nq_sender {
+    struct xfer__nq_sender *next;    /* hash chain */
+    size_t bytes;
+    size_t count;
+    char name[];
+} xfer__nq_sender_t;
+
+#define XFER__NQ_BUCKETS 64
+/* The whole notification queue holds at most this many senders' shares
+ * (notif_queue_bytes and _count each times this). */
+#define XFER__NQ_SHARES 4
+
 typedef struct xfer__notif {
     struct xfer__notif *next;
-    char *from;
+    const char *from;                /* sender->name */
+    xfer__nq_sender_t *sender;
     size_t len;
     unsigned char msg[];
 } xfer__notif_t;
@@ -166,13 +197,18 @@ typedef struct xfer__notif {
 /* Locks, in the order they nest (never take one to the left while
  * holding one to the right):
  *   cfg_lock -> lock -> request lock -> backend lock -> reg_lock, nq_lock
+ *   md_lock -> lock
  * cfg_lock serialises the slow control calls that run plugins' slow ops
  * (registration, deregistration, adding a backend) without holding
- * `lock`, so those never stall request creation or transfers.  `lock`
- * guards the agent's lists for short sections.  The data path (post,
- * status, progress) takes only a request's and a backend's lock. */
+ * `lock`, so those never stall request creation or transfers.  md_lock
+ * does the same for loading metadata (metadata.c: a peer's tables are
+ * built outside `lock` and swapped in under it); it never nests with
+ * cfg_lock.  `lock` guards the agent's lists for short sections.  The
+ * data path (post, status, progress) takes only a request's and a
+ * backend's lock. */
 struct xfer_agent {
     pthread_mutex_t cfg_lock;
+    pthread_mutex_t md_lock;         /* one metadata load at a time */
     pthread_mutex_t lock;            /* guards the lists below */
     pthread_rwlock_t reg_lock;       /* the local registry: host mem_check
                                         reads it from progress */
@@ -187,6 +223,14 @@ struct xfer_agent {
     xfer__registry_t regions;        /* of xfer__region_t; under reg_lock */
     xfer_mem_t *mems;
     xfer__remote_t *remotes;
+    unsigned nremotes;               /* in remotes */
+    unsigned max_remote_agents;      /* opts, defaults applied */
+    unsigned md_max_regions;         /* per blob and per remote agent */
+    /* What unauthenticated listener clients introduced (under lock):
+     * at most XFER__OPEN_SHARE of max_remote_agents, md_max_regions
+     * regions in all, so strangers cannot fill the application's room. */
+    unsigned open_nremotes;
+    size_t open_nregions;
     xfer_req_t *reqs;
     xfer_prep_t *preps;
 
@@ -194,6 +238,13 @@ struct xfer_agent {
     xfer__notif_t *nq_head, *nq_tail;
     size_t nq_count;
     int nq_fd;                       /* eventfd: readable while queued */
+    xfer__nq_sender_t *nq_senders[XFER__NQ_BUCKETS];
+    size_t nq_max_bytes, nq_max_count; /* per sender */
+    /* All senders together: names are claims without a secret, so a
+     * share per name alone bounds nothing (one peer, many names). */
+    size_t nq_bytes, nq_held;        /* queued and not yet given back */
+    bool nq_full;                    /* a backend heard "no room": wake
+                                        progress when the user drains */
 
     int epfd;                        /* backends' event fds + wake_fd */
     int wake_fd;                     /* eventfd */
@@ -212,6 +263,10 @@ struct xfer_agent {
     /* Control plane (core/ctl.h); set at creation, never changed. */
     xfer__listener_t *listener;      /* NULL: no listener */
     xfer__etcd_t *etcd;              /* NULL: no etcd */
+
+    /* The shared secret (core/auth.h), NULL: no authentication; set at
+     * creation, never changed. */
+    xfer__auth_t *auth;
 };
 
 /* ---- shared between core files --------------------------------------- */
@@ -220,16 +275,31 @@ struct xfer_agent {
 xfer__remote_t *xfer__remote_find(xfer_agent_t *a, const char *name);
 void xfer__remote_ref(xfer__remote_t *r);
 void xfer__remote_unref(xfer__remote_t *r);
+/* Drop a reference (lock held) without freeing: true when it was the
+ * last, and the caller frees r with xfer__remote_free after unlocking,
+ * so that a peer's big tables are never freed under the agent lock. */
+bool xfer__remote_put(xfer__remote_t *r);
+/* Free a remote agent nobody references (no lock needed). */
+void xfer__remote_free(xfer__remote_t *r);
 /* Mark dead, remove backend peers (failing in-flight requests), unlink. */
 void xfer__remote_kill(xfer__remote_t *r, const char *why);
+/* xfer__remote_kill for callers that can unlock before freeing: returns
+ * r when the caller must xfer__remote_free it after unlocking, or NULL
+ * when requests still hold it (the last of them frees it). */
+xfer__remote_t *xfer__remote_evict(xfer__remote_t *r, const char *why);
 /* Connect backend j to r with r's kept connection info, if it has some
  * for j's plugin and j is not connected yet; once connected, unpack for
  * j what r's regions kept. */
 xfer_status_t xfer__remote_reach(xfer__remote_t *r, unsigned j);
 /* Unpack rr's kept public part for backend j, if any and j is connected
- * to r; what is unpacked is no longer kept. */
+ * to r; what is unpacked is no longer kept.  shared: r is loaded (other
+ * threads see it) while rr is not yet and the agent lock is not held:
+ * r's peer is read under the lock and the backend entered hand over
+ * hand (xfer__be_enter_from_lock); XFER_ERR_REMOTE_DISCONNECT if r was
+ * invalidated meanwhile.  Otherwise the caller holds the lock or r is
+ * its own. */
 xfer_status_t xfer__rregion_unpack(xfer__remote_t *r, xfer__rregion_t *rr,
-                                   unsigned j);
+                                   unsigned j, bool shared);
 /* Release rr's backend handles and free it (it is in no registry). */
 void xfer__rregion_free(xfer_agent_t *a, xfer__rregion_t *rr);
 /* Backend b was just added (agent lock held): connect it to every
@@ -238,8 +308,17 @@ void xfer__rregion_free(xfer_agent_t *a, xfer__rregion_t *rr);
 void xfer__remote_backfill(xfer_agent_t *a, xfer_backend_t *b);
 
 /* metadata.c */
+/* Load a blob the application, or the control plane it chose (etcd),
+ * hands over: a newer epoch replaces a loaded agent.  With a secret the
+ * blob must carry its signature (XFER_ERR_AUTH otherwise). */
 xfer_status_t xfer__md_apply(xfer_agent_t *a, const void *blob, size_t len,
                              char *name, size_t name_size);
+/* The same for a blob a listener client sent.  client: the agent name it
+ * authenticated as, which the blob must name; NULL (no secret): it may
+ * add agents, never replace a loaded one or change its connection info. */
+xfer_status_t xfer__md_apply_sent(xfer_agent_t *a, const void *blob,
+                                  size_t len, const char *client, char *name,
+                                  size_t name_size);
 
 /* request.c: release everything at agent destruction. */
 void xfer__req_destroy_all(xfer_agent_t *a);
@@ -247,6 +326,9 @@ void xfer__req_destroy_all(xfer_agent_t *a);
 /* notif.c */
 void xfer__notif_push(xfer_agent_t *a, const char *from, const void *msg,
                       size_t len);
+/* host->notif_room: whether from's share of the queue takes len more
+ * bytes and one more notification (always, while it has none queued). */
+int xfer__notif_room(xfer_agent_t *a, const char *from, size_t len);
 void xfer__notif_free_all(xfer_agent_t *a);
 
 /* agent.c */

@@ -197,6 +197,7 @@ static xfer_status_t mem_register(xfer_agent_t *a, const xfer_dlist_t *list,
     if (m == NULL)
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
     m->agent = a;
+    m->publish = o->publish != 0;
     m->count = list->count;
     m->regions = calloc(list->count, sizeof(*m->regions));
     if (m->regions == NULL) {
@@ -271,13 +272,17 @@ XFER_API xfer_status_t xfer_mem_register(xfer_agent_t *agent,
     pthread_mutex_lock(&agent->cfg_lock);
     st = mem_register(agent, list, &o, mem);
     pthread_mutex_unlock(&agent->cfg_lock);
-    if (st == XFER_OK)
+    /* etcd holds what the agent publishes: an unpublished registration
+     * changes nothing there. */
+    if (st == XFER_OK && o.publish)
         xfer__etcd_changed(agent->etcd);
     return st;
 }
 
 XFER_API xfer_status_t xfer_mem_deregister(xfer_agent_t *agent, xfer_mem_t *mem)
 {
+    bool published;
+
     xfer__err_clear();
     if (agent == NULL || mem == NULL)
         return xfer__err(XFER_ERR_INVALID, "xfer_mem_deregister: NULL "
@@ -299,10 +304,12 @@ XFER_API xfer_status_t xfer_mem_deregister(xfer_agent_t *agent, xfer_mem_t *mem)
                              mem->regions[i].range.len, refs);
         }
     }
+    published = mem->publish;
     mem_unlink(mem);
     xfer__unlock(agent);
     mem_release(mem);
     pthread_mutex_unlock(&agent->cfg_lock);
-    xfer__etcd_changed(agent->etcd);
+    if (published)
+        xfer__etcd_changed(agent->etcd);
     return XFER_OK;
 }

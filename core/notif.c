@@ -1,6 +1,7 @@
 /* notif.c - notifications: sending one alone, and the agent's queue of
- * received ones, appended by backends as messages arrive and drained by
- * the user in arrival order. */
+ * received ones, appended by backends as messages arrive (within each
+ * sender's share) and drained by the user in arrival order. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -22,12 +23,110 @@ static void nq_fd_set(xfer_agent_t *a, bool readable)
     }
 }
 
+/* ---- each sender's share -------------------------------------------- */
+
+/* A backend asks before it takes a notification off the wire, and stops
+ * reading that connection while the answer is no: a sender can make the
+ * queue hold at most nq_max_bytes and nq_max_count of its notifications
+ * (one always fits, so a bound below one message cannot wedge it), and
+ * the application taking them is what lets it send more. */
+
+static unsigned sender_bucket(const char *name)
+{
+    uint32_t h = 2166136261u;
+
+    for (; *name; name++)
+        h = (h ^ (unsigned char)*name) * 16777619u;
+    return h % XFER__NQ_BUCKETS;
+}
+
+/* nq_lock held. */
+static xfer__nq_sender_t *sender_find(xfer_agent_t *a, const char *name)
+{
+    xfer__nq_sender_t *s = a->nq_senders[sender_bucket(name)];
+
+    while (s != NULL && strcmp(s->name, name) != 0)
+        s = s->next;
+    return s;
+}
+
+/* nq_lock held; NULL when out of memory. */
+static xfer__nq_sender_t *sender_get(xfer_agent_t *a, const char *name)
+{
+    xfer__nq_sender_t *s = sender_find(a, name);
+    size_t n;
+    unsigned b;
+
+    if (s != NULL)
+        return s;
+    n = strlen(name);
+    if ((s = calloc(1, sizeof(*s) + n + 1)) == NULL)
+        return NULL;
+    memcpy(s->name, name, n + 1);
+    b = sender_bucket(name);
+    s->next = a->nq_senders[b];
+    a->nq_senders[b] = s;
+    return s;
+}
+
+/* n was taken by the user: give its sender's share back; nq_lock held. */
+static void sender_release(xfer_agent_t *a, xfer__notif_t *n)
+{
+    xfer__nq_sender_t *s = n->sender, **pp;
+
+    s->bytes -= n->len;
+    a->nq_bytes -= n->len;
+    a->nq_held--;
+    if (--s->count > 0)
+        return;
+    for (pp = &a->nq_senders[sender_bucket(s->name)]; *pp != s;
+         pp = &(*pp)->next)
+        ;
+    *pp = s->next;
+    free(s);
+}
+
+static size_t nq_total(size_t share)
+{
+    return share > SIZE_MAX / XFER__NQ_SHARES ? SIZE_MAX
+                                              : share * XFER__NQ_SHARES;
+}
+
+int xfer__notif_room(xfer_agent_t *a, const char *from, size_t len)
+{
+    xfer__nq_sender_t *s;
+    int room;
+
+    pthread_mutex_lock(&a->nq_lock);
+    s = sender_find(a, from);
+    room = s == NULL || s->count == 0 ||
+           (s->count < a->nq_max_count && len <= a->nq_max_bytes &&
+            s->bytes <= a->nq_max_bytes - len);
+    /* The whole queue: XFER__NQ_SHARES senders' worth, whatever names
+     * they claim (an empty queue always takes one, so a bound below
+     * one message cannot wedge it). */
+    room = room && (a->nq_held == 0 ||
+                    (a->nq_held < nq_total(a->nq_max_count) &&
+                     len <= nq_total(a->nq_max_bytes) &&
+                     a->nq_bytes <= nq_total(a->nq_max_bytes) - len));
+    if (!room)
+        a->nq_full = true;
+    pthread_mutex_unlock(&a->nq_lock);
+    return room;
+}
+
+/* ---- the queue -------------------------------------------------------- */
+
 void xfer__notif_push(xfer_agent_t *a, const char *from, const void *msg,
                       size_t len)
 {
     xfer__notif_t *n = malloc(sizeof(*n) + len);
 
-    if (n == NULL || (n->from = strdup(from)) == NULL) {
+    if (n != NULL && len > 0)
+        memcpy(n->msg, msg, len);
+    pthread_mutex_lock(&a->nq_lock);
+    if (n == NULL || (n->sender = sender_get(a, from)) == NULL) {
+        pthread_mutex_unlock(&a->nq_lock);
         free(n);
         /* Losing a notification silently would break the exactly-once
          * promise; the least we owe is a loud line. */
@@ -37,9 +136,11 @@ void xfer__notif_push(xfer_agent_t *a, const char *from, const void *msg,
     }
     n->next = NULL;
     n->len = len;
-    if (len > 0)
-        memcpy(n->msg, msg, len);
-    pthread_mutex_lock(&a->nq_lock);
+    n->from = n->sender->name;
+    n->sender->bytes += len;
+    n->sender->count++;
+    a->nq_bytes += len;
+    a->nq_held++;
     if (a->nq_tail != NULL)
         a->nq_tail->next = n;
     else
@@ -50,20 +151,33 @@ void xfer__notif_push(xfer_agent_t *a, const char *from, const void *msg,
     pthread_mutex_unlock(&a->nq_lock);
 }
 
-static void free_list(xfer__notif_t *n)
+/* Free a list taken off the queue, giving its senders' shares back; a
+ * backend that stopped reading for lack of room reads again at its next
+ * progress, which the wake brings about now. */
+static void free_list(xfer_agent_t *a, xfer__notif_t *n)
 {
+    bool wake;
+
+    pthread_mutex_lock(&a->nq_lock);
+    for (xfer__notif_t *it = n; it != NULL; it = it->next)
+        sender_release(a, it);
+    wake = a->nq_full && n != NULL;
+    if (wake)
+        a->nq_full = false;
+    pthread_mutex_unlock(&a->nq_lock);
     while (n != NULL) {
         xfer__notif_t *next = n->next;
 
-        free(n->from);
         free(n);
         n = next;
     }
+    if (wake)
+        xfer__agent_wake(a);
 }
 
 void xfer__notif_free_all(xfer_agent_t *a)
 {
-    free_list(a->nq_head);
+    free_list(a, a->nq_head);
     a->nq_head = a->nq_tail = NULL;
     if (a->nq_count > 0)
         nq_fd_set(a, false);
@@ -104,7 +218,7 @@ XFER_API xfer_status_t xfer_notif_drain(xfer_agent_t *agent, xfer_notif_cb_t cb,
 
     for (xfer__notif_t *it = list; it != NULL; it = it->next, n++)
         cb(arg, it->from, it->msg, it->len);
-    free_list(list);
+    free_list(agent, list);
     if (count != NULL)
         *count = n;
     return XFER_OK;

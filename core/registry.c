@@ -117,6 +117,72 @@ xfer_status_t xfer__reg_insert(xfer__registry_t *reg, xfer__range_t *r)
     return XFER_OK;
 }
 
+static int cmp_addr(const void *x, const void *y)
+{
+    const xfer__range_t *a = *(xfer__range_t *const *)x;
+    const xfer__range_t *b = *(xfer__range_t *const *)y;
+
+    return range_before(a, b) ? -1 : range_before(b, a) ? 1 : 0;
+}
+
+static int cmp_key(const void *x, const void *y)
+{
+    uint64_t a = (*(xfer__range_t *const *)x)->key;
+    uint64_t b = (*(xfer__range_t *const *)y)->key;
+
+    return a < b ? -1 : a > b;
+}
+
+/* Merge two sorted runs into dst (before: the order). */
+static void merge_runs(xfer__range_t **dst, xfer__range_t *const *a,
+                       size_t na, xfer__range_t *const *b, size_t nb,
+                       bool by_key)
+{
+    size_t i = 0, j = 0, k = 0;
+
+    while (i < na && j < nb) {
+        bool take_b = by_key ? b[j]->key < a[i]->key
+                             : range_before(b[j], a[i]);
+
+        dst[k++] = take_b ? b[j++] : a[i++];
+    }
+    while (i < na)
+        dst[k++] = a[i++];
+    while (j < nb)
+        dst[k++] = b[j++];
+}
+
+xfer_status_t xfer__reg_merge(const xfer__registry_t *old,
+                              xfer__range_t **add, size_t n,
+                              xfer__registry_t *out)
+{
+    xfer__registry_t t;
+    size_t total = old->count + n;
+
+    xfer__reg_init(&t);
+    /* Keys first: a repeated one refuses the whole batch. */
+    qsort(add, n, sizeof(*add), cmp_key);
+    for (size_t i = 0; i < n; i++)
+        if ((i > 0 && add[i - 1]->key == add[i]->key) ||
+            xfer__reg_find_key(old, add[i]->key) != NULL)
+            return XFER_ERR_EXISTS;
+    t.cap = total > 16 ? total : 16;
+    t.by_addr = malloc(t.cap * sizeof(*t.by_addr));
+    t.by_key = malloc(t.cap * sizeof(*t.by_key));
+    t.max_end = malloc(t.cap * sizeof(*t.max_end));
+    if (t.by_addr == NULL || t.by_key == NULL || t.max_end == NULL) {
+        xfer__reg_fini(&t);
+        return XFER_ERR_NOMEM;
+    }
+    merge_runs(t.by_key, old->by_key, old->count, add, n, true);
+    qsort(add, n, sizeof(*add), cmp_addr);
+    merge_runs(t.by_addr, old->by_addr, old->count, add, n, false);
+    t.count = total;
+    recompute_max_end(&t, 0);
+    *out = t;
+    return XFER_OK;
+}
+
 xfer_status_t xfer__reg_remove(xfer__registry_t *reg, xfer__range_t *r)
 {
     size_t ia = addr_lower_bound(reg, r);

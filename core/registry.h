@@ -20,7 +20,9 @@ typedef struct xfer__range {
  * max_end[i] is the largest end among by_addr[0..i], which bounds the
  * backwards walk when ranges overlap; with disjoint ranges a lookup is
  * one binary search.  Inserts and removals are O(n) (memmove), lookups
- * O(log n): registration is rare, lookup is on every request. */
+ * O(log n): registration is rare, lookup is on every request.  Many
+ * ranges at once (a peer's metadata) go through xfer__reg_merge, which
+ * is O(n log n) whatever their order. */
 typedef struct xfer__registry {
     xfer__range_t **by_addr;
     xfer__range_t **by_key;
@@ -35,6 +37,15 @@ void xfer__reg_fini(xfer__registry_t *reg);
 
 /* XFER_ERR_EXISTS if a range with the same key is already there. */
 xfer_status_t xfer__reg_insert(xfer__registry_t *reg, xfer__range_t *r);
+/* A new table in *out holding old's ranges and the n ranges of add
+ * (whose order it changes), built without touching old: the caller
+ * builds it outside its lock and swaps it in under it, then frees the
+ * old arrays with xfer__reg_fini.  O((old + n) + n log n).
+ * XFER_ERR_EXISTS (out untouched) when a key is there twice,
+ * XFER_ERR_NOMEM when the arrays cannot be allocated. */
+xfer_status_t xfer__reg_merge(const xfer__registry_t *old,
+                              xfer__range_t **add, size_t n,
+                              xfer__registry_t *out);
 /* XFER_ERR_NOT_FOUND if r is not in the table. */
 xfer_status_t xfer__reg_remove(xfer__registry_t *reg, xfer__range_t *r);
 

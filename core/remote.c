@@ -36,7 +36,7 @@ void xfer__rregion_free(xfer_agent_t *a, xfer__rregion_t *rr)
     free(rr);
 }
 
-static void remote_free(xfer__remote_t *r)
+void xfer__remote_free(xfer__remote_t *r)
 {
     for (size_t i = 0; i < r->regions.count; i++)
         xfer__rregion_free(r->agent,
@@ -50,7 +50,12 @@ static void remote_free(xfer__remote_t *r)
 void xfer__remote_unref(xfer__remote_t *r)
 {
     if (--r->refs == 0)
-        remote_free(r);
+        xfer__remote_free(r);
+}
+
+bool xfer__remote_put(xfer__remote_t *r)
+{
+    return --r->refs == 0;
 }
 
 void xfer__remote_kill(xfer__remote_t *r, const char *why)
@@ -76,11 +81,23 @@ void xfer__remote_kill(xfer__remote_t *r, const char *why)
     for (pp = &a->remotes; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == r) {
             *pp = r->next;
+            a->nremotes--;
+            if (r->open) {
+                a->open_nremotes--;
+                a->open_nregions -= r->open_regions;
+            }
             break;
         }
     }
     r->next = NULL;
     xfer__remote_unref(r); /* the agent's own reference */
+}
+
+xfer__remote_t *xfer__remote_evict(xfer__remote_t *r, const char *why)
+{
+    xfer__remote_ref(r);
+    xfer__remote_kill(r, why);
+    return xfer__remote_put(r) ? r : NULL;
 }
 
 /* Drop plugin's entry from a kept object; the object goes with its last
@@ -125,9 +142,10 @@ static xfer_status_t remote_connect(xfer__remote_t *r, unsigned j)
 }
 
 xfer_status_t xfer__rregion_unpack(xfer__remote_t *r, xfer__rregion_t *rr,
-                                   unsigned j)
+                                   unsigned j, bool shared)
 {
-    xfer_backend_t *b = r->agent->backends[j];
+    xfer_agent_t *a = r->agent;
+    xfer_backend_t *b = a->backends[j];
     json_t *v = rr->pub ? json_object_get(rr->pub, b->name) : NULL;
     xfer_be_rregion_t desc = {
         .addr = rr->range.addr,
@@ -137,28 +155,55 @@ xfer_status_t xfer__rregion_unpack(xfer__remote_t *r, xfer__rregion_t *rr,
         .key = rr->range.key,
     };
     unsigned char buf[XFER_BE_BLOB_MAX];
+    xfer_be_peer_t *peer;
     xfer_status_t st;
     long n;
 
-    if (v == NULL || (rr->be_rmem[j] == NULL && r->peer[j] == NULL))
-        return XFER_OK; /* nothing to do, or not yet */
-    if (rr->be_rmem[j] == NULL) {
-        n = xfer__b64_decode(json_string_value(v), buf, sizeof(buf));
-        if (n < 0)
-            return xfer__err(XFER_ERR_INVALID, "region key 0x%016" PRIx64
-                             ": public part for %s is not base64",
-                             rr->range.key, b->name);
-        xfer__be_enter(b);
-        st = b->ops->rmem_unpack(b->be, r->peer[j], &desc, buf, (size_t)n,
-                                 &rr->be_rmem[j]);
-        xfer__be_leave(b);
-        if (st != XFER_OK) {
-            rr->be_rmem[j] = NULL;
-            if (!xfer__err_isset())
-                xfer__err(st, "backend %s refused region key 0x%016" PRIx64
-                          " of agent '%s'", b->name, rr->range.key, r->name);
-            return st;
+    if (v == NULL)
+        return XFER_OK; /* nothing to do */
+    if (rr->be_rmem[j] != NULL) {
+        kept_drop(&rr->pub, b->name);
+        return XFER_OK;
+    }
+    if (!shared && r->peer[j] == NULL)
+        return XFER_OK; /* not yet */
+    /* Checked when the metadata was parsed. */
+    n = xfer__b64_decode(json_string_value(v), buf, sizeof(buf));
+    if (n < 0)
+        return xfer__err(XFER_ERR_INVALID, "region key 0x%016" PRIx64
+                         ": public part for %s is not base64",
+                         rr->range.key, b->name);
+    if (shared) {
+        xfer__lock(a);
+        if (r->dead) {
+            xfer__unlock(a);
+            return xfer__err(XFER_ERR_REMOTE_DISCONNECT, "remote agent '%s' "
+                             "went away while its metadata loaded: %s",
+                             r->name, r->dead_why);
         }
+        peer = r->peer[j];
+        if (peer == NULL) {
+            xfer__unlock(a);
+            return XFER_OK; /* not yet */
+        }
+        /* With b entered the peer cannot be removed until we leave. */
+        xfer__be_enter_from_lock(a, b);
+    } else {
+        peer = r->peer[j];
+        xfer__be_enter(b);
+    }
+    st = b->ops->rmem_unpack(b->be, peer, &desc, buf, (size_t)n,
+                             &rr->be_rmem[j]);
+    if (shared)
+        xfer__be_leave_from_lock(a, b);
+    else
+        xfer__be_leave(b);
+    if (st != XFER_OK) {
+        rr->be_rmem[j] = NULL;
+        if (!xfer__err_isset())
+            xfer__err(st, "backend %s refused region key 0x%016" PRIx64
+                      " of agent '%s'", b->name, rr->range.key, r->name);
+        return st;
     }
     kept_drop(&rr->pub, b->name);
     return XFER_OK;
@@ -174,7 +219,7 @@ xfer_status_t xfer__remote_reach(xfer__remote_t *r, unsigned j)
     /* Newly connected: the regions known so far may now be unpacked. */
     for (size_t i = 0; st == XFER_OK && i < r->regions.count; i++)
         st = xfer__rregion_unpack(r, (xfer__rregion_t *)r->regions.by_addr[i],
-                                  j);
+                                  j, false);
     return st;
 }
 
@@ -205,7 +250,7 @@ static xfer__remote_t *remote_named(xfer_agent_t *a, const char *name)
 
 XFER_API xfer_status_t xfer_md_invalidate(xfer_agent_t *agent, const char *name)
 {
-    xfer__remote_t *r;
+    xfer__remote_t *r, *gone = NULL;
 
     xfer__err_clear();
     if (agent == NULL || name == NULL)
@@ -213,8 +258,11 @@ XFER_API xfer_status_t xfer_md_invalidate(xfer_agent_t *agent, const char *name)
     xfer__lock(agent);
     r = remote_named(agent, name);
     if (r != NULL)
-        xfer__remote_kill(r, "its metadata was invalidated");
+        gone = xfer__remote_evict(r, "its metadata was invalidated");
     xfer__unlock(agent);
+    /* A peer's tables can be large: freed without the lock. */
+    if (gone != NULL)
+        xfer__remote_free(gone);
     return r != NULL ? XFER_OK : XFER_ERR_NOT_FOUND;
 }
 

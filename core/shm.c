@@ -1,10 +1,11 @@
-/* shm.c - shareable memory: buffers the agent allocates for the user from a
- * memfd, so that backends on the same host can hand the fd to a peer and copy in user space. */
+/* shm.c - shareable memory: buffers the agent allocates for the user, each from
+ * a memfd of its own, so that backends on the same host can hand the fd to a peer. */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
 #endif
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -17,13 +18,23 @@
 #ifndef MFD_HUGETLB
 #define MFD_HUGETLB 0x0004U
 #endif
+#ifndef MFD_ALLOW_SEALING
+#define MFD_ALLOW_SEALING 0x0002U
+#endif
+#ifndef F_ADD_SEALS
+#define F_ADD_SEALS 1033
+#define F_SEAL_SEAL 0x0001
+#define F_SEAL_SHRINK 0x0002
+#define F_SEAL_GROW 0x0004
+#endif
 
 /* One allocation.  The table is process-wide, not per agent: memory
  * allocated by one agent may be registered with another agent of the
  * same process and still be shareable. */
 typedef struct shm_block {
     uintptr_t base;
-    size_t size;
+    size_t size;            /* mapped: len rounded up to a (huge) page */
+    size_t len;             /* what the user asked for */
     int fd;
     uint64_t id;            /* random, names the fd to peers */
     xfer_agent_t *owner;
@@ -37,7 +48,7 @@ XFER_API xfer_status_t xfer_mem_alloc(xfer_agent_t *agent, size_t size,
                                       unsigned flags, void **ptr)
 {
     unsigned mfd = MFD_CLOEXEC;
-    size_t page = (size_t)sysconf(_SC_PAGESIZE), align;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), align, len;
     shm_block_t *b;
     void *p;
     int fd, e;
@@ -58,7 +69,6 @@ XFER_API xfer_status_t xfer_mem_alloc(xfer_agent_t *agent, size_t size,
     if (size > SIZE_MAX - align)
         return xfer__err(XFER_ERR_INVALID, "xfer_mem_alloc: %zu bytes is "
                          "too large", size);
-    size = (size + align - 1) / align * align;
     if (!(b = calloc(1, sizeof(*b))))
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
     if (xfer__random(&b->id, sizeof(b->id)) != XFER_OK) {
@@ -66,7 +76,12 @@ XFER_API xfer_status_t xfer_mem_alloc(xfer_agent_t *agent, size_t size,
         return XFER_ERR_BACKEND;
     }
 #ifdef HAVE_MEMFD_CREATE
-    fd = memfd_create("xfer", mfd);
+    /* Sealable, so that a peer handed the fd cannot shrink it under us
+     * (our next access would be a SIGBUS); kernels before 4.16 seal no
+     * huge-page memfd, and such a block is simply not shared. */
+    fd = memfd_create("xfer", mfd | MFD_ALLOW_SEALING);
+    if (fd < 0 && errno == EINVAL)
+        fd = memfd_create("xfer", mfd);
 #else
     fd = -1;
     errno = ENOSYS;
@@ -79,6 +94,8 @@ XFER_API xfer_status_t xfer_mem_alloc(xfer_agent_t *agent, size_t size,
                          (flags & XFER_ALLOC_HUGE) ? " with MFD_HUGETLB" : "",
                          strerror(e));
     }
+    len = size;
+    size = (size + align - 1) / align * align;
     if (ftruncate(fd, (off_t)size) != 0 ||
         (p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED |
                   ((flags & XFER_ALLOC_HUGE) ? MAP_POPULATE : 0), fd, 0)) ==
@@ -94,8 +111,11 @@ XFER_API xfer_status_t xfer_mem_alloc(xfer_agent_t *agent, size_t size,
         return xfer__err(XFER_ERR_NOMEM, "xfer_mem_alloc: %zu bytes: %s",
                          size, strerror(e));
     }
+    /* Its size is final: neither side may change it from now on. */
+    (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
     b->base = (uintptr_t)p;
     b->size = size;
+    b->len = len;
     b->fd = fd;
     b->owner = agent;
     pthread_mutex_lock(&shm_lock);
@@ -188,7 +208,7 @@ xfer_status_t xfer__shm_lookup(uintptr_t addr, size_t len,
             addr - b->base <= b->size - len) {
             info->fd = b->fd;
             info->id = b->id;
-            info->size = b->size;
+            info->size = b->len;
             info->offset = addr - b->base;
             st = XFER_OK;
             break;

@@ -683,7 +683,9 @@ int xb_coord_etcd(struct xb_coord *c, const char *endpoints,
     pthread_cond_init(&ec->cv, &ca);
     pthread_condattr_destroy(&ca);
     xfer__etcd_http_global_init();
-    if (xfer__etcd_http_endpoints(&ec->http, endpoints, &err) != XFER_OK) {
+    /* https:// with the agent's TLS variables (XFER_ETCD_CACERT, ...). */
+    if (xfer__etcd_http_endpoints(&ec->http, endpoints, &err) != XFER_OK ||
+        xfer__etcd_http_tls(&ec->http, NULL, NULL, NULL, &err) != XFER_OK) {
         xb_fail("--etcd %s: %s", endpoints, err.msg);
         goto fail;
     }

@@ -77,9 +77,13 @@ typedef enum xfer_log_level {
 
 /* A piece of shareable memory (ABI minor 1). */
 typedef struct xfer_shm_info {
-    int fd;            /* the memfd, owned by the core */
+    int fd;            /* the memfd, owned by the core; one per
+                          allocation, sealed against shrinking and
+                          growing where the kernel allows (F_GET_SEALS) */
     uint64_t id;       /* random id of the allocation */
-    uint64_t size;     /* bytes mapped from the fd */
+    uint64_t size;     /* bytes of the allocation, as asked of
+                          xfer_mem_alloc, from offset 0 of the fd (the
+                          file is longer by up to a page) */
     uint64_t offset;   /* of addr within the fd */
 } xfer_shm_info_t;
 
@@ -110,8 +114,9 @@ typedef struct xfer_host {
      * XFER_ACCESS_WRITE: it writes it), and [addr, addr+len) must lie
      * inside it.  On success *mem is the
      * plugin's own handle for that registration (from mem_register).
-     * On failure returns XFER_ERR_ACCESS and logs which check failed;
-     * the message is also written to msg (msg_size bytes, may be 0). */
+     * On failure returns XFER_ERR_ACCESS and writes which check failed
+     * to msg (msg_size bytes): the caller logs it, once, with what it
+     * knows of the peer; with msg_size 0 the core logs it instead. */
     xfer_status_t (*mem_check)(void *ctx, uint64_t key, uint64_t addr,
                                uint64_t len, unsigned access, void **mem,
                                char *msg, size_t msg_size);

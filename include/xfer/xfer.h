@@ -127,6 +127,18 @@ typedef struct xfer_agent_opts {
                                  65536) */
     unsigned listen_max_clients;  /* listener clients at once (default 64) */
     unsigned listen_max_per_addr; /* of them from one address (default 8) */
+    size_t listen_buffer_bytes;   /* requests and replies the listener
+                                     holds for all its clients together
+                                     (default 256 MiB) */
+    /* etcd over TLS (https:// endpoints; docs/api.md, etcd).  The server's
+     * certificate and host name are always verified. */
+    const char *etcd_cacert;  /* CA file (PEM) trusted for etcd's server
+                                 certificate; NULL: XFER_ETCD_CACERT,
+                                 unset: the system's CAs */
+    const char *etcd_cert;    /* client certificate (PEM) for etcd's
+                                 --client-cert-auth; NULL: XFER_ETCD_CERT */
+    const char *etcd_key;     /* its private key (PEM); NULL: XFER_ETCD_KEY,
+                                 unset: in the etcd_cert file */
 } xfer_agent_opts_t;
 
 /* Fill opts with defaults; always call it before setting fields. */

@@ -154,6 +154,10 @@ static xfer_status_t msg_send(conn_t *c, const void *msg, size_t len)
                          be->cfg.name, c->name);
     if (!(e = xfer__stream_msg_entry(be, XFER_WIRE_MSG, msg, len)))
         return XFER_ERR_NOMEM;
+    /* On the side that connects, messages wait for an authenticated
+     * handshake to finish: the other side reads nothing before. */
+    if (c->initiator)
+        return xfer__stream_msg_queue(c, e, "a control message");
     return xfer__stream_msg_send(c, e, "a control message");
 }
 

@@ -408,13 +408,21 @@ static void held_push(conn_t *c, txe_t *e)
     xfer__stream_timer_need(c->be);
 }
 
+/* Whether posts on c must wait in its hold list: behind what it holds
+ * already, or, with a secret, until the target accepted our proof (it
+ * serves nothing before, and would take early frames as a violation). */
+static int must_hold(const conn_t *c)
+{
+    return c->hh || (c->be->auth && !c->hello_done);
+}
+
 /* The head of the hold list goes to the send queue while it is a lone
  * notification or a request that may go as frames. */
-static void held_drain(conn_t *c)
+void xfer__stream_held_drain(conn_t *c)
 {
     txe_t *e;
 
-    while (!c->closed && (e = c->hh)) {
+    while (!c->closed && c->hello_done && (e = c->hh)) {
         xfer_be_req_t *r = e->kind == XFER__TX_REQ ? txe_req(e) : NULL;
 
         if (r && r->held == 1)
@@ -444,11 +452,29 @@ static xfer_status_t notif_queue(xfer_be_t *be, xfer_be_peer_t *p,
         return st;
     if (!(e = xfer__stream_msg_entry(be, XFER_WIRE_NOTIF, msg, len)))
         return XFER_ERR_NOMEM;
-    if (c->hh) {
-        held_push(c, e);
-        return XFER_OK;
-    }
-    return xfer__stream_msg_send(c, e, "a notification");
+    return xfer__stream_msg_queue(c, e, "a notification");
+}
+
+/* Hold e on c; the HELLO, if this post opened the connection, leaves now
+ * (nothing else would send it: what follows it waits). */
+static void hold(conn_t *c, txe_t *e)
+{
+    held_push(c, e);
+    if (!c->blocked)
+        xfer__stream_flush(c);
+}
+
+xfer_status_t xfer__stream_msg_queue(conn_t *c, txe_t *e, const char *what)
+{
+    if (!must_hold(c))
+        return xfer__stream_msg_send(c, e, what);
+    hold(c, e);
+    if (c->closed)
+        return XFER__ERR(c->be, XFER_ERR_REMOTE_DISCONNECT,
+                         "%s: connection to agent '%s' (%s) failed before "
+                         "sending %s", c->be->cfg.name, c->name, c->where,
+                         what);
+    return XFER_OK;
 }
 
 /* Checks and state common to every post; *c: the peer's connection,
@@ -527,12 +553,13 @@ xfer_status_t xfer__stream_req_post(xfer_be_t *be, xfer_be_req_t *r,
 
     if (!c)
         return st;
-    if (c->hh) {
+    if (must_hold(c)) {
         /* Behind what the transport holds, so notifications keep their
-         * order; it goes as frames when its turn comes. */
+         * order, or until the handshake proved the secret; it goes as
+         * frames when its turn comes. */
         r->held = 2;
-        held_push(c, &r->txe);
-        return XFER_IN_PROG;
+        hold(c, &r->txe);
+        return xfer__stream_req_check(be, r);
     }
     send_frames(c, r);
     return xfer__stream_req_check(be, r);
@@ -567,7 +594,7 @@ void xfer__stream_req_send(xfer_be_t *be, xfer_be_req_t *r)
     if (r->held != 1 || !r->conn)
         return;
     r->held = 2;
-    held_drain(r->conn);
+    xfer__stream_held_drain(r->conn);
 }
 
 void xfer__stream_req_end(xfer_be_t *be, xfer_be_req_t *r, xfer_status_t st,
@@ -593,7 +620,7 @@ void xfer__stream_req_end(xfer_be_t *be, xfer_be_req_t *r, xfer_status_t st,
         if (!c->ht)
             c->ht = e;
     }
-    held_drain(c);
+    xfer__stream_held_drain(c);
     if (e && c->closed) {
         st = XFER_ERR_REMOTE_DISCONNECT;
         why = "the data moved but its notification could not be sent";
@@ -663,7 +690,7 @@ xfer_status_t xfer__stream_req_cancel(xfer_be_t *be, xfer_be_req_t *r)
         xfer__stream_unlink(&c->hh, &c->ht, &r->txe, TXE_LINK);
         r->held = 0;
         canceled(r, "started");
-        held_drain(c);
+        xfer__stream_held_drain(c);
         return XFER_OK;
     }
     /* Nothing on the wire yet: it can vanish without a trace.  Once a

@@ -18,10 +18,17 @@
 #endif
 /* Staging buffer for small pieces of a send (txq.c). */
 #define XFER__STREAM_STAGE_SIZE (64u << 10)
-/* A target stops parsing a peer's frames while this many answers wait
- * to be sent: a peer that never reads cannot make us queue without bound. */
+/* A target stops parsing a peer's frames while this many answers (or
+ * lim.sendq_bytes of READ payload and queued notifications) wait to be
+ * sent: a peer that never reads cannot make us queue without bound.  It
+ * parses again below half of both. */
 #define XFER__STREAM_TXQ_HIGH 8192u
 #define XFER__STREAM_TXQ_LOW (XFER__STREAM_TXQ_HIGH / 2)
+/* Accepting pauses this long when the process is out of descriptors. */
+#define XFER__STREAM_ACCEPT_BACKOFF_MS 100u
+/* Bytes of a source key (max_conns_per_addr): a family tag, then an
+ * IPv4 address, an IPv6 /64 prefix, or a uid. */
+#define XFER__STREAM_AKEY 17
 /* No legitimate region is this large; a length past it is a broken peer. */
 #define XFER__STREAM_LEN_MAX (UINT64_C(1) << 47)
 /* File descriptors received ahead of the FD frames they belong to. */
@@ -67,8 +74,9 @@ typedef struct xfer__stream_txe {
     struct iovec *iov;
     struct iovec v[2]; /* iov for entries other than TX_REQ */
     xfer_wire_hdr_t hdr;
-    void *heap;        /* owned bytes (notification, copied-out data) */
+    void *heap;        /* owned bytes (a notification) */
     size_t heap_len;
+    size_t qbytes;     /* counted in the connection's txbytes */
     smem_t *mem;       /* TX_RESP: registration the payload comes from */
     int has_fd, fd;    /* an fd to pass with the first byte (FD frame) */
 } txe_t;
@@ -141,16 +149,31 @@ struct xfer__stream_conn {
     xfer_be_t *be;
     int fd;
     int initiator, connecting, hello_done, closed, paused, blocked;
+    int nwait;                      /* target: a NOTIF waits for room in
+                                       the agent's queue; not read */
+    int accepted;                   /* counts against max_conns */
+    int active;                     /* moved bytes since the last tick */
     uint32_t events;
     unsigned idle_ticks;
+    uint64_t t0_ms, last_ms;        /* accepted at; active last at (ticks) */
+    uint8_t akey[XFER__STREAM_AKEY];/* source, for max_conns_per_addr */
     xfer_be_peer_t *peer;           /* initiator side */
     char name[XFER_NAME_MAX + 1];   /* the other agent, bound by HELLO */
     uint64_t epoch;                 /* ... and its epoch */
     char where[128];
+    /* The handshake with a shared secret (conn.c).  auth_wait: a target
+     * sent its challenge and waits for AUTH, an initiator sent AUTH and
+     * waits for AUTH_ACK.  Handshake bodies (HELLO, HELLO_ACK, AUTH) are
+     * received into hs. */
+    int auth_wait;
+    uint8_t nonce_own[XFER_WIRE_NONCE], nonce_peer[XFER_WIRE_NONCE];
+    uint8_t hs[XFER_NAME_MAX + XFER_WIRE_NONCE];
     /* send side */
     txe_t *txh, *txt;
     size_t txn;
     size_t hold;                    /* READ answers and deliver markers queued */
+    size_t txbytes;                 /* ... their payload bytes */
+    size_t nq_pend;                 /* ... of which notifications */
     /* initiator: posted requests awaiting answers, and requests (with
      * the lone notifications behind them) the transport holds */
     xfer_be_req_t *fh, *ft;
@@ -187,12 +210,18 @@ struct xfer_be {
     void *tctx;
     xfer__stream_cfg_t cfg;
     const xfer__stream_role_t *role[2]; /* [initiator] */
+    int auth;                           /* the agent holds a secret:
+                                           every handshake proves it */
     size_t msg_max;                     /* control channel messages */
     void (*recv)(void *tctx, conn_t *c, const void *msg, size_t len);
     int epfd, lfd, tfd;
     int lkind, tkind;
     int timer_on;
     unsigned tick_ms, timeout_ticks;
+    unsigned naccepted;                 /* open accepted connections */
+    unsigned nwaiting;                  /* connections with nwait set */
+    int accept_off, accept_logged;      /* out of fds: listen fd unpolled */
+    uint64_t accept_at_ms;              /* ... until then */
     conn_t *conns, *zombies;
     xfer_be_peer_t *peers;
     smem_t *mems;
@@ -230,6 +259,11 @@ int xfer__stream_unlink(void *headp, void *tailp, void *node, size_t link);
 
 /* conn.c */
 void xfer__stream_timer_need(xfer_be_t *be);
+/* A target connection stops being read until the agent's notification
+ * queue has room again (retried at every progress). */
+void xfer__stream_conn_nwait(conn_t *c);
+/* Whether a target connection has queued as much as it may. */
+int xfer__stream_txq_full(const conn_t *c);
 void xfer__stream_conn_events(conn_t *c);
 void xfer__stream_conn_close(conn_t *c, xfer_status_t st,
                              xfer_log_level_t lvl, const char *fmt, ...)
@@ -253,5 +287,13 @@ extern const xfer__stream_role_t xfer__stream_initiator;
 /* The connection closed: fail what waits on it. */
 void xfer__stream_reqs_fail(conn_t *c, xfer_status_t st, const char *why);
 int xfer__stream_reqs_busy(const conn_t *c);
+/* Send what c holds, oldest first, up to a request the transport holds
+ * for itself (the handshake finished, or a held request went). */
+void xfer__stream_held_drain(conn_t *c);
+/* Send a message entry (xfer__stream_msg_entry) on an initiator's c, or,
+ * while c holds something or its authenticated handshake is not done,
+ * hold it there behind the rest: nothing overtakes, nothing precedes the
+ * proof of the secret. */
+xfer_status_t xfer__stream_msg_queue(conn_t *c, txe_t *e, const char *what);
 
 #endif /* XFER_PLUGINS_STREAM_INT_H */

@@ -22,8 +22,10 @@ typedef struct xfer__stream_transport {
      * SOCK_NONBLOCK|SOCK_CLOEXEC stream socket with its options set, and
      * *in_progress = 1 while the connect has not finished; or -errno. */
     int (*connect)(void *tctx, const void *info, size_t len, int *in_progress);
-    /* Set options on a socket the engine accepted from the listen fd. */
-    void (*accepted)(void *tctx, int fd);
+    /* Set options on a socket the engine accepted from the listen fd,
+     * and say whether to keep it: 0, or -1 to refuse the peer (the
+     * engine closes fd; the transport says why in its log). */
+    int (*accepted)(void *tctx, int fd);
     /* Write a printable form of a checked info ("10.0.0.2:4791") for logs. */
     void (*info_str)(void *tctx, const void *info, size_t len, char *buf,
                      size_t size);
@@ -38,20 +40,78 @@ typedef struct xfer__stream_transport {
      * Release what its private area holds. */
     void (*conn_down)(void *tctx, xfer__stream_conn_t *c, xfer_status_t st,
                       const char *why);
-    /* A descriptor came with an FD frame (AF_UNIX only; the transport
-     * owns fd).  Set: initiators read with recvmsg and accept FD frames. */
-    void (*fd_received)(void *tctx, xfer__stream_conn_t *c, uint64_t id,
-                        uint64_t size, int fd);
+    /* A descriptor came with an FD frame after the handshake (AF_UNIX
+     * only; the transport owns fd).  Set: initiators read with recvmsg
+     * and accept FD frames.  Anything but XFER_OK closes c with msg as
+     * the reason (a descriptor the transport refuses). */
+    xfer_status_t (*fd_received)(void *tctx, xfer__stream_conn_t *c,
+                                 uint64_t id, uint64_t size, int fd,
+                                 char *msg, size_t msg_size);
     /* A handshaken connection that holds requests for the transport
      * (xfer__stream_req_hold) received input: start what now can. */
     void (*held_ready)(void *tctx, xfer__stream_conn_t *c);
+    /* Target: an operation that came on c passed the check against the
+     * registration mem (from xfer__stream_mem_register): the peer
+     * presented its key.  Frames the transport queues on c now precede
+     * the operation's answer. */
+    void (*mem_checked)(void *tctx, xfer__stream_conn_t *c, void *mem);
 } xfer__stream_transport_t;
+
+/* What one instance lets peers make it hold (docs/wire-tcp.md, "Bounds").
+ * A transport embeds this struct in its config and lists
+ * XFER__STREAM_LIMIT_PARAMS in its parameter table, so every stream
+ * transport declares them once, alike; 0 in a field: the default. */
+typedef struct xfer__stream_limits {
+    uint64_t max_conns;            /* accepted connections at once */
+    uint64_t max_conns_per_addr;   /* ... from one source (see below) */
+    uint64_t handshake_timeout_ms; /* accept to good HELLO */
+    uint64_t idle_timeout_ms;      /* handshaken, nothing in flight */
+    size_t sendq_bytes;            /* READ answers queued per connection */
+} xfer__stream_limits_t;
+
+#define XFER__STREAM_MAX_CONNS 512
+#define XFER__STREAM_MAX_CONNS_PER_ADDR 64
+#define XFER__STREAM_HANDSHAKE_MS 5000
+#define XFER__STREAM_IDLE_MS 600000
+#define XFER__STREAM_SENDQ_BYTES ((size_t)64 << 20)
+
+#define XFER__STREAM_STR2(x) #x
+#define XFER__STREAM_STR(x) XFER__STREAM_STR2(x)
+/* The parameter entries of an xfer__stream_limits_t at member `field` of
+ * the transport's config struct `type`. */
+#define XFER__STREAM_LIMIT_PARAMS(type, field)                              \
+    {"max_conns", XFER_PARAM_UINT,                                          \
+     XFER__STREAM_STR(XFER__STREAM_MAX_CONNS),                              \
+     "connections accepted at once; past it a new one is closed at "        \
+     "once (a rate-limited log line says so)",                              \
+     offsetof(type, field.max_conns), 1, 1 << 20},                          \
+    {"max_conns_per_addr", XFER_PARAM_UINT,                                 \
+     XFER__STREAM_STR(XFER__STREAM_MAX_CONNS_PER_ADDR),                     \
+     "of max_conns, how many may come from one source: an IPv4 address "    \
+     "or IPv6 /64 (tcp), a user id (uds)",                                  \
+     offsetof(type, field.max_conns_per_addr), 1, 1 << 20},                 \
+    {"handshake_timeout_ms", XFER_PARAM_UINT,                               \
+     XFER__STREAM_STR(XFER__STREAM_HANDSHAKE_MS),                           \
+     "an accepted connection must complete its handshake within this, "     \
+     "however slowly its bytes trickle in, or it is closed",                \
+     offsetof(type, field.handshake_timeout_ms), 1, 3600000},               \
+    {"idle_timeout_ms", XFER_PARAM_UINT,                                    \
+     XFER__STREAM_STR(XFER__STREAM_IDLE_MS),                                \
+     "an accepted connection with nothing in flight and no traffic this "   \
+     "long is closed; a connection this agent opened is closed after half " \
+     "of it, and reopened at the next post",                               \
+     offsetof(type, field.idle_timeout_ms), 1000, 86400000},                \
+    {"sendq_bytes", XFER_PARAM_SIZE, "64M",                                 \
+     "READ answers queued on one connection, in bytes; past it (or 8192 "   \
+     "answers) the peer's further requests wait until it reads",            \
+     offsetof(type, field.sendq_bytes), 4096, (int64_t)1 << 40}
 
 typedef struct xfer__stream_cfg {
     const char *name;    /* plugin name, for sentences ("tcp") */
     uint64_t timeout_ms; /* no progress this long: XFER_ERR_TIMEOUT */
     size_t inline_max;   /* payloads up to this go through the rx buffer */
     size_t rx_buf;       /* per-connection receive buffer */
+    xfer__stream_limits_t lim;
     /* Zeroed bytes the engine keeps for the transport in every
      * connection, request and registration (the *_priv accessors). */
     size_t conn_priv, req_priv, mem_priv;

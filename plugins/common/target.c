@@ -1,5 +1,6 @@
 /* target.c - the target side of the stream engine: incoming WRITE, READ_REQ and
- * NOTIF frames checked against the registration table, and local registrations. */
+ * NOTIF frames checked against the registration table (notifications within the
+ * agent's queue bound), and local registrations. */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
 #endif
@@ -8,6 +9,7 @@
 #endif
 
 #include <endian.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,22 @@
 
 #define LOG XFER__LOG
 #define ERR XFER__ERR
+
+/* Whether the agent's queue takes a notification of len bytes from c's
+ * peer now; if not, c is not read until it does (backpressure: nothing
+ * is dropped, and the frame stays where it is, so a NOTIF behind a WRITE
+ * is delivered once, later).  Notifications waiting behind READ answers
+ * on c count as queued already, so that they too fit when delivered. */
+static int notif_room(conn_t *c, size_t len)
+{
+    const xfer_host_t *h = c->be->host;
+
+    if (h->size < offsetof(xfer_host_t, notif_room) + sizeof h->notif_room ||
+        !h->notif_room || h->notif_room(h->ctx, c->name, len + c->nq_pend))
+        return 1;
+    xfer__stream_conn_nwait(c);
+    return 0;
+}
 
 static void notif_handle(conn_t *c, const void *msg, size_t len, void *owned)
 {
@@ -48,7 +66,19 @@ static void notif_handle(conn_t *c, const void *msg, size_t len, void *owned)
     e->heap = owned;
     e->heap_len = len;
     e->niov = 0;
+    c->nq_pend += len;
     xfer__stream_txq_push(c, e);
+}
+
+/* An operation passed the check against registration m: the transport
+ * may queue frames ahead of its answer.  1 when that closed c. */
+static int checked(conn_t *c, void *m)
+{
+    xfer_be_t *be = c->be;
+
+    if (m && be->tp->mem_checked)
+        be->tp->mem_checked(be->tctx, c, m);
+    return c->closed;
 }
 
 static void refused(conn_t *c, const char *op, const xfer_wire_hdr_t *h,
@@ -113,6 +143,8 @@ static int write_frame(conn_t *c, const xfer_wire_hdr_t *h, size_t avail)
     /* The check comes before any byte reaches the destination. */
     st = host->mem_check(host->ctx, h->arg0, h->arg1, h->len,
                          XFER_ACCESS_WRITE, &m, msg, sizeof msg);
+    if (st == XFER_OK && checked(c, m))
+        return 1;
     if (st == XFER_OK) {
         if ((c->rmem = m))
             c->rmem->inflight++;
@@ -169,6 +201,8 @@ static void writev_check_each(conn_t *c, uint32_t i, uint32_t j)
                              XFER_ACCESS_WRITE, &m, msg, sizeof msg);
         if (st == XFER_OK && m) {
             c->wb_mem[i] = m;
+            if (checked(c, m))
+                return;
             continue;
         }
         if (st == XFER_OK)
@@ -241,9 +275,13 @@ static void writev_table(conn_t *c)
                                   sizeof msg) == XFER_OK && m) {
             for (uint32_t k = i; k < j; k++)
                 c->wb_mem[k] = m;
+            if (checked(c, m))
+                return;
             continue;
         }
         writev_check_each(c, i, j);
+        if (c->closed)
+            return;
     }
     c->wr_next += n;
     c->wb_state = XFER__WB_DATA;
@@ -306,6 +344,10 @@ static int read_frame(conn_t *c, const xfer_wire_hdr_t *h)
     e->kind = XFER__TX_RESP;
     st = host->mem_check(host->ctx, h->arg0, h->arg1, h->len,
                          XFER_ACCESS_READ, &m, msg, sizeof msg);
+    if (st == XFER_OK && checked(c, m)) {
+        xfer__stream_txe_put(c->be, e);
+        return 1;
+    }
     if (st == XFER_OK) {
         /* Zero copy: the answer is sent from the registered memory. */
         xfer__stream_ctrl_hdr(e, XFER_WIRE_READ_RESP, h->seg, h->tag, 0, 0,
@@ -333,6 +375,8 @@ static int notif_frame(conn_t *c, const xfer_wire_hdr_t *h, size_t avail)
                         (unsigned long long)h->len);
         return 1;
     }
+    if (!notif_room(c, payload))
+        return 0;
     if (payload <= c->be->cfg.inline_max) {
         if (avail < payload)
             return 0;
@@ -455,26 +499,27 @@ void *xfer__stream_mem_priv(void *mem)
     return (char *)mem + MEM_AT(sizeof(smem_t));
 }
 
-/* A READ answer not yet sent from m gets its own copy of the bytes. */
-static int detach(conn_t *c, txe_t *e, smem_t *m)
+/* A READ answer from m not begun yet becomes an error answer (ACCESS,
+ * no payload): the peer's request fails at that descriptor, the stream
+ * stays in step, and nothing is copied, however much a peer queued.  One
+ * already partly on the wire cannot change any more: its connection
+ * goes (the peer's requests on it fail; it reconnects at its next post). */
+static int answer_fail(conn_t *c, txe_t *e, smem_t *m)
 {
-    size_t sent = e->idx == 0 ? 0 : e->off;
-    size_t rem = e->v[1].iov_len - sent;
-    void *copy = malloc(rem ? rem : 1);
+    xfer_wire_hdr_t h;
 
-    if (!copy) {
-        /* Cannot keep the stream whole without the bytes. */
-        xfer__stream_conn_close(c, XFER_ERR_NOMEM, XFER_LOG_ERROR,
-                                "no memory to detach a READ answer from a "
-                                "deregistered region");
+    if (e->idx || e->off) {
+        xfer__stream_conn_close(c, XFER_ERR_REMOTE_DISCONNECT, XFER_LOG_WARN,
+                                "a READ answer was being sent from region "
+                                "0x%016llx as it was deregistered",
+                                (unsigned long long)m->key);
         return -1;
     }
-    memcpy(copy, (char *)e->v[1].iov_base + sent, rem);
-    e->heap = copy;
-    e->v[1].iov_base = copy;
-    e->v[1].iov_len = rem;
-    if (e->idx == 1)
-        e->off = 0;
+    xfer_wire_decode(&h, &e->hdr);
+    xfer__stream_ctrl_hdr(e, XFER_WIRE_READ_RESP, h.seg, h.tag,
+                          (uint64_t)(int64_t)XFER_ERR_ACCESS, 0, 0);
+    c->txbytes -= e->qbytes;
+    e->qbytes = 0;
     e->mem = NULL;
     m->inflight--;
     return 0;
@@ -482,7 +527,9 @@ static int detach(conn_t *c, txe_t *e, smem_t *m)
 
 /* After this returns no byte of the region is touched: a WRITE being
  * received into it is discarded and answered with an error, READ
- * answers not yet sent from it are copied out first. */
+ * answers not yet sent from it are failed (answer_fail).  The work is
+ * a walk over the queues, no copy: bounded by max_conns times 8192
+ * entries, and no other connection is closed or delayed. */
 void xfer__stream_mem_deregister(xfer_be_t *be, void *mem)
 {
     smem_t *m = mem;
@@ -491,6 +538,7 @@ void xfer__stream_mem_deregister(xfer_be_t *be, void *mem)
         return;
     for (conn_t *c = be->conns, *next; c; c = next) {
         int hit = 0;
+        size_t nfail;
 
         next = c->next;
         /* Entries of a WRITEV still to come that were checked against
@@ -518,9 +566,19 @@ void xfer__stream_mem_deregister(xfer_be_t *be, void *mem)
                 "region was deregistered during the transfer",
                 c->name, (unsigned long long)m->key);
         }
-        for (txe_t *e = c->txh; e && m->inflight; e = e->next)
-            if (e->mem == m && detach(c, e, m) < 0)
+        nfail = 0;
+        for (txe_t *e = c->txh; e && m->inflight; e = e->next) {
+            if (e->mem != m)
+                continue;
+            if (answer_fail(c, e, m) < 0)
                 break;
+            nfail++;
+        }
+        if (nfail)
+            LOG(be, XFER_LOG_WARN,
+                "%zu READ answers to agent '%s' (%s) queued from key "
+                "0x%016llx fail: the region was deregistered first",
+                nfail, c->name, c->where, (unsigned long long)m->key);
     }
     if (m->prev)
         m->prev->next = m->next;

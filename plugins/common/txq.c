@@ -52,8 +52,12 @@ void xfer__stream_txe_drop(conn_t *c, txe_t *e)
     if (e->has_fd)
         close(e->fd);
     e->has_fd = 0;
-    if (e->kind == XFER__TX_RESP || e->kind == XFER__TX_DELIVER)
+    if (e->kind == XFER__TX_RESP || e->kind == XFER__TX_DELIVER) {
         c->hold--;
+        c->txbytes -= e->qbytes;
+        if (e->kind == XFER__TX_DELIVER)
+            c->nq_pend -= e->heap_len;
+    }
     if (e->mem)
         e->mem->inflight--;
     free(e->heap);
@@ -70,8 +74,15 @@ void xfer__stream_txq_push(conn_t *c, txe_t *e)
         c->txh = e;
     c->txt = e;
     c->txn++;
-    if (e->kind == XFER__TX_RESP || e->kind == XFER__TX_DELIVER)
+    if (e->kind == XFER__TX_RESP || e->kind == XFER__TX_DELIVER) {
+        /* READ payload referenced in place, or a notification's copy:
+         * what a peer's requests make us hold, bounded by sendq_bytes. */
+        e->qbytes = e->kind == XFER__TX_DELIVER ? e->heap_len
+                    : e->niov > 1               ? e->v[1].iov_len
+                                                : 0;
         c->hold++;
+        c->txbytes += e->qbytes;
+    }
     xfer__stream_timer_need(c->be);
 }
 
@@ -227,6 +238,7 @@ void xfer__stream_flush(conn_t *c)
             return;
         }
         c->idle_ticks = 0;
+        c->active = 1;
         tx_advance(c, (size_t)n);
         if ((size_t)n < total) {
             /* A short write means the socket is full: wait for EPOLLOUT

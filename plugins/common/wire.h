@@ -11,7 +11,8 @@
  * that a stray connection (a port scanner, another protocol) is refused
  * on its first 40 bytes. */
 #define XFER_WIRE_MAGIC UINT64_C(0x4d52545352454658)
-#define XFER_WIRE_VERSION 2u
+/* 3: the handshake may authenticate both sides (AUTH, AUTH_ACK). */
+#define XFER_WIRE_VERSION 3u
 
 /* Every frame starts with this header, so a receiver always knows how
  * many bytes to wait for before it can decide anything. */
@@ -31,7 +32,17 @@ enum xfer_wire_type {
                                 an opaque message; never on tcp or uds */
     XFER_WIRE_WRITEV = 10,   /* initiator -> target: a run of WRITE
                                 descriptors, table + payloads (version 2) */
+    XFER_WIRE_AUTH = 11,     /* initiator -> target: its proof of the
+                                shared secret (version 3) */
+    XFER_WIRE_AUTH_ACK = 12, /* target -> initiator: the proof checked,
+                                the connection is up (version 3) */
 };
+
+/* With a shared secret the handshake is a challenge-response both ways:
+ * HELLO carries the initiator's nonce, HELLO_ACK the target's nonce and
+ * MAC, AUTH the initiator's MAC (docs/wire-tcp.md). */
+#define XFER_WIRE_NONCE 32u
+#define XFER_WIRE_MAC 32u
 
 /* A WRITEV frame carries at most this many descriptors: its table
  * (24 bytes each) then fits any receive buffer, and a run costs one
@@ -51,13 +62,17 @@ _Static_assert(sizeof(xfer_wire_entry_t) == XFER_WIRE_ENTRY_SIZE,
 
 /* flags */
 #define XFER_WIRE_F_LAST 0x01u /* last data frame of a request */
+#define XFER_WIRE_F_AUTH 0x02u /* HELLO, HELLO_ACK: the sender holds a
+                                  shared secret and authenticates */
 
 /* Field meanings per type (unused fields are sent as 0 and ignored):
  *
  *   type       seg            tag        arg0          arg1         len
- *   HELLO      version        magic      own epoch     expected     name bytes
+ *   HELLO      version        magic      own epoch     expected     name [+ nonce]
  *                                                      target epoch (payload)
- *   HELLO_ACK  version        magic      own epoch     status       0
+ *   HELLO_ACK  version        magic      own epoch     status       0 or nonce + MAC
+ *   AUTH       0              0          0             status       MAC (32) or 0
+ *   AUTH_ACK   0              0          0             status       0
  *   WRITE      descriptor     request id key           remote addr  payload
  *   ACK        first failed   request id status        frames seen  0
  *              descriptor

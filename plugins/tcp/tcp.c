@@ -41,6 +41,7 @@ typedef struct tcp_config {
     size_t inline_max;
     size_t rx_buf;
     uint64_t backlog;
+    xfer__stream_limits_t lim; /* the engine's bounds (stream.h) */
 } tcp_config_t;
 
 #define P(n, t, d, doc, f, lo, hi) \
@@ -81,6 +82,7 @@ static const xfer_param_t tcp_params[] = {
       rx_buf, 4096, 256 << 20),
     P("backlog", XFER_PARAM_UINT, "128", "listen(2) backlog", backlog, 1,
       65535),
+    XFER__STREAM_LIMIT_PARAMS(tcp_config_t, lim),
 };
 #undef P
 
@@ -144,6 +146,27 @@ static int addr_is_any(const struct sockaddr_storage *ss)
         return ((const struct sockaddr_in *)ss)->sin_addr.s_addr ==
                htonl(INADDR_ANY);
     return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+}
+
+/* Reachable from this host alone: 127.0.0.0/8, ::1, ::ffff:127.x. */
+static int addr_is_loopback(const struct sockaddr_storage *ss)
+{
+    const struct in6_addr *a6;
+
+    if (ss->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >>
+                24) == 127;
+    a6 = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a6) ||
+           (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+}
+
+/* Whether the agent holds a shared secret (ABI minor 4: an older core
+ * offers none). */
+static int host_auth(const xfer_host_t *host)
+{
+    return host->size >= offsetof(xfer_host_t, auth) + sizeof(host->auth) &&
+           host->auth;
 }
 
 /* For a wildcard listener, advertise an address a remote host can reach:
@@ -345,9 +368,10 @@ static int tcp_connect(void *tctx, const void *info, size_t len,
     }
 }
 
-static void tcp_accepted(void *tctx, int fd)
+static int tcp_accepted(void *tctx, int fd)
 {
     sock_opts(tctx, fd);
+    return 0;
 }
 
 static const xfer__stream_transport_t tcp_transport = {
@@ -429,9 +453,14 @@ static xfer_status_t tcp_init(const xfer_host_t *host, const void *config,
     scfg.timeout_ms = t->cfg.timeout_ms;
     scfg.inline_max = t->cfg.inline_max;
     scfg.rx_buf = t->cfg.rx_buf;
+    scfg.lim = t->cfg.lim;
     st = xfer__stream_create(host, &tcp_transport, t, &scfg, t->lfd, be);
     if (st != XFER_OK)
         goto fail;
+    if (!addr_is_loopback(&ss) && !host_auth(host))
+        host->log(host->ctx, XFER_LOG_WARN, "listening on %s without "
+                  "authentication: anyone who reaches it can claim any "
+                  "agent's name (set auth_key_file, docs/security.md)", a);
     {
         char where[80];
 

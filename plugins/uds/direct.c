@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -96,13 +97,14 @@ static void gate_update(uds_t *u, xfer__stream_conn_t *c)
                            : NULL);
 }
 
-static void share_start(uds_t *u, xfer__stream_conn_t *c);
 static void share_end(uds_t *u, uds_share_t *sh);
-static uint64_t share_count(const uds_share_t *sh);
 
-/* Initiator: the pid the kernel recorded when the target listened, in
- * our pid namespace: the process we copy into is the one we handshook
- * with.  Target: share memory with a peer of our own user. */
+/* Initiator: the process we copy into is the one we handshook with
+ * (the pid the kernel recorded when it listened, in our pid namespace),
+ * and it runs as our user or one in allow_uids: no other may hand us
+ * memory or learn our registrations' addresses.  Target: the engine
+ * accepted only such peers; what we share waits for their first
+ * checked operation (xfer__uds_mem_checked). */
 xfer_status_t xfer__uds_conn_up(void *tctx, xfer__stream_conn_t *c,
                                 char *msg, size_t msg_size)
 {
@@ -111,18 +113,22 @@ xfer_status_t xfer__uds_conn_up(void *tctx, xfer__stream_conn_t *c,
     struct ucred cr;
     socklen_t sl = sizeof cr;
 
-    if (!xfer__stream_conn_initiator(c)) {
-        share_start(u, c);
+    if (!xfer__stream_conn_initiator(c))
         return XFER_OK;
-    }
     tc = conn_init(u, c);
     if (getsockopt(xfer__stream_conn_fd(c), SOL_SOCKET, SO_PEERCRED, &cr,
                    &sl) < 0) {
         snprintf(msg, msg_size, "SO_PEERCRED: %s", strerror(errno));
         return XFER_ERR_BACKEND;
     }
+    if (!xfer__uds_uid_ok(u, cr.uid)) {
+        snprintf(msg, msg_size, "uds: agent '%s' (pid %d) runs as uid %u, "
+                 "not this user (uid %u) nor one in allow_uids: refused",
+                 xfer__stream_conn_name(c), (int)cr.pid, (unsigned)cr.uid,
+                 (unsigned)u->uid);
+        return XFER_ERR_AUTH;
+    }
     tc->pid = cr.pid;
-    tc->same_uid = cr.uid == u->uid;
     if (!cr.pid)
         tc->socket_only = 1; /* not visible from our pid namespace */
     gate_update(u, c);
@@ -157,78 +163,135 @@ void xfer__uds_conn_down(void *tctx, xfer__stream_conn_t *c,
 
 
 
-/* A descriptor the target passed: its stamp, our in-flight page, or a
- * memfd of its registrations, mapped for the life of the connection. */
-static void fd_take(uds_t *u, uds_conn_t *tc, uint64_t id, uint64_t size,
-                    int fd)
+/* Whether fd, which the target says holds size bytes, can be mapped
+ * without a fault: a memfd sealed against shrinking, at least that long
+ * (a shorter file, or one the target could truncate later, would make
+ * our next copy a SIGBUS).  F_GET_SEALS first: it asks nothing of a
+ * file system that is not shmem, where fstat could block. */
+static xfer_status_t fd_check(int fd, const char *what, uint64_t id,
+                              uint64_t size, char *msg, size_t msg_size)
 {
+    int seals = fcntl(fd, F_GET_SEALS);
+    struct stat sb;
+
+    if (seals < 0) {
+        snprintf(msg, msg_size, "uds: the target shared %s (id 0x%llx) "
+                 "that is not a memfd (F_GET_SEALS: %s): refused", what,
+                 (unsigned long long)id, strerror(errno));
+        return XFER_ERR_REMOTE_DISCONNECT;
+    }
+    if (!(seals & F_SEAL_SHRINK)) {
+        snprintf(msg, msg_size, "uds: the target shared %s (id 0x%llx) "
+                 "not sealed against shrinking (F_SEAL_SHRINK): refused",
+                 what, (unsigned long long)id);
+        return XFER_ERR_REMOTE_DISCONNECT;
+    }
+    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_size < 0 ||
+        (uint64_t)sb.st_size < size || !size || size > SIZE_MAX) {
+        snprintf(msg, msg_size, "uds: the target shared %s (id 0x%llx) "
+                 "of %lld bytes and claims %llu: refused", what,
+                 (unsigned long long)id, (long long)sb.st_size,
+                 (unsigned long long)size);
+        return XFER_ERR_REMOTE_DISCONNECT;
+    }
+    return XFER_OK;
+}
+
+/* A descriptor the target passed: our in-flight page, its stamp, or the
+ * memfd of a registration we used, mapped for the life of the
+ * connection (one that comes again is dropped); the number of memfds is
+ * bounded by shm_maps_max.  A bad one closes the connection (msg says
+ * why). */
+static xfer_status_t fd_take(uds_t *u, xfer__stream_conn_t *c,
+                             uds_conn_t *tc, uint64_t id, uint64_t size,
+                             int fd, char *msg, size_t msg_size)
+{
+    int page = id == 0 || id == UDS_CONN_FD_ID;
+    const char *what = id == 0 ? "its registration stamp"
+                       : id == UDS_CONN_FD_ID ? "our in-flight page"
+                                              : "a descriptor";
+    int dup = id == 0 ? tc->gen != NULL
+              : id == UDS_CONN_FD_ID ? tc->inflight != NULL : 0;
+    xfer_status_t st;
     void *p;
 
-    if (tc && id == 0) {
-        /* The registration stamp: read-only, one page. */
-        if (!tc->gen && size == GEN_SIZE) {
-            p = mmap(NULL, GEN_SIZE, PROT_READ, MAP_SHARED, fd, 0);
-            if (p != MAP_FAILED)
-                tc->gen = p;
-        }
-        close(fd);
-        return;
+    for (size_t i = 0; !page && i < tc->nmaps; i++)
+        dup |= tc->maps[i].id == id;
+    if (dup)
+        return XFER_OK; /* mapped already: nothing more to hold */
+    if (page && size != GEN_SIZE) {
+        snprintf(msg, msg_size, "uds: the target shared %s (id 0x%llx) "
+                 "of %llu bytes, not one page: refused", what,
+                 (unsigned long long)id, (unsigned long long)size);
+        return XFER_ERR_REMOTE_DISCONNECT;
     }
-    if (tc && id == UDS_CONN_FD_ID) {
-        /* Our in-flight count at the target: read-write, one page. */
-        if (!tc->inflight && size == INFLIGHT_SIZE) {
-            p = mmap(NULL, INFLIGHT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
-                     fd, 0);
-            if (p != MAP_FAILED)
-                tc->inflight = p;
+    st = fd_check(fd, what, id, size, msg, msg_size);
+    if (st != XFER_OK)
+        return st;
+    if (page) {
+        p = mmap(NULL, GEN_SIZE, id ? PROT_READ | PROT_WRITE : PROT_READ,
+                 MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) {
+            snprintf(msg, msg_size, "uds: cannot map %s: %s", what,
+                     strerror(errno));
+            return XFER_ERR_REMOTE_DISCONNECT;
         }
-        close(fd);
-        return;
+        if (id)
+            tc->inflight = p;
+        else
+            tc->gen = p;
+        return XFER_OK;
     }
-    for (size_t i = 0; tc && i < tc->nmaps; i++)
-        if (tc->maps[i].id == id) {
-            close(fd);
-            return;
-        }
-    if (!tc || !size || size > SIZE_MAX) {
-        close(fd);
-        return;
+    if (tc->nmaps >= u->cfg.shm_maps_max) {
+        if (!tc->warned_maps)
+            ULOG(u, XFER_LOG_WARN, "uds: agent '%s' shares more than "
+                 "shm_maps_max=%llu memfds on one connection: the others' "
+                 "data moves by cma or the socket",
+                 xfer__stream_conn_name(c),
+                 (unsigned long long)u->cfg.shm_maps_max);
+        tc->warned_maps = 1;
+        return XFER_OK;
     }
     if (tc->nmaps == tc->cap) {
         size_t cap = tc->cap ? tc->cap * 2 : 8;
         uds_map_t *m = realloc(tc->maps, cap * sizeof *m);
 
         if (!m) {
-            close(fd);
-            return;
+            snprintf(msg, msg_size, "uds: out of memory");
+            return XFER_ERR_NOMEM;
         }
         tc->maps = m;
         tc->cap = cap;
     }
     p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
     if (p == MAP_FAILED) {
+        /* Its data still moves, by cma or the socket. */
         ULOG(u, XFER_LOG_WARN, "cannot map a shared memfd of %llu bytes: %s",
              (unsigned long long)size, strerror(errno));
-        return;
+        return XFER_OK;
     }
     tc->maps[tc->nmaps].id = id;
     tc->maps[tc->nmaps].base = p;
     tc->maps[tc->nmaps].size = (size_t)size;
     tc->nmaps++;
+    return XFER_OK;
 }
 
 /* The maps may move: fast posts wait at the gate meanwhile. */
-void xfer__uds_fd_received(void *tctx, xfer__stream_conn_t *c, uint64_t id,
-                           uint64_t size, int fd)
+xfer_status_t xfer__uds_fd_received(void *tctx, xfer__stream_conn_t *c,
+                                    uint64_t id, uint64_t size, int fd,
+                                    char *msg, size_t msg_size)
 {
     uds_t *u = tctx;
     uds_conn_t *tc = conn_init(u, c);
+    xfer_status_t st;
 
     if (tc->gate)
         gate_set(tc->gate, NULL);
-    fd_take(u, tc, id, size, fd);
+    st = fd_take(u, c, tc, id, size, fd, msg, msg_size);
+    close(fd);
     gate_update(u, c);
+    return st;
 }
 
 /* Where remote [raddr, raddr+len) of a region packed as shared lies in
@@ -448,16 +511,14 @@ static xfer_status_t direct_copy(uds_t *u, uds_conn_t *tc, xfer_op_t op,
             if (r < 0) {
                 snprintf(msg, msg_size, "uds (mode=shm): remote descriptor "
                          "%zu (addr 0x%llx) is not in memory the target "
-                         "allocated with xfer_mem_alloc",
+                         "shares (a registration for READ and WRITE that "
+                         "covers a whole xfer_mem_alloc allocation)",
                          bad, (unsigned long long)segs[bad].raddr);
                 return XFER_ERR_NOT_SUPPORTED;
             }
-            if (!tc->same_uid) {
-                snprintf(msg, msg_size, "uds (mode=shm): the target runs as "
-                         "another user and does not share its memory");
-                return XFER_ERR_ACCESS;
-            }
-            return XFER_IN_PROG; /* its SHM_FD frame is on the way */
+            /* Not mapped on this connection yet: frames, whose answer
+             * the target sends after the memfd. */
+            return XFER_ERR_NOT_SUPPORTED;
         }
     }
     if (tc->socket_only) {
@@ -476,8 +537,7 @@ static xfer_status_t direct_copy(uds_t *u, uds_conn_t *tc, xfer_op_t op,
 }
 
 /* Move a request's data without frames.  XFER_OK: all of it moved;
- * XFER_ERR_NOT_SUPPORTED: use the frames; XFER_IN_PROG: ask again when
- * more input arrived (a memfd on its way); another error: the request
+ * XFER_ERR_NOT_SUPPORTED: use the frames; another error: the request
  * fails with it and the sentence in msg.  *vgen: on entry the stamp the
  * request earned (0: none); set to the one to record should the frames
  * succeed.  Data moves directly only while the stamp is current. */
@@ -488,16 +548,10 @@ static xfer_status_t direct(uds_t *u, uds_conn_t *tc, xfer_op_t op,
     uint64_t g;
     xfer_status_t st;
 
-    if (u->mode == MODE_SOCKET)
+    /* No stamp yet: the target sends it with the answer to this
+     * connection's first operation it accepted. */
+    if (u->mode == MODE_SOCKET || !tc->gen)
         return XFER_ERR_NOT_SUPPORTED;
-    if (!tc->gen) {
-        if (u->mode == MODE_AUTO)
-            return XFER_ERR_NOT_SUPPORTED;
-        snprintf(msg, msg_size, "uds (mode=%s): the target shares no "
-                 "registration state with this user, so direct access "
-                 "cannot be checked", mode_names[u->mode]);
-        return XFER_ERR_ACCESS;
-    }
     /* The target checks a request's descriptors itself on its first post
      * (frames); after that, data moves directly until the target
      * deregisters anything.  Announcing the copy before reading the
@@ -525,10 +579,10 @@ static xfer_status_t direct(uds_t *u, uds_conn_t *tc, xfer_op_t op,
 /* Initiator: requests the engine holds for the direct path            */
 /* ------------------------------------------------------------------ */
 
-/* Start what c holds, oldest first, while the connection is up: the
- * data moves directly (its notification follows as a frame, after the
- * data), or the request goes as frames; one that must wait for more
- * input keeps the rest behind it, so notifications stay in order. */
+/* Start what c holds (requests posted before its handshake ended),
+ * oldest first, once the connection is up: the data moves directly (its
+ * notification follows as a frame, after the data), or the request goes
+ * as frames, in posting order, so notifications stay in order. */
 static void start_held(uds_t *u, xfer__stream_conn_t *c)
 {
     xfer_be_req_t *r;
@@ -544,8 +598,6 @@ static void start_held(uds_t *u, xfer__stream_conn_t *c)
         ur->vgen_post = ur->vgen;
         st = direct(u, conn_init(u, c), op, segs, nseg, &ur->vgen_post, msg,
                     sizeof msg);
-        if (st == XFER_IN_PROG)
-            return;
         if (st == XFER_ERR_NOT_SUPPORTED) {
             ur->framed = 1;
             xfer__stream_req_send(u->be, r);
@@ -658,18 +710,6 @@ xfer_status_t xfer__uds_req_post(xfer_be_t *be, xfer_be_req_t *req,
 /* Target: what we share with a peer                                   */
 /* ------------------------------------------------------------------ */
 
-/* Memfds go only to processes of our own user: the socket (abstract
- * ones have no permissions) must not hand our memory to anyone else. */
-static int share_ok(uds_t *u, int fd)
-{
-    struct ucred cr;
-    socklen_t sl = sizeof cr;
-
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &sl) < 0)
-        return 0;
-    return cr.uid == u->uid;
-}
-
 static uint64_t share_count(const uds_share_t *sh)
 {
     return sh->inflight ? __atomic_load_n(sh->inflight, __ATOMIC_SEQ_CST) : 0;
@@ -687,6 +727,7 @@ static void share_free(uds_t *u, uds_share_t *sh)
         munmap(sh->inflight, INFLIGHT_SIZE);
     if (sh->fd >= 0)
         close(sh->fd);
+    free(sh->sent);
     free(sh);
 }
 
@@ -696,44 +737,89 @@ void xfer__uds_shares_free(uds_t *u)
         share_free(u, u->shares);
 }
 
-/* A peer of ours handshook: before HELLO_ACK it gets the registration
- * stamp, an in-flight count of its own (a page), and the memfd of
- * every shared registration. */
-static void share_start(uds_t *u, xfer__stream_conn_t *c)
+/* A page of its own for the peer's in-flight count: sealed against
+ * shrinking (it is mapped here, and read by every deregistration). */
+static int inflight_page(uds_share_t *sh)
 {
-    uds_conn_t *tc = xfer__stream_conn_priv(c);
-    uds_share_t *sh;
     void *p = MAP_FAILED;
 
-    if (!share_ok(u, xfer__stream_conn_fd(c)) || !(sh = calloc(1, sizeof *sh)))
-        return;
+    sh->fd = memfd_create("xfer-uds-inflight", MFD_CLOEXEC |
+                          MFD_ALLOW_SEALING);
+    if (sh->fd >= 0 && ftruncate(sh->fd, INFLIGHT_SIZE) == 0 &&
+        fcntl(sh->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW |
+                                       F_SEAL_SEAL) == 0 &&
+        (p = mmap(NULL, INFLIGHT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+                  sh->fd, 0)) != MAP_FAILED) {
+        sh->inflight = p;
+        return 0;
+    }
+    if (sh->fd >= 0)
+        close(sh->fd);
+    sh->fd = -1;
+    return -1;
+}
+
+/* The first operation of a peer that passed our check: it gets its
+ * in-flight page, then the registration stamp (so that it never copies
+ * unannounced once it can check), ahead of the operation's answer. */
+static uds_share_t *share_start(uds_t *u, xfer__stream_conn_t *c)
+{
+    uds_conn_t *tc = xfer__stream_conn_priv(c);
+    uds_share_t *sh = calloc(1, sizeof *sh);
+
+    if (!sh)
+        return NULL; /* asked again at its next operation; frames work */
     sh->conn = c;
+    sh->fd = -1;
     sh->next = u->shares;
     if (u->shares)
         u->shares->prev = sh;
     u->shares = sh;
     tc->share = sh;
-    if (xfer__stream_conn_send_fd(c, 0, GEN_SIZE, u->gen_fd) != XFER_OK)
-        return;
-    sh->fd = memfd_create("xfer-uds-inflight", MFD_CLOEXEC);
-    if (sh->fd < 0 || ftruncate(sh->fd, INFLIGHT_SIZE) < 0 ||
-        (p = mmap(NULL, INFLIGHT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
-                  sh->fd, 0)) == MAP_FAILED) {
+    if (inflight_page(sh) < 0)
         /* The peer then copies unannounced, as an older peer would. */
         ULOG(u, XFER_LOG_WARN, "uds: in-flight page for a peer: %s",
              strerror(errno));
-        if (sh->fd >= 0)
-            close(sh->fd);
-        sh->fd = -1;
-    } else {
-        sh->inflight = p;
-        if (xfer__stream_conn_send_fd(c, UDS_CONN_FD_ID, INFLIGHT_SIZE,
-                                      sh->fd) != XFER_OK)
+    else if (xfer__stream_conn_send_fd(c, UDS_CONN_FD_ID, INFLIGHT_SIZE,
+                                       sh->fd) != XFER_OK)
+        return NULL;
+    if (xfer__stream_conn_send_fd(c, 0, GEN_SIZE, u->gen_fd) != XFER_OK)
+        return NULL;
+    return sh;
+}
+
+/* The peer presented the key of registration mem on c: from now on it
+ * may copy directly (stamp), and into mem's memfd if mem is shared.  A
+ * peer without a key gets nothing; one with a key gets only the memory
+ * that registration covers. */
+void xfer__uds_mem_checked(void *tctx, xfer__stream_conn_t *c, void *mem)
+{
+    uds_t *u = tctx;
+    uds_conn_t *tc = xfer__stream_conn_priv(c);
+    uds_share_t *sh = tc->share;
+    const uds_mem_t *m = xfer__stream_mem_priv(mem);
+
+    if (u->gen_fd < 0)
+        return;
+    if (!sh && !(sh = share_start(u, c)))
+        return;
+    /* The peer maps at most its shm_maps_max; ours bounds the list. */
+    if (!m->shared || sh->nsent >= u->cfg.shm_maps_max)
+        return;
+    for (size_t i = 0; i < sh->nsent; i++)
+        if (sh->sent[i] == m->id)
             return;
+    if (sh->nsent == sh->cap) {
+        size_t cap = sh->cap ? sh->cap * 2 : 8;
+        uint64_t *n = realloc(sh->sent, cap * sizeof *n);
+
+        if (!n)
+            return; /* not shared: its data moves by cma or the socket */
+        sh->sent = n;
+        sh->cap = cap;
     }
-    for (uds_mem_t *m = u->mems; m; m = m->next)
-        if (xfer__stream_conn_send_fd(c, m->id, m->size, m->fd) != XFER_OK)
-            return;
+    if (xfer__stream_conn_send_fd(c, m->id, m->size, m->fd) == XFER_OK)
+        sh->sent[sh->nsent++] = m->id;
 }
 
 /* The peer's connection closed.  If it closed it, it unmapped the page
@@ -753,7 +839,6 @@ xfer_status_t xfer__uds_mem_share(uds_t *u, void *mem,
                                   const xfer_shm_info_t *si)
 {
     uds_mem_t *m = xfer__stream_mem_priv(mem);
-    uds_share_t *sh, *next;
 
     if (m->shared)
         return XFER_OK;
@@ -765,17 +850,6 @@ xfer_status_t xfer__uds_mem_share(uds_t *u, void *mem,
     m->id = si->id;
     m->size = si->size;
     m->off = si->offset;
-    m->next = u->mems;
-    if (u->mems)
-        u->mems->prev = m;
-    u->mems = m;
-    /* Peers already connected learn of it before they can hold metadata
-     * that names it: the frame is queued before this call returns. */
-    for (sh = u->shares; sh; sh = next) {
-        next = sh->next;
-        if (sh->conn)
-            xfer__stream_conn_send_fd(sh->conn, m->id, m->size, m->fd);
-    }
     return XFER_OK;
 }
 
@@ -783,14 +857,9 @@ void xfer__uds_mem_unshare(uds_t *u, void *mem)
 {
     uds_mem_t *m = xfer__stream_mem_priv(mem);
 
+    (void)u;
     if (!m->shared)
         return;
-    if (m->prev)
-        m->prev->next = m->next;
-    else
-        u->mems = m->next;
-    if (m->next)
-        m->next->prev = m->prev;
     close(m->fd);
     m->shared = 0;
 }

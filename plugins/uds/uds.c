@@ -7,11 +7,13 @@
 #define _GNU_SOURCE
 #endif
 
+#include <dirent.h>
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sched.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,12 +41,25 @@
 static const xfer_param_t uds_params[] = {
     P("path", XFER_PARAM_STRING, "",
       "socket path to listen on (created with mode 0600, removed at exit); "
-      "empty: a unique abstract socket",
+      "empty: a unique socket in $XDG_RUNTIME_DIR/xfer or /tmp/xfer-<uid>, "
+      "a directory of ours with mode 0700; @name or @: an abstract socket, "
+      "which any local user may reach (only allowed users are served)",
       path, 1, 0),
+    P("allow_uids", XFER_PARAM_STRING, "",
+      "users besides our own (numeric uids, separated by ':' or spaces, at "
+      "most 32) that may connect, be connected to and share memory; "
+      "peers of any other user are refused (SO_PEERCRED)",
+      allow_uids, 1, 0),
     P("mode", XFER_PARAM_STRING, "auto",
-      "data path: auto (shm where the target's memory is from "
-      "xfer_mem_alloc, else cma, else socket), cma, shm or socket",
+      "data path: auto (shm where the target's registration covers a "
+      "whole xfer_mem_alloc allocation, else cma, else socket), cma, shm "
+      "or socket",
       mode, 1, 0),
+    P("shm_maps_max", XFER_PARAM_UINT, "1024",
+      "memfds shared on one connection, each way (an initiator maps each "
+      "until the connection closes); beyond, data moves by cma or the "
+      "socket",
+      shm_maps_max, 1, 1 << 20),
     P("timeout_ms", XFER_PARAM_UINT, "10000",
       "a connect or posted transfer that makes no progress this long fails "
       "with XFER_ERR_TIMEOUT",
@@ -58,6 +73,7 @@ static const xfer_param_t uds_params[] = {
       rx_buf, 4096, 256 << 20),
     P("backlog", XFER_PARAM_UINT, "128", "listen(2) backlog", backlog, 1,
       65535),
+    XFER__STREAM_LIMIT_PARAMS(uds_config_t, lim),
 };
 #undef P
 
@@ -172,10 +188,36 @@ static void uds_bufs(int fd)
     (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
 }
 
-static void uds_accepted(void *tctx, int fd)
+int xfer__uds_uid_ok(const uds_t *u, uid_t uid)
 {
-    (void)tctx;
+    if (uid == u->uid)
+        return 1;
+    for (unsigned i = 0; i < u->nallow; i++)
+        if (u->allow[i] == uid)
+            return 1;
+    return 0;
+}
+
+/* Whatever the socket (an abstract one has no permissions at all), only
+ * our own user and allow_uids are served: the kernel says who connected. */
+static int uds_accepted(void *tctx, int fd)
+{
+    uds_t *u = tctx;
+    struct ucred cr = { 0, (uid_t)-1, (gid_t)-1 };
+    socklen_t sl = sizeof cr;
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &sl) < 0 ||
+        !xfer__uds_uid_ok(u, cr.uid)) {
+        /* Said once at WARN: a local user must not fill our log. */
+        ULOG(u, u->refused++ ? XFER_LOG_DEBUG : XFER_LOG_WARN,
+             "uds: refused a connection from pid %d, uid %u: not this "
+             "user (uid %u) nor one in allow_uids (later refusals are "
+             "logged at debug level)",
+             (int)cr.pid, (unsigned)cr.uid, (unsigned)u->uid);
+        return -1;
+    }
     uds_bufs(fd);
+    return 0;
 }
 
 static int uds_connect(void *tctx, const void *info, size_t len,
@@ -217,41 +259,137 @@ static const xfer__stream_transport_t uds_transport = {
     .conn_down = xfer__uds_conn_down,
     .fd_received = xfer__uds_fd_received,
     .held_ready = xfer__uds_held_ready,
+    .mem_checked = xfer__uds_mem_checked,
 };
 
 /* ------------------------------------------------------------------ */
 /* Backend ops                                                         */
 /* ------------------------------------------------------------------ */
 
+/* The directory of default sockets: $XDG_RUNTIME_DIR/xfer when that
+ * directory is ours and private, else /tmp/xfer-<uid>.  Created 0700;
+ * one that exists must be a directory (not a link) of ours that no one
+ * else may enter, or anyone could replace our socket or reach it. */
+static xfer_status_t sock_dir(uds_t *u, char *dir, size_t size)
+{
+    const char *x = secure_getenv("XDG_RUNTIME_DIR");
+    struct stat sb;
+
+    if (x && x[0] == '/' && lstat(x, &sb) == 0 && S_ISDIR(sb.st_mode) &&
+        sb.st_uid == u->uid && !(sb.st_mode & 077) &&
+        (size_t)snprintf(dir, size, "%s/xfer", x) < size)
+        ;
+    else
+        snprintf(dir, size, "/tmp/xfer-%u", (unsigned)u->uid);
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return UERR(u, XFER_ERR_BACKEND, "uds: cannot create the socket "
+                    "directory %s: %s (set path= to listen elsewhere)", dir,
+                    strerror(errno));
+    if (lstat(dir, &sb) < 0)
+        return UERR(u, XFER_ERR_BACKEND, "uds: socket directory %s: %s",
+                    dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode) || sb.st_uid != u->uid || (sb.st_mode & 077))
+        return UERR(u, XFER_ERR_BACKEND, "uds: socket directory %s is %s "
+                    "owned by uid %u with mode 0%o, not a directory of uid "
+                    "%u that only it may enter (mode 0700): another user "
+                    "could reach or replace our socket; remove it, or set "
+                    "path= to listen elsewhere",
+                    dir, S_ISDIR(sb.st_mode) ? "a directory" : "not a "
+                    "directory,", (unsigned)sb.st_uid,
+                    (unsigned)(sb.st_mode & 07777), (unsigned)u->uid);
+    return XFER_OK;
+}
+
+/* Sockets of agents killed before they could remove theirs: a name of
+ * ours whose process is gone and where no one listens.  Bounded work. */
+static void sock_sweep(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    unsigned seen = 0;
+
+    while (d && (e = readdir(d)) && seen++ < 256) {
+        struct sockaddr_un sa;
+        char hex[17], extra;
+        long pid;
+        int fd;
+
+        if (sscanf(e->d_name, "%ld-%16[0-9a-f].sock%c", &pid, hex,
+                   &extra) != 2 || strlen(hex) != 16 || pid <= 0 ||
+            kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        memset(&sa, 0, sizeof sa);
+        sa.sun_family = AF_UNIX;
+        if ((size_t)snprintf(sa.sun_path, sizeof sa.sun_path, "%s/%s", dir,
+                             e->d_name) >= sizeof sa.sun_path)
+            continue;
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            break;
+        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 &&
+            errno == ECONNREFUSED)
+            unlink(sa.sun_path);
+        close(fd);
+    }
+    if (d)
+        closedir(d);
+}
+
+static uint64_t rand64(void)
+{
+    uint64_t rnd = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+
+    if (fd >= 0) {
+        if (read(fd, &rnd, sizeof rnd) != (ssize_t)sizeof rnd)
+            rnd = 0;
+        close(fd);
+    }
+    return rnd;
+}
+
+/* path: a filesystem socket there; "": a unique one in sock_dir();
+ * "@name" or "@" (a unique name): an abstract socket. */
 static xfer_status_t uds_listen(uds_t *u, struct sockaddr_un *sa,
                                 socklen_t *sl, size_t *plen)
 {
     const char *path = u->cfg.path ? u->cfg.path : "";
+    char fs[UDS_PATH_MAX + 64];
+    int abstract = path[0] == '@';
+    xfer_status_t st;
 
     memset(sa, 0, sizeof *sa);
     sa->sun_family = AF_UNIX;
-    if (path[0]) {
-        *plen = strlen(path);
-        if (*plen > UDS_PATH_MAX - 2)
-            return UERR(u, XFER_ERR_CONFIG,
-                        "uds: path '%s' is longer than %u bytes", path,
-                        UDS_PATH_MAX - 2);
-        memcpy(sa->sun_path, path, *plen);
-        *sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + *plen + 1);
-        snprintf(u->fs_path, sizeof u->fs_path, "%s", path);
+    if (abstract && path[1]) {
+        snprintf(fs, sizeof fs, "%s", path + 1);
+    } else if (abstract) {
+        snprintf(fs, sizeof fs, "xfer-uds-%ld-%016llx", (long)getpid(),
+                 (unsigned long long)rand64());
+    } else if (path[0]) {
+        snprintf(fs, sizeof fs, "%s", path);
     } else {
-        uint64_t rnd = 0;
-        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        char dir[UDS_PATH_MAX + 16];
 
-        if (fd >= 0) {
-            if (read(fd, &rnd, sizeof rnd) != (ssize_t)sizeof rnd)
-                rnd = 0;
-            close(fd);
-        }
-        *plen = (size_t)snprintf(sa->sun_path + 1, sizeof sa->sun_path - 1,
-                                 "xfer-uds-%ld-%016llx", (long)getpid(),
-                                 (unsigned long long)rnd);
+        if ((st = sock_dir(u, dir, sizeof dir)) != XFER_OK)
+            return st;
+        sock_sweep(dir);
+        snprintf(fs, sizeof fs, "%s/%ld-%016llx.sock", dir, (long)getpid(),
+                 (unsigned long long)rand64());
+    }
+    *plen = strlen(fs);
+    if (*plen > UDS_PATH_MAX - 2)
+        return UERR(u, XFER_ERR_CONFIG,
+                    "uds: socket path '%s%s' is longer than %u bytes%s",
+                    abstract ? "@" : "", fs, UDS_PATH_MAX - 2,
+                    path[0] ? "" : " (XDG_RUNTIME_DIR is too long: set "
+                                   "path=)");
+    if (abstract) {
+        memcpy(sa->sun_path + 1, fs, *plen);
         *sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + *plen);
+    } else {
+        memcpy(sa->sun_path, fs, *plen);
+        *sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + *plen + 1);
+        snprintf(u->fs_path, sizeof u->fs_path, "%s", fs);
     }
     u->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (u->lfd < 0)
@@ -261,8 +399,7 @@ static xfer_status_t uds_listen(uds_t *u, struct sockaddr_un *sa,
 
         u->fs_path[0] = '\0';
         return UERR(u, XFER_ERR_BACKEND, "uds: cannot bind %s%s: %s%s",
-                    path[0] ? "" : "@", path[0] ? path : sa->sun_path + 1,
-                    strerror(e),
+                    abstract ? "@" : "", fs, strerror(e),
                     e == EADDRINUSE ? " (remove a stale socket file or pick "
                                       "another path)" : "");
     }
@@ -271,6 +408,65 @@ static xfer_status_t uds_listen(uds_t *u, struct sockaddr_un *sa,
                     strerror(errno));
     if (listen(u->lfd, (int)u->cfg.backlog) < 0)
         return UERR(u, XFER_ERR_BACKEND, "uds: listen: %s", strerror(errno));
+    return XFER_OK;
+}
+
+/* allow_uids: numbers separated by ':', ',' or blanks. */
+static xfer_status_t parse_allow(uds_t *u)
+{
+    const char *p = u->cfg.allow_uids ? u->cfg.allow_uids : "";
+
+    for (;;) {
+        char *end;
+        unsigned long v;
+
+        p += strspn(p, ":, \t");
+        if (!*p)
+            return XFER_OK;
+        errno = 0;
+        v = strtoul(p, &end, 10);
+        if (end == p || errno || v >= (uid_t)-1 ||
+            (*end && !strchr(":, \t", *end)))
+            return UERR(u, XFER_ERR_CONFIG, "uds: allow_uids '%s' is not a "
+                        "list of numeric uids (at '%.16s')",
+                        u->cfg.allow_uids, p);
+        if (u->nallow == UDS_ALLOW_MAX)
+            return UERR(u, XFER_ERR_CONFIG, "uds: allow_uids lists more "
+                        "than %u uids", UDS_ALLOW_MAX);
+        u->allow[u->nallow++] = (uid_t)v;
+        p = end;
+    }
+}
+
+/* The registration stamp: a page we write and peers may only read.
+ * F_SEAL_FUTURE_WRITE (Linux 5.1) keeps our own mapping writable and
+ * refuses every later write, writable mapping or mprotect through any
+ * descriptor of the file (one a peer reopens through /proc included). */
+static xfer_status_t stamp_create(uds_t *u)
+{
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+    u->gen_fd = memfd_create("xfer-uds-stamp", MFD_CLOEXEC |
+                             MFD_ALLOW_SEALING);
+    if (u->gen_fd < 0 || ftruncate(u->gen_fd, GEN_SIZE) < 0 ||
+        (u->gen = mmap(NULL, GEN_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+                       u->gen_fd, 0)) == MAP_FAILED) {
+        u->gen = NULL;
+        return UERR(u, XFER_ERR_BACKEND, "uds: registration stamp memfd: %s",
+                    strerror(errno));
+    }
+    if (fcntl(u->gen_fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK |
+                                          F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+        /* Without it a peer could rewind the stamp for all: share none,
+         * and peers move data through the socket. */
+        ULOG(u, XFER_LOG_WARN, "uds: this kernel cannot seal the "
+             "registration stamp read-only (F_SEAL_FUTURE_WRITE: %s; "
+             "Linux 5.1 has it): peers move data through the socket",
+             strerror(errno));
+        close(u->gen_fd);
+        u->gen_fd = -1;
+    }
     return XFER_OK;
 }
 
@@ -304,18 +500,10 @@ static xfer_status_t uds_init(const xfer_host_t *host, const void *config,
                   u->cfg.mode ? u->cfg.mode : "");
         goto fail;
     }
-    st = uds_listen(u, &sa, &sl, &plen);
-    if (st != XFER_OK)
+    if ((st = parse_allow(u)) != XFER_OK ||
+        (st = uds_listen(u, &sa, &sl, &plen)) != XFER_OK ||
+        (st = stamp_create(u)) != XFER_OK)
         goto fail;
-    u->gen_fd = memfd_create("xfer-uds-stamp", MFD_CLOEXEC);
-    if (u->gen_fd < 0 || ftruncate(u->gen_fd, GEN_SIZE) < 0 ||
-        (u->gen = mmap(NULL, GEN_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
-                       u->gen_fd, 0)) == MAP_FAILED) {
-        u->gen = NULL;
-        st = UERR(u, XFER_ERR_BACKEND, "uds: registration stamp memfd: %s",
-                  strerror(errno));
-        goto fail;
-    }
 
     memset(u->info, 0, sizeof u->info);
     v32 = htole32(UDS_INFO_MAGIC);
@@ -337,6 +525,7 @@ static xfer_status_t uds_init(const xfer_host_t *host, const void *config,
     scfg.timeout_ms = u->cfg.timeout_ms;
     scfg.inline_max = u->cfg.inline_max;
     scfg.rx_buf = u->cfg.rx_buf;
+    scfg.lim = u->cfg.lim;
     scfg.conn_priv = sizeof(uds_conn_t);
     scfg.req_priv = sizeof(uds_req_t);
     scfg.mem_priv = sizeof(uds_mem_t);
@@ -378,7 +567,8 @@ static void uds_fini(xfer_be_t *be)
     xfer__uds_shares_free(u); /* closed ones still counting */
     close(u->lfd);
     munmap(u->gen, GEN_SIZE);
-    close(u->gen_fd);
+    if (u->gen_fd >= 0)
+        close(u->gen_fd);
     free(u->where);
     if (u->fs_path[0])
         unlink(u->fs_path);
@@ -400,21 +590,40 @@ static xfer_status_t uds_conn_info(xfer_be_t *be, void *buf, size_t *len)
     return XFER_OK;
 }
 
-/* Memory from xfer_mem_alloc is offered to peers as a memfd. */
+/* Whether a registration may be handed to peers as its memfd.  A memfd
+ * maps all of its file, for reading and writing, whatever the fd's mode
+ * (a same-user peer can reopen it through /proc): so only a registration
+ * that covers a whole xfer_mem_alloc allocation, for READ and WRITE,
+ * exposes nothing more than registered; and only a memfd sealed against
+ * shrinking, or a peer could make our own accesses fault.  Any other
+ * registration moves by CMA or the socket. */
+static int shareable(uds_t *u, const xfer_be_region_t *r,
+                     xfer_shm_info_t *si)
+{
+    const xfer_host_t *h = u->host;
+    int seals;
+
+    if (u->mode == MODE_CMA || u->mode == MODE_SOCKET || u->gen_fd < 0 ||
+        h->size < offsetof(xfer_host_t, shm_lookup) + sizeof(h->shm_lookup) ||
+        !h->shm_lookup ||
+        h->shm_lookup(h->ctx, r->addr, r->len, si) != XFER_OK)
+        return 0;
+    if (si->offset != 0 || r->len < si->size ||
+        (r->access & XFER_ACCESS_RW) != XFER_ACCESS_RW)
+        return 0;
+    seals = fcntl(si->fd, F_GET_SEALS);
+    return seals >= 0 && (seals & F_SEAL_SHRINK);
+}
+
 static xfer_status_t mem_register(xfer_be_t *be, const xfer_be_region_t *r,
                                   void **mem)
 {
     uds_t *u = xfer__stream_tctx(be);
-    const xfer_host_t *h = u->host;
     xfer_shm_info_t si;
     xfer_status_t st = xfer__stream_mem_register(be, r, mem);
 
-    if (st != XFER_OK || u->mode == MODE_CMA || u->mode == MODE_SOCKET)
+    if (st != XFER_OK || !shareable(u, r, &si))
         return st;
-    if (h->size < offsetof(xfer_host_t, shm_lookup) + sizeof(h->shm_lookup) ||
-        !h->shm_lookup ||
-        h->shm_lookup(h->ctx, r->addr, r->len, &si) != XFER_OK)
-        return XFER_OK;
     st = xfer__uds_mem_share(u, *mem, &si);
     if (st != XFER_OK) {
         xfer__stream_mem_deregister(be, *mem);

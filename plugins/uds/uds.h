@@ -21,12 +21,19 @@
 
 typedef struct uds_config {
     const char *path;
+    const char *allow_uids;
     const char *mode;
+    uint64_t shm_maps_max;
     uint64_t timeout_ms;
     size_t inline_max;
     size_t rx_buf;
     uint64_t backlog;
+    xfer__stream_limits_t lim; /* the engine's bounds (stream.h) */
 } uds_config_t;
+
+/* Users besides our own that may connect, be connected to and share
+ * memory (allow_uids). */
+#define UDS_ALLOW_MAX 32
 
 
 enum { MODE_AUTO, MODE_CMA, MODE_SHM, MODE_SOCKET };
@@ -54,9 +61,11 @@ enum { PATH_SOCKET, PATH_SHM, PATH_CMA, PATH_EPERM, NPATHS };
 #define UDS_PACK_MAGIC 0x4d445558u
 #define UDS_PACK_SIZE 24u
 
-/* Target side: one accepted peer's count of direct copies under way into
- * this process (a page it maps read-write), so that a deregistration can
- * wait for the copies that passed the stamp check before it bumped it. */
+/* Target side: what one accepted peer was given, from its first
+ * operation that passed the target's check (it proved a key): its count
+ * of direct copies under way into this process (a page it maps
+ * read-write), so that a deregistration can wait for the copies that
+ * passed the stamp check before it bumped it, and the memfds it got. */
 typedef struct uds_share {
     struct uds_share *next, *prev;
     xfer__stream_conn_t *conn;  /* NULL once it closed */
@@ -64,12 +73,14 @@ typedef struct uds_share {
     uint64_t *inflight;
     int closed;     /* its connection closed: kept until it reads 0 */
     int stuck;      /* outlived a deregistration's bound: not waited for */
+    uint64_t *sent; /* ids of the memfds sent, each once per connection */
+    size_t nsent, cap;
 } uds_share_t;
 
-/* A registration that lies in a memfd (xfer_mem_alloc memory): the
- * engine keeps it as the registration's private bytes. */
+/* A registration that covers a whole xfer_mem_alloc allocation, read
+ * and write: the only memory handed to peers as a memfd (the engine
+ * keeps it as the registration's private bytes). */
 typedef struct uds_mem {
-    struct uds_mem *next, *prev;
     int shared;
     int fd;                         /* our duplicate of its memfd */
     uint64_t id, size, off;
@@ -102,20 +113,24 @@ typedef struct uds {
     int lfd;
     char fs_path[UDS_PATH_MAX + 1]; /* "" for an abstract socket */
     uid_t uid;
+    uid_t allow[UDS_ALLOW_MAX];     /* allow_uids */
+    unsigned nallow;
+    unsigned long refused;          /* connections of other users */
     int warned_socket;              /* the EPERM fallback was logged */
     unsigned npath[NPATHS];         /* connections by their last path
                                        (atomic: fast posts move them) */
-    int gen_fd;                     /* memfd of the registration stamp */
+    int gen_fd;                     /* memfd of the registration stamp,
+                                       sealed: peers map it read-only;
+                                       -1: not shareable (old kernel) */
     uint64_t *gen;                  /* bumped by every deregistration */
     uint8_t info[UDS_INFO_SIZE];
     struct iovec liov[UDS_IOV], riov[UDS_IOV];
     uint8_t **where;                /* shm: resolved remote addresses */
     size_t where_cap;
     /* Accepted peers we share memory with, and their in-flight counts.
-     * Handshakes, closes (progress) and quiesce (mem_deregister) are
-     * serialised by lock. */
+     * Their first checked operations, closes (progress) and quiesce
+     * (mem_deregister) are serialised by lock. */
     uds_share_t *shares;
-    uds_mem_t *mems;                /* shared registrations */
     int warned_quiesce;             /* a peer's copy outlived the bound */
 } uds_t;
 
@@ -136,7 +151,7 @@ typedef struct uds_conn {
     const uint64_t *gen;/* the target's registration stamp, read-only */
     uint64_t *inflight; /* our direct copies under way there (its page) */
     pid_t pid;          /* the target, as the kernel saw it connect */
-    int same_uid;       /* it shares memfds with us */
+    int warned_maps;    /* shm_maps_max reached (logged once) */
     int socket_only;    /* the kernel refused CMA: frames from now on
                            (written atomically: fast posts read it) */
     int path;           /* PATH_*, counted in uds_t.npath (atomic) */
@@ -169,19 +184,24 @@ typedef struct uds_req {
 #define UERR(u, st, ...) (u)->host->error((u)->host->ctx, (st), __VA_ARGS__)
 #define ULOG(u, lvl, ...) (u)->host->log((u)->host->ctx, (lvl), __VA_ARGS__)
 
+/* uds.c: whether processes of uid may talk to us (ours, allow_uids). */
+int xfer__uds_uid_ok(const uds_t *u, uid_t uid);
+
 /* direct.c: the events of a connection, and the ops it wraps. */
 xfer_status_t xfer__uds_conn_up(void *tctx, xfer__stream_conn_t *c,
                                 char *msg, size_t msg_size);
 void xfer__uds_conn_down(void *tctx, xfer__stream_conn_t *c,
                          xfer_status_t st, const char *why);
-void xfer__uds_fd_received(void *tctx, xfer__stream_conn_t *c, uint64_t id,
-                           uint64_t size, int fd);
+xfer_status_t xfer__uds_fd_received(void *tctx, xfer__stream_conn_t *c,
+                                    uint64_t id, uint64_t size, int fd,
+                                    char *msg, size_t msg_size);
 void xfer__uds_held_ready(void *tctx, xfer__stream_conn_t *c);
+void xfer__uds_mem_checked(void *tctx, xfer__stream_conn_t *c, void *mem);
 /* The backend's req_post: the fast path, else the locked one. */
 xfer_status_t xfer__uds_req_post(xfer_be_t *be, xfer_be_req_t *req,
                                  const void *notif, size_t notif_len);
-/* Offer a registration in a memfd to every peer we share memory with,
- * now and at later handshakes. */
+/* Keep the memfd of a registration that may be shared: it goes to a
+ * peer with the answer to its first operation on that registration. */
 xfer_status_t xfer__uds_mem_share(uds_t *u, void *mem,
                                   const xfer_shm_info_t *si);
 /* Forget a registration's memfd (deregistration). */

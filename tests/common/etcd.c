@@ -1,5 +1,6 @@
 /* etcd.c - the test etcd of etcd.h: one member on two free loopback ports,
- * a fresh data dir per start, health and API calls through libcurl. */
+ * a fresh data dir per start, health and API calls through libcurl; over
+ * TLS with certificates the openssl command makes in its dir. */
 #include "tests/common/etcd.h"
 
 #include <arpa/inet.h>
@@ -19,12 +20,21 @@
 
 #include "tests/common/xt.h"
 
+/* The files of a TLS etcd in its dir: xt_etcd_file_t's, then its own. */
+enum { SERVER_CERT = XT_ETCD_OTHER_CA + 1, SERVER_KEY, NFILES };
+static const char *const file_names[NFILES] = {
+    "ca.pem", "client.pem", "client.key", "other-ca.pem", "server.pem",
+    "server.key",
+};
+
 struct xt_etcd {
     char bin[4096];
     char dir[256];              /* data<gen>/ and etcd<gen>.log */
-    char url[64];               /* http://127.0.0.1:PORT */
+    char url[64];               /* http(s)://127.0.0.1:PORT */
     unsigned peer_port, gen;
     int pid;
+    bool tls;
+    char files[NFILES][300];    /* tls: paths of file_names */
 };
 
 typedef struct sink {
@@ -63,6 +73,11 @@ static bool call(const xt_etcd_t *e, const char *path, const char *body,
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, (void *)&s);
+    if (e->tls) {
+        curl_easy_setopt(h, CURLOPT_CAINFO, e->files[XT_ETCD_CA]);
+        curl_easy_setopt(h, CURLOPT_SSLCERT, e->files[XT_ETCD_CERT]);
+        curl_easy_setopt(h, CURLOPT_SSLKEY, e->files[XT_ETCD_KEY]);
+    }
     if (body != NULL) {
         hdrs = curl_slist_append(NULL, "Content-Type: application/json");
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
@@ -92,12 +107,30 @@ static bool healthy(const xt_etcd_t *e)
 static bool launch(xt_etcd_t *e)
 {
     char data[300], log[300], purl[64], cluster[96];
+    const char *argv[24] = {
+        "etcd", "--name", "xt", "--data-dir", data, "--listen-client-urls",
+        e->url, "--advertise-client-urls", e->url, "--listen-peer-urls",
+        purl, "--initial-advertise-peer-urls", purl, "--initial-cluster",
+        cluster,
+    };
+    size_t argc = 15;
     uint64_t end;
 
     snprintf(data, sizeof(data), "%s/data%u", e->dir, ++e->gen);
     snprintf(log, sizeof(log), "%s/etcd%u.log", e->dir, e->gen);
     snprintf(purl, sizeof(purl), "http://127.0.0.1:%u", e->peer_port);
     snprintf(cluster, sizeof(cluster), "xt=%s", purl);
+    if (e->tls) {
+        /* Clients only: the one member's peer URL stays plain. */
+        argv[argc++] = "--cert-file";
+        argv[argc++] = e->files[SERVER_CERT];
+        argv[argc++] = "--key-file";
+        argv[argc++] = e->files[SERVER_KEY];
+        argv[argc++] = "--trusted-ca-file";
+        argv[argc++] = e->files[XT_ETCD_CA];
+        argv[argc++] = "--client-cert-auth";
+    }
+    argv[argc] = NULL;
     fflush(NULL);
     e->pid = fork();
     if (e->pid < 0) {
@@ -114,11 +147,7 @@ static bool launch(xt_etcd_t *e)
             close(fd);
         }
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        execl(e->bin, "etcd", "--name", "xt", "--data-dir", data,
-              "--listen-client-urls", e->url, "--advertise-client-urls",
-              e->url, "--listen-peer-urls", purl,
-              "--initial-advertise-peer-urls", purl, "--initial-cluster",
-              cluster, (char *)NULL);
+        execv(e->bin, (char *const *)argv);
         _exit(127);
     }
     end = xt_now_ms() + 10000;
@@ -177,15 +206,14 @@ void xt_etcd_stop(xt_etcd_t *etcd)
     curl_global_cleanup();
 }
 
-/* What etcd said before it gave up, for the reader of the test log. */
-static void show_log(const xt_etcd_t *e)
+/* What a helper said before it gave up, for the reader of the test log. */
+static void show_file(const char *path, const char *what)
 {
-    char path[300], buf[4096];
+    char buf[4096];
     FILE *f;
     size_t n;
 
-    snprintf(path, sizeof(path), "%s/etcd%u.log", e->dir, e->gen);
-    fprintf(stderr, "etcd did not become healthy; its log:\n");
+    fprintf(stderr, "%s; its log (%s):\n", what, path);
     f = fopen(path, "r");
     if (f == NULL)
         return;
@@ -194,9 +222,71 @@ static void show_log(const xt_etcd_t *e)
     fclose(f);
 }
 
-xt_etcd_t *xt_etcd_start(void)
+static void show_log(const xt_etcd_t *e)
+{
+    char path[300];
+
+    snprintf(path, sizeof(path), "%s/etcd%u.log", e->dir, e->gen);
+    show_file(path, "etcd did not become healthy");
+}
+
+/* The openssl command to use, or NULL when there is none. */
+static const char *openssl_bin(void)
+{
+    const char *bin = getenv("XT_OPENSSL");
+
+    if (bin != NULL)
+        return access(bin, X_OK) == 0 ? bin : NULL;
+    return system("command -v openssl >/dev/null 2>&1") == 0 ? "openssl"
+                                                              : NULL;
+}
+
+/* A CA and a second one, a server certificate for 127.0.0.1 and a client
+ * certificate signed by the first, all EC P-256 and valid for a day, made
+ * in e->dir (0700, removed with it); false with openssl's words on
+ * stderr. */
+static bool make_certs(xt_etcd_t *e, const char *openssl)
+{
+    char cmd[4096];
+    int n, rc;
+
+    for (int i = 0; i < NFILES; i++)
+        snprintf(e->files[i], sizeof(e->files[i]), "%s/%s", e->dir,
+                 file_names[i]);
+    /* The server certificate is also etcd's client one: its gateway
+     * dials its own gRPC port with it, hence clientAuth. */
+    n = snprintf(cmd, sizeof(cmd),
+        "set -e; cd '%s'; exec >certs.log 2>&1; o='%s'; k='-newkey ec -pkeyopt "
+        "ec_paramgen_curve:prime256v1 -nodes'\n"
+        "$o req -x509 $k -days 1 -subj /CN=xt-ca -keyout ca.key "
+        "-out ca.pem\n"
+        "$o req -x509 $k -days 1 -subj /CN=xt-other-ca -keyout other-ca.key "
+        "-out other-ca.pem\n"
+        "printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth,"
+        "clientAuth\\n' >server.ext\n"
+        "printf 'extendedKeyUsage=clientAuth\\n' >client.ext\n"
+        "for c in server client; do\n"
+        "  $o req -new $k -subj /CN=xt-$c -keyout $c.key -out $c.csr\n"
+        "  $o x509 -req -days 1 -in $c.csr -CA ca.pem -CAkey ca.key "
+        "-CAcreateserial -extfile $c.ext -out $c.pem\n"
+        "done\n", e->dir, openssl);
+    if (n < 0 || (size_t)n >= sizeof(cmd))
+        return false;
+    fflush(NULL);
+    /* openssl chats on stderr even when it works: that goes to a file,
+     * shown only when it failed. */
+    rc = system(cmd);
+    if (rc != 0) {
+        snprintf(cmd, sizeof(cmd), "%s/certs.log", e->dir);
+        show_file(cmd, "openssl could not make the test certificates");
+    }
+    return rc == 0;
+}
+
+static xt_etcd_t *start(bool tls)
 {
     const char *bin = getenv("XT_ETCD"), *tmp = getenv("TMPDIR");
+    const char *openssl = NULL;
     xt_etcd_t *e = calloc(1, sizeof(*e));
 
     if (e == NULL)
@@ -205,11 +295,20 @@ xt_etcd_t *xt_etcd_start(void)
     if (access(e->bin, X_OK) != 0)
         xt_skip("no etcd at %s (apt-get install etcd-server, or set XT_ETCD)",
                 e->bin);
+    if (tls && (openssl = openssl_bin()) == NULL)
+        xt_skip("no openssl command to make the test CA (apt-get install "
+                "openssl, or set XT_OPENSSL)");
     snprintf(e->dir, sizeof(e->dir), "%s/xt-etcd.XXXXXX", tmp ? tmp : "/tmp");
     if (mkdtemp(e->dir) == NULL)
         xt_skip("mkdtemp %s: %s", e->dir, strerror(errno));
+    e->tls = tls;
+    if (tls && !make_certs(e, openssl)) {
+        xt_etcd_stop(e);
+        return NULL;
+    }
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    snprintf(e->url, sizeof(e->url), "http://127.0.0.1:%u", xt_free_port());
+    snprintf(e->url, sizeof(e->url), "%s://127.0.0.1:%u",
+             tls ? "https" : "http", xt_free_port());
     e->peer_port = xt_free_port();
     if (!launch(e)) {
         show_log(e);
@@ -217,6 +316,21 @@ xt_etcd_t *xt_etcd_start(void)
         return NULL;
     }
     return e;
+}
+
+xt_etcd_t *xt_etcd_start(void)
+{
+    return start(false);
+}
+
+xt_etcd_t *xt_etcd_start_tls(void)
+{
+    return start(true);
+}
+
+const char *xt_etcd_file(const xt_etcd_t *etcd, xt_etcd_file_t which)
+{
+    return etcd->tls ? etcd->files[which] : NULL;
 }
 
 const char *xt_etcd_url(const xt_etcd_t *etcd)

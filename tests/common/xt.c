@@ -20,6 +20,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 /* ---- time ------------------------------------------------------------ */
 
 uint64_t xt_now_ms(void)
@@ -582,6 +585,58 @@ char *xt_blob_dump(const json_t *root, size_t *len)
     if (len)
         *len = strlen(text);
     return text;
+}
+
+char *xt_blob_sign(const char *blob, size_t len, const char *keyfile,
+                   size_t *out_len)
+{
+    static const char head[] = ",\"mac\":\"";
+    uint8_t key[4096 + 2], mac[32];
+    unsigned mlen = 0;
+    size_t klen = 0, plen = len;
+    const char *m;
+    char *out, *msg;
+    FILE *f;
+
+    if (plen > 0 && blob[plen - 1] == '\0')
+        plen--;
+    /* The document without its signature and closing brace. */
+    m = plen > sizeof(head) + 66 ? blob + plen - 66 - (sizeof(head) - 1)
+                                 : NULL;
+    if (m != NULL && memcmp(m, head, sizeof(head) - 1) == 0)
+        plen = (size_t)(m - blob);
+    else if (plen > 0)
+        plen--;
+    if (keyfile == NULL)
+        keyfile = getenv("XFER_AUTH_KEY_FILE");
+    out = malloc(plen + 80);
+    msg = malloc(plen + 11);
+    XT_REQUIRE(out != NULL && msg != NULL, "out of memory");
+    xt_defer_late(free, out);
+    memcpy(out, blob, plen);
+    if (keyfile == NULL || keyfile[0] == '\0') {
+        strcpy(out + plen, "}");
+        free(msg);
+        *out_len = plen + 1;
+        return out;
+    }
+    f = fopen(keyfile, "rb");
+    XT_REQUIRE(f != NULL, "key file %s: %s", keyfile, strerror(errno));
+    klen = fread(key, 1, sizeof(key), f);
+    fclose(f);
+    if (klen > 0 && key[klen - 1] == '\n')
+        klen--;
+    memcpy(msg, "xfer-md-v1", 11); /* the label and its NUL */
+    memcpy(msg + 11, blob, plen);
+    XT_REQUIRE(HMAC(EVP_sha256(), key, (int)klen, (const uint8_t *)msg,
+                    plen + 11, mac, &mlen) != NULL && mlen == 32, "HMAC");
+    free(msg);
+    plen += (size_t)sprintf(out + plen, "%s", head);
+    for (int i = 0; i < 32; i++)
+        plen += (size_t)sprintf(out + plen, "%02x", mac[i]);
+    plen += (size_t)sprintf(out + plen, "\"}");
+    *out_len = plen;
+    return out;
 }
 
 bool xt_json_u64(const json_t *v, uint64_t *out)

@@ -160,6 +160,13 @@ char *xt_blob_dump(const json_t *root, size_t *len);
 bool xt_json_u64(const json_t *v, uint64_t *out);
 /* Store val the way `old` stored it (hex text or integer). */
 json_t *xt_json_u64_like(const json_t *old, uint64_t val);
+/* The blob signed as an agent holding the key in keyfile signs its own
+ * (docs/api.md, "Authentication"), in place of any signature it carried:
+ * what a holder of that key can make.  keyfile NULL: the file
+ * XFER_AUTH_KEY_FILE names, and without one the blob unsigned.
+ * NUL-terminated, freed after the test; *out_len its length. */
+char *xt_blob_sign(const char *blob, size_t len, const char *keyfile,
+                   size_t *out_len);
 /* regions[i] of a parsed blob, fatal if absent. */
 json_t *xt_blob_region(json_t *root, size_t i);
 /* Flip one bit of the last byte of a region's packed remote key for

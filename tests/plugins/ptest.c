@@ -762,6 +762,13 @@ static void run_req(xfer_be_t *be, struct xfer_be_req *q, const void *msg,
             q->state = XFER_ERR_ACCESS;
             snprintf(q->err, sizeof(q->err), "ptest: agent '%s' refused "
                      "descriptor %zu: %s", be->name, i, why);
+            /* mem_check handed us its sentence: ours to log, once. */
+            if (!be->cfg->hwkeys)
+                be->host->log(be->host->ctx, XFER_LOG_WARN,
+                              "refused a %s from agent '%s', descriptor "
+                              "%zu: %s",
+                              q->op == XFER_OP_WRITE ? "WRITE" : "READ",
+                              q->node.from, i, why);
             if (be->cfg->hwkeys) {
                 /* A queue pair in the error state: what the link still
                  * has queued here is flushed. */

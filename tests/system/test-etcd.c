@@ -398,6 +398,103 @@ static void test_etcd_outage(void)
              "p did not see the child leave after etcd's restart");
 }
 
+/* ---- with a shared secret ---------------------------------------------------------- */
+
+static char key_path[64];
+
+static void key_forget(void *arg)
+{
+    (void)arg;
+    unsetenv("XFER_AUTH_KEY_FILE");
+    unlink(key_path);
+}
+
+/* A private key file; agents and children made while `use` holds it
+ * take it (through XFER_AUTH_KEY_FILE). */
+static void key_make(void)
+{
+    static const char key[] = "a secret for test-etcd only, 32b\n";
+    int fd;
+
+    snprintf(key_path, sizeof(key_path), "/tmp/xfer-etcd-key-XXXXXX");
+    fd = mkstemp(key_path);
+    XT_REQUIRE(fd >= 0 && write(fd, key, sizeof(key) - 1) ==
+                              (ssize_t)sizeof(key) - 1,
+               "key file: %s", strerror(errno));
+    close(fd);
+    xt_defer_late(key_forget, NULL);
+}
+
+static void key_use(bool on)
+{
+    if (on)
+        setenv("XFER_AUTH_KEY_FILE", key_path, 1);
+    else
+        unsetenv("XFER_AUTH_KEY_FILE");
+}
+
+/* Put blob under name's key directly, as anyone who may write to etcd
+ * can, without a lease. */
+static void etcd_put(const char *name, const char *blob, size_t len)
+{
+    char key[300], out[4096];
+    size_t kn = (size_t)snprintf(key, sizeof(key), "/xfer/agents/%s", name);
+    char *kb = malloc(xfer__b64_encoded_size(kn));
+    char *vb = malloc(xfer__b64_encoded_size(len));
+    char *req = malloc(xfer__b64_encoded_size(len) + 600);
+
+    XT_REQUIRE(kb && vb && req, "out of memory");
+    xfer__b64_encode(key, kn, kb);
+    xfer__b64_encode(blob, len, vb);
+    sprintf(req, "{\"key\":\"%s\",\"value\":\"%s\"}", kb, vb);
+    XT_CHECK(xt_etcd_post(etcd, "/v3/kv/put", req, out, sizeof(out)),
+             "put %s", name);
+    free(kb);
+    free(vb);
+    free(req);
+}
+
+/* With a secret, a follower loads from etcd only what the secret signed:
+ * an unsigned publisher is refused, and a forged newer epoch written
+ * under a followed name neither replaces nor drops the real peer. */
+static void test_signed(void)
+{
+    child_t *c, *u;
+    xfer_agent_t *p, *imp;
+    void *got;
+    char *blob, *log;
+    size_t len;
+    const char *wrap = getenv("XT_WRAP");
+    unsigned slow = wrap != NULL && wrap[0] != '\0' ? 10 : 1;
+
+    key_make();
+    key_use(true);
+    c = child_start(xt_name("ktgt"), SMALL);
+    p = etcd_agent(xt_name("kini"));
+    key_use(false);
+    u = child_start(xt_name("utgt"), SMALL);
+    XT_STATUS_FATAL(xfer_md_fetch_etcd(p, c->proc.name, WAIT_MS), XFER_OK);
+    XT_STATUS(read_from(p, c->proc.name, c->buf, SMALL, &got), XFER_OK);
+    XT_CHECK(xt_check(got, SMALL, c->seed) < 0, "READ data differs");
+    XT_STATUS(xfer_md_fetch_etcd(p, u->proc.name, WAIT_MS), XFER_ERR_AUTH);
+    XT_ERR_HAS(u->proc.name, "is not signed by this agent's secret");
+    XT_CHECK(xfer_md_check(p, u->proc.name) == XFER_ERR_NOT_FOUND,
+             "an unsigned blob loaded");
+    /* An impostor without the key overwrites the followed key. */
+    imp = xt_agent(c->proc.name, "tcp", 1);
+    blob = xt_md_get(imp, XFER_MD_ALL, NULL, 0, &len);
+    xt_stderr_begin();
+    etcd_put(c->proc.name, blob, len);
+    xt_sleep_ms(1500 * slow);
+    log = xt_stderr_end();
+    XT_CHECK(strstr(log, "is not signed by this agent's secret") != NULL,
+             "the follower did not refuse the forged blob (or did not see "
+             "it within %u ms)", 1500 * slow);
+    XT_STATUS(xfer_md_check(p, c->proc.name), XFER_OK);
+    XT_STATUS(read_from(p, c->proc.name, c->buf, SMALL, &got), XFER_OK);
+    XT_CHECK(xt_check(got, SMALL, c->seed) < 0, "READ went elsewhere");
+}
+
 int main(int argc, char **argv)
 {
     static const xt_test_t tests[] = {
@@ -406,6 +503,7 @@ int main(int argc, char **argv)
         XT_TEST(test_stalled_inflight),
         XT_TEST(test_republish),
         XT_TEST(test_etcd_outage),
+        XT_TEST(test_signed),
         XT_END,
     };
     static const xt_suite_t suites[] = {{"etcd", tests}};

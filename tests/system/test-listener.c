@@ -169,11 +169,44 @@ static void test_fetch_read(void)
     XT_CHECK(strcmp(got, c->proc.name) == 0, "loaded '%s'", got);
 }
 
+/* A private key file both agents of a test share, and the environment
+ * naming it (children inherit it); both undone after the test. */
+static char key_path[64];
+
+static void key_forget(void *arg)
+{
+    (void)arg;
+    unsetenv("XFER_AUTH_KEY_FILE");
+    unlink(key_path);
+}
+
+static void key_share(void)
+{
+    static const char key[] = "a secret for test-listener only\n";
+    int fd;
+
+    snprintf(key_path, sizeof(key_path), "/tmp/xfer-listener-key-XXXXXX");
+    fd = mkstemp(key_path);
+    XT_REQUIRE(fd >= 0 && write(fd, key, sizeof(key) - 1) ==
+                              (ssize_t)sizeof(key) - 1,
+               "key file: %s", strerror(errno));
+    close(fd);
+    xt_defer_late(key_forget, NULL);
+    setenv("XFER_AUTH_KEY_FILE", key_path, 1);
+}
+
+/* Sending and invalidating one's own metadata: with a secret on both
+ * sides, as a listener lets only a peer that proved it take over or drop
+ * a loaded agent (test-sec-auth tries it without). */
 static void test_send_invalidate(void)
 {
-    child_t *c = child_start();
     const char *pname = xt_name("ini");
-    xfer_agent_t *p = xt_agent(pname, "tcp", 1);
+    child_t *c;
+    xfer_agent_t *p;
+
+    key_share();
+    c = child_start();
+    p = xt_agent(pname, "tcp", 1);
 
     XT_CHECK(strcmp(child_ask(c, "check %s\n", pname), "ABSENT") == 0,
              "child knows us before we sent anything");

@@ -190,9 +190,11 @@ static void test_dead_target(void)
     XT_STATUS_FATAL(xfer_req_create(ini, XFER_OP_WRITE, &ll, &rl, name, NULL,
                                     &req), XFER_OK);
     xt_req_defer(req);
-    /* First post: checked by the target; second: process_vm_writev. */
-    XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
-    XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
+    /* The first posts are checked by the target (the first request on a
+     * connection earns the stamp on its second); the third moves by
+     * process_vm_writev. */
+    for (int i = 0; i < 3; i++)
+        XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
     kill(pid, SIGKILL);
     waitpid(pid, &st, 0);
     s = xfer_req_post(req, NULL, 0);
@@ -273,7 +275,7 @@ struct poster {
 };
 
 /* WRITE the whole region again and again until stopped or refused; after
- * a few posts on the direct path (the first goes through the socket) tell
+ * a few posts on the direct path (the first two go through the socket) tell
  * the target to deregister, from this thread, so that the next copies are
  * under way when it does, however the threads are scheduled. */
 static void *poster_main(void *arg)
@@ -289,7 +291,7 @@ static void *poster_main(void *arg)
         p->last = s;
         if (s != XFER_OK)
             break;
-        if (__atomic_add_fetch(&p->ok, 1, __ATOMIC_RELEASE) == 4)
+        if (__atomic_add_fetch(&p->ok, 1, __ATOMIC_RELEASE) == 6)
             __atomic_store_n(&p->signalled, put_all(p->go, &c, 1) ? -1 : 1,
                              __ATOMIC_RELEASE);
     }
@@ -980,7 +982,7 @@ static bool nobody_reaches_plugins(void)
  * registration stamp is shared.  Returns the initiator's exit status:
  * 0 pass, 77 the kernel did not refuse, else the failed step. */
 static int eperm_run(const char *spec, const char *logpath,
-                     xfer_status_t want_second)
+                     xfer_status_t want_third)
 {
     int md[2], done[2], tpid, ipid, st;
     char name[64];
@@ -1087,18 +1089,21 @@ static int eperm_run(const char *spec, const char *logpath,
         rl = xt_dlist(&r, 1);
         if (xfer_req_create(a, XFER_OP_WRITE, &ll, &rl, name, NULL, &w))
             _exit(12);
-        /* The first post is checked by the target through the socket;
-         * the second tries process_vm_writev and meets EPERM. */
-        if (xt_post_wait(w, NULL, 0, WAIT_MS) != XFER_OK)
+        /* The first two posts are checked by the target through the
+         * socket (the stamp arrives with the first answer); the third
+         * tries process_vm_writev and meets EPERM. */
+        if (xt_post_wait(w, NULL, 0, WAIT_MS) != XFER_OK ||
+            xt_post_wait(w, NULL, 0, WAIT_MS) != XFER_OK)
             _exit(13);
         s = xt_post_wait(w, NULL, 0, WAIT_MS);
-        if (s != want_second) {
-            fprintf(log, "second post: %s: %s\n", xt_status_name(s),
+        if (s != want_third) {
+            fprintf(log, "third post: %s: %s\n", xt_status_name(s),
                     xfer_last_error());
+            fflush(log);
             _exit(14);
         }
         if (s != XFER_OK) {
-            fprintf(log, "second post refused: %s\n", xfer_last_error());
+            fprintf(log, "third post refused: %s\n", xfer_last_error());
             fflush(log);
             _exit(0);
         }
@@ -1135,7 +1140,7 @@ static int eperm_run(const char *spec, const char *logpath,
 
         waitpid(tpid, &tst, 0);
         if (WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
-            want_second == XFER_OK)
+            want_third == XFER_OK)
             XT_CHECK(WIFEXITED(tst) && WEXITSTATUS(tst) == 0,
                      "target saw wrong bytes (status 0x%x)", tst);
     }

@@ -37,6 +37,7 @@ typedef struct side {
     int downs;
     xfer_status_t down_st;
     int ups;
+    uint64_t key;              /* with host.auth: the stand-in secret */
 } side_t;
 
 static char last_error[512];
@@ -144,6 +145,39 @@ static void t_recv(void *tctx, xfer__stream_conn_t *c, const void *msg,
     s->last = c;
 }
 
+/* A stand-in for the host's HMAC (the engine only hands it bytes): a
+ * keyed FNV-1a spread over 32 bytes; sides with different keys never
+ * agree. */
+static void toy_mac(const side_t *s, const void *msg, size_t len,
+                    uint8_t mac[XFER_AUTH_MAC_LEN])
+{
+    const uint8_t *m = msg;
+
+    for (int k = 0; k < XFER_AUTH_MAC_LEN / 8; k++) {
+        uint64_t h = 1469598103934665603ull ^ s->key ^ (uint64_t)k;
+
+        for (size_t i = 0; i < len; i++)
+            h = (h ^ m[i]) * 1099511628211ull;
+        memcpy(mac + 8 * k, &h, 8);
+    }
+}
+
+static xfer_status_t host_auth_mac(void *ctx, const void *msg, size_t len,
+                                   uint8_t mac[XFER_AUTH_MAC_LEN])
+{
+    toy_mac(ctx, msg, len, mac);
+    return XFER_OK;
+}
+
+static xfer_status_t host_auth_check(void *ctx, const void *msg, size_t len,
+                                     const uint8_t mac[XFER_AUTH_MAC_LEN])
+{
+    uint8_t want[XFER_AUTH_MAC_LEN];
+
+    toy_mac(ctx, msg, len, want);
+    return memcmp(want, mac, sizeof want) ? XFER_ERR_AUTH : XFER_OK;
+}
+
 static const xfer__stream_transport_t transport = {
     .info_check = t_info_check,
     .connect = t_connect,
@@ -161,7 +195,8 @@ static void side_free(void *arg)
     free(s);
 }
 
-static side_t *side_new(const char *name, uint64_t epoch)
+static side_t *side_new_keyed(const char *name, uint64_t epoch,
+                              uint64_t key)
 {
     side_t *s = calloc(1, sizeof *s);
     struct sockaddr_in sa;
@@ -176,6 +211,10 @@ static side_t *side_new(const char *name, uint64_t epoch)
     s->host.agent_epoch = epoch;
     s->host.log = host_log;
     s->host.error = host_error;
+    s->host.auth = key != 0;
+    s->host.auth_mac = host_auth_mac;
+    s->host.auth_check = host_auth_check;
+    s->key = key;
     s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
@@ -196,6 +235,11 @@ static side_t *side_new(const char *name, uint64_t epoch)
                "xfer__chan_create: %s", last_error);
     xt_defer(side_free, s);
     return s;
+}
+
+static side_t *side_new(const char *name, uint64_t epoch)
+{
+    return side_new_keyed(name, epoch, 0);
 }
 
 static xfer__chan_peer_t *peer_of(side_t *from, const side_t *to,
@@ -407,8 +451,86 @@ static void test_peer_dies(void)
     XT_CHECK(strstr(last_error, "beta") != NULL, "sentence: %s", last_error);
 }
 
+/* Connect eagerly from a to b until it ends; its status. */
+static xfer_status_t connect_end(side_t *a, side_t *b, xfer__chan_peer_t *p)
+{
+    uint64_t end = now_ms() + WAIT_MS;
+    xfer_status_t s;
+
+    while ((s = xfer__chan_connect(a->ch, p)) == XFER_IN_PROG &&
+           now_ms() < end) {
+        xfer__chan_progress(a->ch);
+        xfer__chan_progress(b->ch);
+        usleep(100);
+    }
+    return s;
+}
+
+/* With a secret (the host's auth ops), a channel gets the engine's
+ * challenge-response: messages sent at once wait for it and arrive in
+ * order with the proved identity; another key, or none, is refused on
+ * both sides and delivers nothing. */
+static void test_auth(void)
+{
+    side_t *a = side_new_keyed("alpha", 7, 0x1111), *b =
+        side_new_keyed("beta", 9, 0x1111);
+    side_t *c = side_new_keyed("carol", 3, 0x2222), *d = side_new("dave", 4);
+    side_t *e = side_new("erin", 5);
+    xfer__chan_peer_t *pb = peer_of(a, b, 9), *pc;
+
+    for (int i = 0; i < 50; i++) {
+        char m[48];
+        int n = snprintf(m, sizeof m, "keyed #%d", i);
+
+        XT_REQUIRE(xfer__chan_send(a->ch, pb, m, (size_t)n) == XFER_OK,
+                   "send %d: %s", i, last_error);
+    }
+    PUMP_UNTIL(a, b, b->ngot >= 50);
+    XT_REQUIRE(b->ngot == 50, "beta got %zu of 50 messages", b->ngot);
+    for (int i = 0; i < 50; i++) {
+        char m[48];
+
+        snprintf(m, sizeof m, "keyed #%d", i);
+        XT_CHECK(strcmp(b->got[i], m) == 0 && strcmp(b->from[i], "alpha") ==
+                     0 && b->epoch[i] == 7,
+                 "message %d: \"%s\" from '%s'", i, b->got[i], b->from[i]);
+    }
+    XT_CHECK(a->ups == 1 && b->ups == 1, "ups: %d, %d", a->ups, b->ups);
+    /* Another key: refused, nothing delivered, beta's own peer intact. */
+    pc = peer_of(c, b, 9);
+    XT_CHECK(xfer__chan_send(c->ch, pc, "x", 1) == XFER_OK, "send: %s",
+             last_error);
+    XT_CHECK(connect_end(c, b, pc) == XFER_ERR_AUTH,
+             "carol's connect: %s", last_error);
+    XT_CHECK(strstr(last_error, "did not prove the shared secret"),
+             "sentence: %s", last_error);
+    /* No key against a keyed side, and a key against an open one. */
+    XT_CHECK(connect_end(d, b, peer_of(d, b, 9)) == XFER_ERR_AUTH &&
+                 strstr(last_error, "requires authentication; this agent "
+                                    "has no auth key"),
+             "dave's connect: %s", last_error);
+    XT_CHECK(connect_end(a, e, peer_of(a, e, 5)) == XFER_ERR_AUTH &&
+                 strstr(last_error, "(it has no auth key)"),
+             "alpha to erin: %s", last_error);
+    for (int i = 0; i < 200; i++) {
+        xfer__chan_progress(b->ch);
+        xfer__chan_progress(e->ch);
+        usleep(500);
+    }
+    XT_CHECK(b->ngot == 50 && e->ngot == 0, "delivered past a refusal: "
+             "beta %zu, erin %zu", b->ngot, e->ngot);
+    XT_CHECK(b->ups == 1 && e->ups == 0, "conn_up past a refusal: %d, %d",
+             b->ups, e->ups);
+    XT_CHECK(xfer__chan_send(a->ch, pb, "still", 5) == XFER_OK, "send: %s",
+             last_error);
+    PUMP_UNTIL(a, b, b->ngot >= 51);
+    XT_CHECK(b->ngot == 51 && strcmp(b->got[50], "still") == 0,
+             "after the refusals: %zu messages", b->ngot);
+}
+
 static const xt_test_t tests[] = {
     XT_TEST(test_order_and_identity),
+    XT_TEST(test_auth),
     XT_TEST(test_oversize),
     XT_TEST(test_peer_dies),
     XT_END,

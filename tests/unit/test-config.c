@@ -547,6 +547,9 @@ static void test_fill_env_core_names(void)
 
     env_set("XFER_ETCD_ENDPOINTS", "http://127.0.0.1:1");
     env_set("XFER_LOG_LEVEL", "error");
+    env_set("XFER_ETCD_CACERT", "/nonexistent/ca.pem");
+    env_set("XFER_ETCD_CERT", "/nonexistent/client.pem");
+    env_set("XFER_ETCD_KEY", "/nonexistent/client.key");
     XT_REQUIRE(getenv("XFER_PLUGIN_PATH") != NULL, "XFER_PLUGIN_PATH unset");
     for (size_t i = 0; i < sizeof(plugins) / sizeof(plugins[0]); i++) {
         XT_STATUS(fill_spec(plugins[i]), XFER_OK);

@@ -495,6 +495,82 @@ static void test_random_overlapping(void)
     random_queries(r, e, live, N, 20000, 50000, seed);
 }
 
+/* Overlapping ranges merged in batches (the first into an empty table,
+ * one in descending order, some by single inserts between): lookups
+ * agree with the oracle, keys are all found, a repeated key refuses its
+ * batch and leaves the table as it was. */
+static void test_merge(void)
+{
+    enum { N = 3000, BATCH = 1000 };
+    xfer__registry_t *r = fresh();
+    ent_t *e = calloc(N + 1, sizeof(*e));
+    int *live = calloc(N + 1, sizeof(*live));
+    xfer__range_t **add = calloc(BATCH, sizeof(*add));
+    uint64_t seed = (uint64_t)time(NULL) ^ 0xaaaa;
+
+    XT_REQUIRE(e && live && add, "out of memory");
+    xt_defer_late(free, e);
+    xt_defer_late(free, live);
+    xt_defer_late(free, add);
+    rng_state = seed;
+    for (int i = 0; i < N; i++) {
+        uint64_t start = (rnd() % 4000) * 8;
+        uint64_t len = rnd() % 4 == 0 ? 1 + rnd() % 8000 : 1 + rnd() % 200;
+
+        set(&e[i], start, len, (uint64_t)i + 1, i);
+    }
+    for (int b = 0; b < N / BATCH; b++) {
+        xfer__registry_t next;
+        size_t n = 0;
+
+        for (int i = b * BATCH; i < (b + 1) * BATCH; i++) {
+            /* Every tenth of the second batch goes in alone first. */
+            if (b == 1 && i % 10 == 0) {
+                insert_ok(r, &e[i]);
+                live[i] = 1;
+                continue;
+            }
+            add[n++] = &e[i].range;
+        }
+        if (b == 2) /* descending addresses */
+            for (size_t i = 0; i < n / 2; i++) {
+                xfer__range_t *t = add[i];
+
+                add[i] = add[n - 1 - i];
+                add[n - 1 - i] = t;
+            }
+        XT_REQUIRE(xfer__reg_merge(r, add, n, &next) == XFER_OK,
+                   "merge of batch %d failed", b);
+        xfer__reg_fini(r);
+        *r = next;
+        for (int i = b * BATCH; i < (b + 1) * BATCH; i++)
+            live[i] = 1;
+        XT_CHECK(r->count == (size_t)(b + 1) * BATCH, "%zu ranges after "
+                 "batch %d", r->count, b);
+    }
+    random_queries(r, e, live, N, 40000, 50000, seed);
+    for (int i = 0; i < N; i++)
+        if (xfer__reg_find_key(r, e[i].range.key) != &e[i].range) {
+            XT_FAIL("key of entry %d not found after merges", i);
+            break;
+        }
+    /* A batch repeating a key already there, or within itself. */
+    set(&e[N], 0x100, 8, e[5].range.key, N);
+    add[0] = &e[N].range;
+    {
+        xfer__registry_t next;
+
+        XT_CHECK(xfer__reg_merge(r, add, 1, &next) == XFER_ERR_EXISTS,
+                 "a key already in the table was merged");
+        e[N].range.key = (uint64_t)N + 100;
+        add[1] = &e[N].range;
+        XT_CHECK(xfer__reg_merge(r, add, 2, &next) == XFER_ERR_EXISTS,
+                 "a batch with a repeated key was merged");
+    }
+    XT_CHECK(r->count == N, "a refused merge changed the table");
+    random_queries(r, e, live, N, 40000, 10000, seed);
+}
+
 static const xt_test_t tests[] = {
     XT_TEST(test_empty),
     XT_TEST(test_insert_find_remove),
@@ -509,6 +585,7 @@ static const xt_test_t tests[] = {
     XT_TEST(test_overlap),
     XT_TEST(test_random_disjoint),
     XT_TEST(test_random_overlapping),
+    XT_TEST(test_merge),
     XT_END
 };
 
