@@ -15,6 +15,7 @@
 #define LS_OK 0x81u
 #define LS_MD 0x82u
 #define LS_ERR 0x83u
+#define LS_CHALLENGE 0x84u
 #define LS_ERR_TEXT_MAX 512u
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -54,7 +55,8 @@ static void check_replies(const fz_buf_t *rx, size_t sent)
         if (be32(h) != LS_MAGIC || h[4] != 0 || h[5] != 1)
             fz_die("listener: reply at byte %zu has a bad magic or version",
                    off);
-        if (type != LS_OK && type != LS_MD && type != LS_ERR)
+        if (type != LS_OK && type != LS_MD && type != LS_ERR &&
+            type != LS_CHALLENGE)
             fz_die("listener: reply of type 0x%x", type);
         if (rx->len - off - LS_HDR < len)
             fz_die("listener: reply of %u bytes cut short", len);

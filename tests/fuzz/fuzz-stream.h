@@ -12,12 +12,13 @@
 
 #define FZW_HDR 40u
 #define FZW_MAGIC UINT64_C(0x4d52545352454658) /* "XFERSTRM" */
-#define FZW_VERSION 2u
+#define FZW_VERSION 3u
 enum {
     FZW_HELLO = 1, FZW_HELLO_ACK = 2, FZW_WRITE = 3, FZW_ACK = 4,
     FZW_READ_REQ = 5, FZW_READ_RESP = 6, FZW_NOTIF = 7, FZW_SHM_FD = 8,
-    FZW_MSG = 9, FZW_WRITEV = 10,
+    FZW_MSG = 9, FZW_WRITEV = 10, FZW_AUTH = 11, FZW_AUTH_ACK = 12,
 };
+#define FZW_F_AUTH 0x02u      /* HELLO, HELLO_ACK: the sender has a secret */
 
 typedef struct fzw_hdr {
     uint8_t type, flags;

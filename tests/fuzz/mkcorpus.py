@@ -148,8 +148,11 @@ def hdr(typ, flags=0, seg=0, tag=0, arg0=0, arg1=0, length=0):
             u64(arg1) + u64(length))
 
 
+VERSION = 3
+
+
 def hello(name=b"peer", epoch=tok("@EPOCH@")):
-    return hdr(HELLO, seg=2, tag=MAGIC, arg0=1, arg1=epoch,
+    return hdr(HELLO, seg=VERSION, tag=MAGIC, arg0=1, arg1=epoch,
                length=len(name)) + name
 
 
@@ -223,7 +226,8 @@ def status(st):
 
 
 def hello_ack(st=0, epoch=tok("@EPOCH@")):
-    return hdr(HELLO_ACK, seg=2, tag=MAGIC, arg0=epoch, arg1=status(st))
+    return hdr(HELLO_ACK, seg=VERSION, tag=MAGIC, arg0=epoch,
+               arg1=status(st))
 
 
 def ack(st=0, seg=0, frames=1):
