@@ -2,6 +2,7 @@
  * without coverage instrumentation: its comparisons must not teach the fuzzer. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -16,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
 #include <sanitizer/common_interface_defs.h>
 
 #include "tests/fuzz/fuzz-common.h"
@@ -42,6 +44,7 @@ void fz_setup(void)
     setenv("XFER_PLUGIN_DLCLOSE", "0", 1);
     setenv("XFER_LOG_LEVEL", "debug", 0);
     unsetenv("XFER_ETCD_ENDPOINTS");
+    /* A harness that wants a secret makes its own (fz_auth_key). */
     unsetenv("XFER_AUTH_KEY_FILE");
     for (;;) {
         char name[256] = "";
@@ -237,6 +240,76 @@ void fz_put_le64(uint8_t *p, uint64_t v)
 {
     for (int i = 0; i < 8; i++, v >>= 8)
         p[i] = (uint8_t)v;
+}
+
+/* ---- authentication ------------------------------------------------------- */
+
+static char key_dir[64], key_path[80];
+static uint8_t key_text[64];
+
+static void key_remove(void)
+{
+    unlink(key_path);
+    rmdir(key_dir);
+}
+
+const char *fz_auth_key(const uint8_t **key, size_t *len)
+{
+    if (key_path[0] == '\0') {
+        static const char hex[] = "0123456789abcdef";
+        uint8_t raw[32];
+        int fd;
+
+        snprintf(key_dir, sizeof(key_dir), "/tmp/xfer-fuzz-XXXXXX");
+        if (mkdtemp(key_dir) == NULL ||
+            getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
+            fz_die("making a key: %s", strerror(errno));
+        /* Hex text without a newline: nothing for the loader to trim. */
+        for (size_t i = 0; i < sizeof(raw); i++) {
+            key_text[2 * i] = (uint8_t)hex[raw[i] >> 4];
+            key_text[2 * i + 1] = (uint8_t)hex[raw[i] & 15];
+        }
+        snprintf(key_path, sizeof(key_path), "%s/key", key_dir);
+        fd = open(key_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 ||
+            write(fd, key_text, sizeof(key_text)) != (ssize_t)sizeof(key_text))
+            fz_die("writing %s: %s", key_path, strerror(errno));
+        close(fd);
+        atexit(key_remove);
+    }
+    *key = key_text;
+    *len = sizeof(key_text);
+    return key_path;
+}
+
+static size_t put_name(uint8_t *p, const char *name, uint64_t epoch)
+{
+    size_t n = strlen(name);
+
+    p[0] = (uint8_t)n;
+    memcpy(p + 1, name, n);
+    fz_put_le64(p + 1 + n, epoch);
+    return 1 + n + 8;
+}
+
+void fz_auth_mac(const uint8_t *key, size_t klen, const char *label,
+                 const uint8_t na[32], const uint8_t nb[32], const char *n1,
+                 uint64_t e1, const char *n2, uint64_t e2, uint8_t mac[32])
+{
+    uint8_t t[64 + 64 + 2 * (1 + 255 + 8)];
+    size_t n = strlen(label) + 1, out = 0;
+
+    if (n > 64 || strlen(n1) > 255 || strlen(n2) > 255)
+        fz_die("fz_auth_mac: label or name too long");
+    memcpy(t, label, n);
+    memcpy(t + n, na, 32);
+    memcpy(t + n + 32, nb, 32);
+    n += 64;
+    n += put_name(t + n, n1, e1);
+    n += put_name(t + n, n2, e2);
+    if (EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, klen, t, n, mac,
+                  32, &out) == NULL || out != 32)
+        fz_die("HMAC-SHA-256 failed");
 }
 
 /* ---- byte buffers and sockets ---------------------------------------------- */

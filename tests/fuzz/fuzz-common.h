@@ -66,6 +66,19 @@ typedef struct fz_token {
 
 void fz_tokens_apply(uint8_t *buf, size_t len, const fz_token_t *t, size_t n);
 
+/* ---- authentication ------------------------------------------------------- */
+
+/* A shared secret for agents of this process: a private key file made
+ * once (removed at exit), its path, and the key as the agents read it. */
+const char *fz_auth_key(const uint8_t **key, size_t *len);
+/* HMAC-SHA-256 under key of the challenge-response transcript of
+ * docs/wire-tcp.md ("Authentication"), computed here independently of the
+ * library: label and NUL, nonce a, nonce b, then (length byte, name,
+ * little-endian u64 epoch) for 1 and 2. */
+void fz_auth_mac(const uint8_t *key, size_t klen, const char *label,
+                 const uint8_t na[32], const uint8_t nb[32], const char *n1,
+                 uint64_t e1, const char *n2, uint64_t e2, uint8_t mac[32]);
+
 /* ---- byte buffers and sockets ---------------------------------------------- */
 
 typedef struct fz_buf {

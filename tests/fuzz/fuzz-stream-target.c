@@ -14,7 +14,11 @@
  * known only at run time: for each region XX of RW, RO, WO, DR,
  * "@KEY_XX" its key, "@ADR_XX" its start + 16 k, "@END_XX" its end -
  * 16 k; "@EPOCH@" the agent's epoch.
- *   bit 0: the harness sends a good HELLO first (name "fz-peer");
+ *   bit 0: the harness sends a good HELLO first (name "fz-peer"); with
+ *          FZ_AUTH it goes through the whole authenticated handshake
+ *          (HELLO, HELLO_ACK, AUTH, AUTH_ACK), computing the MACs itself,
+ *          and without the bit the input is what a peer without the
+ *          secret can send;
  *   bit 1: after every byte went out, region DR is deregistered (with
  *          the input's READ answers maybe still queued) and registered
  *          again, before the end of the stream;
@@ -37,9 +41,9 @@ static const struct {
     [R_DR] = {"DR", XFER_ACCESS_RW},
 };
 
-/* Built twice: for tcp, and with FZ_UDS for uds, whose target also sends
- * SHM_FD frames (with descriptors, which a plain recv drops) to a peer of
- * its own uid. */
+/* Built three times: for tcp; with FZ_UDS for uds, whose target also
+ * sends SHM_FD frames (with descriptors, which a plain recv drops) to a
+ * peer of its own uid; with FZ_AUTH for tcp with a shared secret. */
 #ifdef FZ_UDS
 #define BACKEND "uds"
 #else
@@ -51,6 +55,10 @@ static const struct {
 static xfer_agent_t *agent;
 #ifndef FZ_UDS
 static uint16_t port;
+#endif
+#ifdef FZ_AUTH
+static const uint8_t *auth_key;
+static size_t auth_klen;
 #endif
 static fz_guarded_t mem[NREGIONS];
 static xfer_mem_t *reg[NREGIONS];
@@ -81,6 +89,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     /* Single-threaded: the harness drives progress, so an input is
      * processed the same way every time. */
     o.progress_thread = 0;
+#ifdef FZ_AUTH
+    o.auth_key_file = fz_auth_key(&auth_key, &auth_klen);
+#endif
     fz_ok(xfer_agent_create(&o, &agent), "agent");
     fz_ok(xfer_backend_add(agent, BACKEND, NULL), BACKEND " backend");
     for (unsigned i = 0; i < NREGIONS; i++) {
@@ -121,7 +132,19 @@ static void check_answers(const fz_buf_t *rx)
 #ifdef FZ_UDS
         case FZW_SHM_FD:
 #endif
+#ifdef FZ_AUTH
+        case FZW_AUTH_ACK:
+            break;
         case FZW_HELLO_ACK:
+            /* An OK challenge carries the target's nonce and MAC. */
+            if (h.len != 0 && !(h.len == 64 && (h.flags & FZW_F_AUTH) &&
+                                h.arg1 == 0))
+                fz_die("target sent a HELLO_ACK with %llu payload bytes",
+                       (unsigned long long)h.len);
+            break;
+#else
+        case FZW_HELLO_ACK:
+#endif
         case FZW_ACK:
             if (h.len != 0)
                 fz_die("target sent a type %u frame with %llu payload bytes",
@@ -144,11 +167,80 @@ static void check_answers(const fz_buf_t *rx)
     }
 }
 
+#ifdef FZ_AUTH
+/* Step until the target sent at least n bytes in all. */
+static void wait_rx(fz_io_t *io, size_t n, const char *what)
+{
+    uint64_t deadline = fz_now_ms() + FZ_HANG_MS;
+
+    while (io->rx.len < n) {
+        if (io->eof || fz_now_ms() > deadline)
+            fz_die("target: no %s to a good handshake (%zu bytes came)",
+                   what, io->rx.len);
+        fz_io_step(io, agent, 10);
+    }
+}
+#endif
+
+/* A good handshake as "fz-peer", epoch 1: HELLO, and with a secret the
+ * challenge-response of docs/wire-tcp.md, MACs computed here. */
+static void handshake(fz_io_t *io, fz_buf_t *tx)
+{
+    static const char name[] = "fz-peer";
+    uint64_t epoch = xfer_agent_epoch(agent);
+    uint8_t h[FZW_HDR];
+    fzw_hdr_t hello = {.type = FZW_HELLO, .seg = FZW_VERSION,
+                       .tag = FZW_MAGIC, .arg0 = 1, .arg1 = epoch,
+                       .len = sizeof(name) - 1};
+
+#ifdef FZ_AUTH
+    uint8_t nonce_i[32], mac[32];
+    const uint8_t *nonce_t;
+    fzw_hdr_t ack, auth = {.type = FZW_AUTH, .len = 32};
+
+    memset(nonce_i, 0x4e, sizeof(nonce_i));
+    hello.flags = FZW_F_AUTH;
+    hello.len += sizeof(nonce_i);
+    fzw_encode(h, &hello);
+    fz_buf_put(tx, h, sizeof(h));
+    fz_buf_put(tx, name, sizeof(name) - 1);
+    fz_buf_put(tx, nonce_i, sizeof(nonce_i));
+    io->tx = tx->p;
+    io->tx_len = tx->len;
+    wait_rx(io, FZW_HDR + 64, "HELLO_ACK");
+    fzw_decode(&ack, io->rx.p);
+    if (ack.type != FZW_HELLO_ACK || !(ack.flags & FZW_F_AUTH) ||
+        ack.arg1 != 0 || ack.len != 64)
+        fz_die("target: a good authenticated HELLO got no challenge");
+    nonce_t = io->rx.p + FZW_HDR;
+    fz_auth_mac(auth_key, auth_klen, "xfer-stream-ack", nonce_i, nonce_t,
+                "fz-target", epoch, name, 1, mac);
+    if (memcmp(mac, nonce_t + 32, sizeof(mac)) != 0)
+        fz_die("target: its MAC does not prove the shared secret");
+    fz_auth_mac(auth_key, auth_klen, "xfer-stream-auth", nonce_t, nonce_i,
+                name, 1, "fz-target", epoch, mac);
+    fzw_encode(h, &auth);
+    fz_buf_put(tx, h, sizeof(h));
+    fz_buf_put(tx, mac, sizeof(mac));
+    io->tx = tx->p;
+    io->tx_len = tx->len;
+    wait_rx(io, 2 * FZW_HDR + 64, "AUTH_ACK");
+    fzw_decode(&ack, io->rx.p + FZW_HDR + 64);
+    if (ack.type != FZW_AUTH_ACK || ack.arg1 != 0)
+        fz_die("target: a good AUTH was not acknowledged");
+#else
+    (void)io;
+    fzw_encode(h, &hello);
+    fz_buf_put(tx, h, sizeof(h));
+    fz_buf_put(tx, name, sizeof(name) - 1);
+#endif
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz_token_t tokens[3 * NREGIONS + 1];
-    size_t ntok = 0, nnotif = 0, n;
-    fz_buf_t tx = {0};
+    size_t ntok = 0, nnotif = 0;
+    fz_buf_t tx = {0}, body = {0};
     fz_io_t io = {.fd = -1};
     uint8_t flags;
 
@@ -173,28 +265,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     tokens[ntok].value = xfer_agent_epoch(agent);
     tokens[ntok++].step = 0;
 
-    if (flags & F_HELLO) {
-        static const char name[] = "fz-peer";
-        uint8_t h[FZW_HDR];
-        fzw_hdr_t hello = {.type = FZW_HELLO, .seg = FZW_VERSION,
-                           .tag = FZW_MAGIC, .arg0 = 1,
-                           .arg1 = xfer_agent_epoch(agent),
-                           .len = sizeof(name) - 1};
-
-        fzw_encode(h, &hello);
-        fz_buf_put(&tx, h, sizeof(h));
-        fz_buf_put(&tx, name, sizeof(name) - 1);
-    }
-    n = tx.len;
-    fz_buf_put(&tx, data + 1, size - 1);
-    if (tx.len > n)
-        fz_tokens_apply(tx.p + n, tx.len - n, tokens, ntok);
+    body.p = malloc(size);
+    if (body.p == NULL)
+        fz_die("out of memory");
+    memcpy(body.p, data + 1, size - 1);
+    body.len = size - 1;
+    fz_tokens_apply(body.p, body.len, tokens, ntok);
 
 #ifdef FZ_UDS
     io.fd = fzw_uds_connect(agent, flags & F_SLOW ? 4096 : 0);
 #else
     io.fd = fz_connect(port, flags & F_SLOW ? 4096 : 0);
 #endif
+    if (flags & F_HELLO)
+        handshake(&io, &tx);
+    /* The peer's bytes follow the handshake (which, with a secret, had to
+     * be answered before they could go). */
+    fz_buf_put(&tx, body.p, body.len);
     io.tx = tx.p;
     io.tx_len = tx.len;
     if (flags & F_DEREG) {
@@ -215,6 +302,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_answers(&io.rx);
     fz_io_close(&io);
     fz_buf_free(&tx);
+    free(body.p);
 
     fz_ok(xfer_notif_drain(agent, count_notif, &nnotif, NULL), "drain");
     for (unsigned i = 0; i < NREGIONS; i++)

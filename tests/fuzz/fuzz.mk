@@ -39,8 +39,8 @@ UDS_OBJS = $(patsubst $(SRC)/%.c,$(OUT)/pic/%.o,$(UDS_SRCS))
 HELPER_OBJS = $(OUT)/obj/tests/fuzz/fuzz-common.o \
 	$(OUT)/obj/tests/fuzz/fuzz-stream.o
 
-HARNESSES = metadata config listener stream-target stream-target-uds \
-	stream-initiator
+HARNESSES = metadata config listener listener-auth stream-target \
+	stream-target-uds stream-target-auth stream-initiator
 BINS = $(addprefix $(OUT)/fuzz-,$(HARNESSES))
 PLUGINS = $(OUT)/plugins/xfer_tcp.so $(OUT)/plugins/xfer_uds.so
 
@@ -51,11 +51,22 @@ $(OUT)/obj/%.o: $(SRC)/%.c
 	$(FUZZ_CC) $(CPPFLAGS_FUZZ) $(DEP_CFLAGS) $(CFLAGS_FUZZ) -MMD -MP \
 		-c $< -o $@
 
-# One source, two harnesses: the stream target over tcp and over uds.
+# One source, three harnesses: the stream target over tcp, over uds, and
+# over tcp with a shared secret.
 $(OUT)/obj/tests/fuzz/fuzz-stream-target-uds.o: \
 		$(SRC)/tests/fuzz/fuzz-stream-target.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(CPPFLAGS_FUZZ) -DFZ_UDS=1 $(DEP_CFLAGS) $(CFLAGS_FUZZ) \
+		-MMD -MP -c $< -o $@
+# The listener again, with a shared secret.
+$(OUT)/obj/tests/fuzz/fuzz-listener-auth.o: $(SRC)/tests/fuzz/fuzz-listener.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS_FUZZ) -DFZ_AUTH=1 $(DEP_CFLAGS) $(CFLAGS_FUZZ) \
+		-MMD -MP -c $< -o $@
+$(OUT)/obj/tests/fuzz/fuzz-stream-target-auth.o: \
+		$(SRC)/tests/fuzz/fuzz-stream-target.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS_FUZZ) -DFZ_AUTH=1 $(DEP_CFLAGS) $(CFLAGS_FUZZ) \
 		-MMD -MP -c $< -o $@
 
 # The harnesses' helpers compare against the guard pattern: no coverage

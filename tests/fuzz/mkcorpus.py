@@ -126,6 +126,19 @@ write("listener", "truncated", ls_frame(1, blob)[:40])
 write("listener", "bad-magic", ls_frame(2, magic=0x58464d45))
 write("listener", "too-long", ls_frame(2, length=4096))
 
+# listener-auth: byte 0 bit 0, the harness authenticates first (as
+# "fz-client"); without it, what a client without the secret sends.
+write("listener-auth", "fetch", b"\1" + ls_frame(2))
+write("listener-auth", "invalidate-self", b"\1" + ls_frame(3, "fz-client"))
+write("listener-auth", "invalidate-other", b"\1" + ls_frame(3, "lpeer"))
+write("listener-auth", "send-unsigned", b"\1" + ls_frame(1, blob))
+write("listener-auth", "no-auth-fetch", b"\0" + ls_frame(2))
+write("listener-auth", "no-auth-hello", b"\0" + ls_frame(
+    4, b"\x4c" * 32 + struct.pack(">Q", 9) + b"stranger"))
+write("listener-auth", "auth-without-hello", b"\0" + ls_frame(5, bytes(32)))
+write("listener-auth", "second-hello", b"\1" + ls_frame(
+    4, b"\x4c" * 32 + struct.pack(">Q", 7) + b"fz-client"))
+
 # ---- stream target (plugins/common, docs/wire-tcp.md) ----------------------------
 # Byte 0: flags (1: the harness sends a HELLO first; 2: deregister region
 # DR at the end; 4: the harness reads slowly).  Tokens: 7 characters and a byte k (fuzz-stream-target.c).

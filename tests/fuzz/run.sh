@@ -26,8 +26,8 @@ smoke | long) ;;
 esac
 [ -n "$out" ] && [ -n "$src" ] || { echo "usage: $0 smoke|long OUT SRCDIR" >&2; exit 2; }
 
-targets=${FUZZ_TARGETS:-metadata config listener stream-target \
-stream-target-uds stream-initiator}
+targets=${FUZZ_TARGETS:-metadata config listener listener-auth stream-target \
+stream-target-uds stream-target-auth stream-initiator}
 runs=${FUZZ_RUNS:-20000}
 time_s=${FUZZ_TIME:-600}
 
@@ -42,10 +42,10 @@ max_len() {
     esac
 }
 
-# The uds target takes the tcp target's seeds: one wire, two sockets.
+# The uds and authenticated targets take the tcp target's seeds: one wire.
 seeds() {
     case $1 in
-    stream-target-uds) echo "$src/corpus/stream-target" ;;
+    stream-target-*) echo "$src/corpus/stream-target" ;;
     *) echo "$src/corpus/$1" ;;
     esac
 }
@@ -53,6 +53,7 @@ seeds() {
 dict() {
     case $1 in
     stream-*) echo "$src/stream.dict" ;;
+    listener-*) echo "$src/listener.dict" ;;
     *) echo "$src/$1.dict" ;;
     esac
 }
