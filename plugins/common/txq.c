@@ -182,11 +182,13 @@ void xfer__stream_flush(conn_t *c)
                  i++) {
                 size_t skip = i == e->idx ? e->off : 0;
                 size_t len = e->iov[i].iov_len - skip;
-
-                const char *base = (const char *)e->iov[i].iov_base + skip;
+                const char *base;
 
                 if (!len)
                     continue;
+                /* An empty piece may have no base (a frame without a
+                 * body): no arithmetic on it. */
+                base = (const char *)e->iov[i].iov_base + skip;
                 total += len;
                 if (len <= STAGE_PIECE &&
                     staged + len <= XFER__STREAM_STAGE_SIZE) {
