@@ -1295,6 +1295,7 @@ static void do_tick(xfer_be_t *be)
         }
         idle = c->initiator ? lim->idle_timeout_ms / 2 : lim->idle_timeout_ms;
         if (now - c->last_ms >= idle) {
+            c->idle_closed = 1;
             xfer__stream_conn_close(c, XFER_ERR_REMOTE_DISCONNECT,
                                     XFER_LOG_INFO,
                                     "idle for %llu ms (idle_timeout_ms)",
@@ -1658,6 +1659,11 @@ int xfer__stream_conn_initiator(const xfer__stream_conn_t *c)
 int xfer__stream_conn_up(const xfer__stream_conn_t *c)
 {
     return c->hello_done && !c->closed;
+}
+
+int xfer__stream_conn_idle_closed(const xfer__stream_conn_t *c)
+{
+    return c->idle_closed;
 }
 
 int xfer__stream_conn_holds(const xfer__stream_conn_t *c)

@@ -149,6 +149,7 @@ struct xfer__stream_conn {
     xfer_be_t *be;
     int fd;
     int initiator, connecting, hello_done, closed, paused, blocked;
+    int idle_closed;    /* closed by this side for idle_timeout_ms */
     int nwait;                      /* target: a NOTIF waits for room in
                                        the agent's queue; not read */
     int accepted;                   /* counts against max_conns */

@@ -190,6 +190,9 @@ int xfer__stream_conn_fd(const xfer__stream_conn_t *c);
 int xfer__stream_conn_initiator(const xfer__stream_conn_t *c);
 /* Handshaken and not closed. */
 int xfer__stream_conn_up(const xfer__stream_conn_t *c);
+/* Closed by this side because it was idle (idle_timeout_ms), not lost:
+ * a control channel reopens it when needed and mourns no one. */
+int xfer__stream_conn_idle_closed(const xfer__stream_conn_t *c);
 /* Whether requests or notifications wait in c's hold list. */
 int xfer__stream_conn_holds(const xfer__stream_conn_t *c);
 /* An initiator's peer (NULL for a target's connection); still set

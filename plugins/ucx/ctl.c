@@ -1,0 +1,414 @@
+/* ctl.c - the ucx plugin's control channel (chan.h over TCP): connection
+ * info, identity, notification tokens and credits, and peer death. */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <endian.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#include "plugins/ucx/ucx.h"
+
+/* Connection info (docs/wire-ucx.md), little-endian:
+ *   0 u32 magic "XUCX"   4 u8 version (1)   5 u8 workers (1..16)
+ *   6 u16 zero           8 u8[24] the control channel's tcp address
+ *   32 per worker: u16 length, then that UCP worker address */
+#define INFO_MAGIC 0x58435558u
+#define INFO_VERSION 1u
+#define INFO_HEAD (8u + XFER__TCPSOCK_INFO_SIZE)
+
+/* Control messages (docs/wire-ucx.md): byte 0 the type, byte 1 the
+ * version, the rest little-endian. */
+enum { MSG_TREQ = 1, MSG_TOKEN = 2, MSG_ACK = 3 };
+#define MSG_VERSION 1u
+#define MSG_TREQ_LEN 2u
+#define MSG_TOKEN_LEN (8u + UCX_TOKEN_LEN + 8u)
+#define MSG_ACK_LEN 16u
+#define MSG_MAX 64u
+
+static ucx_peer_t **peer_slot(xfer__stream_conn_t *c)
+{
+    xfer_be_peer_t *cp = xfer__stream_conn_peer(c);
+
+    return cp ? xfer__stream_peer_priv(cp) : NULL;
+}
+
+/* ---- connection info ------------------------------------------------ */
+
+xfer_status_t ucx__info_build(ucx_t *u)
+{
+    unsigned char *b = u->info;
+    size_t off = INFO_HEAD;
+    uint32_t magic = htole32(INFO_MAGIC);
+
+    memcpy(b, &magic, 4);
+    b[4] = INFO_VERSION;
+    b[5] = (unsigned char)u->nw;
+    b[6] = b[7] = 0;
+    memcpy(b + 8, u->sock.info, XFER__TCPSOCK_INFO_SIZE);
+    for (unsigned i = 0; i < u->nw; i++) {
+        ucp_address_t *a;
+        size_t alen;
+        uint16_t l;
+        ucs_status_t s = ucp_worker_get_address(u->w[i].w, &a, &alen);
+
+        if (s != UCS_OK)
+            return UERR(u, XFER_ERR_BACKEND, "ucx: ucp_worker_get_address: "
+                        "%s", ucs_status_string(s));
+        if (alen == 0 || alen > 0xffff || off + 2 + alen > sizeof u->info) {
+            ucp_worker_release_address(u->w[i].w, a);
+            return UERR(u, XFER_ERR_CONFIG, "ucx: the addresses of %u "
+                        "workers do not fit in %u bytes of connection info: "
+                        "use fewer workers, transports (tls) or devices",
+                        u->nw, XFER_BE_BLOB_MAX);
+        }
+        l = htole16((uint16_t)alen);
+        memcpy(b + off, &l, 2);
+        memcpy(b + off + 2, a, alen);
+        off += 2 + alen;
+        ucp_worker_release_address(u->w[i].w, a);
+    }
+    u->info_len = off;
+    return XFER_OK;
+}
+
+xfer_status_t ucx__info_parse(ucx_t *u, const char *name, const void *info,
+                              size_t len, ucx_peer_t *p,
+                              const void **chan_info, size_t *chan_len)
+{
+    const unsigned char *b = info;
+    uint32_t magic;
+    size_t off = INFO_HEAD;
+    unsigned nw;
+
+    if (len < INFO_HEAD + 3)
+        return UERR(u, XFER_ERR_INVALID, "ucx: agent '%s': connection info "
+                    "of %zu bytes is too short", name, len);
+    memcpy(&magic, b, 4);
+    if (le32toh(magic) != INFO_MAGIC || b[4] != INFO_VERSION)
+        return UERR(u, XFER_ERR_INVALID, "ucx: agent '%s': connection info "
+                    "is not version %u ucx info (bad magic or version %u)",
+                    name, INFO_VERSION, b[4]);
+    nw = b[5];
+    if (nw < 1 || nw > UCX_MAX_WORKERS || b[6] || b[7])
+        return UERR(u, XFER_ERR_INVALID, "ucx: agent '%s': connection info "
+                    "names %u workers (1 to %u)", name, nw, UCX_MAX_WORKERS);
+    if (xfer__tcpsock_info_check(&u->sock, b + 8, XFER__TCPSOCK_INFO_SIZE) !=
+        XFER_OK)
+        return XFER_ERR_INVALID;
+    for (unsigned i = 0; i < nw; i++) {
+        uint16_t l;
+
+        if (off + 2 > len)
+            return UERR(u, XFER_ERR_INVALID, "ucx: agent '%s': connection "
+                        "info ends before worker %u", name, i);
+        memcpy(&l, b + off, 2);
+        l = le16toh(l);
+        if (l == 0 || off + 2 + l > len)
+            return UERR(u, XFER_ERR_INVALID, "ucx: agent '%s': worker %u's "
+                        "address of %u bytes overruns the connection info",
+                        name, i, l);
+        if (p != NULL) {
+            p->waddr[i] = malloc(l);
+            if (p->waddr[i] == NULL)
+                return XFER_ERR_NOMEM;
+            memcpy(p->waddr[i], b + off + 2, l);
+            p->wlen[i] = l;
+            p->nrw = i + 1;
+        }
+        off += 2 + (size_t)l;
+    }
+    if (off != len)
+        return UERR(u, XFER_ERR_INVALID, "ucx: agent '%s': %zu bytes after "
+                    "the last worker address", name, len - off);
+    *chan_info = b + 8;
+    *chan_len = XFER__TCPSOCK_INFO_SIZE;
+    return XFER_OK;
+}
+
+/* ---- the channel's events ------------------------------------------- */
+
+static xfer_status_t t_info_check(void *tctx, const void *info, size_t len)
+{
+    return xfer__tcpsock_info_check(&((ucx_t *)tctx)->sock, info, len);
+}
+
+static int t_connect(void *tctx, const void *info, size_t len,
+                     int *in_progress)
+{
+    return xfer__tcpsock_connect(&((ucx_t *)tctx)->sock, info, len,
+                                 in_progress);
+}
+
+static int t_accepted(void *tctx, int fd)
+{
+    return xfer__tcpsock_accepted(&((ucx_t *)tctx)->sock, fd);
+}
+
+static void t_info_str(void *tctx, const void *info, size_t len, char *buf,
+                       size_t size)
+{
+    xfer__tcpsock_info_str(&((ucx_t *)tctx)->sock, info, len, buf, size);
+}
+
+static xfer_status_t t_conn_up(void *tctx, xfer__stream_conn_t *c, char *msg,
+                               size_t msg_size)
+{
+    ucx_peer_t **pp = peer_slot(c);
+
+    (void)tctx;
+    (void)msg;
+    (void)msg_size;
+    if (xfer__stream_conn_initiator(c) && pp && *pp)
+        (*pp)->chan_connected = true;
+    return XFER_OK;
+}
+
+/* chan_lock held. */
+static void t_conn_down(void *tctx, xfer__stream_conn_t *c, xfer_status_t st,
+                        const char *why)
+{
+    ucx_t *u = tctx;
+    ucx_peer_t **pp;
+    ucx_peer_t *p;
+    char reason[240];
+
+    if (!xfer__stream_conn_initiator(c)) {
+        ucx__sess_conn_down(u, c);
+        return;
+    }
+    if (!(pp = peer_slot(c)) || !(p = *pp))
+        return;
+    p->chan_connected = false;
+    atomic_store(&p->chan_started, false);
+    /* Closing an idle connection is routine: the session (token, credits)
+     * lives on at the target, and the next need reopens it. */
+    if (xfer__stream_conn_idle_closed(c) || p->cp == NULL)
+        return;
+    snprintf(reason, sizeof reason, "its control connection closed: %s",
+             why ? why : "?");
+    ucx__peer_kill(u, p, st == XFER_ERR_AUTH ? XFER_ERR_AUTH
+                                             : XFER_ERR_REMOTE_DISCONNECT,
+                   reason);
+}
+
+static uint64_t get64(const unsigned char *b)
+{
+    uint64_t v;
+
+    memcpy(&v, b, 8);
+    return le64toh(v);
+}
+
+static void put64(unsigned char *b, uint64_t v)
+{
+    v = htole64(v);
+    memcpy(b, &v, 8);
+}
+
+/* A TOKEN or an ACK from a target we send notifications to. */
+static void initiator_msg(ucx_t *u, xfer__stream_conn_t *c,
+                          const unsigned char *m, size_t len)
+{
+    ucx_peer_t **pp = peer_slot(c);
+    ucx_peer_t *p = pp ? *pp : NULL;
+    ucx_worker_t *w = &u->w[0];
+    uint64_t delivered;
+
+    if (p == NULL)
+        return;
+    if (!((m[0] == MSG_TOKEN && len == MSG_TOKEN_LEN) ||
+          (m[0] == MSG_ACK && len == MSG_ACK_LEN))) {
+        ULOG(u, XFER_LOG_WARN, "agent '%s' sent a control message of type "
+             "%u and %zu bytes; ignored", p->name, m[0], len);
+        return;
+    }
+    delivered = get64(m + len - 8);
+    pthread_mutex_lock(&w->lock);
+    pthread_mutex_lock(&p->olock);
+    if (m[0] == MSG_TOKEN) {
+        uint32_t win;
+
+        memcpy(&win, m + 4, 4);
+        win = le32toh(win);
+        if (p->have_token && memcmp(p->token, m + 8, UCX_TOKEN_LEN) != 0 &&
+            p->sent != p->acked)
+            ULOG(u, XFER_LOG_WARN, "agent '%s' started a new notification "
+                 "session: %llu notification(s) it had not acknowledged may "
+                 "be lost", p->name,
+                 (unsigned long long)(p->sent - p->acked));
+        if (!p->have_token || memcmp(p->token, m + 8, UCX_TOKEN_LEN) != 0)
+            p->sent = delivered;
+        memcpy(p->token, m + 8, UCX_TOKEN_LEN);
+        p->have_token = true;
+        p->window = win >= 2 ? win : 2;
+        p->acked = delivered;
+    } else if (delivered > p->acked && delivered <= p->sent) {
+        p->acked = delivered;
+    }
+    ucx__notif_pump(u, p, 0);
+    pthread_mutex_unlock(&p->olock);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* A TREQ from an initiator: its session's token and how far it got. */
+static void target_msg(ucx_t *u, xfer__stream_conn_t *c,
+                       const unsigned char *m, size_t len)
+{
+    unsigned char t[MSG_TOKEN_LEN];
+    uint32_t win = htole32((uint32_t)u->cfg.notif_window);
+    ucx_sess_t *s;
+    uint64_t delivered;
+
+    if (m[0] != MSG_TREQ || len != MSG_TREQ_LEN) {
+        ULOG(u, XFER_LOG_WARN, "agent '%s' sent a control message of type "
+             "%u and %zu bytes; ignored", xfer__stream_conn_name(c), m[0],
+             len);
+        return;
+    }
+    s = ucx__sess_get(u, xfer__stream_conn_name(c),
+                      xfer__stream_conn_epoch(c));
+    if (s == NULL)
+        return;
+    s->conn = c;
+    pthread_mutex_lock(&u->tlock);
+    delivered = s->delivered;
+    memcpy(t + 8, s->token, UCX_TOKEN_LEN);
+    pthread_mutex_unlock(&u->tlock);
+    s->acked = delivered;
+    memset(t, 0, 8);
+    t[0] = MSG_TOKEN;
+    t[1] = MSG_VERSION;
+    memcpy(t + 4, &win, 4);
+    put64(t + 8 + UCX_TOKEN_LEN, delivered);
+    xfer__chan_reply(c, t, sizeof t);
+}
+
+/* chan_lock held (the channel calls back from its progress). */
+static void t_recv(void *tctx, xfer__stream_conn_t *c, const void *msg,
+                   size_t len)
+{
+    const unsigned char *m = msg;
+
+    if (len < 2 || m[1] != MSG_VERSION) {
+        ULOG((ucx_t *)tctx, XFER_LOG_WARN, "agent '%s' sent a control "
+             "message of %zu bytes that is not version %u; ignored",
+             xfer__stream_conn_name(c), len, MSG_VERSION);
+        return;
+    }
+    if (xfer__stream_conn_initiator(c))
+        initiator_msg(tctx, c, m, len);
+    else
+        target_msg(tctx, c, m, len);
+}
+
+/* ---- open, progress, ask, ack ---------------------------------------- */
+
+xfer_status_t ucx__ctl_open(ucx_t *u)
+{
+    xfer__tcpsock_cfg_t sc = {
+        .name = "ucx",
+        .addr = u->cfg.addr,
+        .port = u->cfg.port,
+        .advertise = u->cfg.advertise,
+        .nodelay = 1,
+        .keepalive = 1,
+        .timeout_ms = u->cfg.timeout_ms,
+    };
+    xfer__stream_cfg_t cc;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0xffffu};
+    xfer_status_t st;
+
+    if ((st = xfer__tcpsock_open(&u->sock, u->host, &sc)) != XFER_OK)
+        return st;
+    u->tp.info_check = t_info_check;
+    u->tp.connect = t_connect;
+    u->tp.accepted = t_accepted;
+    u->tp.info_str = t_info_str;
+    u->tp.conn_up = t_conn_up;
+    u->tp.conn_down = t_conn_down;
+    memset(&cc, 0, sizeof cc);
+    cc.name = "ucx";
+    cc.timeout_ms = u->cfg.timeout_ms;
+    cc.inline_max = MSG_MAX;
+    cc.rx_buf = 16384;
+    cc.lim = u->cfg.lim;
+    cc.peer_priv = sizeof(ucx_peer_t *);
+    st = xfer__chan_create(u->host, &u->tp, u, &cc, MSG_MAX, t_recv,
+                           u->sock.lfd, &u->chan);
+    if (st != XFER_OK) {
+        u->chan = NULL;
+        return st;
+    }
+    if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, xfer__chan_fd(u->chan), &ev) < 0)
+        return UERR(u, XFER_ERR_BACKEND, "ucx: epoll_ctl: %m");
+    return XFER_OK;
+}
+
+void ucx__ctl_close(ucx_t *u)
+{
+    if (u->chan)
+        xfer__chan_destroy(u->chan);
+    u->chan = NULL;
+    if (u->sock.lfd >= 0)
+        xfer__tcpsock_close(&u->sock);
+}
+
+void ucx__ctl_token_ask(ucx_t *u, ucx_peer_t *p)
+{
+    static const unsigned char treq[MSG_TREQ_LEN] = {MSG_TREQ, MSG_VERSION};
+
+    if (p->cp == NULL || atomic_load(&p->dead))
+        return;
+    if (xfer__chan_send(u->chan, p->cp, treq, sizeof treq) == XFER_OK)
+        atomic_store(&p->chan_started, true);
+}
+
+/* Acknowledge what sessions delivered since their last ack, once half a
+ * window is due, so that a sender waiting on credits goes on.  chan_lock
+ * held; tlock taken only to read the counts. */
+static int acks_send(ucx_t *u)
+{
+    uint64_t half = u->cfg.notif_window / 2;
+    int n = 0;
+
+    for (ucx_sess_t *s = u->sess; s; s = s->next) {
+        unsigned char a[MSG_ACK_LEN] = {MSG_ACK, MSG_VERSION};
+        uint64_t d;
+
+        pthread_mutex_lock(&u->tlock);
+        d = s->delivered;
+        pthread_mutex_unlock(&u->tlock);
+        if (s->conn == NULL || d - s->acked < half)
+            continue;
+        put64(a + 8, d);
+        if (xfer__chan_reply(s->conn, a, sizeof a) == XFER_OK) {
+            s->acked = d;
+            n++;
+        }
+    }
+    return n;
+}
+
+int ucx__ctl_progress(ucx_t *u)
+{
+    int n;
+
+    if (pthread_mutex_trylock(&u->chan_lock) != 0)
+        return 0;
+    n = xfer__chan_progress(u->chan);
+    if (atomic_exchange(&u->ask_due, false))
+        for (ucx_peer_t *p = u->peers; p; p = p->next)
+            if (atomic_exchange(&p->want_ask, false))
+                ucx__ctl_token_ask(u, p);
+    if (atomic_exchange(&u->ack_due, false))
+        n += acks_send(u);
+    pthread_mutex_unlock(&u->chan_lock);
+    return n < 0 ? 0 : n;
+}

@@ -1,0 +1,227 @@
+/* peer.c - remote agents of the ucx plugin: their worker addresses, one UCP
+ * endpoint per local worker (made lazily, rebuilt after an error), death. */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plugins/ucx/ucx.h"
+
+static ucx_peer_t **chan_slot(ucx_peer_t *p)
+{
+    return xfer__stream_peer_priv((xfer_be_peer_t *)(void *)p->cp);
+}
+
+xfer_status_t ucx__peer_add(ucx_t *u, const char *name, uint64_t epoch,
+                            const void *info, size_t len, ucx_peer_t **out)
+{
+    ucx_peer_t *p = calloc(1, sizeof *p);
+    const void *ci;
+    size_t cl;
+    xfer_status_t st;
+
+    if (p == NULL)
+        return UERR(u, XFER_ERR_NOMEM, "ucx: out of memory");
+    p->u = u;
+    atomic_init(&p->refs, 1);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->epoch = epoch;
+    p->window = u->cfg.notif_window;
+    pthread_mutex_init(&p->olock, NULL);
+    if ((st = ucx__info_parse(u, name, info, len, p, &ci, &cl)) != XFER_OK)
+        goto fail;
+    pthread_mutex_lock(&u->chan_lock);
+    st = xfer__chan_peer_add(u->chan, name, epoch, ci, cl, &p->cp);
+    if (st == XFER_OK) {
+        *chan_slot(p) = p;
+        p->next = u->peers;
+        u->peers = p;
+    }
+    pthread_mutex_unlock(&u->chan_lock);
+    if (st != XFER_OK) {
+        p->cp = NULL;
+        goto fail;
+    }
+    *out = p;
+    return XFER_OK;
+fail:
+    ucx__peer_put(p);
+    return st;
+}
+
+void ucx__peer_put(ucx_peer_t *p)
+{
+    if (atomic_fetch_sub(&p->refs, 1) != 1)
+        return;
+    for (unsigned i = 0; i < p->nrw; i++)
+        free(p->waddr[i]);
+    pthread_mutex_destroy(&p->olock);
+    free(p);
+}
+
+/* UCP calls this from a worker's progress (its lock held) when an
+ * endpoint failed: the peer died, a link broke, or a bad access. */
+static void ep_error(void *arg, ucp_ep_h ep, ucs_status_t status)
+{
+    ucx_ep_t *e = arg;
+    ucx_peer_t *p = e->peer;
+    char why[XFER_NAME_MAX + 100];
+
+    if (e->ep != ep)
+        return; /* an endpoint already replaced */
+    snprintf(why, sizeof why, "UCX failed the endpoint to agent '%s': %s",
+             p->name, ucs_status_string(status));
+    ULOG(p->u, XFER_LOG_INFO, "%s", why);
+    ucx__ep_fail(p->u, p, e->wi, ucx__status(status), why);
+}
+
+ucx_ep_t *ucx__ep_get(ucx_t *u, ucx_peer_t *p, unsigned wi)
+{
+    ucx_ep_t *e = &p->ep[wi];
+    ucp_ep_params_t ep = {0};
+    ucs_status_t s;
+
+    if (e->ep != NULL)
+        return e;
+    if (atomic_load(&p->dead)) {
+        UERR(u, p->dead_st, "ucx: agent '%s' is gone: %s", p->name,
+             p->dead_why);
+        return NULL;
+    }
+    e->peer = p;
+    e->wi = wi;
+    /* Worker i of ours talks to worker i mod n of theirs, so that with
+     * as many workers on both sides each pair has a line of its own. */
+    ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS |
+                    UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                    UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    ep.address = (const ucp_address_t *)p->waddr[wi % p->nrw];
+    ep.err_mode = u->peer_mode ? UCP_ERR_HANDLING_MODE_PEER
+                               : UCP_ERR_HANDLING_MODE_NONE;
+    ep.err_handler.cb = ep_error;
+    ep.err_handler.arg = e;
+    s = ucp_ep_create(u->w[wi].w, &ep, &e->ep);
+    if (s != UCS_OK) {
+        e->ep = NULL;
+        UERR(u, s == UCS_ERR_UNREACHABLE ? XFER_ERR_REMOTE_DISCONNECT
+                                         : XFER_ERR_BACKEND,
+             "ucx: cannot make an endpoint to agent '%s': %s (no transport "
+             "of this instance reaches its workers%s)", p->name,
+             ucs_status_string(s),
+             u->peer_mode ? "; error_mode=peer leaves out transports that "
+                            "cannot detect a dead peer" : "");
+        return NULL;
+    }
+    e->gen++;
+    atomic_fetch_add(&u->eps_created, 1);
+    return e;
+}
+
+void ucx__ep_fail(ucx_t *u, ucx_peer_t *p, unsigned wi, xfer_status_t st,
+                  const char *why)
+{
+    ucx_ep_t *e = &p->ep[wi];
+    ucp_request_param_t prm = {0};
+    ucp_ep_h ep = e->ep;
+    void *r;
+
+    if (ep == NULL)
+        return;
+    e->err_gen = e->gen;
+    e->err = st;
+    snprintf(e->why, sizeof e->why, "%s", why);
+    e->ep = NULL;
+    atomic_fetch_add(&u->eps_failed, 1);
+    /* Force: every operation still on it ends now with an error, which
+     * is what frees its requests and their buffers.  Without peer error
+     * handling UCP does not allow that: a flushing close may never end,
+     * and UCP keeps what it holds until the worker goes. */
+    if (u->peer_mode) {
+        prm.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+        prm.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    }
+    r = ucp_ep_close_nbx(ep, &prm);
+    if (UCS_PTR_IS_PTR(r))
+        ucp_request_free(r);
+}
+
+void ucx__peer_kill(ucx_t *u, ucx_peer_t *p, xfer_status_t st,
+                    const char *why)
+{
+    bool was = false;
+
+    /* The first reason wins; dead_* are written before dead is set. */
+    pthread_mutex_lock(&p->olock);
+    if (p->dead_st == XFER_OK) {
+        p->dead_st = st;
+        snprintf(p->dead_why, sizeof p->dead_why, "%s", why);
+    } else {
+        was = true;
+    }
+    pthread_mutex_unlock(&p->olock);
+    if (was)
+        return;
+    atomic_store(&p->dead, true);
+    ULOG(u, XFER_LOG_INFO, "agent '%s' is gone: %s", p->name, why);
+    for (unsigned i = 0; i < u->nw; i++) {
+        ucx_worker_t *w = &u->w[i];
+
+        pthread_mutex_lock(&w->lock);
+        ucx__ep_fail(u, p, i, st, why);
+        pthread_mutex_lock(&p->olock);
+        ucx__notif_drop(p);
+        pthread_mutex_unlock(&p->olock);
+        pthread_mutex_unlock(&w->lock);
+    }
+}
+
+void ucx__peer_remove(ucx_t *u, ucx_peer_t *p)
+{
+    char why[XFER_NAME_MAX + 40];
+
+    snprintf(why, sizeof why, "agent '%s' was removed", p->name);
+    ucx__peer_kill(u, p, XFER_ERR_REMOTE_DISCONNECT, why);
+    pthread_mutex_lock(&u->chan_lock);
+    if (p->cp != NULL) {
+        xfer__chan_peer_t *cp = p->cp;
+
+        *chan_slot(p) = NULL;
+        p->cp = NULL;
+        xfer__chan_peer_remove(u->chan, cp);
+    }
+    for (ucx_peer_t **pp = &u->peers; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&u->chan_lock);
+    ucx__peer_put(p);
+}
+
+xfer_status_t ucx__peer_connect(ucx_t *u, ucx_peer_t *p)
+{
+    unsigned wi = ucx__thread_worker(u);
+    xfer_status_t st;
+
+    if (atomic_load(&p->dead))
+        return UERR(u, p->dead_st, "ucx: agent '%s' is gone: %s", p->name,
+                    p->dead_why);
+    pthread_mutex_lock(&u->chan_lock);
+    if (!atomic_load(&p->chan_started))
+        ucx__ctl_token_ask(u, p);
+    st = p->cp ? xfer__chan_connect(u->chan, p->cp) : XFER_ERR_REMOTE_DISCONNECT;
+    pthread_mutex_unlock(&u->chan_lock);
+    if (st != XFER_OK)
+        return st;
+    pthread_mutex_lock(&u->w[wi].lock);
+    st = ucx__ep_get(u, p, wi) ? XFER_OK : XFER_ERR_REMOTE_DISCONNECT;
+    pthread_mutex_unlock(&u->w[wi].lock);
+    return st;
+}

@@ -1,0 +1,344 @@
+/* req.c - transfers of the ucx plugin: a put or get per segment, then one
+ * endpoint flush per post, so XFER_OK means the data is visible. */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plugins/ucx/ucx.h"
+
+xfer_status_t ucx__req_create(ucx_t *u, xfer_op_t op, ucx_peer_t *p,
+                              const xfer_be_seg_t *segs, size_t nseg,
+                              ucx_req_t **out)
+{
+    ucx_req_t *q = calloc(1, sizeof *q);
+
+    if (q == NULL)
+        return UERR(u, XFER_ERR_NOMEM, "ucx: out of memory");
+    q->u = u;
+    q->peer = p;
+    atomic_fetch_add(&p->refs, 1);
+    q->op = op;
+    q->segs = segs;
+    q->nseg = nseg;
+    q->st = XFER_OK;
+    *out = q;
+    return XFER_OK;
+}
+
+static void free_req(ucx_req_t *q)
+{
+    ucx__peer_put(q->peer);
+    free(q);
+}
+
+/* ---- the worker's in-flight list (w->lock) -------------------------- */
+
+static void inflight_add(ucx_worker_t *w, ucx_req_t *q)
+{
+    q->wnext = NULL;
+    q->wprev = w->inflight_tail;
+    if (w->inflight_tail)
+        w->inflight_tail->wnext = q;
+    else
+        w->inflight_head = q;
+    w->inflight_tail = q;
+}
+
+static void inflight_del(ucx_worker_t *w, ucx_req_t *q)
+{
+    if (q->wprev)
+        q->wprev->wnext = q->wnext;
+    else
+        w->inflight_head = q->wnext;
+    if (q->wnext)
+        q->wnext->wprev = q->wprev;
+    else
+        w->inflight_tail = q->wprev;
+    q->wnext = q->wprev = NULL;
+}
+
+/* ---- the peer's order (olock) ----------------------------------------- */
+
+static void order_add(ucx_peer_t *p, ucx_req_t *q)
+{
+    q->ticket = p->next_ticket++;
+    q->pnext = NULL;
+    q->pprev = p->newest;
+    if (p->newest)
+        p->newest->pnext = q;
+    else
+        p->oldest = q;
+    p->newest = q;
+    q->ordered = true;
+}
+
+static void order_del(ucx_peer_t *p, ucx_req_t *q)
+{
+    if (!q->ordered)
+        return;
+    if (q->pprev)
+        q->pprev->pnext = q->pnext;
+    else
+        p->oldest = q->pnext;
+    if (q->pnext)
+        q->pnext->pprev = q->pprev;
+    else
+        p->newest = q->pprev;
+    q->pnext = q->pprev = NULL;
+    q->ordered = false;
+}
+
+/* The sentence of a request that ended with UCP status s: the endpoint's
+ * failure when that is what ended it, else UCP's word. */
+static void req_error(ucx_req_t *q, ucs_status_t s)
+{
+    ucx_peer_t *p = q->peer;
+    ucx_ep_t *e = &p->ep[q->wi];
+    const char *op = q->op == XFER_OP_WRITE ? "WRITE" : "READ";
+
+    if (q->timed_out) {
+        q->st = XFER_ERR_TIMEOUT;
+        snprintf(q->err, sizeof q->err, "ucx: %s to agent '%s' did not "
+                 "complete within timeout_ms (%llu ms)", op, p->name,
+                 (unsigned long long)q->u->cfg.timeout_ms);
+    } else if (atomic_load(&p->dead)) {
+        q->st = p->dead_st;
+        snprintf(q->err, sizeof q->err, "ucx: %s to agent '%s' failed: it "
+                 "is gone: %s", op, p->name, p->dead_why);
+    } else if (e->err_gen == q->gen && e->err != XFER_OK) {
+        q->st = e->err;
+        snprintf(q->err, sizeof q->err, "ucx: %s to agent '%s' failed: %s",
+                 op, p->name, e->why);
+    } else {
+        q->st = ucx__status(s);
+        snprintf(q->err, sizeof q->err, "ucx: %s to agent '%s' failed: %s",
+                 op, p->name, ucs_status_string(s));
+    }
+}
+
+/* The flush of q ended (w->lock held): its data is visible, or it
+ * failed.  Its notification may go now, and what waited behind it. */
+static void req_finish(ucx_t *u, ucx_req_t *q, ucs_status_t s)
+{
+    ucx_peer_t *p = q->peer;
+
+    if (s == UCS_OK && q->st == XFER_IN_PROG)
+        q->st = XFER_OK;
+    else if (q->st == XFER_IN_PROG)
+        req_error(q, s);
+    pthread_mutex_lock(&p->olock);
+    order_del(p, q);
+    if (q->slot != NULL) {
+        ucx_slot_t *sl = q->slot;
+
+        q->slot = NULL;
+        sl->req = NULL;
+        /* A failed transfer's notification is never sent: it would
+         * announce data that did not arrive.  It leaves the queue when
+         * it reaches the head. */
+        sl->ready = true;
+        if (q->st != XFER_OK)
+            sl->len = (size_t)-1;
+    }
+    ucx__notif_pump(u, p, q->wi);
+    pthread_mutex_unlock(&p->olock);
+}
+
+static void flush_done(void *request, ucs_status_t s, void *user_data)
+{
+    ucx_req_t *q = user_data;
+    ucx_worker_t *w = &q->u->w[q->wi];
+
+    ucp_request_free(request);
+    q->flushing = false;
+    if (q->wnext || q->wprev || w->inflight_head == q)
+        inflight_del(w, q);
+    if (q->st == XFER_IN_PROG || q->ordered)
+        req_finish(q->u, q, s);
+    if (q->released)
+        free_req(q);
+}
+
+/* Issue the segments on endpoint e; the first error UCP gives, or OK. */
+static ucs_status_t issue(ucx_t *u, ucx_req_t *q, ucx_ep_t *e, unsigned wi,
+                          xfer_status_t *st)
+{
+    ucp_request_param_t prm = {0};
+
+    for (size_t i = 0; i < q->nseg; i++) {
+        const xfer_be_seg_t *sg = &q->segs[i];
+        const ucx_mem_t *lm = sg->lmem;
+        ucp_rkey_h rk = ucx__rkey(u, sg->rmem, wi, e);
+        ucs_status_ptr_t r;
+
+        if (rk == NULL) {
+            *st = XFER_ERR_INVALID;
+            snprintf(q->err, sizeof q->err, "ucx: descriptor %zu: the "
+                     "remote key of agent '%s' does not unpack", i,
+                     q->peer->name);
+            return UCS_ERR_INVALID_PARAM;
+        }
+        /* The registration's handle spares UCP a lookup per segment;
+         * no callback: the flush below is what completes the post. */
+        prm.op_attr_mask = UCP_OP_ATTR_FIELD_MEMH;
+        prm.memh = lm->memh;
+        if (q->op == XFER_OP_WRITE)
+            r = ucp_put_nbx(e->ep, (void *)sg->laddr, sg->len, sg->raddr, rk,
+                            &prm);
+        else
+            r = ucp_get_nbx(e->ep, (void *)sg->laddr, sg->len, sg->raddr, rk,
+                            &prm);
+        if (UCS_PTR_IS_ERR(r)) {
+            *st = ucx__status(UCS_PTR_STATUS(r));
+            snprintf(q->err, sizeof q->err, "ucx: descriptor %zu to agent "
+                     "'%s': %s", i, q->peer->name,
+                     ucs_status_string(UCS_PTR_STATUS(r)));
+            return UCS_PTR_STATUS(r);
+        }
+        if (r != NULL)
+            ucp_request_free(r); /* UCP frees it when the op is done */
+    }
+    return UCS_OK;
+}
+
+xfer_status_t ucx__req_post(ucx_t *u, ucx_req_t *q, const void *notif,
+                            size_t len)
+{
+    ucx_peer_t *p = q->peer;
+    unsigned wi;
+    ucx_worker_t *w;
+    ucx_ep_t *e;
+    ucp_request_param_t fp = {0};
+    ucs_status_ptr_t r;
+    xfer_status_t st = XFER_OK;
+    ucs_status_t s;
+
+    if (atomic_load(&p->dead))
+        return q->st = UERR(u, p->dead_st, "ucx: agent '%s' is gone: %s",
+                            p->name, p->dead_why);
+    if (q->flushing)
+        return UERR(u, XFER_ERR_BUSY, "ucx: UCP still holds this request's "
+                    "last transfer (error_mode=none after a timeout)");
+    /* The control channel carries the token for notifications and tells
+     * of the peer's death: open it with the first post. */
+    if (!atomic_load(&p->chan_started)) {
+        pthread_mutex_lock(&u->chan_lock);
+        if (!atomic_load(&p->chan_started))
+            ucx__ctl_token_ask(u, p);
+        pthread_mutex_unlock(&u->chan_lock);
+    }
+    wi = ucx__thread_worker(u);
+    w = &u->w[wi];
+    pthread_mutex_lock(&w->lock);
+    q->wi = wi;
+    q->timed_out = false;
+    q->err[0] = '\0';
+    if (!(e = ucx__ep_get(u, p, wi))) {
+        pthread_mutex_unlock(&w->lock);
+        return q->st = XFER_ERR_REMOTE_DISCONNECT;
+    }
+    q->gen = e->gen;
+    q->st = XFER_IN_PROG;
+    s = issue(u, q, e, wi, &st);
+    pthread_mutex_lock(&p->olock);
+    order_add(p, q);
+    if (notif != NULL && len > 0 && s == UCS_OK) {
+        if (!(q->slot = ucx__slot_new(p, notif, len)))
+            st = XFER_ERR_NOMEM;
+        else
+            q->slot->req = q;
+    }
+    pthread_mutex_unlock(&p->olock);
+    if (st != XFER_OK)
+        q->st = st; /* what was issued is flushed, then it fails */
+    fp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    fp.cb.send = flush_done;
+    fp.user_data = q;
+    r = ucp_ep_flush_nbx(e->ep, &fp);
+    if (r == NULL || UCS_PTR_IS_ERR(r)) {
+        req_finish(u, q, UCS_PTR_STATUS(r));
+    } else {
+        q->flushing = true;
+        q->deadline_ms = ucx__now_ms() + u->cfg.timeout_ms;
+        inflight_add(w, q);
+    }
+    st = q->st;
+    if (st < 0 && q->err[0])
+        UERR(u, st, "%s", q->err);
+    pthread_mutex_unlock(&w->lock);
+    return st;
+}
+
+xfer_status_t ucx__req_check(ucx_t *u, ucx_req_t *q)
+{
+    ucx_worker_t *w = &u->w[q->wi];
+    char err[sizeof q->err];
+    xfer_status_t st;
+
+    pthread_mutex_lock(&w->lock);
+    st = q->st;
+    if (st < 0)
+        memcpy(err, q->err, sizeof err);
+    pthread_mutex_unlock(&w->lock);
+    if (st < 0)
+        return UERR(u, st, "%s", err[0] ? err : "ucx: transfer failed");
+    return st;
+}
+
+void ucx__req_release(ucx_t *u, ucx_req_t *q)
+{
+    ucx_worker_t *w = &u->w[q->wi];
+    bool later;
+
+    pthread_mutex_lock(&w->lock);
+    /* UCP still holds the flush (error_mode=none after a timeout): its
+     * callback frees the request. */
+    later = q->flushing;
+    q->released = true;
+    if (!later) {
+        pthread_mutex_lock(&q->peer->olock);
+        order_del(q->peer, q);
+        pthread_mutex_unlock(&q->peer->olock);
+    }
+    pthread_mutex_unlock(&w->lock);
+    if (!later)
+        free_req(q);
+}
+
+/* Requests are in post order, so the head has the earliest deadline.
+ * A request past it means its endpoint is stuck (a peer stopped, a link
+ * cut): close the endpoint, which ends every operation on it, and the
+ * next post builds a new one.  Without peer error handling UCP cannot
+ * close it that way: the request fails now, and UCP keeps it. */
+int ucx__req_timeouts(ucx_t *u, ucx_worker_t *w, uint64_t now)
+{
+    int n = 0;
+    ucx_req_t *q;
+
+    while ((q = w->inflight_head) != NULL && now >= q->deadline_ms) {
+        char why[200];
+
+        snprintf(why, sizeof why, "no completion within timeout_ms "
+                 "(%llu ms)", (unsigned long long)u->cfg.timeout_ms);
+        q->timed_out = true;
+        inflight_del(w, q);
+        if (u->peer_mode && q->peer->ep[w->idx].gen == q->gen) {
+            ucx__ep_fail(u, q->peer, w->idx, XFER_ERR_TIMEOUT, why);
+        } else {
+            /* error_mode=none, or its endpoint was already replaced:
+             * end it here; flush_done, if it ever comes, frees it. */
+            req_finish(u, q, UCS_ERR_TIMED_OUT);
+            if (!u->peer_mode && q->peer->ep[w->idx].gen == q->gen)
+                ucx__ep_fail(u, q->peer, w->idx, XFER_ERR_TIMEOUT, why);
+        }
+        n++;
+    }
+    return n;
+}

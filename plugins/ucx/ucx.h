@@ -1,0 +1,308 @@
+/* ucx.h - what the files of the ucx plugin share: the instance and its
+ * workers, peers and their endpoints, registrations, requests, sessions. */
+#ifndef XFER_PLUGINS_UCX_H
+#define XFER_PLUGINS_UCX_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ucp/api/ucp.h>
+
+#include <xfer/backend.h>
+
+#include "plugins/common/chan.h"
+#include "plugins/common/stream.h"
+#include "plugins/common/tcpsock.h"
+
+/* How the files divide the work (ucx.c is the table and reads top-down):
+ *   ucx.c    parameters, the ops table, init/fini, progress, arm, state
+ *   ctl.c    the control channel: connection info, tokens, acks, death
+ *   peer.c   peers and their endpoints (one per local worker)
+ *   mem.c    registrations and remote keys
+ *   req.c    requests: put/get, one flush per post, timeouts
+ *   notif.c  notifications: ordering, credits, the active message both ways
+ *
+ * Locks, in the only order they are ever taken (each file says which it
+ * takes):  chan_lock -> worker lock -> peer olock -> tlock
+ *   chan_lock   the control channel (the stream engine is single-threaded)
+ *               and the session list's shape
+ *   w->lock     one UCP worker: its endpoints, rkeys unpacked for it, the
+ *               requests posted on it; UCP callbacks run under it
+ *   p->olock    one peer's order: requests in post order, notifications
+ *               waiting, the session with that target (token, credits)
+ *   tlock       the target side's sessions as the active-message handler
+ *               reads them (a leaf, like every host callback) */
+
+#define UCX_MAX_WORKERS 16
+#define UCX_TOKEN_LEN 16
+/* The active message id of a notification. */
+#define UCX_AM_NOTIF 0x58u
+/* Bytes of the header of that message: magic, version, flags, length,
+ * token, sequence number (docs/wire-ucx.md). */
+#define UCX_AM_HDR_LEN 32u
+#define UCX_AM_MAGIC 0x58u
+
+typedef struct ucx_config {
+    const char *tls;
+    const char *devices;
+    uint64_t workers;
+    const char *error_mode;
+    uint64_t timeout_ms;
+    uint64_t notif_window;
+    uint64_t notif_queue;
+    const char *addr;
+    uint64_t port;
+    const char *advertise;
+    xfer__stream_limits_t lim;
+} ucx_config_t;
+
+typedef struct xfer_be ucx_t;
+typedef struct xfer_be_peer ucx_peer_t;
+typedef struct xfer_be_req ucx_req_t;
+
+typedef struct ucx_worker {
+    pthread_mutex_t lock;
+    ucp_worker_h w;
+    int efd;                   /* ucp_worker_get_efd, -1 without */
+    unsigned idx;
+    ucx_t *u;
+    /* Requests whose flush is pending on this worker, oldest first: the
+     * head carries the earliest deadline. */
+    ucx_req_t *inflight_head, *inflight_tail;
+} ucx_worker_t;
+
+/* One peer's endpoint on one local worker; guarded by that worker. */
+typedef struct ucx_ep {
+    ucp_ep_h ep;               /* NULL: none yet, or closed after an error */
+    uint64_t gen;              /* bumped at each creation: rkeys unpacked
+                                  for an older one are stale */
+    uint64_t err_gen;          /* the generation that failed last */
+    xfer_status_t err;         /* ... with this status and sentence */
+    char why[XFER_NAME_MAX + 100];
+    ucx_peer_t *peer;          /* back pointers for the error handler */
+    unsigned wi;
+} ucx_ep_t;
+
+/* A notification waiting to go, in post order (peer olock), then in
+ * flight until UCP is done with its header and payload. */
+typedef struct ucx_slot {
+    struct ucx_slot *next;
+    uint64_t ticket;           /* the post it belongs to */
+    ucx_req_t *req;            /* that request, until it completed */
+    bool ready;                /* its data is visible (or a lone one) */
+    ucx_peer_t *peer;          /* a reference while in flight */
+    size_t len;
+    unsigned char hdr[UCX_AM_HDR_LEN];
+    unsigned char msg[];
+} ucx_slot_t;
+
+struct xfer_be_peer {
+    ucx_t *u;
+    atomic_uint refs;          /* the core's until peer_remove, one per
+                                  request, remote region and slot */
+    char name[XFER_NAME_MAX + 1];
+    uint64_t epoch;
+    xfer__chan_peer_t *cp;     /* chan_lock; NULL once removed */
+    atomic_bool chan_started;  /* a token was asked for */
+    bool chan_connected;       /* chan_lock: its connection is up */
+    /* Its workers' addresses, from the connection info. */
+    unsigned nrw;
+    unsigned char *waddr[UCX_MAX_WORKERS];
+    size_t wlen[UCX_MAX_WORKERS];
+    ucx_ep_t ep[UCX_MAX_WORKERS];      /* per local worker */
+    /* Set once, before dead: why every post to it now fails. */
+    atomic_bool dead;
+    xfer_status_t dead_st;
+    char dead_why[256];
+    /* ---- olock ---- */
+    pthread_mutex_t olock;
+    uint64_t next_ticket;
+    ucx_req_t *oldest, *newest;        /* requests in flight, post order */
+    ucx_slot_t *sh, *st;               /* notifications waiting */
+    size_t nslots;
+    bool have_token;
+    unsigned char token[UCX_TOKEN_LEN];
+    uint64_t sent;                     /* notifications sent (next seq) */
+    uint64_t acked;                    /* ... the target has taken */
+    uint64_t window;                   /* the target's credit window */
+    atomic_bool want_ask;              /* notifications wait for a token
+                                          or credits and the channel is
+                                          down: the next progress asks */
+    ucx_peer_t *next;                  /* chan_lock: the instance's list */
+};
+
+typedef struct ucx_mem {
+    ucp_mem_h memh;
+    void *rkey;                /* packed, from ucp_rkey_pack */
+    size_t rkey_len;
+} ucx_mem_t;
+
+typedef struct ucx_rmem {
+    ucx_peer_t *peer;          /* a reference */
+    /* Per local worker, guarded by it: the rkey unpacked on the peer's
+     * endpoint of that generation. */
+    ucp_rkey_h rk[UCX_MAX_WORKERS];
+    uint64_t gen[UCX_MAX_WORKERS];
+    size_t len;
+    unsigned char packed[];
+} ucx_rmem_t;
+
+struct xfer_be_req {
+    ucx_t *u;
+    ucx_peer_t *peer;          /* a reference */
+    xfer_op_t op;
+    const xfer_be_seg_t *segs;
+    size_t nseg;
+    /* ---- the lock of worker wi (the worker of the last post) ---- */
+    unsigned wi;
+    xfer_status_t st;
+    char err[XFER_NAME_MAX + 512];
+    bool flushing;             /* UCP holds our flush callback */
+    bool released;             /* ... and the core released it meanwhile */
+    bool timed_out;
+    uint64_t gen;              /* endpoint generation it was posted on */
+    uint64_t deadline_ms;
+    ucx_req_t *wnext, *wprev;  /* worker's in-flight list */
+    /* ---- peer olock ---- */
+    uint64_t ticket;
+    bool ordered;              /* on the peer's order list */
+    ucx_req_t *pnext, *pprev;
+    ucx_slot_t *slot;          /* its notification, until it completes */
+};
+
+/* An initiator that asked this target for a token (target side).  The
+ * list's shape changes under chan_lock and tlock; the AM handler reads
+ * it under tlock; conn is chan_lock's. */
+typedef struct ucx_sess {
+    struct ucx_sess *next;
+    char name[XFER_NAME_MAX + 1];
+    uint64_t epoch;
+    unsigned char token[UCX_TOKEN_LEN];
+    xfer__stream_conn_t *conn; /* its control connection; NULL: none */
+    uint64_t delivered;        /* tlock: handed to the core, in order */
+    uint64_t acked;            /* chan_lock: last count sent back */
+    uint64_t used;             /* tlock: for eviction, a tick */
+    /* tlock: arrived but not yet delivered (out of order, or the core's
+     * queue had no room), slot seq % window */
+    struct ucx_held { unsigned char *msg; size_t len; bool full; } *held;
+    unsigned nheld;
+} ucx_sess_t;
+
+struct xfer_be {
+    const xfer_host_t *host;
+    ucx_config_t cfg;
+    bool peer_mode;
+    ucp_context_h ctx;
+    unsigned nw;
+    ucx_worker_t w[UCX_MAX_WORKERS];
+    int epfd;                  /* the workers' fds and the channel's */
+    size_t max_am_hdr;
+    char tls_used[256];        /* what UCX found, for state() */
+    /* control channel */
+    xfer__tcpsock_t sock;
+    xfer__stream_transport_t tp;
+    xfer__chan_t *chan;
+    pthread_mutex_t chan_lock;
+    unsigned char info[XFER_BE_BLOB_MAX];
+    size_t info_len;
+    /* target side */
+    pthread_mutex_t tlock;
+    ucx_sess_t *sess;
+    unsigned nsess;
+    uint64_t tick;
+    atomic_bool held_any;      /* a session holds notifications */
+    atomic_bool ack_due;       /* a session owes its initiator an ack */
+    atomic_bool ask_due;       /* a peer wants a token asked for */
+    ucx_peer_t *peers;         /* chan_lock: peers not yet removed */
+    /* counters for state() */
+    atomic_ulong eps_created, eps_failed, notifs_sent, notifs_recv,
+        notifs_dropped;
+};
+
+#define UERR(u, st, ...) (u)->host->error((u)->host->ctx, (st), __VA_ARGS__)
+#define ULOG(u, lvl, ...) (u)->host->log((u)->host->ctx, (lvl), __VA_ARGS__)
+
+uint64_t ucx__now_ms(void);
+/* The worker the calling thread posts on (docs/api.md, "ucx"). */
+unsigned ucx__thread_worker(const ucx_t *u);
+xfer_status_t ucx__status(ucs_status_t s);
+
+/* ctl.c */
+xfer_status_t ucx__ctl_open(ucx_t *u);
+void ucx__ctl_close(ucx_t *u);
+int ucx__ctl_progress(ucx_t *u);
+/* Ask the target for a token over the channel (opens it if needed);
+ * chan_lock held. */
+void ucx__ctl_token_ask(ucx_t *u, ucx_peer_t *p);
+xfer_status_t ucx__info_build(ucx_t *u);
+xfer_status_t ucx__info_parse(ucx_t *u, const char *name, const void *info,
+                              size_t len, ucx_peer_t *p,
+                              const void **chan_info, size_t *chan_len);
+
+/* peer.c */
+xfer_status_t ucx__peer_add(ucx_t *u, const char *name, uint64_t epoch,
+                            const void *info, size_t len, ucx_peer_t **out);
+void ucx__peer_remove(ucx_t *u, ucx_peer_t *p);
+xfer_status_t ucx__peer_connect(ucx_t *u, ucx_peer_t *p);
+void ucx__peer_put(ucx_peer_t *p);
+/* The endpoint of p on worker wi, created if there is none (w->lock
+ * held); NULL with the sentence set when it cannot be. */
+ucx_ep_t *ucx__ep_get(ucx_t *u, ucx_peer_t *p, unsigned wi);
+/* Close the endpoint after an error or timeout (w->lock held): every
+ * operation on it ends with an error; the next post makes a new one. */
+void ucx__ep_fail(ucx_t *u, ucx_peer_t *p, unsigned wi, xfer_status_t st,
+                  const char *why);
+/* The peer is gone for good (its control connection was lost, or it
+ * was removed): fail what is in flight, refuse later posts.  No worker
+ * lock held. */
+void ucx__peer_kill(ucx_t *u, ucx_peer_t *p, xfer_status_t st,
+                    const char *why);
+
+/* mem.c */
+xfer_status_t ucx__mem_register(ucx_t *u, const xfer_be_region_t *r,
+                                void **mem);
+void ucx__mem_deregister(ucx_t *u, void *mem);
+xfer_status_t ucx__mem_pack(ucx_t *u, void *mem, void *buf, size_t *len);
+xfer_status_t ucx__rmem_unpack(ucx_t *u, ucx_peer_t *p,
+                               const xfer_be_rregion_t *r, const void *buf,
+                               size_t len, void **rmem);
+void ucx__rmem_release(ucx_t *u, void *rmem);
+/* The rkey of rm for the endpoint e of worker wi (w->lock held),
+ * unpacked again if e was rebuilt; NULL with the sentence set. */
+ucp_rkey_h ucx__rkey(ucx_t *u, ucx_rmem_t *rm, unsigned wi, ucx_ep_t *e);
+
+/* req.c */
+xfer_status_t ucx__req_create(ucx_t *u, xfer_op_t op, ucx_peer_t *p,
+                              const xfer_be_seg_t *segs, size_t nseg,
+                              ucx_req_t **out);
+xfer_status_t ucx__req_post(ucx_t *u, ucx_req_t *q, const void *notif,
+                            size_t len);
+xfer_status_t ucx__req_check(ucx_t *u, ucx_req_t *q);
+void ucx__req_release(ucx_t *u, ucx_req_t *q);
+/* Fail the oldest requests of worker w whose deadline passed (w->lock
+ * held). */
+int ucx__req_timeouts(ucx_t *u, ucx_worker_t *w, uint64_t now);
+
+/* notif.c */
+xfer_status_t ucx__notif_send(ucx_t *u, ucx_peer_t *p, const void *msg,
+                              size_t len);
+/* A slot for the notification of a request being posted (olock held). */
+ucx_slot_t *ucx__slot_new(ucx_peer_t *p, const void *msg, size_t len);
+void ucx__slot_free(ucx_slot_t *s);
+/* Send what may go now, from the head of p's queue, on worker wi (its
+ * lock and p->olock held). */
+void ucx__notif_pump(ucx_t *u, ucx_peer_t *p, unsigned wi);
+/* Forget everything p had waiting (olock held): it is dead. */
+void ucx__notif_drop(ucx_peer_t *p);
+xfer_status_t ucx__am_register(ucx_t *u, ucx_worker_t *w);
+/* Target: deliver what sessions hold as room appears; owe acks. */
+int ucx__notif_progress(ucx_t *u);
+ucx_sess_t *ucx__sess_get(ucx_t *u, const char *name, uint64_t epoch);
+void ucx__sess_free_all(ucx_t *u);
+/* The session whose connection c closed (chan_lock held). */
+void ucx__sess_conn_down(ucx_t *u, xfer__stream_conn_t *c);
+
+#endif /* XFER_PLUGINS_UCX_H */

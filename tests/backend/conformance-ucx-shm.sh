@@ -1,0 +1,5 @@
+#!/bin/sh
+# conformance-ucx-shm.sh - the backend conformance suite over ucx with the
+# shared-memory transports that work on this machine: posix and sysv for
+# memory UCX maps, cma for the user's own memory, self within a process.
+exec ${XT_WRAP:-} "${abs_top_builddir:-.}/tests/backend/test-conformance" "ucx:tls=posix\,sysv\,cma\,self" "$@"
