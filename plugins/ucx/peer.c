@@ -174,6 +174,7 @@ void ucx__peer_kill(ucx_t *u, ucx_peer_t *p, xfer_status_t st,
 
         pthread_mutex_lock(&w->lock);
         ucx__ep_fail(u, p, i, st, why);
+        ucx__req_fail_peer(u, w, p);
         pthread_mutex_lock(&p->olock);
         ucx__notif_drop(p);
         pthread_mutex_unlock(&p->olock);

@@ -342,3 +342,20 @@ int ucx__req_timeouts(ucx_t *u, ucx_worker_t *w, uint64_t now)
     }
     return n;
 }
+
+/* p is dead: end its requests on w now (w->lock held).  With peer error
+ * handling the endpoint's forced close already ended them or will, with
+ * an error; without it UCP may never call back, and a dead peer's
+ * transfer must still end.  A late flush_done then only frees. */
+void ucx__req_fail_peer(ucx_t *u, ucx_worker_t *w, ucx_peer_t *p)
+{
+    ucx_req_t *q = w->inflight_head, *next;
+
+    for (; q; q = next) {
+        next = q->wnext;
+        if (q->peer != p)
+            continue;
+        inflight_del(w, q);
+        req_finish(u, q, UCS_ERR_CANCELED);
+    }
+}

@@ -335,9 +335,31 @@ static void worker_close(ucx_t *u, unsigned i)
     if (w->w == NULL && w->u == NULL)
         return;
     if (w->w) {
-        /* Finish what UCP still holds (endpoint closes, sends). */
-        for (int k = 0; k < 1000 && ucp_worker_progress(w->w); k++)
-            ;
+        /* Let UCP finish what it still holds (endpoint closes, sends, the
+         * connection setup it answers for peers) before it is torn down,
+         * bounded: UCX 1.13 aborts in ucp_worker_destroy when a wireup
+         * reply is still queued on a tcp endpoint (openucx/ucx#8175,
+         * fixed in 1.14; docs/reliability.md). */
+        ucp_request_param_t prm = {0};
+        void *r = ucp_worker_flush_nbx(w->w, &prm);
+        uint64_t end = ucx__now_ms() + 1000;
+
+        while (UCS_PTR_IS_PTR(r) &&
+               ucp_request_check_status(r) == UCS_INPROGRESS &&
+               ucx__now_ms() < end)
+            ucp_worker_progress(w->w);
+        if (UCS_PTR_IS_PTR(r))
+            ucp_request_free(r);
+        /* Then until it has been quiet a while: a peer's connection
+         * being set up shows up as progress. */
+        for (unsigned quiet = 0; quiet < 10 && ucx__now_ms() < end;) {
+            if (ucp_worker_progress(w->w) > 0) {
+                quiet = 0;
+            } else {
+                quiet++;
+                usleep(1000);
+            }
+        }
         ucp_worker_destroy(w->w);
     }
     w->w = NULL;

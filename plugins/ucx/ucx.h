@@ -285,6 +285,8 @@ void ucx__req_release(ucx_t *u, ucx_req_t *q);
 /* Fail the oldest requests of worker w whose deadline passed (w->lock
  * held). */
 int ucx__req_timeouts(ucx_t *u, ucx_worker_t *w, uint64_t now);
+/* End p's requests in flight on w (w->lock held): p is dead. */
+void ucx__req_fail_peer(ucx_t *u, ucx_worker_t *w, ucx_peer_t *p);
 
 /* notif.c */
 xfer_status_t ucx__notif_send(ucx_t *u, ucx_peer_t *p, const void *msg,
