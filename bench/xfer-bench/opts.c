@@ -39,7 +39,10 @@ enum opt_id {
     OPT_CHECK,
     OPT_PREPARED,
     OPT_RECREATE,
+    OPT_REREGISTER,
+    OPT_PIPELINE,
     OPT_PROGRESS_THREAD,
+    OPT_PROGRESS_THREADS,
     OPT_SCHEME,
     OPT_ISEG,
     OPT_TSEG,
@@ -49,6 +52,7 @@ enum opt_id {
     OPT_GROUP,
     OPT_RANKS,
     OPT_ALLOC,
+    OPT_HUGEPAGES,
     OPT_JSON,
     OPT_CSV,
     OPT_PLOT,
@@ -62,7 +66,6 @@ enum opt_id {
     OPT_NX_IDEV,
     OPT_NX_TDEV,
     OPT_NX_DEVICES,
-    OPT_NX_PTHREADS,
 };
 
 struct opt_def {
@@ -103,8 +106,18 @@ static const struct opt_def opt_defs[] = {
       "prepared lists and index-built requests" },
     { "recreate", OPT_RECREATE, NULL, "off",
       "create and release the request every iteration" },
+    { "reregister", OPT_REREGISTER, NULL, "off",
+      "register the local blocks before every post and deregister them "
+      "after it, timed as prep (implies --recreate)" },
+    { "pipeline-depth", OPT_PIPELINE, "N", "1",
+      "requests in flight per thread: each batch is split into N "
+      "requests (batch sizes must be multiples of N), each reposted as "
+      "it completes" },
     { "progress-thread", OPT_PROGRESS_THREAD, NULL, "off",
       "initiators use a progress thread, not polling" },
+    { "progress-threads", OPT_PROGRESS_THREADS, "0|1", "0",
+      "threads that drive an agent's backends besides the caller: 1 is "
+      "--progress-thread, 0 leaves it as set; xfer has one per agent" },
     { "scheme", OPT_SCHEME, "pairwise|many-to-one|one-to-many", "pairwise",
       "who writes to whom when there are more than two ranks" },
     { "initiator-seg-type", OPT_ISEG, "DRAM|VRAM", "DRAM",
@@ -125,6 +138,10 @@ static const struct opt_def opt_defs[] = {
     { "alloc", OPT_ALLOC, "malloc|xfer", "malloc",
       "buffers from posix_memalign, or xfer_mem_alloc (memfd: uds maps "
       "them and copies with no system call)" },
+    { "hugepages", OPT_HUGEPAGES, NULL, "off",
+      "buffers on 2 MiB huge pages (mmap MAP_HUGETLB; with --alloc xfer, "
+      "XFER_ALLOC_HUGE); the run fails with a sentence when too few are "
+      "reserved" },
     { "json", OPT_JSON, "FILE", "-", "write parameters and results as JSON" },
     { "csv", OPT_CSV, "FILE", "-", "write the results as CSV" },
     { "plot", OPT_PLOT, "FILE.png", "-",
@@ -148,6 +165,10 @@ static const struct opt_def opt_defs[] = {
     { "total_buffer_size", OPT_TOTAL_BUFFER, "", NULL, NULL },
     { "check_consistency", OPT_CHECK, NULL, NULL, NULL },
     { "recreate_xfer", OPT_RECREATE, NULL, NULL, NULL },
+    { "prepared_xfer", OPT_PREPARED, NULL, NULL, NULL },
+    { "reregister_mem", OPT_REREGISTER, NULL, NULL, NULL },
+    { "pipeline_depth", OPT_PIPELINE, "", NULL, NULL },
+    { "use_hugepages", OPT_HUGEPAGES, NULL, NULL, NULL },
     { "enable_pt", OPT_PROGRESS_THREAD, NULL, NULL, NULL },
     { "initiator_seg_type", OPT_ISEG, "", NULL, NULL },
     { "target_seg_type", OPT_TSEG, "", NULL, NULL },
@@ -159,7 +180,7 @@ static const struct opt_def opt_defs[] = {
     { "num_initiator_dev", OPT_NX_IDEV, "", NULL, NULL },
     { "num_target_dev", OPT_NX_TDEV, "", NULL, NULL },
     { "device_list", OPT_NX_DEVICES, "", NULL, NULL },
-    { "progress_threads", OPT_NX_PTHREADS, "", NULL, NULL },
+    { "progress_threads", OPT_PROGRESS_THREADS, "", NULL, NULL },
 };
 
 static char spec_store[XB_MAX_BACKENDS][SPEC_MAX];
@@ -229,12 +250,14 @@ static void usage(FILE *out)
             "--num_iter,\n"
             "--warmup_iter, --large_blk_iter_ftr, --num_threads, "
             "--total_buffer_size,\n"
-            "--check_consistency, --recreate_xfer, --enable_pt, "
-            "--initiator_seg_type,\n"
-            "--target_seg_type, --etcd_endpoints, --benchmark_group, and\n"
-            "--runtime_type, --worker_type, --mode, --num_initiator_dev,\n"
-            "--num_target_dev, --device_list, --progress_threads where their\n"
-            "value is the one xfer-bench implements.\n"
+            "--check_consistency, --recreate_xfer, --prepared_xfer,\n"
+            "--reregister_mem, --pipeline_depth, --use_hugepages, "
+            "--enable_pt,\n"
+            "--progress_threads, --initiator_seg_type, --target_seg_type,\n"
+            "--etcd_endpoints, --benchmark_group, and --runtime_type,\n"
+            "--worker_type, --mode, --num_initiator_dev, --num_target_dev,\n"
+            "--device_list where their value is the one xfer-bench\n"
+            "implements.\n"
             "\nGB/s is 10^9 bytes moved by all initiators divided by the time\n"
             "from the first measured post to the last completion; latency is\n"
             "that time divided by one thread's posts; prep is request\n"
@@ -392,6 +415,10 @@ static int parse_opt(struct xb_opts *o, int id, const char *name,
     case OPT_CHECK: return parse_flag(name, arg, &o->check);
     case OPT_PREPARED: return parse_flag(name, arg, &o->prepared);
     case OPT_RECREATE: return parse_flag(name, arg, &o->recreate);
+    case OPT_REREGISTER: return parse_flag(name, arg, &o->reregister);
+    case OPT_PIPELINE:
+        return parse_count(name, arg, 1, XB_MAX_PIPELINE, &o->pipeline_depth);
+    case OPT_HUGEPAGES: return parse_flag(name, arg, &o->hugepages);
     case OPT_PROGRESS_THREAD: return parse_flag(name, arg, &o->progress_thread);
     case OPT_SCHEME:
         if (strcasecmp(arg, "pairwise") == 0)
@@ -459,10 +486,21 @@ static int parse_opt(struct xb_opts *o, int id, const char *name,
     case OPT_NX_DEVICES:
         return only_value(name, arg, "all", "backends pick devices by "
                           "their own spec keys");
-    case OPT_NX_PTHREADS:
-        if (parse_count(name, arg, 0, 1, &v))
+    case OPT_PROGRESS_THREADS:
+        /* nixlbench hands N to its backend as extra progress threads (0,
+         * its default, is none: --enable_pt alone decides).  An xfer
+         * agent's backends are driven by one thread or by the caller. */
+        if (parse_count(name, arg, 0, 1L << 20, &v))
             return -1;
-        o->progress_thread = (int)v;
+        if (v > 1) {
+            fprintf(stderr, "xfer-bench: option --%s %ld: an xfer agent "
+                    "drives its backends from one progress thread, so only "
+                    "0 or 1 applies (1 is --progress-thread; UCX workers "
+                    "are the backend key ucx:workers=N).\n", name, v);
+            return -1;
+        }
+        if (v == 1)
+            o->progress_thread = 1;
         return 0;
     default: return -1;
     }
@@ -480,6 +518,7 @@ void xb_opts_defaults(struct xb_opts *o)
     o->warmup_iter = 100;
     o->large_iter_factor = 16;
     o->threads = 1;
+    o->pipeline_depth = 1;
     o->scheme = XB_PAIRWISE;
     o->role = XB_ROLE_LOCAL;
     o->group = "default";
@@ -551,6 +590,19 @@ static int check_combination(struct xb_opts *o)
                 "exceed --max-batch-size.\n");
         return -1;
     }
+    /* As nixlbench: a batch is cut into pipeline_depth requests, so
+     * every batch of the sweep (doubling from the first) must divide. */
+    if (o->start_batch % (size_t)o->pipeline_depth != 0) {
+        fprintf(stderr, "xfer-bench: option --pipeline-depth %ld: "
+                "--start-batch-size %zu is not a multiple of it (each batch "
+                "is split into that many requests in flight).\n",
+                o->pipeline_depth, o->start_batch);
+        return -1;
+    }
+    /* A request cannot outlive the registration of its memory
+     * (xfer_mem_deregister answers XFER_ERR_BUSY). */
+    if (o->reregister)
+        o->recreate = 1;
     if (o->iseg == XB_SEG_VRAM || o->tseg == XB_SEG_VRAM) {
         fprintf(stderr, "xfer-bench: option --%s VRAM: no backend of this "
                 "build registers GPU memory (DRAM only).\n",

@@ -98,7 +98,7 @@ struct param {
     long long i;
 };
 
-#define NPARAMS 19
+#define NPARAMS 22
 
 static const char *op_name(xfer_op_t op)
 {
@@ -156,8 +156,11 @@ static void params_of(const struct xb_report *r, struct param *out)
         { "check_consistency", PARAM_BOOL, NULL, o->check != 0 },
         { "prepared", PARAM_BOOL, NULL, o->prepared != 0 },
         { "recreate", PARAM_BOOL, NULL, o->recreate != 0 },
+        { "reregister", PARAM_BOOL, NULL, o->reregister != 0 },
+        { "pipeline_depth", PARAM_INT, NULL, o->pipeline_depth },
         { "progress_thread", PARAM_BOOL, NULL, o->progress_thread != 0 },
         { "alloc", PARAM_STR, o->alloc_xfer ? "xfer_mem_alloc" : "malloc", 0 },
+        { "hugepages", PARAM_BOOL, NULL, o->hugepages != 0 },
         { "initiator_seg_type", PARAM_STR, seg_name(o->iseg), 0 },
         { "target_seg_type", PARAM_STR, seg_name(o->tseg), 0 },
     };
@@ -263,10 +266,13 @@ static void print_banner(struct xb_report *r, const struct backend *b)
 {
     const struct xb_opts *o = r->o;
     long small = xb_iters_for(o, 1), large = xb_iters_for(o, XB_LARGE_BLOCK);
-    char iters[64] = "";
+    char iters[64] = "", depth[96] = "";
 
     if (o->max_block >= XB_LARGE_BLOCK && large != small)
         snprintf(iters, sizeof(iters), " (%ld for blocks >= 1M)", large);
+    if (o->pipeline_depth > 1)
+        snprintf(depth, sizeof(depth), ", %ld in flight per thread (batch "
+                 "split among them)", o->pipeline_depth);
     bar_clear(r);
     /* Two blank lines between backends: gnuplot's `index N` is backend N. */
     if (r->nbe > 1)
@@ -274,17 +280,19 @@ static void print_banner(struct xb_report *r, const struct backend *b)
     printf("# xfer-bench, libxfer %s: backend %s, plugin version %s\n",
            xfer_version(), b->spec, b->version);
     printf("# op %s, scheme %s, %d rank%s, %ld initiator thread%s; "
-           "requests from %s%s, progress by %s\n", op_name(o->op),
+           "requests from %s%s%s%s, progress by %s\n", op_name(o->op),
            or_unknown(xb_scheme_name(o->scheme)), r->ranks,
            r->ranks == 1 ? "" : "s", o->threads, o->threads == 1 ? "" : "s",
            o->prepared ? "prepared lists" : "descriptor lists",
            o->recreate ? ", recreated every post" : "",
+           o->reregister ? ", memory registered every post" : "", depth,
            o->progress_thread ? "thread" : "polling");
     printf("# %ld posts per thread and point%s, %ld warmup%s; initiator %s, "
-           "target %s, %s buffers; GB/s = 10^9 B/s%s\n", small, iters,
+           "target %s, %s buffers%s; GB/s = 10^9 B/s%s\n", small, iters,
            o->warmup_iter, large != small ? " (divided alike)" : "",
            seg_name(o->iseg), seg_name(o->tseg),
            o->alloc_xfer ? "xfer_mem_alloc" : "malloc",
+           o->hugepages ? " on 2 MiB huge pages" : "",
            o->check ? "; --check-consistency: timings include verification"
                     : "");
 }

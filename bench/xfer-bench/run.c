@@ -7,7 +7,10 @@
  * initiator owns targets * threads units (unit k * threads + t for its
  * k-th target and thread t); a target owns initiators * threads units
  * (unit s * threads + t for its s-th initiator).  So no two posts ever
- * touch the same bytes, whatever the scheme.
+ * touch the same bytes, whatever the scheme.  With --pipeline-depth N a
+ * thread's batch of a unit is cut into N consecutive slices of batch / N
+ * blocks, one request (per target) each, all in flight at once: the
+ * slices do not overlap either.
  *
  * --check-consistency talks through the agents themselves: a WRITE
  * carries the notification "xb w SEED OFF LEN", on which the target
@@ -24,10 +27,20 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "xb.h"
+
+/* Linux's encoding of the page size mmap is asked for; older libc
+ * headers lack the names. */
+#ifndef MAP_HUGE_SHIFT
+#define MAP_HUGE_SHIFT 26
+#endif
+#ifndef MAP_HUGE_2MB
+#define MAP_HUGE_2MB (21 << MAP_HUGE_SHIFT)
+#endif
 
 #define NAME_MAX_LEN 128
 #define ADDR_MAX_LEN 128
@@ -57,6 +70,7 @@ struct session {
     xfer_agent_t *agent;
     unsigned char *buf;
     size_t buf_len, unit;
+    size_t map_len;            /* --hugepages without --alloc xfer: mapped */
     xfer_mem_t *mem;
     struct peer peers[XB_MAX_RANKS];
     int npeers;
@@ -72,28 +86,57 @@ struct session {
 /* Buffers                                                             */
 /* ------------------------------------------------------------------ */
 
-/* Page aligned and touched once, so page faults are not measured. */
-static unsigned char *buffer_alloc(xfer_agent_t *agent, int use_xfer,
-                                   size_t len)
+/* Page aligned (on 2 MiB pages with --hugepages) and touched once, so
+ * page faults are not measured.  NULL after xb_fail.  No fallback to
+ * small pages: the run would report a figure it did not measure. */
+static unsigned char *buffer_alloc(struct session *s)
 {
+    const struct xb_opts *o = s->o;
+    size_t len = s->buf_len;
+    xfer_status_t st;
     void *p = NULL;
 
-    if (use_xfer) {
-        if (xfer_mem_alloc(agent, len, 0, &p) != XFER_OK)
+    if (o->alloc_xfer) {
+        st = xfer_mem_alloc(s->agent, len, o->hugepages ? XFER_ALLOC_HUGE : 0,
+                            &p);
+        if (st != XFER_OK) {
+            xb_fail_xfer(st, o->hugepages ? "--hugepages with --alloc xfer"
+                                          : "xfer_mem_alloc of the buffer");
             return NULL;
+        }
+    } else if (o->hugepages) {
+        if (len > SIZE_MAX - XB_HUGE_PAGE) {
+            xb_fail("--hugepages: a %zu-byte buffer overflows a size", len);
+            return NULL;
+        }
+        s->map_len = (len + XB_HUGE_PAGE - 1) / XB_HUGE_PAGE * XB_HUGE_PAGE;
+        p = mmap(NULL, s->map_len, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_HUGE_2MB, -1,
+                 0);
+        if (p == MAP_FAILED) {
+            xb_fail("--hugepages: cannot map %zu bytes of 2 MiB huge pages "
+                    "(%s); reserve them (sysctl vm.nr_hugepages) or run "
+                    "without --hugepages", s->map_len, strerror(errno));
+            s->map_len = 0;
+            return NULL;
+        }
     } else if (posix_memalign(&p, 4096, len) != 0) {
+        xb_fail("cannot allocate a %zu-byte buffer", len);
         return NULL;
     }
     memset(p, 0, len);
     return p;
 }
 
-static void buffer_free(xfer_agent_t *agent, int use_xfer, void *p)
+static void buffer_free(struct session *s)
 {
-    if (use_xfer)
-        xfer_mem_free(agent, p);
+    if (s->o->alloc_xfer)
+        xfer_mem_free(s->agent, s->buf);
+    else if (s->map_len != 0)
+        munmap(s->buf, s->map_len);
     else
-        free(p);
+        free(s->buf);
+    s->buf = NULL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -231,11 +274,34 @@ struct samples {
     size_t n, cap;
 };
 
+/* One request of a slot, to target k, and with --reregister what it is
+ * built on: the registration of its local blocks and (--prepared) their
+ * prepared list. */
+struct post {
+    xfer_req_t *req;
+    xfer_mem_t *mem;
+    xfer_prep_t *lprep;
+    xfer_status_t st;    /* of the post under way */
+};
+
+/* --pipeline-depth slots per thread.  Slot j carries blocks j * per to
+ * (j + 1) * per - 1 of the thread's batch, one request per target posted
+ * together; it is reposted once all of them completed, while the other
+ * slots go on. */
+struct slot {
+    long iter;           /* the post it carries: seeds and sentences */
+    int busy;
+    uint64_t t0, t1;     /* before the first post call, after the last */
+    uint64_t t_done;     /* all its requests completed; 0: not yet */
+};
+
 struct thread {
     struct session *s;
     pthread_t tid;
     int id;
     size_t block, batch;
+    long depth;          /* slots */
+    size_t per;          /* blocks per request: batch / depth */
     long iters;
     pthread_barrier_t *start;
     uint64_t t_begin;    /* when this thread left the start barrier */
@@ -244,8 +310,9 @@ struct thread {
     uint64_t t_end;
     struct samples prep, post, xfer;
     int rc;
-    /* per target */
-    xfer_req_t *req[XB_MAX_RANKS];
+    struct slot *slots;  /* depth */
+    struct post *posts;  /* depth x targets, slot by slot */
+    /* per target, over the whole batch */
     xfer_prep_t *lprep[XB_MAX_RANKS], *rprep[XB_MAX_RANKS];
     xfer_desc_t *ldescs, *rdescs;
     size_t *idx;
@@ -296,6 +363,17 @@ static size_t remote_off(const struct thread *t, int k)
             (size_t)t->id) * t->s->unit;
 }
 
+/* From the start of a thread's unit to the first block of slot j. */
+static size_t slot_off(const struct thread *t, long j)
+{
+    return (size_t)j * t->per * t->block;
+}
+
+static struct post *post_of(struct thread *t, long j, int k)
+{
+    return &t->posts[(size_t)j * (size_t)t->s->npeers + (size_t)k];
+}
+
 static xfer_dlist_t dlist(const xfer_desc_t *d, size_t n)
 {
     xfer_dlist_t l = { XFER_MEM_DRAM, n, d };
@@ -303,13 +381,14 @@ static xfer_dlist_t dlist(const xfer_desc_t *d, size_t n)
     return l;
 }
 
-/* The descriptors of target k: block i of this thread's units. */
-static void fill_descs(struct thread *t, int k)
+/* The descriptors first .. first + n - 1 of target k: those blocks of
+ * this thread's units, here and there. */
+static void fill_descs(struct thread *t, int k, size_t first, size_t n)
 {
     struct session *s = t->s;
     size_t i;
 
-    for (i = 0; i < t->batch; i++) {
+    for (i = first; i < first + n; i++) {
         t->ldescs[i] = (xfer_desc_t){
             (uintptr_t)(s->buf + local_off(t, k) + i * t->block), t->block,
             0 };
@@ -319,48 +398,83 @@ static void fill_descs(struct thread *t, int k)
     }
 }
 
-static int create_reqs(struct thread *t)
+/* Slot j's requests, one per target; with --reregister first the
+ * registration of its local blocks (and their prepared list), so that
+ * registering is timed with the request. */
+static int slot_create(struct thread *t, long j)
 {
     struct session *s = t->s;
+    const struct xb_opts *o = s->o;
+    size_t first = (size_t)j * t->per;
     xfer_req_opts_t ropts;
     xfer_status_t st;
     int k;
 
     xfer_req_opts_init(&ropts);
     for (k = 0; k < s->npeers; k++) {
-        if (s->o->prepared) {
-            st = xfer_req_create_prepped(s->agent, s->o->op, t->lprep[k],
-                                         t->idx, t->rprep[k], t->idx,
-                                         t->batch, &ropts, &t->req[k]);
-        } else {
-            xfer_dlist_t l, r;
+        struct post *p = post_of(t, j, k);
+        xfer_dlist_t l = dlist(t->ldescs + first, t->per);
+        xfer_dlist_t r = dlist(t->rdescs + first, t->per);
 
-            fill_descs(t, k);
-            l = dlist(t->ldescs, t->batch);
-            r = dlist(t->rdescs, t->batch);
-            st = xfer_req_create(s->agent, s->o->op, &l, &r,
-                                 s->peers[k].name, &ropts, &t->req[k]);
+        if (!o->prepared || o->reregister)
+            fill_descs(t, k, first, t->per);
+        if (o->reregister) {
+            if ((st = xfer_mem_register(s->agent, &l, NULL, &p->mem)) !=
+                XFER_OK)
+                return xb_fail_xfer(st, "register the blocks of a post");
+            if (o->prepared &&
+                (st = xfer_prep_create(s->agent, &l, NULL, &p->lprep)) !=
+                    XFER_OK)
+                return xb_fail_xfer(st, "prepare local list");
         }
+        if (o->prepared && o->reregister)
+            st = xfer_req_create_prepped(s->agent, o->op, p->lprep, t->idx,
+                                         t->rprep[k], t->idx + first, t->per,
+                                         &ropts, &p->req);
+        else if (o->prepared)
+            st = xfer_req_create_prepped(s->agent, o->op, t->lprep[k],
+                                         t->idx + first, t->rprep[k],
+                                         t->idx + first, t->per, &ropts,
+                                         &p->req);
+        else
+            st = xfer_req_create(s->agent, o->op, &l, &r, s->peers[k].name,
+                                 &ropts, &p->req);
         if (st != XFER_OK)
             return xb_fail_xfer(st, "create request");
     }
     return 0;
 }
 
-static int release_reqs(struct thread *t)
+/* Slot j's requests, then what they were built on; the first failure
+ * is kept, the rest released anyway. */
+static int slot_release(struct thread *t, long j)
 {
     xfer_status_t st;
     int k, rc = 0;
 
     for (k = 0; k < t->s->npeers; k++) {
-        if (t->req[k] != NULL && (st = xfer_req_release(t->req[k])) !=
-            XFER_OK && rc == 0)
+        struct post *p = post_of(t, j, k);
+
+        if (p->req != NULL && (st = xfer_req_release(p->req)) != XFER_OK &&
+            rc == 0)
             rc = xb_fail_xfer(st, "release request");
-        t->req[k] = NULL;
+        if (p->lprep != NULL && (st = xfer_prep_release(p->lprep)) !=
+            XFER_OK && rc == 0)
+            rc = xb_fail_xfer(st, "release a prepared list");
+        if (p->mem != NULL && (st = xfer_mem_deregister(t->s->agent,
+                                                        p->mem)) != XFER_OK &&
+            rc == 0)
+            rc = xb_fail_xfer(st, "deregister the blocks of a post");
+        p->req = NULL;
+        p->lprep = NULL;
+        p->mem = NULL;
     }
     return rc;
 }
 
+/* Lists over the whole batch, per target; slots build their requests
+ * from index ranges of them.  With --reregister the local blocks are
+ * registered only around each post, so their lists are made there. */
 static int prepare_lists(struct thread *t)
 {
     struct session *s = t->s;
@@ -369,11 +483,12 @@ static int prepare_lists(struct thread *t)
     int k;
 
     for (k = 0; k < s->npeers; k++) {
-        fill_descs(t, k);
+        fill_descs(t, k, 0, t->batch);
         l = dlist(t->ldescs, t->batch);
         r = dlist(t->rdescs, t->batch);
-        if ((st = xfer_prep_create(s->agent, &l, NULL, &t->lprep[k])) !=
-            XFER_OK)
+        if (!s->o->reregister &&
+            (st = xfer_prep_create(s->agent, &l, NULL, &t->lprep[k])) !=
+                XFER_OK)
             return xb_fail_xfer(st, "prepare local list");
         if ((st = xfer_prep_create(s->agent, &r, s->peers[k].name,
                                    &t->rprep[k])) != XFER_OK)
@@ -400,23 +515,25 @@ static const char *op_name(xfer_op_t op)
     return op == XFER_OP_WRITE ? "WRITE" : "READ";
 }
 
-/* One iteration: a post to every target, all waited to completion. */
-static int iterate(struct thread *t, long iter, int measured)
+/* Slot j carries post iter: its requests made when it has none (timed
+ * as prep), the check's pattern laid out, then a post to every target. */
+static int slot_start(struct thread *t, long j, long iter, int measured)
 {
     struct session *s = t->s;
     const struct xb_opts *o = s->o;
-    size_t len = t->block * t->batch;
+    struct slot *sl = &t->slots[j];
+    size_t len = t->block * t->per, off = slot_off(t, j);
     char notif[XB_MAX_RANKS][MSG_LEN];
     size_t nlen[XB_MAX_RANKS];
     uint64_t seed = xb_pattern_seed(t->block, t->batch, iter, t->id);
-    uint64_t t0, t1, t2;
-    xfer_status_t st[XB_MAX_RANKS];
+    uint64_t t0;
+    xfer_status_t st;
     long long bad;
-    int k, pending;
+    int k, all_done = 1;
 
-    if (o->recreate || t->req[0] == NULL) {
+    if (post_of(t, j, 0)->req == NULL) {
         t0 = xb_now_ns();
-        if (create_reqs(t))
+        if (slot_create(t, j))
             return -1;
         /* A request made once is timed once, warmup or not. */
         if ((measured || !o->recreate) &&
@@ -424,57 +541,84 @@ static int iterate(struct thread *t, long iter, int measured)
             return -1;
     }
     for (k = 0; k < s->npeers; k++) {
+        uint64_t sk = seed + (uint64_t)k;
+
         nlen[k] = 0;
         if (!o->check)
             continue;
         if (o->op == XFER_OP_WRITE) {
-            xb_pattern_fill(s->buf + local_off(t, k), len, seed + (uint64_t)k);
+            xb_pattern_fill(s->buf + local_off(t, k) + off, len, sk);
             nlen[k] = (size_t)snprintf(notif[k], MSG_LEN,
-                                       "xb w %" PRIu64 " %zu %zu",
-                                       seed + (uint64_t)k, remote_off(t, k),
-                                       len);
+                                       "xb w %" PRIu64 " %zu %zu", sk,
+                                       remote_off(t, k) + off, len);
             continue;
         }
         /* READ: the target fills first; zeroes here catch a READ that
          * moved nothing. */
         nlen[k] = (size_t)snprintf(notif[k], MSG_LEN,
-                                   "xb f %" PRIu64 " %zu %zu",
-                                   seed + (uint64_t)k, remote_off(t, k), len);
-        st[0] = xfer_notif_send(s->agent, s->peers[k].name, notif[k],
-                                nlen[k], NULL);
-        if (st[0] != XFER_OK)
-            return xb_fail_xfer(st[0], "ask for a fill");
-        if (await_answer(s, s->peers[k].name, seed + (uint64_t)k, &bad))
+                                   "xb f %" PRIu64 " %zu %zu", sk,
+                                   remote_off(t, k) + off, len);
+        st = xfer_notif_send(s->agent, s->peers[k].name, notif[k], nlen[k],
+                             NULL);
+        if (st != XFER_OK)
+            return xb_fail_xfer(st, "ask for a fill");
+        if (await_answer(s, s->peers[k].name, sk, &bad))
             return -1;
-        memset(s->buf + local_off(t, k), 0, len);
+        memset(s->buf + local_off(t, k) + off, 0, len);
         nlen[k] = 0;
     }
 
-    t0 = xb_now_ns();
+    sl->t0 = xb_now_ns();
     for (k = 0; k < s->npeers; k++)
-        st[k] = xfer_req_post(t->req[k], nlen[k] ? notif[k] : NULL, nlen[k]);
-    t1 = xb_now_ns();
+        post_of(t, j, k)->st = xfer_req_post(post_of(t, j, k)->req,
+                                             nlen[k] ? notif[k] : NULL,
+                                             nlen[k]);
+    sl->t1 = xb_now_ns();
+    for (k = 0; k < s->npeers; k++)
+        all_done &= post_of(t, j, k)->st == XFER_OK;
+    sl->iter = iter;
+    sl->busy = 1;
     /* A post that completed in the call (a direct copy) ended at t1: one
      * clock read fewer per post where a post costs a microsecond. */
-    t2 = t1;
-    for (k = 0, pending = 0; k < s->npeers; k++)
-        pending |= st[k] != XFER_OK;
-    while (pending) {
-        pending = 0;
-        for (k = 0; k < s->npeers; k++) {
-            if (st[k] == XFER_IN_PROG)
-                st[k] = xfer_req_status(t->req[k]);
-            if (st[k] == XFER_IN_PROG)
-                pending = 1;
-            else if (st[k] != XFER_OK)
-                return xb_fail_xfer(st[k], op_name(o->op));
-        }
-        t2 = xb_now_ns();
-    }
-    if (measured && (sample_add(&t->post, t1 - t0) ||
-                     sample_add(&t->xfer, t2 - t0)))
-        return -1;
+    sl->t_done = all_done ? sl->t1 : 0;
+    return 0;
+}
 
+/* 1 when all of slot j's requests completed, 0 while some are under
+ * way, -1 when one failed. */
+static int slot_poll(struct thread *t, long j)
+{
+    int k, pending = 0;
+
+    for (k = 0; k < t->s->npeers; k++) {
+        struct post *p = post_of(t, j, k);
+
+        if (p->st == XFER_IN_PROG)
+            p->st = xfer_req_status(p->req);
+        if (p->st == XFER_IN_PROG)
+            pending = 1;
+        else if (p->st != XFER_OK)
+            return xb_fail_xfer(p->st, op_name(t->s->o->op));
+    }
+    return !pending;
+}
+
+/* Slot j completed: its samples, the check of every byte it moved, and
+ * with --recreate its requests released. */
+static int slot_finish(struct thread *t, long j, int measured)
+{
+    struct session *s = t->s;
+    const struct xb_opts *o = s->o;
+    struct slot *sl = &t->slots[j];
+    size_t len = t->block * t->per, off = slot_off(t, j);
+    uint64_t seed = xb_pattern_seed(t->block, t->batch, sl->iter, t->id);
+    long long bad;
+    int k;
+
+    sl->busy = 0;
+    if (measured && (sample_add(&t->post, sl->t1 - sl->t0) ||
+                     sample_add(&t->xfer, sl->t_done - sl->t0)))
+        return -1;
     for (k = 0; o->check && k < s->npeers; k++) {
         uint64_t sk = seed + (uint64_t)k;
 
@@ -482,7 +626,8 @@ static int iterate(struct thread *t, long iter, int measured)
             if (await_answer(s, s->peers[k].name, sk, &bad))
                 return -1;
         } else {
-            size_t b = xb_pattern_check(s->buf + local_off(t, k), len, sk);
+            size_t b = xb_pattern_check(s->buf + local_off(t, k) + off, len,
+                                        sk);
 
             bad = b == len ? -1 : (long long)b;
         }
@@ -490,30 +635,70 @@ static int iterate(struct thread *t, long iter, int measured)
             return xb_fail("%s block %zu batch %zu thread %d %s %ld: data "
                            "wrong at byte %lld of %zu (%s %s)",
                            s->spec, t->block, t->batch, t->id,
-                           iter < 0 ? "warmup post" : "post",
-                           iter < 0 ? iter + xb_warmup_for(o, t->block)
-                                    : iter, bad, len,
-                           op_name(o->op),
+                           sl->iter < 0 ? "warmup post" : "post",
+                           sl->iter < 0
+                               ? sl->iter + xb_warmup_for(o, t->block)
+                               : sl->iter, bad, len, op_name(o->op),
                            o->op == XFER_OP_WRITE ? "checked at the target"
                                                   : "checked here");
     }
-    if (o->recreate && release_reqs(t))
+    if (o->recreate && slot_release(t, j))
         return -1;
+    return 0;
+}
+
+/* count posts numbered from first (negative: warmup), up to depth of
+ * them in flight: each slot is reposted as soon as its requests
+ * completed, whatever the others are doing.  With depth 1 this is post,
+ * wait, post. */
+static int run_posts(struct thread *t, long first, long count, int measured)
+{
+    long issued = 0, finished = 0, j;
+    int rc;
+
+    for (j = 0; j < t->depth && issued < count; j++, issued++)
+        if (slot_start(t, j, first + issued, measured))
+            return -1;
+    while (finished < count) {
+        for (j = 0; j < t->depth; j++) {
+            struct slot *sl = &t->slots[j];
+
+            if (!sl->busy)
+                continue;
+            if (sl->t_done == 0) {
+                if ((rc = slot_poll(t, j)) <= 0) {
+                    if (rc < 0)
+                        return -1;
+                    continue;
+                }
+                sl->t_done = xb_now_ns();
+            }
+            if (slot_finish(t, j, measured))
+                return -1;
+            finished++;
+            if (issued < count && slot_start(t, j, first + issued++,
+                                             measured))
+                return -1;
+        }
+    }
     return 0;
 }
 
 static void *thread_main(void *arg)
 {
     struct thread *t = arg;
-    long i;
+    long j;
     int ok = 1;
 
     t->rc = -1;
     if (t->s->o->prepared && prepare_lists(t))
         ok = 0;
-    for (i = -xb_warmup_for(t->s->o, t->block); ok && i < 0; i++)
-        if (iterate(t, i, 0))
+    if (ok) {
+        long warmup = xb_warmup_for(t->s->o, t->block);
+
+        if (run_posts(t, -warmup, warmup, 0))
             ok = 0;
+    }
     /* Every thread reaches the start line, failed or not, so none waits
      * forever; after it they all know whether to go on. */
     if (!ok)
@@ -523,14 +708,14 @@ static void *thread_main(void *arg)
     t->t_begin = xb_now_ns();
     if (__atomic_load_n(t->failed, __ATOMIC_SEQ_CST))
         goto out;
-    for (i = 0; i < t->iters; i++)
-        if (iterate(t, i, 1))
-            goto out;
+    if (run_posts(t, 0, t->iters, 1))
+        goto out;
     t->t_end = xb_now_ns();
     t->rc = ok ? 0 : -1;
 out:
-    if (release_reqs(t))
-        t->rc = -1;
+    for (j = 0; j < t->depth; j++)
+        if (slot_release(t, j))
+            t->rc = -1;
     release_lists(t);
     return NULL;
 }
@@ -600,6 +785,8 @@ static int run_point(struct session *s, size_t block, size_t batch,
         x->id = (int)t;
         x->block = block;
         x->batch = batch;
+        x->depth = o->pipeline_depth;
+        x->per = batch / (size_t)x->depth; /* opts.c: it divides */
         x->iters = xb_iters_for(o, block);
         x->start = &start;
         x->failed = &failed;
@@ -607,12 +794,19 @@ static int run_point(struct session *s, size_t block, size_t batch,
         x->ldescs = calloc(batch, sizeof(*x->ldescs));
         x->rdescs = calloc(batch, sizeof(*x->rdescs));
         x->idx = calloc(batch, sizeof(*x->idx));
-        if (x->ldescs == NULL || x->rdescs == NULL || x->idx == NULL) {
+        x->slots = calloc((size_t)x->depth, sizeof(*x->slots));
+        x->posts = calloc((size_t)x->depth * (size_t)s->npeers,
+                          sizeof(*x->posts));
+        if (x->ldescs == NULL || x->rdescs == NULL || x->idx == NULL ||
+            x->slots == NULL || x->posts == NULL) {
             xb_fail("out of memory for %zu descriptors", batch);
             goto out;
         }
-        /* prep: one per post with --recreate, else one per point */
-        if (sample_reserve(&x->prep, o->recreate ? (size_t)x->iters + 1 : 1) ||
+        /* prep: one per measured post with --recreate, else one per
+         * slot and point */
+        if (sample_reserve(&x->prep, (size_t)x->depth +
+                                         (o->recreate ? (size_t)x->iters
+                                                      : 0)) ||
             sample_reserve(&x->post, (size_t)x->iters) ||
             sample_reserve(&x->xfer, (size_t)x->iters))
             goto out;
@@ -667,7 +861,7 @@ static int run_point(struct session *s, size_t block, size_t batch,
     res->iters = th[0].iters;
     res->threads = n;
     res->bytes = (uint64_t)n * (uint64_t)th[0].iters * (uint64_t)s->npeers *
-                 block * batch;
+                 block * th[0].per;
     /* From the first thread off the start line to the last one done. */
     res->seconds = (double)(t_end - t_start) / 1e9;
     if (res->seconds <= 0)
@@ -686,6 +880,8 @@ out:
         free(th[t].ldescs);
         free(th[t].rdescs);
         free(th[t].idx);
+        free(th[t].slots);
+        free(th[t].posts);
         free(th[t].prep.v);
         free(th[t].post.v);
         free(th[t].xfer.v);
@@ -870,13 +1066,14 @@ static int session_open(struct session *s)
         return xb_fail_xfer(st, "listener address");
     if ((st = xfer_backend_add(s->agent, s->spec, NULL)) != XFER_OK)
         return xb_fail_xfer(st, s->spec);
-    s->buf = buffer_alloc(s->agent, o->alloc_xfer, s->buf_len);
-    if (s->buf == NULL)
-        return xb_fail("cannot allocate a %zu-byte buffer%s", s->buf_len,
-                       o->alloc_xfer ? " with xfer_mem_alloc" : "");
+    if ((s->buf = buffer_alloc(s)) == NULL)
+        return -1;
+    /* --reregister: an initiator's blocks are registered around each
+     * post only, so every request is built on its own registration. */
     d = (xfer_desc_t){ (uintptr_t)s->buf, s->buf_len, 0 };
     l = dlist(&d, 1);
-    if ((st = xfer_mem_register(s->agent, &l, NULL, &s->mem)) != XFER_OK)
+    if (!(s->initiator && o->reregister) &&
+        (st = xfer_mem_register(s->agent, &l, NULL, &s->mem)) != XFER_OK)
         return xb_fail_xfer(st, "register the buffer");
 
     /* Who is where: name, listener, buffer. */
@@ -918,7 +1115,7 @@ static void session_close(struct session *s)
     if (s->mem != NULL)
         xfer_mem_deregister(s->agent, s->mem);
     if (s->buf != NULL)
-        buffer_free(s->agent, s->o->alloc_xfer, s->buf);
+        buffer_free(s);
     xfer_agent_destroy(s->agent);
     free(s->mail);
     pthread_mutex_destroy(&s->mail_lock);

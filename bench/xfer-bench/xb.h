@@ -32,6 +32,12 @@
 #define XB_TIMEOUT_MS 60000
 #define XB_HEARTBEAT_MS 2000
 
+/* Most requests one initiator thread keeps in flight (--pipeline-depth):
+ * each holds a request per target; more than this is a typo. */
+#define XB_MAX_PIPELINE 1024
+/* --hugepages: the page size asked of mmap (MAP_HUGE_2MB). */
+#define XB_HUGE_PAGE ((size_t)2 << 20)
+
 enum xb_role { XB_ROLE_LOCAL, XB_ROLE_TARGET, XB_ROLE_INITIATOR };
 enum xb_scheme { XB_PAIRWISE, XB_MANY_TO_ONE, XB_ONE_TO_MANY };
 enum xb_seg { XB_SEG_DRAM, XB_SEG_VRAM };
@@ -49,8 +55,13 @@ struct xb_opts {
     int check;                /* --check-consistency */
     int prepared;             /* prepared lists + index-built requests */
     int recreate;             /* create/release a request every iteration */
+    int reregister;           /* register the local blocks of every post
+                                 (implies recreate) */
+    long pipeline_depth;      /* requests in flight per thread; a batch is
+                                 split among them */
     int progress_thread;
     int alloc_xfer;           /* xfer_mem_alloc (memfd) instead of malloc */
+    int hugepages;            /* buffers on 2 MiB huge pages */
     enum xb_scheme scheme;
     enum xb_seg iseg, tseg;
     enum xb_role role;        /* LOCAL: fork every rank here */

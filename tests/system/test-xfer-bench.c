@@ -1,7 +1,9 @@
 /* test-xfer-bench.c - the xfer-bench program as people run it: a short
  * sweep per built backend with every byte checked, the schemes, --json
- * and --csv, two processes joined by --role/--peer, a target killed in
- * the middle, and bad options. */
+ * and --csv, nixlbench's later options (pipeline depth, prepared lists,
+ * registration every post, huge pages, progress threads), two processes
+ * joined by --role/--peer, a target killed in the middle, and bad
+ * options. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1
 #endif
@@ -240,6 +242,204 @@ static void test_json_and_csv(void)
     XT_CHECK(lines == 5, "CSV has %d lines, not a header and 4 rows", lines);
 }
 
+/* ---- nixlbench's later options, each over tcp and uds, every byte --- */
+/* checked, and what the run reports about it.                          */
+
+/* The backends these runs compare: tcp, and uds when it is built. */
+static const char *tcp_uds(void)
+{
+    return have_uds ? "--backend tcp --backend uds" : "--backend tcp";
+}
+
+/* A short sweep of 4K and 8K blocks, batches of 4 and 8, two threads,
+ * every byte checked, with the options given; --json into tmpdir. */
+static struct run *run_checked(const char *backends, const char *op,
+                               const char *opts)
+{
+    return run("%s --op %s --check-consistency --start-block-size 4K"
+               " --max-block-size 8K --start-batch-size 4"
+               " --max-batch-size 8 --num-iter 32 --warmup-iter 4"
+               " --threads 2 --no-progress --json %s/p.json %s",
+               backends, op, tmpdir, opts);
+}
+
+/* The run succeeded with a full table for each backend. */
+static void expect_sweep(const struct run *r, const char *what)
+{
+    int banners, nb = have_uds ? 2 : 1;
+
+    expect_ok(r, what);
+    XT_CHECK(count_rows(r, &banners, 4096, 8192, 8) == nb * 4,
+             "%s: not 4 rows per backend:\n%s", what, r->out);
+    XT_CHECK(banners == nb, "%s: %d banners for %d backends", what, banners,
+             nb);
+}
+
+/* The "parameters" object of the last --json; the caller decrefs root. */
+static json_t *json_params(json_t **root)
+{
+    char path[512];
+    json_error_t jerr;
+
+    snprintf(path, sizeof(path), "%s/p.json", tmpdir);
+    *root = json_load_file(path, 0, &jerr);
+    XT_REQUIRE(*root != NULL, "%s: %s", path, jerr.text);
+    return json_object_get(*root, "parameters");
+}
+
+static void expect_param_int(const char *key, long long want)
+{
+    json_t *root, *v = json_object_get(json_params(&root), key);
+
+    XT_CHECK(json_is_integer(v) && json_integer_value(v) == want,
+             "parameter %s is not %lld", key, want);
+    json_decref(root);
+}
+
+static void expect_param_bool(const char *key, int want)
+{
+    json_t *root, *v = json_object_get(json_params(&root), key);
+
+    XT_CHECK(json_is_boolean(v) && json_is_true(v) == want,
+             "parameter %s is not %s", key, want ? "true" : "false");
+    json_decref(root);
+}
+
+/* Four requests in flight per thread, each a quarter of the batch;
+ * nixlbench's spelling and ours. */
+static void test_pipeline_depth(void)
+{
+    struct run *r = run_checked(tcp_uds(), "WRITE", "--pipeline_depth 4");
+
+    expect_sweep(r, "--pipeline_depth 4, WRITE");
+    XT_CHECK(strstr(r->out, "4 in flight per thread") != NULL,
+             "the banner does not give the depth:\n%s", r->out);
+    expect_param_int("pipeline_depth", 4);
+
+    r = run_checked(tcp_uds(), "READ", "--pipeline-depth 2");
+    expect_sweep(r, "--pipeline-depth 2, READ");
+    expect_param_int("pipeline_depth", 2);
+
+    /* Several targets, each with its own requests in every slot. */
+    r = run("--scheme one-to-many --op READ --check-consistency"
+            " --pipeline-depth 2 --start-batch-size 2 --max-batch-size 2"
+            " --start-block-size 4K --max-block-size 4K --num-iter 16"
+            " --warmup-iter 2 --no-progress");
+    expect_ok(r, "one-to-many, --pipeline-depth 2");
+}
+
+static void test_prepared_xfer(void)
+{
+    struct run *r = run_checked(tcp_uds(), "READ", "--prepared_xfer");
+
+    expect_sweep(r, "--prepared_xfer");
+    XT_CHECK(strstr(r->out, "requests from prepared lists") != NULL,
+             "the banner does not say prepared lists:\n%s", r->out);
+    expect_param_bool("prepared", 1);
+    expect_param_bool("recreate", 0);
+}
+
+static void test_reregister_mem(void)
+{
+    struct run *r = run_checked(tcp_uds(), "WRITE", "--reregister_mem");
+
+    expect_sweep(r, "--reregister_mem");
+    XT_CHECK(strstr(r->out, "recreated every post, memory registered "
+                    "every post") != NULL,
+             "the banner does not say registered every post:\n%s", r->out);
+    expect_param_bool("reregister", 1);
+    expect_param_bool("recreate", 1);
+
+    /* With prepared lists and slots: each slot's own registration and
+     * list, index ranges of the remote list. */
+    r = run_checked(tcp_uds(), "READ",
+                    "--reregister --prepared --pipeline-depth 2");
+    expect_sweep(r, "--reregister --prepared --pipeline-depth 2");
+    expect_param_bool("reregister", 1);
+    expect_param_bool("prepared", 1);
+    expect_param_int("pipeline_depth", 2);
+}
+
+/* 2 MiB pages free on this host, from /proc/meminfo; -1: unknown. */
+static long huge_pages_free(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    long n = -1, kb = 0;
+
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        sscanf(line, "HugePages_Free: %ld", &n);
+        sscanf(line, "Hugepagesize: %ld kB", &kb);
+    }
+    fclose(f);
+    return kb == 2048 ? n : -1;
+}
+
+/* Huge pages where the host has them reserved; where it has not, the
+ * run fails with the sentence that says how to reserve them. */
+static void test_use_hugepages(void)
+{
+    /* Each of the 2 ranks maps one 2 MiB page (its buffer is 64 KiB),
+     * one backend at a time. */
+    long free_pages = huge_pages_free();
+    int have = free_pages >= 2;
+    struct run *r;
+
+    fprintf(stderr, "%ld huge pages free: %s\n", free_pages,
+            have ? "checking runs on them" : "checking the refusal");
+    r = run_checked(tcp_uds(), "WRITE", "--use_hugepages");
+    if (have) {
+        expect_sweep(r, "--use_hugepages");
+        XT_CHECK(strstr(r->out, "malloc buffers on 2 MiB huge pages") != NULL,
+                 "the banner does not say huge pages:\n%s", r->out);
+        expect_param_bool("hugepages", 1);
+        expect_param_int("pipeline_depth", 1);
+    } else {
+        XT_CHECK(r->status == 1 &&
+                     strstr(r->err, "--hugepages: cannot map 2097152 bytes "
+                            "of 2 MiB huge pages") != NULL &&
+                     strstr(r->err, "vm.nr_hugepages") != NULL,
+                 "--use_hugepages without huge pages: exit %d: %s",
+                 r->status, r->err);
+    }
+    if (!have_uds)
+        return;
+    /* xfer's own allocator on huge pages: memfd the peer maps. */
+    r = run_checked("--backend uds:mode=shm --alloc xfer", "READ",
+                    "--hugepages");
+    if (have) {
+        expect_ok(r, "--hugepages --alloc xfer");
+        expect_param_bool("hugepages", 1);
+    } else {
+        XT_CHECK(r->status == 1 &&
+                     strstr(r->err, "--hugepages with --alloc xfer") != NULL &&
+                     strstr(r->err, "nr_hugepages") != NULL,
+                 "--hugepages --alloc xfer without huge pages: exit %d: %s",
+                 r->status, r->err);
+    }
+}
+
+static void test_progress_threads(void)
+{
+    struct run *r = run_checked(tcp_uds(), "WRITE", "--progress_threads 1");
+
+    expect_sweep(r, "--progress_threads 1");
+    XT_CHECK(strstr(r->out, "progress by thread") != NULL,
+             "--progress_threads 1 did not start the progress thread:\n%s",
+             r->out);
+    expect_param_bool("progress_thread", 1);
+
+    /* nixlbench's default 0 adds no thread; --enable_pt still decides. */
+    r = run_checked(tcp_uds(), "READ", "--enable_pt --progress_threads 0");
+    expect_sweep(r, "--enable_pt --progress_threads 0");
+    expect_param_bool("progress_thread", 1);
+    r = run_checked(tcp_uds(), "READ", "--progress-threads 0");
+    expect_sweep(r, "--progress-threads 0");
+    expect_param_bool("progress_thread", 0);
+}
+
 /* A --role target and a --role initiator on a free loopback port, both
  * given the same options; outputs tagged tag-t and tag-i. */
 static void start_pair(const char *tag, const char *opts, int *tp, int *ip)
@@ -343,6 +543,18 @@ static void test_bad_options(void)
     r = run("--help");
     XT_CHECK(r->status == 0 && strstr(r->out, "--scheme") != NULL,
              "--help: exit %d", r->status);
+    /* nixlbench's later options where they cannot apply. */
+    r = run("--progress_threads 4");
+    XT_CHECK(r->status == 2 &&
+             strstr(r->err, "option --progress_threads 4: an xfer agent "
+                    "drives its backends from one progress thread") != NULL,
+             "--progress_threads 4: exit %d: %s", r->status, r->err);
+    r = run("--pipeline_depth 3 --start_batch_size 4 --max_batch_size 4");
+    XT_CHECK(r->status == 2 &&
+             strstr(r->err, "option --pipeline-depth 3: --start-batch-size 4 "
+                    "is not a multiple of it") != NULL,
+             "--pipeline_depth 3 with batch 4: exit %d: %s", r->status,
+             r->err);
 }
 
 static void cleanup_dir(void)
@@ -362,6 +574,11 @@ int main(int argc, char **argv)
         XT_TEST(test_schemes),
         XT_TEST(test_recreate_times_prep),
         XT_TEST(test_json_and_csv),
+        XT_TEST(test_pipeline_depth),
+        XT_TEST(test_prepared_xfer),
+        XT_TEST(test_reregister_mem),
+        XT_TEST(test_use_hugepages),
+        XT_TEST(test_progress_threads),
         XT_TEST(test_role_peer),
         XT_TEST(test_dead_target),
         XT_TEST(test_bad_options),

@@ -94,6 +94,9 @@ static void test_defaults(void)
     CU_ASSERT_EQUAL(o.ranks, 2);
     CU_ASSERT_EQUAL(o.role, XB_ROLE_LOCAL);
     CU_ASSERT_EQUAL(o.progress, -1);
+    CU_ASSERT_EQUAL(o.pipeline_depth, 1);
+    CU_ASSERT(!o.prepared && !o.recreate && !o.reregister && !o.hugepages &&
+              !o.progress_thread);
     CU_ASSERT_EQUAL(xb_opts_buffer(&o), (size_t)64 << 20);
     CU_ASSERT_EQUAL(errtext[0], '\0');
 }
@@ -109,6 +112,7 @@ static void test_long_options(void)
                    "--threads", "4", "--total-buffer-size", "1G",
                    "--check-consistency", "--prepared", "--recreate",
                    "--progress-thread", "--scheme", "many-to-one",
+                   "--reregister", "--pipeline-depth", "2", "--hugepages",
                    "--ranks", "5", "--alloc", "xfer", "--json", "a.json",
                    "--csv", "a.csv", "--plot", "a.png", "--no-progress",
                    NULL);
@@ -129,6 +133,8 @@ static void test_long_options(void)
     CU_ASSERT_EQUAL(o.threads, 4);
     CU_ASSERT_EQUAL(o.total_buffer, (size_t)1 << 30);
     CU_ASSERT(o.check && o.prepared && o.recreate && o.progress_thread);
+    CU_ASSERT(o.reregister && o.hugepages);
+    CU_ASSERT_EQUAL(o.pipeline_depth, 2);
     CU_ASSERT_EQUAL(o.scheme, XB_MANY_TO_ONE);
     CU_ASSERT_EQUAL(o.ranks, 5);
     CU_ASSERT_EQUAL(o.alloc_xfer, 1);
@@ -197,6 +203,57 @@ static void test_nixlbench_spellings(void)
     CU_ASSERT_EQUAL(a.check, 0);
 }
 
+/* The options nixlbench grew later, in its spelling and in ours. */
+static void test_nixlbench_later_options(void)
+{
+    struct xb_opts a, b;
+
+    XT_REQUIRE(parse(&a, "--prepared_xfer", "--reregister_mem=1",
+                     "--pipeline_depth", "4", "--start_batch_size", "4",
+                     "--max_batch_size", "16", "--use_hugepages=true",
+                     "--progress_threads", "1", NULL) == 0,
+               "nixlbench spelling refused: %s", errtext);
+    XT_REQUIRE(parse(&b, "--prepared", "--reregister", "--pipeline-depth",
+                     "4", "--start-batch-size", "4", "--max-batch-size",
+                     "16", "--hugepages", "--progress-threads", "1",
+                     NULL) == 0, "xfer-bench spelling refused: %s", errtext);
+    CU_ASSERT(a.prepared && b.prepared);
+    CU_ASSERT(a.reregister && b.reregister);
+    /* A request cannot outlive its memory's registration. */
+    CU_ASSERT(a.recreate && b.recreate);
+    CU_ASSERT_EQUAL(a.pipeline_depth, 4);
+    CU_ASSERT_EQUAL(b.pipeline_depth, 4);
+    CU_ASSERT(a.hugepages && b.hugepages);
+    CU_ASSERT(a.progress_thread && b.progress_thread);
+    /* The batch is split, never grown: the buffer is the sweep's. */
+    CU_ASSERT_EQUAL(xb_opts_buffer(&a), (size_t)16 * (64 << 20));
+
+    XT_REQUIRE(parse(&a, "--prepared_xfer=false", "--reregister_mem=0",
+                     "--use_hugepages=0", NULL) == 0, "refused: %s",
+               errtext);
+    CU_ASSERT(!a.prepared && !a.reregister && !a.recreate && !a.hugepages);
+
+    /* nixlbench's default 0 is "no extra backend threads": --enable_pt
+     * still decides; 1 is the agent's progress thread. */
+    XT_REQUIRE(parse(&a, "--enable_pt", "--progress_threads", "0", NULL) == 0,
+               "refused: %s", errtext);
+    CU_ASSERT_EQUAL(a.progress_thread, 1);
+    XT_REQUIRE(parse(&a, "--progress_threads", "0", NULL) == 0, "refused: %s",
+               errtext);
+    CU_ASSERT_EQUAL(a.progress_thread, 0);
+    XT_REQUIRE(parse(&a, "--progress_threads=1", NULL) == 0, "refused: %s",
+               errtext);
+    CU_ASSERT_EQUAL(a.progress_thread, 1);
+    expect_refused(parse(&a, "--progress_threads", "2", NULL),
+                   "option --progress_threads 2", "one progress thread",
+                   "only 0 or 1 applies", NULL);
+    expect_refused(parse(&a, "--progress-threads", "8", NULL),
+                   "option --progress-threads 8", "one progress thread",
+                   NULL);
+    expect_refused(parse(&a, "--progress-threads", "-1", NULL),
+                   "--progress-threads", "'-1'", NULL);
+}
+
 static void test_bad_values(void)
 {
     struct xb_opts o;
@@ -222,6 +279,14 @@ static void test_bad_values(void)
                    "--worker_type", "'nvshmem'", "nixl", NULL);
     expect_refused(parse(&o, "--num_target_dev", "2", NULL),
                    "--num_target_dev", NULL);
+    expect_refused(parse(&o, "--pipeline-depth", "0", NULL),
+                   "--pipeline-depth", "[1, 1024]", "'0'", NULL);
+    expect_refused(parse(&o, "--pipeline_depth", "2048", NULL),
+                   "--pipeline_depth", "[1, 1024]", NULL);
+    expect_refused(parse(&o, "--use_hugepages=maybe", NULL),
+                   "--use_hugepages", "'maybe'", NULL);
+    expect_refused(parse(&o, "--reregister=2", NULL), "--reregister", "'2'",
+                   NULL);
     expect_refused(parse(&o, "--frobnicate", NULL), "--frobnicate",
                    "unknown option", NULL);
     expect_refused(parse(&o, "stray", NULL), "'stray'", NULL);
@@ -251,6 +316,13 @@ static void test_bad_combinations(void)
     XT_REQUIRE(parse(&o, "--max-block-size", "1M", "--scheme", "many-to-one",
                      "--ranks", "4", NULL) == 0, "refused: %s", errtext);
     CU_ASSERT_EQUAL(xb_opts_buffer(&o), (size_t)3 << 20);
+    /* nixlbench splits a batch into pipeline_depth requests. */
+    expect_refused(parse(&o, "--pipeline_depth", "3", "--start_batch_size",
+                         "4", "--max_batch_size", "8", NULL),
+                   "option --pipeline-depth 3", "--start-batch-size 4",
+                   "not a multiple", NULL);
+    expect_refused(parse(&o, "--pipeline-depth", "2", NULL),
+                   "--pipeline-depth 2", "--start-batch-size 1", NULL);
     expect_refused(parse(&o, "--initiator-seg-type", "VRAM", NULL),
                    "--initiator-seg-type", "VRAM", NULL);
     expect_refused(parse(&o, "--target_seg_type", "VRAM", NULL),
@@ -275,6 +347,9 @@ static void test_help_lists_every_option(void)
         "--target-seg-type", "--progress-thread", "--role", "--peer",
         "--etcd", "--group", "--ranks", "--json", "--csv", "--plot",
         "--op_type", "--large_blk_iter_ftr", "--num_threads",
+        "--pipeline-depth", "--reregister", "--hugepages",
+        "--progress-threads", "--prepared_xfer", "--reregister_mem",
+        "--pipeline_depth", "--use_hugepages", "--progress_threads",
     };
     char buf[16384], *line;
     char *argv[] = { (char *)"xfer-bench", (char *)"--help", NULL };
@@ -339,6 +414,7 @@ int main(int argc, char **argv)
         XT_TEST(test_defaults),
         XT_TEST(test_long_options),
         XT_TEST(test_nixlbench_spellings),
+        XT_TEST(test_nixlbench_later_options),
         XT_TEST(test_bad_values),
         XT_TEST(test_bad_combinations),
         XT_TEST(test_help_lists_every_option),

@@ -17,7 +17,7 @@
 #include "tests/common/runner.h"
 
 #define NCOLS 12
-#define NPARAMS 19
+#define NPARAMS 22
 
 static const char *const col_names[NCOLS] = {
     "block_size", "batch_size", "gbps", "avg_lat_us", "avg_prep_us",
@@ -206,6 +206,7 @@ static struct xb_opts opts_for(const char *dir)
     o.recreate = 0;
     o.progress_thread = 1;
     o.alloc_xfer = 1;
+    o.hugepages = 1;
     o.scheme = XB_MANY_TO_ONE;
     o.progress = 0;
     if (dir != NULL) {
@@ -324,6 +325,7 @@ static void test_table(void)
                  strstr(c.text[0], "2 initiator threads") &&
                  strstr(c.text[0], "prepared lists") &&
                  strstr(c.text[0], "progress by thread") &&
+                 strstr(c.text[0], "on 2 MiB huge pages") &&
                  strstr(c.text[0], "250 posts per thread") &&
                  strstr(c.text[0], "GB/s = 10^9 B/s") &&
                  strstr(c.text[0], "timings include verification"),
@@ -556,8 +558,11 @@ static void test_json_schema(void)
     check_bool(params, "check_consistency", 1);
     check_bool(params, "prepared", 1);
     check_bool(params, "recreate", 0);
+    check_bool(params, "reregister", 0);
+    check_int(params, "pipeline_depth", 1);
     check_bool(params, "progress_thread", 1);
     check_str(params, "alloc", "xfer_mem_alloc");
+    check_bool(params, "hugepages", 1);
     check_str(params, "initiator_seg_type", "DRAM");
     check_str(params, "target_seg_type", "DRAM");
 
@@ -692,13 +697,14 @@ static void test_csv(void)
         "op", "scheme", "ranks", "threads", "start_block_size",
         "max_block_size", "start_batch_size", "max_batch_size", "num_iter",
         "warmup_iter", "large_block_iter_factor", "total_buffer_size",
-        "check_consistency", "prepared", "recreate", "progress_thread",
-        "alloc", "initiator_seg_type", "target_seg_type",
+        "check_consistency", "prepared", "recreate", "reregister",
+        "pipeline_depth", "progress_thread", "alloc", "hugepages",
+        "initiator_seg_type", "target_seg_type",
     };
     const char *const param_values[NPARAMS] = {
         "READ", xb_scheme_name(XB_MANY_TO_ONE), "3", "2", "4096", "8192",
         "1", "2", "500", "7", "4", "123456789", "true", "true", "false",
-        "true", "xfer_mem_alloc", "DRAM", "DRAM",
+        "false", "1", "true", "xfer_mem_alloc", "true", "DRAM", "DRAM",
     };
     const char *dir = scratch();
     struct xb_opts o = opts_for(dir);
