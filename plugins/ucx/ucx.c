@@ -339,7 +339,7 @@ static void worker_close(ucx_t *u, unsigned i)
          * connection setup it answers for peers) before it is torn down,
          * bounded: UCX 1.13 aborts in ucp_worker_destroy when a wireup
          * reply is still queued on a tcp endpoint (openucx/ucx#8175,
-         * fixed in 1.14; docs/reliability.md). */
+         * fixed in 1.14; docs/security.md, "UCX"). */
         ucp_request_param_t prm = {0};
         void *r = ucp_worker_flush_nbx(w->w, &prm);
         uint64_t end = ucx__now_ms() + 1000;
