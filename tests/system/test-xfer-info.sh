@@ -129,4 +129,23 @@ grep -q '"state": "in-process loopback: always available"' "$dir/json" ||
 grep -q '"name": "oldminor".*"state": null' "$dir/json" ||
     fail "--json gives oldminor a state"
 
+# ucx, where built: its parameters and a probe naming the UCX version and
+# the transports UCX finds here (self is always among them).
+if [ -f "$top/plugins/ucx/xfer_ucx.la" ]; then
+    awk '/^ucx /{f=1} f && /^$/{exit} f' "$dir/all" >"$dir/ucx-block"
+    [ -s "$dir/ucx-block" ] || fail "ucx is built but not listed"
+    for p in tls devices workers error_mode timeout_ms notif_window addr; do
+        grep -Eq "^ +$p " "$dir/ucx-block" ||
+            fail "ucx's parameter $p is not listed"
+    done
+    grep -Eq '^ +workers +uint +1 +\[1, 16\] ' "$dir/ucx-block" ||
+        fail "ucx's workers (uint, default 1, [1, 16]) is not listed"
+    grep -Eq '^  state: UCX [0-9]+\.[0-9]+\.[0-9]+ .*transports/devices found: .*self/' \
+        "$dir/ucx-block" || fail "ucx's state line names no UCX version or transports"
+    grep -q 'capabilities:.*HW_KEYS' "$dir/ucx-block" ||
+        fail "ucx does not declare HW_KEYS"
+else
+    echo "note: ucx is not built; its listing not checked"
+fi
+
 echo "PASS: xfer-info"
