@@ -7,8 +7,13 @@
  * a SW_CHECK target refuses each bad operation itself and keeps the
  * connection; a HW_KEYS backend fails the request (ACCESS or
  * REMOTE_DISCONNECT) and must rebuild its connection for the next post. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* setns */
+#endif
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1689,6 +1694,25 @@ static void target_exit(target_t *t, int status)
 
 /* The target process: serve commands until told to stop or the parent
  * goes away.  Never returns. */
+/* XT_CHILD_NETNS=/run/netns/NAME: the target process lives in that
+ * network namespace, so that the process tests cross a real link
+ * (tests/backend/conformance-netns.sh makes one). */
+static void child_netns(int fd)
+{
+    const char *ns = getenv("XT_CHILD_NETNS");
+    int nfd;
+
+    if (ns == NULL || ns[0] == '\0')
+        return;
+    nfd = open(ns, O_RDONLY | O_CLOEXEC);
+    if (nfd < 0 || setns(nfd, CLONE_NEWNET) != 0) {
+        child_reply(fd, "err setup: network namespace %s: %s", ns,
+                    strerror(errno));
+        xt_child_exit(1);
+    }
+    close(nfd);
+}
+
 static void child_main(int fd, const char *name, size_t size)
 {
     target_t t = { fd, NULL, NULL, calloc(1, 65536) };
@@ -1701,6 +1725,7 @@ static void child_main(int fd, const char *name, size_t size)
 
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     alarm(120);
+    child_netns(fd);
     xfer_agent_opts_init(&o);
     o.name = name;
     if (t.notifs == NULL ||

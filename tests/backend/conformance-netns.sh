@@ -1,0 +1,75 @@
+#!/bin/sh
+# conformance-netns.sh - the conformance suite's two-process tests across a
+# real link: the test runs in one network namespace, each target process
+# it forks moves into another (XT_CHILD_NETNS), joined by a veth pair
+# (198.18.0.1 and 198.18.0.2/24, both named xt0 so one spec fits both
+# sides).  Over tcp, and over ucx with UCX's tcp transport on xt0 alone:
+# loopback would look reachable to UCX from both namespaces and lead it to
+# the wrong process.  Needs root and iproute2; says SKIP otherwise.  The
+# namespaces and links are deleted on every exit.
+set -u
+
+top=${abs_top_builddir:-$(pwd)}
+prog=$top/tests/backend/test-conformance
+[ -x "$prog" ] || { echo "SKIP: $prog is not built"; exit 77; }
+[ "$(id -u)" -eq 0 ] || { echo "SKIP: network namespaces need root"; exit 77; }
+command -v ip >/dev/null 2>&1 || { echo "SKIP: no ip (iproute2)"; exit 77; }
+
+a=xta$$ b=xtb$$
+cleanup() {
+    ip netns del "$a" 2>/dev/null
+    ip netns del "$b" 2>/dev/null
+    ip link del "${a}v" 2>/dev/null
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+if ! ip netns add "$a" 2>/dev/null || ! ip netns add "$b" 2>/dev/null ||
+    ! ip link add "${a}v" type veth peer name "${b}v" 2>/dev/null; then
+    echo "SKIP: cannot create network namespaces or a veth pair here"
+    exit 77
+fi
+set -e
+ip link set "${a}v" netns "$a"
+ip link set "${b}v" netns "$b"
+ip -n "$a" link set "${a}v" name xt0
+ip -n "$b" link set "${b}v" name xt0
+ip -n "$a" addr add 198.18.0.1/24 dev xt0
+ip -n "$b" addr add 198.18.0.2/24 dev xt0
+for n in "$a" "$b"; do
+    ip -n "$n" link set lo up
+    ip -n "$n" link set xt0 up
+done
+set +e
+
+specs=${XT_NETNS_SPECS:-}
+if [ -z "$specs" ]; then
+    [ -f "$top/plugins/tcp/xfer_tcp.la" ] && specs="tcp:addr=0.0.0.0"
+    [ -f "$top/plugins/ucx/xfer_ucx.la" ] &&
+        specs="$specs ucx:tls=tcp,devices=xt0,addr=0.0.0.0"
+fi
+[ -n "$specs" ] || { echo "SKIP: neither tcp nor ucx is built"; exit 77; }
+
+# Bytes through namespace b's end of the link: proof the tests crossed it.
+link_bytes() {
+    ip -n "$b" -s link show xt0 | awk '/RX:/{getline; r=$1} /TX:/{getline; t=$1} END{print r + t}'
+}
+
+rc=0
+for spec in $specs; do
+    before=$(link_bytes)
+    echo "=== $spec across namespaces $a (198.18.0.1) and $b (198.18.0.2)"
+    # The process and stall suites: the tests with a target in another
+    # process, which here is another namespace.
+    XT_ONLY=test_proc XT_CHILD_NETNS=/run/netns/$b \
+        ip netns exec "$a" ${XT_WRAP:-} "$prog" "$spec"
+    r=$?
+    moved=$(( $(link_bytes) - before ))
+    echo "=== $spec: exit $r, $moved bytes crossed the link"
+    if [ "$r" -eq 0 ] && [ "$moved" -lt 1048576 ]; then
+        echo "FAIL: $spec: under 1 MiB crossed the link: the targets did not run in $b"
+        r=1
+    fi
+    [ "$r" -eq 0 ] || rc=1
+done
+exit $rc
