@@ -243,6 +243,17 @@ static bool keys_checked(const ucx_t *u)
     return false;
 }
 
+/* Whether UCX's tcp transport runs on a device other than loopback. */
+static bool tcp_beyond_loopback(const ucx_t *u)
+{
+    for (const char *t = u->tls_used; (t = strstr(t, "tcp/")) != NULL;) {
+        t += 4;
+        if (strncmp(t, "lo", 2) != 0 || (t[2] != ' ' && t[2] != '\0'))
+            return true;
+    }
+    return false;
+}
+
 static xfer_status_t context_open(ucx_t *u)
 {
     ucp_config_t *conf;
@@ -279,10 +290,15 @@ static xfer_status_t context_open(ucx_t *u)
     ucp_config_release(conf);
     if (s != UCS_OK) {
         u->ctx = NULL;
-        return UERR(u, XFER_ERR_BACKEND, "ucx: ucp_init with tls '%s' "
-                    "devices '%s': %s", u->cfg.tls ? u->cfg.tls : "",
+        return UERR(u, s == UCS_ERR_NO_DEVICE || s == UCS_ERR_NO_ELEM
+                           ? XFER_ERR_CONFIG : XFER_ERR_BACKEND,
+                    "ucx: ucp_init with tls '%s' devices '%s': %s%s",
+                    u->cfg.tls ? u->cfg.tls : "",
                     u->cfg.devices ? u->cfg.devices : "",
-                    ucs_status_string(s));
+                    ucs_status_string(s),
+                    s == UCS_ERR_NO_DEVICE ? " (no transport or device of "
+                    "those is usable here; xfer-info ucx lists what UCX "
+                    "finds)" : "");
     }
     note_transports(u);
     return XFER_OK;
@@ -403,6 +419,14 @@ static xfer_status_t ucx_init(const xfer_host_t *host, const void *config,
         goto fail;
     if ((st = ucx__info_build(u)) != XFER_OK)
         goto fail;
+    /* UCX's tcp listens on every interface it was given and checks no
+     * remote key: say so once, as tcp says so of a listener without a
+     * secret. */
+    if (!keys_checked(u) && tcp_beyond_loopback(u))
+        ULOG(u, XFER_LOG_WARN, "UCX transports %s check no remote key: "
+             "whoever reaches them can read and write this process's "
+             "memory (restrict devices, or see docs/security.md, \"UCX\")",
+             u->tls_used);
     ULOG(u, XFER_LOG_DEBUG, "UCX %s, %u worker(s), error_mode=%s, "
          "transports: %s", ucp_get_version_string(), u->nw,
          u->cfg.error_mode, u->tls_used[0] ? u->tls_used : "?");
