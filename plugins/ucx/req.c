@@ -250,10 +250,15 @@ xfer_status_t ucx__req_post(ucx_t *u, ucx_req_t *q, const void *notif,
     pthread_mutex_lock(&p->olock);
     order_add(p, q);
     if (notif != NULL && len > 0 && s == UCS_OK) {
-        if (!(q->slot = ucx__slot_new(p, notif, len)))
+        if (!(q->slot = ucx__slot_new(p, notif, len))) {
             st = XFER_ERR_NOMEM;
-        else
+        } else {
+            /* The post it belongs to: the pump sends it only after the
+             * data of every request posted before this one, as on the
+             * stream plugins (a later worker's flush may end first). */
+            q->slot->ticket = q->ticket;
             q->slot->req = q;
+        }
     }
     pthread_mutex_unlock(&p->olock);
     if (st != XFER_OK)
