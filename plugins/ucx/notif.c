@@ -174,7 +174,12 @@ xfer_status_t ucx__notif_send(ucx_t *u, ucx_peer_t *p, const void *msg,
     wi = ucx__thread_worker(u);
     pthread_mutex_lock(&u->w[wi].lock);
     pthread_mutex_lock(&p->olock);
-    if (p->nslots >= u->cfg.notif_queue) {
+    /* Again under olock: a peer_kill that ran since the look above has
+     * already dropped the queue, and would never see this one. */
+    if (atomic_load(&p->dead)) {
+        st = UERR(u, p->dead_st, "ucx: agent '%s' is gone: %s", p->name,
+                  p->dead_why);
+    } else if (p->nslots >= u->cfg.notif_queue) {
         st = UERR(u, XFER_ERR_BUSY, "ucx: %zu notifications already wait "
                   "for agent '%s' to take earlier ones (notif_queue); try "
                   "again later", p->nslots, p->name);
