@@ -188,9 +188,22 @@ static void t_conn_down(void *tctx, xfer__stream_conn_t *c, xfer_status_t st,
     p->chan_connected = false;
     atomic_store(&p->chan_started, false);
     /* Closing an idle connection is routine: the session (token, credits)
-     * lives on at the target, and the next need reopens it. */
-    if (xfer__stream_conn_idle_closed(c) || p->cp == NULL)
+     * lives on at the target, and the next need reopens it.  Notifications
+     * still waiting for credits are such a need: the target's acks for
+     * them would have come on this connection, and no post may come to
+     * reopen it (their requests are complete), so ask again now. */
+    if (xfer__stream_conn_idle_closed(c) || p->cp == NULL) {
+        bool waiting;
+
+        pthread_mutex_lock(&p->olock);
+        waiting = p->sh != NULL && p->cp != NULL;
+        pthread_mutex_unlock(&p->olock);
+        if (waiting) {
+            atomic_store(&p->want_ask, true);
+            atomic_store(&u->ask_due, true);
+        }
         return;
+    }
     snprintf(reason, sizeof reason, "its control connection closed: %s",
              why ? why : "?");
     ucx__peer_kill(u, p, st == XFER_ERR_AUTH ? XFER_ERR_AUTH

@@ -59,17 +59,51 @@ static void slot_pop(ucx_peer_t *p)
     p->nslots--;
 }
 
+/* A notification whose send failed (its endpoint failed or timed out)
+ * already used its sequence number: the target holds every later one
+ * until that number comes, so it goes again, first, with the same
+ * header (the target drops a copy that did arrive).  The next pump sends
+ * it; a token ask makes one happen (olock held). */
+static bool slot_again(ucx_t *u, ucx_peer_t *p, ucx_slot_t *s)
+{
+    if (atomic_load(&p->dead))
+        return false;
+    s->numbered = true;
+    s->peer = NULL; /* the queue's now: the sender's reference is put */
+    s->next = p->sh;
+    p->sh = s;
+    if (p->st == NULL)
+        p->st = s;
+    p->nslots++;
+    atomic_store(&p->want_ask, true);
+    atomic_store(&u->ask_due, true);
+    return true;
+}
+
 static void am_sent(void *request, ucs_status_t status, void *user_data)
 {
     ucx_slot_t *s = user_data;
+    ucx_peer_t *p = s->peer;
+    bool again = false;
 
     ucp_request_free(request);
     if (status != UCS_OK) {
-        atomic_fetch_add(&s->peer->u->notifs_dropped, 1);
-        ULOG(s->peer->u, XFER_LOG_WARN, "a notification to agent '%s' was "
-             "lost: %s", s->peer->name, ucs_status_string(status));
+        pthread_mutex_lock(&p->olock);
+        again = slot_again(p->u, p, s);
+        pthread_mutex_unlock(&p->olock);
+        ULOG(p->u, XFER_LOG_INFO, "a notification to agent '%s' %s: %s",
+             p->name, again ? "goes again" : "is dropped (it is gone)",
+             ucs_status_string(status));
+        if (again) {
+            /* p lives while not dead (the core's reference): not the
+             * last one. */
+            ucx__peer_put(p);
+        } else {
+            atomic_fetch_add(&p->u->notifs_dropped, 1);
+        }
     }
-    ucx__slot_free(s);
+    if (!again)
+        ucx__slot_free(s);
 }
 
 static void hdr_fill(ucx_slot_t *s, const unsigned char *token, uint64_t seq)
@@ -99,12 +133,13 @@ void ucx__notif_pump(ucx_t *u, ucx_peer_t *p, unsigned wi)
             ucx__slot_free(s);
             continue;
         }
-        /* After the data of every request posted before it. */
-        if (p->oldest && p->oldest->ticket < s->ticket)
-            break;
         if (atomic_load(&p->dead))
             break;
-        if (!p->have_token || p->sent - p->acked >= p->window) {
+        /* After the data of every request posted before it. */
+        if (!s->numbered && p->oldest && p->oldest->ticket < s->ticket)
+            break;
+        if (!s->numbered &&
+            (!p->have_token || p->sent - p->acked >= p->window)) {
             /* The channel brings the token and the credits back; if it
              * is down, ask at the next progress (chan_lock is above
              * ours). */
@@ -117,7 +152,8 @@ void ucx__notif_pump(ucx_t *u, ucx_peer_t *p, unsigned wi)
         if ((e = ucx__ep_get(u, p, wi)) == NULL)
             break;
         slot_pop(p);
-        hdr_fill(s, p->token, p->sent++);
+        if (!s->numbered)
+            hdr_fill(s, p->token, p->sent++);
         s->peer = p;
         atomic_fetch_add(&p->refs, 1);
         /* Eager: one protocol, one lane, so what the target holds is
@@ -133,10 +169,15 @@ void ucx__notif_pump(ucx_t *u, ucx_peer_t *p, unsigned wi)
                             s->msg, s->len, &prm);
         atomic_fetch_add(&u->notifs_sent, 1);
         if (UCS_PTR_IS_ERR(r)) {
-            atomic_fetch_add(&u->notifs_dropped, 1);
-            ULOG(u, XFER_LOG_WARN, "a notification to agent '%s' was lost: "
-                 "%s", p->name, ucs_status_string(UCS_PTR_STATUS(r)));
-            ucx__slot_free(s);
+            ULOG(u, XFER_LOG_INFO, "a notification to agent '%s' goes "
+                 "again: %s", p->name, ucs_status_string(UCS_PTR_STATUS(r)));
+            s->peer = NULL;
+            ucx__peer_put(p); /* not the last: the caller holds one */
+            if (!slot_again(u, p, s)) {
+                atomic_fetch_add(&u->notifs_dropped, 1);
+                ucx__slot_free(s);
+            }
+            break; /* not again now: after a token ask's round trip */
         } else if (r == NULL) {
             ucx__slot_free(s);
         }
@@ -174,7 +215,12 @@ xfer_status_t ucx__notif_send(ucx_t *u, ucx_peer_t *p, const void *msg,
     wi = ucx__thread_worker(u);
     pthread_mutex_lock(&u->w[wi].lock);
     pthread_mutex_lock(&p->olock);
-    if (p->nslots >= u->cfg.notif_queue) {
+    /* Again under olock: a peer_kill that ran since the look above has
+     * already dropped the queue, and would never see this one. */
+    if (atomic_load(&p->dead)) {
+        st = UERR(u, p->dead_st, "ucx: agent '%s' is gone: %s", p->name,
+                  p->dead_why);
+    } else if (p->nslots >= u->cfg.notif_queue) {
         st = UERR(u, XFER_ERR_BUSY, "ucx: %zu notifications already wait "
                   "for agent '%s' to take earlier ones (notif_queue); try "
                   "again later", p->nslots, p->name);

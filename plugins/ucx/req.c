@@ -225,7 +225,8 @@ xfer_status_t ucx__req_post(ucx_t *u, ucx_req_t *q, const void *notif,
                             p->name, p->dead_why);
     if (q->flushing)
         return UERR(u, XFER_ERR_BUSY, "ucx: UCP still holds this request's "
-                    "last transfer (error_mode=none after a timeout)");
+                    "last transfer (it timed out or failed part way); try "
+                    "again later");
     /* The control channel carries the token for notifications and tells
      * of the peer's death: open it with the first post. */
     if (!atomic_load(&p->chan_started)) {
@@ -250,10 +251,15 @@ xfer_status_t ucx__req_post(ucx_t *u, ucx_req_t *q, const void *notif,
     pthread_mutex_lock(&p->olock);
     order_add(p, q);
     if (notif != NULL && len > 0 && s == UCS_OK) {
-        if (!(q->slot = ucx__slot_new(p, notif, len)))
+        if (!(q->slot = ucx__slot_new(p, notif, len))) {
             st = XFER_ERR_NOMEM;
-        else
+        } else {
+            /* The post it belongs to: the pump sends it only after the
+             * data of every request posted before this one, as on the
+             * stream plugins (a later worker's flush may end first). */
+            q->slot->ticket = q->ticket;
             q->slot->req = q;
+        }
     }
     pthread_mutex_unlock(&p->olock);
     if (st != XFER_OK)
@@ -327,17 +333,27 @@ int ucx__req_timeouts(ucx_t *u, ucx_worker_t *w, uint64_t now)
 
         snprintf(why, sizeof why, "no completion within timeout_ms "
                  "(%llu ms)", (unsigned long long)u->cfg.timeout_ms);
+        bool fail_ep = q->peer->ep[w->idx].gen == q->gen;
+
         q->timed_out = true;
         inflight_del(w, q);
-        if (u->peer_mode && q->peer->ep[w->idx].gen == q->gen) {
+        if (u->peer_mode && fail_ep && q->st == XFER_IN_PROG) {
+            /* Forcing the endpoint closed ends q's flush (flush_done) and
+             * every other operation on it.  In progress, q cannot be
+             * released meanwhile, so it is still ours below. */
             ucx__ep_fail(u, q->peer, w->idx, XFER_ERR_TIMEOUT, why);
-        } else {
-            /* error_mode=none, or its endpoint was already replaced:
-             * end it here; flush_done, if it ever comes, frees it. */
-            req_finish(u, q, UCS_ERR_TIMED_OUT);
-            if (!u->peer_mode && q->peer->ep[w->idx].gen == q->gen)
-                ucx__ep_fail(u, q->peer, w->idx, XFER_ERR_TIMEOUT, why);
+            fail_ep = false;
         }
+        /* Not ended by that (error_mode=none, an endpoint that already
+         * failed or was replaced, a flush UCP keeps, a post that failed
+         * part way and may be released): end it here, so that it answers
+         * and no longer holds back the peer's notifications; flush_done,
+         * if it ever comes, only frees it. */
+        if (q->st == XFER_IN_PROG || q->ordered)
+            req_finish(u, q, UCS_ERR_TIMED_OUT);
+        /* Last: closing may call flush_done, which frees a released q. */
+        if (fail_ep)
+            ucx__ep_fail(u, q->peer, w->idx, XFER_ERR_TIMEOUT, why);
         n++;
     }
     return n;

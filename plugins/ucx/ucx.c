@@ -607,7 +607,9 @@ static xfer_status_t ucx_arm(xfer_be_t *u)
         if (busy)
             return XFER_ERR_BUSY;
     }
-    if (atomic_load(&u->ack_due))
+    /* Acks to send, tokens to ask for: a progress call does them, and
+     * no fd fires for them (ask_due may be set by a post's pump). */
+    if (atomic_load(&u->ack_due) || atomic_load(&u->ask_due))
         return XFER_ERR_BUSY;
     return XFER_OK;
 }

@@ -93,6 +93,8 @@ typedef struct ucx_slot {
     uint64_t ticket;           /* the post it belongs to */
     ucx_req_t *req;            /* that request, until it completed */
     bool ready;                /* its data is visible (or a lone one) */
+    bool numbered;             /* hdr holds its sequence number: a send
+                                  that failed, to go again as it is */
     ucx_peer_t *peer;          /* a reference while in flight */
     size_t len;
     unsigned char hdr[UCX_AM_HDR_LEN];
