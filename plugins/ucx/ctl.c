@@ -166,7 +166,7 @@ static xfer_status_t t_conn_up(void *tctx, xfer__stream_conn_t *c, char *msg,
     (void)msg;
     (void)msg_size;
     if (xfer__stream_conn_initiator(c) && pp && *pp)
-        (*pp)->chan_connected = true;
+        atomic_store(&(*pp)->chan_connected, true);
     return XFER_OK;
 }
 
@@ -185,7 +185,7 @@ static void t_conn_down(void *tctx, xfer__stream_conn_t *c, xfer_status_t st,
     }
     if (!(pp = peer_slot(c)) || !(p = *pp))
         return;
-    p->chan_connected = false;
+    atomic_store(&p->chan_connected, false);
     atomic_store(&p->chan_started, false);
     /* Closing an idle connection is routine: the session (token, credits)
      * lives on at the target, and the next need reopens it.  Notifications

@@ -143,7 +143,7 @@ void ucx__notif_pump(ucx_t *u, ucx_peer_t *p, unsigned wi)
             /* The channel brings the token and the credits back; if it
              * is down, ask at the next progress (chan_lock is above
              * ours). */
-            if (!p->have_token || !p->chan_connected) {
+            if (!p->have_token || !atomic_load(&p->chan_connected)) {
                 atomic_store(&p->want_ask, true);
                 atomic_store(&u->ask_due, true);
             }

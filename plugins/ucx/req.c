@@ -272,7 +272,8 @@ xfer_status_t ucx__req_post(ucx_t *u, ucx_req_t *q, const void *notif,
         req_finish(u, q, UCS_PTR_STATUS(r));
     } else {
         q->flushing = true;
-        q->deadline_ms = ucx__now_ms() + u->cfg.timeout_ms;
+        w->last_post_ms = ucx__now_ms();
+        q->deadline_ms = w->last_post_ms + u->cfg.timeout_ms;
         inflight_add(w, q);
     }
     st = q->st;

@@ -600,9 +600,16 @@ static xfer_status_t ucx_arm(xfer_be_t *u)
             return XFER_ERR_BUSY;
         pthread_mutex_lock(&w->lock);
         s = ucp_worker_arm(w->w);
-        /* Requests in flight: their deadlines need a look now and then,
-         * and some transports complete without an event. */
-        busy = s != UCS_OK || w->inflight_head != NULL;
+        /* An armed worker's fd fires for completions and incoming
+         * operations (tcp's sockets, the shared-memory transports'
+         * signals), so requests in flight alone do not keep the thread
+         * awake: it would take the CPU a target on the same host needs.
+         * Only just after a post it polls a little longer, where a reply
+         * is due within microseconds; deadlines are seen by the thread's
+         * timed passes. */
+        busy = s != UCS_OK ||
+               (w->inflight_head != NULL &&
+                ucx__now_ms() - w->last_post_ms < UCX_ARM_AFTER_POST_MS);
         pthread_mutex_unlock(&w->lock);
         if (busy)
             return XFER_ERR_BUSY;

@@ -72,7 +72,11 @@ typedef struct ucx_worker {
     /* Requests whose flush is pending on this worker, oldest first: the
      * head carries the earliest deadline. */
     ucx_req_t *inflight_head, *inflight_tail;
+    uint64_t last_post_ms;     /* arm polls a little after a post */
 } ucx_worker_t;
+
+/* How long after a post arm keeps answering BUSY (ms). */
+#define UCX_ARM_AFTER_POST_MS 2u
 
 /* One peer's endpoint on one local worker; guarded by that worker. */
 typedef struct ucx_ep {
@@ -109,7 +113,7 @@ struct xfer_be_peer {
     uint64_t epoch;
     xfer__chan_peer_t *cp;     /* chan_lock; NULL once removed */
     atomic_bool chan_started;  /* a token was asked for */
-    bool chan_connected;       /* chan_lock: its connection is up */
+    atomic_bool chan_connected; /* set under chan_lock: its connection is up */
     /* Its workers' addresses, from the connection info. */
     unsigned nrw;
     unsigned char *waddr[UCX_MAX_WORKERS];
