@@ -261,7 +261,10 @@ static void initiator_msg(ucx_t *u, xfer__stream_conn_t *c,
         memcpy(p->token, m + 8, UCX_TOKEN_LEN);
         p->have_token = true;
         p->window = win >= 2 ? win : 2;
-        p->acked = delivered;
+        /* Credits only for what was sent: a count past it (a confused or
+         * hostile target) must not let us overrun its window. */
+        if (delivered <= p->sent)
+            p->acked = delivered;
     } else if (delivered > p->acked && delivered <= p->sent) {
         p->acked = delivered;
     }

@@ -83,9 +83,22 @@ ucp_rkey_h ucx__rkey(ucx_t *u, ucx_rmem_t *rm, unsigned wi, ucx_ep_t *e)
 
     if (rm->rk[wi] != NULL && rm->gen[wi] == e->gen)
         return rm->rk[wi];
-    /* Unpacked on an endpoint that was replaced: again, on the new one. */
-    if (rm->rk[wi] != NULL)
+    /* Unpacked on an endpoint that was replaced: again, on the new one.
+     * Without peer error handling UCP may still hold puts of the old
+     * endpoint that use the old key: it stays until the region goes. */
+    if (rm->rk[wi] != NULL && u->peer_mode) {
         ucp_rkey_destroy(rm->rk[wi]);
+    } else if (rm->rk[wi] != NULL) {
+        struct ucx_stale_rkey *st = malloc(sizeof *st);
+
+        if (st == NULL) {
+            UERR(u, XFER_ERR_NOMEM, "ucx: out of memory");
+            return NULL;
+        }
+        st->rk = rm->rk[wi];
+        st->next = rm->stale[wi];
+        rm->stale[wi] = st;
+    }
     rm->rk[wi] = NULL;
     s = ucp_ep_rkey_unpack(e->ep, rm->packed, &rm->rk[wi]);
     if (s != UCS_OK) {
@@ -140,10 +153,18 @@ void ucx__rmem_release(ucx_t *u, void *rmem)
     ucx_rmem_t *rm = rmem;
 
     for (unsigned i = 0; i < u->nw; i++) {
-        if (rm->rk[i] == NULL)
+        struct ucx_stale_rkey *st;
+
+        if (rm->rk[i] == NULL && rm->stale[i] == NULL)
             continue;
         pthread_mutex_lock(&u->w[i].lock);
-        ucp_rkey_destroy(rm->rk[i]);
+        if (rm->rk[i] != NULL)
+            ucp_rkey_destroy(rm->rk[i]);
+        while ((st = rm->stale[i]) != NULL) {
+            rm->stale[i] = st->next;
+            ucp_rkey_destroy(st->rk);
+            free(st);
+        }
         pthread_mutex_unlock(&u->w[i].lock);
     }
     ucx__peer_put(rm->peer);

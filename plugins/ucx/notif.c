@@ -279,9 +279,11 @@ ucx_sess_t *ucx__sess_get(ucx_t *u, const char *name, uint64_t epoch)
         break;
     }
     if (u->nsess >= u->cfg.lim.max_conns) {
+        pthread_mutex_lock(&u->tlock); /* used is the handler's */
         for (s = u->sess; s; s = s->next)
             if (s->conn == NULL && (lru == NULL || s->used < lru->used))
                 lru = s;
+        pthread_mutex_unlock(&u->tlock);
         if (lru == NULL) {
             ULOG(u, XFER_LOG_WARN, "agent '%s' asked for a notification "
                  "session, but %u are open (max_conns)", name, u->nsess);

@@ -152,6 +152,11 @@ typedef struct ucx_rmem {
      * endpoint of that generation. */
     ucp_rkey_h rk[UCX_MAX_WORKERS];
     uint64_t gen[UCX_MAX_WORKERS];
+    /* error_mode=none: keys of replaced endpoints, which UCP may still
+     * use, destroyed with the region (one per rebuild of that worker's
+     * endpoint, which takes a timeout_ms each: slow to grow). */
+    struct ucx_stale_rkey { ucp_rkey_h rk; struct ucx_stale_rkey *next; }
+        *stale[UCX_MAX_WORKERS];
     size_t len;
     unsigned char packed[];
 } ucx_rmem_t;
