@@ -585,6 +585,21 @@ static void child_collect(void *arg, const char *from, const void *msg,
     }
 }
 
+struct seen {
+    const char *want;
+    bool found;
+};
+
+static void child_seen(void *arg, const char *from, const void *msg,
+                       size_t len)
+{
+    struct seen *w = arg;
+
+    (void)from;
+    if (len == strlen(w->want) && !memcmp(msg, w->want, len))
+        w->found = true;
+}
+
 static uint64_t mutual_seed(const char *writer, unsigned r)
 {
     uint64_t h = 1469598103934665603ull;
@@ -650,7 +665,7 @@ static int child_main(const char *role, const char *name, const char *spec,
             long bad;
 
             sscanf(line + 6, "%llu %llu %llu", &seed, &off, &n);
-            bad = xt_check_at(buf + off, n, seed, off);
+            bad = xt_check(buf + off, n, seed);
             printf(bad < 0 ? "ok\n" : "bad %ld\n", bad);
         } else if (!strncmp(line, "round ", 6)) {
             unsigned r = (unsigned)strtoul(line + 6, NULL, 10);
@@ -693,6 +708,18 @@ static int child_main(const char *role, const char *name, const char *spec,
                 printf("err round %u: byte %ld differs\n", r, bad);
             else
                 printf("ok\n");
+        } else if (!strncmp(line, "wait ", 5)) {
+            /* Until a notification with this text came (any before it
+             * are dropped) -> "ok" | "err ..." */
+            struct seen w = {line + 5, false};
+            uint64_t end = xt_now_ms() + WAIT_MS;
+
+            while (!w.found && xt_now_ms() < end) {
+                xfer_notif_drain(a, child_seen, &w, NULL);
+                if (!w.found)
+                    xt_sleep_ms(1);
+            }
+            printf(w.found ? "ok\n" : "err no notification '%s'\n", w.want);
         } else {
             printf("err unknown command\n");
         }
@@ -962,6 +989,8 @@ static void killed_target(const char *spec, bool stops_data)
     XT_STATUS(st == XFER_IN_PROG ? xt_wait_req(q[0], WAIT_MS) : st, XFER_OK);
     XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "check 6 4096 4096"), "ok"),
              "the restarted target got '%s'", l);
+    XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "wait back"), "ok"),
+             "the restarted target: '%s'", l);
     (void)t2;
 }
 
