@@ -250,7 +250,8 @@ xfer_status_t ucx__req_post(ucx_t *u, ucx_req_t *q, const void *notif,
     s = issue(u, q, e, wi, &st);
     pthread_mutex_lock(&p->olock);
     order_add(p, q);
-    if (notif != NULL && len > 0 && s == UCS_OK) {
+    /* A zero-length notification is one too (NULL is none). */
+    if (notif != NULL && s == UCS_OK) {
         if (!(q->slot = ucx__slot_new(p, notif, len))) {
             st = XFER_ERR_NOMEM;
         } else {
