@@ -157,8 +157,11 @@ static void test_read_64M(void) { move_size(XFER_OP_READ, 64u << 20); }
 
 /* n descriptors of varied lengths; local slots in order, remote slots in
  * a shuffled order, both with gaps, so no two descriptors are adjacent
- * and no offset matches its partner's. */
-static void multi_desc(size_t n)
+ * and no offset matches its partner's.  With runs, both sides keep the
+ * order and most neighbours touch, with a gap now and then on one side,
+ * the other or both: a backend that merges adjacent descriptors must
+ * stop at every gap. */
+static void multi_desc_layout(size_t n, bool runs)
 {
     size_t *loff = calloc(n, sizeof(size_t)), *roff = calloc(n, sizeof(size_t));
     size_t *len = calloc(n, sizeof(size_t)), *perm = calloc(n, sizeof(size_t));
@@ -178,7 +181,7 @@ static void multi_desc(size_t n)
         len[i] = 1 + (size_t)(xt_rand(&st) % (n > 64 ? 700 : 5000));
         perm[i] = i;
     }
-    for (size_t i = n; i-- > 1;) {
+    for (size_t i = n; !runs && i-- > 1;) {
         size_t j = (size_t)(xt_rand(&st) % (i + 1)), t = perm[i];
 
         perm[i] = perm[j];
@@ -186,14 +189,18 @@ static void multi_desc(size_t n)
     }
     for (size_t i = 0; i < n; i++) {
         loff[i] = lpos;
-        lpos += len[i] + 1 + (size_t)(xt_rand(&st) % 16);
+        lpos += len[i];
+        if (!runs || xt_rand(&st) % 8 == 0)
+            lpos += 1 + (size_t)(xt_rand(&st) % 16);
     }
     /* Remote slots laid out in perm order. */
     for (size_t k = 0; k < n; k++) {
         size_t i = perm[k];
 
         roff[i] = rpos;
-        rpos += len[i] + 1 + (size_t)(xt_rand(&st) % 16);
+        rpos += len[i];
+        if (!runs || xt_rand(&st) % 8 == 0)
+            rpos += 1 + (size_t)(xt_rand(&st) % 16);
     }
     total = (lpos > rpos ? lpos : rpos) + 64;
     pair_setup(&p, total);
@@ -243,10 +250,13 @@ static void multi_desc(size_t n)
     }
 }
 
+static void multi_desc(size_t n) { multi_desc_layout(n, false); }
+
 static void test_desc_1(void) { multi_desc(1); }
 static void test_desc_2(void) { multi_desc(2); }
 static void test_desc_64(void) { multi_desc(64); }
 static void test_desc_1024(void) { multi_desc(1024); }
+static void test_desc_runs_1024(void) { multi_desc_layout(1024, true); }
 
 /* ---- reposting and prepared lists ----------------------------------------------- */
 
@@ -2205,6 +2215,7 @@ static const xt_test_t data_tests[] = {
     XT_TEST(test_read_1M13), XT_TEST(test_read_64M),
     XT_TEST(test_desc_1), XT_TEST(test_desc_2), XT_TEST(test_desc_64),
     XT_TEST(test_desc_1024),
+    XT_TEST(test_desc_runs_1024),
     XT_TEST(test_repost),
     XT_TEST(test_prepped),
     XT_END
