@@ -275,10 +275,7 @@ for net in tcp shm; do
     for info in UCX_LOG_LEVEL=info "UCX_PROTO_ENABLE=y UCX_PROTO_INFO=y"; do
         for a in malloc xfer; do
             [ $net = tcp ] && [ $a = xfer ] && continue
-            # The plugin is opened with local scope; UCX 1.13 then crashes
-            # in its log handler at UCX_LOG_LEVEL=info unless libucp is
-            # loaded globally first.
-            LD_PRELOAD=libucp.so.0 with_info xb "$spec" "$out/i" --op WRITE \
+            with_info xb "$spec" "$out/i" --op WRITE \
                 --start-block-size 1M --max-block-size 1M --num-iter 16 \
                 --warmup-iter 2 --alloc $a
             echo "-- xfer-bench --backend $spec --alloc $a, $info:"

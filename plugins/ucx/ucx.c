@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #endif
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -254,12 +255,30 @@ static bool tcp_beyond_loopback(const ucx_t *u)
     return false;
 }
 
+/* UCX is not made to be unloaded: libucm's hooks and libucs's global
+ * state outlive a dlclose of this plugin, and a UCX mapped again later in
+ * the same process crashes in its own log handler.  So the UCX libraries
+ * this plugin brought in stay for the life of the process (NODELETE),
+ * and in the global scope (GLOBAL), where UCX's transport modules look
+ * for their symbols.  NOLOAD: the copies already mapped, never others. */
+static void ucx_pin(void)
+{
+    static const char *const libs[] = {"libucs.so.0", "libucm.so.0",
+                                       "libuct.so.0", "libucp.so.0"};
+
+    for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++)
+        (void)dlopen(libs[i], RTLD_LAZY | RTLD_GLOBAL | RTLD_NODELETE |
+                                  RTLD_NOLOAD);
+}
+
 static xfer_status_t context_open(ucx_t *u)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     ucp_config_t *conf;
     ucp_params_t prm;
     ucs_status_t s;
 
+    pthread_once(&once, ucx_pin);
     if ((s = ucp_config_read(NULL, NULL, &conf)) != UCS_OK)
         return UERR(u, XFER_ERR_BACKEND, "ucx: reading the UCX_* settings: "
                     "%s", ucs_status_string(s));
@@ -627,11 +646,13 @@ static xfer_status_t ucx_arm(xfer_be_t *u)
 
 static xfer_status_t ucx_probe(char *buf, size_t len)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     ucp_params_t prm = {.field_mask = UCP_PARAM_FIELD_FEATURES,
                         .features = UCP_FEATURE_RMA | UCP_FEATURE_AM};
     ucx_t tmp;
     ucs_status_t s;
 
+    pthread_once(&once, ucx_pin);
     memset(&tmp, 0, sizeof tmp);
     s = ucp_init(&prm, NULL, &tmp.ctx);
     if (s != UCS_OK) {
