@@ -412,13 +412,24 @@ static int acks_send(ucx_t *u)
     return n;
 }
 
-int ucx__ctl_progress(ucx_t *u)
+/* The channel is looked at once per millisecond at most (each look is an
+ * epoll_wait: on a stream of small transfers it was a system call per
+ * progress call for nothing), and always when asked to (arm, before the
+ * thread sleeps) or when an ask or an ack is due. */
+int ucx__ctl_progress(ucx_t *u, bool force)
 {
-    int n;
+    uint64_t now = ucx__now_ms();
+    bool look = force || now != atomic_load(&u->ctl_ms);
+    int n = 0;
 
+    if (!look && !atomic_load(&u->ask_due) && !atomic_load(&u->ack_due))
+        return 0;
     if (pthread_mutex_trylock(&u->chan_lock) != 0)
         return 0;
-    n = xfer__chan_progress(u->chan);
+    if (look) {
+        atomic_store(&u->ctl_ms, now);
+        n = xfer__chan_progress(u->chan);
+    }
     if (atomic_exchange(&u->ask_due, false))
         for (ucx_peer_t *p = u->peers; p; p = p->next)
             if (atomic_exchange(&p->want_ask, false))

@@ -594,7 +594,7 @@ static int ucx_progress(xfer_be_t *u)
 
     for (unsigned i = 0; i < u->nw; i++)
         n += worker_progress(u, &u->w[i]);
-    n += ucx__ctl_progress(u);
+    n += ucx__ctl_progress(u, false);
     n += ucx__notif_progress(u);
     return n;
 }
@@ -610,6 +610,10 @@ static xfer_status_t ucx_event_fd(xfer_be_t *u, int *fd)
  * progress call would notice. */
 static xfer_status_t ucx_arm(xfer_be_t *u)
 {
+    /* What the channel has (progress looks at it once a millisecond):
+     * handled before sleeping, or the thread would wake for it again. */
+    if (ucx__ctl_progress(u, true) > 0)
+        return XFER_ERR_BUSY;
     for (unsigned i = 0; i < u->nw; i++) {
         ucx_worker_t *w = &u->w[i];
         ucs_status_t s;

@@ -227,6 +227,7 @@ struct xfer_be {
     atomic_bool held_any;      /* a session holds notifications */
     atomic_bool ack_due;       /* a session owes its initiator an ack */
     atomic_bool ask_due;       /* a peer wants a token asked for */
+    atomic_uint_fast64_t ctl_ms; /* when the channel was last looked at */
     ucx_peer_t *peers;         /* chan_lock: peers not yet removed */
     /* counters for state() */
     atomic_ulong eps_created, eps_failed, notifs_sent, notifs_recv,
@@ -244,7 +245,8 @@ xfer_status_t ucx__status(ucs_status_t s);
 /* ctl.c */
 xfer_status_t ucx__ctl_open(ucx_t *u);
 void ucx__ctl_close(ucx_t *u);
-int ucx__ctl_progress(ucx_t *u);
+/* force: look at the channel even if it was looked at this millisecond. */
+int ucx__ctl_progress(ucx_t *u, bool force);
 /* Ask the target for a token over the channel (opens it if needed);
  * chan_lock held. */
 void ucx__ctl_token_ask(ucx_t *u, ucx_peer_t *p);
