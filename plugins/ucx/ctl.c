@@ -386,6 +386,16 @@ void ucx__ctl_token_ask(ucx_t *u, ucx_peer_t *p)
         atomic_store(&p->chan_started, true);
 }
 
+void ucx__ctl_start(ucx_t *u, ucx_peer_t *p)
+{
+    if (atomic_load(&p->chan_started))
+        return;
+    pthread_mutex_lock(&u->chan_lock);
+    if (!atomic_load(&p->chan_started))
+        ucx__ctl_token_ask(u, p);
+    pthread_mutex_unlock(&u->chan_lock);
+}
+
 /* Acknowledge what sessions delivered since their last ack, once half a
  * window is due, so that a sender waiting on credits goes on.  chan_lock
  * held; tlock taken only to read the counts. */

@@ -206,12 +206,7 @@ xfer_status_t ucx__notif_send(ucx_t *u, ucx_peer_t *p, const void *msg,
     if (atomic_load(&p->dead))
         return UERR(u, p->dead_st, "ucx: agent '%s' is gone: %s", p->name,
                     p->dead_why);
-    if (!atomic_load(&p->chan_started)) {
-        pthread_mutex_lock(&u->chan_lock);
-        if (!atomic_load(&p->chan_started))
-            ucx__ctl_token_ask(u, p);
-        pthread_mutex_unlock(&u->chan_lock);
-    }
+    ucx__ctl_start(u, p);
     wi = ucx__thread_worker(u);
     pthread_mutex_lock(&u->w[wi].lock);
     pthread_mutex_lock(&p->olock);

@@ -255,14 +255,7 @@ xfer_status_t ucx__req_post(ucx_t *u, ucx_req_t *q, const void *notif,
         return UERR(u, XFER_ERR_BUSY, "ucx: UCP still holds this request's "
                     "last transfer (it timed out or failed part way); try "
                     "again later");
-    /* The control channel carries the token for notifications and tells
-     * of the peer's death: open it with the first post. */
-    if (!atomic_load(&p->chan_started)) {
-        pthread_mutex_lock(&u->chan_lock);
-        if (!atomic_load(&p->chan_started))
-            ucx__ctl_token_ask(u, p);
-        pthread_mutex_unlock(&u->chan_lock);
-    }
+    ucx__ctl_start(u, p);
     wi = ucx__thread_worker(u);
     w = &u->w[wi];
     pthread_mutex_lock(&w->lock);

@@ -250,6 +250,10 @@ int ucx__ctl_progress(ucx_t *u, bool force);
 /* Ask the target for a token over the channel (opens it if needed);
  * chan_lock held. */
 void ucx__ctl_token_ask(ucx_t *u, ucx_peer_t *p);
+/* The same unless a token was asked for already (chan_lock not held):
+ * the channel carries the token for notifications and tells of the
+ * peer's death, so it opens with the first post or notification. */
+void ucx__ctl_start(ucx_t *u, ucx_peer_t *p);
 xfer_status_t ucx__info_build(ucx_t *u);
 xfer_status_t ucx__info_parse(ucx_t *u, const char *name, const void *info,
                               size_t len, ucx_peer_t *p,
