@@ -26,7 +26,8 @@ libcurl4-openssl-dev etcd-server curl openssl
 libucx-dev ucx-utils gnuplot-nox clang libclang-rt-14-dev"
 # openssl: the command that makes the throwaway CA of the etcd TLS tests.
 # libucx-dev: the ucx plugin (UCP).
-# ucx-utils: ucx_perftest, the baseline of bench/compare-uds.sh (not make check).
+# ucx-utils: ucx_perftest, the baseline of bench/compare-uds.sh and
+# bench/compare-ucx.sh (not make check).
 # clang, libclang-rt-14-dev: libFuzzer for make fuzz-smoke (.ci/run), not make check.
 missing=
 for p in $packages; do
