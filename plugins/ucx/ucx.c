@@ -399,7 +399,6 @@ static void worker_close(ucx_t *u, unsigned i)
     }
     w->w = NULL;
     pthread_mutex_destroy(&w->lock);
-    (void)u;
 }
 
 static xfer_status_t ucx_init(const xfer_host_t *host, const void *config,
