@@ -8,6 +8,7 @@
 #endif
 
 #include <endian.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -363,7 +364,8 @@ xfer_status_t ucx__ctl_open(ucx_t *u)
         return st;
     }
     if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, xfer__chan_fd(u->chan), &ev) < 0)
-        return UERR(u, XFER_ERR_BACKEND, "ucx: epoll_ctl: %m");
+        return UERR(u, XFER_ERR_BACKEND, "ucx: epoll_ctl: %s",
+                    strerror(errno));
     return XFER_OK;
 }
 

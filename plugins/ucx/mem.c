@@ -117,6 +117,7 @@ xfer_status_t ucx__rmem_unpack(ucx_t *u, ucx_peer_t *p,
                                size_t len, void **rmem)
 {
     ucx_worker_t *w = &u->w[0];
+    char why[XFER_NAME_MAX + 200];
     ucx_rmem_t *rm;
     ucx_ep_t *e;
     xfer_status_t st = XFER_OK;
@@ -136,7 +137,9 @@ xfer_status_t ucx__rmem_unpack(ucx_t *u, ucx_peer_t *p,
      * unpacks it and says so.  Other workers unpack at their first
      * post. */
     pthread_mutex_lock(&w->lock);
-    if ((e = ucx__ep_get(u, p, 0)) != NULL && !ucx__rkey(u, rm, 0, e))
+    if ((e = ucx__ep_get(u, p, 0, &st, why, sizeof why)) == NULL)
+        st = XFER_OK; /* not now: the first post says why */
+    else if (!ucx__rkey(u, rm, 0, e))
         st = XFER_ERR_INVALID;
     pthread_mutex_unlock(&w->lock);
     if (st != XFER_OK) {

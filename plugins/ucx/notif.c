@@ -121,6 +121,8 @@ static void hdr_fill(ucx_slot_t *s, const unsigned char *token, uint64_t seq)
 
 void ucx__notif_pump(ucx_t *u, ucx_peer_t *p, unsigned wi)
 {
+    char ewhy[XFER_NAME_MAX + 200];
+    xfer_status_t est;
     ucx_slot_t *s;
 
     while ((s = p->sh) != NULL && s->ready) {
@@ -149,8 +151,8 @@ void ucx__notif_pump(ucx_t *u, ucx_peer_t *p, unsigned wi)
             }
             break;
         }
-        if ((e = ucx__ep_get(u, p, wi)) == NULL)
-            break;
+        if ((e = ucx__ep_get(u, p, wi, &est, ewhy, sizeof ewhy)) == NULL)
+            break; /* again at the next pump; a dead peer drops them */
         slot_pop(p);
         if (!s->numbered)
             hdr_fill(s, p->token, p->sent++);

@@ -81,7 +81,8 @@ static void ep_error(void *arg, ucp_ep_h ep, ucs_status_t status)
     ucx__ep_fail(p->u, p, e->wi, ucx__status(status), why);
 }
 
-ucx_ep_t *ucx__ep_get(ucx_t *u, ucx_peer_t *p, unsigned wi)
+ucx_ep_t *ucx__ep_get(ucx_t *u, ucx_peer_t *p, unsigned wi,
+                      xfer_status_t *st, char *why, size_t size)
 {
     ucx_ep_t *e = &p->ep[wi];
     ucp_ep_params_t ep = {0};
@@ -90,8 +91,9 @@ ucx_ep_t *ucx__ep_get(ucx_t *u, ucx_peer_t *p, unsigned wi)
     if (e->ep != NULL)
         return e;
     if (atomic_load(&p->dead)) {
-        UERR(u, p->dead_st, "ucx: agent '%s' is gone: %s", p->name,
-             p->dead_why);
+        *st = p->dead_st;
+        snprintf(why, size, "ucx: agent '%s' is gone: %s", p->name,
+                 p->dead_why);
         return NULL;
     }
     e->peer = p;
@@ -109,13 +111,13 @@ ucx_ep_t *ucx__ep_get(ucx_t *u, ucx_peer_t *p, unsigned wi)
     s = ucp_ep_create(u->w[wi].w, &ep, &e->ep);
     if (s != UCS_OK) {
         e->ep = NULL;
-        UERR(u, s == UCS_ERR_UNREACHABLE ? XFER_ERR_REMOTE_DISCONNECT
-                                         : XFER_ERR_BACKEND,
-             "ucx: cannot make an endpoint to agent '%s': %s (no transport "
-             "of this instance reaches its workers%s)", p->name,
-             ucs_status_string(s),
-             u->peer_mode ? "; error_mode=peer leaves out transports that "
-                            "cannot detect a dead peer" : "");
+        *st = s == UCS_ERR_UNREACHABLE ? XFER_ERR_REMOTE_DISCONNECT
+                                       : XFER_ERR_BACKEND;
+        snprintf(why, size, "ucx: cannot make an endpoint to agent '%s': "
+                 "%s (no transport of this instance reaches its workers%s)",
+                 p->name, ucs_status_string(s),
+                 u->peer_mode ? "; error_mode=peer leaves out transports "
+                                "that cannot detect a dead peer" : "");
         return NULL;
     }
     e->gen++;
@@ -209,6 +211,7 @@ void ucx__peer_remove(ucx_t *u, ucx_peer_t *p)
 xfer_status_t ucx__peer_connect(ucx_t *u, ucx_peer_t *p)
 {
     unsigned wi = ucx__thread_worker(u);
+    char why[XFER_NAME_MAX + 200];
     xfer_status_t st;
 
     if (atomic_load(&p->dead))
@@ -222,7 +225,8 @@ xfer_status_t ucx__peer_connect(ucx_t *u, ucx_peer_t *p)
     if (st != XFER_OK)
         return st;
     pthread_mutex_lock(&u->w[wi].lock);
-    st = ucx__ep_get(u, p, wi) ? XFER_OK : XFER_ERR_REMOTE_DISCONNECT;
+    if (ucx__ep_get(u, p, wi, &st, why, sizeof why) != NULL)
+        st = XFER_OK;
     pthread_mutex_unlock(&u->w[wi].lock);
-    return st;
+    return st == XFER_OK ? st : UERR(u, st, "%s", why);
 }

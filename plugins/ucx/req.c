@@ -262,9 +262,10 @@ xfer_status_t ucx__req_post(ucx_t *u, ucx_req_t *q, const void *notif,
     q->wi = wi;
     q->timed_out = false;
     q->err[0] = '\0';
-    if (!(e = ucx__ep_get(u, p, wi))) {
+    if (!(e = ucx__ep_get(u, p, wi, &st, q->err, sizeof q->err))) {
+        q->st = st;
         pthread_mutex_unlock(&w->lock);
-        return q->st = XFER_ERR_REMOTE_DISCONNECT;
+        return UERR(u, st, "%s", q->err);
     }
     q->gen = e->gen;
     q->st = XFER_IN_PROG;

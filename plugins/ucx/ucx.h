@@ -266,8 +266,10 @@ void ucx__peer_remove(ucx_t *u, ucx_peer_t *p);
 xfer_status_t ucx__peer_connect(ucx_t *u, ucx_peer_t *p);
 void ucx__peer_put(ucx_peer_t *p);
 /* The endpoint of p on worker wi, created if there is none (w->lock
- * held); NULL with the sentence set when it cannot be. */
-ucx_ep_t *ucx__ep_get(ucx_t *u, ucx_peer_t *p, unsigned wi);
+ * held); NULL with *st and why (size bytes) saying why when it cannot
+ * be, for the caller to report or not. */
+ucx_ep_t *ucx__ep_get(ucx_t *u, ucx_peer_t *p, unsigned wi,
+                      xfer_status_t *st, char *why, size_t size);
 /* Close the endpoint after an error or timeout (w->lock held): every
  * operation on it ends with an error; the next post makes a new one. */
 void ucx__ep_fail(ucx_t *u, ucx_peer_t *p, unsigned wi, xfer_status_t st,
