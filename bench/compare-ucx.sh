@@ -23,6 +23,7 @@
 # sample is printed after each table.
 set -eu
 
+. "$(cd "$(dirname "$0")" && pwd)/compare-lib.sh"
 build=${1:-build}
 rounds=${2:-3}
 cd "$build"
@@ -76,28 +77,8 @@ perf() {
     wait $srv 2>/dev/null || true
     srv=
 }
-# The last row's overall bandwidth in GB/s, and its median latency in us.
-perf_gbps() {
-    awk '$1 ~ /^[0-9]+$/ && NF >= 8 { v = $6 } END { printf "%.3f", v * 1048576 / 1e9 }' "$out/ucx"
-}
-perf_lat() {
-    awk '$1 ~ /^[0-9]+$/ && NF >= 8 { v = $2 } END { printf "%.3f", v }' "$out/ucx"
-}
-
-# The column named $3 of xfer-bench's row for block size $1 in file $2.
-field() {
-    awk -v b="$1" -v n="$3" '$1 == "block_size" { for (i = 1; i <= NF; i++) if ($i == n) c = i; next }
-        c && $1 == b { print $c; exit }' "$2"
-}
-human() {
-    awk -v s="$1" 'BEGIN { u = "BKMGT"; i = 1; while (s >= 1024 && s % 1024 == 0) { s /= 1024; i++ } printf "%d%s", s, (i > 1 ? substr(u, i, 1) : "") }'
-}
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
-}
-ratio() {
-    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
-}
+perf_gbps() { ucx_gbps "$out/ucx"; }
+perf_lat() { ucx_lat "$out/ucx"; }
 
 # xb SPEC OUTFILE ARGS...: one xfer-bench run.
 xb() {

@@ -9,6 +9,7 @@
 # checks.
 set -eu
 
+. "$(cd "$(dirname "$0")" && pwd)/compare-lib.sh"
 build=${1:-build}
 cd "$build"
 export XFER_PLUGIN_PATH="$PWD/plugins/uds"
@@ -36,22 +37,7 @@ ucx() {
     kill $srv 2>/dev/null || true
     wait $srv 2>/dev/null || true
     srv=
-    awk '$1 ~ /^[0-9]+$/ && NF >= 8 { v = $6 } END { printf "%.3f", v * 1048576 / 1e9 }' "$out/ucx"
-}
-
-# The column named $3 of xfer-bench's row for block size $1 (bytes) in
-# file $2.
-field() {
-    awk -v b="$1" -v n="$3" '$1 == "block_size" { for (i = 1; i <= NF; i++) if ($i == n) c = i; next }
-        c && $1 == b { print $c; exit }' "$2"
-}
-human() {
-    awk -v s="$1" 'BEGIN { u = "BKMGT"; i = 1; while (s >= 1024 && s % 1024 == 0) { s /= 1024; i++ } printf "%d%s", s, (i > 1 ? substr(u, i, 1) : "") }'
-}
-
-# The median of the numbers given.
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+    ucx_gbps "$out/ucx"
 }
 
 # Each size is measured in several rounds, the three tools taking turns
