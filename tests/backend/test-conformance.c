@@ -2340,6 +2340,15 @@ static void probe_plugin(void)
         xt_skip("plugin '%s' is not on XFER_PLUGIN_PATH", plugin);
 }
 
+static size_t ntests(const xt_test_t *t)
+{
+    size_t n = 0;
+
+    while (t[n].name)
+        n++;
+    return n;
+}
+
 /* Why this spec's targets cannot refuse a bad access, or NULL when they
  * can.  A HW_KEYS backend says so in its state when the transports it
  * runs on check no key (ucx over tcp or shared memory: docs/security.md);
@@ -2401,9 +2410,10 @@ int main(int argc, char **argv)
     }
     suites[ns++] = (xt_suite_t){ "refusal", refusal_tests };
     if ((why = unenforced(state, sizeof state)) != NULL) {
-        printf("SKIP: suites refusal-enforced (4 tests) and refusal-hw (1 "
-               "test) not run: the target cannot refuse a bad access on "
-               "these transports; backend state: %s\n", why);
+        printf("SKIP: suites refusal-enforced (%zu tests) and refusal-hw "
+               "(%zu) not run: the target cannot refuse a bad access on "
+               "these transports; backend state: %s\n",
+               ntests(enforced_tests), ntests(refusal_hw_tests), why);
     } else {
         suites[ns++] = (xt_suite_t){ "refusal-enforced", enforced_tests };
         suites[ns++] = hw ? (xt_suite_t){ "refusal-hw", refusal_hw_tests }
