@@ -689,11 +689,15 @@ static int child_main(const char *role, const char *name, const char *spec,
             s = xfer_req_post(q, note, (size_t)k);
             if (s == XFER_IN_PROG)
                 s = xfer_req_wait(q, WAIT_MS);
-            xfer_req_release(q);
             if (s != XFER_OK) {
-                child_fail("write");
+                /* Before release, which clears the sentence. */
+                child_fail(s == XFER_IN_PROG ? "write (still in progress)"
+                                             : "write");
+                if (s != XFER_IN_PROG)
+                    xfer_req_release(q);
                 continue;
             }
+            xfer_req_release(q);
             while (heard <= r && xt_now_ms() < end) {
                 xfer_notif_drain(a, child_collect, &heard, NULL);
                 if (heard <= r)
