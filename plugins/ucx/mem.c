@@ -116,11 +116,7 @@ xfer_status_t ucx__rmem_unpack(ucx_t *u, ucx_peer_t *p,
                                const xfer_be_rregion_t *r, const void *buf,
                                size_t len, void **rmem)
 {
-    ucx_worker_t *w = &u->w[0];
-    char why[XFER_NAME_MAX + 200];
     ucx_rmem_t *rm;
-    ucx_ep_t *e;
-    xfer_status_t st = XFER_OK;
 
     (void)r;
     if (len == 0 || len > XFER_BE_BLOB_MAX || buf == NULL)
@@ -131,21 +127,12 @@ xfer_status_t ucx__rmem_unpack(ucx_t *u, ucx_peer_t *p,
     rm->peer = p;
     rm->len = len;
     memcpy(rm->packed, buf, len);
-    /* Unpack once now where an endpoint can be made, so a key that
-     * cannot be unpacked is refused with the metadata that brought it;
-     * otherwise (the peer is not reachable yet, or gone) the first post
-     * unpacks it and says so.  Other workers unpack at their first
-     * post. */
-    pthread_mutex_lock(&w->lock);
-    if ((e = ucx__ep_get(u, p, 0, &st, why, sizeof why)) == NULL)
-        st = XFER_OK; /* not now: the first post says why */
-    else if (!ucx__rkey(u, rm, 0, e))
-        st = XFER_ERR_INVALID;
-    pthread_mutex_unlock(&w->lock);
-    if (st != XFER_OK) {
-        free(rm);
-        return st;
-    }
+    /* Kept packed: each worker unpacks it at its first post to the peer.
+     * UCX parses worker addresses and packed keys without defending
+     * against malformed bytes (a corrupted address aborts the process in
+     * ucp_ep_create), so nothing from a peer's metadata reaches UCX when
+     * it is loaded, only when the application transfers to that peer or
+     * connects it (docs/security.md, "UCX"). */
     atomic_fetch_add(&p->refs, 1);
     *rmem = rm;
     return XFER_OK;

@@ -207,10 +207,12 @@ static ucs_status_t issue(ucx_t *u, ucx_req_t *q, ucx_ep_t *e, unsigned wi,
         n = run_len(q, i, &len);
 
         if (rk == NULL) {
-            *st = XFER_ERR_INVALID;
+            /* A key the peer's metadata carried that UCX cannot read:
+             * refused, as a NIC refuses a bad rkey. */
+            *st = XFER_ERR_ACCESS;
             snprintf(q->err, sizeof q->err, "ucx: descriptor %zu: the "
-                     "remote key of agent '%s' does not unpack", i,
-                     q->peer->name);
+                     "packed remote key from agent '%s' does not unpack",
+                     i, q->peer->name);
             return UCS_ERR_INVALID_PARAM;
         }
         /* The registration's handle spares UCP a lookup per segment;
