@@ -201,6 +201,7 @@ void ucx__notif_drop(ucx_peer_t *p)
 xfer_status_t ucx__notif_send(ucx_t *u, ucx_peer_t *p, const void *msg,
                               size_t len)
 {
+    char why[XFER_NAME_MAX + 200];
     unsigned wi;
     ucx_slot_t *s;
     xfer_status_t st = XFER_OK;
@@ -217,6 +218,10 @@ xfer_status_t ucx__notif_send(ucx_t *u, ucx_peer_t *p, const void *msg,
     if (atomic_load(&p->dead)) {
         st = UERR(u, p->dead_st, "ucx: agent '%s' is gone: %s", p->name,
                   p->dead_why);
+    } else if (!ucx__ep_get(u, p, wi, &st, why, sizeof why)) {
+        /* As a post would: the peer cannot be reached now (its death
+         * may not have come through the control channel yet). */
+        st = UERR(u, st, "%s", why);
     } else if (p->nslots >= u->cfg.notif_queue) {
         st = UERR(u, XFER_ERR_BUSY, "ucx: %zu notifications already wait "
                   "for agent '%s' to take earlier ones (notif_queue); try "
