@@ -13,6 +13,26 @@
 
 #include "plugins/ucx/ucx.h"
 
+/* A request names the peer the application means to reach: make the
+ * endpoint of the creating thread's worker and unpack the keys its
+ * descriptors use now, off the post path (and before anything can go
+ * wrong in the worker meanwhile).  What fails here is said by the post. */
+static void prepare(ucx_t *u, ucx_req_t *q)
+{
+    char why[XFER_NAME_MAX + 200];
+    unsigned wi = ucx__thread_worker(u);
+    ucx_worker_t *w = &u->w[wi];
+    xfer_status_t st;
+    ucx_ep_t *e;
+
+    pthread_mutex_lock(&w->lock);
+    if ((e = ucx__ep_get(u, q->peer, wi, &st, why, sizeof why)) != NULL)
+        for (size_t i = 0; i < q->nseg; i++)
+            if (!ucx__rkey(u, q->segs[i].rmem, wi, e))
+                break;
+    pthread_mutex_unlock(&w->lock);
+}
+
 xfer_status_t ucx__req_create(ucx_t *u, xfer_op_t op, ucx_peer_t *p,
                               const xfer_be_seg_t *segs, size_t nseg,
                               ucx_req_t **out)
@@ -28,6 +48,7 @@ xfer_status_t ucx__req_create(ucx_t *u, xfer_op_t op, ucx_peer_t *p,
     q->segs = segs;
     q->nseg = nseg;
     q->st = XFER_OK;
+    prepare(u, q);
     *out = q;
     return XFER_OK;
 }
