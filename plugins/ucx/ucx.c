@@ -73,7 +73,8 @@ static const xfer_param_t ucx_params[] = {
       devices, 1, 0),
     P("workers", XFER_PARAM_UINT, "1",
       "UCP workers; a thread posts on worker (its number mod workers), "
-      "threads numbered in the order they first post, notify or connect",
+      "threads numbered in the order they first create a request, post, "
+      "notify or connect",
       workers, 1, UCX_MAX_WORKERS),
     P("error_mode", XFER_PARAM_STRING, "peer",
       "peer: endpoints fail cleanly when a peer dies (UCX leaves out "
