@@ -207,8 +207,7 @@ xfer_status_t ucx__notif_send(ucx_t *u, ucx_peer_t *p, const void *msg,
     xfer_status_t st = XFER_OK;
 
     if (atomic_load(&p->dead))
-        return UERR(u, p->dead_st, "ucx: agent '%s' is gone: %s", p->name,
-                    p->dead_why);
+        return ucx__peer_gone(u, p);
     ucx__ctl_start(u, p);
     wi = ucx__thread_worker(u);
     pthread_mutex_lock(&u->w[wi].lock);
@@ -216,8 +215,7 @@ xfer_status_t ucx__notif_send(ucx_t *u, ucx_peer_t *p, const void *msg,
     /* Again under olock: a peer_kill that ran since the look above has
      * already dropped the queue, and would never see this one. */
     if (atomic_load(&p->dead)) {
-        st = UERR(u, p->dead_st, "ucx: agent '%s' is gone: %s", p->name,
-                  p->dead_why);
+        st = ucx__peer_gone(u, p);
     } else if (!ucx__ep_get(u, p, wi, &st, why, sizeof why)) {
         /* As a post would: the peer cannot be reached now (its death
          * may not have come through the control channel yet). */

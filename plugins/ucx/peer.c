@@ -81,6 +81,12 @@ static void ep_error(void *arg, ucp_ep_h ep, ucs_status_t status)
     ucx__ep_fail(p->u, p, e->wi, ucx__status(status), why);
 }
 
+xfer_status_t ucx__peer_gone(ucx_t *u, const ucx_peer_t *p)
+{
+    return UERR(u, p->dead_st, "ucx: agent '%s' is gone: %s", p->name,
+                p->dead_why);
+}
+
 ucx_ep_t *ucx__ep_get(ucx_t *u, ucx_peer_t *p, unsigned wi,
                       xfer_status_t *st, char *why, size_t size)
 {
@@ -215,8 +221,7 @@ xfer_status_t ucx__peer_connect(ucx_t *u, ucx_peer_t *p)
     xfer_status_t st;
 
     if (atomic_load(&p->dead))
-        return UERR(u, p->dead_st, "ucx: agent '%s' is gone: %s", p->name,
-                    p->dead_why);
+        return ucx__peer_gone(u, p);
     pthread_mutex_lock(&u->chan_lock);
     if (!atomic_load(&p->chan_started))
         ucx__ctl_token_ask(u, p);

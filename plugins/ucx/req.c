@@ -272,8 +272,7 @@ xfer_status_t ucx__req_post(ucx_t *u, ucx_req_t *q, const void *notif,
     ucs_status_t s;
 
     if (atomic_load(&p->dead))
-        return q->st = UERR(u, p->dead_st, "ucx: agent '%s' is gone: %s",
-                            p->name, p->dead_why);
+        return q->st = ucx__peer_gone(u, p);
     if (q->flushing)
         return UERR(u, XFER_ERR_BUSY, "ucx: UCP still holds this request's "
                     "last transfer (it timed out or failed part way); try "

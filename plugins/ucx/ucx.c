@@ -28,31 +28,6 @@ static xfer_status_t ucx_init(const xfer_host_t *host, const void *config,
                               xfer_be_t **be);
 static void ucx_fini(xfer_be_t *u);
 static xfer_status_t ucx_conn_info(xfer_be_t *u, void *buf, size_t *len);
-static xfer_status_t ucx_peer_add(xfer_be_t *u, const char *name,
-                                  uint64_t epoch, const void *info,
-                                  size_t len, xfer_be_peer_t **peer);
-static void ucx_peer_remove(xfer_be_t *u, xfer_be_peer_t *p);
-static xfer_status_t ucx_peer_connect(xfer_be_t *u, xfer_be_peer_t *p);
-static xfer_status_t ucx_mem_register(xfer_be_t *u, const xfer_be_region_t *r,
-                                      void **mem);
-static void ucx_mem_deregister(xfer_be_t *u, void *mem);
-static xfer_status_t ucx_mem_pack(xfer_be_t *u, void *mem, void *buf,
-                                  size_t *len);
-static xfer_status_t ucx_rmem_unpack(xfer_be_t *u, xfer_be_peer_t *p,
-                                     const xfer_be_rregion_t *r,
-                                     const void *buf, size_t len,
-                                     void **rmem);
-static void ucx_rmem_release(xfer_be_t *u, void *rmem);
-static xfer_status_t ucx_req_create(xfer_be_t *u, xfer_op_t op,
-                                    xfer_be_peer_t *p,
-                                    const xfer_be_seg_t *segs, size_t nseg,
-                                    xfer_be_req_t **req);
-static xfer_status_t ucx_req_post(xfer_be_t *u, xfer_be_req_t *q,
-                                  const void *notif, size_t len);
-static xfer_status_t ucx_req_check(xfer_be_t *u, xfer_be_req_t *q);
-static void ucx_req_release(xfer_be_t *u, xfer_be_req_t *q);
-static xfer_status_t ucx_notif_send(xfer_be_t *u, xfer_be_peer_t *p,
-                                    const void *msg, size_t len);
 static int ucx_progress(xfer_be_t *u);
 static xfer_status_t ucx_event_fd(xfer_be_t *u, int *fd);
 static xfer_status_t ucx_arm(xfer_be_t *u);
@@ -126,27 +101,27 @@ const xfer_backend_ops_t XFER_BACKEND_SYMBOL(ucx) = {
     .init = ucx_init,
     .fini = ucx_fini,
     .conn_info = ucx_conn_info,
-    .peer_add = ucx_peer_add,
-    .peer_remove = ucx_peer_remove,
-    .mem_register = ucx_mem_register,
-    .mem_deregister = ucx_mem_deregister,
-    .mem_pack = ucx_mem_pack,
-    .rmem_unpack = ucx_rmem_unpack,
-    .rmem_release = ucx_rmem_release,
-    .req_create = ucx_req_create,
-    .req_post = ucx_req_post,
-    .req_check = ucx_req_check,
+    .peer_add = ucx__peer_add,
+    .peer_remove = ucx__peer_remove,
+    .mem_register = ucx__mem_register,
+    .mem_deregister = ucx__mem_deregister,
+    .mem_pack = ucx__mem_pack,
+    .rmem_unpack = ucx__rmem_unpack,
+    .rmem_release = ucx__rmem_release,
+    .req_create = ucx__req_create,
+    .req_post = ucx__req_post,
+    .req_check = ucx__req_check,
     /* No req_cancel: UCP cannot take back one request's puts without
      * closing the endpoint under every other request to that peer. */
-    .req_release = ucx_req_release,
-    .notif_send = ucx_notif_send,
+    .req_release = ucx__req_release,
+    .notif_send = ucx__notif_send,
     .progress = ucx_progress,
     .event_fd = ucx_event_fd,
     .probe = ucx_probe,
     .state = ucx_state,
     .flags = XFER_BE_THREAD_SAFE | XFER_BE_POLL,
     .arm = ucx_arm,
-    .peer_connect = ucx_peer_connect,
+    .peer_connect = ucx__peer_connect,
 };
 
 /* ------------------------------------------------------------------ */
@@ -483,87 +458,6 @@ static xfer_status_t ucx_conn_info(xfer_be_t *u, void *buf, size_t *len)
     memcpy(buf, u->info, u->info_len);
     *len = u->info_len;
     return XFER_OK;
-}
-
-/* ------------------------------------------------------------------ */
-/* Ops that belong to one of the other files                           */
-/* ------------------------------------------------------------------ */
-
-static xfer_status_t ucx_peer_add(xfer_be_t *u, const char *name,
-                                  uint64_t epoch, const void *info,
-                                  size_t len, xfer_be_peer_t **peer)
-{
-    return ucx__peer_add(u, name, epoch, info, len, peer);
-}
-
-static void ucx_peer_remove(xfer_be_t *u, xfer_be_peer_t *p)
-{
-    ucx__peer_remove(u, p);
-}
-
-static xfer_status_t ucx_peer_connect(xfer_be_t *u, xfer_be_peer_t *p)
-{
-    return ucx__peer_connect(u, p);
-}
-
-static xfer_status_t ucx_mem_register(xfer_be_t *u, const xfer_be_region_t *r,
-                                      void **mem)
-{
-    return ucx__mem_register(u, r, mem);
-}
-
-static void ucx_mem_deregister(xfer_be_t *u, void *mem)
-{
-    ucx__mem_deregister(u, mem);
-}
-
-static xfer_status_t ucx_mem_pack(xfer_be_t *u, void *mem, void *buf,
-                                  size_t *len)
-{
-    return ucx__mem_pack(u, mem, buf, len);
-}
-
-static xfer_status_t ucx_rmem_unpack(xfer_be_t *u, xfer_be_peer_t *p,
-                                     const xfer_be_rregion_t *r,
-                                     const void *buf, size_t len,
-                                     void **rmem)
-{
-    return ucx__rmem_unpack(u, p, r, buf, len, rmem);
-}
-
-static void ucx_rmem_release(xfer_be_t *u, void *rmem)
-{
-    ucx__rmem_release(u, rmem);
-}
-
-static xfer_status_t ucx_req_create(xfer_be_t *u, xfer_op_t op,
-                                    xfer_be_peer_t *p,
-                                    const xfer_be_seg_t *segs, size_t nseg,
-                                    xfer_be_req_t **req)
-{
-    return ucx__req_create(u, op, p, segs, nseg, req);
-}
-
-static xfer_status_t ucx_req_post(xfer_be_t *u, xfer_be_req_t *q,
-                                  const void *notif, size_t len)
-{
-    return ucx__req_post(u, q, notif, len);
-}
-
-static xfer_status_t ucx_req_check(xfer_be_t *u, xfer_be_req_t *q)
-{
-    return ucx__req_check(u, q);
-}
-
-static void ucx_req_release(xfer_be_t *u, xfer_be_req_t *q)
-{
-    ucx__req_release(u, q);
-}
-
-static xfer_status_t ucx_notif_send(xfer_be_t *u, xfer_be_peer_t *p,
-                                    const void *msg, size_t len)
-{
-    return ucx__notif_send(u, p, msg, len);
 }
 
 /* ------------------------------------------------------------------ */

@@ -265,6 +265,8 @@ xfer_status_t ucx__peer_add(ucx_t *u, const char *name, uint64_t epoch,
 void ucx__peer_remove(ucx_t *u, ucx_peer_t *p);
 xfer_status_t ucx__peer_connect(ucx_t *u, ucx_peer_t *p);
 void ucx__peer_put(ucx_peer_t *p);
+/* The answer to anything asked of a dead peer: its status and why. */
+xfer_status_t ucx__peer_gone(ucx_t *u, const ucx_peer_t *p);
 /* The endpoint of p on worker wi, created if there is none (w->lock
  * held); NULL with *st and why (size bytes) saying why when it cannot
  * be, for the caller to report or not. */
