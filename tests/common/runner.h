@@ -24,7 +24,8 @@ typedef struct xt_suite {
 
 /* Run the suites in verbose mode; returns the process exit status:
  * 0 when every test passed, 1 otherwise.  XT_ONLY=substring in the
- * environment runs only the tests whose name contains it. */
+ * environment runs only the tests whose name contains it; XT_SKIP=a,b
+ * leaves out the tests named, each reported as "SKIP: name: XT_SKIP_WHY". */
 int xt_run(const char *program, const xt_suite_t *suites, size_t nsuites);
 
 /* Print "SKIP: <reason>" and exit 77; only before xt_run. */

@@ -1,0 +1,246 @@
+/* peer.c - remote agents of the ofi plugin: their endpoint names, one entry
+ * each in the address vector (inserted at first use, removed with them). */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plugins/ofi/ofi.h"
+
+/* Endpoints of this process.  libfabric's shm provider reaches a peer
+ * in the same process through that peer's own mapping, which goes when
+ * the peer's endpoint closes: an operation to it, or a progress call
+ * with one in flight, then touches freed memory before any control
+ * channel can tell of the death.  So an instance closing takes itself
+ * out of every other's address vector first, and marks those peers
+ * dead.  Lock order: local_lock -> chan_lock -> ep_lock; nothing takes
+ * local_lock under an instance's lock. */
+static pthread_mutex_t local_lock = PTHREAD_MUTEX_INITIALIZER;
+static ofi_t *local_list;
+
+void ofi__local_add(ofi_t *o)
+{
+    pthread_mutex_lock(&local_lock);
+    o->local_next = local_list;
+    local_list = o;
+    pthread_mutex_unlock(&local_lock);
+}
+
+static void av_remove(ofi_t *o, ofi_peer_t *p);
+
+void ofi__local_del(ofi_t *o)
+{
+    pthread_mutex_lock(&local_lock);
+    for (ofi_t **pp = &local_list; *pp; pp = &(*pp)->local_next) {
+        if (*pp == o) {
+            *pp = o->local_next;
+            break;
+        }
+    }
+    for (ofi_t *b = local_list; b; b = b->local_next) {
+        pthread_mutex_lock(&b->chan_lock);
+        pthread_mutex_lock(&b->ep_lock);
+        for (ofi_peer_t *p = b->peers; p; p = p->next) {
+            if (p->alen != o->name_len ||
+                memcmp(p->addr, o->name, p->alen) != 0)
+                continue;
+            ofi__peer_mark_dead(p, XFER_ERR_REMOTE_DISCONNECT, "its "
+                                "endpoint in this process was closed");
+            ofi__req_fail_peer(b, p);
+            pthread_mutex_lock(&p->olock);
+            ofi__notif_drop(b, p);
+            pthread_mutex_unlock(&p->olock);
+            av_remove(b, p);
+        }
+        pthread_mutex_unlock(&b->ep_lock);
+        pthread_mutex_unlock(&b->chan_lock);
+    }
+    pthread_mutex_unlock(&local_lock);
+}
+
+static ofi_peer_t **chan_slot(ofi_peer_t *p)
+{
+    return xfer__stream_peer_priv((xfer_be_peer_t *)(void *)p->cp);
+}
+
+xfer_status_t ofi__peer_add(ofi_t *o, const char *name, uint64_t epoch,
+                            const void *info, size_t len, ofi_peer_t **out)
+{
+    ofi_peer_t *p = calloc(1, sizeof *p);
+    const void *ci;
+    size_t cl;
+    xfer_status_t st;
+
+    if (p == NULL)
+        return OERR(o, XFER_ERR_NOMEM, "ofi: out of memory");
+    p->o = o;
+    atomic_init(&p->refs, 1);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->epoch = epoch;
+    p->fa = FI_ADDR_UNSPEC;
+    p->ns.window = o->cfg.notif_window;
+    pthread_mutex_init(&p->olock, NULL);
+    if ((st = ofi__info_parse(o, name, info, len, p, &ci, &cl)) != XFER_OK)
+        goto fail;
+    pthread_mutex_lock(&o->chan_lock);
+    st = xfer__chan_peer_add(o->chan, name, epoch, ci, cl, &p->cp);
+    if (st == XFER_OK) {
+        *chan_slot(p) = p;
+        p->next = o->peers;
+        o->peers = p;
+    }
+    pthread_mutex_unlock(&o->chan_lock);
+    if (st != XFER_OK) {
+        p->cp = NULL;
+        goto fail;
+    }
+    *out = p;
+    return XFER_OK;
+fail:
+    ofi__peer_put(p);
+    return st;
+}
+
+void ofi__peer_put(ofi_peer_t *p)
+{
+    if (atomic_fetch_sub(&p->refs, 1) != 1)
+        return;
+    pthread_mutex_destroy(&p->olock);
+    free(p);
+}
+
+xfer_status_t ofi__peer_gone(ofi_t *o, const ofi_peer_t *p)
+{
+    return OERR(o, p->dead_st, "ofi: agent '%s' is gone: %s", p->name,
+                p->dead_why);
+}
+
+/* Take p out of the address vector (ep_lock held): a provider with
+ * connections (ofi_rxm) closes its own, which ends what is still on it;
+ * a new epoch of that agent comes in as a new peer with its own entry. */
+static void av_remove(ofi_t *o, ofi_peer_t *p)
+{
+    int r;
+
+    if (!p->in_av)
+        return;
+    if ((r = fi_av_remove(o->av, &p->fa, 1, 0)) != 0)
+        OLOG(o, XFER_LOG_INFO, "ofi: removing agent '%s' from the address "
+             "vector: %s", p->name, fi_strerror(-r));
+    p->in_av = false;
+    p->fa = FI_ADDR_UNSPEC;
+}
+
+xfer_status_t ofi__peer_addr(ofi_t *o, ofi_peer_t *p, char *why,
+                             size_t size)
+{
+    int r;
+
+    if (atomic_load(&p->dead)) {
+        snprintf(why, size, "ofi: agent '%s' is gone: %s", p->name,
+                 p->dead_why);
+        return p->dead_st;
+    }
+    if (p->in_av)
+        return XFER_OK;
+    r = fi_av_insert(o->av, p->addr, 1, &p->fa, 0, NULL);
+    if (r != 1) {
+        snprintf(why, size, "ofi: agent '%s': its endpoint name is not an "
+                 "address %s takes (fi_av_insert: %s)", p->name,
+                 o->info->fabric_attr->prov_name,
+                 fi_strerror(r < 0 ? -r : FI_EINVAL));
+        p->fa = FI_ADDR_UNSPEC;
+        return r < 0 && ofi__status(r) != XFER_ERR_REMOTE_DISCONNECT
+                   ? ofi__status(r) : XFER_ERR_REMOTE_DISCONNECT;
+    }
+    p->in_av = true;
+    return XFER_OK;
+}
+
+bool ofi__peer_mark_dead(ofi_peer_t *p, xfer_status_t st, const char *why)
+{
+    bool no = false;
+
+    /* The first reason wins; dead_* are written before dead is set, and
+     * read only after it is. */
+    if (!atomic_compare_exchange_strong(&p->dying, &no, true))
+        return false;
+    p->dead_st = st;
+    snprintf(p->dead_why, sizeof p->dead_why, "%s", why);
+    atomic_store(&p->dead, true);
+    return true;
+}
+
+void ofi__peer_kill(ofi_t *o, ofi_peer_t *p, xfer_status_t st,
+                    const char *why)
+{
+    ofi__peer_mark_dead(p, st, why);
+    if (atomic_exchange(&p->killed, true))
+        return;
+    OLOG(o, XFER_LOG_INFO, "ofi: agent '%s' is gone: %s", p->name,
+         p->dead_why);
+    pthread_mutex_lock(&o->ep_lock);
+    ofi__req_fail_peer(o, p);
+    pthread_mutex_lock(&p->olock);
+    ofi__notif_drop(o, p);
+    pthread_mutex_unlock(&p->olock);
+    /* What the provider still holds for it is let go (ofi_rxm closes the
+     * connection; shm forgets the peer's queue, which a dead peer would
+     * never drain). */
+    av_remove(o, p);
+    pthread_mutex_unlock(&o->ep_lock);
+}
+
+void ofi__peer_remove(ofi_t *o, ofi_peer_t *p)
+{
+    char why[XFER_NAME_MAX + 40];
+
+    snprintf(why, sizeof why, "agent '%s' was removed", p->name);
+    ofi__peer_kill(o, p, XFER_ERR_REMOTE_DISCONNECT, why);
+    pthread_mutex_lock(&o->chan_lock);
+    if (p->cp != NULL) {
+        xfer__chan_peer_t *cp = p->cp;
+
+        *chan_slot(p) = NULL;
+        p->cp = NULL;
+        xfer__chan_peer_remove(o->chan, cp);
+    }
+    for (ofi_peer_t **pp = &o->peers; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&o->chan_lock);
+    pthread_mutex_lock(&o->ep_lock);
+    av_remove(o, p);
+    pthread_mutex_unlock(&o->ep_lock);
+    ofi__peer_put(p);
+}
+
+xfer_status_t ofi__peer_connect(ofi_t *o, ofi_peer_t *p)
+{
+    char why[XFER_NAME_MAX + 200];
+    xfer_status_t st;
+
+    if (atomic_load(&p->dead))
+        return ofi__peer_gone(o, p);
+    pthread_mutex_lock(&o->chan_lock);
+    if (!atomic_load(&p->chan_started))
+        ofi__ctl_token_ask(o, p);
+    st = p->cp ? xfer__chan_connect(o->chan, p->cp)
+               : XFER_ERR_REMOTE_DISCONNECT;
+    pthread_mutex_unlock(&o->chan_lock);
+    if (st != XFER_OK)
+        return st;
+    pthread_mutex_lock(&o->ep_lock);
+    st = ofi__peer_addr(o, p, why, sizeof why);
+    pthread_mutex_unlock(&o->ep_lock);
+    return st == XFER_OK ? st : OERR(o, st, "%s", why);
+}
