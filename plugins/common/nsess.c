@@ -122,8 +122,10 @@ xfer_status_t xfer__ns_init(xfer__ns_table_t *t, const xfer_host_t *host,
     t->plugin = plugin;
     t->window = window >= 2 ? window : 2;
     t->max_sess = max_sess >= 1 ? max_sess : 1;
-    if (pthread_mutex_init(&t->lock, NULL) != 0)
+    if (pthread_mutex_init(&t->lock, NULL) != 0) {
+        t->host = NULL; /* xfer__ns_fini: nothing to undo */
         return XFER_ERR_NOMEM;
+    }
     return XFER_OK;
 }
 

@@ -88,6 +88,9 @@ typedef struct xfer__ns_table {
     atomic_ulong recv, dropped;
 } xfer__ns_table_t;
 
+/* XFER_ERR_NOMEM, with no sentence (the plugin says it), when the lock
+ * cannot be made.  xfer__ns_fini is safe after either answer, and on a
+ * zeroed table that was never initialised. */
 xfer_status_t xfer__ns_init(xfer__ns_table_t *t, const xfer_host_t *host,
                             const char *plugin, uint64_t window,
                             uint64_t max_sess);

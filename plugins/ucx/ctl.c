@@ -24,14 +24,7 @@
 #define INFO_VERSION 1u
 #define INFO_HEAD (8u + XFER__TCPSOCK_INFO_SIZE)
 
-/* Control messages (docs/wire-ucx.md): byte 0 the type, byte 1 the
- * version, the rest little-endian. */
-enum { MSG_TREQ = 1, MSG_TOKEN = 2, MSG_ACK = 3 };
-#define MSG_VERSION 1u
-#define MSG_TREQ_LEN 2u
-#define MSG_TOKEN_LEN (8u + UCX_TOKEN_LEN + 8u)
-#define MSG_ACK_LEN 16u
-#define MSG_MAX 64u
+/* The control messages are nsess.h's (TREQ, TOKEN, ACK). */
 
 static ucx_peer_t **peer_slot(xfer__stream_conn_t *c)
 {
@@ -181,7 +174,7 @@ static void t_conn_down(void *tctx, xfer__stream_conn_t *c, xfer_status_t st,
     char reason[240];
 
     if (!xfer__stream_conn_initiator(c)) {
-        ucx__sess_conn_down(u, c);
+        xfer__ns_conn_down(&u->ns, c);
         return;
     }
     if (!(pp = peer_slot(c)) || !(p = *pp))
@@ -212,117 +205,46 @@ static void t_conn_down(void *tctx, xfer__stream_conn_t *c, xfer_status_t st,
                    reason);
 }
 
-static uint64_t get64(const unsigned char *b)
-{
-    uint64_t v;
-
-    memcpy(&v, b, 8);
-    return le64toh(v);
-}
-
-static void put64(unsigned char *b, uint64_t v)
-{
-    v = htole64(v);
-    memcpy(b, &v, 8);
-}
-
-/* A TOKEN or an ACK from a target we send notifications to. */
+/* A TOKEN or an ACK from a target we send notifications to: the session
+ * takes it, and what waited for it may go. */
 static void initiator_msg(ucx_t *u, xfer__stream_conn_t *c,
-                          const unsigned char *m, size_t len)
+                          const void *msg, size_t len)
 {
     ucx_peer_t **pp = peer_slot(c);
     ucx_peer_t *p = pp ? *pp : NULL;
     ucx_worker_t *w = &u->w[0];
-    uint64_t delivered;
+    xfer_status_t st;
+    uint64_t lost;
 
     if (p == NULL)
         return;
-    if (!((m[0] == MSG_TOKEN && len == MSG_TOKEN_LEN) ||
-          (m[0] == MSG_ACK && len == MSG_ACK_LEN))) {
-        ULOG(u, XFER_LOG_WARN, "agent '%s' sent a control message of type "
-             "%u and %zu bytes; ignored", p->name, m[0], len);
-        return;
-    }
-    delivered = get64(m + len - 8);
     pthread_mutex_lock(&w->lock);
     pthread_mutex_lock(&p->olock);
-    if (m[0] == MSG_TOKEN) {
-        uint32_t win;
-
-        memcpy(&win, m + 4, 4);
-        win = le32toh(win);
-        if (p->have_token && memcmp(p->token, m + 8, UCX_TOKEN_LEN) != 0 &&
-            p->sent != p->acked)
-            ULOG(u, XFER_LOG_WARN, "agent '%s' started a new notification "
-                 "session: %llu notification(s) it had not acknowledged may "
-                 "be lost", p->name,
-                 (unsigned long long)(p->sent - p->acked));
-        if (!p->have_token || memcmp(p->token, m + 8, UCX_TOKEN_LEN) != 0)
-            p->sent = delivered;
-        memcpy(p->token, m + 8, UCX_TOKEN_LEN);
-        p->have_token = true;
-        p->window = win >= 2 ? win : 2;
-        /* Credits only for what was sent: a count past it (a confused or
-         * hostile target) must not let us overrun its window. */
-        if (delivered <= p->sent)
-            p->acked = delivered;
-    } else if (delivered > p->acked && delivered <= p->sent) {
-        p->acked = delivered;
-    }
-    ucx__notif_pump(u, p, 0);
+    st = xfer__ns_send_apply(&p->ns, msg, len, &lost);
+    if (st == XFER_OK)
+        ucx__notif_pump(u, p, 0);
     pthread_mutex_unlock(&p->olock);
     pthread_mutex_unlock(&w->lock);
-}
-
-/* A TREQ from an initiator: its session's token and how far it got. */
-static void target_msg(ucx_t *u, xfer__stream_conn_t *c,
-                       const unsigned char *m, size_t len)
-{
-    unsigned char t[MSG_TOKEN_LEN];
-    uint32_t win = htole32((uint32_t)u->cfg.notif_window);
-    ucx_sess_t *s;
-    uint64_t delivered;
-
-    if (m[0] != MSG_TREQ || len != MSG_TREQ_LEN) {
-        ULOG(u, XFER_LOG_WARN, "agent '%s' sent a control message of type "
-             "%u and %zu bytes; ignored", xfer__stream_conn_name(c), m[0],
-             len);
-        return;
-    }
-    s = ucx__sess_get(u, xfer__stream_conn_name(c),
-                      xfer__stream_conn_epoch(c));
-    if (s == NULL)
-        return;
-    s->conn = c;
-    pthread_mutex_lock(&u->tlock);
-    delivered = s->delivered;
-    memcpy(t + 8, s->token, UCX_TOKEN_LEN);
-    pthread_mutex_unlock(&u->tlock);
-    s->acked = delivered;
-    memset(t, 0, 8);
-    t[0] = MSG_TOKEN;
-    t[1] = MSG_VERSION;
-    memcpy(t + 4, &win, 4);
-    put64(t + 8 + UCX_TOKEN_LEN, delivered);
-    xfer__chan_reply(c, t, sizeof t);
+    if (st != XFER_OK)
+        ULOG(u, XFER_LOG_WARN, "agent '%s' sent a control message of "
+             "%zu bytes that is not a version %u TOKEN or ACK; ignored",
+             p->name, len, XFER__NS_MSG_VERSION);
+    else if (lost != 0)
+        ULOG(u, XFER_LOG_WARN, "agent '%s' started a new notification "
+             "session: %llu notification(s) it had not acknowledged may "
+             "be lost", p->name, (unsigned long long)lost);
 }
 
 /* chan_lock held (the channel calls back from its progress). */
 static void t_recv(void *tctx, xfer__stream_conn_t *c, const void *msg,
                    size_t len)
 {
-    const unsigned char *m = msg;
+    ucx_t *u = tctx;
 
-    if (len < 2 || m[1] != MSG_VERSION) {
-        ULOG((ucx_t *)tctx, XFER_LOG_WARN, "agent '%s' sent a control "
-             "message of %zu bytes that is not version %u; ignored",
-             xfer__stream_conn_name(c), len, MSG_VERSION);
-        return;
-    }
     if (xfer__stream_conn_initiator(c))
-        initiator_msg(tctx, c, m, len);
+        initiator_msg(u, c, msg, len);
     else
-        target_msg(tctx, c, m, len);
+        xfer__ns_target_msg(&u->ns, c, msg, len);
 }
 
 /* ---- open, progress, ask, ack ---------------------------------------- */
@@ -353,11 +275,11 @@ xfer_status_t ucx__ctl_open(ucx_t *u)
     memset(&cc, 0, sizeof cc);
     cc.name = "ucx";
     cc.timeout_ms = u->cfg.timeout_ms;
-    cc.inline_max = MSG_MAX;
+    cc.inline_max = XFER__NS_MSG_MAX;
     cc.rx_buf = 16384;
     cc.lim = u->cfg.lim;
     cc.peer_priv = sizeof(ucx_peer_t *);
-    st = xfer__chan_create(u->host, &u->tp, u, &cc, MSG_MAX, t_recv,
+    st = xfer__chan_create(u->host, &u->tp, u, &cc, XFER__NS_MSG_MAX, t_recv,
                            u->sock.lfd, &u->chan);
     if (st != XFER_OK) {
         u->chan = NULL;
@@ -380,11 +302,10 @@ void ucx__ctl_close(ucx_t *u)
 
 void ucx__ctl_token_ask(ucx_t *u, ucx_peer_t *p)
 {
-    static const unsigned char treq[MSG_TREQ_LEN] = {MSG_TREQ, MSG_VERSION};
-
     if (p->cp == NULL || atomic_load(&p->dead))
         return;
-    if (xfer__chan_send(u->chan, p->cp, treq, sizeof treq) == XFER_OK)
+    if (xfer__chan_send(u->chan, p->cp, xfer__ns_treq,
+                        sizeof xfer__ns_treq) == XFER_OK)
         atomic_store(&p->chan_started, true);
 }
 
@@ -398,32 +319,6 @@ void ucx__ctl_start(ucx_t *u, ucx_peer_t *p)
     pthread_mutex_unlock(&u->chan_lock);
 }
 
-/* Acknowledge what sessions delivered since their last ack, once half a
- * window is due, so that a sender waiting on credits goes on.  chan_lock
- * held; tlock taken only to read the counts. */
-static int acks_send(ucx_t *u)
-{
-    uint64_t half = u->cfg.notif_window / 2;
-    int n = 0;
-
-    for (ucx_sess_t *s = u->sess; s; s = s->next) {
-        unsigned char a[MSG_ACK_LEN] = {MSG_ACK, MSG_VERSION};
-        uint64_t d;
-
-        pthread_mutex_lock(&u->tlock);
-        d = s->delivered;
-        pthread_mutex_unlock(&u->tlock);
-        if (s->conn == NULL || d - s->acked < half)
-            continue;
-        put64(a + 8, d);
-        if (xfer__chan_reply(s->conn, a, sizeof a) == XFER_OK) {
-            s->acked = d;
-            n++;
-        }
-    }
-    return n;
-}
-
 /* The channel is looked at once per millisecond at most (each look is an
  * epoll_wait: on a stream of small transfers it was a system call per
  * progress call for nothing), and always when asked to (arm, before the
@@ -434,7 +329,8 @@ int ucx__ctl_progress(ucx_t *u, bool force)
     bool look = force || now != atomic_load(&u->ctl_ms);
     int n = 0;
 
-    if (!look && !atomic_load(&u->ask_due) && !atomic_load(&u->ack_due))
+    if (!look && !atomic_load(&u->ask_due) &&
+        !atomic_load(&u->ns.ack_due))
         return 0;
     if (pthread_mutex_trylock(&u->chan_lock) != 0)
         return 0;
@@ -446,8 +342,7 @@ int ucx__ctl_progress(ucx_t *u, bool force)
         for (ucx_peer_t *p = u->peers; p; p = p->next)
             if (atomic_exchange(&p->want_ask, false))
                 ucx__ctl_token_ask(u, p);
-    if (atomic_exchange(&u->ack_due, false))
-        n += acks_send(u);
+    n += xfer__ns_acks(&u->ns); /* once half a window is due */
     pthread_mutex_unlock(&u->chan_lock);
     return n < 0 ? 0 : n;
 }

@@ -1,6 +1,6 @@
 /* notif.c - notifications of the ucx plugin: sent as active messages only
  * after their transfer's flush, in post order, within the target's credits;
- * received against a session token the control channel handed out. */
+ * received by the session table (nsess.h) the control channel fills. */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
 #endif
@@ -8,18 +8,10 @@
 #define _GNU_SOURCE
 #endif
 
-#include <endian.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "plugins/ucx/ucx.h"
-
-/* The header (docs/wire-ucx.md), little-endian:
- *   0 u8 magic 0x58   1 u8 version (1)   2 u16 flags (0)   4 u32 length
- *   8 u8[16] the session token          24 u64 sequence number */
-#define HDR_VERSION 1u
 
 /* ---- sender ----------------------------------------------------------- */
 
@@ -106,19 +98,6 @@ static void am_sent(void *request, ucs_status_t status, void *user_data)
         ucx__slot_free(s);
 }
 
-static void hdr_fill(ucx_slot_t *s, const unsigned char *token, uint64_t seq)
-{
-    uint32_t len = htole32((uint32_t)s->len);
-
-    seq = htole64(seq);
-    memset(s->hdr, 0, sizeof s->hdr);
-    s->hdr[0] = UCX_AM_MAGIC;
-    s->hdr[1] = HDR_VERSION;
-    memcpy(s->hdr + 4, &len, 4);
-    memcpy(s->hdr + 8, token, UCX_TOKEN_LEN);
-    memcpy(s->hdr + 24, &seq, 8);
-}
-
 void ucx__notif_pump(ucx_t *u, ucx_peer_t *p, unsigned wi)
 {
     char ewhy[XFER_NAME_MAX + 200];
@@ -140,12 +119,11 @@ void ucx__notif_pump(ucx_t *u, ucx_peer_t *p, unsigned wi)
         /* After the data of every request posted before it. */
         if (!s->numbered && p->oldest && p->oldest->ticket < s->ticket)
             break;
-        if (!s->numbered &&
-            (!p->have_token || p->sent - p->acked >= p->window)) {
+        if (!s->numbered && !xfer__ns_send_can(&p->ns)) {
             /* The channel brings the token and the credits back; if it
              * is down, ask at the next progress (chan_lock is above
              * ours). */
-            if (!p->have_token || !atomic_load(&p->chan_connected)) {
+            if (!p->ns.have_token || !atomic_load(&p->chan_connected)) {
                 atomic_store(&p->want_ask, true);
                 atomic_store(&u->ask_due, true);
             }
@@ -155,7 +133,7 @@ void ucx__notif_pump(ucx_t *u, ucx_peer_t *p, unsigned wi)
             break; /* again at the next pump; a dead peer drops them */
         slot_pop(p);
         if (!s->numbered)
-            hdr_fill(s, p->token, p->sent++);
+            xfer__ns_hdr_fill(&p->ns, s->hdr, s->len);
         s->peer = p;
         atomic_fetch_add(&p->refs, 1);
         /* Eager: one protocol, one lane, so what the target holds is
@@ -167,7 +145,7 @@ void ucx__notif_pump(ucx_t *u, ucx_peer_t *p, unsigned wi)
         prm.flags = UCP_AM_SEND_FLAG_EAGER;
         prm.cb.send = am_sent;
         prm.user_data = s;
-        r = ucp_am_send_nbx(e->ep, UCX_AM_NOTIF, s->hdr, UCX_AM_HDR_LEN,
+        r = ucp_am_send_nbx(e->ep, UCX_AM_NOTIF, s->hdr, XFER__NS_HDR_LEN,
                             s->msg, s->len, &prm);
         atomic_fetch_add(&u->notifs_sent, 1);
         if (UCS_PTR_IS_ERR(r)) {
@@ -236,213 +214,27 @@ xfer_status_t ucx__notif_send(ucx_t *u, ucx_peer_t *p, const void *msg,
     return st;
 }
 
-/* ---- target: sessions --------------------------------------------------- */
+/* ---- target ------------------------------------------------------------ */
 
-static void sess_free(ucx_sess_t *s, unsigned window)
-{
-    for (unsigned i = 0; s->held && i < window; i++)
-        free(s->held[i].msg);
-    free(s->held);
-    free(s);
-}
-
-/* Unlink s: chan_lock held; takes tlock (the handler reads the list). */
-static void sess_unlink(ucx_t *u, ucx_sess_t *s)
-{
-    pthread_mutex_lock(&u->tlock);
-    for (ucx_sess_t **pp = &u->sess; *pp; pp = &(*pp)->next) {
-        if (*pp == s) {
-            *pp = s->next;
-            u->nsess--;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&u->tlock);
-    sess_free(s, (unsigned)u->cfg.notif_window);
-}
-
-ucx_sess_t *ucx__sess_get(ucx_t *u, const char *name, uint64_t epoch)
-{
-    ucx_sess_t *s, *lru = NULL;
-
-    for (s = u->sess; s; s = s->next) {
-        if (strcmp(s->name, name) != 0)
-            continue;
-        if (s->epoch == epoch)
-            return s;
-        /* A new life of that agent: what the old one had on its way
-         * here is from a process that is gone. */
-        ULOG(u, XFER_LOG_INFO, "agent '%s' restarted (epoch %llu): its "
-             "earlier notification session ends", name,
-             (unsigned long long)epoch);
-        sess_unlink(u, s);
-        break;
-    }
-    if (u->nsess >= u->cfg.lim.max_conns) {
-        pthread_mutex_lock(&u->tlock); /* used is the handler's */
-        for (s = u->sess; s; s = s->next)
-            if (s->conn == NULL && (lru == NULL || s->used < lru->used))
-                lru = s;
-        pthread_mutex_unlock(&u->tlock);
-        if (lru == NULL) {
-            ULOG(u, XFER_LOG_WARN, "agent '%s' asked for a notification "
-                 "session, but %u are open (max_conns)", name, u->nsess);
-            return NULL;
-        }
-        sess_unlink(u, lru);
-    }
-    if (!(s = calloc(1, sizeof *s)) ||
-        !(s->held = calloc(u->cfg.notif_window, sizeof *s->held)) ||
-        getrandom(s->token, sizeof s->token, 0) != (ssize_t)sizeof s->token) {
-        if (s)
-            free(s->held);
-        free(s);
-        ULOG(u, XFER_LOG_ERROR, "no notification session for agent '%s': "
-             "out of memory or randomness", name);
-        return NULL;
-    }
-    snprintf(s->name, sizeof s->name, "%s", name);
-    s->epoch = epoch;
-    pthread_mutex_lock(&u->tlock);
-    s->used = ++u->tick;
-    s->next = u->sess;
-    u->sess = s;
-    u->nsess++;
-    pthread_mutex_unlock(&u->tlock);
-    return s;
-}
-
-void ucx__sess_conn_down(ucx_t *u, xfer__stream_conn_t *c)
-{
-    for (ucx_sess_t *s = u->sess; s; s = s->next)
-        if (s->conn == c)
-            s->conn = NULL;
-}
-
-void ucx__sess_free_all(ucx_t *u)
-{
-    ucx_sess_t *s;
-
-    while ((s = u->sess) != NULL) {
-        u->sess = s->next;
-        sess_free(s, (unsigned)u->cfg.notif_window);
-    }
-    u->nsess = 0;
-}
-
-/* ---- target: the active message ------------------------------------------ */
-
-static bool token_eq(const unsigned char *a, const unsigned char *b)
-{
-    unsigned char d = 0;
-
-    for (unsigned i = 0; i < UCX_TOKEN_LEN; i++)
-        d |= (unsigned char)(a[i] ^ b[i]);
-    return d == 0;
-}
-
-/* Hand what s holds to the core, in order, while its queue has room
- * (tlock held). */
-static int deliver_held(ucx_t *u, ucx_sess_t *s)
-{
-    const xfer_host_t *h = u->host;
-    uint64_t win = u->cfg.notif_window;
-    int n = 0;
-
-    while (s->nheld > 0) {
-        struct ucx_held *e = &s->held[s->delivered % win];
-
-        if (!e->full || !h->notif_room(h->ctx, s->name, e->len))
-            break;
-        h->notif_deliver(h->ctx, s->name, e->msg, e->len);
-        free(e->msg);
-        e->msg = NULL;
-        e->full = false;
-        s->nheld--;
-        s->delivered++;
-        atomic_fetch_add(&u->notifs_recv, 1);
-        atomic_store(&u->ack_due, true);
-        n++;
-    }
-    return n;
-}
-
+/* A notification's active message: UCX's own checks here, the session's
+ * (header, token, window, order) in xfer__ns_recv.  Any worker's thread,
+ * under that worker's lock. */
 static ucs_status_t am_recv(void *arg, const void *header, size_t hlen,
                             void *data, size_t len,
                             const ucp_am_recv_param_t *param)
 {
     ucx_worker_t *w = arg;
     ucx_t *u = w->u;
-    const xfer_host_t *h = u->host;
-    const unsigned char *b = header;
-    uint64_t win = u->cfg.notif_window, seq;
-    uint32_t hl;
-    ucx_sess_t *s;
 
-    if (hlen != UCX_AM_HDR_LEN || b[0] != UCX_AM_MAGIC ||
-        b[1] != HDR_VERSION || (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
-        atomic_fetch_add(&u->notifs_dropped, 1);
-        ULOG(u, XFER_LOG_WARN, "dropped an active message with a %zu-byte "
-             "header that is not an xfer notification", hlen);
+    /* Rendezvous would hand a descriptor to fetch, not the payload: the
+     * sender always asks for eager (docs/wire-ucx.md). */
+    if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
+        atomic_fetch_add(&u->ns.dropped, 1);
+        ULOG(u, XFER_LOG_WARN, "dropped a notification of %zu bytes that "
+             "came by rendezvous, not eager", len);
         return UCS_OK;
     }
-    memcpy(&hl, b + 4, 4);
-    memcpy(&seq, b + 24, 8);
-    seq = le64toh(seq);
-    if (le32toh(hl) != len || len > XFER_NOTIF_MAX) {
-        atomic_fetch_add(&u->notifs_dropped, 1);
-        ULOG(u, XFER_LOG_WARN, "dropped a notification of %zu bytes whose "
-             "header says %u", len, le32toh(hl));
-        return UCS_OK;
-    }
-    pthread_mutex_lock(&u->tlock);
-    for (s = u->sess; s && !token_eq(s->token, b + 8); s = s->next)
-        ;
-    if (s == NULL) {
-        pthread_mutex_unlock(&u->tlock);
-        atomic_fetch_add(&u->notifs_dropped, 1);
-        ULOG(u, XFER_LOG_WARN, "dropped a notification carrying a token of "
-             "no session (forged, or from an agent that restarted)");
-        return UCS_OK;
-    }
-    s->used = ++u->tick;
-    if (seq < s->delivered || seq >= s->delivered + win ||
-        s->held[seq % win].full) {
-        pthread_mutex_unlock(&u->tlock);
-        atomic_fetch_add(&u->notifs_dropped, 1);
-        ULOG(u, XFER_LOG_WARN, "dropped notification %llu from agent '%s': "
-             "outside its window [%llu, +%llu) or a duplicate",
-             (unsigned long long)seq, s->name,
-             (unsigned long long)s->delivered, (unsigned long long)win);
-        return UCS_OK;
-    }
-    if (seq == s->delivered && s->nheld == 0 &&
-        h->notif_room(h->ctx, s->name, len)) {
-        h->notif_deliver(h->ctx, s->name, data, len);
-        s->delivered++;
-        atomic_fetch_add(&u->notifs_recv, 1);
-        atomic_store(&u->ack_due, true);
-    } else {
-        /* Out of order, or no room: kept, within the window the sender
-         * may not exceed, until its turn and room come. */
-        struct ucx_held *e = &s->held[seq % win];
-
-        if ((e->msg = malloc(len ? len : 1)) == NULL) {
-            pthread_mutex_unlock(&u->tlock);
-            atomic_fetch_add(&u->notifs_dropped, 1);
-            ULOG(u, XFER_LOG_ERROR, "dropped a notification from agent "
-                 "'%s': out of memory", s->name);
-            return UCS_OK;
-        }
-        memcpy(e->msg, data, len);
-        e->len = len;
-        e->full = true;
-        s->nheld++;
-        deliver_held(u, s);
-        if (s->nheld)
-            atomic_store(&u->held_any, true);
-    }
-    pthread_mutex_unlock(&u->tlock);
+    xfer__ns_recv(&u->ns, header, hlen, data, len);
     return UCS_OK;
 }
 
@@ -463,23 +255,4 @@ xfer_status_t ucx__am_register(ucx_t *u, ucx_worker_t *w)
         return UERR(u, XFER_ERR_BACKEND, "ucx: setting the notification "
                     "handler: %s", ucs_status_string(s));
     return XFER_OK;
-}
-
-int ucx__notif_progress(ucx_t *u)
-{
-    bool any = false;
-    int n = 0;
-
-    if (!atomic_load(&u->held_any))
-        return 0;
-    pthread_mutex_lock(&u->tlock);
-    for (ucx_sess_t *s = u->sess; s; s = s->next) {
-        if (s->nheld) {
-            n += deliver_held(u, s);
-            any |= s->nheld != 0;
-        }
-    }
-    atomic_store(&u->held_any, any);
-    pthread_mutex_unlock(&u->tlock);
-    return n;
 }

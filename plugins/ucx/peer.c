@@ -32,7 +32,7 @@ xfer_status_t ucx__peer_add(ucx_t *u, const char *name, uint64_t epoch,
     atomic_init(&p->refs, 1);
     snprintf(p->name, sizeof p->name, "%s", name);
     p->epoch = epoch;
-    p->window = u->cfg.notif_window;
+    p->ns.window = u->cfg.notif_window;
     pthread_mutex_init(&p->olock, NULL);
     if ((st = ucx__info_parse(u, name, info, len, p, &ci, &cl)) != XFER_OK)
         goto fail;

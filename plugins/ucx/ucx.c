@@ -326,10 +326,10 @@ static xfer_status_t worker_open(ucx_t *u, unsigned i)
     if (ucp_worker_query(w->w, &wa) == UCS_OK &&
         (i == 0 || wa.max_am_header < u->max_am_hdr))
         u->max_am_hdr = wa.max_am_header;
-    if (u->max_am_hdr < UCX_AM_HDR_LEN)
+    if (u->max_am_hdr < XFER__NS_HDR_LEN)
         return UERR(u, XFER_ERR_BACKEND, "ucx: the transports allow active "
                     "message headers of %zu bytes, xfer needs %u",
-                    u->max_am_hdr, UCX_AM_HDR_LEN);
+                    u->max_am_hdr, XFER__NS_HDR_LEN);
     if (ucp_worker_get_efd(w->w, &w->efd) != UCS_OK)
         w->efd = -1;
     ev.data.u32 = i;
@@ -391,7 +391,13 @@ static xfer_status_t ucx_init(const xfer_host_t *host, const void *config,
     u->epfd = -1;
     u->sock.lfd = -1;
     pthread_mutex_init(&u->chan_lock, NULL);
-    pthread_mutex_init(&u->tlock, NULL);
+    /* The initiators' notification sessions: at most max_conns of them
+     * (docs/wire-ucx.md). */
+    if (xfer__ns_init(&u->ns, host, "ucx", u->cfg.notif_window,
+                      u->cfg.lim.max_conns) != XFER_OK) {
+        st = UERR(u, XFER_ERR_NOMEM, "ucx: out of memory");
+        goto fail;
+    }
     if (!strcmp(u->cfg.error_mode, "peer")) {
         u->peer_mode = true;
     } else if (strcmp(u->cfg.error_mode, "none") != 0) {
@@ -436,7 +442,7 @@ static void ucx_fini(xfer_be_t *u)
     if (u == NULL)
         return;
     ucx__ctl_close(u);
-    ucx__sess_free_all(u);
+    xfer__ns_fini(&u->ns);
     for (unsigned i = 0; i < u->nw; i++)
         worker_close(u, i);
     if (u->ctx)
@@ -444,7 +450,6 @@ static void ucx_fini(xfer_be_t *u)
     if (u->epfd >= 0)
         close(u->epfd);
     pthread_mutex_destroy(&u->chan_lock);
-    pthread_mutex_destroy(&u->tlock);
     free(u);
 }
 
@@ -489,7 +494,7 @@ static int ucx_progress(xfer_be_t *u)
     for (unsigned i = 0; i < u->nw; i++)
         n += worker_progress(u, &u->w[i]);
     n += ucx__ctl_progress(u, false);
-    n += ucx__notif_progress(u);
+    n += xfer__ns_progress(&u->ns); /* what sessions held, as room came */
     return n;
 }
 
@@ -533,7 +538,7 @@ static xfer_status_t ucx_arm(xfer_be_t *u)
     }
     /* Acks to send, tokens to ask for: a progress call does them, and
      * no fd fires for them (ask_due may be set by a post's pump). */
-    if (atomic_load(&u->ack_due) || atomic_load(&u->ask_due))
+    if (atomic_load(&u->ns.ack_due) || atomic_load(&u->ask_due))
         return XFER_ERR_BUSY;
     return XFER_OK;
 }
@@ -578,7 +583,7 @@ static xfer_status_t ucx_state(xfer_be_t *u, char *buf, size_t len)
                              : "not checked at the target (docs/security.md)",
              u->tls_used[0] ? u->tls_used : "?", u->nw, u->cfg.error_mode,
              atomic_load(&u->eps_created), atomic_load(&u->eps_failed),
-             atomic_load(&u->notifs_sent), atomic_load(&u->notifs_recv),
-             atomic_load(&u->notifs_dropped));
+             atomic_load(&u->notifs_sent), atomic_load(&u->ns.recv),
+             atomic_load(&u->ns.dropped) + atomic_load(&u->notifs_dropped));
     return XFER_OK;
 }

@@ -14,6 +14,7 @@
 #include <xfer/backend.h>
 
 #include "plugins/common/chan.h"
+#include "plugins/common/nsess.h"
 #include "plugins/common/stream.h"
 #include "plugins/common/tcpsock.h"
 
@@ -25,25 +26,25 @@
  *   req.c    requests: put/get, one flush per post, timeouts
  *   notif.c  notifications: ordering, credits, the active message both ways
  *
+ * The notification sessions themselves (tokens, credits, the target's
+ * table, in-order delivery) are plugins/common/nsess.h's.
+ *
  * Locks, in the only order they are ever taken (each file says which it
- * takes):  chan_lock -> worker lock -> peer olock -> tlock
+ * takes):  chan_lock -> worker lock -> peer olock -> ns.lock
  *   chan_lock   the control channel (the stream engine is single-threaded)
  *               and the session list's shape
  *   w->lock     one UCP worker: its endpoints, rkeys unpacked for it, the
  *               requests posted on it; UCP callbacks run under it
  *   p->olock    one peer's order: requests in post order, notifications
  *               waiting, the session with that target (token, credits)
- *   tlock       the target side's sessions as the active-message handler
- *               reads them (a leaf, like every host callback) */
+ *   ns.lock     the target side's sessions (xfer__ns_table_t) as the
+ *               active-message handler reads them (a leaf, like every
+ *               host callback) */
 
 #define UCX_MAX_WORKERS 16
-#define UCX_TOKEN_LEN 16
-/* The active message id of a notification. */
+/* The active message id of a notification; its header is nsess.h's
+ * (XFER__NS_HDR_LEN bytes, docs/wire-ucx.md). */
 #define UCX_AM_NOTIF 0x58u
-/* Bytes of the header of that message: magic, version, flags, length,
- * token, sequence number (docs/wire-ucx.md). */
-#define UCX_AM_HDR_LEN 32u
-#define UCX_AM_MAGIC 0x58u
 
 typedef struct ucx_config {
     const char *tls;
@@ -101,7 +102,7 @@ typedef struct ucx_slot {
                                   that failed, to go again as it is */
     ucx_peer_t *peer;          /* a reference while in flight */
     size_t len;
-    unsigned char hdr[UCX_AM_HDR_LEN];
+    unsigned char hdr[XFER__NS_HDR_LEN];
     unsigned char msg[];
 } ucx_slot_t;
 
@@ -129,11 +130,8 @@ struct xfer_be_peer {
     ucx_req_t *oldest, *newest;        /* requests in flight, post order */
     ucx_slot_t *sh, *st;               /* notifications waiting */
     size_t nslots;
-    bool have_token;
-    unsigned char token[UCX_TOKEN_LEN];
-    uint64_t sent;                     /* notifications sent (next seq) */
-    uint64_t acked;                    /* ... the target has taken */
-    uint64_t window;                   /* the target's credit window */
+    xfer__ns_send_t ns;                /* the session with that target:
+                                          token, credits */
     atomic_bool want_ask;              /* notifications wait for a token
                                           or credits and the channel is
                                           down: the next progress asks */
@@ -184,24 +182,6 @@ struct xfer_be_req {
     ucx_slot_t *slot;          /* its notification, until it completes */
 };
 
-/* An initiator that asked this target for a token (target side).  The
- * list's shape changes under chan_lock and tlock; the AM handler reads
- * it under tlock; conn is chan_lock's. */
-typedef struct ucx_sess {
-    struct ucx_sess *next;
-    char name[XFER_NAME_MAX + 1];
-    uint64_t epoch;
-    unsigned char token[UCX_TOKEN_LEN];
-    xfer__stream_conn_t *conn; /* its control connection; NULL: none */
-    uint64_t delivered;        /* tlock: handed to the core, in order */
-    uint64_t acked;            /* chan_lock: last count sent back */
-    uint64_t used;             /* tlock: for eviction, a tick */
-    /* tlock: arrived but not yet delivered (out of order, or the core's
-     * queue had no room), slot seq % window */
-    struct ucx_held { unsigned char *msg; size_t len; bool full; } *held;
-    unsigned nheld;
-} ucx_sess_t;
-
 struct xfer_be {
     const xfer_host_t *host;
     ucx_config_t cfg;
@@ -219,19 +199,13 @@ struct xfer_be {
     pthread_mutex_t chan_lock;
     unsigned char info[XFER_BE_BLOB_MAX];
     size_t info_len;
-    /* target side */
-    pthread_mutex_t tlock;
-    ucx_sess_t *sess;
-    unsigned nsess;
-    uint64_t tick;
-    atomic_bool held_any;      /* a session holds notifications */
-    atomic_bool ack_due;       /* a session owes its initiator an ack */
+    xfer__ns_table_t ns;       /* target side: the initiators' sessions */
     atomic_bool ask_due;       /* a peer wants a token asked for */
     atomic_uint_fast64_t ctl_ms; /* when the channel was last looked at */
     ucx_peer_t *peers;         /* chan_lock: peers not yet removed */
-    /* counters for state() */
-    atomic_ulong eps_created, eps_failed, notifs_sent, notifs_recv,
-        notifs_dropped;
+    /* counters for state(), with ns's received and dropped; here the
+     * notifications this side dropped as a sender (their peer died) */
+    atomic_ulong eps_created, eps_failed, notifs_sent, notifs_dropped;
 };
 
 #define UERR(u, st, ...) (u)->host->error((u)->host->ctx, (st), __VA_ARGS__)
@@ -321,11 +295,5 @@ void ucx__notif_pump(ucx_t *u, ucx_peer_t *p, unsigned wi);
 /* Forget everything p had waiting (olock held): it is dead. */
 void ucx__notif_drop(ucx_peer_t *p);
 xfer_status_t ucx__am_register(ucx_t *u, ucx_worker_t *w);
-/* Target: deliver what sessions hold as room appears; owe acks. */
-int ucx__notif_progress(ucx_t *u);
-ucx_sess_t *ucx__sess_get(ucx_t *u, const char *name, uint64_t epoch);
-void ucx__sess_free_all(ucx_t *u);
-/* The session whose connection c closed (chan_lock held). */
-void ucx__sess_conn_down(ucx_t *u, xfer__stream_conn_t *c);
 
 #endif /* XFER_PLUGINS_UCX_H */
