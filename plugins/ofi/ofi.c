@@ -236,10 +236,42 @@ static xfer_status_t choose(ofi_t *o)
                     o->cfg.provider, o->cfg.domain, o->cfg.fabric,
                     o->cfg.node, fi_strerror(-r));
     }
-    /* The first is libfabric's best; the rest go. */
-    if (o->info->next) {
-        fi_freeinfo(o->info->next);
-        o->info->next = NULL;
+    /* libfabric 1.17 does not filter on the domain and fabric names of
+     * the hints (tcp lists every interface whatever is asked): the first
+     * that matches, in libfabric's order of preference, is ours. */
+    {
+        struct fi_info *pick = NULL, *prev = NULL;
+        char seen[160] = "";
+        size_t n = 0;
+
+        for (struct fi_info *i = o->info; i; prev = i, i = i->next) {
+            const char *d = i->domain_attr->name, *f = i->fabric_attr->name;
+
+            if ((!o->cfg.domain[0] || (d && !strcmp(d, o->cfg.domain))) &&
+                (!o->cfg.fabric[0] || (f && !strcmp(f, o->cfg.fabric)))) {
+                pick = i;
+                break;
+            }
+            if (n < sizeof seen)
+                n += (size_t)snprintf(seen + n, sizeof seen - n, "%s%s/%s",
+                                      n ? " " : "", d ? d : "?",
+                                      f ? f : "?");
+        }
+        if (pick == NULL) {
+            OERR(o, XFER_ERR_CONFIG, "ofi: provider '%s' has no domain '%s' "
+                 "on fabric '%s' here (domain/fabric found: %s)",
+                 o->cfg.provider, o->cfg.domain, o->cfg.fabric, seen);
+            return XFER_ERR_CONFIG;
+        }
+        if (prev != NULL) {
+            prev->next = NULL;
+            fi_freeinfo(o->info);
+            o->info = pick;
+        }
+        if (pick->next) {
+            fi_freeinfo(pick->next);
+            pick->next = NULL;
+        }
     }
     o->mr_mode = (uint64_t)o->info->domain_attr->mr_mode;
     o->max_msg = o->info->ep_attr->max_msg_size;
