@@ -210,6 +210,13 @@ bool xfer__arm_all(xfer_agent_t *a, int *poll_ms)
         xfer__be_enter(b);
         st = b->ops->arm(b->be);
         xfer__be_leave(b);
+        if (st == XFER_IN_PROG) {
+            /* Armed as far as it can be: its fd does not cover all it
+             * waits for (a libfabric CQ without a wait fd). */
+            if (*poll_ms > 1)
+                *poll_ms = 1;
+            continue;
+        }
         if (st != XFER_OK)
             return false;
     }

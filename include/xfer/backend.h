@@ -342,7 +342,9 @@ typedef struct xfer_backend_ops {
      * XFER_ERR_BUSY when events are pending or work is under way, so the
      * caller must call progress again before sleeping.  A backend without
      * an event fd answers XFER_OK only when nothing can happen until the
-     * next call into it or host->wake. */
+     * next call into it or host->wake.  XFER_IN_PROG: nothing is pending,
+     * but the fd does not cover everything that may arrive (a libfabric
+     * CQ without a wait object): the caller may sleep at most 1 ms. */
     xfer_status_t (*arm)(xfer_be_t *be);
     /* (optional) Connect to peer now rather than at the first post:
      * XFER_OK once the connection is usable (handshake done, identities

@@ -516,7 +516,8 @@ static xfer_status_t ofi_event_fd(xfer_be_t *o, int *fd)
 
 /* Sleep only when the CQ's fd will fire for what comes (fi_trywait says
  * so, which for a manual-progress provider also means it has nothing to
- * progress) and nothing waits that only a progress call would do. */
+ * progress) and nothing waits that only a progress call would do; a CQ
+ * without a wait fd is polled every millisecond (XFER_IN_PROG). */
 static xfer_status_t ofi_arm(xfer_be_t *o)
 {
     struct fid *f;
@@ -524,19 +525,18 @@ static xfer_status_t ofi_arm(xfer_be_t *o)
 
     if (ofi__ctl_progress(o, true) > 0)
         return XFER_ERR_BUSY;
-    if (o->cq_fd < 0)
-        return XFER_ERR_BUSY;
     pthread_mutex_lock(&o->ep_lock);
     f = &o->cq->fid;
     busy = o->bhead != NULL || o->sbacklog != NULL ||
            (o->ihead != NULL &&
             ofi__now_ms() - o->last_post_ms < OFI_ARM_AFTER_POST_MS) ||
-           fi_trywait(o->fabric, &f, 1) != FI_SUCCESS;
+           (o->cq_fd >= 0 && fi_trywait(o->fabric, &f, 1) != FI_SUCCESS);
     pthread_mutex_unlock(&o->ep_lock);
     if (busy || atomic_load(&o->ns.ack_due) || atomic_load(&o->ask_due) ||
         atomic_load(&o->ns.held_any))
         return XFER_ERR_BUSY;
-    return XFER_OK;
+    /* Without a wait fd (shm) the CQ is looked at every millisecond. */
+    return o->cq_fd >= 0 ? XFER_OK : XFER_IN_PROG;
 }
 
 /* ------------------------------------------------------------------ */
