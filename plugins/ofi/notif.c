@@ -80,6 +80,26 @@ static bool slot_again(ofi_t *o, ofi_peer_t *p, ofi_slot_t *s)
     return true;
 }
 
+static void flight_add(ofi_t *o, ofi_slot_t *s)
+{
+    s->fprev = NULL;
+    s->fnext = o->sflight;
+    if (o->sflight)
+        o->sflight->fprev = s;
+    o->sflight = s;
+}
+
+static void flight_del(ofi_t *o, ofi_slot_t *s)
+{
+    if (s->fprev)
+        s->fprev->fnext = s->fnext;
+    else if (o->sflight == s)
+        o->sflight = s->fnext;
+    if (s->fnext)
+        s->fnext->fprev = s->fprev;
+    s->fnext = s->fprev = NULL;
+}
+
 /* Hand s to the provider (ep_lock held): 0, -FI_EAGAIN, or an error. */
 static int send_one(ofi_t *o, ofi_slot_t *s)
 {
@@ -93,8 +113,10 @@ static int send_one(ofi_t *o, ofi_slot_t *s)
     if (s->mr)
         desc = fi_mr_desc(s->mr);
     r = fi_send(o->ep, s->buf, n, desc, s->peer->fa, &s->ctx);
-    if (r == 0)
+    if (r == 0) {
         atomic_fetch_add(&o->notifs_sent, 1);
+        flight_add(o, s);
+    }
     return (int)r;
 }
 
@@ -197,6 +219,7 @@ void ofi__notif_sent(ofi_t *o, ofi_slot_t *s, int err)
     ofi_peer_t *p = s->peer;
     bool again = false;
 
+    flight_del(o, s);
     if (err != 0 && err != -FI_ECANCELED) {
         pthread_mutex_lock(&p->olock);
         again = slot_again(o, p, s);
@@ -208,6 +231,20 @@ void ofi__notif_sent(ofi_t *o, ofi_slot_t *s, int err)
     if (!again) {
         if (err != 0)
             atomic_fetch_add(&o->ns.dropped, 1);
+        ofi__slot_free(o, s);
+    }
+}
+
+void ofi__notif_free_all(ofi_t *o)
+{
+    ofi_slot_t *s;
+
+    while ((s = o->sflight) != NULL) {
+        flight_del(o, s);
+        ofi__slot_free(o, s);
+    }
+    while ((s = o->sbacklog) != NULL) {
+        o->sbacklog = s->next;
         ofi__slot_free(o, s);
     }
 }
@@ -264,8 +301,12 @@ xfer_status_t ofi__rx_open(ofi_t *o)
 {
     size_t n = o->cfg.notif_rx;
     xfer_status_t st;
+    void *mem = NULL;
 
-    o->rx_mem = aligned_alloc(4096, n * OFI_RX_SIZE);
+    /* Page-aligned, for providers that register it (FI_MR_LOCAL). */
+    if (posix_memalign(&mem, 4096, n * OFI_RX_SIZE) != 0)
+        mem = NULL;
+    o->rx_mem = mem;
     o->rx = calloc(n, sizeof *o->rx);
     if (o->rx_mem == NULL || o->rx == NULL)
         return OERR(o, XFER_ERR_NOMEM, "ofi: out of memory for %zu "

@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #endif
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,12 +212,30 @@ static struct fi_info *hints_new(const ofi_config_t *c, int threading)
     return h;
 }
 
+/* libfabric keeps what fi_getinfo first set up (its providers, their
+ * strings) until the process ends, and a libfabric unloaded with this
+ * plugin and loaded again sets it all up again: about 3 KiB lost each
+ * time.  So the libfabric this plugin brought in stays for the life of
+ * the process (NODELETE); NOLOAD: the copy already mapped, never another. */
+static void pin(void)
+{
+    (void)dlopen("libfabric.so.1", RTLD_LAZY | RTLD_NODELETE | RTLD_NOLOAD);
+}
+
+static void ofi_pin(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+    pthread_once(&once, pin);
+}
+
 static xfer_status_t choose(ofi_t *o)
 {
     static const int levels[] = {FI_THREAD_ENDPOINT, FI_THREAD_DOMAIN};
     const char *node = o->cfg.node && o->cfg.node[0] ? o->cfg.node : NULL;
     int r = -FI_ENODATA;
 
+    ofi_pin();
     for (size_t i = 0; i < 2 && r == -FI_ENODATA; i++) {
         struct fi_info *h = hints_new(&o->cfg, levels[i]);
 
@@ -405,6 +424,7 @@ static void ofi_fini(xfer_be_t *o)
     close_fid(o->ep ? &o->ep->fid : NULL);
     o->ep = NULL;
     ofi__req_free_all(o);
+    ofi__notif_free_all(o);
     ofi__rx_close(o);
     close_fid(o->av ? &o->av->fid : NULL);
     close_fid(o->cq ? &o->cq->fid : NULL);
@@ -551,6 +571,7 @@ static xfer_status_t ofi_probe(char *buf, size_t len)
     size_t n = 0;
     int r;
 
+    ofi_pin();
     if (h == NULL)
         return XFER_ERR_NOMEM;
     r = fi_getinfo(OFI_API, NULL, NULL, 0, h, &all);

@@ -99,6 +99,7 @@ typedef struct ofi_op {
  * flight until the provider is done with it (ep_lock). */
 typedef struct ofi_slot {
     struct ofi_slot *next;
+    struct ofi_slot *fnext, *fprev;    /* ep_lock: with the provider */
     ofi_ctx_t ctx;
     uint64_t ticket;           /* the post it belongs to */
     ofi_req_t *req;            /* that request, until it completed */
@@ -225,6 +226,7 @@ struct xfer_be {
     ofi_req_t *ihead, *itail;  /* requests with operations pending */
     ofi_req_t *bhead, *btail;  /* requests with operations to issue */
     ofi_slot_t *sbacklog;      /* notifications to send again (EAGAIN) */
+    ofi_slot_t *sflight;       /* notifications the provider holds */
     uint64_t last_post_ms;
     size_t nrx;
     ofi_rxbuf_t *rx;
@@ -347,5 +349,8 @@ xfer_status_t ofi__rx_open(ofi_t *o);
 void ofi__rx_close(ofi_t *o);
 /* Sends that met -FI_EAGAIN, again (ep_lock held). */
 int ofi__notif_retry(ofi_t *o);
+/* Free the notifications the provider held or had no room for (fini,
+ * after the endpoint closed: no completion comes for them now). */
+void ofi__notif_free_all(ofi_t *o);
 
 #endif /* XFER_PLUGINS_OFI_H */
