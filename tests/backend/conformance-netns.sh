@@ -3,9 +3,12 @@
 # real link: the test runs in one network namespace, each target process
 # it forks moves into another (XT_CHILD_NETNS), joined by a veth pair
 # (198.18.0.1 and 198.18.0.2/24, both named xt0 so one spec fits both
-# sides).  Over tcp, and over ucx with UCX's tcp transport on xt0 alone:
-# loopback would look reachable to UCX from both namespaces and lead it to
-# the wrong process.  Needs root and iproute2; says SKIP otherwise.  The
+# sides).  Over tcp, over ucx with UCX's tcp transport on xt0 alone
+# (loopback would look reachable to UCX from both namespaces and lead it to
+# the wrong process), and over ofi with libfabric's tcp;ofi_rxm on the
+# domain xt0 (the tcp provider's domain is the interface).  Each control
+# channel listens on 0.0.0.0 and advertises the namespace's address.
+# Needs root and iproute2; says SKIP otherwise.  The
 # namespaces and links are deleted on every exit.
 set -u
 
@@ -47,8 +50,10 @@ if [ -z "$specs" ]; then
     [ -f "$top/plugins/tcp/xfer_tcp.la" ] && specs="tcp:addr=0.0.0.0"
     [ -f "$top/plugins/ucx/xfer_ucx.la" ] &&
         specs="$specs ucx:tls=tcp,devices=xt0,addr=0.0.0.0"
+    [ -f "$top/plugins/ofi/xfer_ofi.la" ] &&
+        specs="$specs ofi:provider=tcp;ofi_rxm,domain=xt0,addr=0.0.0.0"
 fi
-[ -n "$specs" ] || { echo "SKIP: neither tcp nor ucx is built"; exit 77; }
+[ -n "$specs" ] || { echo "SKIP: none of tcp, ucx, ofi is built"; exit 77; }
 
 # Bytes through namespace b's end of the link: proof the tests crossed it.
 link_bytes() {

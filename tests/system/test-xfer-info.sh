@@ -1,7 +1,8 @@
 #!/bin/sh
 # test-xfer-info.sh - xfer-info lists the tcp plugin with its parameters,
 # shows what plugins say about this host (uds: whether the kernel allows
-# cross-process copies), why each broken test plugin failed to load, and
+# cross-process copies; ucx and ofi: the library's version and what it
+# finds), why each broken test plugin failed to load, and
 # exits as its --help says.
 set -u
 
@@ -146,6 +147,53 @@ if [ -f "$top/plugins/ucx/xfer_ucx.la" ]; then
         fail "ucx does not declare HW_KEYS"
 else
     echo "note: ucx is not built; its listing not checked"
+fi
+
+# ofi, where built: its parameters, and a probe naming libfabric's version
+# and the providers fi_getinfo found with RDM endpoints and RMA; where
+# fi_info is installed, the same version and each of tcp;ofi_rxm and shm
+# listed exactly when fi_info finds it.
+if [ -f "$top/plugins/ofi/xfer_ofi.la" ]; then
+    awk '/^ofi /{f=1} f && /^$/{exit} f' "$dir/all" >"$dir/ofi-block"
+    [ -s "$dir/ofi-block" ] || fail "ofi is built but not listed"
+    for p in provider domain fabric node timeout_ms notif_window notif_queue \
+        notif_rx more cq_batch addr port advertise; do
+        grep -Eq "^ +$p " "$dir/ofi-block" ||
+            fail "ofi's parameter $p is not listed"
+    done
+    grep -Eq '^ +notif_window +uint +64 +\[2, 4096\] ' "$dir/ofi-block" ||
+        fail "ofi's notif_window (uint, default 64, [2, 4096]) is not listed"
+    grep -Eq '^ +timeout_ms +uint +10000 +\[1, 3600000\] ' "$dir/ofi-block" ||
+        fail "ofi's timeout_ms (uint, default 10000, [1, 3600000]) is not listed"
+    grep '^  state: ' "$dir/ofi-block" >"$dir/ofi-state" ||
+        fail "ofi shows no state line"
+    grep -Eq '^  state: libfabric [0-9]+\.[0-9]+; RDM providers with RMA: ' \
+        "$dir/ofi-state" ||
+        fail "ofi's state line names no libfabric version or providers"
+    grep -q 'capabilities:.*HW_KEYS' "$dir/ofi-block" ||
+        fail "ofi does not declare HW_KEYS"
+    if command -v fi_info >/dev/null 2>&1; then
+        v=$(fi_info --version 2>/dev/null |
+            sed -n 's/^libfabric: \([0-9]*\.[0-9]*\).*/\1/p')
+        [ -z "$v" ] || grep -q "^  state: libfabric $v; " "$dir/ofi-state" ||
+            fail "ofi's state does not name libfabric $v (fi_info --version)"
+        for prov in 'tcp;ofi_rxm' shm; do
+            if fi_info -p "$prov" -t FI_EP_RDM -c FI_RMA >/dev/null 2>&1; then
+                grep -q "RDM providers with RMA:.* $prov\( \|\$\)" \
+                    "$dir/ofi-state" ||
+                    fail "fi_info finds $prov, ofi's state does not list it"
+            elif grep -q "RDM providers with RMA:.* $prov\( \|\$\)" \
+                "$dir/ofi-state"; then
+                fail "ofi's state lists $prov, which fi_info does not find"
+            fi
+        done
+    else
+        grep -q 'RDM providers with RMA:.* tcp;ofi_rxm' "$dir/ofi-state" ||
+            fail "ofi's state does not list tcp;ofi_rxm"
+        echo "note: no fi_info; the ofi probe checked against tcp;ofi_rxm only"
+    fi
+else
+    echo "note: ofi is not built; its listing not checked"
 fi
 
 echo "PASS: xfer-info"
