@@ -229,6 +229,17 @@ static void ofi_pin(void)
     pthread_once(&once, pin);
 }
 
+/* Whether an entry before i has i's domain and fabric (fi_getinfo lists
+ * each pair once per address format and threading level). */
+static bool listed(const struct fi_info *all, const struct fi_info *i)
+{
+    for (const struct fi_info *j = all; j != i; j = j->next)
+        if (!strcmp(j->domain_attr->name, i->domain_attr->name) &&
+            !strcmp(j->fabric_attr->name, i->fabric_attr->name))
+            return true;
+    return false;
+}
+
 static xfer_status_t choose(ofi_t *o)
 {
     static const int levels[] = {FI_THREAD_ENDPOINT, FI_THREAD_DOMAIN};
@@ -260,7 +271,7 @@ static xfer_status_t choose(ofi_t *o)
      * that matches, in libfabric's order of preference, is ours. */
     {
         struct fi_info *pick = NULL, *prev = NULL;
-        char seen[160] = "";
+        char seen[200] = "";
         size_t n = 0;
 
         for (struct fi_info *i = o->info; i; prev = i, i = i->next) {
@@ -271,7 +282,7 @@ static xfer_status_t choose(ofi_t *o)
                 pick = i;
                 break;
             }
-            if (n < sizeof seen)
+            if (n < sizeof seen && !listed(o->info, i))
                 n += (size_t)snprintf(seen + n, sizeof seen - n, "%s%s/%s",
                                       n ? " " : "", d ? d : "?",
                                       f ? f : "?");

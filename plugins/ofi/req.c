@@ -304,9 +304,9 @@ void ofi__req_done(ofi_t *o, ofi_op_t *op, int err, const char *why)
                      "gone: %s", op_name(q), p->name, p->dead_why);
         else
             snprintf(msg, sizeof msg, "ofi: %s to agent '%s' failed: %s "
-                     "(the target refused a key or a right it does not "
-                     "grant, or the connection broke)", op_name(q), p->name,
-                     why ? why : fi_strerror(-err));
+                     "(the connection to it broke: it died, or it refused "
+                     "a key or a right its registration does not grant)",
+                     op_name(q), p->name, why ? why : fi_strerror(-err));
         req_fail(o, q, atomic_load(&p->dead) ? p->dead_st
                                              : ofi__status(err), msg);
     } else if (!q->done && q->pending == 0 && q->issued == q->nops &&
