@@ -323,6 +323,12 @@ static xfer_status_t choose(ofi_t *o)
                         (o)->desc, fi_strerror(-r_));                       \
     } while (0)
 
+static void close_fid(struct fid *f)
+{
+    if (f != NULL)
+        fi_close(f);
+}
+
 static xfer_status_t open_endpoint(ofi_t *o)
 {
     struct fi_cq_attr cqa = {0};
@@ -345,6 +351,22 @@ static xfer_status_t open_endpoint(ofi_t *o)
         o->cq_fd = -1;
     }
     FI_TRY(o, fi_endpoint(o->domain, o->info, &o->ep, NULL), "fi_endpoint");
+    /* A target's part of a peer's WRITE or READ (shm: answering it so it
+     * completes) makes no completion here, so without a wait fd nothing
+     * would say the thread is busy and it would sleep between a ping's
+     * operations.  A counter of them, where the provider keeps one
+     * (FI_RMA_EVENT), is that sign. */
+    if (o->cq_fd < 0 && (o->info->caps & FI_RMA_EVENT)) {
+        struct fi_cntr_attr ca = {.events = FI_CNTR_EVENTS_COMP,
+                                  .wait_obj = FI_WAIT_NONE};
+
+        if (fi_cntr_open(o->domain, &ca, &o->rcntr, NULL) != 0 ||
+            fi_ep_bind(o->ep, &o->rcntr->fid,
+                       FI_REMOTE_WRITE | FI_REMOTE_READ) != 0) {
+            close_fid(o->rcntr ? &o->rcntr->fid : NULL);
+            o->rcntr = NULL;
+        }
+    }
     FI_TRY(o, fi_ep_bind(o->ep, &o->av->fid, 0), "binding the AV");
     FI_TRY(o, fi_ep_bind(o->ep, &o->cq->fid, FI_TRANSMIT | FI_RECV),
            "binding the CQ");
@@ -367,11 +389,6 @@ static xfer_status_t open_endpoint(ofi_t *o)
     return XFER_OK;
 }
 
-static void close_fid(struct fid *f)
-{
-    if (f != NULL)
-        fi_close(f);
-}
 
 static xfer_status_t ofi_init(const xfer_host_t *host, const void *config,
                               xfer_be_t **be)
@@ -438,6 +455,7 @@ static void ofi_fini(xfer_be_t *o)
     ofi__notif_free_all(o);
     ofi__rx_close(o);
     close_fid(o->av ? &o->av->fid : NULL);
+    close_fid(o->rcntr ? &o->rcntr->fid : NULL);
     close_fid(o->cq ? &o->cq->fid : NULL);
     close_fid(o->domain ? &o->domain->fid : NULL);
     close_fid(o->fabric ? &o->fabric->fid : NULL);
@@ -527,6 +545,12 @@ static int ofi_progress(xfer_be_t *o)
 
     if (pthread_mutex_trylock(&o->ep_lock) == 0) {
         n += ofi__cq_drain(o, 1024);
+        if (o->rcntr != NULL) {
+            uint64_t c = fi_cntr_read(o->rcntr);
+
+            n += c != o->rseen;
+            o->rseen = c;
+        }
         n += ofi__req_progress(o, ofi__now_ms());
         n += ofi__notif_retry(o);
         pthread_mutex_unlock(&o->ep_lock);

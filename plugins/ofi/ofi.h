@@ -208,6 +208,8 @@ struct xfer_be {
     struct fid_av *av;
     struct fid_cq *cq;
     int cq_fd;                 /* FI_WAIT_FD, -1 without */
+    struct fid_cntr *rcntr;    /* without it: peers' RMA here, counted */
+    uint64_t rseen;            /* ep_lock: the count last seen */
     int epfd;                  /* the CQ's fd and the channel's */
     uint64_t mr_mode;
     bool serial_mr;            /* FI_THREAD_DOMAIN: registrations under
