@@ -130,7 +130,7 @@ struct run {
     int ctl;             /* control socket: readable = the target left */
     uint64_t raddr, rkey;
     struct op *ops;      /* batch of them */
-    struct op **ready;   /* window mode: ops free to post */
+    struct op **ready;   /* window mode: ops free to post, a ring */
     uint64_t *lat;       /* ns per timed post */
     uint64_t *posting;   /* batch mode: ns from a post's first segment
                             posted to its last accepted */
@@ -619,12 +619,15 @@ static int run_batch(struct run *r)
     return 0;
 }
 
-/* Keep batch segments in flight; each is reposted as it completes. */
+/* Keep batch segments in flight; each is reposted as it completes.
+ * Free ops wait in a ring, first in first out: when the provider takes
+ * fewer at once than the window (-FI_EAGAIN), every segment still gets
+ * its turn, and the check afterwards sees all of them written. */
 static int run_window(struct run *r)
 {
     const struct options *o = r->o;
     long total = o->warmup + o->posts, next = 0;
-    size_t nready = o->batch, i;
+    size_t head = 0, nready = o->batch, i;
     struct op *done[CQ_BATCH];
     ssize_t n;
 
@@ -632,7 +635,7 @@ static int run_window(struct run *r)
         r->ready[i] = &r->ops[i];
     while (r->completed < total) {
         while (nready > 0 && next < total) {
-            struct op *op = r->ready[nready - 1];
+            struct op *op = r->ready[head];
             ssize_t ret;
 
             op->post = next;
@@ -645,6 +648,7 @@ static int run_window(struct run *r)
             if (ret != 0)
                 return fi_fail(o->op == OP_WRITE ? "fi_writemsg"
                                                  : "fi_readmsg", ret);
+            head = (head + 1) % o->batch;
             nready--;
             next++;
         }
@@ -655,7 +659,7 @@ static int run_window(struct run *r)
         for (i = 0; i < (size_t)n; i++) {
             if (done[i]->post >= o->warmup)
                 r->lat[done[i]->post - o->warmup] = r->t_last - done[i]->t0;
-            r->ready[nready++] = done[i];
+            r->ready[(head + nready++) % o->batch] = done[i];
         }
     }
     return 0;
@@ -935,6 +939,12 @@ static int parse_options(int argc, char **argv, struct options *o)
     if (o->window && o->more) {
         fprintf(stderr, "ofi-rma: --more applies to a batch posted at once, "
                 "not to --window.\n");
+        return -1;
+    }
+    if (o->window && (size_t)(o->posts + o->warmup) < o->batch) {
+        fprintf(stderr, "ofi-rma: --window needs --posts + --warmup (%ld) "
+                "of at least --batch (%zu), so that every segment is "
+                "written and checked.\n", o->posts + o->warmup, o->batch);
         return -1;
     }
     if (o->size > SIZE_MAX / o->batch) {
