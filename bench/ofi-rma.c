@@ -608,7 +608,6 @@ static int run_batch(struct run *r)
                     r->posting[k] = now_ns() - t0;
             }
             n = cq_poll(r, done);
-
             if (n < 0)
                 return -1;
             completed += (size_t)n;
@@ -653,7 +652,6 @@ static int run_window(struct run *r)
             next++;
         }
         n = cq_poll(r, done);
-
         if (n < 0)
             return -1;
         for (i = 0; i < (size_t)n; i++) {
