@@ -23,8 +23,11 @@
 
 #include <xfer/xfer.h>
 
-/* Descriptors sit this far apart so no backend can merge neighbours. */
+/* Descriptors start STRIDE bytes apart, or size + STRIDE when they are
+ * that long: a gap between neighbours, so no backend can merge them. */
 #define STRIDE 64
+/* The largest -s: 1024 descriptors then span 64 MiB on each side. */
+#define MAX_SIZE 65536
 
 /* The software backends' per-segment frame header (docs/wire-tcp.md),
  * repeated here because a benchmark sees only the public API. */
@@ -35,6 +38,11 @@ struct options {
     size_t ndesc, size;
     const char *backend;
 };
+
+static size_t stride_of(size_t size)
+{
+    return size < STRIDE ? STRIDE : size + STRIDE;
+}
 
 static uint64_t now_ns(void)
 {
@@ -164,7 +172,7 @@ struct pair {
 
 static int pair_setup(struct pair *p, const struct options *o)
 {
-    size_t len = o->ndesc * STRIDE, i;
+    size_t stride = stride_of(o->size), len = o->ndesc * stride, i;
     xfer_desc_t *descs = calloc(o->ndesc, sizeof(*descs));
     xfer_agent_opts_t aopts;
     char *blob = NULL, peer[XFER_NAME_MAX + 1];
@@ -211,14 +219,14 @@ static int pair_setup(struct pair *p, const struct options *o)
     list.count = o->ndesc;
     list.descs = descs;
     for (i = 0; i < o->ndesc; i++) {
-        descs[i] = (xfer_desc_t){ (uintptr_t)p->ibuf + i * STRIDE, o->size,
+        descs[i] = (xfer_desc_t){ (uintptr_t)p->ibuf + i * stride, o->size,
                                   0 };
         p->idx[i] = i;
     }
     if ((st = xfer_prep_create(p->init, &list, NULL, &p->lprep)) != XFER_OK)
         goto fail;
     for (i = 0; i < o->ndesc; i++)
-        descs[i].addr = (uintptr_t)p->tbuf + i * STRIDE;
+        descs[i].addr = (uintptr_t)p->tbuf + i * stride;
     if ((st = xfer_prep_create(p->init, &list, peer, &p->rprep)) != XFER_OK)
         goto fail;
     rc = 0;
@@ -294,7 +302,7 @@ static void usage(FILE *out)
             "  -s, --size BYTES   bytes per descriptor (default 8, max %d)\n"
             "  -b, --backend SPEC backend spec (default tcp)\n"
             "  -h, --help         this help\n",
-            STRIDE);
+            MAX_SIZE);
 }
 
 static int parse_options(int argc, char **argv, struct options *o)
@@ -331,7 +339,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         errno = 0;
         v = strtol(optarg, &end, 10);
         if (errno != 0 || end == optarg || *end != '\0' ||
-            v < (c == 'w' ? 0 : 1) || (c == 's' && v > STRIDE)) {
+            v < (c == 'w' ? 0 : 1) || (c == 's' && v > MAX_SIZE)) {
             fprintf(stderr, "post-overhead: option -%c: bad value '%s'.\n", c,
                     optarg);
             return -1;
