@@ -76,6 +76,11 @@ static const xfer_param_t ofi_params[] = {
       "1: the operations of one post go as a batch (FI_MORE on all but the "
       "last); 0: each on its own",
       more, 0, 1),
+    P("post_ops", XFER_PARAM_UINT, "16",
+      "operations a post hands to the provider itself; the rest of a "
+      "request's go from progress (the progress thread, or the caller's "
+      "wait), so a post of many descriptors returns at once",
+      post_ops, 1, 1 << 20),
     P("cq_batch", XFER_PARAM_UINT, "32",
       "completion entries read per fi_cq_read", cq_batch, 1, 256),
     P("addr", XFER_PARAM_STRING, "127.0.0.1",

@@ -60,6 +60,7 @@ typedef struct ofi_config {
     uint64_t notif_queue;
     uint64_t notif_rx;
     uint64_t more;
+    uint64_t post_ops;
     uint64_t cq_batch;
     const char *addr;
     uint64_t port;

@@ -17,6 +17,8 @@
 /* -FI_EAGAIN at a post: read the CQ (what frees the provider's queue)
  * and try again this many times before leaving the rest to progress. */
 #define EAGAIN_TRIES 4
+/* Operations of one request issued per progress call, as one batch. */
+#define PROGRESS_OPS 256
 
 /* ---- creation: the operations, worked out once ------------------------ */
 
@@ -322,17 +324,23 @@ void ofi__req_done(ofi_t *o, ofi_op_t *op, int err, const char *why)
  * -FI_EAGAIN: the CQ is read and the call tried again a few times, then
  * the rest waits on the backlog for progress; any other error fails q
  * (what was issued is still counted as it completes). */
-static void issue(ofi_t *o, ofi_req_t *q)
+static void issue(ofi_t *o, ofi_req_t *q, size_t limit)
 {
     ofi_peer_t *p = q->peer;
     int tries = 0;
-    size_t again = 0;
+    size_t again = 0, done = 0;
 
     if (q->nagain > 0 && ofi__now_ms() < q->again_ms)
         return; /* the provider has not yet seen the connection go */
     while (!q->done && (q->issued < q->nops || q->nagain > 0)) {
         ofi_op_t *op;
         bool redo = q->nagain > 0;
+
+        if (done == limit) {
+            /* The rest is issued by progress (post_ops). */
+            backlog_add(o, q);
+            return;
+        }
 
         if (redo) {
             while (!q->ops[again].again)
@@ -348,10 +356,12 @@ static void issue(ofi_t *o, ofi_req_t *q)
             .msg_iov = &iov, .desc = &op->desc, .iov_count = 1,
             .addr = p->fa, .rma_iov = &rio, .rma_iov_count = 1,
             .context = &op->ctx, .data = 0};
-        /* The batch closes with the last operation of the post, always
-         * within this call: no lock is let go with a batch open. */
-        bool after = redo ? q->nagain > 1 || q->issued < q->nops
-                          : q->issued + 1 < q->nops;
+        /* The batch closes with the last operation this call issues: no
+         * lock is let go with a batch open (but after -FI_EAGAIN past
+         * its retries, when the provider's queue is full anyway). */
+        bool after = done + 1 < limit &&
+                     (redo ? q->nagain > 1 || q->issued < q->nops
+                           : q->issued + 1 < q->nops);
         uint64_t flags = FI_COMPLETION |
                          (o->cfg.more && after ? FI_MORE : 0);
         ssize_t r;
@@ -368,6 +378,7 @@ static void issue(ofi_t *o, ofi_req_t *q)
                 q->issued++;
             }
             q->pending++;
+            done++;
             tries = 0;
             atomic_fetch_add(&o->ops_posted, 1);
             continue;
@@ -447,7 +458,7 @@ xfer_status_t ofi__req_post(ofi_t *o, ofi_req_t *q, const void *notif,
         req_fail(o, q, XFER_ERR_NOMEM, "ofi: out of memory");
         maybe_unlist(o, q);
     } else
-        issue(o, q);
+        issue(o, q, o->cfg.post_ops);
     st = q->st;
     if (st < 0)
         OERR(o, st, "%s", q->err);
@@ -504,7 +515,7 @@ int ofi__req_progress(ofi_t *o, uint64_t now)
         next = q->bnext;
         if (q->nagain > 0 && now < q->again_ms)
             continue;
-        issue(o, q);
+        issue(o, q, PROGRESS_OPS);
         n += (int)(q->issued - before);
         if (q->backlog && q->nagain == 0)
             break; /* still no room: the rest would not find any */
