@@ -310,6 +310,20 @@ static xfer_status_t choose(ofi_t *o)
     }
     o->mr_mode = (uint64_t)o->info->domain_attr->mr_mode;
     o->max_msg = o->info->ep_attr->max_msg_size;
+    o->shm = strcmp(o->info->fabric_attr->prov_name, "shm") == 0;
+    /* libfabric 1.17's shm answers a delivery-complete write only once
+     * the target process has taken it, and reads those answers from one
+     * queue in post order (smr_progress_resp stops at the first not yet
+     * given): a target killed before it answers holds back every later
+     * completion of this endpoint, to every peer, for good; a stopped
+     * one until it runs.  Without the flag, a write from memory with
+     * FI_MR_VIRT_ADDR (no RMA ordering asked) is copied by this process
+     * itself, process_vm_writev inside fi_writemsg (smr_rma_fast), where
+     * CMA works; where it does not, a write above the inject size still
+     * completes only once the target has placed it (its CMA, SAR
+     * buffers, mmap).  Only the inline and inject protocols of small
+     * writes complete at queueing: those keep the flag. */
+    o->dc_max = o->shm ? o->info->tx_attr->inject_size : SIZE_MAX;
     if (o->info->domain_attr->mr_key_size > 8)
         return OERR(o, XFER_ERR_NOT_SUPPORTED, "ofi: provider %s uses keys "
                     "of %zu bytes; xfer carries 8", o->info->fabric_attr->
@@ -638,9 +652,10 @@ static xfer_status_t ofi_probe(char *buf, size_t len)
 }
 
 /* Whether the provider checks a peer's key and rights at this target.
- * libfabric 1.17's shm does not: a READ goes by process_vm_readv from the
- * initiator, which no key stops, and a write with a bad key is dropped
- * without an answer (docs/security.md, "ofi").  The network providers
+ * libfabric 1.17's shm does not: a READ, and a WRITE above the inject
+ * size (choose), go by process_vm_readv/writev from the initiator, which
+ * no key stops, and a small write with a bad key is dropped without an
+ * answer (docs/security.md, "ofi").  The network providers
  * (ofi_rxm over tcp or verbs, efa, cxi) check them, in software or on
  * the NIC. */
 static bool keys_checked(const ofi_t *o)

@@ -217,6 +217,10 @@ struct xfer_be {
                                   ep_lock */
     pthread_mutex_t mr_lock;
     size_t max_msg;
+    bool shm;                  /* libfabric's shm provider (its quirks:
+                                  ofi.c choose, peer.c av_remove) */
+    size_t dc_max;             /* writes up to this many bytes carry
+                                  FI_DELIVERY_COMPLETE (ofi.c choose) */
     atomic_uint_fast64_t next_key; /* requested keys without PROV_KEY */
     unsigned char name[256];   /* our endpoint's address */
     ofi_t *local_next;         /* peer.c's list of this process's */

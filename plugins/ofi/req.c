@@ -367,7 +367,9 @@ static void issue(ofi_t *o, ofi_req_t *q, size_t limit)
         ssize_t r;
 
         if (q->op == XFER_OP_WRITE)
-            r = fi_writemsg(o->ep, &m, flags | FI_DELIVERY_COMPLETE);
+            r = fi_writemsg(o->ep, &m, flags | (op->len <= o->dc_max
+                                                ? FI_DELIVERY_COMPLETE
+                                                : 0));
         else
             r = fi_readmsg(o->ep, &m, flags);
         if (r == 0) {
