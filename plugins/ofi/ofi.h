@@ -49,6 +49,9 @@
  *               registers under ep_lock instead */
 
 #define OFI_MAGIC_KEY 0x4b4f4658u       /* "XFOK", a packed key */
+/* Entries in an address vector of libfabric 1.17's shm (SMR_MAX_PEERS),
+ * which this plugin never removes (peer.c, av_remove). */
+#define OFI_SHM_AV_MAX 256
 
 typedef struct ofi_config {
     const char *provider;
@@ -221,6 +224,7 @@ struct xfer_be {
                                   ofi.c choose, peer.c av_remove) */
     size_t dc_max;             /* writes up to this many bytes carry
                                   FI_DELIVERY_COMPLETE (ofi.c choose) */
+    size_t av_used;            /* ep_lock: addresses inserted, ever */
     atomic_uint_fast64_t next_key; /* requested keys without PROV_KEY */
     unsigned char name[256];   /* our endpoint's address */
     ofi_t *local_next;         /* peer.c's list of this process's */

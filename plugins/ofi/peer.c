@@ -17,10 +17,10 @@
  * in the same process through that peer's own mapping, which goes when
  * the peer's endpoint closes: an operation to it, or a progress call
  * with one in flight, then touches freed memory before any control
- * channel can tell of the death.  So an instance closing takes itself
- * out of every other's address vector first, and marks those peers
- * dead.  Lock order: local_lock -> chan_lock -> ep_lock; nothing takes
- * local_lock under an instance's lock. */
+ * channel can tell of the death.  So an instance closing marks itself
+ * dead in every other first, and leaves their address vectors (shm
+ * keeps the entry: av_remove).  Lock order: local_lock -> chan_lock ->
+ * ep_lock; nothing takes local_lock under an instance's lock. */
 static pthread_mutex_t local_lock = PTHREAD_MUTEX_INITIALIZER;
 static ofi_t *local_list;
 
@@ -123,14 +123,20 @@ xfer_status_t ofi__peer_gone(ofi_t *o, const ofi_peer_t *p)
 
 /* Take p out of the address vector (ep_lock held): a provider with
  * connections (ofi_rxm) closes its own, which ends what is still on it;
- * a new epoch of that agent comes in as a new peer with its own entry. */
+ * a new epoch of that agent comes in as a new peer with its own entry.
+ * Not on libfabric 1.17's shm: it gives a removed peer's slot to the
+ * next address inserted, while this endpoint still counts that slot as
+ * introduced (smr_unmap_from_endpoint leaves peer_data[slot].addr.id),
+ * so the new peer is sent commands under an id it never gave and
+ * crashes in its progress.  There the entry stays until the AV closes
+ * (OFI_SHM_AV_MAX over the instance's life: ofi__peer_addr). */
 static void av_remove(ofi_t *o, ofi_peer_t *p)
 {
     int r;
 
     if (!p->in_av)
         return;
-    if ((r = fi_av_remove(o->av, &p->fa, 1, 0)) != 0)
+    if (!o->shm && (r = fi_av_remove(o->av, &p->fa, 1, 0)) != 0)
         OLOG(o, XFER_LOG_INFO, "ofi: removing agent '%s' from the address "
              "vector: %s", p->name, fi_strerror(-r));
     p->in_av = false;
@@ -150,6 +156,16 @@ xfer_status_t ofi__peer_addr(ofi_t *o, ofi_peer_t *p, char *why,
     if (p->in_av)
         return XFER_OK;
     r = fi_av_insert(o->av, p->addr, 1, &p->fa, 0, NULL);
+    if (r == 0 && o->shm && o->av_used >= OFI_SHM_AV_MAX) {
+        /* Not an error of the name: shm refuses it when full. */
+        snprintf(why, size, "ofi: agent '%s': shm's address vector is "
+                 "full (%d peers over this backend's life: shm keeps "
+                 "every peer it reached, av_remove in peer.c says why); "
+                 "a new ofi backend instance starts with an empty one",
+                 p->name, OFI_SHM_AV_MAX);
+        p->fa = FI_ADDR_UNSPEC;
+        return XFER_ERR_NOMEM;
+    }
     if (r != 1) {
         snprintf(why, size, "ofi: agent '%s': its endpoint name is not an "
                  "address %s takes (fi_av_insert: %s)", p->name,
@@ -160,6 +176,7 @@ xfer_status_t ofi__peer_addr(ofi_t *o, ofi_peer_t *p, char *why,
                    ? ofi__status(r) : XFER_ERR_REMOTE_DISCONNECT;
     }
     p->in_av = true;
+    o->av_used++;
     return XFER_OK;
 }
 
