@@ -39,6 +39,8 @@ ofi_slot_t *ofi__slot_new(ofi_peer_t *p, const void *msg, size_t len)
 
 void ofi__slot_free(ofi_t *o, ofi_slot_t *s)
 {
+    if (s->req)
+        s->req->slot = NULL; /* its peer died: that fails the request */
     ofi__mr_close(o, s->mr, true);
     if (s->peer)
         ofi__peer_put(s->peer);
@@ -158,6 +160,12 @@ void ofi__notif_pump(ofi_t *o, ofi_peer_t *p)
         s->peer = p;
         atomic_fetch_add(&p->refs, 1);
         r = send_one(o, s);
+        if ((r == 0 || r == -FI_EAGAIN) && s->req != NULL) {
+            ofi_req_t *q = s->req;
+
+            s->req = NULL;
+            ofi__req_notif_gone(o, q);
+        }
         if (r == -FI_EAGAIN) {
             /* The provider's queue is full: progress sends it. */
             s->next = o->sbacklog;

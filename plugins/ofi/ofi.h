@@ -106,7 +106,8 @@ typedef struct ofi_slot {
     struct ofi_slot *fnext, *fprev;    /* ep_lock: with the provider */
     ofi_ctx_t ctx;
     uint64_t ticket;           /* the post it belongs to */
-    ofi_req_t *req;            /* that request, until it completed */
+    ofi_req_t *req;            /* that request, until it failed or this
+                                  was handed over */
     bool ready;                /* its data is visible (or a lone one) */
     bool numbered;             /* hdr holds its sequence number: a send
                                   that failed, to go again as it is */
@@ -188,7 +189,8 @@ struct xfer_be_req {
     uint64_t ticket;
     bool ordered;              /* on the peer's order list */
     ofi_req_t *pnext, *pprev;
-    ofi_slot_t *slot;          /* its notification, until it completes */
+    ofi_slot_t *slot;          /* its notification, until that is handed
+                                  over or dropped */
 };
 
 /* A receive buffer for notifications: header and the largest payload. */
@@ -337,6 +339,10 @@ void ofi__req_done(ofi_t *o, ofi_op_t *op, int err, const char *why);
 /* Issue what waits for room, fail what is past its deadline (ep_lock
  * held). */
 int ofi__req_progress(ofi_t *o, uint64_t now);
+/* q's notification went to the provider (or to the queue progress
+ * sends from): q, whose data had landed, ends (ep_lock and q's peer's
+ * olock held, from ofi__notif_pump). */
+void ofi__req_notif_gone(ofi_t *o, ofi_req_t *q);
 /* End p's requests in flight (ep_lock held): p is dead. */
 void ofi__req_fail_peer(ofi_t *o, ofi_peer_t *p);
 /* Free requests released while pending (fini, after the endpoint). */

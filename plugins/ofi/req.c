@@ -265,6 +265,41 @@ static void req_finish(ofi_t *o, ofi_req_t *q, xfer_status_t st)
     pthread_mutex_unlock(&p->olock);
 }
 
+/* Every operation of q completed (ep_lock held): its data is visible.
+ * A notification it carries may go now, and q ends only once that is
+ * handed to the provider (ofi__req_notif_gone), so that its delivery
+ * never waits for this side to poll after XFER_OK (DESIGN.md, semantics
+ * 2): a token or credits still on their way keep q in progress, within
+ * its deadline and the peer's life like any other. */
+static void req_landed(ofi_t *o, ofi_req_t *q)
+{
+    ofi_peer_t *p = q->peer;
+
+    if (q->slot != NULL) {
+        pthread_mutex_lock(&p->olock);
+        if (q->slot != NULL) {
+            q->slot->ready = true;
+            ofi__notif_pump(o, p);
+        }
+        pthread_mutex_unlock(&p->olock);
+        if (q->slot != NULL || q->done)
+            return;
+    }
+    req_finish(o, q, XFER_OK);
+}
+
+void ofi__req_notif_gone(ofi_t *o, ofi_req_t *q)
+{
+    q->slot = NULL;
+    if (q->done)
+        return;
+    q->done = true;
+    q->st = XFER_OK;
+    backlog_del(o, q);
+    order_del(q->peer, q);
+    maybe_unlist(o, q);
+}
+
 static void req_fail(ofi_t *o, ofi_req_t *q, xfer_status_t st,
                      const char *fmt_why)
 {
@@ -313,7 +348,7 @@ void ofi__req_done(ofi_t *o, ofi_op_t *op, int err, const char *why)
                                              : ofi__status(err), msg);
     } else if (!q->done && q->pending == 0 && q->issued == q->nops &&
                q->nagain == 0) {
-        req_finish(o, q, XFER_OK);
+        req_landed(o, q);
     }
     maybe_unlist(o, q);
 }
@@ -408,7 +443,7 @@ static void issue(ofi_t *o, ofi_req_t *q, size_t limit)
     backlog_del(o, q);
     if (!q->done && q->pending == 0 && q->issued == q->nops &&
         q->nagain == 0)
-        req_finish(o, q, XFER_OK);
+        req_landed(o, q);
     maybe_unlist(o, q);
 }
 
