@@ -18,9 +18,10 @@
  * the peer's endpoint closes: an operation to it, or a progress call
  * with one in flight, then touches freed memory before any control
  * channel can tell of the death.  So an instance closing marks itself
- * dead in every other first, and leaves their address vectors (shm
- * keeps the entry: av_remove).  Lock order: local_lock -> chan_lock ->
- * ep_lock; nothing takes local_lock under an instance's lock. */
+ * dead in every other first, leaves their address vectors (shm keeps
+ * the entry: av_remove), and lets what is in flight with them finish
+ * (local_quiesce).  Lock order: local_lock -> chan_lock -> ep_lock;
+ * nothing takes local_lock under an instance's lock. */
 static pthread_mutex_t local_lock = PTHREAD_MUTEX_INITIALIZER;
 static ofi_t *local_list;
 
@@ -33,6 +34,47 @@ void ofi__local_add(ofi_t *o)
 }
 
 static void av_remove(ofi_t *o, ofi_peer_t *p);
+
+/* Whether b (ep_lock held) has operations with p, or, p NULL, with
+ * anyone, that its provider still holds. */
+static bool in_flight(const ofi_t *b, const ofi_peer_t *p)
+{
+    for (const ofi_slot_t *s = b->sflight; s; s = s->fnext)
+        if (p == NULL || s->peer == p)
+            return true;
+    for (const ofi_req_t *q = b->ihead; q; q = q->inext)
+        if ((p == NULL || q->peer == p) && q->pending > 0)
+            return true;
+    return false;
+}
+
+/* Progress o and every other instance until nothing is in flight
+ * between them (local_lock held), within o's timeout_ms: an answer or
+ * a completion read once o's endpoint is closed touches its freed
+ * region.  All of o's own count: its peers are gone by fini. */
+static void local_quiesce(ofi_t *o)
+{
+    uint64_t end = ofi__now_ms() + o->cfg.timeout_ms;
+    bool busy;
+
+    do {
+        pthread_mutex_lock(&o->ep_lock);
+        ofi__cq_drain(o, 1024);
+        busy = in_flight(o, NULL);
+        pthread_mutex_unlock(&o->ep_lock);
+        for (ofi_t *b = local_list; b; b = b->local_next) {
+            pthread_mutex_lock(&b->chan_lock);
+            pthread_mutex_lock(&b->ep_lock);
+            ofi__cq_drain(b, 1024);
+            for (ofi_peer_t *p = b->peers; p; p = p->next)
+                if (p->alen == o->name_len &&
+                    memcmp(p->addr, o->name, p->alen) == 0)
+                    busy |= in_flight(b, p);
+            pthread_mutex_unlock(&b->ep_lock);
+            pthread_mutex_unlock(&b->chan_lock);
+        }
+    } while (busy && ofi__now_ms() < end);
+}
 
 void ofi__local_del(ofi_t *o)
 {
@@ -61,6 +103,7 @@ void ofi__local_del(ofi_t *o)
         pthread_mutex_unlock(&b->ep_lock);
         pthread_mutex_unlock(&b->chan_lock);
     }
+    local_quiesce(o);
     pthread_mutex_unlock(&local_lock);
 }
 
