@@ -1591,7 +1591,7 @@ static void test_killed_tcp(void)
          * failed what it held on the broken connection. */
         if (st == XFER_ERR_REMOTE_DISCONNECT)
             XT_CHECK(strstr(xfer_last_error(), "it is gone") ||
-                     strstr(xfer_last_error(), "the connection broke"),
+                     strstr(xfer_last_error(), "the connection to it broke"),
                      "the sentence '%s' says neither that it is gone nor "
                      "that the connection broke", xfer_last_error());
         else if (st == XFER_ERR_TIMEOUT)
