@@ -334,9 +334,17 @@ static int deliver_held(xfer__ns_table_t *t, xfer__ns_sess_t *s)
     return n;
 }
 
-static void dropped(xfer__ns_table_t *t)
+/* Count a drop; whether to log it.  Anyone who reaches the fabric
+ * endpoint can send messages, so the log of them is bounded: the first
+ * DROP_LOG_ALL, then the 128th, 256th, 512th ... (the count is in the
+ * backend's state sentence). */
+#define DROP_LOG_ALL 64u
+
+static bool dropped(xfer__ns_table_t *t)
 {
-    atomic_fetch_add(&t->dropped, 1);
+    unsigned long n = atomic_fetch_add(&t->dropped, 1) + 1;
+
+    return n <= DROP_LOG_ALL || (n & (n - 1)) == 0;
 }
 
 void xfer__ns_recv(xfer__ns_table_t *t, const void *hdr, size_t hlen,
@@ -350,17 +358,17 @@ void xfer__ns_recv(xfer__ns_table_t *t, const void *hdr, size_t hlen,
 
     if (hlen != XFER__NS_HDR_LEN || b[0] != XFER__NS_MAGIC ||
         b[1] != HDR_VERSION) {
-        dropped(t);
-        LOG(t, XFER_LOG_WARN, "%s: dropped a message with a %zu-byte "
-            "header that is not an xfer notification", t->plugin, hlen);
+        if (dropped(t))
+            LOG(t, XFER_LOG_WARN, "%s: dropped a message with a %zu-byte "
+                "header that is not an xfer notification", t->plugin, hlen);
         return;
     }
     memcpy(&hl, b + 4, 4);
     seq = get64(b + 24);
     if (le32toh(hl) != len || len > XFER_NOTIF_MAX) {
-        dropped(t);
-        LOG(t, XFER_LOG_WARN, "%s: dropped a notification of %zu bytes "
-            "whose header says %u", t->plugin, len, le32toh(hl));
+        if (dropped(t))
+            LOG(t, XFER_LOG_WARN, "%s: dropped a notification of %zu bytes "
+                "whose header says %u", t->plugin, len, le32toh(hl));
         return;
     }
     pthread_mutex_lock(&t->lock);
@@ -368,21 +376,21 @@ void xfer__ns_recv(xfer__ns_table_t *t, const void *hdr, size_t hlen,
         ;
     if (s == NULL) {
         pthread_mutex_unlock(&t->lock);
-        dropped(t);
-        LOG(t, XFER_LOG_WARN, "%s: dropped a notification carrying a "
-            "token of no session (forged, or from an agent that "
-            "restarted)", t->plugin);
+        if (dropped(t))
+            LOG(t, XFER_LOG_WARN, "%s: dropped a notification carrying a "
+                "token of no session (forged, or from an agent that "
+                "restarted)", t->plugin);
         return;
     }
     s->used = ++t->tick;
     if (seq < s->delivered || seq >= s->delivered + win ||
         s->held[seq % win].full) {
         pthread_mutex_unlock(&t->lock);
-        dropped(t);
-        LOG(t, XFER_LOG_WARN, "%s: dropped notification %llu from agent "
-            "'%s': outside its window [%llu, +%llu) or a duplicate",
-            t->plugin, (unsigned long long)seq, s->name,
-            (unsigned long long)s->delivered, (unsigned long long)win);
+        if (dropped(t))
+            LOG(t, XFER_LOG_WARN, "%s: dropped notification %llu from agent "
+                "'%s': outside its window [%llu, +%llu) or a duplicate",
+                t->plugin, (unsigned long long)seq, s->name,
+                (unsigned long long)s->delivered, (unsigned long long)win);
         return;
     }
     if (seq == s->delivered && s->nheld == 0 &&
@@ -398,9 +406,9 @@ void xfer__ns_recv(xfer__ns_table_t *t, const void *hdr, size_t hlen,
 
         if ((e->msg = malloc(len ? len : 1)) == NULL) {
             pthread_mutex_unlock(&t->lock);
-            dropped(t);
-            LOG(t, XFER_LOG_ERROR, "%s: dropped a notification from agent "
-                "'%s': out of memory", t->plugin, s->name);
+            if (dropped(t))
+                LOG(t, XFER_LOG_ERROR, "%s: dropped a notification from "
+                    "agent '%s': out of memory", t->plugin, s->name);
             return;
         }
         memcpy(e->msg, data, len);

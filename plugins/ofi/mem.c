@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "plugins/ofi/ofi.h"
 
@@ -135,9 +136,30 @@ xfer_status_t ofi__mem_register(ofi_t *o, const xfer_be_region_t *r,
 void ofi__mem_deregister(ofi_t *o, void *mem)
 {
     ofi_mem_t *m = mem;
+    uint64_t end = ofi__now_ms() + o->cfg.timeout_ms;
+    bool held;
 
-    /* Closing it makes the provider refuse a peer's access from now on;
-     * this side's own operations on it were the application's to end. */
+    /* A request released after it failed or timed out may still have
+     * operations the provider holds on this memory (a READ's answer
+     * from a peer that was stopped, say), which would land in it after
+     * the application freed it.  Wait for their completions, bounded by
+     * timeout_ms (the ABI allows a bounded wait here); past it, say so
+     * (docs/api.md, "ofi": free such memory only once the peer is gone
+     * or answered). */
+    for (;;) {
+        pthread_mutex_lock(&o->ep_lock);
+        ofi__cq_drain(o, 1024);
+        held = ofi__req_uses(o, m);
+        pthread_mutex_unlock(&o->ep_lock);
+        if (!held || ofi__now_ms() >= end)
+            break;
+        usleep(100);
+    }
+    if (held)
+        OLOG(o, XFER_LOG_WARN, "ofi: deregistering %p while the provider "
+             "still holds operations on it after timeout_ms (%llu ms)",
+             (void *)m->base, (unsigned long long)o->cfg.timeout_ms);
+    /* Closing it makes the provider refuse a peer's access from now on. */
     ofi__mr_close(o, m->mr, false);
     free(m);
 }

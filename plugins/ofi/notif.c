@@ -228,7 +228,7 @@ void ofi__notif_sent(ofi_t *o, ofi_slot_t *s, int err)
     bool again = false;
 
     flight_del(o, s);
-    if (err != 0 && err != -FI_ECANCELED) {
+    if (err != 0) {
         pthread_mutex_lock(&p->olock);
         again = slot_again(o, p, s);
         pthread_mutex_unlock(&p->olock);

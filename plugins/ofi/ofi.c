@@ -562,6 +562,13 @@ static int ofi_progress(xfer_be_t *o)
 {
     int n = 0;
 
+    /* Woken after arming: a peer's operation here (a target's part of
+     * a WRITE or READ makes no completion of its own) is the likeliest
+     * reason, and another may follow at once: counted as activity, so
+     * the progress thread polls a while (progress_spin_us) rather than
+     * paying a wake-up for each. */
+    if (atomic_exchange(&o->armed, false))
+        n++;
     if (pthread_mutex_trylock(&o->ep_lock) == 0) {
         n += ofi__cq_drain(o, 1024);
         if (o->rcntr != NULL) {
@@ -595,22 +602,34 @@ static xfer_status_t ofi_event_fd(xfer_be_t *o, int *fd)
 static xfer_status_t ofi_arm(xfer_be_t *o)
 {
     struct fid *f;
-    bool busy;
+    bool busy, poll = false;
+    uint64_t now = ofi__now_ms();
 
     if (ofi__ctl_progress(o, true) > 0)
         return XFER_ERR_BUSY;
     pthread_mutex_lock(&o->ep_lock);
     f = &o->cq->fid;
-    busy = o->bhead != NULL || o->sbacklog != NULL ||
-           (o->ihead != NULL &&
-            ofi__now_ms() - o->last_post_ms < OFI_ARM_AFTER_POST_MS) ||
+    /* Operations to issue now keep the thread busy; ones waiting for a
+     * connection to be remade (again_ms) or for room in the provider's
+     * queue (sbacklog) are looked at every millisecond. */
+    busy = (o->ihead != NULL && now - o->last_post_ms < OFI_ARM_AFTER_POST_MS);
+    for (ofi_req_t *q = o->bhead; q && !busy; q = q->bnext) {
+        if (q->nagain > 0 && now < q->again_ms)
+            poll = true;
+        else
+            busy = true;
+    }
+    poll |= o->sbacklog != NULL;
+    busy = busy ||
            (o->cq_fd >= 0 && fi_trywait(o->fabric, &f, 1) != FI_SUCCESS);
     pthread_mutex_unlock(&o->ep_lock);
-    if (busy || atomic_load(&o->ns.ack_due) || atomic_load(&o->ask_due) ||
-        atomic_load(&o->ns.held_any))
+    /* Held notifications are not a reason: the core wakes every backend
+     * when the application takes some. */
+    if (busy || atomic_load(&o->ns.ack_due) || atomic_load(&o->ask_due))
         return XFER_ERR_BUSY;
+    atomic_store(&o->armed, true);
     /* Without a wait fd (shm) the CQ is looked at every millisecond. */
-    return o->cq_fd >= 0 ? XFER_OK : XFER_IN_PROG;
+    return o->cq_fd >= 0 && !poll ? XFER_OK : XFER_IN_PROG;
 }
 
 /* ------------------------------------------------------------------ */
@@ -638,7 +657,7 @@ static xfer_status_t ofi_probe(char *buf, size_t len)
         return XFER_OK;
     }
     n += (size_t)snprintf(buf + n, len - n, "RDM providers with RMA:");
-    for (struct fi_info *i = all; i && n < len; i = i->next) {
+    for (struct fi_info *i = all; i && n + 1 < len; i = i->next) {
         const char *p = i->fabric_attr->prov_name;
         bool seen = false;
 

@@ -88,6 +88,7 @@ typedef struct ofi_ctx {
  * sides, worked out at creation so a post only issues. */
 typedef struct ofi_op {
     ofi_ctx_t ctx;             /* its own: the provider may use it */
+    const void *lmem;          /* the local registration (ofi_mem_t) */
     void *laddr;
     size_t len;
     void *desc;                /* local descriptor (FI_MR_LOCAL), or NULL */
@@ -241,6 +242,7 @@ struct xfer_be {
     ofi_slot_t *sbacklog;      /* notifications to send again (EAGAIN) */
     ofi_slot_t *sflight;       /* notifications the provider holds */
     uint64_t last_post_ms;
+    atomic_bool armed;         /* arm said the thread may sleep */
     size_t nrx;
     ofi_rxbuf_t *rx;
     struct fid_mr *rx_mr;      /* FI_MR_LOCAL: all receive buffers */
@@ -345,6 +347,9 @@ int ofi__req_progress(ofi_t *o, uint64_t now);
 void ofi__req_notif_gone(ofi_t *o, ofi_req_t *q);
 /* End p's requests in flight (ep_lock held): p is dead. */
 void ofi__req_fail_peer(ofi_t *o, ofi_peer_t *p);
+/* Whether the provider still holds an operation on registration m
+ * (ep_lock held). */
+bool ofi__req_uses(ofi_t *o, const void *m);
 /* Free requests released while pending (fini, after the endpoint). */
 void ofi__req_free_all(ofi_t *o);
 

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <unistd.h>
 
 #include "plugins/ofi/ofi.h"
 
@@ -57,11 +59,25 @@ static void local_quiesce(ofi_t *o)
     uint64_t end = ofi__now_ms() + o->cfg.timeout_ms;
     bool busy;
 
-    do {
-        pthread_mutex_lock(&o->ep_lock);
-        ofi__cq_drain(o, 1024);
-        busy = in_flight(o, NULL);
-        pthread_mutex_unlock(&o->ep_lock);
+    /* Only shm reaches into a peer's own memory; and only what is in
+     * flight with this process's instances can be finished here (o's
+     * operations to other processes, a stopped one say, never would). */
+    if (!o->shm)
+        return;
+    for (;;) {
+        busy = false;
+        for (ofi_t *b = local_list; b; b = b->local_next) {
+            bool with_b = false;
+
+            pthread_mutex_lock(&o->ep_lock);
+            ofi__cq_drain(o, 1024);
+            for (ofi_peer_t *p = o->peers; p; p = p->next)
+                if (p->alen == b->name_len &&
+                    memcmp(p->addr, b->name, p->alen) == 0)
+                    with_b |= in_flight(o, p);
+            pthread_mutex_unlock(&o->ep_lock);
+            busy |= with_b;
+        }
         for (ofi_t *b = local_list; b; b = b->local_next) {
             pthread_mutex_lock(&b->chan_lock);
             pthread_mutex_lock(&b->ep_lock);
@@ -73,7 +89,10 @@ static void local_quiesce(ofi_t *o)
             pthread_mutex_unlock(&b->ep_lock);
             pthread_mutex_unlock(&b->chan_lock);
         }
-    } while (busy && ofi__now_ms() < end);
+        if (!busy || ofi__now_ms() >= end)
+            break;
+        usleep(100);
+    }
 }
 
 void ofi__local_del(ofi_t *o)
@@ -229,8 +248,13 @@ bool ofi__peer_mark_dead(ofi_peer_t *p, xfer_status_t st, const char *why)
 
     /* The first reason wins; dead_* are written before dead is set, and
      * read only after it is. */
-    if (!atomic_compare_exchange_strong(&p->dying, &no, true))
+    if (!atomic_compare_exchange_strong(&p->dying, &no, true)) {
+        /* Another thread is writing the reason: what follows (failing
+         * requests with dead_st) must not read it half-written. */
+        while (!atomic_load(&p->dead))
+            sched_yield();
         return false;
+    }
     p->dead_st = st;
     snprintf(p->dead_why, sizeof p->dead_why, "%s", why);
     atomic_store(&p->dead, true);

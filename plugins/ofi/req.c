@@ -67,6 +67,7 @@ static size_t ops_build(ofi_t *o, ofi_req_t *q, const xfer_be_seg_t *segs,
 
                 op->ctx.kind = OFI_OP_RMA;
                 op->ctx.obj = q;
+                op->lmem = lm;
                 op->laddr = (void *)(segs[i].laddr + off);
                 op->len = piece;
                 op->desc = lm->desc;
@@ -317,6 +318,24 @@ static void req_fail(ofi_t *o, ofi_req_t *q, xfer_status_t st,
  * and within the request's deadline: an RMA operation issued twice
  * moves the same bytes to the same place. */
 #define AGAIN_MAX 8u
+
+/* The errors a broken connection (or a target that broke it on a bad
+ * key) ends operations with. */
+static bool conn_error(int err)
+{
+    switch (-err) {
+    case FI_ENOTCONN:
+    case FI_ECONNRESET:
+    case FI_ECONNREFUSED:
+    case FI_ECONNABORTED:
+    case FI_ECANCELED:
+    case FI_EACCES:
+    case FI_EIO:
+        return true;
+    default:
+        return false;
+    }
+}
 #define AGAIN_DELAY_MS 20u
 
 void ofi__req_done(ofi_t *o, ofi_op_t *op, int err, const char *why)
@@ -340,10 +359,11 @@ void ofi__req_done(ofi_t *o, ofi_op_t *op, int err, const char *why)
             snprintf(msg, sizeof msg, "ofi: %s to agent '%s' failed: it is "
                      "gone: %s", op_name(q), p->name, p->dead_why);
         else
-            snprintf(msg, sizeof msg, "ofi: %s to agent '%s' failed: %s "
-                     "(the connection to it broke: it died, or it refused "
-                     "a key or a right its registration does not grant)",
-                     op_name(q), p->name, why ? why : fi_strerror(-err));
+            snprintf(msg, sizeof msg, "ofi: %s to agent '%s' failed: %s%s",
+                     op_name(q), p->name, why ? why : fi_strerror(-err),
+                     conn_error(err) ? " (the connection to it broke: it "
+                     "died, or it refused a key or a right its registration "
+                     "does not grant)" : "");
         req_fail(o, q, atomic_load(&p->dead) ? p->dead_st
                                              : ofi__status(err), msg);
     } else if (!q->done && q->pending == 0 && q->issued == q->nops &&
@@ -363,6 +383,7 @@ static void issue(ofi_t *o, ofi_req_t *q, size_t limit)
 {
     ofi_peer_t *p = q->peer;
     int tries = 0;
+    bool eagained = false;
     size_t again = 0, done = 0;
 
     if (q->nagain > 0 && ofi__now_ms() < q->again_ms)
@@ -378,8 +399,15 @@ static void issue(ofi_t *o, ofi_req_t *q, size_t limit)
         }
 
         if (redo) {
-            while (!q->ops[again].again)
-                again++;
+            /* From the start each time: a CQ read below may have marked
+             * an earlier one. */
+            for (again = 0; again < q->nops && !q->ops[again].again;
+                 again++)
+                ;
+            if (again == q->nops) {
+                q->nagain = 0;
+                continue;
+            }
             op = &q->ops[again];
         } else {
             op = &q->ops[q->issued];
@@ -397,8 +425,11 @@ static void issue(ofi_t *o, ofi_req_t *q, size_t limit)
         bool after = done + 1 < limit &&
                      (redo ? q->nagain > 1 || q->issued < q->nops
                            : q->issued + 1 < q->nops);
+        /* After -FI_EAGAIN no batch is opened again: the lock may be
+         * let go before it could be closed. */
         uint64_t flags = FI_COMPLETION |
-                         (o->cfg.more && after ? FI_MORE : 0);
+                         (o->cfg.more && after && tries == 0 && !eagained
+                              ? FI_MORE : 0);
         ssize_t r;
 
         if (q->op == XFER_OP_WRITE)
@@ -421,6 +452,7 @@ static void issue(ofi_t *o, ofi_req_t *q, size_t limit)
             continue;
         }
         if (r == -FI_EAGAIN) {
+            eagained = true;
             atomic_fetch_add(&o->eagain, 1);
             if (tries++ < EAGAIN_TRIES) {
                 ofi__cq_drain(o, 256);
@@ -590,6 +622,18 @@ void ofi__req_fail_peer(ofi_t *o, ofi_peer_t *p)
         req_fail(o, q, p->dead_st, msg);
         maybe_unlist(o, q);
     }
+}
+
+bool ofi__req_uses(ofi_t *o, const void *m)
+{
+    for (const ofi_req_t *q = o->ihead; q; q = q->inext) {
+        if (q->pending == 0)
+            continue;
+        for (size_t i = 0; i < q->nops; i++)
+            if (q->ops[i].lmem == m)
+                return true;
+    }
+    return false;
 }
 
 void ofi__req_free_all(ofi_t *o)
