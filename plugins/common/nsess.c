@@ -283,6 +283,10 @@ int xfer__ns_acks(xfer__ns_table_t *t)
         if (xfer__chan_reply(s->conn, a, sizeof a) == XFER_OK) {
             s->acked = d;
             n++;
+        } else {
+            /* Still owed: the next call tries again (a closed
+             * connection's session loses conn first, and is skipped). */
+            atomic_store(&t->ack_due, true);
         }
     }
     return n;
