@@ -1,5 +1,5 @@
 /* ctl.c - the ofi plugin's control channel (chan.h over TCP): connection
- * info, identity, notification tokens and credits, and peer death. */
+ * info, and its callbacks to hwctl.h (tokens, credits, peer death). */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
 #endif
@@ -9,12 +9,9 @@
 
 #include <arpa/inet.h>
 #include <endian.h>
-#include <errno.h>
 #include <netinet/in.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 
 #include "plugins/ofi/ofi.h"
 
@@ -28,16 +25,6 @@
 #define INFO_VERSION 1u
 #define INFO_PROV 32u
 #define INFO_HEAD (40u + INFO_PROV)
-
-_Static_assert(offsetof(struct xfer_be, sock) == 0,
-               "the tcpsock hooks take the instance as their socket");
-
-static ofi_peer_t **peer_slot(xfer__stream_conn_t *c)
-{
-    xfer_be_peer_t *cp = xfer__stream_conn_peer(c);
-
-    return cp ? xfer__stream_peer_priv(cp) : NULL;
-}
 
 /* ---- connection info ------------------------------------------------ */
 
@@ -58,7 +45,7 @@ xfer_status_t ofi__info_build(ofi_t *o)
     memcpy(b, &magic, 4);
     b[4] = INFO_VERSION;
     memcpy(b + 6, &nl, 2);
-    memcpy(b + 8, o->sock.info, XFER__TCPSOCK_INFO_SIZE);
+    memcpy(b + 8, o->ctl.sock.info, XFER__TCPSOCK_INFO_SIZE);
     memcpy(b + 32, &fmt, 4);
     memcpy(b + 40, prov, strlen(prov));
     memcpy(b + INFO_HEAD, o->name, o->name_len);
@@ -162,8 +149,8 @@ xfer_status_t ofi__info_parse(ofi_t *o, const char *name, const void *info,
                     le32toh(fmt), o->info->addr_format);
     if ((st = name_check(o, name, b + INFO_HEAD, nl)) != XFER_OK)
         return st;
-    if (xfer__tcpsock_info_check(&o->sock, b + 8, XFER__TCPSOCK_INFO_SIZE) !=
-        XFER_OK)
+    if (xfer__tcpsock_info_check(&o->ctl.sock, b + 8,
+                                 XFER__TCPSOCK_INFO_SIZE) != XFER_OK)
         return XFER_ERR_INVALID;
     if (p != NULL) {
         memcpy(p->addr, b + INFO_HEAD, nl);
@@ -174,191 +161,66 @@ xfer_status_t ofi__info_parse(ofi_t *o, const char *name, const void *info,
     return XFER_OK;
 }
 
-/* ---- the channel's events ------------------------------------------- */
+/* ---- the control channel's callbacks (hwctl.h) ------------------------ */
 
-static xfer_status_t t_conn_up(void *tctx, xfer__stream_conn_t *c, char *msg,
-                               size_t msg_size)
+static bool c_dead(void *peer)
 {
-    ofi_peer_t **pp = peer_slot(c);
-
-    (void)tctx;
-    (void)msg;
-    (void)msg_size;
-    if (xfer__stream_conn_initiator(c) && pp && *pp)
-        atomic_store(&(*pp)->chan_connected, true);
-    return XFER_OK;
+    return atomic_load(&((ofi_peer_t *)peer)->dead);
 }
 
-/* chan_lock held. */
-static void t_conn_down(void *tctx, xfer__stream_conn_t *c, xfer_status_t st,
-                        const char *why)
+static bool c_waiting(void *peer)
 {
-    ofi_t *o = tctx;
-    ofi_peer_t **pp;
-    ofi_peer_t *p;
-    char reason[240];
+    ofi_peer_t *p = peer;
+    bool waiting;
 
-    if (!xfer__stream_conn_initiator(c)) {
-        xfer__ns_conn_down(&o->ns, c);
-        return;
-    }
-    if (!(pp = peer_slot(c)) || !(p = *pp))
-        return;
-    atomic_store(&p->chan_connected, false);
-    atomic_store(&p->chan_started, false);
-    /* Closing an idle connection is routine: the session lives on at the
-     * target and the next need reopens it.  Notifications waiting for
-     * credits are such a need (their acks would have come on this
-     * connection, and no post may come to reopen it): ask again now. */
-    if (xfer__stream_conn_idle_closed(c) || p->cp == NULL) {
-        bool waiting;
-
-        pthread_mutex_lock(&p->olock);
-        waiting = p->sh != NULL && p->cp != NULL;
-        pthread_mutex_unlock(&p->olock);
-        if (waiting) {
-            atomic_store(&p->want_ask, true);
-            atomic_store(&o->ask_due, true);
-        }
-        return;
-    }
-    snprintf(reason, sizeof reason, "its control connection closed: %s",
-             why ? why : "?");
-    ofi__peer_kill(o, p, st == XFER_ERR_AUTH ? XFER_ERR_AUTH
-                                             : XFER_ERR_REMOTE_DISCONNECT,
-                   reason);
+    pthread_mutex_lock(&p->olock);
+    waiting = p->sh != NULL;
+    pthread_mutex_unlock(&p->olock);
+    return waiting;
 }
 
-/* A TOKEN or an ACK from a target we send notifications to. */
-static void initiator_msg(ofi_t *o, xfer__stream_conn_t *c, const void *m,
-                          size_t len)
+/* chan_lock -> ep_lock -> olock. */
+static xfer_status_t c_credit(void *peer, const void *msg, size_t len,
+                              uint64_t *lost)
 {
-    ofi_peer_t **pp = peer_slot(c);
-    ofi_peer_t *p = pp ? *pp : NULL;
-    uint64_t lost = 0;
+    ofi_peer_t *p = peer;
+    ofi_t *o = p->o;
     xfer_status_t st;
 
-    if (p == NULL)
-        return;
     pthread_mutex_lock(&o->ep_lock);
     pthread_mutex_lock(&p->olock);
-    st = xfer__ns_send_apply(&p->ns, m, len, &lost);
+    st = xfer__ns_send_apply(&p->ns, msg, len, lost);
     if (st == XFER_OK)
         ofi__notif_pump(o, p);
     pthread_mutex_unlock(&p->olock);
     pthread_mutex_unlock(&o->ep_lock);
-    if (st != XFER_OK)
-        OLOG(o, XFER_LOG_WARN, "ofi: agent '%s' sent a control message of "
-             "%zu bytes that is no token or ack; ignored", p->name, len);
-    if (lost)
-        OLOG(o, XFER_LOG_WARN, "ofi: agent '%s' started a new notification "
-             "session: %llu notification(s) it had not acknowledged may be "
-             "lost", p->name, (unsigned long long)lost);
+    return st;
 }
 
-/* chan_lock held (the channel calls back from its progress). */
-static void t_recv(void *tctx, xfer__stream_conn_t *c, const void *msg,
-                   size_t len)
+static void c_death(void *peer, xfer_status_t st, const char *why)
 {
-    ofi_t *o = tctx;
+    ofi_peer_t *p = peer;
 
-    if (xfer__stream_conn_initiator(c))
-        initiator_msg(o, c, msg, len);
-    else
-        xfer__ns_target_msg(&o->ns, c, msg, len);
+    ofi__peer_kill(p->o, p, st, why);
 }
 
-/* ---- open, progress, ask --------------------------------------------- */
+static const xfer__hwctl_ops_t ctl_ops = {
+    .dead = c_dead,
+    .waiting = c_waiting,
+    .on_credit = c_credit,
+    .on_death = c_death,
+};
 
 xfer_status_t ofi__ctl_open(ofi_t *o)
 {
-    xfer__tcpsock_cfg_t sc = {
-        .name = "ofi",
+    xfer__hwctl_cfg_t cfg = {
         .addr = o->cfg.addr,
         .port = o->cfg.port,
         .advertise = o->cfg.advertise,
-        .nodelay = 1,
-        .keepalive = 1,
         .timeout_ms = o->cfg.timeout_ms,
+        .lim = o->cfg.lim,
     };
-    xfer__stream_cfg_t cc;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0xffffu};
-    xfer_status_t st;
 
-    if ((st = xfer__tcpsock_open(&o->sock, o->host, &sc)) != XFER_OK)
-        return st;
-    o->tp = xfer__tcpsock_transport;
-    o->tp.conn_up = t_conn_up;
-    o->tp.conn_down = t_conn_down;
-    memset(&cc, 0, sizeof cc);
-    cc.name = "ofi";
-    cc.timeout_ms = o->cfg.timeout_ms;
-    cc.inline_max = XFER__NS_MSG_MAX;
-    cc.rx_buf = 16384;
-    cc.lim = o->cfg.lim;
-    cc.peer_priv = sizeof(ofi_peer_t *);
-    st = xfer__chan_create(o->host, &o->tp, o, &cc, XFER__NS_MSG_MAX, t_recv,
-                           o->sock.lfd, &o->chan);
-    if (st != XFER_OK) {
-        o->chan = NULL;
-        return st;
-    }
-    if (epoll_ctl(o->epfd, EPOLL_CTL_ADD, xfer__chan_fd(o->chan), &ev) < 0)
-        return OERR(o, XFER_ERR_BACKEND, "ofi: epoll_ctl: %s",
-                    strerror(errno));
-    return XFER_OK;
-}
-
-void ofi__ctl_close(ofi_t *o)
-{
-    if (o->chan)
-        xfer__chan_destroy(o->chan);
-    o->chan = NULL;
-    if (o->sock.lfd >= 0)
-        xfer__tcpsock_close(&o->sock);
-}
-
-void ofi__ctl_token_ask(ofi_t *o, ofi_peer_t *p)
-{
-    if (p->cp == NULL || atomic_load(&p->dead))
-        return;
-    if (xfer__chan_send(o->chan, p->cp, xfer__ns_treq,
-                        sizeof xfer__ns_treq) == XFER_OK)
-        atomic_store(&p->chan_started, true);
-}
-
-void ofi__ctl_start(ofi_t *o, ofi_peer_t *p)
-{
-    if (atomic_load(&p->chan_started))
-        return;
-    pthread_mutex_lock(&o->chan_lock);
-    if (!atomic_load(&p->chan_started))
-        ofi__ctl_token_ask(o, p);
-    pthread_mutex_unlock(&o->chan_lock);
-}
-
-/* The channel is looked at once per millisecond at most (each look is an
- * epoll_wait), and always when asked to (arm) or when an ask or an ack is
- * due. */
-int ofi__ctl_progress(ofi_t *o, bool force)
-{
-    uint64_t now = ofi__now_ms();
-    bool look = force || now != atomic_load(&o->ctl_ms);
-    int n = 0;
-
-    if (!look && !atomic_load(&o->ask_due) && !atomic_load(&o->ns.ack_due))
-        return 0;
-    if (pthread_mutex_trylock(&o->chan_lock) != 0)
-        return 0;
-    if (look) {
-        atomic_store(&o->ctl_ms, now);
-        n = xfer__chan_progress(o->chan);
-    }
-    if (atomic_exchange(&o->ask_due, false))
-        for (ofi_peer_t *p = o->peers; p; p = p->next)
-            if (atomic_exchange(&p->want_ask, false))
-                ofi__ctl_token_ask(o, p);
-    n += xfer__ns_acks(&o->ns);
-    pthread_mutex_unlock(&o->chan_lock);
-    return n < 0 ? 0 : n;
+    return xfer__hwctl_open(&o->ctl, o->host, "ofi", &cfg, &ctl_ops, &o->ns,
+                            o->epfd, 0xffffu);
 }

@@ -77,8 +77,7 @@ static bool slot_again(ofi_t *o, ofi_peer_t *p, ofi_slot_t *s)
     if (p->st == NULL)
         p->st = s;
     p->nslots++;
-    atomic_store(&p->want_ask, true);
-    atomic_store(&o->ask_due, true);
+    xfer__hwctl_want_ask(&o->ctl, &p->ctl);
     return true;
 }
 
@@ -144,10 +143,9 @@ void ofi__notif_pump(ofi_t *o, ofi_peer_t *p)
             /* The channel brings the token and the credits back; if it
              * is down, ask at the next progress (chan_lock is above
              * ours). */
-            if (!p->ns.have_token || !atomic_load(&p->chan_connected)) {
-                atomic_store(&p->want_ask, true);
-                atomic_store(&o->ask_due, true);
-            }
+            if (!p->ns.have_token ||
+                !atomic_load(&p->ctl.chan_connected))
+                xfer__hwctl_want_ask(&o->ctl, &p->ctl);
             break;
         }
         if (ofi__peer_addr(o, p, why, sizeof why) != XFER_OK)
@@ -278,7 +276,7 @@ xfer_status_t ofi__notif_send(ofi_t *o, ofi_peer_t *p, const void *msg,
 
     if (atomic_load(&p->dead))
         return ofi__peer_gone(o, p);
-    ofi__ctl_start(o, p);
+    xfer__hwctl_start(&o->ctl, &p->ctl);
     pthread_mutex_lock(&o->ep_lock);
     pthread_mutex_lock(&p->olock);
     /* Again under olock: a peer_kill that ran since the look above has

@@ -422,8 +422,7 @@ static xfer_status_t ofi_init(const xfer_host_t *host, const void *config,
     o->cfg = *(const ofi_config_t *)config;
     o->epfd = -1;
     o->cq_fd = -1;
-    o->sock.lfd = -1;
-    pthread_mutex_init(&o->chan_lock, NULL);
+    xfer__hwctl_init(&o->ctl);
     pthread_mutex_init(&o->ep_lock, NULL);
     pthread_mutex_init(&o->mr_lock, NULL);
     /* Keys this side asks for when the provider does not pick them: the
@@ -465,7 +464,7 @@ static void ofi_fini(xfer_be_t *o)
         return;
     if (o->local)
         ofi__local_del(o);
-    ofi__ctl_close(o);
+    xfer__hwctl_close(&o->ctl);
     /* The endpoint first: no completion can come for what it still
      * holds once it is closed, and then what waited for one is freed. */
     close_fid(o->ep ? &o->ep->fid : NULL);
@@ -483,7 +482,6 @@ static void ofi_fini(xfer_be_t *o)
     xfer__ns_fini(&o->ns);
     if (o->epfd >= 0)
         close(o->epfd);
-    pthread_mutex_destroy(&o->chan_lock);
     pthread_mutex_destroy(&o->ep_lock);
     pthread_mutex_destroy(&o->mr_lock);
     free(o);
@@ -584,7 +582,7 @@ static int ofi_progress(xfer_be_t *o)
         n = 1; /* another thread progresses it: do not let the caller
                   sleep */
     }
-    n += ofi__ctl_progress(o, false);
+    n += xfer__hwctl_progress(&o->ctl, false);
     n += xfer__ns_progress(&o->ns);
     return n;
 }
@@ -605,7 +603,7 @@ static xfer_status_t ofi_arm(xfer_be_t *o)
     bool busy, poll = false;
     uint64_t now = ofi__now_ms();
 
-    if (ofi__ctl_progress(o, true) > 0)
+    if (xfer__hwctl_progress(&o->ctl, true) > 0)
         return XFER_ERR_BUSY;
     pthread_mutex_lock(&o->ep_lock);
     f = &o->cq->fid;
@@ -625,7 +623,7 @@ static xfer_status_t ofi_arm(xfer_be_t *o)
     pthread_mutex_unlock(&o->ep_lock);
     /* Held notifications are not a reason: the core wakes every backend
      * when the application takes some. */
-    if (busy || atomic_load(&o->ns.ack_due) || atomic_load(&o->ask_due))
+    if (busy || xfer__hwctl_due(&o->ctl))
         return XFER_ERR_BUSY;
     atomic_store(&o->armed, true);
     /* Without a wait fd (shm) the CQ is looked at every millisecond. */

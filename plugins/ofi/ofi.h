@@ -19,6 +19,7 @@
 #include <xfer/backend.h>
 
 #include "plugins/common/chan.h"
+#include "plugins/common/hwctl.h"
 #include "plugins/common/nsess.h"
 #include "plugins/common/stream.h"
 #include "plugins/common/tcpsock.h"
@@ -26,7 +27,8 @@
 /* How the files divide the work (ofi.c is the table and reads top-down):
  *   ofi.c    parameters, the ops table, init/fini (fi_getinfo, fabric,
  *            domain, endpoint, CQ, AV), progress, arm, probe, state
- *   ctl.c    the control channel: connection info, tokens, acks, death
+ *   ctl.c    connection info, and the control channel's callbacks
+ *            (plugins/common/hwctl.h: tokens, acks, death)
  *   peer.c   peers and their address vector entries
  *   mem.c    registrations (the provider's mr_mode) and remote keys
  *   req.c    requests: fi_writemsg/fi_readmsg per run of descriptors,
@@ -36,7 +38,8 @@
  *
  * Locks, in the only order they are ever taken:
  *   chan_lock -> ep_lock -> peer olock -> ns.lock;  ep_lock -> mr_lock
- *   chan_lock   the control channel and the peer list's shape
+ *   chan_lock   ctl.chan_lock (hwctl.h): the control channel and the
+ *               peer list's shape; hwctl's callbacks run under it
  *   ep_lock     the endpoint, its CQ and AV (FI_THREAD_DOMAIN: libfabric
  *               takes no lock of its own), every request's issue and
  *               completion state, the receive buffers
@@ -124,9 +127,8 @@ struct xfer_be_peer {
                                   request, remote region and slot */
     char name[XFER_NAME_MAX + 1];
     uint64_t epoch;
-    xfer__chan_peer_t *cp;     /* chan_lock; NULL once removed */
-    atomic_bool chan_started;  /* a token was asked for */
-    atomic_bool chan_connected;
+    xfer__hwctl_peer_t ctl;    /* the control channel's: cp, asks, the
+                                  instance's list (chan_lock) */
     /* Its endpoint's name, from the connection info, and (ep_lock) its
      * entry in the address vector, inserted at first use. */
     size_t alen;
@@ -144,9 +146,6 @@ struct xfer_be_peer {
     ofi_slot_t *sh, *st;               /* notifications waiting */
     size_t nslots;
     xfer__ns_send_t ns;                /* token and credits */
-    atomic_bool want_ask;              /* ask the target for a token at
-                                          the next progress */
-    ofi_peer_t *next;                  /* chan_lock: the instance's list */
 };
 
 typedef struct ofi_mem {
@@ -203,9 +202,6 @@ typedef struct ofi_rxbuf {
 #define OFI_RX_SIZE (XFER__NS_HDR_LEN + XFER_NOTIF_MAX)
 
 struct xfer_be {
-    /* First: the tcpsock hooks of the control channel take the instance
-     * as their xfer__tcpsock_t (ctl.c). */
-    xfer__tcpsock_t sock;
     const xfer_host_t *host;
     ofi_config_t cfg;
     struct fi_info *info;      /* the one chosen */
@@ -247,15 +243,10 @@ struct xfer_be {
     ofi_rxbuf_t *rx;
     struct fid_mr *rx_mr;      /* FI_MR_LOCAL: all receive buffers */
     unsigned char *rx_mem;
-    /* control channel */
-    xfer__stream_transport_t tp;
-    xfer__chan_t *chan;
-    pthread_mutex_t chan_lock;
+    /* control channel: socket, channel, chan_lock, peers, asks */
+    xfer__hwctl_t ctl;
     unsigned char info_blob[XFER_BE_BLOB_MAX];
     size_t info_len;
-    atomic_bool ask_due;       /* a peer wants a token asked for */
-    atomic_uint_fast64_t ctl_ms;
-    ofi_peer_t *peers;         /* chan_lock: peers not yet removed */
     /* target side */
     xfer__ns_table_t ns;
     /* counters for state() */
@@ -274,14 +265,9 @@ xfer_status_t ofi__status(int err);
 /* Read and handle up to max CQ entries (ep_lock held); how many. */
 int ofi__cq_drain(ofi_t *o, int max);
 
-/* ctl.c */
+/* ctl.c; the rest of the channel is xfer__hwctl_* on o->ctl */
+/* Open the control channel with this plugin's callbacks. */
 xfer_status_t ofi__ctl_open(ofi_t *o);
-void ofi__ctl_close(ofi_t *o);
-int ofi__ctl_progress(ofi_t *o, bool force);
-/* Ask the target for a token over the channel; chan_lock held. */
-void ofi__ctl_token_ask(ofi_t *o, ofi_peer_t *p);
-/* The same unless asked already (chan_lock not held). */
-void ofi__ctl_start(ofi_t *o, ofi_peer_t *p);
 xfer_status_t ofi__info_build(ofi_t *o);
 xfer_status_t ofi__info_parse(ofi_t *o, const char *name, const void *info,
                               size_t len, ofi_peer_t *p,

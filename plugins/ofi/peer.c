@@ -71,23 +71,29 @@ static void local_quiesce(ofi_t *o)
 
             pthread_mutex_lock(&o->ep_lock);
             ofi__cq_drain(o, 1024);
-            for (ofi_peer_t *p = o->peers; p; p = p->next)
+            for (xfer__hwctl_peer_t *h = o->ctl.peers; h; h = h->next) {
+                ofi_peer_t *p = h->peer;
+
                 if (p->alen == b->name_len &&
                     memcmp(p->addr, b->name, p->alen) == 0)
                     with_b |= in_flight(o, p);
+            }
             pthread_mutex_unlock(&o->ep_lock);
             busy |= with_b;
         }
         for (ofi_t *b = local_list; b; b = b->local_next) {
-            pthread_mutex_lock(&b->chan_lock);
+            pthread_mutex_lock(&b->ctl.chan_lock);
             pthread_mutex_lock(&b->ep_lock);
             ofi__cq_drain(b, 1024);
-            for (ofi_peer_t *p = b->peers; p; p = p->next)
+            for (xfer__hwctl_peer_t *h = b->ctl.peers; h; h = h->next) {
+                ofi_peer_t *p = h->peer;
+
                 if (p->alen == o->name_len &&
                     memcmp(p->addr, o->name, p->alen) == 0)
                     busy |= in_flight(b, p);
+            }
             pthread_mutex_unlock(&b->ep_lock);
-            pthread_mutex_unlock(&b->chan_lock);
+            pthread_mutex_unlock(&b->ctl.chan_lock);
         }
         if (!busy || ofi__now_ms() >= end)
             break;
@@ -105,9 +111,11 @@ void ofi__local_del(ofi_t *o)
         }
     }
     for (ofi_t *b = local_list; b; b = b->local_next) {
-        pthread_mutex_lock(&b->chan_lock);
+        pthread_mutex_lock(&b->ctl.chan_lock);
         pthread_mutex_lock(&b->ep_lock);
-        for (ofi_peer_t *p = b->peers; p; p = p->next) {
+        for (xfer__hwctl_peer_t *h = b->ctl.peers; h; h = h->next) {
+            ofi_peer_t *p = h->peer;
+
             if (p->alen != o->name_len ||
                 memcmp(p->addr, o->name, p->alen) != 0)
                 continue;
@@ -120,15 +128,10 @@ void ofi__local_del(ofi_t *o)
             av_remove(b, p);
         }
         pthread_mutex_unlock(&b->ep_lock);
-        pthread_mutex_unlock(&b->chan_lock);
+        pthread_mutex_unlock(&b->ctl.chan_lock);
     }
     local_quiesce(o);
     pthread_mutex_unlock(&local_lock);
-}
-
-static ofi_peer_t **chan_slot(ofi_peer_t *p)
-{
-    return xfer__stream_peer_priv((xfer_be_peer_t *)(void *)p->cp);
 }
 
 xfer_status_t ofi__peer_add(ofi_t *o, const char *name, uint64_t epoch,
@@ -150,18 +153,9 @@ xfer_status_t ofi__peer_add(ofi_t *o, const char *name, uint64_t epoch,
     pthread_mutex_init(&p->olock, NULL);
     if ((st = ofi__info_parse(o, name, info, len, p, &ci, &cl)) != XFER_OK)
         goto fail;
-    pthread_mutex_lock(&o->chan_lock);
-    st = xfer__chan_peer_add(o->chan, name, epoch, ci, cl, &p->cp);
-    if (st == XFER_OK) {
-        *chan_slot(p) = p;
-        p->next = o->peers;
-        o->peers = p;
-    }
-    pthread_mutex_unlock(&o->chan_lock);
-    if (st != XFER_OK) {
-        p->cp = NULL;
+    st = xfer__hwctl_peer_add(&o->ctl, &p->ctl, p, p->name, epoch, ci, cl);
+    if (st != XFER_OK)
         goto fail;
-    }
     *out = p;
     return XFER_OK;
 fail:
@@ -287,21 +281,7 @@ void ofi__peer_remove(ofi_t *o, ofi_peer_t *p)
 
     snprintf(why, sizeof why, "agent '%s' was removed", p->name);
     ofi__peer_kill(o, p, XFER_ERR_REMOTE_DISCONNECT, why);
-    pthread_mutex_lock(&o->chan_lock);
-    if (p->cp != NULL) {
-        xfer__chan_peer_t *cp = p->cp;
-
-        *chan_slot(p) = NULL;
-        p->cp = NULL;
-        xfer__chan_peer_remove(o->chan, cp);
-    }
-    for (ofi_peer_t **pp = &o->peers; *pp; pp = &(*pp)->next) {
-        if (*pp == p) {
-            *pp = p->next;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&o->chan_lock);
+    xfer__hwctl_peer_remove(&o->ctl, &p->ctl);
     pthread_mutex_lock(&o->ep_lock);
     av_remove(o, p);
     pthread_mutex_unlock(&o->ep_lock);
@@ -315,13 +295,7 @@ xfer_status_t ofi__peer_connect(ofi_t *o, ofi_peer_t *p)
 
     if (atomic_load(&p->dead))
         return ofi__peer_gone(o, p);
-    pthread_mutex_lock(&o->chan_lock);
-    if (!atomic_load(&p->chan_started))
-        ofi__ctl_token_ask(o, p);
-    st = p->cp ? xfer__chan_connect(o->chan, p->cp)
-               : XFER_ERR_REMOTE_DISCONNECT;
-    pthread_mutex_unlock(&o->chan_lock);
-    if (st != XFER_OK)
+    if ((st = xfer__hwctl_peer_connect(&o->ctl, &p->ctl)) != XFER_OK)
         return st;
     pthread_mutex_lock(&o->ep_lock);
     st = ofi__peer_addr(o, p, why, sizeof why);

@@ -487,7 +487,7 @@ xfer_status_t ofi__req_post(ofi_t *o, ofi_req_t *q, const void *notif,
 
     if (atomic_load(&p->dead))
         return q->st = ofi__peer_gone(o, p);
-    ofi__ctl_start(o, p);
+    xfer__hwctl_start(&o->ctl, &p->ctl);
     pthread_mutex_lock(&o->ep_lock);
     if (q->pending > 0) {
         pthread_mutex_unlock(&o->ep_lock);

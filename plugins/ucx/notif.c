@@ -67,8 +67,7 @@ static bool slot_again(ucx_t *u, ucx_peer_t *p, ucx_slot_t *s)
     if (p->st == NULL)
         p->st = s;
     p->nslots++;
-    atomic_store(&p->want_ask, true);
-    atomic_store(&u->ask_due, true);
+    xfer__hwctl_want_ask(&u->ctl, &p->ctl);
     return true;
 }
 
@@ -123,10 +122,9 @@ void ucx__notif_pump(ucx_t *u, ucx_peer_t *p, unsigned wi)
             /* The channel brings the token and the credits back; if it
              * is down, ask at the next progress (chan_lock is above
              * ours). */
-            if (!p->ns.have_token || !atomic_load(&p->chan_connected)) {
-                atomic_store(&p->want_ask, true);
-                atomic_store(&u->ask_due, true);
-            }
+            if (!p->ns.have_token ||
+                !atomic_load(&p->ctl.chan_connected))
+                xfer__hwctl_want_ask(&u->ctl, &p->ctl);
             break;
         }
         if ((e = ucx__ep_get(u, p, wi, &est, ewhy, sizeof ewhy)) == NULL)
@@ -186,7 +184,7 @@ xfer_status_t ucx__notif_send(ucx_t *u, ucx_peer_t *p, const void *msg,
 
     if (atomic_load(&p->dead))
         return ucx__peer_gone(u, p);
-    ucx__ctl_start(u, p);
+    xfer__hwctl_start(&u->ctl, &p->ctl);
     wi = ucx__thread_worker(u);
     pthread_mutex_lock(&u->w[wi].lock);
     pthread_mutex_lock(&p->olock);

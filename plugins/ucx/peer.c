@@ -13,11 +13,6 @@
 
 #include "plugins/ucx/ucx.h"
 
-static ucx_peer_t **chan_slot(ucx_peer_t *p)
-{
-    return xfer__stream_peer_priv((xfer_be_peer_t *)(void *)p->cp);
-}
-
 xfer_status_t ucx__peer_add(ucx_t *u, const char *name, uint64_t epoch,
                             const void *info, size_t len, ucx_peer_t **out)
 {
@@ -36,18 +31,9 @@ xfer_status_t ucx__peer_add(ucx_t *u, const char *name, uint64_t epoch,
     pthread_mutex_init(&p->olock, NULL);
     if ((st = ucx__info_parse(u, name, info, len, p, &ci, &cl)) != XFER_OK)
         goto fail;
-    pthread_mutex_lock(&u->chan_lock);
-    st = xfer__chan_peer_add(u->chan, name, epoch, ci, cl, &p->cp);
-    if (st == XFER_OK) {
-        *chan_slot(p) = p;
-        p->next = u->peers;
-        u->peers = p;
-    }
-    pthread_mutex_unlock(&u->chan_lock);
-    if (st != XFER_OK) {
-        p->cp = NULL;
+    st = xfer__hwctl_peer_add(&u->ctl, &p->ctl, p, p->name, epoch, ci, cl);
+    if (st != XFER_OK)
         goto fail;
-    }
     *out = p;
     return XFER_OK;
 fail:
@@ -196,21 +182,7 @@ void ucx__peer_remove(ucx_t *u, ucx_peer_t *p)
 
     snprintf(why, sizeof why, "agent '%s' was removed", p->name);
     ucx__peer_kill(u, p, XFER_ERR_REMOTE_DISCONNECT, why);
-    pthread_mutex_lock(&u->chan_lock);
-    if (p->cp != NULL) {
-        xfer__chan_peer_t *cp = p->cp;
-
-        *chan_slot(p) = NULL;
-        p->cp = NULL;
-        xfer__chan_peer_remove(u->chan, cp);
-    }
-    for (ucx_peer_t **pp = &u->peers; *pp; pp = &(*pp)->next) {
-        if (*pp == p) {
-            *pp = p->next;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&u->chan_lock);
+    xfer__hwctl_peer_remove(&u->ctl, &p->ctl);
     ucx__peer_put(p);
 }
 
@@ -222,12 +194,7 @@ xfer_status_t ucx__peer_connect(ucx_t *u, ucx_peer_t *p)
 
     if (atomic_load(&p->dead))
         return ucx__peer_gone(u, p);
-    pthread_mutex_lock(&u->chan_lock);
-    if (!atomic_load(&p->chan_started))
-        ucx__ctl_token_ask(u, p);
-    st = p->cp ? xfer__chan_connect(u->chan, p->cp) : XFER_ERR_REMOTE_DISCONNECT;
-    pthread_mutex_unlock(&u->chan_lock);
-    if (st != XFER_OK)
+    if ((st = xfer__hwctl_peer_connect(&u->ctl, &p->ctl)) != XFER_OK)
         return st;
     pthread_mutex_lock(&u->w[wi].lock);
     if (ucx__ep_get(u, p, wi, &st, why, sizeof why) != NULL)

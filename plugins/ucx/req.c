@@ -277,7 +277,7 @@ xfer_status_t ucx__req_post(ucx_t *u, ucx_req_t *q, const void *notif,
         return UERR(u, XFER_ERR_BUSY, "ucx: UCP still holds this request's "
                     "last transfer (it timed out or failed part way); try "
                     "again later");
-    ucx__ctl_start(u, p);
+    xfer__hwctl_start(&u->ctl, &p->ctl);
     wi = ucx__thread_worker(u);
     w = &u->w[wi];
     pthread_mutex_lock(&w->lock);

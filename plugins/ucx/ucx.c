@@ -389,8 +389,7 @@ static xfer_status_t ucx_init(const xfer_host_t *host, const void *config,
     u->cfg = *(const ucx_config_t *)config;
     u->nw = (unsigned)u->cfg.workers;
     u->epfd = -1;
-    u->sock.lfd = -1;
-    pthread_mutex_init(&u->chan_lock, NULL);
+    xfer__hwctl_init(&u->ctl);
     /* The initiators' notification sessions: at most max_conns of them
      * (docs/wire-ucx.md). */
     if (xfer__ns_init(&u->ns, host, "ucx", u->cfg.notif_window,
@@ -441,7 +440,7 @@ static void ucx_fini(xfer_be_t *u)
 {
     if (u == NULL)
         return;
-    ucx__ctl_close(u);
+    xfer__hwctl_close(&u->ctl);
     xfer__ns_fini(&u->ns);
     for (unsigned i = 0; i < u->nw; i++)
         worker_close(u, i);
@@ -449,7 +448,6 @@ static void ucx_fini(xfer_be_t *u)
         ucp_cleanup(u->ctx);
     if (u->epfd >= 0)
         close(u->epfd);
-    pthread_mutex_destroy(&u->chan_lock);
     free(u);
 }
 
@@ -493,7 +491,7 @@ static int ucx_progress(xfer_be_t *u)
 
     for (unsigned i = 0; i < u->nw; i++)
         n += worker_progress(u, &u->w[i]);
-    n += ucx__ctl_progress(u, false);
+    n += xfer__hwctl_progress(&u->ctl, false);
     n += xfer__ns_progress(&u->ns); /* what sessions held, as room came */
     return n;
 }
@@ -511,7 +509,7 @@ static xfer_status_t ucx_arm(xfer_be_t *u)
 {
     /* What the channel has (progress looks at it once a millisecond):
      * handled before sleeping, or the thread would wake for it again. */
-    if (ucx__ctl_progress(u, true) > 0)
+    if (xfer__hwctl_progress(&u->ctl, true) > 0)
         return XFER_ERR_BUSY;
     for (unsigned i = 0; i < u->nw; i++) {
         ucx_worker_t *w = &u->w[i];
@@ -538,7 +536,7 @@ static xfer_status_t ucx_arm(xfer_be_t *u)
     }
     /* Acks to send, tokens to ask for: a progress call does them, and
      * no fd fires for them (ask_due may be set by a post's pump). */
-    if (atomic_load(&u->ns.ack_due) || atomic_load(&u->ask_due))
+    if (xfer__hwctl_due(&u->ctl))
         return XFER_ERR_BUSY;
     return XFER_OK;
 }

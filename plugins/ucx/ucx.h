@@ -14,13 +14,15 @@
 #include <xfer/backend.h>
 
 #include "plugins/common/chan.h"
+#include "plugins/common/hwctl.h"
 #include "plugins/common/nsess.h"
 #include "plugins/common/stream.h"
 #include "plugins/common/tcpsock.h"
 
 /* How the files divide the work (ucx.c is the table and reads top-down):
  *   ucx.c    parameters, the ops table, init/fini, progress, arm, state
- *   ctl.c    the control channel: connection info, tokens, acks, death
+ *   ctl.c    connection info, and the control channel's callbacks
+ *            (plugins/common/hwctl.h: tokens, acks, death)
  *   peer.c   peers and their endpoints (one per local worker)
  *   mem.c    registrations and remote keys
  *   req.c    requests: put/get, one flush per post, timeouts
@@ -31,8 +33,9 @@
  *
  * Locks, in the only order they are ever taken (each file says which it
  * takes):  chan_lock -> worker lock -> peer olock -> ns.lock
- *   chan_lock   the control channel (the stream engine is single-threaded)
- *               and the session list's shape
+ *   chan_lock   ctl.chan_lock (hwctl.h): the control channel (the stream
+ *               engine is single-threaded), the peer list, the session
+ *               list's shape; hwctl's callbacks run under it
  *   w->lock     one UCP worker: its endpoints, rkeys unpacked for it, the
  *               requests posted on it; UCP callbacks run under it
  *   p->olock    one peer's order: requests in post order, notifications
@@ -112,9 +115,8 @@ struct xfer_be_peer {
                                   request, remote region and slot */
     char name[XFER_NAME_MAX + 1];
     uint64_t epoch;
-    xfer__chan_peer_t *cp;     /* chan_lock; NULL once removed */
-    atomic_bool chan_started;  /* a token was asked for */
-    atomic_bool chan_connected; /* set under chan_lock: its connection is up */
+    xfer__hwctl_peer_t ctl;    /* the control channel's: cp, asks, the
+                                  instance's list (chan_lock) */
     /* Its workers' addresses, from the connection info. */
     unsigned nrw;
     unsigned char *waddr[UCX_MAX_WORKERS];
@@ -132,10 +134,6 @@ struct xfer_be_peer {
     size_t nslots;
     xfer__ns_send_t ns;                /* the session with that target:
                                           token, credits */
-    atomic_bool want_ask;              /* notifications wait for a token
-                                          or credits and the channel is
-                                          down: the next progress asks */
-    ucx_peer_t *next;                  /* chan_lock: the instance's list */
 };
 
 typedef struct ucx_mem {
@@ -192,17 +190,11 @@ struct xfer_be {
     int epfd;                  /* the workers' fds and the channel's */
     size_t max_am_hdr;
     char tls_used[256];        /* what UCX found, for state() */
-    /* control channel */
-    xfer__tcpsock_t sock;
-    xfer__stream_transport_t tp;
-    xfer__chan_t *chan;
-    pthread_mutex_t chan_lock;
+    /* control channel: socket, channel, chan_lock, peers, asks */
+    xfer__hwctl_t ctl;
     unsigned char info[XFER_BE_BLOB_MAX];
     size_t info_len;
     xfer__ns_table_t ns;       /* target side: the initiators' sessions */
-    atomic_bool ask_due;       /* a peer wants a token asked for */
-    atomic_uint_fast64_t ctl_ms; /* when the channel was last looked at */
-    ucx_peer_t *peers;         /* chan_lock: peers not yet removed */
     /* counters for state(), with ns's received and dropped; here the
      * notifications this side dropped as a sender (their peer died) */
     atomic_ulong eps_created, eps_failed, notifs_sent, notifs_dropped;
@@ -216,18 +208,9 @@ uint64_t ucx__now_ms(void);
 unsigned ucx__thread_worker(const ucx_t *u);
 xfer_status_t ucx__status(ucs_status_t s);
 
-/* ctl.c */
+/* ctl.c; the rest of the channel is xfer__hwctl_* on u->ctl */
+/* Open the control channel with this plugin's callbacks. */
 xfer_status_t ucx__ctl_open(ucx_t *u);
-void ucx__ctl_close(ucx_t *u);
-/* force: look at the channel even if it was looked at this millisecond. */
-int ucx__ctl_progress(ucx_t *u, bool force);
-/* Ask the target for a token over the channel (opens it if needed);
- * chan_lock held. */
-void ucx__ctl_token_ask(ucx_t *u, ucx_peer_t *p);
-/* The same unless a token was asked for already (chan_lock not held):
- * the channel carries the token for notifications and tells of the
- * peer's death, so it opens with the first post or notification. */
-void ucx__ctl_start(ucx_t *u, ucx_peer_t *p);
 xfer_status_t ucx__info_build(ucx_t *u);
 xfer_status_t ucx__info_parse(ucx_t *u, const char *name, const void *info,
                               size_t len, ucx_peer_t *p,
