@@ -193,14 +193,19 @@ void xfer__hwctl_close(xfer__hwctl_t *h)
 
 /* ---- peers ------------------------------------------------------------ */
 
-/* Ask for the token unless removed or dead. */
-static void token_ask(xfer__hwctl_t *h, xfer__hwctl_peer_t *hp)
+/* XFER_OK when asked, or when there is nothing to ask (removed, dead);
+ * the channel's status when the ask could not be sent. */
+static xfer_status_t token_ask(xfer__hwctl_t *h, xfer__hwctl_peer_t *hp)
 {
+    xfer_status_t st;
+
     if (hp->cp == NULL || h->ops->dead(hp->peer))
-        return;
-    if (xfer__chan_send(h->chan, hp->cp, xfer__ns_treq,
-                        sizeof xfer__ns_treq) == XFER_OK)
+        return XFER_OK;
+    st = xfer__chan_send(h->chan, hp->cp, xfer__ns_treq,
+                         sizeof xfer__ns_treq);
+    if (st == XFER_OK)
         atomic_store(&hp->chan_started, true);
+    return st;
 }
 
 xfer_status_t xfer__hwctl_peer_add(xfer__hwctl_t *h, xfer__hwctl_peer_t *hp,
@@ -251,7 +256,7 @@ xfer_status_t xfer__hwctl_peer_connect(xfer__hwctl_t *h,
 
     pthread_mutex_lock(&h->chan_lock);
     if (!atomic_load(&hp->chan_started))
-        token_ask(h, hp);
+        (void)token_ask(h, hp);
     st = hp->cp ? xfer__chan_connect(h->chan, hp->cp)
                 : XFER_ERR_REMOTE_DISCONNECT;
     pthread_mutex_unlock(&h->chan_lock);
@@ -266,7 +271,7 @@ void xfer__hwctl_start(xfer__hwctl_t *h, xfer__hwctl_peer_t *hp)
         return;
     pthread_mutex_lock(&h->chan_lock);
     if (!atomic_load(&hp->chan_started))
-        token_ask(h, hp);
+        (void)token_ask(h, hp);
     pthread_mutex_unlock(&h->chan_lock);
 }
 
@@ -284,7 +289,9 @@ bool xfer__hwctl_due(xfer__hwctl_t *h)
 /* The channel is looked at once per millisecond at most (each look is an
  * epoll_wait: on a stream of small transfers it was a system call per
  * progress call for nothing), and always when asked to (arm, before the
- * thread sleeps) or when an ask or an ack is due. */
+ * thread sleeps) or when an ask or an ack is due.  An ask that could not
+ * be sent stays wanted: notifications waiting for its token or credits
+ * would otherwise wait for good. */
 int xfer__hwctl_progress(xfer__hwctl_t *h, bool force)
 {
     uint64_t now = now_ms();
@@ -301,8 +308,9 @@ int xfer__hwctl_progress(xfer__hwctl_t *h, bool force)
     }
     if (atomic_exchange(&h->ask_due, false))
         for (xfer__hwctl_peer_t *hp = h->peers; hp; hp = hp->next)
-            if (atomic_exchange(&hp->want_ask, false))
-                token_ask(h, hp);
+            if (atomic_exchange(&hp->want_ask, false) &&
+                token_ask(h, hp) != XFER_OK)
+                xfer__hwctl_want_ask(h, hp);
     n += xfer__ns_acks(h->ns); /* once half a window is due */
     pthread_mutex_unlock(&h->chan_lock);
     return n < 0 ? 0 : n;

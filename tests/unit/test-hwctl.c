@@ -1,5 +1,5 @@
 /* test-hwctl.c - the control channel of hardware plugins (plugins/common/
- * hwctl.h) over loopback: token asks, credits, death, removal. */
+ * hwctl.h) over loopback: token asks, credits, death, failed asks. */
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -257,6 +257,38 @@ static void test_death(void)
              "still connected or started after the death");
 }
 
+/* An ask that cannot be sent stays wanted, for notifications waiting on
+ * its token would wait for good; once the peer is dead it is dropped.
+ * The address is IPv4's broadcast one, which a TCP connect refuses at
+ * once (ENETUNREACH), so the send itself fails. */
+static void test_failed_ask(void)
+{
+    side_t *t = side_new("target", 5), *a = side_new("alpha", 1);
+    uint8_t info[XFER__TCPSOCK_INFO_SIZE];
+    peer_t *p;
+
+    memcpy(info, t->h.sock.info, sizeof info);
+    XT_REQUIRE(info[5] == 4, "the target listens on IPv%u", info[5]);
+    memset(info + 8, 0xff, 4);
+    p = peer_at(a, t, info);
+    xfer__hwctl_want_ask(&a->h, &p->ctl);
+    XT_CHECK(xfer__hwctl_due(&a->h), "a wanted ask is not due");
+    for (int k = 0; k < 3; k++) {
+        last_error[0] = '\0';
+        xfer__hwctl_progress(&a->h, false);
+        XT_CHECK(strstr(last_error, "cannot connect to agent 'target'") &&
+                     !atomic_load(&p->ctl.chan_started),
+                 "ask %d: the send did not fail (\"%s\")", k, last_error);
+        XT_CHECK(atomic_load(&p->ctl.want_ask) && xfer__hwctl_due(&a->h),
+                 "ask %d: the ask that failed was forgotten", k);
+    }
+    XT_CHECK(p->deaths == 0, "a failed ask killed the peer");
+    atomic_store(&p->dead, true);
+    xfer__hwctl_progress(&a->h, false);
+    XT_CHECK(!atomic_load(&p->ctl.want_ask) && !xfer__hwctl_due(&a->h),
+             "an ask for a dead peer is still due");
+}
+
 /* A removed peer is off the list and asks nothing. */
 static void test_remove(void)
 {
@@ -278,6 +310,7 @@ static void test_remove(void)
 static const xt_test_t tests[] = {
     XT_TEST(test_token),
     XT_TEST(test_death),
+    XT_TEST(test_failed_ask),
     XT_TEST(test_remove),
     XT_END,
 };
