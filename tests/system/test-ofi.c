@@ -1396,8 +1396,15 @@ static const char *proc_ask(xt_proc_t *p, char *line, unsigned ms,
 
 static void proc_end(void *p) { xt_proc_end(p, 10000); }
 
-/* A stopped child must run again to answer "quit". */
-static void proc_cont(void *p) { kill(((xt_proc_t *)p)->pid, SIGCONT); }
+/* A stopped child must run again to answer "quit".  Not once it was
+ * ended: xt_proc_end leaves pid 0, and kill(0, ...) would continue
+ * the whole process group, other tests' stopped children included
+ * (make check -j). */
+static void proc_cont(void *p)
+{
+    if (((xt_proc_t *)p)->pid > 0)
+        kill(((xt_proc_t *)p)->pid, SIGCONT);
+}
 
 /* A child running this program as a target; its first line is its
  * metadata ("MD <blob>"), copied into md. */
