@@ -125,4 +125,29 @@ int xfer__hwctl_progress(xfer__hwctl_t *h, bool force);
 /* Asks or acks wait that only a progress call sends (no fd fires). */
 bool xfer__hwctl_due(xfer__hwctl_t *h);
 
+/* The parameter entries a hardware plugin's control channel and
+ * notification sessions take, for a config struct `type` with members
+ * notif_window, notif_queue, addr, port and advertise (ucx, ofi): the
+ * same names, defaults, bounds and sentences for every such plugin. */
+#define XFER__HWCTL_PARAMS(type)                                            \
+    {"notif_window", XFER_PARAM_UINT, "64",                                 \
+     "notifications a sender may have on their way to this target before "  \
+     "it acknowledges them (credits); what this target holds per sender",  \
+     offsetof(type, notif_window), 2, 4096},                                \
+    {"notif_queue", XFER_PARAM_UINT, "1024",                                \
+     "notifications alone (xfer_notif_send) queued for one peer while its " \
+     "credits are spent; past it XFER_ERR_BUSY",                            \
+     offsetof(type, notif_queue), 1, 1 << 20},                              \
+    {"addr", XFER_PARAM_STRING, "127.0.0.1",                                \
+     "numeric address the control channel listens on (identity, tokens, "   \
+     "death); set one that peers on other hosts reach",                     \
+     offsetof(type, addr), 1, 0},                                           \
+    {"port", XFER_PARAM_UINT, "0",                                          \
+     "control channel port; 0 picks a free one",                            \
+     offsetof(type, port), 0, 65535},                                       \
+    {"advertise", XFER_PARAM_STRING, "",                                    \
+     "control channel address peers are told; empty: addr, or the first "   \
+     "non-loopback interface for a wildcard",                               \
+     offsetof(type, advertise), 1, 0}
+
 #endif /* XFER_PLUGINS_HWCTL_H */

@@ -61,24 +61,7 @@ static const xfer_param_t ucx_params[] = {
       "(its endpoint is closed and rebuilt at the next post); also the "
       "control channel's",
       timeout_ms, 1, 3600000),
-    P("notif_window", XFER_PARAM_UINT, "64",
-      "notifications a sender may have on their way to this target before "
-      "it acknowledges them (credits); what this target holds per sender",
-      notif_window, 2, 4096),
-    P("notif_queue", XFER_PARAM_UINT, "1024",
-      "notifications alone (xfer_notif_send) queued for one peer while its "
-      "credits are spent; past it XFER_ERR_BUSY",
-      notif_queue, 1, 1 << 20),
-    P("addr", XFER_PARAM_STRING, "127.0.0.1",
-      "numeric address the control channel listens on (identity, tokens, "
-      "death); set one that peers on other hosts reach",
-      addr, 1, 0),
-    P("port", XFER_PARAM_UINT, "0",
-      "control channel port; 0 picks a free one", port, 0, 65535),
-    P("advertise", XFER_PARAM_STRING, "",
-      "control channel address peers are told; empty: addr, or the first "
-      "non-loopback interface for a wildcard",
-      advertise, 1, 0),
+    XFER__HWCTL_PARAMS(ucx_config_t),
     XFER__STREAM_LIMIT_PARAMS(ucx_config_t, lim),
 };
 #undef P
