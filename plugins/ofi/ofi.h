@@ -176,7 +176,6 @@ struct xfer_be_req {
     size_t pending;            /* ... not yet completed by the CQ */
     bool released;             /* the core let go while pending */
     bool done;                 /* st is final; off the peer's order */
-    bool timed_out;
     bool backlog;              /* on the instance's backlog list */
     unsigned retries;          /* operations issued again this post */
     size_t nagain;             /* operations marked again */

@@ -496,7 +496,6 @@ xfer_status_t ofi__req_post(ofi_t *o, ofi_req_t *q, const void *notif,
                     "or failed part way); try again later");
     }
     q->err[0] = '\0';
-    q->timed_out = false;
     if ((st = ofi__peer_addr(o, p, q->err, sizeof q->err)) != XFER_OK) {
         q->st = st;
         pthread_mutex_unlock(&o->ep_lock);
@@ -604,7 +603,6 @@ int ofi__req_progress(ofi_t *o, uint64_t now)
         snprintf(msg, sizeof msg, "ofi: %s to agent '%s' did not complete "
                  "within timeout_ms (%llu ms)", op_name(q), q->peer->name,
                  (unsigned long long)o->cfg.timeout_ms);
-        q->timed_out = true;
         req_fail(o, q, XFER_ERR_TIMEOUT, msg);
         maybe_unlist(o, q);
         n++;
