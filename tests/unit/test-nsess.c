@@ -661,6 +661,27 @@ static void test_bad_headers(void)
     DELIVERED(t, "alpha", "ok");
 }
 
+/* Anyone who reaches a fabric endpoint can send junk: every drop is
+ * counted, but the log takes the first 64 and then only the 128th,
+ * 256th, 512th ... */
+static void test_drop_log_bound(void)
+{
+    side_t *t = side_new("target", 5, 16);
+    unsigned char h[XFER__NS_HDR_LEN];
+    unsigned lines = 0;
+
+    memset(h, 0, sizeof h);
+    for (int i = 0; i < 1000; i++)
+        xfer__ns_recv(&t->tab, h, sizeof h, "hi", 2);
+    for (const char *p = t->log; (p = strstr(p, "not an xfer notification"));
+         p++)
+        lines++;
+    XT_CHECK(atomic_load(&t->tab.dropped) == 1000, "dropped %lu of 1000",
+             atomic_load(&t->tab.dropped));
+    XT_CHECK(lines == 64 + 3, "%u log lines for 1000 drops, want 67 (64, "
+             "then the 128th, 256th and 512th)", lines);
+}
+
 /* No room in the core's queue: held, and delivered in order by progress
  * as room comes, a little at a time. */
 static void test_room(void)
@@ -843,6 +864,7 @@ static const xt_test_t target_tests[] = {
     XT_TEST(test_out_of_order),
     XT_TEST(test_duplicate_and_window),
     XT_TEST(test_bad_headers),
+    XT_TEST(test_drop_log_bound),
     XT_TEST(test_room),
     XT_TEST(test_acks),
     XT_TEST(test_max_sess),
