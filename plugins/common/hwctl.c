@@ -118,7 +118,21 @@ static void t_recv(void *tctx, xfer__stream_conn_t *c, const void *msg,
                    size_t len)
 {
     xfer__hwctl_t *h = tctx;
+    const unsigned char *b = msg;
 
+    if (len >= 1 && b[0] >= XFER__HWCTL_PLUGIN_MSG) {
+        if (h->ops->on_msg != NULL)
+            h->ops->on_msg(h, c, xfer__stream_conn_initiator(c) &&
+                                         conn_peer(c)
+                                     ? conn_peer(c)->peer
+                                     : NULL,
+                           msg, len);
+        else
+            HLOG(h, XFER_LOG_WARN, "%s: agent '%s' sent a control message "
+                 "of type %u, which this plugin does not use; ignored",
+                 h->plugin, xfer__stream_conn_name(c), b[0]);
+        return;
+    }
     if (xfer__stream_conn_initiator(c))
         initiator_msg(h, c, msg, len);
     else
@@ -152,7 +166,11 @@ xfer_status_t xfer__hwctl_open(xfer__hwctl_t *h, const xfer_host_t *host,
     xfer__stream_cfg_t cc;
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = tag};
     xfer_status_t st;
+    size_t msg_max = cfg->msg_max > XFER__NS_MSG_MAX ? cfg->msg_max
+                                                     : XFER__NS_MSG_MAX;
 
+    if (msg_max > 4096)
+        msg_max = 4096;
     h->host = host;
     h->plugin = plugin;
     h->ops = ops;
@@ -165,11 +183,11 @@ xfer_status_t xfer__hwctl_open(xfer__hwctl_t *h, const xfer_host_t *host,
     memset(&cc, 0, sizeof cc);
     cc.name = plugin;
     cc.timeout_ms = cfg->timeout_ms;
-    cc.inline_max = XFER__NS_MSG_MAX;
+    cc.inline_max = msg_max;
     cc.rx_buf = 16384;
     cc.lim = cfg->lim;
     cc.peer_priv = sizeof(xfer__hwctl_peer_t *);
-    st = xfer__chan_create(host, &h->tp, h, &cc, XFER__NS_MSG_MAX, t_recv,
+    st = xfer__chan_create(host, &h->tp, h, &cc, msg_max, t_recv,
                            h->sock.lfd, &h->chan);
     if (st != XFER_OK) {
         h->chan = NULL;

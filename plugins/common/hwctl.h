@@ -28,6 +28,11 @@
  * the callbacks below run with it held and take the plugin's own. */
 
 typedef struct xfer__hwctl_peer xfer__hwctl_peer_t;
+typedef struct xfer__hwctl xfer__hwctl_t;
+
+/* Control messages of a plugin's own (a verbs queue-pair handshake) have
+ * a type byte at or above this; below it are nsess.h's. */
+#define XFER__HWCTL_PLUGIN_MSG 0x10u
 
 typedef struct xfer__hwctl_ops {
     /* Whether the plugin's peer is dead (no post may reach it). */
@@ -43,6 +48,13 @@ typedef struct xfer__hwctl_ops {
     /* The peer's control connection broke (chan_lock held): it is gone,
      * with st and why. */
     void (*on_death)(void *peer, xfer_status_t st, const char *why);
+    /* (optional) A message of the plugin's own (type byte at or above
+     * XFER__HWCTL_PLUGIN_MSG) on c, either role (chan_lock held): peer is
+     * the plugin's peer on a connection this side opened, NULL on one a
+     * peer opened (xfer__stream_conn_name/_epoch say who).  Without it
+     * such messages are logged and ignored. */
+    void (*on_msg)(xfer__hwctl_t *h, xfer__stream_conn_t *c, void *peer,
+                   const void *msg, size_t len);
 } xfer__hwctl_ops_t;
 
 /* One peer's side of the channel, embedded in the plugin's peer. */
@@ -59,7 +71,7 @@ struct xfer__hwctl_peer {
 };
 
 /* The channel, embedded in the plugin's instance. */
-typedef struct xfer__hwctl {
+struct xfer__hwctl {
     /* First: the tcpsock hooks take the channel as their socket. */
     xfer__tcpsock_t sock;
     const xfer_host_t *host;
@@ -73,7 +85,7 @@ typedef struct xfer__hwctl {
     atomic_bool ask_due;       /* a peer wants a token asked for */
     atomic_uint_fast64_t ctl_ms; /* when the channel was last looked at */
     xfer__hwctl_peer_t *peers; /* chan_lock: peers not yet removed */
-} xfer__hwctl_t;
+};
 
 /* What the plugin's parameters say of the channel. */
 typedef struct xfer__hwctl_cfg {
@@ -81,6 +93,8 @@ typedef struct xfer__hwctl_cfg {
     uint64_t port;
     const char *advertise;
     uint64_t timeout_ms;       /* the channel's and the sockets' */
+    size_t msg_max;            /* the largest message either side sends;
+                                  0: XFER__NS_MSG_MAX (at most 4096) */
     xfer__stream_limits_t lim;
 } xfer__hwctl_cfg_t;
 
