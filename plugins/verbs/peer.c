@@ -1,0 +1,175 @@
+/* peer.c - remote agents of the verbs plugin: their rails from the
+ * connection info, and their connection: one QP per rail, asked for at the
+ * first post, failed and remade whole. */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plugins/verbs/verbs.h"
+
+xfer_status_t vb__peer_add(vb_t *v, const char *name, uint64_t epoch,
+                           const void *info, size_t len, vb_peer_t **out)
+{
+    vb_peer_t *p = calloc(1, sizeof *p);
+    const void *ci;
+    size_t cl;
+    xfer_status_t st;
+
+    if (p == NULL)
+        return VERR(v, XFER_ERR_NOMEM, VB_NAME ": out of memory");
+    p->v = v;
+    atomic_init(&p->refs, 1);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->epoch = epoch;
+    p->ns.window = v->cfg.notif_window;
+    for (unsigned r = 0; r < VB_MAX_RAILS; r++)
+        p->slot[r] = -1;
+    pthread_mutex_init(&p->olock, NULL);
+    if ((st = vb__info_parse(v, name, info, len, p, &ci, &cl)) != XFER_OK)
+        goto fail;
+    st = xfer__hwctl_peer_add(&v->ctl, &p->ctl, p, p->name, epoch, ci, cl);
+    if (st != XFER_OK)
+        goto fail;
+    *out = p;
+    return XFER_OK;
+fail:
+    vb__peer_put(p);
+    return st;
+}
+
+void vb__peer_put(vb_peer_t *p)
+{
+    if (atomic_fetch_sub(&p->refs, 1) != 1)
+        return;
+    pthread_mutex_destroy(&p->olock);
+    free(p);
+}
+
+xfer_status_t vb__peer_gone(vb_t *v, const vb_peer_t *p)
+{
+    return VERR(v, p->dead_st, VB_NAME ": agent '%s' is gone: %s", p->name,
+                p->dead_why);
+}
+
+bool vb__peer_mark_dead(vb_peer_t *p, xfer_status_t st, const char *why)
+{
+    bool no = false;
+
+    /* The first reason wins: dead_* are written under lock before dead
+     * is set, and read only after it is. */
+    if (atomic_load(&p->dead))
+        return false;
+    (void)no;
+    p->dead_st = st;
+    snprintf(p->dead_why, sizeof p->dead_why, "%s", why);
+    atomic_store(&p->dead, true);
+    return true;
+}
+
+/* Free p's QPs (lock held): into the error state first, so the NIC has
+ * stopped touching memory before any request is told it failed. */
+static void conn_close(vb_t *v, vb_peer_t *p, xfer_status_t st,
+                       const char *why)
+{
+    for (unsigned r = 0; r < VB_MAX_RAILS; r++)
+        if (p->slot[r] >= 0)
+            vb__qp_error(v, p->slot[r], r);
+    vb__req_fail_peer(v, p, st, why);
+    for (unsigned r = 0; r < VB_MAX_RAILS; r++) {
+        if (p->slot[r] < 0)
+            continue;
+        vb__qp_free(v, p->slot[r], r);
+        p->slot[r] = -1;
+    }
+}
+
+void vb__conn_fail(vb_t *v, vb_peer_t *p, xfer_status_t st,
+                   const char *why)
+{
+    if (p->cstate == VB_CONN_NONE && p->slot[0] < 0) {
+        vb__req_fail_peer(v, p, st, why);
+        return;
+    }
+    VLOG(v, XFER_LOG_INFO, VB_NAME ": the connection to agent '%s' failed "
+         "(%s); the next transfer makes a new one", p->name, why);
+    p->cstate = VB_CONN_NONE;
+    p->cst = st;
+    snprintf(p->cwhy, sizeof p->cwhy, "%s", why);
+    atomic_fetch_add(&v->rebuilt, 1);
+    conn_close(v, p, st, why);
+}
+
+void vb__conn_need(vb_t *v, vb_peer_t *p)
+{
+    bool none;
+
+    pthread_mutex_lock(&v->lock);
+    none = p->cstate == VB_CONN_NONE;
+    pthread_mutex_unlock(&v->lock);
+    if (!none)
+        return;
+    pthread_mutex_lock(&v->ctl.chan_lock);
+    vb__conn_ask(v, p);
+    pthread_mutex_unlock(&v->ctl.chan_lock);
+}
+
+void vb__peer_kill(vb_t *v, vb_peer_t *p, xfer_status_t st,
+                   const char *why)
+{
+    pthread_mutex_lock(&v->lock);
+    if (!vb__peer_mark_dead(p, st, why)) {
+        pthread_mutex_unlock(&v->lock);
+        return;
+    }
+    VLOG(v, XFER_LOG_INFO, VB_NAME ": agent '%s' is gone: %s", p->name,
+         p->dead_why);
+    p->cstate = VB_CONN_NONE;
+    conn_close(v, p, p->dead_st, p->dead_why);
+    pthread_mutex_lock(&p->olock);
+    vb__notif_drop(v, p);
+    pthread_mutex_unlock(&p->olock);
+    pthread_mutex_unlock(&v->lock);
+}
+
+void vb__peer_remove(vb_t *v, vb_peer_t *p)
+{
+    char why[XFER_NAME_MAX + 40];
+
+    snprintf(why, sizeof why, "agent '%s' was removed", p->name);
+    vb__peer_kill(v, p, XFER_ERR_REMOTE_DISCONNECT, why);
+    xfer__hwctl_peer_remove(&v->ctl, &p->ctl);
+    vb__peer_put(p);
+}
+
+/* Connected once the control channel is up and the QPs are ready. */
+xfer_status_t vb__peer_connect(vb_t *v, vb_peer_t *p)
+{
+    xfer_status_t st;
+    int cs;
+
+    if (atomic_load(&p->dead))
+        return vb__peer_gone(v, p);
+    if ((st = xfer__hwctl_peer_connect(&v->ctl, &p->ctl)) != XFER_OK)
+        return st;
+    vb__conn_need(v, p);
+    pthread_mutex_lock(&v->lock);
+    cs = p->cstate;
+    st = p->cst;
+    pthread_mutex_unlock(&v->lock);
+    if (cs == VB_CONN_READY)
+        return XFER_OK;
+    if (cs == VB_CONN_ASKING)
+        return XFER_IN_PROG;
+    if (atomic_load(&p->dead))
+        return vb__peer_gone(v, p);
+    return VERR(v, st != XFER_OK ? st : XFER_ERR_REMOTE_DISCONNECT, "%s",
+                p->cwhy[0] ? p->cwhy : VB_NAME ": no connection");
+}
