@@ -23,9 +23,11 @@ typedef struct vb_plan_cfg {
     size_t stripe_min;         /* a run at least this long is striped
                                   over every rail; 0: never */
     size_t stripe_align;       /* stripes start at multiples of this
-                                  (power of two; 4096) */
+                                  from the run's start (power of two;
+                                  4096); 0 is taken as 1 */
     size_t max_len;            /* one work request moves at most this
-                                  (the ports' max_msg_sz, <= 2^31) */
+                                  (the ports' max_msg_sz, <= 2^31); 0 or
+                                  more than 2^31 is taken as 2^31 */
 } vb_plan_cfg_t;
 
 /* One work request. */
@@ -39,10 +41,12 @@ typedef struct vb_op {
 } vb_op_t;
 
 /* Segments in order become work requests in order: segments adjacent on
- * both sides within the same registrations merge into one run (up to
- * max_len); a run of stripe_min or more is cut into nrails stripes of
- * about equal length on stripe_align boundaries, stripe i on rail i; any
- * other run goes on rail 0; no work request is longer than max_len.
+ * both sides within the same registrations merge into one run (of any
+ * length; empty segments are skipped); a run of stripe_min or more is cut
+ * into nrails stripes of about equal length on stripe_align boundaries,
+ * stripe i on rail i (the last rails get none when the rounding up leaves
+ * them no bytes); any other run goes on rail 0; then every stripe or run
+ * longer than max_len is cut into pieces of max_len and the rest.
  * Writes at most cap ops to out (out may be NULL with cap 0) and returns
  * how many the plan needs: call once to count, then to fill. */
 size_t vb__plan(const vb_plan_cfg_t *cfg, const vb_plan_seg_t *segs,

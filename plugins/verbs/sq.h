@@ -33,13 +33,16 @@ typedef struct vb_sq {
     vb_sq_ent_t *ring;         /* depth entries */
 } vb_sq_t;
 
-/* depth >= 1.  XFER_ERR_NOMEM. */
+/* depth 1..2^24 (a batch's index must fit a wr_id's 24 bits), else
+ * XFER_ERR_INVALID and q zeroed.  XFER_ERR_NOMEM.  fini is safe on a
+ * zeroed q and twice. */
 xfer_status_t vb__sq_init(vb_sq_t *q, uint32_t depth);
 void vb__sq_fini(vb_sq_t *q);
 /* Work requests that may be posted now. */
 uint32_t vb__sq_room(const vb_sq_t *q);
 /* Record a batch of nwr (1..room) work requests about to be posted; its
- * index (for the wr_id). */
+ * index (for the wr_id), which is (head + count) % depth before the push.
+ * Any other nwr records nothing and returns UINT32_MAX. */
 uint32_t vb__sq_push(vb_sq_t *q, uint8_t kind, void *owner, uint32_t nwr);
 /* The newest batch was not posted after all (ibv_post_send refused its
  * first work request): take it back. */

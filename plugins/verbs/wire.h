@@ -49,12 +49,15 @@ typedef struct vb_qp_addr {
 #define VB_PORT_WIRE 20u
 
 /* Bytes written, or 0 when size is too small or an argument is out of
- * range (nrails 0 or > VB_MAX_RAILS). */
+ * range (nrails 0 or > VB_MAX_RAILS, chan_len past 32 bits, chan NULL
+ * with a length). */
 size_t vb__info_encode(void *buf, size_t size, const vb_port_addr_t *rails,
                        unsigned nrails, const void *chan, size_t chan_len);
 /* XFER_OK, or XFER_ERR_INVALID with a sentence in why (starting with what
  * is wrong: "bad magic", "version 7 not understood", "rail 1: MTU 9 out of
- * range", "truncated", "trailing bytes" ...).  chan points into buf. */
+ * range", "truncated", "trailing bytes" ...; why may be NULL) and the
+ * outputs untouched.  rails has room for VB_MAX_RAILS; chan points into
+ * buf. */
 xfer_status_t vb__info_decode(const void *buf, size_t len,
                               vb_port_addr_t *rails, unsigned *nrails,
                               const void **chan, size_t *chan_len,
@@ -88,13 +91,13 @@ typedef struct vb_hs {
     vb_qp_addr_t qp[VB_MAX_RAILS];
 } vb_hs_t;
 
-/* Bytes written (<= VB_HS_MAX), or 0 when it does not fit or nrails is
- * out of range.  A QPREP with a status other than VB_HS_OK may carry 0
- * rails. */
+/* Bytes written (<= VB_HS_MAX), or 0 when it does not fit, the type is
+ * unknown or nrails is out of range.  A QPREP with a status other than
+ * VB_HS_OK may carry 0 rails; a QPREQ is written with status 0. */
 size_t vb__hs_encode(const vb_hs_t *m, void *buf, size_t size);
-/* XFER_OK, or XFER_ERR_INVALID with a sentence; every QP address checked
- * (vb__port_check, qpn and psn within 24 bits) in a QPREQ and an OK
- * QPREP. */
+/* XFER_OK, or XFER_ERR_INVALID with a sentence (m untouched); every QP
+ * address checked (vb__port_check, qpn and psn within 24 bits) in a QPREQ
+ * and an OK QPREP; a refusing QPREP's addresses are not looked at. */
 xfer_status_t vb__hs_decode(const void *buf, size_t len, vb_hs_t *m,
                             char *why, size_t why_size);
 
