@@ -42,8 +42,9 @@ static const xfer_param_t vb_params[] = {
       "port",
       device, 1, 0),
     P("devices", XFER_PARAM_STRING, "",
-      "several devices, comma-separated (mlx5_0,mlx5_1): one rail each, "
-      "large segments striped over them (stripe_min); overrides device",
+      "several devices, comma-separated, the commas escaped in a config "
+      "string (devices=mlx5_0\\,mlx5_1): one rail each, large runs "
+      "striped over them (stripe_min); overrides device",
       devices, 1, 0),
     P("port", XFER_PARAM_UINT, "0",
       "the device's port; 0: its first active port", port, 0, 255),
@@ -295,10 +296,20 @@ static void ini_wc(vb_t *v, vb_qp_t *qp, const struct ibv_wc *wc)
                  (unsigned)idx);
             return;
         }
-        if (e.kind == VB_WR_DATA && e.owner != NULL)
+        if (e.kind == VB_WR_DATA && e.owner != NULL) {
             vb__req_done(v, e.owner, qp->rail, e.nwr);
-        else if (e.kind == VB_WR_NOTIF)
+        } else if (e.kind == VB_WR_NOTIF) {
             vb__notif_sent(v, qp, idx, e.owner, 0);
+            /* Room in the send queue, a send buffer back: what waited
+             * for either goes now. */
+            if (p->wait_head != NULL) {
+                vb__req_issue_peer(v, p);
+            } else if (p->sh != NULL) {
+                pthread_mutex_lock(&p->olock);
+                vb__notif_pump(v, p);
+                pthread_mutex_unlock(&p->olock);
+            }
+        }
         return;
     }
     atomic_fetch_add(&v->qp_errors, 1);
