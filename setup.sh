@@ -23,10 +23,14 @@ cd "$top"
 packages="build-essential autoconf automake libtool libltdl-dev pkg-config
 libjansson-dev libcunit1-dev libssl-dev iperf3 procps
 libcurl4-openssl-dev etcd-server curl openssl
-libucx-dev ucx-utils libfabric-dev libfabric-bin gnuplot-nox clang libclang-rt-14-dev"
+libucx-dev ucx-utils libfabric-dev libfabric-bin libibverbs-dev ibverbs-utils
+perftest gnuplot-nox clang libclang-rt-14-dev"
 # openssl: the command that makes the throwaway CA of the etcd TLS tests.
 # libucx-dev: the ucx plugin (UCP).
 # libfabric-dev: the ofi plugin; libfabric-bin: fi_info, to see providers.
+# libibverbs-dev: the verbs plugin (built and tested over an emulated
+# device where there is no RDMA NIC); ibverbs-utils: ibv_devices;
+# perftest: ib_write_bw, its baseline on real hardware (not make check).
 # ucx-utils: ucx_perftest, the baseline of bench/compare-uds.sh and
 # bench/compare-ucx.sh (not make check).
 # clang, libclang-rt-14-dev: libFuzzer for make fuzz-smoke (.ci/run), not make check.

@@ -196,4 +196,39 @@ else
     echo "note: ofi is not built; its listing not checked"
 fi
 
+# verbs, where built: its parameters, and a probe that agrees with
+# ibv_devices: "no RDMA device" exactly when it lists none, else each
+# device it lists.
+if [ -f "$top/plugins/verbs/xfer_verbs.la" ]; then
+    awk '/^verbs /{f=1} f && /^$/{exit} f' "$dir/all" >"$dir/verbs-block"
+    [ -s "$dir/verbs-block" ] || fail "verbs is built but not listed"
+    for p in device devices port gid_index timeout_ms sq_depth chain_max \
+        max_qps stripe_min notif_tx notif_window notif_queue addr ctl_port \
+        advertise; do
+        grep -Eq "^ +$p " "$dir/verbs-block" ||
+            fail "verbs's parameter $p is not listed"
+    done
+    grep -Eq '^ +gid_index +int +-1 +\[-1, 255\] ' "$dir/verbs-block" ||
+        fail "verbs's gid_index (int, default -1, [-1, 255]) is not listed"
+    grep -q 'capabilities:.*HW_KEYS' "$dir/verbs-block" ||
+        fail "verbs does not declare HW_KEYS"
+    grep '^  state: ' "$dir/verbs-block" >"$dir/verbs-state" ||
+        fail "verbs shows no state line"
+    devs=
+    if command -v ibv_devices >/dev/null 2>&1; then
+        devs=$(ibv_devices 2>/dev/null | awk 'NR > 2 && NF >= 1 {print $1}')
+    fi
+    if [ -z "$devs" ]; then
+        grep -q '^  state: no RDMA device (libibverbs' "$dir/verbs-state" ||
+            fail "no RDMA device here, but verbs's state says: $(cat "$dir/verbs-state")"
+    else
+        for d in $devs; do
+            grep -q " $d " "$dir/verbs-state" ||
+                fail "ibv_devices lists $d, verbs's state does not"
+        done
+    fi
+else
+    echo "note: verbs is not built; its listing not checked"
+fi
+
 echo "PASS: xfer-info"
