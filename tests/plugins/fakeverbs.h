@@ -1,0 +1,72 @@
+/* fakeverbs.h - an emulated RDMA device behind the verbs plugin's seam
+ * (plugins/verbs/vapi.h), and the hooks tests use to watch and break it.
+ *
+ * fakeverbs.c defines vb__api: linked in place of plugins/verbs/vapi.c it
+ * gives the plugin RC queue pairs between devices of one process, moved by
+ * a thread that plays the NIC.  It is strict where real hardware is (queue
+ * slots, state machine, keys, CQ overrun, flushes) so that it finds plugin
+ * bugs rather than hiding them.
+ *
+ * Environment, read at every get_device_list:
+ *   XFER_FAKEVERBS_DEVICES   devices fake0.. (default 2, at most 16; 0: none)
+ *   XFER_FAKEVERBS_LINK      ib (default: LID addressing) or eth (RoCE v2 GID)
+ *   XFER_FAKEVERBS_DELAY_US  latency of each work request (default 0)
+ *   XFER_FAKEVERBS_RETRY_MS  an unreachable peer fails a WR with
+ *                            IBV_WC_RETRY_EXC_ERR after this (default 20)
+ *   XFER_FAKEVERBS_RNR_MS    receiver-not-ready retries last this long at
+ *                            rnr_retry 7, proportionally less below (1000)
+ *
+ * The hooks are plain C functions with default visibility: a test reaches
+ * them through dlsym on the loaded plugin. */
+#ifndef XFER_TESTS_PLUGINS_FAKEVERBS_H
+#define XFER_TESTS_PLUGINS_FAKEVERBS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define FAKEVERBS_API __attribute__((visibility("default")))
+
+/* The device's limits beyond the ones ibv_query_device reports: the
+ * largest max_inline_data a QP may ask for. */
+#define FAKEVERBS_MAX_INLINE 512u
+
+struct fakeverbs_stats {
+    /* counters (fakeverbs_reset_stats zeroes them) */
+    uint64_t wrs_executed;  /* send WRs that completed successfully */
+    uint64_t wrs_failed;    /* send WRs completed in error (not flushes) */
+    uint64_t flushed;       /* CQEs with IBV_WC_WR_FLUSH_ERR, both queues */
+    uint64_t bytes_moved;   /* payload of the successful WRs */
+    uint64_t rnr_events;    /* WRs that met a receiver not ready */
+    uint64_t cq_overruns;   /* CQs that overflowed (a caller bug) */
+    /* live objects */
+    uint64_t live_contexts, live_pds, live_mrs, live_cqs, live_qps,
+        live_channels;
+};
+
+/* A snapshot of the counters and live objects. */
+FAKEVERBS_API void fakeverbs_stats(struct fakeverbs_stats *out);
+FAKEVERBS_API void fakeverbs_reset_stats(void);
+
+/* As a link failure on one QP: it moves to IBV_QPS_ERR; its oldest queued
+ * send WR completes with IBV_WC_RETRY_EXC_ERR, the later ones are flushed
+ * (a CQE only when signaled), its receives are flushed.  Returns 0, or
+ * ENOENT when no live QP has that number. */
+FAKEVERBS_API int fakeverbs_qp_error(uint32_t qpn);
+
+/* The state the hardware holds a QP in (an enum ibv_qp_state), or -1 when
+ * no live QP has that number.  ibv_qp.state is only what the caller last
+ * set with modify_qp: rdma-core never updates it when the hardware moves
+ * a QP to error, and neither does the emulation. */
+FAKEVERBS_API int fakeverbs_qp_state(uint32_t qpn);
+
+/* After n more send WRs are queued (counted across post_send calls), the
+ * next one is refused: that post_send returns ENOMEM with *bad at it, the
+ * WRs before it in the list stay queued.  Fires once. */
+FAKEVERBS_API void fakeverbs_fail_post_after(unsigned n);
+
+/* While cut, every send WR the NIC executes meets an unreachable peer:
+ * it fails with IBV_WC_RETRY_EXC_ERR after XFER_FAKEVERBS_RETRY_MS unless
+ * the link is restored before then (a real NIC's retries). */
+FAKEVERBS_API void fakeverbs_cut(bool cut);
+
+#endif /* XFER_TESTS_PLUGINS_FAKEVERBS_H */
