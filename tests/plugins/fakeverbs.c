@@ -235,6 +235,7 @@ static struct {
     unsigned delay_us, retry_ms, rnr_ms;
     int nctx;
     pthread_t nic;
+    bool nic_running;        /* a NIC thread of this process exists */
     bool nic_stop;
     fv_link_t qps;
     fv_link_t lkeys[FV_KEY_BUCKETS], rkeys[FV_KEY_BUCKETS];
@@ -251,15 +252,48 @@ static struct {
     .rnr_ms = 1000,
 };
 
-static void init_once(void)
+static void lock(void);
+static void unlock(void);
+
+static void nic_cv_init(void)
 {
     pthread_condattr_t ca;
-    unsigned i;
 
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&fv.nic_cv, &ca);
     pthread_condattr_destroy(&ca);
+}
+
+/* fork(): the child gets the state unlocked and no NIC thread (a forked
+ * target process of a test may open devices of its own; what it inherited
+ * is the parent's, as with real verbs, and never completes there). */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&fv.life);
+    lock();
+}
+
+static void fork_parent(void)
+{
+    unlock();
+    pthread_mutex_unlock(&fv.life);
+}
+
+static void fork_child(void)
+{
+    fv.nic_running = false;
+    nic_cv_init();
+    unlock();
+    pthread_mutex_unlock(&fv.life);
+}
+
+static void init_once(void)
+{
+    unsigned i;
+
+    nic_cv_init();
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
     link_init(&fv.qps);
     for (i = 0; i < FV_KEY_BUCKETS; i++) {
         link_init(&fv.lkeys[i]);
@@ -474,7 +508,7 @@ static struct ibv_context *fv_open_device(struct ibv_device *d)
     c->ctx.num_comp_vectors = 1;
     pthread_mutex_lock(&fv.life);
     lock();
-    if (fv.nctx == 0) {
+    if (!fv.nic_running) {
         fv.nic_stop = false;
         rc = pthread_create(&fv.nic, NULL, nic_main, NULL);
         if (rc) {
@@ -484,6 +518,7 @@ static struct ibv_context *fv_open_device(struct ibv_device *d)
             errno = rc;
             return NULL;
         }
+        fv.nic_running = true;
     }
     fv.nctx++;
     dev->nopen++;
@@ -507,14 +542,16 @@ static int fv_close_device(struct ibv_context *ibctx)
     }
     c->dev->nopen--;
     fv.st.live_contexts--;
-    stop = --fv.nctx == 0;
+    stop = --fv.nctx == 0 && fv.nic_running;
     if (stop) {
         fv.nic_stop = true;
         pthread_cond_signal(&fv.nic_cv);
     }
     unlock();
-    if (stop)
+    if (stop) {
         pthread_join(fv.nic, NULL);
+        fv.nic_running = false;
+    }
     pthread_mutex_unlock(&fv.life);
     c->magic = 0;
     free(c);
@@ -2121,7 +2158,6 @@ void fakeverbs_cut(bool cut)
     fv_init();
     lock();
     fv.cut = cut;
-    if (fv.nctx)
-        pthread_cond_signal(&fv.nic_cv);
+    pthread_cond_signal(&fv.nic_cv);
     unlock();
 }
