@@ -431,17 +431,16 @@ static bool issue(vb_t *v, vb_req_t *q)
                                       (size_t)(bad - first)].seg
                              : q->ops[q->rfirst[r] + q->issued[r]].seg,
                          strerror(err));
-                if (bad == first) {
-                    /* Nothing of it went: this request alone fails,
-                     * unless the QP broke. */
-                    vb__req_fail(v, q, XFER_ERR_BACKEND, why);
-                    if (qp->qp->state == IBV_QPS_ERR)
-                        vb__conn_fail(v, p, XFER_ERR_REMOTE_DISCONNECT, why);
-                } else {
+                /* A refusal means the QP is broken (ibv_qp.state does
+                 * not say so: only a completion would) or this side
+                 * miscounted its room: either way the connection is
+                 * remade, and q fails with the HCA's words. */
+                if (bad != first && bad != NULL) {
                     q->pending += (size_t)(bad - first);
                     q->pend[r] += (size_t)(bad - first);
-                    vb__conn_fail(v, p, XFER_ERR_BACKEND, why);
                 }
+                vb__req_fail(v, q, XFER_ERR_BACKEND, why);
+                vb__conn_fail(v, p, XFER_ERR_REMOTE_DISCONNECT, why);
                 return false;
             }
             q->issued[r] += k;

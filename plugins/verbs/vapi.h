@@ -4,7 +4,7 @@
  * pointers, vb__api.  The plugin proper links vapi.c, which fills it
  * with rdma-core's functions (several of which are static inlines in
  * <infiniband/verbs.h>, so the table holds small wrappers).  The test
- * build of the same sources (tests/plugins/vbfake) links an emulated
+ * build of the same sources (the plugin vbfake) links an emulated
  * device instead: RC queue pairs in one process, moved by a thread that
  * plays the NIC.  Nothing else of the plugin knows which it has.
  *
