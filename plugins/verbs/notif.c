@@ -238,7 +238,6 @@ xfer_status_t vb__notif_send(vb_t *v, vb_peer_t *p, const void *msg,
     } else {
         /* After the data of every request posted before it. */
         s->ticket = p->next_ticket++;
-        s->ready = true;
         vb__notif_pump(v, p);
     }
     pthread_mutex_unlock(&p->olock);

@@ -61,13 +61,10 @@ xfer_status_t vb__peer_gone(vb_t *v, const vb_peer_t *p)
 
 bool vb__peer_mark_dead(vb_peer_t *p, xfer_status_t st, const char *why)
 {
-    bool no = false;
-
-    /* The first reason wins: dead_* are written under lock before dead
-     * is set, and read only after it is. */
+    /* The first reason wins: dead_* are written under lock (the only
+     * place this is called) before dead is set, and read only after. */
     if (atomic_load(&p->dead))
         return false;
-    (void)no;
     p->dead_st = st;
     snprintf(p->dead_why, sizeof p->dead_why, "%s", why);
     atomic_store(&p->dead, true);
@@ -152,6 +149,7 @@ void vb__peer_remove(vb_t *v, vb_peer_t *p)
 /* Connected once the control channel is up and the QPs are ready. */
 xfer_status_t vb__peer_connect(vb_t *v, vb_peer_t *p)
 {
+    char why[sizeof p->cwhy];
     xfer_status_t st;
     int cs;
 
@@ -163,6 +161,7 @@ xfer_status_t vb__peer_connect(vb_t *v, vb_peer_t *p)
     pthread_mutex_lock(&v->lock);
     cs = p->cstate;
     st = p->cst;
+    memcpy(why, p->cwhy, sizeof why);
     pthread_mutex_unlock(&v->lock);
     if (cs == VB_CONN_READY)
         return XFER_OK;
@@ -171,5 +170,5 @@ xfer_status_t vb__peer_connect(vb_t *v, vb_peer_t *p)
     if (atomic_load(&p->dead))
         return vb__peer_gone(v, p);
     return VERR(v, st != XFER_OK ? st : XFER_ERR_REMOTE_DISCONNECT, "%s",
-                p->cwhy[0] ? p->cwhy : VB_NAME ": no connection");
+                why[0] ? why : VB_NAME ": no connection");
 }

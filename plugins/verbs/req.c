@@ -289,7 +289,6 @@ static void finish(vb_t *v, vb_req_t *q, xfer_status_t st)
 
         q->slot = NULL;
         sl->req = NULL;
-        sl->ready = true;
         if (st != XFER_OK)
             sl->len = (size_t)-1;
     }

@@ -243,8 +243,6 @@ struct vb_slot {
     uint64_t ticket;           /* the post it belongs to */
     vb_req_t *req;             /* that request, until it failed or this
                                   was handed over */
-    bool ready;                /* its data will be visible before a SEND
-                                  posted now on rail 0 (req.c) */
     vb_peer_t *peer;           /* a reference */
     int txb;                   /* the send buffer it went from, -1 none
                                   (inline) */
