@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,7 @@ static xfer_status_t rail_open(vb_t *v, unsigned r, struct ibv_device *dev,
     struct ibv_port_attr pa;
     union ibv_gid gid;
     uint64_t cqe;
+    int fl;
 
     snprintf(rl->name, sizeof rl->name, "%s", VAPI->get_device_name(dev));
     if ((rl->ctx = VAPI->open_device(dev)) == NULL) {
@@ -155,6 +157,14 @@ static xfer_status_t rail_open(vb_t *v, unsigned r, struct ibv_device *dev,
         (rl->ch = VAPI->create_comp_channel(rl->ctx)) == NULL) {
         snprintf(why, size, "%s: no protection domain or completion "
                  "channel: %s", rl->name, strerror(errno));
+        return XFER_ERR_BACKEND;
+    }
+    /* Events are taken without blocking, from the first (closing the
+     * rail takes what is left, and must not wait for more). */
+    if ((fl = fcntl(rl->ch->fd, F_GETFL)) < 0 ||
+        fcntl(rl->ch->fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        snprintf(why, size, "%s: the completion channel: %s", rl->name,
+                 strerror(errno));
         return XFER_ERR_BACKEND;
     }
     /* Room for every completion that can be outstanding: each QP's send

@@ -10,7 +10,6 @@
 #endif
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,11 +174,9 @@ static xfer_status_t watch_channels(vb_t *v)
 {
     for (unsigned r = 0; r < v->nrails; r++) {
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = r};
-        int fd = v->rail[r].ch->fd;
-        int fl = fcntl(fd, F_GETFL);
+        int fd = v->rail[r].ch->fd; /* non-blocking (rail.c) */
 
-        if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
-            epoll_ctl(v->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+        if (epoll_ctl(v->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
             return VERR(v, XFER_ERR_BACKEND, VB_NAME ": the completion "
                         "channel of %s: %s", v->rail[r].name,
                         strerror(errno));
