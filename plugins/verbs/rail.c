@@ -343,7 +343,11 @@ void vb__rails_close(vb_t *v)
             struct ibv_cq *cq;
             void *ctx;
 
-            while (rl->ch && VAPI->get_cq_event(rl->ch, &cq, &ctx) == 0)
+            /* Only an armed CQ has events, and watch_channels made the
+             * channel non-blocking before arming it: an instance that
+             * failed before that has none, and a read would block. */
+            while (rl->ch && (fcntl(rl->ch->fd, F_GETFL) & O_NONBLOCK) &&
+                   VAPI->get_cq_event(rl->ch, &cq, &ctx) == 0)
                 rl->events++;
             if (rl->events)
                 VAPI->ack_cq_events(rl->cq, rl->events);
