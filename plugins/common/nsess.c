@@ -58,6 +58,14 @@ void xfer__ns_hdr_fill(xfer__ns_send_t *s, unsigned char *hdr, size_t len)
     put64(hdr + 24, s->sent++);
 }
 
+void xfer__ns_skip_msg(const xfer__ns_send_t *s, unsigned char *buf)
+{
+    memset(buf, 0, XFER__NS_SKIP_LEN);
+    buf[0] = XFER__NS_SKIP;
+    buf[1] = XFER__NS_MSG_VERSION;
+    put64(buf + 8, s->sent);
+}
+
 xfer_status_t xfer__ns_send_apply(xfer__ns_send_t *s, const void *msg,
                                   size_t len, uint64_t *lost)
 {
@@ -104,7 +112,10 @@ struct xfer__ns_sess {
     uint64_t epoch;
     unsigned char token[XFER__NS_TOKEN_LEN];
     xfer__stream_conn_t *conn; /* channel lock: its control connection */
-    uint64_t delivered;        /* t->lock: handed to the core, in order */
+    uint64_t delivered;        /* t->lock: handed to the core, in order
+                                  (or skipped: SKIP) */
+    uint64_t skip_to;          /* t->lock: numbers below it that have not
+                                  come are not waited for */
     uint64_t acked;            /* channel lock: last count sent back */
     uint64_t used;             /* t->lock: for eviction, a tick */
     /* t->lock: arrived but not yet delivered (out of order, or the core's
@@ -222,6 +233,45 @@ static xfer__ns_sess_t *sess_get(xfer__ns_table_t *t, const char *name,
     return s;
 }
 
+static int deliver_held(xfer__ns_table_t *t, xfer__ns_sess_t *s);
+
+/* The initiator on c says numbers below next will not come (channel lock
+ * held).  Only its own session moves, and never past what it could have
+ * sent (its window beyond what was delivered). */
+static void target_skip(xfer__ns_table_t *t, xfer__stream_conn_t *c,
+                        uint64_t next)
+{
+    const char *name = xfer__stream_conn_name(c);
+    uint64_t epoch = xfer__stream_conn_epoch(c);
+    xfer__ns_sess_t *s;
+
+    for (s = t->sess; s; s = s->next)
+        if (strcmp(s->name, name) == 0 && s->epoch == epoch)
+            break;
+    if (s == NULL)
+        return; /* no session: nothing waits */
+    pthread_mutex_lock(&t->lock);
+    if (next > s->delivered + t->window) {
+        pthread_mutex_unlock(&t->lock);
+        LOG(t, XFER_LOG_WARN, "%s: agent '%s' asked to skip to notification "
+            "%llu, past its window (%llu delivered); ignored", t->plugin,
+            name, (unsigned long long)next,
+            (unsigned long long)s->delivered);
+        return;
+    }
+    if (next > s->skip_to)
+        s->skip_to = next;
+    if (next > s->delivered)
+        LOG(t, XFER_LOG_INFO, "%s: agent '%s' says its notifications "
+            "below %llu that have not come were lost with its fabric "
+            "connection; later ones do not wait for them", t->plugin, name,
+            (unsigned long long)next);
+    deliver_held(t, s);
+    if (s->nheld)
+        atomic_store(&t->held_any, true);
+    pthread_mutex_unlock(&t->lock);
+}
+
 void xfer__ns_target_msg(xfer__ns_table_t *t, xfer__stream_conn_t *c,
                          const void *msg, size_t len)
 {
@@ -231,11 +281,16 @@ void xfer__ns_target_msg(xfer__ns_table_t *t, xfer__stream_conn_t *c,
     xfer__ns_sess_t *s;
     uint64_t delivered;
 
+    if (len == XFER__NS_SKIP_LEN && m[0] == XFER__NS_SKIP &&
+        m[1] == XFER__NS_MSG_VERSION) {
+        target_skip(t, c, get64(m + 8));
+        return;
+    }
     if (len != TREQ_LEN || m[0] != XFER__NS_TREQ ||
         m[1] != XFER__NS_MSG_VERSION) {
         LOG(t, XFER_LOG_WARN, "%s: agent '%s' sent a control message of "
-            "%zu bytes that is not a version %u token request; ignored",
-            t->plugin, xfer__stream_conn_name(c), len,
+            "%zu bytes that is not a version %u token request or skip; "
+            "ignored", t->plugin, xfer__stream_conn_name(c), len,
             XFER__NS_MSG_VERSION);
         return;
     }
@@ -320,9 +375,15 @@ static int deliver_held(xfer__ns_table_t *t, xfer__ns_sess_t *s)
     const xfer_host_t *h = t->host;
     int n = 0;
 
-    while (s->nheld > 0) {
+    while (s->nheld > 0 || s->delivered < s->skip_to) {
         struct held *e = &s->held[s->delivered % t->window];
 
+        if (!e->full && s->delivered < s->skip_to) {
+            /* A number the sender says will not come. */
+            s->delivered++;
+            atomic_store(&t->ack_due, true);
+            continue;
+        }
         if (!e->full || !h->notif_room(h->ctx, s->name, e->len))
             break;
         h->notif_deliver(h->ctx, s->name, e->msg, e->len);

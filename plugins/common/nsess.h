@@ -35,8 +35,13 @@
  *   TREQ  (initiator -> target)  2 bytes: give me my session
  *   TOKEN (target -> initiator) 32 bytes: 4 u32 window, 8 token,
  *                                         24 u64 delivered so far
- *   ACK   (target -> initiator) 16 bytes: 8 u64 delivered so far */
-enum { XFER__NS_TREQ = 1, XFER__NS_TOKEN = 2, XFER__NS_ACK = 3 };
+ *   ACK   (target -> initiator) 16 bytes: 8 u64 delivered so far
+ *   SKIP  (initiator -> target) 16 bytes: 8 u64 next: the numbers below
+ *         it that have not come never will (their sends failed with the
+ *         fabric's connection); stop waiting for them */
+enum { XFER__NS_TREQ = 1, XFER__NS_TOKEN = 2, XFER__NS_ACK = 3,
+       XFER__NS_SKIP = 4 };
+#define XFER__NS_SKIP_LEN 16u
 #define XFER__NS_MSG_VERSION 1u
 #define XFER__NS_MSG_MAX 64u
 
@@ -65,6 +70,12 @@ void xfer__ns_hdr_fill(xfer__ns_send_t *s, unsigned char *hdr, size_t len);
  * session (it restarted its table) may have lost; 0 mostly. */
 xfer_status_t xfer__ns_send_apply(xfer__ns_send_t *s, const void *msg,
                                   size_t len, uint64_t *lost);
+/* A SKIP (XFER__NS_SKIP_LEN bytes into buf) telling the target that the
+ * numbers handed out so far and not yet taken are all it will get: sent
+ * on the channel after the fabric lost some, before any later one can
+ * travel.  Without it the target would hold every later notification
+ * waiting for the lost number, and the sender's credits would run out. */
+void xfer__ns_skip_msg(const xfer__ns_send_t *s, unsigned char *buf);
 
 /* ---- target ----------------------------------------------------------- */
 
@@ -97,7 +108,9 @@ xfer_status_t xfer__ns_init(xfer__ns_table_t *t, const xfer_host_t *host,
 void xfer__ns_fini(xfer__ns_table_t *t);
 /* A control message that came to the target on c (channel lock held):
  * a TREQ is answered with the session's TOKEN (made now, or the same one
- * again); anything else is logged and ignored. */
+ * again); a SKIP moves the session past numbers that will not come,
+ * delivering what it holds in order; anything else is logged and
+ * ignored. */
 void xfer__ns_target_msg(xfer__ns_table_t *t, xfer__stream_conn_t *c,
                          const void *msg, size_t len);
 /* The target-side connection c closed (channel lock held). */

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #endif
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,7 +67,8 @@ xfer_status_t vb__info_parse(vb_t *v, const char *name, const void *info,
 
 void vb__conn_ask(vb_t *v, vb_peer_t *p)
 {
-    unsigned char msg[VB_HS_MAX];
+    unsigned char msg[VB_HS_MAX], skip[XFER__NS_SKIP_LEN];
+    bool skip_due = false;
     char why[200];
     vb_hs_t m;
     size_t len;
@@ -95,10 +97,23 @@ void vb__conn_ask(vb_t *v, vb_peer_t *p)
     len = vb__hs_encode(&m, msg, sizeof msg);
     p->cstate = VB_CONN_ASKING;
     p->ask_ms = vb__now_ms();
+    if (p->skip_due) {
+        /* Notifications lost with the last connection: the target hears
+         * of it before the new one can carry any (the channel keeps
+         * order, and the QPs exist only once it read the ask). */
+        pthread_mutex_lock(&p->olock);
+        xfer__ns_skip_msg(&p->ns, skip);
+        skip_due = p->ns.have_token;
+        pthread_mutex_unlock(&p->olock);
+        p->skip_due = false;
+    }
     pthread_mutex_unlock(&v->lock);
     /* chan_lock is held: the channel is ours to use. */
-    st = len ? xfer__chan_send(v->ctl.chan, p->ctl.cp, msg, len)
-             : XFER_ERR_BACKEND;
+    st = skip_due ? xfer__chan_send(v->ctl.chan, p->ctl.cp, skip, sizeof skip)
+                  : XFER_OK;
+    if (st == XFER_OK)
+        st = len ? xfer__chan_send(v->ctl.chan, p->ctl.cp, msg, len)
+                 : XFER_ERR_BACKEND;
     if (st != XFER_OK) {
         pthread_mutex_lock(&v->lock);
         snprintf(why, sizeof why, "the handshake could not be sent on its "
@@ -231,9 +246,14 @@ static void on_qpreq(vb_t *v, xfer__stream_conn_t *c, const vb_hs_t *m)
     rep.gen = m->gen;
     pthread_mutex_lock(&v->lock);
     /* One connection per initiator: an ask from it (again, or from a new
-     * epoch of it) replaces what it had. */
-    if ((tc = tconn_find(v, name)) != NULL)
-        vb__tconn_drop(v, tc);
+     * epoch of it) replaces what it had, once what its old QPs received
+     * is taken from the CQ (a notification the HCA acknowledged must not
+     * go with them). */
+    if ((tc = tconn_find(v, name)) != NULL) {
+        vb__cq_drain(v, INT_MAX);
+        if ((tc = tconn_find(v, name)) != NULL)
+            vb__tconn_drop(v, tc);
+    }
     tc = NULL;
     if (!tconn_room(v)) {
         rep.status = VB_HS_NO_ROOM;

@@ -188,12 +188,10 @@ void vb__notif_pump(vb_t *v, vb_peer_t *p)
         s->peer = p;
         atomic_fetch_add(&p->refs, 1);
         atomic_fetch_add(&v->notifs_sent, 1);
-        if (s->req != NULL) {
-            vb_req_t *q = s->req;
-
-            s->req = NULL;
-            vb__req_notif_gone(v, q);
-        }
+        /* Its request (s->req) ends when the SEND completes: then the
+         * notification is in the target's receive buffer, and a SEND
+         * lost with the connection fails the request rather than
+         * vanishing behind an XFER_OK. */
     }
 }
 
@@ -204,12 +202,22 @@ void vb__notif_sent(vb_t *v, vb_qp_t *qp, uint32_t idx, void *owner,
 
     (void)qp;
     (void)idx;
-    /* A SEND that failed went with its connection: the target counts
-     * what never came (nsess), and the sender's next session says how
-     * many may be lost. */
-    (void)err;
-    if (s != NULL)
-        vb__slot_free(v, s);
+    if (s == NULL)
+        return;
+    if (err != 0) {
+        /* Its number was handed out and never taken: the target is told
+         * before the next connection carries another (vb__conn_ask), or
+         * it would hold every later one waiting for it.  Its request,
+         * still in flight, fails with the connection. */
+        if (s->peer != NULL)
+            s->peer->skip_due = true;
+    } else if (s->req != NULL) {
+        vb_req_t *q = s->req;
+
+        s->req = NULL;
+        vb__req_notif_done(v, q);
+    }
+    vb__slot_free(v, s);
 }
 
 xfer_status_t vb__notif_send(vb_t *v, vb_peer_t *p, const void *msg,

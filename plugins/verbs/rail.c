@@ -219,30 +219,21 @@ static struct ibv_device *find_dev(struct ibv_device **list, int n,
     return NULL;
 }
 
+/* "mlx5_0:1 IB LID 3 MTU 4096, mlx5_1:1 ..." or "... RoCE GID 3 ...". */
 static void describe(vb_t *v)
 {
     size_t n = 0;
 
-    for (unsigned r = 0; r < v->nrails; r++) {
+    for (unsigned r = 0; r < v->nrails && n < sizeof v->desc; r++) {
         const vb_rail_t *rl = &v->rail[r];
 
         n += (size_t)snprintf(v->desc + n, sizeof v->desc - n,
-                              "%s%s port %u (%s, ", r ? ", " : "", rl->name,
-                              rl->port, link_name(rl->addr.link));
-        if (n >= sizeof v->desc)
-            break;
-        if (rl->addr.link == VB_LINK_IB)
-            n += (size_t)snprintf(v->desc + n, sizeof v->desc - n,
-                                  "LID %u, ", rl->addr.lid);
-        else
-            n += (size_t)snprintf(v->desc + n, sizeof v->desc - n,
-                                  "GID %d, ", rl->gid_index);
-        if (n >= sizeof v->desc)
-            break;
-        n += (size_t)snprintf(v->desc + n, sizeof v->desc - n, "MTU %u)",
+                              "%s%s:%u %s %s %d MTU %u", r ? ", " : "",
+                              rl->name, rl->port, link_name(rl->addr.link),
+                              rl->addr.link == VB_LINK_IB ? "LID" : "GID",
+                              rl->addr.link == VB_LINK_IB ? rl->addr.lid
+                                                          : rl->gid_index,
                               mtu_bytes(rl->addr.mtu));
-        if (n >= sizeof v->desc)
-            break;
     }
 }
 
@@ -343,11 +334,9 @@ void vb__rails_close(vb_t *v)
             struct ibv_cq *cq;
             void *ctx;
 
-            /* Only an armed CQ has events, and watch_channels made the
-             * channel non-blocking before arming it: an instance that
-             * failed before that has none, and a read would block. */
-            while (rl->ch && (fcntl(rl->ch->fd, F_GETFL) & O_NONBLOCK) &&
-                   VAPI->get_cq_event(rl->ch, &cq, &ctx) == 0)
+            /* The channel is non-blocking from its creation: this takes
+             * what is there and never waits for more. */
+            while (rl->ch && VAPI->get_cq_event(rl->ch, &cq, &ctx) == 0)
                 rl->events++;
             if (rl->events)
                 VAPI->ack_cq_events(rl->cq, rl->events);

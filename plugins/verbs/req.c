@@ -310,7 +310,8 @@ void vb__req_fail(vb_t *v, vb_req_t *q, xfer_status_t st, const char *why)
 }
 
 /* Every work request of q completed: its data is visible.  With a
- * notification it ends once that is handed to the QP too. */
+ * notification it ends once that notification's SEND completed too
+ * (vb__req_notif_done): it may go now. */
 static void req_landed(vb_t *v, vb_req_t *q)
 {
     vb_peer_t *p = q->peer;
@@ -319,22 +320,16 @@ static void req_landed(vb_t *v, vb_req_t *q)
         pthread_mutex_lock(&p->olock);
         vb__notif_pump(v, p);
         pthread_mutex_unlock(&p->olock);
-        if (q->slot != NULL || q->done)
-            return;
+        return;
     }
     finish(v, q, XFER_OK);
 }
 
-void vb__req_notif_gone(vb_t *v, vb_req_t *q)
+void vb__req_notif_done(vb_t *v, vb_req_t *q)
 {
     q->slot = NULL;
-    if (q->done || !landed(q))
-        return;
-    /* olock is held: finish's part of it by hand. */
-    q->done = true;
-    q->st = XFER_OK;
-    wait_del(q->peer, q);
-    order_del(q->peer, q);
+    if (!q->done && landed(q))
+        finish(v, q, XFER_OK);
     maybe_unlist(v, q);
 }
 

@@ -469,10 +469,13 @@ static xfer_status_t vb_state(xfer_be_t *v, char *buf, size_t len)
     nq = v->nqps;
     nt = v->ntconns;
     pthread_mutex_unlock(&v->lock);
-    snprintf(buf, len, "remote keys checked by the NIC; %s; queue pairs "
-             "%u per rail (%u from initiators); work requests %lu posted "
-             "in %lu chains, %lu QP errors, %lu connections remade; "
-             "notifications %lu sent, %lu received, %lu dropped",
+    /* Within XFER_STATE_MAX (two rails and large counters fit; four
+     * rails may lose the last words): the key sentence, the devices, the
+     * counters. */
+    snprintf(buf, len, "remote keys checked by the NIC; %s; QPs %u per "
+             "rail, %u from initiators; %lu WRs in %lu chains, %lu QP "
+             "errors, %lu reconnects; notifications %lu sent, %lu received, "
+             "%lu dropped",
              v->desc, nq, nt, atomic_load(&v->wrs_posted),
              atomic_load(&v->chains), atomic_load(&v->qp_errors),
              atomic_load(&v->rebuilt), atomic_load(&v->notifs_sent),

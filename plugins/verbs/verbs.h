@@ -121,11 +121,10 @@ typedef struct vb_qp {
                                   target connection (vb_tconn_t) */
 } vb_qp_t;
 
-/* A queue pair an initiator asked this target for (ctl.c), one per rail,
- * kept per initiator (name and epoch, which the control channel's
- * handshake bound) until that initiator asks again, a new epoch of it
- * comes, its QP fails, or the table is full and it is the least recently
- * used one whose control connection is gone. */
+/* The queue pairs an initiator asked this target for (ctl.c), one per
+ * rail, kept per initiator (by the name the control channel's handshake
+ * bound) until it asks again (a new generation or epoch), its QP fails,
+ * or the table is full and it is the least recently used one. */
 typedef struct vb_tconn {
     struct vb_tconn *next;
     char name[XFER_NAME_MAX + 1];
@@ -133,8 +132,6 @@ typedef struct vb_tconn {
     uint32_t gen;              /* the initiator's generation */
     unsigned nrails;
     int slot[VB_MAX_RAILS];    /* its QP on each rail */
-    xfer__stream_conn_t *conn; /* the control connection, NULL once
-                                  down */
     uint64_t used;             /* tick of the last handshake */
     /* Receive buffers for notifications on rail 0's QP: window of them,
      * XFER__NS_HDR_LEN + XFER_NOTIF_MAX bytes each, one registration. */
@@ -181,6 +178,9 @@ struct xfer_be_peer {
     vb_slot_t *sh, *st;        /* notifications waiting, post order */
     size_t nslots;
     xfer__ns_send_t ns;
+    bool skip_due;             /* lock: notification numbers were lost with
+                                  a connection; the target is told (SKIP)
+                                  before the next one asks for QPs */
 };
 
 /* ---- registrations ------------------------------------------------------ */
@@ -284,7 +284,7 @@ struct xfer_be {
     xfer__ns_table_t ns;
     /* counters for state() */
     atomic_ulong wrs_posted, chains, qp_errors, notifs_sent, rebuilt;
-    char desc[160];            /* "mlx5_0 port 1 (IB, LID 3, MTU 4096)..." */
+    char desc[160];            /* "mlx5_0:1 IB LID 3 MTU 4096, ..." */
 };
 
 #define VERR(v, st, ...) (v)->host->error((v)->host->ctx, (st), __VA_ARGS__)
@@ -391,8 +391,9 @@ int vb__req_progress(vb_t *v, uint64_t now);
 /* End p's requests (lock held): its connection failed (st, why). */
 void vb__req_fail_peer(vb_t *v, vb_peer_t *p, xfer_status_t st,
                        const char *why);
-/* q's notification was handed to the QP (lock and olock held). */
-void vb__req_notif_gone(vb_t *v, vb_req_t *q);
+/* q's notification's SEND completed (lock held): q ends if its data
+ * landed; it may be freed. */
+void vb__req_notif_done(vb_t *v, vb_req_t *q);
 /* Whether every request up to ticket t has its data ahead of a SEND
  * posted now on rail 0 (lock and olock held). */
 bool vb__req_covered(vb_t *v, vb_peer_t *p, uint64_t t);

@@ -51,13 +51,13 @@ static vstate_t state_of(xfer_agent_t *a)
     memset(&s, 0, sizeof s);
     XT_STATUS_FATAL(xfer_backend_find(a, PLUGIN, &b), XFER_OK);
     XT_STATUS_FATAL(xfer_backend_state(b, s.line, sizeof s.line), XFER_OK);
-    p = strstr(s.line, "queue pairs ");
+    p = strstr(s.line, "QPs ");
     q = strstr(s.line, " chains, ");
-    XT_REQUIRE(p && sscanf(p, "queue pairs %u per rail (%u from initiators)",
+    XT_REQUIRE(p && sscanf(p, "QPs %u per rail, %u from initiators",
                            &s.qps, &s.from) == 2, "no queue pairs in the "
                "state '%s'", s.line);
-    XT_REQUIRE(q && sscanf(q, " chains, %lu QP errors, %lu connections "
-                           "remade", &s.errors, &s.remade) == 2,
+    XT_REQUIRE(q && sscanf(q, " chains, %lu QP errors, %lu reconnects",
+                           &s.errors, &s.remade) == 2,
                "no QP errors in the state '%s'", s.line);
     return s;
 }
@@ -682,9 +682,9 @@ static void test_roce(void)
     ib = xt_agent(xt_name("ib"), PLUGIN ":device=fake2", 1);
     s = state_of(t);
     printf("RoCE target: '%s'\n", s.line);
-    XT_CHECK(strstr(s.line, "fake0 port 1 (RoCE, GID 1, MTU 1024)") != NULL,
+    XT_CHECK(strstr(s.line, "fake0:1 RoCE GID 1 MTU 1024") != NULL,
              "state '%s'", s.line);
-    XT_CHECK(strstr(state_of(ib).line, "fake2 port 1 (IB, LID 3, MTU 4096)")
+    XT_CHECK(strstr(state_of(ib).line, "fake2:1 IB LID 3 MTU 4096")
              != NULL, "state '%s'", state_of(ib).line);
 
     /* Byte for byte, both ways, 1 MiB, and notifications. */

@@ -520,7 +520,8 @@ static void test_target_bad_request(void)
                    "send: %s", last_error);
         PUMP_UNTIL(a, t, strstr(t->log, "token request"));
         XT_CHECK(strstr(t->log, "agent 'alpha' sent a control message of") &&
-                     strstr(t->log, "not a version 1 token request; ignored"),
+                     strstr(t->log, "not a version 1 token request or "
+                                    "skip; ignored"),
                  "message %zu: log \"%s\"", k, t->log);
     }
     XT_CHECK(xfer__ns_count(&t->tab) == 0 && a->replies == 0,
@@ -849,6 +850,124 @@ static void test_new_epoch(void)
              "%lu", atomic_load(&t->tab.dropped));
 }
 
+/* i tells t (over the channel) that numbers below i's next will not
+ * come, and waits until t's log says it took it or, for one it must
+ * ignore, until that sentence shows. */
+static void skip(side_t *i, side_t *t, const char *until)
+{
+    unsigned char m[XFER__NS_SKIP_LEN];
+
+    t->log[0] = '\0';
+    xfer__ns_skip_msg(&i->snd, m);
+    XT_CHECK(m[0] == XFER__NS_SKIP && m[1] == XFER__NS_MSG_VERSION,
+             "SKIP type %u version %u", m[0], m[1]);
+    XT_REQUIRE(xfer__chan_send(i->ch, i->to, m, sizeof m) == XFER_OK,
+               "send SKIP: %s", last_error);
+    PUMP_UNTIL(i, t, strstr(t->log, until));
+    XT_REQUIRE(strstr(t->log, until) != NULL, "no \"%s\" in the log: %s",
+               until, t->log);
+}
+
+/* Numbers lost on the fabric (their sends failed with the connection):
+ * without a SKIP every later one would be held for them for good; with
+ * it what is held goes in order, the holes are passed, and the sender's
+ * credits come back for them. */
+static void test_skip(void)
+{
+    side_t *t = side_new("target", 5, 16), *a = side_new("alpha", 1, 16);
+    note_t n[6];
+
+    ask(a, t);
+    for (int k = 0; k < 4; k++) {
+        char m[8];
+
+        snprintf(m, sizeof m, "s%d", k);
+        n[k] = number(a, m);
+    }
+    /* s1 and s3 are lost; s2 came and is held behind the hole. */
+    arrive(t, &n[0]);
+    arrive(t, &n[2]);
+    DELIVERED(t, "alpha", "s0");
+    skip(a, t, "below 4 that have not come were lost");
+    DELIVERED(t, "alpha", "s0", "s2");
+    XT_CHECK(!atomic_load(&t->tab.held_any) || xfer__ns_progress(&t->tab) ==
+             0, "something is still held");
+    /* The next number is delivered at once, and a late copy of a lost
+     * one is dropped as old. */
+    n[4] = number(a, "s4");
+    arrive(t, &n[4]);
+    DELIVERED(t, "alpha", "s0", "s2", "s4");
+    arrive(t, &n[3]);
+    XT_CHECK(atomic_load(&t->tab.dropped) == 1, "late s3: dropped %lu",
+             atomic_load(&t->tab.dropped));
+    /* The skipped numbers count as taken: the ACK gives their credits. */
+    XT_CHECK(xfer__ns_acks(&t->tab) == 1, "no ACK after the skip");
+    PUMP_UNTIL(a, t, a->snd.acked == 5);
+    XT_CHECK(a->snd.acked == 5, "acked %llu after the skip",
+             (unsigned long long)a->snd.acked);
+    /* Nothing to skip: a SKIP of what was all taken changes nothing. */
+    skip(a, t, "");
+    n[5] = number(a, "s5");
+    arrive(t, &n[5]);
+    DELIVERED(t, "alpha", "s0", "s2", "s4", "s5");
+}
+
+/* A SKIP waits for room like any delivery: what is held before the hole
+ * goes first, in order, once the core takes it. */
+static void test_skip_room(void)
+{
+    side_t *t = side_new("target", 5, 16), *a = side_new("alpha", 1, 16);
+    note_t n[3];
+
+    ask(a, t);
+    t->room = 0;
+    n[0] = number(a, "h0");
+    n[1] = number(a, "h1"); /* lost */
+    n[2] = number(a, "h2");
+    arrive(t, &n[0]);
+    arrive(t, &n[2]);
+    skip(a, t, "below 3");
+    XT_CHECK(t->nd == 0, "delivered without room");
+    t->room = -1;
+    XT_CHECK(xfer__ns_progress(&t->tab) == 2, "progress with room");
+    DELIVERED(t, "alpha", "h0", "h2");
+}
+
+/* A SKIP past what the sender could have sent (its window), or from an
+ * agent without a session, moves nothing. */
+static void test_skip_refused(void)
+{
+    side_t *t = side_new("target", 5, 16), *a = side_new("alpha", 1, 16),
+           *b = side_new("bravo", 1, 16);
+    unsigned char m[XFER__NS_SKIP_LEN];
+    note_t n;
+
+    ask(a, t);
+    a->snd.sent = WINDOW + 1; /* a lie: more than the window out */
+    skip(a, t, "past its window");
+    a->snd.sent = 0;
+    n = number(a, "ok");
+    arrive(t, &n);
+    DELIVERED(t, "alpha", "ok");
+    /* bravo never asked for a session: nothing to move, nothing made. */
+    XT_REQUIRE(xfer__chan_peer_add(b->ch, t->name, t->host.agent_epoch,
+                                   t->sock.info, sizeof t->sock.info,
+                                   &b->to) == XFER_OK,
+               "peer_add: %s", last_error);
+    b->snd.sent = 3;
+    xfer__ns_skip_msg(&b->snd, m);
+    XT_REQUIRE(xfer__chan_send(b->ch, b->to, m, sizeof m) == XFER_OK,
+               "send: %s", last_error);
+    PUMP_UNTIL(b, t, strstr(t->log, "'bravo' connected"));
+    for (int k = 0; k < 50; k++) {
+        xfer__chan_progress(b->ch);
+        xfer__chan_progress(t->ch);
+        usleep(200);
+    }
+    XT_CHECK(xfer__ns_count(&t->tab) == 1, "%llu sessions after bravo's "
+             "SKIP", (unsigned long long)xfer__ns_count(&t->tab));
+}
+
 static const xt_test_t send_tests[] = {
     XT_TEST(test_send_credits),
     XT_TEST(test_send_new_token),
@@ -869,6 +988,9 @@ static const xt_test_t target_tests[] = {
     XT_TEST(test_acks),
     XT_TEST(test_max_sess),
     XT_TEST(test_new_epoch),
+    XT_TEST(test_skip),
+    XT_TEST(test_skip_room),
+    XT_TEST(test_skip_refused),
     XT_END,
 };
 

@@ -106,7 +106,7 @@ static void test_rail_default(void)
     CU_ASSERT_EQUAL(v->nrails, 1);
     XT_CHECK(strcmp(v->rail[0].name, "fake0") == 0, "first device: %s",
              v->rail[0].name);
-    XT_CHECK(strstr(v->desc, "fake0 port 1 (IB, LID 1, MTU 4096)") != NULL,
+    XT_CHECK(strstr(v->desc, "fake0:1 IB LID 1 MTU 4096") != NULL,
              "description: %s", v->desc);
     CU_ASSERT_EQUAL(v->rail[0].addr.link, VB_LINK_IB);
     CU_ASSERT_EQUAL(v->rail[0].gid_index, -1);
