@@ -609,6 +609,65 @@ static void test_qp_error_reads(void)
     qp_error_stream(XFER_OP_READ);
 }
 
+/* Notifications on the failing queue pair: the SENDs behind the held
+ * WRITEs are flushed with them (their transfers failed: they must never
+ * arrive), and what is sent after the connection is remade arrives, in
+ * order, exactly once.  (A short timeout_ms and drain: where the
+ * sessions stall, the test fails in seconds rather than minutes; the
+ * traffic itself takes milliseconds.) */
+static void test_qp_error_notifs(void)
+{
+    uint64_t seed = begin("QP error with notifications");
+    xfer_agent_t *ini = agent("ini", "vbfake:device=fake0,timeout_ms=3000");
+    xfer_agent_t *tgt = agent("tgt", "vbfake:device=fake1");
+    unsigned char *l = xt_alloc(4 * 64 * KiB), *r = xt_alloc(4 * 64 * KiB);
+    xt_notifs_t *got = xt_notifs_new();
+    static const char *const want[] = {"before", "new-0", "new-1", "new-2"};
+    xfer_req_t *q[3];
+    char msg[32];
+    uint32_t qpn;
+
+    xt_fill(l, 4 * 64 * KiB, seed);
+    xt_register(ini, l, 4 * 64 * KiB);
+    xt_register(tgt, r, 4 * 64 * KiB);
+    connect_to(ini, tgt);
+    for (unsigned i = 0; i < 3; i++)
+        q[i] = mkreq1(ini, XFER_OP_WRITE, l + i * 64 * KiB, r + i * 64 * KiB,
+                      64 * KiB, tgt);
+    XT_STATUS(xfer_notif_send(ini, name_of(tgt), "before", 6, NULL),
+              XFER_OK);
+    XT_REQUIRE(xt_drain_until(tgt, got, 1, WAIT_MS, false) == 1,
+               "the first notification did not arrive");
+    qpn = ini_qp(0, 1);
+    XT_REQUIRE(fv.hold(qpn, true) == 0, "hold");
+    for (unsigned i = 0; i < 3; i++) {
+        snprintf(msg, sizeof msg, "old-%u", i);
+        XT_STATUS(xfer_req_post(q[i], msg, strlen(msg)), XFER_IN_PROG);
+    }
+    XT_REQUIRE(fv.qp_error(qpn) == 0, "fakeverbs_qp_error(%u)", qpn);
+    for (unsigned i = 0; i < 3; i++) {
+        XT_STATUS(wait_end(q[i]), XFER_ERR_REMOTE_DISCONNECT);
+        WHY_HAS("transport retry counter exceeded");
+    }
+    /* Again, on a new connection: with their data, and alone. */
+    memset(r, 0, 4 * 64 * KiB);
+    XT_STATUS(post_end(q[0], "new-0", 5), XFER_OK);
+    XT_STATUS(xfer_notif_send(ini, name_of(tgt), "new-1", 5, NULL), XFER_OK);
+    XT_STATUS(post_end(q[1], "new-2", 5), XFER_OK);
+    XT_CHECK(xt_check(r, 2 * 64 * KiB, seed) < 0, "bytes differ");
+    xt_drain_until(tgt, got, 4, 10000, false);
+    XT_CHECK(got->count == 4, "%zu notifications arrived, want 4 (the "
+             "first, then the three sent after the connection was remade); "
+             "initiator: '%s'; target: '%s'", got->count, vstate(ini).line,
+             vstate(tgt).line);
+    for (unsigned i = 0; i < got->count && i < 4; i++)
+        XT_CHECK(got->items[i].len == strlen(want[i]) &&
+                 memcmp(got->items[i].msg, want[i], strlen(want[i])) == 0,
+                 "notification %u is '%s', want '%s'", i,
+                 (const char *)got->items[i].msg, want[i]);
+    finish((xfer_agent_t *[]){ini, tgt}, 2);
+}
+
 /* ---- 2. a post refused part way --------------------------------------------- */
 
 /* Segments of 4 KiB, 8 KiB apart: each a work request.  A has 4, B 40,
@@ -1621,6 +1680,7 @@ static void test_max_qps_target(void)
 static const xt_test_t faults[] = {
     XT_TEST(test_qp_error_writes),
     XT_TEST(test_qp_error_reads),
+    XT_TEST(test_qp_error_notifs),
     XT_TEST(test_post_refused_chain_head),
     XT_TEST(test_post_refused_mid_chain),
     XT_TEST(test_link_cut),
