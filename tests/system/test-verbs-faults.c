@@ -410,6 +410,7 @@ typedef struct bystander {
     atomic_uint done;
     char err[1024];
     pthread_t th;
+    bool running;       /* the thread is to be joined */
 } bystander_t;
 
 static void *by_main(void *arg)
@@ -444,6 +445,19 @@ static void *by_main(void *arg)
     return NULL;
 }
 
+/* The thread ends before the agents it uses go, also when the test
+ * ends early on a fatal assertion (early cleanups run last-in first). */
+static void by_join(void *arg)
+{
+    bystander_t *b = arg;
+
+    if (!b->running)
+        return;
+    atomic_store(&b->stop, true);
+    pthread_join(b->th, NULL);
+    b->running = false;
+}
+
 static void by_start(bystander_t *b, xfer_agent_t *ini, xfer_agent_t *tgt,
                      uint64_t seed)
 {
@@ -459,6 +473,8 @@ static void by_start(bystander_t *b, xfer_agent_t *ini, xfer_agent_t *tgt,
     b->seed = seed;
     XT_REQUIRE(pthread_create(&b->th, NULL, by_main, b) == 0,
                "pthread_create");
+    b->running = true;
+    xt_defer(by_join, b);
 }
 
 /* Wait until the bystander completed `more` transfers beyond `from`
@@ -470,8 +486,7 @@ static void by_stop(bystander_t *b, unsigned from, unsigned more)
     while (atomic_load(&b->done) < from + more && !b->err[0] &&
            xt_now_ms() < end)
         xt_sleep_ms(1);
-    atomic_store(&b->stop, true);
-    pthread_join(b->th, NULL);
+    by_join(b);
     XT_CHECK(b->err[0] == '\0', "%s", b->err);
     XT_CHECK(atomic_load(&b->done) >= from + more, "the bystander made %u "
              "transfers, %u of them after the fault; want %u after",
@@ -532,7 +547,7 @@ static void qp_error_stream(xfer_op_t op)
     unsigned char *dst = op == XFER_OP_WRITE ? rem : loc;
     xfer_req_t *q[S1_REQS];
     xfer_status_t st[S1_REQS];
-    bystander_t b;
+    bystander_t *b = xt_alloc(sizeof *b); /* outlives the test's frame */
     uint32_t qpn;
     unsigned at_error, failed = 0;
     vstate_t vs;
@@ -543,7 +558,7 @@ static void qp_error_stream(xfer_op_t op)
     connect_to(ini, tgt);
     for (unsigned i = 0; i < S1_REQS; i++)
         q[i] = s1_req(ini, op, loc, rem, i, tgt);
-    by_start(&b, ini, by, seed ^ 0x5a5a);
+    by_start(b, ini, by, seed ^ 0x5a5a);
 
     /* The stream: the first four go as they may; then the path holds and
      * the rest are certainly on the queue pair when it fails. */
@@ -559,7 +574,7 @@ static void qp_error_stream(xfer_op_t op)
     XT_CHECK(qp_info(qpn).sq_queued >= (S1_REQS - 4) * S1_SEGS,
              "%" PRIu64 " work requests queued on the held QP, want at "
              "least %u", qp_info(qpn).sq_queued, (S1_REQS - 4) * S1_SEGS);
-    at_error = atomic_load(&b.done);
+    at_error = atomic_load(&b->done);
     XT_REQUIRE(fv.qp_error(qpn) == 0, "fakeverbs_qp_error(%u)", qpn);
 
     /* Every request ends: with its data, or failed with the HCA's words. */
@@ -578,7 +593,7 @@ static void qp_error_stream(xfer_op_t op)
     XT_CHECK(failed >= S1_REQS - 4, "%u requests failed, want at least %u",
              failed, S1_REQS - 4);
     /* The bystander of the same agent went on meanwhile. */
-    by_stop(&b, at_error, 3);
+    by_stop(b, at_error, 3);
 
     /* The connection is remade: every failed request again, whole. */
     for (unsigned i = 0; i < S1_REQS; i++) {
@@ -1714,6 +1729,9 @@ int main(int argc, char **argv)
     if (getenv("XFER_PLUGIN_PATH") == NULL)
         xt_skip("XFER_PLUGIN_PATH is not set: the test plugin vbfake is "
                 "found in the build tree (run through make check)");
+    /* Lines reach the log as they are printed, also from a run that
+     * dies. */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     /* fake0 .. fake3: an agent each. */
     setenv("XFER_FAKEVERBS_DEVICES", "4", 1);
     return xt_run(argv[0], suites, sizeof suites / sizeof suites[0]);
