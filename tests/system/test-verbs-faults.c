@@ -1411,6 +1411,26 @@ static void test_striping_rails_min(void)
     finish((xfer_agent_t *[]){p.ini, p.tgt}, 2);
 }
 
+/* The state sentence of an agent with two rails, after traffic, fits
+ * where xfer.h says any sentence does (XFER_STATE_MAX): a caller's
+ * buffer of that size would lose its counters. */
+static void test_state_two_rails(void)
+{
+    uint64_t seed = begin("state sentence, two rails");
+    const char *spec = "vbfake:devices=fake0\\,fake1,stripe_min=64K";
+    s6_pair_t p;
+    s6_seg_t s = {0, MiB, MiB};
+    size_t len;
+
+    s6_pair(&p, spec, spec, 2, 0, 1);
+    s6_run(&p, &s, 1, seed, "one MiB");
+    len = strlen(vstate(p.ini).line);
+    XT_CHECK(len < XFER_STATE_MAX, "the state of a 2-rail agent takes %zu "
+             "bytes, XFER_STATE_MAX is %u: '%s'", len, XFER_STATE_MAX,
+             vstate(p.ini).line);
+    finish((xfer_agent_t *[]){p.ini, p.tgt}, 2);
+}
+
 /* ---- 7. a timeout resets the connection ------------------------------------ */
 
 static void test_timeout(void)
@@ -1715,6 +1735,7 @@ static const xt_test_t load[] = {
     XT_TEST(test_small_queues),
     XT_TEST(test_striping),
     XT_TEST(test_striping_rails_min),
+    XT_TEST(test_state_two_rails),
     XT_END,
 };
 
