@@ -40,6 +40,7 @@
 
 /* The device's limits: reported by query_device and enforced. */
 #define FV_MAX_DEV 16
+_Static_assert(FV_MAX_DEV == FAKEVERBS_MAX_DEV, "fakeverbs.h says how many");
 #define FV_MAX_QP_WR 16384
 #define FV_MAX_SGE 30
 #define FV_MAX_CQE 4194303
@@ -224,6 +225,7 @@ typedef struct fv_qp {
     uint64_t not_before;     /* ns: the NIC looks at the head WR then */
     uint64_t served;         /* round robin: when it last had a turn */
     bool rnr_said;
+    bool held;               /* fakeverbs_hold: the NIC passes it by */
 } fv_qp_t;
 
 static struct {
@@ -1865,9 +1867,11 @@ static fv_qp_t *resolve(const fv_qp_t *qp)
     return r;
 }
 
-static void moved(uint64_t len)
+/* Payload qp's WR moved, on the requester's device. */
+static void moved(const fv_qp_t *qp, uint64_t len)
 {
     fv.st.bytes_moved += len;
+    fv.st.bytes_by_dev[qp->ctx->dev->index] += len;
 }
 
 static void run_write(fv_qp_t *qp, uint64_t seq, fv_swqe_t *w, fv_qp_t *r,
@@ -1891,7 +1895,7 @@ static void run_write(fv_qp_t *qp, uint64_t seq, fv_swqe_t *w, fv_qp_t *r,
         return;
     }
     seg_copy(dst, nd, src, ns);
-    moved(len);
+    moved(qp, len);
     if (imm)
         rq_done(r, r->r_used, IBV_WC_SUCCESS, qp, w, (uint32_t)len);
     sq_done(qp, seq, IBV_WC_SUCCESS, 0);
@@ -1921,7 +1925,7 @@ static void run_read(fv_qp_t *qp, uint64_t seq, fv_swqe_t *w, fv_qp_t *r,
         return;
     }
     seg_copy(dst, nd, src, ns);
-    moved(len);
+    moved(qp, len);
     sq_done(qp, seq, IBV_WC_SUCCESS, (uint32_t)len);
 }
 
@@ -1956,7 +1960,7 @@ static void run_send(fv_qp_t *qp, uint64_t seq, fv_swqe_t *w, fv_qp_t *r,
         return;
     }
     seg_copy(dst, nd, src, ns);
-    moved(len);
+    moved(qp, len);
     rq_done(r, r->r_used, IBV_WC_SUCCESS, qp, w, (uint32_t)len);
     sq_done(qp, seq, IBV_WC_SUCCESS, 0);
 }
@@ -2018,7 +2022,8 @@ static void *nic_main(void *arg)
         for (l = fv.qps.next; l != &fv.qps; l = l->next) {
             fv_qp_t *qp = FV_OF(l, fv_qp_t, link);
 
-            if (qp->hw != IBV_QPS_RTS || qp->s_exec == qp->s_post)
+            if (qp->hw != IBV_QPS_RTS || qp->s_exec == qp->s_post ||
+                qp->held)
                 continue;
             if (qp->not_before > now) {
                 if (qp->not_before < wake)
@@ -2110,6 +2115,7 @@ void fakeverbs_reset_stats(void)
     lock();
     fv.st.wrs_executed = fv.st.wrs_failed = fv.st.flushed = 0;
     fv.st.bytes_moved = fv.st.rnr_events = fv.st.cq_overruns = 0;
+    memset(fv.st.bytes_by_dev, 0, sizeof fv.st.bytes_by_dev);
     unlock();
 }
 
@@ -2158,6 +2164,63 @@ void fakeverbs_cut(bool cut)
     fv_init();
     lock();
     fv.cut = cut;
+    pthread_cond_signal(&fv.nic_cv);
+    unlock();
+}
+
+unsigned fakeverbs_qps(struct fakeverbs_qp_info *out, unsigned max)
+{
+    unsigned n = 0;
+    fv_link_t *l;
+
+    fv_init();
+    lock();
+    for (l = fv.qps.next; l != &fv.qps; l = l->next, n++) {
+        const fv_qp_t *qp = FV_OF(l, fv_qp_t, link);
+        const fv_dev_t *to;
+        struct fakeverbs_qp_info *o;
+
+        if (n >= max || !out)
+            continue;
+        o = &out[n];
+        memset(o, 0, sizeof *o);
+        o->qpn = qp->qp.qp_num;
+        o->dev = qp->ctx->dev->index;
+        o->state = (int)qp->hw;
+        o->dest_qpn = qp->dest_qpn;
+        to = qp->hw == IBV_QPS_RESET || qp->hw == IBV_QPS_INIT
+            ? NULL : av_dev(qp->ctx->dev, &qp->av);
+        o->dest_dev = to ? to->index : -1;
+        o->max_send_wr = qp->cap.max_send_wr;
+        o->sq_queued = qp->s_post - qp->s_exec;
+        o->held = qp->held;
+    }
+    unlock();
+    return n;
+}
+
+int fakeverbs_hold(uint32_t qpn, bool hold)
+{
+    fv_qp_t *qp;
+
+    fv_init();
+    lock();
+    qp = qp_by_num(qpn);
+    if (!qp) {
+        unlock();
+        return ENOENT;
+    }
+    qp->held = hold;
+    pthread_cond_signal(&fv.nic_cv);
+    unlock();
+    return 0;
+}
+
+void fakeverbs_set_delay_us(unsigned us)
+{
+    fv_init();
+    lock();
+    fv.delay_us = us;
     pthread_cond_signal(&fv.nic_cv);
     unlock();
 }

@@ -29,6 +29,8 @@
 /* The device's limits beyond the ones ibv_query_device reports: the
  * largest max_inline_data a QP may ask for. */
 #define FAKEVERBS_MAX_INLINE 512u
+/* Devices fake0 .. fake15 at most (XFER_FAKEVERBS_DEVICES). */
+#define FAKEVERBS_MAX_DEV 16u
 
 struct fakeverbs_stats {
     /* counters (fakeverbs_reset_stats zeroes them) */
@@ -38,6 +40,10 @@ struct fakeverbs_stats {
     uint64_t bytes_moved;   /* payload of the successful WRs */
     uint64_t rnr_events;    /* WRs that met a receiver not ready */
     uint64_t cq_overruns;   /* CQs that overflowed (a caller bug) */
+    /* bytes_moved by the device of the requester (the QP that posted the
+     * WR: a WRITE's or READ's initiator, a SEND's sender): which rails
+     * carried a striped transfer */
+    uint64_t bytes_by_dev[FAKEVERBS_MAX_DEV];
     /* live objects */
     uint64_t live_contexts, live_pds, live_mrs, live_cqs, live_qps,
         live_channels;
@@ -63,6 +69,37 @@ FAKEVERBS_API int fakeverbs_qp_state(uint32_t qpn);
  * next one is refused: that post_send returns ENOMEM with *bad at it, the
  * WRs before it in the list stay queued.  Fires once. */
 FAKEVERBS_API void fakeverbs_fail_post_after(unsigned n);
+
+/* A live QP as the hardware holds it (fakeverbs_qps). */
+struct fakeverbs_qp_info {
+    uint32_t qpn;
+    int dev;                /* its device: fakeN */
+    int state;              /* the hardware's, an enum ibv_qp_state */
+    uint32_t dest_qpn;      /* the remote QP it was connected to (RTR) */
+    int dest_dev;           /* the device its address vector names, or -1
+                               (none yet, or that device is not open) */
+    uint32_t max_send_wr;   /* its send queue's size */
+    uint64_t sq_queued;     /* send WRs posted and not yet executed */
+    bool held;              /* fakeverbs_hold */
+};
+
+/* The live QPs, oldest first: up to max into out (out may be NULL with
+ * max 0); returns how many there are.  Which agent owns a QP is not the
+ * device's business: tests give each agent its own device, and know a
+ * connection by its two ends' devices. */
+FAKEVERBS_API unsigned fakeverbs_qps(struct fakeverbs_qp_info *out,
+                                     unsigned max);
+
+/* While held, the NIC executes none of the QP's send WRs (as a congested
+ * path would delay them): a test keeps work in flight for as long as it
+ * needs, then releases it, fails it (fakeverbs_qp_error) or tears it
+ * down.  Posting, flushes and the receive side are unchanged.  Returns 0,
+ * or ENOENT when no live QP has that number. */
+FAKEVERBS_API int fakeverbs_hold(uint32_t qpn, bool hold);
+
+/* XFER_FAKEVERBS_DELAY_US from now on (WRs already waiting keep the
+ * deadline they have): the environment is only read at get_device_list. */
+FAKEVERBS_API void fakeverbs_set_delay_us(unsigned us);
 
 /* While cut, every send WR the NIC executes meets an unreachable peer:
  * it fails with IBV_WC_RETRY_EXC_ERR after XFER_FAKEVERBS_RETRY_MS unless
