@@ -347,12 +347,12 @@ static vstate_t vstate(xfer_agent_t *a)
     memset(&s, 0, sizeof s);
     XT_STATUS_FATAL(xfer_backend_find(a, "vbfake", &b), XFER_OK);
     XT_STATUS_FATAL(xfer_backend_state(b, s.line, sizeof s.line), XFER_OK);
-    p = strstr(s.line, "queue pairs ");
-    XT_REQUIRE(p && sscanf(p, "queue pairs %u per rail (%u from "
-                           "initiators); work requests %lu posted in %lu "
-                           "chains, %lu QP errors, %lu connections remade; "
-                           "notifications %lu sent, %lu received, %lu "
-                           "dropped", &s.qps, &s.from_ini, &s.wrs, &s.chains,
+    p = strstr(s.line, "QPs ");
+    XT_REQUIRE(p && sscanf(p, "QPs %u per rail, %u from initiators; %lu "
+                           "WRs in %lu chains, %lu QP errors, %lu "
+                           "reconnects; notifications %lu sent, %lu "
+                           "received, %lu dropped", &s.qps, &s.from_ini,
+                           &s.wrs, &s.chains,
                            &s.qp_errors, &s.remade, &s.sent, &s.recv,
                            &s.dropped) == 9,
                "the state of %s does not say its counters: '%s'",
