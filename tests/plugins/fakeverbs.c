@@ -1568,10 +1568,14 @@ static int fv_post_send(struct ibv_qp *ibqp, struct ibv_send_wr *wr,
     if (qp->hw != IBV_QPS_RTS) {
         rc = EINVAL;
     } else {
+        fv.st.post_sends++;
         for (; wr; wr = wr->next) {
             rc = sq_queue(qp, wr);
             if (rc)
                 break;
+            fv.st.wrs_posted++;
+            fv.st.wrs_signaled += (wr->send_flags & IBV_SEND_SIGNALED) != 0;
+            fv.st.wrs_inline += (wr->send_flags & IBV_SEND_INLINE) != 0;
         }
         pthread_cond_signal(&fv.nic_cv);
     }
@@ -2114,6 +2118,8 @@ void fakeverbs_reset_stats(void)
     fv_init();
     lock();
     fv.st.wrs_executed = fv.st.wrs_failed = fv.st.flushed = 0;
+    fv.st.post_sends = fv.st.wrs_posted = fv.st.wrs_signaled = 0;
+    fv.st.wrs_inline = 0;
     fv.st.bytes_moved = fv.st.rnr_events = fv.st.cq_overruns = 0;
     memset(fv.st.bytes_by_dev, 0, sizeof fv.st.bytes_by_dev);
     unlock();

@@ -40,6 +40,10 @@ struct fakeverbs_stats {
     uint64_t bytes_moved;   /* payload of the successful WRs */
     uint64_t rnr_events;    /* WRs that met a receiver not ready */
     uint64_t cq_overruns;   /* CQs that overflowed (a caller bug) */
+    /* what callers handed over: post_send calls that queued work (a
+     * chain each), and of their send WRs, how many were signaled and
+     * inline */
+    uint64_t post_sends, wrs_posted, wrs_signaled, wrs_inline;
     /* bytes_moved by the device of the requester (the QP that posted the
      * WR: a WRITE's or READ's initiator, a SEND's sender): which rails
      * carried a striped transfer */

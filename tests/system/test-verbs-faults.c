@@ -1710,6 +1710,93 @@ static void test_max_qps_target(void)
     finish((xfer_agent_t *[]){ini[0], ini[1], ini[2], tgt}, 4);
 }
 
+/* ---- chains and signaling ---------------------------------------------------- */
+
+/* Work requests go to the HCA in chains of at most chain_max, one
+ * ibv_post_send each, only the last of a chain signaled; a send queue of
+ * sq_depth cuts chains where it is full; runs adjacent on both sides
+ * merge into one work request; short WRITEs go inline.  Counted at the
+ * device: post_send calls, work requests, signaled, inline. */
+static struct fakeverbs_stats chains_of(xfer_agent_t *ini, xfer_agent_t *tgt,
+                                        unsigned char *l, unsigned char *r,
+                                        size_t n, size_t len, size_t gap,
+                                        uint64_t seed)
+{
+    xfer_desc_t ld[64], rd[64];
+    struct fakeverbs_stats before, after, d;
+    xfer_req_t *q;
+
+    XT_REQUIRE(n <= 64, "at most 64 descriptors");
+    for (size_t i = 0; i < n; i++) {
+        ld[i] = (xfer_desc_t){(uintptr_t)l + i * (len + gap), len, 0};
+        rd[i] = (xfer_desc_t){(uintptr_t)r + i * (len + gap), len, 0};
+    }
+    q = mkreq(ini, XFER_OP_WRITE, ld, rd, n, tgt);
+    memset(r, 0, n * (len + gap));
+    before = dev_stats();
+    XT_STATUS(post_end(q, NULL, 0), XFER_OK);
+    after = dev_stats();
+    for (size_t i = 0; i < n; i++)
+        XT_CHECK(memcmp(r + i * (len + gap), l + i * (len + gap), len) == 0,
+                 "descriptor %zu differs (seed %" PRIu64 ")", i, seed);
+    d.post_sends = after.post_sends - before.post_sends;
+    d.wrs_posted = after.wrs_posted - before.wrs_posted;
+    d.wrs_signaled = after.wrs_signaled - before.wrs_signaled;
+    d.wrs_inline = after.wrs_inline - before.wrs_inline;
+    req_drop(q);
+    return d;
+}
+
+static void test_chains(void)
+{
+    uint64_t seed = begin("chains and signaling");
+    xfer_agent_t *ini = agent("ini", "vbfake:device=fake0,chain_max=4,"
+                                     "sq_depth=64");
+    xfer_agent_t *tgt = agent("tgt", "vbfake:device=fake1");
+    xfer_agent_t *sq4 = agent("ini", "vbfake:device=fake2,chain_max=32,"
+                                     "sq_depth=4");
+    unsigned char *l = xt_alloc(1 << 20), *r = xt_alloc(1 << 20);
+    struct fakeverbs_stats d;
+
+    xt_fill(l, 1 << 20, seed);
+    xt_register(ini, l, 1 << 20);
+    xt_register(sq4, l, 1 << 20);
+    xt_register(tgt, r, 1 << 20);
+    connect_to(ini, tgt);
+    connect_to(sq4, tgt);
+    /* 10 descriptors with gaps: 10 work requests in chains of 4, 4, 2. */
+    d = chains_of(ini, tgt, l, r, 10, 4096, 4096, seed);
+    XT_CHECK(d.post_sends == 3 && d.wrs_posted == 10 && d.wrs_signaled == 3,
+             "10 x 4 KiB, chain_max 4: %" PRIu64 " post_send, %" PRIu64
+             " WRs, %" PRIu64 " signaled; want 3, 10, 3", d.post_sends,
+             d.wrs_posted, d.wrs_signaled);
+    XT_CHECK(d.wrs_inline == 0, "%" PRIu64 " 4 KiB WRs inline",
+             d.wrs_inline);
+    /* 10 adjacent descriptors: one work request. */
+    d = chains_of(ini, tgt, l, r, 10, 4096, 0, seed);
+    XT_CHECK(d.post_sends == 1 && d.wrs_posted == 1 && d.wrs_signaled == 1,
+             "10 adjacent x 4 KiB: %" PRIu64 " post_send, %" PRIu64 " WRs, %"
+             PRIu64 " signaled; want 1, 1, 1", d.post_sends, d.wrs_posted,
+             d.wrs_signaled);
+    /* 8-byte WRITEs go inline. */
+    d = chains_of(ini, tgt, l, r, 4, 8, 56, seed);
+    XT_CHECK(d.wrs_posted == 4 && d.wrs_inline == 4 && d.post_sends == 1 &&
+             d.wrs_signaled == 1,
+             "4 x 8 B: %" PRIu64 " WRs, %" PRIu64 " inline, %" PRIu64
+             " post_send, %" PRIu64 " signaled; want 4, 4, 1, 1",
+             d.wrs_posted, d.wrs_inline, d.post_sends, d.wrs_signaled);
+    /* A send queue of 4: chains end where it is full, each signaled, and
+     * the rest waits for the completion that frees room. */
+    d = chains_of(sq4, tgt, l, r, 10, 4096, 4096, seed);
+    XT_CHECK(d.wrs_posted == 10 && d.post_sends == d.wrs_signaled &&
+                 d.post_sends >= 3,
+             "10 x 4 KiB, sq_depth 4: %" PRIu64 " post_send, %" PRIu64
+             " WRs, %" PRIu64 " signaled; want 10 WRs in 3 or more chains, "
+             "each signaled once", d.post_sends, d.wrs_posted,
+             d.wrs_signaled);
+    finish((xfer_agent_t *[]){ini, sq4, tgt}, 3);
+}
+
 /* ---- the program -------------------------------------------------------------- */
 
 static const xt_test_t faults[] = {
@@ -1736,6 +1823,7 @@ static const xt_test_t load[] = {
     XT_TEST(test_striping),
     XT_TEST(test_striping_rails_min),
     XT_TEST(test_state_two_rails),
+    XT_TEST(test_chains),
     XT_END,
 };
 
