@@ -194,6 +194,14 @@ xfer_status_t vb__qp_connect(vb_t *v, int slot, unsigned rail,
     a.ah_attr.dlid = r->port.lid;
     /* RoCE is always routed by GID; IB only when a GID index is set. */
     if (rl->addr.link == VB_LINK_ETH || rl->gid_index >= 0) {
+        static const uint8_t zero[16];
+
+        if (memcmp(r->port.gid, zero, 16) == 0) {
+            snprintf(why, size, "%s routes by GID (gid_index %d) but the "
+                     "peer's rail %u publishes none", rl->name,
+                     rl->gid_index, rail);
+            return XFER_ERR_INVALID;
+        }
         a.ah_attr.is_global = 1;
         memcpy(a.ah_attr.grh.dgid.raw, r->port.gid, 16);
         a.ah_attr.grh.sgid_index = (uint8_t)rl->gid_index;

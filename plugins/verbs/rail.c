@@ -41,28 +41,35 @@ static bool gid_v4(const uint8_t *g)
     return memcmp(g, pre, sizeof pre) == 0;
 }
 
-/* The GID a RoCE port is reached by, unless gid_index names one: the
- * first IPv4-mapped one (RoCE v2 over IPv4, routable), else the first
- * that is set.  -1 when the port has none. */
+/* The GID a RoCE port is reached by, unless gid_index names one.  HCAs
+ * list each address once per RoCE version (mlx5: v1 then v2); v1 is
+ * Ethernet-only and misses the DSCP/PFC set-up of most lossless fabrics,
+ * so RoCE v2 comes first: an IPv4-mapped v2 entry, then any v2 entry,
+ * then (a provider that types none) the first IPv4-mapped, then the first
+ * set.  -1 when the port has none. */
 static int pick_gid(struct ibv_context *ctx, uint8_t port, int len,
                     union ibv_gid *out)
 {
-    int first = -1;
+    int best = -1, rank = 0;
     union ibv_gid g;
 
     for (int i = 0; i < len; i++) {
+        enum ibv_gid_type t = IBV_GID_TYPE_ROCE_V1;
+        int r;
+
         if (VAPI->query_gid(ctx, port, i, &g) != 0 || gid_zero(g.raw))
             continue;
-        if (gid_v4(g.raw)) {
-            *out = g;
-            return i;
-        }
-        if (first < 0) {
-            first = i;
+        if (VAPI->query_gid_type(ctx, port, i, &t) != 0)
+            t = IBV_GID_TYPE_ROCE_V1; /* untyped: rank it as v1 */
+        r = (t == IBV_GID_TYPE_ROCE_V2 ? 2 : 0) + (gid_v4(g.raw) ? 1 : 0) +
+            1;
+        if (r > rank) {
+            rank = r;
+            best = i;
             *out = g;
         }
     }
-    return first;
+    return best;
 }
 
 /* Port p of ctx if active, or with want 0 the first active one: its
@@ -144,6 +151,11 @@ static xfer_status_t rail_open(vb_t *v, unsigned r, struct ibv_device *dev,
                      rl->port);
             return XFER_ERR_NOT_FOUND;
         }
+        memcpy(rl->addr.gid, gid.raw, 16);
+    } else if (VAPI->query_gid(rl->ctx, rl->port, 0, &gid) == 0) {
+        /* InfiniBand without a GRH of its own: the port GID is still
+         * published, so a peer that routes by GID (its gid_index set)
+         * reaches this port. */
         memcpy(rl->addr.gid, gid.raw, 16);
     }
     if (rl->addr.link == VB_LINK_IB &&

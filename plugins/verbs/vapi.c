@@ -45,6 +45,25 @@ static struct ibv_mr *reg_mr(struct ibv_pd *pd, void *addr, size_t len,
     return ibv_reg_mr(pd, addr, len, access);
 }
 
+static int gid_type(struct ibv_context *c, uint8_t port, int index,
+                    enum ibv_gid_type *type)
+{
+    struct ibv_gid_entry e;
+    int r = ibv_query_gid_ex(c, port, (uint32_t)index, &e, 0);
+
+    if (r == 0)
+        *type = (enum ibv_gid_type)e.gid_type;
+    return r;
+}
+
+static int fork_init(enum ibv_fork_status *how)
+{
+    *how = ibv_is_fork_initialized();
+    if (*how != IBV_FORK_DISABLED)
+        return 0;
+    return ibv_fork_init();
+}
+
 static const vb_api_t real = {
     .what = "libibverbs",
     .get_device_list = dev_list,
@@ -55,6 +74,8 @@ static const vb_api_t real = {
     .query_device = ibv_query_device,
     .query_port = query_port,
     .query_gid = ibv_query_gid,
+    .query_gid_type = gid_type,
+    .fork_init = fork_init,
     .alloc_pd = ibv_alloc_pd,
     .dealloc_pd = ibv_dealloc_pd,
     .reg_mr = reg_mr,

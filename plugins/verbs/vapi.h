@@ -29,6 +29,13 @@ typedef struct vb_api {
                       struct ibv_port_attr *a);
     int (*query_gid)(struct ibv_context *ctx, uint8_t port, int index,
                      union ibv_gid *gid);
+    /* The entry's type (IBV_GID_TYPE_IB, _ROCE_V1, _ROCE_V2): 0, or an
+     * errno (ENODATA for an empty entry). */
+    int (*query_gid_type)(struct ibv_context *ctx, uint8_t port, int index,
+                          enum ibv_gid_type *type);
+    /* Make registered memory safe across fork() where the kernel needs
+     * it (before 5.13): 0, or an errno; *how says what was found. */
+    int (*fork_init)(enum ibv_fork_status *how);
     struct ibv_pd *(*alloc_pd)(struct ibv_context *ctx);
     int (*dealloc_pd)(struct ibv_pd *pd);
     struct ibv_mr *(*reg_mr)(struct ibv_pd *pd, void *addr, size_t len,

@@ -187,6 +187,35 @@ static xfer_status_t watch_channels(vb_t *v)
     return XFER_OK;
 }
 
+/* Registered pages and fork(): kernels before 5.13 let a child's
+ * copy-on-write move the parent's pages away from what the HCA pinned,
+ * so rdma-core must mark them (ibv_fork_init) before the first
+ * registration of the process.  Once per process; a kernel that needs
+ * nothing says so. */
+static void fork_safety(vb_t *v)
+{
+    static pthread_mutex_t once = PTHREAD_MUTEX_INITIALIZER;
+    static bool done;
+    enum ibv_fork_status how = IBV_FORK_DISABLED;
+    int err;
+
+    pthread_mutex_lock(&once);
+    if (!done) {
+        done = true;
+        if ((err = VAPI->fork_init(&how)) != 0)
+            VLOG(v, XFER_LOG_WARN, VB_NAME ": ibv_fork_init: %s: a fork() "
+                 "of this process may corrupt transfers on kernels before "
+                 "5.13 (memory was registered before this backend was "
+                 "made); set RDMAV_FORK_SAFE=1 before starting it",
+                 strerror(err));
+        else
+            VLOG(v, XFER_LOG_DEBUG, VB_NAME ": fork safety %s",
+                 how == IBV_FORK_UNNEEDED ? "not needed (kernel 5.13 or "
+                 "later)" : "on (ibv_fork_init)");
+    }
+    pthread_mutex_unlock(&once);
+}
+
 static xfer_status_t vb_init(const xfer_host_t *host, const void *config,
                              xfer_be_t **be)
 {
@@ -212,6 +241,7 @@ static xfer_status_t vb_init(const xfer_host_t *host, const void *config,
                   strerror(errno));
         goto fail;
     }
+    fork_safety(v);
     if ((st = vb__rails_open(v)) != XFER_OK ||
         (st = vb__qps_init(v)) != XFER_OK ||
         (st = vb__notif_open(v)) != XFER_OK ||

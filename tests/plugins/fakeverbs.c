@@ -403,22 +403,39 @@ static fv_dev_t *dev_of(struct ibv_device *d)
     return x;
 }
 
-/* GID table: 0 = fe80::<index+1>, 1 = ::ffff:198.18.0.<index+1> (an
- * IPv4-mapped GID, as RoCE v2 lists one per address), the rest zero. */
-static void gid_of(int index, int gidx, union ibv_gid *g)
+/* GID table, as mlx5 lists it on RoCE, one entry per address and type:
+ * 0 fe80::<index+1> RoCE v1, 1 ::ffff:198.18.0.<index+1> (IPv4-mapped)
+ * RoCE v1, 2 and 3 the same as RoCE v2.  On InfiniBand only 0, the port
+ * GID, is set. */
+static void gid_of(int index, bool eth, int gidx, union ibv_gid *g)
 {
     memset(g, 0, sizeof *g);
-    if (gidx == 0) {
+    if (gidx < 0 || gidx >= FV_GID_TBL || (!eth && gidx != 0))
+        return;
+    if (gidx % 2 == 0) {
         g->raw[0] = 0xfe;
         g->raw[1] = 0x80;
         g->raw[15] = (uint8_t)(index + 1);
-    } else if (gidx == 1) {
+    } else {
         g->raw[10] = g->raw[11] = 0xff;
         g->raw[12] = 198;
         g->raw[13] = 18;
         g->raw[14] = 0;
         g->raw[15] = (uint8_t)(index + 1);
     }
+}
+
+/* The emulation shares nothing with a child's pages: fork needs no care. */
+static int fv_fork_init(enum ibv_fork_status *how)
+{
+    *how = IBV_FORK_UNNEEDED;
+    return 0;
+}
+
+static enum ibv_gid_type gid_type_of(bool eth, int gidx)
+{
+    return !eth ? IBV_GID_TYPE_IB
+                : gidx < 2 ? IBV_GID_TYPE_ROCE_V1 : IBV_GID_TYPE_ROCE_V2;
 }
 
 static bool gid_zero(const union ibv_gid *g)
@@ -625,7 +642,22 @@ static int fv_query_gid(struct ibv_context *ibctx, uint8_t port, int index,
 
     if (port != 1 || index < 0 || index >= FV_GID_TBL)
         return EINVAL;
-    gid_of(c->dev->index, index, gid);
+    gid_of(c->dev->index, c->dev->eth, index, gid);
+    return 0;
+}
+
+static int fv_query_gid_type(struct ibv_context *ibctx, uint8_t port,
+                             int index, enum ibv_gid_type *type)
+{
+    fv_ctx_t *c = ctx_of(ibctx, __func__);
+    union ibv_gid g;
+
+    if (port != 1 || index < 0 || index >= FV_GID_TBL)
+        return EINVAL;
+    gid_of(c->dev->index, c->dev->eth, index, &g);
+    if (gid_zero(&g))
+        return ENODATA; /* as ibv_query_gid_ex for an empty entry */
+    *type = gid_type_of(c->dev->eth, index);
     return 0;
 }
 
@@ -1376,8 +1408,14 @@ static bool av_ok(const fv_qp_t *qp, const struct ibv_ah_attr *av)
 {
     if (av->port_num != 1)
         return false;
-    if (av->is_global && (av->grh.sgid_index > 1 || gid_zero(&av->grh.dgid)))
-        return false;
+    if (av->is_global) {
+        union ibv_gid sg;
+
+        gid_of(qp->ctx->dev->index, qp->ctx->dev->eth, av->grh.sgid_index,
+               &sg);
+        if (gid_zero(&sg) || gid_zero(&av->grh.dgid))
+            return false;
+    }
     if (qp->ctx->dev->eth)
         return av->is_global;
     return av->dlid != 0 && av->dlid < 0xc000;
@@ -1837,8 +1875,8 @@ static fv_dev_t *av_dev(const fv_dev_t *me, const struct ibv_ah_attr *av)
             fv_dev_t *d = &fv.dev[i];
             union ibv_gid g0, g1;
 
-            gid_of(i, 0, &g0);
-            gid_of(i, 1, &g1);
+            gid_of(i, true, 0, &g0);
+            gid_of(i, true, 1, &g1);
             if (d->eth && d->nopen &&
                 (!memcmp(&av->grh.dgid, &g0, sizeof g0) ||
                  !memcmp(&av->grh.dgid, &g1, sizeof g1)))
@@ -2081,6 +2119,8 @@ static const vb_api_t fakeverbs_api = {
     .query_device = fv_query_device,
     .query_port = fv_query_port,
     .query_gid = fv_query_gid,
+    .query_gid_type = fv_query_gid_type,
+    .fork_init = fv_fork_init,
     .alloc_pd = fv_alloc_pd,
     .dealloc_pd = fv_dealloc_pd,
     .reg_mr = fv_reg_mr,

@@ -682,7 +682,7 @@ static void test_roce(void)
     ib = xt_agent(xt_name("ib"), PLUGIN ":device=fake2", 1);
     s = state_of(t);
     printf("RoCE target: '%s'\n", s.line);
-    XT_CHECK(strstr(s.line, "fake0:1 RoCE GID 1 MTU 1024") != NULL,
+    XT_CHECK(strstr(s.line, "fake0:1 RoCE GID 3 MTU 1024") != NULL,
              "state '%s'", s.line);
     XT_CHECK(strstr(state_of(ib).line, "fake2:1 IB LID 3 MTU 4096")
              != NULL, "state '%s'", state_of(ib).line);
@@ -775,8 +775,9 @@ static void test_forged_info(void)
             f[11] = 0xc0;
             w = "refused: rail 0: InfiniBand port with LID 0xc000";
             break;
-        case 8: /* an IB port's GID is zero: as RoCE it has none */
+        case 8: /* a RoCE port without a GID */
             f[8] = VB_LINK_ETH;
+            memset(f + 12, 0, 16);
             w = "refused: rail 0: RoCE port with a zero GID";
             break;
         case 9: f[8] = 3; w = "refused: rail 0: link layer 3"; break;

@@ -546,9 +546,9 @@ static void test_devices(void)
     XT_CHECK(API->query_port(ctx, 0, &pa) == EINVAL, "port 0: EINVAL");
     XT_CHECK(API->query_gid(ctx, 1, 0, &g) == 0 && g.raw[0] == 0xfe &&
              g.raw[1] == 0x80 && g.raw[15] == 2, "gid 0: fe80::2");
-    XT_CHECK(API->query_gid(ctx, 1, 1, &g) == 0 && g.raw[10] == 0xff &&
-             g.raw[11] == 0xff && g.raw[12] == 198 && g.raw[13] == 18 &&
-             g.raw[14] == 0 && g.raw[15] == 2, "gid 1: ::ffff:198.18.0.2");
+    /* InfiniBand: only the port GID (RoCE's, typed v1 and v2: test-verbs-qp). */
+    XT_CHECK(API->query_gid(ctx, 1, 1, &g) == 0 && g.global.subnet_prefix ==
+             0 && g.global.interface_id == 0, "gid 1 on IB: zero");
     XT_CHECK(API->query_gid(ctx, 1, 3, &g) == 0 && g.global.subnet_prefix ==
              0 && g.global.interface_id == 0, "gid 3: zero");
     XT_CHECK(API->query_gid(ctx, 1, 4, &g) == EINVAL, "gid 4: EINVAL");

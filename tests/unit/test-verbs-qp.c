@@ -110,6 +110,11 @@ static void test_rail_default(void)
              "description: %s", v->desc);
     CU_ASSERT_EQUAL(v->rail[0].addr.link, VB_LINK_IB);
     CU_ASSERT_EQUAL(v->rail[0].gid_index, -1);
+    /* No GRH of its own, but its port GID published for peers that
+     * route by GID. */
+    XT_CHECK(v->rail[0].addr.gid[0] == 0xfe && v->rail[0].addr.gid[1] == 0x80
+                 && v->rail[0].addr.gid[15] == 1,
+             "IB port GID not published");
 }
 
 static void test_rail_named(void)
@@ -171,15 +176,30 @@ static void test_rail_roce_gid(void)
     v = inst_cfg("fake1", "", -1, 8, &st);
     XT_REQUIRE(st == XFER_OK, "RoCE: %s", last_error);
     CU_ASSERT_EQUAL(v->rail[0].addr.link, VB_LINK_ETH);
-    /* The IPv4-mapped GID (RoCE v2) over the link-local one. */
-    CU_ASSERT_EQUAL(v->rail[0].gid_index, 1);
+    /* The IPv4-mapped RoCE v2 entry (3), over the v1 ones (0, 1) and the
+     * link-local v2 one (2). */
+    CU_ASSERT_EQUAL(v->rail[0].gid_index, 3);
+    {
+        static const enum ibv_gid_type want[4] = {
+            IBV_GID_TYPE_ROCE_V1, IBV_GID_TYPE_ROCE_V1,
+            IBV_GID_TYPE_ROCE_V2, IBV_GID_TYPE_ROCE_V2};
+
+        for (int i = 0; i < 4; i++) {
+            enum ibv_gid_type t = IBV_GID_TYPE_IB;
+
+            XT_CHECK(vb__api->query_gid_type(v->rail[0].ctx, 1, i, &t) == 0
+                         && t == want[i],
+                     "GID %d of a RoCE port: type %d, want %d", i, (int)t,
+                     (int)want[i]);
+        }
+    }
     XT_CHECK(v->rail[0].addr.gid[10] == 0xff && v->rail[0].addr.gid[11] == 0xff
                  && v->rail[0].addr.gid[15] == 2,
              "GID is not ::ffff:198.18.0.2");
-    inst_cfg("fake1", "", 3, 8, &st);
+    inst_cfg("fake1", "", 5, 8, &st);
     XT_CHECK(st == XFER_ERR_CONFIG && strstr(last_error, "no GID at "
-                                                          "gid_index 3"),
-             "gid_index 3: %d %s", st, last_error);
+                                                          "gid_index 5"),
+             "gid_index 5: %d %s", st, last_error);
     v = inst_cfg("fake1", "", 0, 8, &st);
     XT_CHECK(st == XFER_OK && v->rail[0].gid_index == 0, "gid_index 0: %s",
              last_error);
