@@ -95,7 +95,7 @@ void vb__conn_ask(vb_t *v, vb_peer_t *p)
     for (unsigned r = 0; r < p->nrails; r++)
         vb__qp_addr(v, p->slot[r], r, &m.qp[r]);
     len = vb__hs_encode(&m, msg, sizeof msg);
-    p->cstate = VB_CONN_ASKING;
+    vb__cstate(v, p, VB_CONN_ASKING);
     p->ask_ms = vb__now_ms();
     if (p->skip_due) {
         /* Notifications lost with the last connection: the target hears
@@ -167,7 +167,7 @@ static void on_qprep(vb_t *v, vb_peer_t *p, const vb_hs_t *m)
         pthread_mutex_unlock(&v->lock);
         return;
     }
-    p->cstate = VB_CONN_READY;
+    vb__cstate(v, p, VB_CONN_READY);
     vb__req_issue_peer(v, p);
     pthread_mutex_unlock(&v->lock);
 }

@@ -122,7 +122,7 @@ static int send_one(vb_t *v, vb_peer_t *p, vb_slot_t *s)
         wr.send_flags |= IBV_SEND_INLINE;
     } else {
         if (v->ntx_free == 0)
-            return EAGAIN;
+            return ENOBUFS;
         s->txb = v->tx_free[--v->ntx_free];
         memcpy(v->tx + (size_t)s->txb * VB_RX_SIZE, s->buf, total);
         sge.addr = (uintptr_t)(v->tx + (size_t)s->txb * VB_RX_SIZE);
@@ -143,6 +143,59 @@ static int send_one(vb_t *v, vb_peer_t *p, vb_slot_t *s)
         return err;
     }
     return 0;
+}
+
+/* The send buffers are the instance's: a peer that found none waits in
+ * turn, and is pumped when one comes back (vb__notif_sent), whoever's
+ * notification freed it. */
+static void txw_add(vb_t *v, vb_peer_t *p)
+{
+    if (p->txw)
+        return;
+    p->txw = true;
+    p->txw_next = NULL;
+    if (v->txw_tail)
+        v->txw_tail->txw_next = p;
+    else
+        v->txw_head = p;
+    v->txw_tail = p;
+}
+
+static void txw_del(vb_t *v, vb_peer_t *p)
+{
+    vb_peer_t *prev = NULL;
+
+    if (!p->txw)
+        return;
+    for (vb_peer_t *q = v->txw_head; q; prev = q, q = q->txw_next) {
+        if (q != p)
+            continue;
+        if (prev)
+            prev->txw_next = q->txw_next;
+        else
+            v->txw_head = q->txw_next;
+        if (v->txw_tail == q)
+            v->txw_tail = prev;
+        break;
+    }
+    p->txw = false;
+    p->txw_next = NULL;
+}
+
+/* Buffers came back: the peers waiting for one, in turn, while there
+ * are any (lock held, no olock). */
+static void txw_wake(vb_t *v)
+{
+    for (unsigned n = 0; v->ntx_free > 0 && v->txw_head != NULL; n++) {
+        vb_peer_t *p = v->txw_head;
+
+        txw_del(v, p);
+        pthread_mutex_lock(&p->olock);
+        vb__notif_pump(v, p);
+        pthread_mutex_unlock(&p->olock);
+        if (p->txw)
+            break; /* it took the last and wants more: its turn again */
+    }
 }
 
 void vb__notif_pump(vb_t *v, vb_peer_t *p)
@@ -176,15 +229,23 @@ void vb__notif_pump(vb_t *v, vb_peer_t *p)
             /* Numbered but not sent: take the number back, so the
              * target's sequence has no hole. */
             p->ns.sent--;
-            if (err != EAGAIN) {
+            if (err == ENOBUFS) {
+                txw_add(v, p);
+            } else if (err != EAGAIN) {
                 VLOG(v, XFER_LOG_WARN, VB_NAME ": a notification to agent "
                      "'%s' was refused by the queue pair (%s); its "
                      "connection is reset", p->name, strerror(err));
+                /* The NIC stops; conn_fail needs olock free, so the sweep
+                 * (verbs.c) does it. */
                 vb__qp_error(v, p->slot[0], 0);
+                p->broken = true;
+                atomic_store(&v->sweep_due, true);
             }
             break;
         }
         slot_pop(p);
+        s->posted_ms = vb__now_ms();
+        atomic_fetch_add(&v->notifs_flying, 1);
         s->peer = p;
         atomic_fetch_add(&p->refs, 1);
         atomic_fetch_add(&v->notifs_sent, 1);
@@ -204,6 +265,7 @@ void vb__notif_sent(vb_t *v, vb_qp_t *qp, uint32_t idx, void *owner,
     (void)idx;
     if (s == NULL)
         return;
+    atomic_fetch_sub(&v->notifs_flying, 1);
     if (err != 0) {
         /* Its number was handed out and never taken: the target is told
          * before the next connection carries another (vb__conn_ask), or
@@ -218,6 +280,8 @@ void vb__notif_sent(vb_t *v, vb_qp_t *qp, uint32_t idx, void *owner,
         vb__req_notif_done(v, q);
     }
     vb__slot_free(v, s);
+    if (v->txw_head != NULL)
+        txw_wake(v);
 }
 
 xfer_status_t vb__notif_send(vb_t *v, vb_peer_t *p, const void *msg,
@@ -255,6 +319,7 @@ xfer_status_t vb__notif_send(vb_t *v, vb_peer_t *p, const void *msg,
 
 void vb__notif_drop(vb_t *v, vb_peer_t *p)
 {
+    txw_del(v, p);
     while (p->sh != NULL) {
         vb_slot_t *s = p->sh;
 

@@ -97,11 +97,22 @@ void vb__conn_fail(vb_t *v, vb_peer_t *p, xfer_status_t st,
     }
     VLOG(v, XFER_LOG_INFO, VB_NAME ": the connection to agent '%s' failed "
          "(%s); the next transfer makes a new one", p->name, why);
-    p->cstate = VB_CONN_NONE;
+    vb__cstate(v, p, VB_CONN_NONE);
     p->cst = st;
+    if (p->sh != NULL)
+        atomic_store(&v->sweep_due, true); /* they want a new one */
     snprintf(p->cwhy, sizeof p->cwhy, "%s", why);
     atomic_fetch_add(&v->rebuilt, 1);
     conn_close(v, p, st, why);
+}
+
+void vb__cstate(vb_t *v, vb_peer_t *p, int cs)
+{
+    if (p->cstate == VB_CONN_ASKING && cs != VB_CONN_ASKING)
+        atomic_fetch_sub(&v->asking, 1);
+    else if (p->cstate != VB_CONN_ASKING && cs == VB_CONN_ASKING)
+        atomic_fetch_add(&v->asking, 1);
+    p->cstate = cs;
 }
 
 void vb__conn_need(vb_t *v, vb_peer_t *p)
@@ -128,7 +139,7 @@ void vb__peer_kill(vb_t *v, vb_peer_t *p, xfer_status_t st,
     }
     VLOG(v, XFER_LOG_INFO, VB_NAME ": agent '%s' is gone: %s", p->name,
          p->dead_why);
-    p->cstate = VB_CONN_NONE;
+    vb__cstate(v, p, VB_CONN_NONE);
     conn_close(v, p, p->dead_st, p->dead_why);
     pthread_mutex_lock(&p->olock);
     vb__notif_drop(v, p);

@@ -429,6 +429,75 @@ static void channel_events(vb_t *v)
     }
 }
 
+/* The oldest notification p's first QP holds, if it has held it longer
+ * than timeout_ms: a target that stopped reposting receives (RNR retries
+ * forever) or a QP that went quiet.  Lock held. */
+static bool notif_stuck(vb_t *v, vb_peer_t *p, uint64_t now)
+{
+    vb_qp_t *qp = vb__qp_get(v, 0, p->slot[0]);
+
+    if (qp == NULL)
+        return false;
+    for (uint32_t i = 0; i < qp->sq.count; i++) {
+        const vb_sq_ent_t *e = &qp->sq.ring[(qp->sq.head + i) %
+                                            qp->sq.depth];
+
+        if (e->kind == VB_WR_NOTIF && e->owner != NULL)
+            return now - ((const vb_slot_t *)e->owner)->posted_ms >=
+                   v->cfg.timeout_ms;
+    }
+    return false;
+}
+
+/* What no request's deadline covers, looked at every 100 ms (chan_lock
+ * before lock, so only when the channel is free): a handshake the target
+ * never answered, a QP that refused a notification, a notification the
+ * target never took; and notifications alone waiting for a connection
+ * that failed, which ask for a new one. */
+static int sweep(vb_t *v, uint64_t now)
+{
+    int n = 0;
+
+    if (now - atomic_load(&v->sweep_ms) < 100 ||
+        pthread_mutex_trylock(&v->ctl.chan_lock) != 0)
+        return 0;
+    atomic_store(&v->sweep_ms, now);
+    atomic_store(&v->sweep_due, false);
+    for (xfer__hwctl_peer_t *hp = v->ctl.peers; hp; hp = hp->next) {
+        vb_peer_t *p = hp->peer;
+        char why[160];
+        bool ask;
+
+        pthread_mutex_lock(&v->lock);
+        if (p->cstate == VB_CONN_ASKING &&
+            now - p->ask_ms >= v->cfg.timeout_ms) {
+            snprintf(why, sizeof why, "the peer never answered the "
+                     "queue-pair handshake within timeout_ms (%llu ms)",
+                     (unsigned long long)v->cfg.timeout_ms);
+            vb__conn_fail(v, p, XFER_ERR_TIMEOUT, why);
+            n++;
+        } else if (p->broken) {
+            p->broken = false;
+            vb__conn_fail(v, p, XFER_ERR_REMOTE_DISCONNECT, "its queue "
+                          "pair refused a notification");
+            n++;
+        } else if (p->cstate == VB_CONN_READY && notif_stuck(v, p, now)) {
+            snprintf(why, sizeof why, "a notification was not taken within "
+                     "timeout_ms (%llu ms): the target stopped receiving",
+                     (unsigned long long)v->cfg.timeout_ms);
+            vb__conn_fail(v, p, XFER_ERR_TIMEOUT, why);
+            n++;
+        }
+        ask = p->cstate == VB_CONN_NONE && p->sh != NULL &&
+              !atomic_load(&p->dead);
+        pthread_mutex_unlock(&v->lock);
+        if (ask)
+            vb__conn_ask(v, p); /* takes lock */
+    }
+    pthread_mutex_unlock(&v->ctl.chan_lock);
+    return n;
+}
+
 static int vb_progress(xfer_be_t *v)
 {
     int n = 0;
@@ -447,6 +516,7 @@ static int vb_progress(xfer_be_t *v)
     }
     n += xfer__hwctl_progress(&v->ctl, false);
     n += xfer__ns_progress(&v->ns);
+    n += sweep(v, vb__now_ms());
     return n;
 }
 
@@ -478,6 +548,11 @@ static xfer_status_t vb_arm(xfer_be_t *v)
     if (busy || xfer__hwctl_due(&v->ctl))
         return XFER_ERR_BUSY;
     atomic_store(&v->armed, true);
+    /* A handshake, a notification in flight or a connection to remake
+     * is ended by the sweep, which no fd wakes: poll meanwhile. */
+    if (atomic_load(&v->asking) || atomic_load(&v->notifs_flying) ||
+        atomic_load(&v->sweep_due))
+        return XFER_IN_PROG;
     return XFER_OK;
 }
 

@@ -178,6 +178,11 @@ struct xfer_be_peer {
     vb_slot_t *sh, *st;        /* notifications waiting, post order */
     size_t nslots;
     xfer__ns_send_t ns;
+    /* lock: waiting for one of the instance's notif_tx send buffers */
+    bool txw;
+    vb_peer_t *txw_next;
+    bool broken;               /* lock: its first QP refused a SEND; the
+                                  sweep (verbs.c) remakes the connection */
     bool skip_due;             /* lock: notification numbers were lost with
                                   a connection; the target is told (SKIP)
                                   before the next one asks for QPs */
@@ -246,6 +251,7 @@ struct vb_slot {
     vb_peer_t *peer;           /* a reference */
     int txb;                   /* the send buffer it went from, -1 none
                                   (inline) */
+    uint64_t posted_ms;        /* when its SEND was posted */
     size_t len;                /* of the payload; (size_t)-1: dropped */
     unsigned char buf[];       /* XFER__NS_HDR_LEN header, then payload */
 };
@@ -274,8 +280,15 @@ struct xfer_be {
     struct ibv_mr *tx_mr;
     int *tx_free;              /* a stack of free buffer indices */
     unsigned ntx_free;
+    vb_peer_t *txw_head, *txw_tail; /* peers waiting for one, in turn */
     uint64_t last_post_ms;
     atomic_bool armed;
+    atomic_uint_fast64_t sweep_ms; /* the last look at every connection */
+    /* What only the sweep (verbs.c) ends, so the progress thread must
+     * not sleep on the fds alone while any is so: peers asking for QPs,
+     * notifications the QPs hold, a connection to remake. */
+    atomic_uint asking, notifs_flying;
+    atomic_bool sweep_due;
     /* control channel: socket, channel, chan_lock, peers, asks */
     xfer__hwctl_t ctl;
     unsigned char info_blob[XFER_BE_BLOB_MAX];
@@ -357,6 +370,8 @@ void vb__peer_kill(vb_t *v, vb_peer_t *p, xfer_status_t st,
  * next post asks for a new one. */
 void vb__conn_fail(vb_t *v, vb_peer_t *p, xfer_status_t st,
                    const char *why);
+/* p's connection state becomes cs (lock held; counts the askers). */
+void vb__cstate(vb_t *v, vb_peer_t *p, int cs);
 /* Make sure p has a connection or is asking for one (no lock held): the
  * first post's part of it. */
 void vb__conn_need(vb_t *v, vb_peer_t *p);
@@ -408,7 +423,8 @@ vb_slot_t *vb__slot_new(vb_peer_t *p, const void *msg, size_t len);
 void vb__slot_free(vb_t *v, vb_slot_t *s);
 /* Send what may go from the head of p's queue (lock and olock held). */
 void vb__notif_pump(vb_t *v, vb_peer_t *p);
-/* Forget what p had waiting (olock held). */
+/* Forget what p had waiting (olock held), and take it off the queue for
+ * send buffers. */
 void vb__notif_drop(vb_t *v, vb_peer_t *p);
 /* A SEND batch ended (lock held): err 0 or the wc status. */
 void vb__notif_sent(vb_t *v, vb_qp_t *qp, uint32_t idx, void *owner,

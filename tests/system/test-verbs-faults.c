@@ -1710,6 +1710,78 @@ static void test_max_qps_target(void)
     finish((xfer_agent_t *[]){ini[0], ini[1], ini[2], tgt}, 4);
 }
 
+/* ---- send buffers shared by peers, a target that stops taking ------------- */
+
+/* One send buffer (notif_tx=1) for two targets: a notification to B that
+ * found the buffer taken by A's goes when A's completes, though B has
+ * nothing else in flight that would wake it. */
+static void test_notif_tx_shared(void)
+{
+    uint64_t seed = begin("send buffers shared by two targets");
+    xfer_agent_t *ini = agent("ini", "vbfake:device=fake0,notif_tx=1");
+    xfer_agent_t *a = agent("tgt", "vbfake:device=fake1");
+    xfer_agent_t *b = agent("tgt", "vbfake:device=fake2");
+    xt_notifs_t *ga = xt_notifs_new(), *gb = xt_notifs_new();
+    char msg[100];
+
+    connect_to(ini, a);
+    connect_to(ini, b);
+    for (unsigned i = 0; i < 40; i++) {
+        memset(msg, 'a' + (int)(i % 26), sizeof msg);
+        snprintf(msg, 16, "%u-%" PRIu64, i, seed % 1000);
+        XT_STATUS(xfer_notif_send(ini, name_of(i % 2 ? b : a), msg,
+                                  sizeof msg, NULL), XFER_OK);
+    }
+    xt_drain_until(a, ga, 20, WAIT_MS, false);
+    xt_drain_until(b, gb, 20, WAIT_MS, false);
+    XT_CHECK(ga->count == 20 && gb->count == 20, "delivered %zu to A and %zu "
+             "to B, want 20 each (100-byte notifications, one send "
+             "buffer)", ga->count, gb->count);
+    for (size_t i = 0; i < gb->count; i++) {
+        snprintf(msg, 16, "%zu-%" PRIu64, 2 * i + 1, seed % 1000);
+        XT_CHECK(gb->items[i].len == sizeof msg &&
+                     strncmp(gb->items[i].msg, msg, strlen(msg)) == 0,
+                 "B's notification %zu is out of order", i);
+    }
+    finish((xfer_agent_t *[]){ini, a, b}, 3);
+}
+
+/* A notification the target never takes (here: its QP held by the
+ * emulated NIC) is not left in flight for good: after timeout_ms the
+ * connection is reset with a sentence, the target is told the number
+ * will not come, and the next notification is delivered. */
+static void test_notif_stuck(void)
+{
+    uint64_t seed = begin("a notification never taken");
+    xfer_agent_t *ini = agent("ini", "vbfake:device=fake0,timeout_ms=500");
+    xfer_agent_t *tgt = agent("tgt", "vbfake:device=fake1");
+    xt_notifs_t *got = xt_notifs_new();
+    uint64_t end;
+    uint32_t qpn;
+
+    (void)seed;
+    connect_to(ini, tgt);
+    XT_STATUS(xfer_notif_send(ini, name_of(tgt), "first", 5, NULL), XFER_OK);
+    XT_REQUIRE(xt_drain_until(tgt, got, 1, WAIT_MS, false) == 1,
+               "the first notification did not arrive");
+    qpn = ini_qp(0, 1);
+    XT_REQUIRE(fv.hold(qpn, true) == 0, "hold");
+    XT_STATUS(xfer_notif_send(ini, name_of(tgt), "lost", 4, NULL), XFER_OK);
+    end = xt_now_ms() + WAIT_MS;
+    while (qp_live(qpn) && xt_now_ms() < end)
+        xt_sleep_ms(20);
+    XT_CHECK(!qp_live(qpn), "the queue pair holding a notification for "
+             "over timeout_ms was not reset");
+    XT_CHECK(vstate(ini).remade >= 1, "state: '%s'", vstate(ini).line);
+    XT_STATUS(xfer_notif_send(ini, name_of(tgt), "after", 5, NULL), XFER_OK);
+    xt_drain_until(tgt, got, 2, WAIT_MS, false);
+    XT_CHECK(got->count == 2 && got->items[1].len == 5 &&
+                 memcmp(got->items[1].msg, "after", 5) == 0,
+             "%zu notifications; the one after the reset did not come "
+             "(target: '%s')", got->count, vstate(tgt).line);
+    finish((xfer_agent_t *[]){ini, tgt}, 2);
+}
+
 /* ---- chains and signaling ---------------------------------------------------- */
 
 /* Work requests go to the HCA in chains of at most chain_max, one
@@ -1824,6 +1896,8 @@ static const xt_test_t load[] = {
     XT_TEST(test_striping_rails_min),
     XT_TEST(test_state_two_rails),
     XT_TEST(test_chains),
+    XT_TEST(test_notif_tx_shared),
+    XT_TEST(test_notif_stuck),
     XT_END,
 };
 
