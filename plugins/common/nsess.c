@@ -415,6 +415,13 @@ static bool dropped(xfer__ns_table_t *t)
 void xfer__ns_recv(xfer__ns_table_t *t, const void *hdr, size_t hlen,
                    const void *data, size_t len)
 {
+    xfer__ns_recv_from(t, NULL, hdr, hlen, data, len);
+}
+
+void xfer__ns_recv_from(xfer__ns_table_t *t, const char *from,
+                        const void *hdr, size_t hlen, const void *data,
+                        size_t len)
+{
     const xfer_host_t *h = t->host;
     const unsigned char *b = hdr;
     uint64_t win = t->window, seq;
@@ -445,6 +452,17 @@ void xfer__ns_recv(xfer__ns_table_t *t, const void *hdr, size_t hlen,
             LOG(t, XFER_LOG_WARN, "%s: dropped a notification carrying a "
                 "token of no session (forged, or from an agent that "
                 "restarted)", t->plugin);
+        return;
+    }
+    if (from != NULL && strcmp(s->name, from) != 0) {
+        char owner[XFER_NAME_MAX + 1];
+
+        snprintf(owner, sizeof owner, "%s", s->name);
+        pthread_mutex_unlock(&t->lock);
+        if (dropped(t))
+            LOG(t, XFER_LOG_WARN, "%s: dropped a notification carrying "
+                "agent '%s''s token that came from agent '%s' (a stolen "
+                "token)", t->plugin, owner, from);
         return;
     }
     s->used = ++t->tick;

@@ -124,6 +124,13 @@ int xfer__ns_acks(xfer__ns_table_t *t);
  * forged, unknown, outside the window or a duplicate.  Any thread. */
 void xfer__ns_recv(xfer__ns_table_t *t, const void *hdr, size_t hlen,
                    const void *data, size_t len);
+/* The same, for a fabric whose delivery path already names the sender
+ * (a verbs queue pair made for it through the channel): a notification
+ * whose token is not from's session is dropped, so a stolen token is
+ * worth nothing on another agent's queue pair. */
+void xfer__ns_recv_from(xfer__ns_table_t *t, const char *from,
+                        const void *hdr, size_t hlen, const void *data,
+                        size_t len);
 /* Deliver what sessions hold as the core's queue gets room. */
 int xfer__ns_progress(xfer__ns_table_t *t);
 /* Sessions now (tests, state sentences). */

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #endif
 
+#include <endian.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -56,10 +57,9 @@ xfer_status_t vb__info_parse(vb_t *v, const char *name, const void *info,
                                  XFER__TCPSOCK_INFO_SIZE) != XFER_OK)
         return VERR(v, XFER_ERR_INVALID, VB_NAME ": agent '%s': its control "
                     "channel address is not valid", name);
-    if (p != NULL) {
+    /* The ports themselves come again in each handshake. */
+    if (p != NULL)
         p->nrails = n < v->nrails ? n : v->nrails;
-        memcpy(p->raddr, ports, sizeof(ports[0]) * n);
-    }
     return XFER_OK;
 }
 
@@ -217,6 +217,11 @@ static bool tconn_room(vb_t *v)
 
     if (v->nqps < v->cfg.max_qps)
         return true;
+    /* What the QPs received is taken first: a notification the HCA
+     * acknowledged must not go with them. */
+    vb__cq_drain(v, INT_MAX);
+    if (v->nqps < v->cfg.max_qps)
+        return true;
     for (vb_tconn_t *tc = v->tconns; tc; tc = tc->next)
         if (old == NULL || tc->used < old->used)
             old = tc;
@@ -233,7 +238,6 @@ static bool tconn_room(vb_t *v)
 static void on_qpreq(vb_t *v, xfer__stream_conn_t *c, const vb_hs_t *m)
 {
     const char *name = xfer__stream_conn_name(c);
-    uint64_t epoch = xfer__stream_conn_epoch(c);
     unsigned char out[VB_HS_MAX];
     vb_hs_t rep;
     vb_tconn_t *tc;
@@ -265,8 +269,6 @@ static void on_qpreq(vb_t *v, xfer__stream_conn_t *c, const vb_hs_t *m)
         goto answer;
     }
     snprintf(tc->name, sizeof tc->name, "%s", name);
-    tc->epoch = epoch;
-    tc->gen = m->gen;
     tc->nrails = m->nrails < v->nrails ? m->nrails : v->nrails;
     tc->used = ++v->tick;
     st = vb__qp_make(v, VB_QP_TGT, tc, tc->nrails, tc->slot, why,
@@ -315,28 +317,53 @@ static vb_t *of_ctl(xfer__hwctl_t *h)
     return (vb_t *)(void *)((char *)h - offsetof(vb_t, ctl));
 }
 
+/* Whether to log the n-th refused handshake message: a peer that passed
+ * the channel's handshake can send many; the first 64, then the 128th,
+ * 256th ... (as nsess's drops). */
+static bool log_refusal(vb_t *v)
+{
+    unsigned long n = atomic_fetch_add(&v->hs_refused, 1) + 1;
+
+    return n <= 64 || (n & (n - 1)) == 0;
+}
+
 static void c_msg(xfer__hwctl_t *h, xfer__stream_conn_t *c, void *peer,
                   const void *msg, size_t len)
 {
     vb_t *v = of_ctl(h);
+    const unsigned char *b = msg;
     char why[200];
     vb_hs_t m;
 
     if (vb__hs_decode(msg, len, &m, why, sizeof why) != XFER_OK) {
-        VLOG(v, XFER_LOG_WARN, VB_NAME ": agent '%s' sent a handshake that "
-             "is refused: %s", xfer__stream_conn_name(c), why);
+        if (log_refusal(v))
+            VLOG(v, XFER_LOG_WARN, VB_NAME ": agent '%s' sent a handshake "
+                 "that is refused: %s", xfer__stream_conn_name(c), why);
+        /* An ask this side cannot read (another version?) is answered,
+         * so the asker fails at once rather than after timeout_ms. */
+        if (!xfer__stream_conn_initiator(c) && len >= 8 &&
+            b[0] == VB_HS_QPREQ) {
+            unsigned char out[VB_HS_MAX];
+            vb_hs_t rep = {.type = VB_HS_QPREP, .status = VB_HS_FAILED};
+            size_t n;
+
+            memcpy(&rep.gen, b + 4, 4);
+            rep.gen = le32toh(rep.gen);
+            if ((n = vb__hs_encode(&rep, out, sizeof out)) != 0)
+                (void)xfer__chan_reply(c, out, n);
+        }
         return;
     }
     if (xfer__stream_conn_initiator(c)) {
         if (peer != NULL && m.type == VB_HS_QPREP)
             on_qprep(v, peer, &m);
-        else
+        else if (log_refusal(v))
             VLOG(v, XFER_LOG_WARN, VB_NAME ": agent '%s' sent a handshake "
                  "ask on a connection this side opened; ignored",
                  xfer__stream_conn_name(c));
     } else if (m.type == VB_HS_QPREQ) {
         on_qpreq(v, c, &m);
-    } else {
+    } else if (log_refusal(v)) {
         VLOG(v, XFER_LOG_WARN, VB_NAME ": agent '%s' sent a handshake "
              "answer nobody asked for; ignored", xfer__stream_conn_name(c));
     }

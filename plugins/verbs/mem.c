@@ -51,6 +51,15 @@ xfer_status_t vb__mem_register(vb_t *v, const xfer_be_region_t *r,
     for (unsigned k = 0; k < v->nrails; k++) {
         m->mr[k] = VAPI->reg_mr(v->rail[k].pd, (void *)r->addr,
                                 r->len ? r->len : 1, access);
+        if (m->mr[k] == NULL && errno == EFAULT &&
+            !(access & IBV_ACCESS_REMOTE_WRITE)) {
+            /* Read-only memory (a PROT_READ mapping of a file) cannot be
+             * pinned for writing: registered to be read only, a READ
+             * landing in it then fails with a local protection error. */
+            access &= ~IBV_ACCESS_LOCAL_WRITE;
+            m->mr[k] = VAPI->reg_mr(v->rail[k].pd, (void *)r->addr,
+                                    r->len ? r->len : 1, access);
+        }
         if (m->mr[k] == NULL) {
             int e = errno;
 
@@ -93,8 +102,13 @@ restart:
         any = true;
         if (!force)
             return true;
-        vb__conn_fail(v, q->peer, XFER_ERR_ACCESS, "its local memory was "
-                      "deregistered while the transfer was in flight");
+        /* The users fail for what happened; the rest of that connection
+         * only because the NIC has to stop. */
+        vb__req_fail(v, q, XFER_ERR_ACCESS, "its local memory was "
+                     "deregistered while the transfer was in flight");
+        vb__conn_fail(v, q->peer, XFER_ERR_REMOTE_DISCONNECT, "the "
+                      "connection was reset to stop the NIC using "
+                      "memory being deregistered");
         goto restart;
     }
     return any;

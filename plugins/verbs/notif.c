@@ -387,10 +387,10 @@ void vb__notif_recv(vb_t *v, vb_tconn_t *tc, unsigned i, size_t len)
     /* nsess checks the header and names the sender from its session,
      * never from the message; it copies what it holds. */
     if (len >= XFER__NS_HDR_LEN)
-        xfer__ns_recv(&v->ns, b, XFER__NS_HDR_LEN, b + XFER__NS_HDR_LEN,
-                      len - XFER__NS_HDR_LEN);
+        xfer__ns_recv_from(&v->ns, tc->name, b, XFER__NS_HDR_LEN,
+                           b + XFER__NS_HDR_LEN, len - XFER__NS_HDR_LEN);
     else
-        xfer__ns_recv(&v->ns, b, len, NULL, 0);
+        xfer__ns_recv_from(&v->ns, tc->name, b, len, NULL, 0);
     tc->used = ++v->tick;
     if ((err = vb__notif_repost(v, tc, i)) != 0) {
         VLOG(v, XFER_LOG_WARN, VB_NAME ": reposting a receive buffer for "

@@ -190,7 +190,7 @@ xfer_status_t vb__qp_connect(vb_t *v, int slot, unsigned rail,
     a.max_dest_rd_atomic = (uint8_t)rl->max_rd_atom;
     a.min_rnr_timer = 12; /* 0.64 ms */
     a.ah_attr.port_num = rl->port;
-    a.ah_attr.sl = 0;
+    a.ah_attr.sl = (uint8_t)v->cfg.sl;
     a.ah_attr.dlid = r->port.lid;
     /* RoCE is always routed by GID; IB only when a GID index is set. */
     if (rl->addr.link == VB_LINK_ETH || rl->gid_index >= 0) {
@@ -206,6 +206,7 @@ xfer_status_t vb__qp_connect(vb_t *v, int slot, unsigned rail,
         memcpy(a.ah_attr.grh.dgid.raw, r->port.gid, 16);
         a.ah_attr.grh.sgid_index = (uint8_t)rl->gid_index;
         a.ah_attr.grh.hop_limit = 64;
+        a.ah_attr.grh.traffic_class = (uint8_t)v->cfg.traffic_class;
     }
     if ((err = VAPI->modify_qp(q->qp, &a, IBV_QP_STATE | IBV_QP_AV |
                                               IBV_QP_PATH_MTU |
@@ -223,7 +224,9 @@ xfer_status_t vb__qp_connect(vb_t *v, int slot, unsigned rail,
     a.retry_cnt = (uint8_t)v->cfg.retry_cnt;
     a.rnr_retry = 7; /* credits keep receivers ahead: RNR is a slip */
     a.sq_psn = q->psn;
-    a.max_rd_atomic = (uint8_t)rl->max_rd_atom;
+    /* READs out at once: the requester's limit, and never more than a
+     * responder gives (16 on every HCA this was written for). */
+    a.max_rd_atomic = (uint8_t)rl->max_init_rd;
     if ((err = VAPI->modify_qp(q->qp, &a, IBV_QP_STATE | IBV_QP_TIMEOUT |
                                               IBV_QP_RETRY_CNT |
                                               IBV_QP_RNR_RETRY |

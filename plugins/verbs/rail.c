@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +134,10 @@ static xfer_status_t rail_open(vb_t *v, unsigned r, struct ibv_device *dev,
     rl->max_rd_atom = da.max_qp_rd_atom > 16 ? 16 : da.max_qp_rd_atom;
     if (rl->max_rd_atom < 1)
         rl->max_rd_atom = 1;
+    rl->max_init_rd = da.max_qp_init_rd_atom > 16 ? 16
+                                                  : da.max_qp_init_rd_atom;
+    if (rl->max_init_rd < 1)
+        rl->max_init_rd = 1;
     rl->gid_index = (int)v->cfg.gid_index;
     if (rl->gid_index >= 0) {
         if (rl->gid_index >= pa.gid_tbl_len ||
@@ -183,10 +188,10 @@ static xfer_status_t rail_open(vb_t *v, unsigned r, struct ibv_device *dev,
      * queue (one per batch at most, a batch being at least one work
      * request) and a target's receive buffers. */
     cqe = v->cfg.max_qps * (v->cfg.sq_depth + v->cfg.notif_window + 1);
-    if (da.max_cqe > 0 && cqe > (uint64_t)da.max_cqe) {
+    if ((da.max_cqe > 0 && cqe > (uint64_t)da.max_cqe) || cqe > INT_MAX) {
         snprintf(why, size, "%s holds at most %d completions per CQ; "
                  "max_qps * (sq_depth + notif_window + 1) is %llu: lower "
-                 "one of them", rl->name, da.max_cqe,
+                 "one of them", rl->name, da.max_cqe > 0 ? da.max_cqe : INT_MAX,
                  (unsigned long long)cqe);
         return XFER_ERR_CONFIG;
     }

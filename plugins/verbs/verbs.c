@@ -85,6 +85,12 @@ static const xfer_param_t vb_params[] = {
       "local ACK timeout exponent: 4.096 us * 2^n per retry "
       "(IBV_QP_TIMEOUT; 14 is 67 ms)",
       qp_timeout, 1, 31),
+    P("traffic_class", XFER_PARAM_UINT, "0",
+      "GRH traffic class (RoCE: DSCP << 2 | ECN, e.g. 106 for DSCP 26) of "
+      "every queue pair, as lossless RoCE fabrics are configured",
+      traffic_class, 0, 255),
+    P("sl", XFER_PARAM_UINT, "0",
+      "InfiniBand service level of every queue pair (QoS)", sl, 0, 15),
     {"notif_window", XFER_PARAM_UINT, "64",
      "notifications a sender may have on their way to this target before "
      "it acknowledges them (credits); what this target holds per sender, "
@@ -301,7 +307,6 @@ static xfer_status_t wc_status(enum ibv_wc_status s)
     case IBV_WC_REM_ACCESS_ERR:
     case IBV_WC_LOC_PROT_ERR:
     case IBV_WC_LOC_ACCESS_ERR:
-    case IBV_WC_REM_INV_REQ_ERR:
         return XFER_ERR_ACCESS;
     default:
         return XFER_ERR_REMOTE_DISCONNECT;
@@ -318,9 +323,11 @@ static void ini_wc(vb_t *v, vb_qp_t *qp, const struct ibv_wc *wc)
 
     if (wc->status == IBV_WC_SUCCESS) {
         if (!vb__sq_complete(&qp->sq, idx, &e)) {
-            VLOG(v, XFER_LOG_WARN, VB_NAME ": a completion out of order on "
-                 "the queue pair to '%s' (batch %u); ignored", p->name,
-                 (unsigned)idx);
+            /* RC completes in order: this cannot be, and the queue's
+             * count would never come right again. */
+            snprintf(why, sizeof why, "a completion out of order on %s "
+                     "(batch %u)", v->rail[qp->rail].name, (unsigned)idx);
+            vb__conn_fail(v, p, XFER_ERR_BACKEND, why);
             return;
         }
         if (e.kind == VB_WR_DATA && e.owner != NULL) {

@@ -72,6 +72,8 @@ typedef struct vb_config {
     uint64_t cq_batch;
     uint64_t retry_cnt;
     uint64_t qp_timeout;
+    uint64_t traffic_class;
+    uint64_t sl;
     uint64_t notif_window;
     uint64_t notif_queue;
     const char *addr;
@@ -98,7 +100,10 @@ typedef struct vb_rail {
     vb_port_addr_t addr;       /* as peers reach it */
     uint32_t max_msg;          /* the port's max_msg_sz */
     uint32_t max_inline;       /* what create_qp granted, 0 until known */
-    int max_rd_atom;           /* device max_qp_rd_atom */
+    int max_rd_atom;           /* device max_qp_rd_atom: READs a QP
+                                  answers at once (responder) */
+    int max_init_rd;           /* device max_qp_init_rd_atom: READs a QP
+                                  has out at once (requester) */
     unsigned events;           /* CQ events not yet acknowledged */
 } vb_rail_t;
 
@@ -128,8 +133,6 @@ typedef struct vb_qp {
 typedef struct vb_tconn {
     struct vb_tconn *next;
     char name[XFER_NAME_MAX + 1];
-    uint64_t epoch;
-    uint32_t gen;              /* the initiator's generation */
     unsigned nrails;
     int slot[VB_MAX_RAILS];    /* its QP on each rail */
     uint64_t used;             /* tick of the last handshake */
@@ -157,7 +160,6 @@ struct xfer_be_peer {
     uint64_t epoch;
     xfer__hwctl_peer_t ctl;
     unsigned nrails;           /* min(ours, theirs) */
-    vb_port_addr_t raddr[VB_MAX_RAILS]; /* their ports, from the info */
     /* Set once, before dead: why every post to it now fails. */
     atomic_bool dead;
     xfer_status_t dead_st;
@@ -224,7 +226,6 @@ struct xfer_be_req {
     size_t issued[VB_MAX_RAILS]; /* work requests posted, per rail */
     size_t pending;            /* posted, not yet completed */
     size_t pend[VB_MAX_RAILS]; /* ... per rail */
-    uint32_t cgen;             /* the connection its WRs went on */
     bool released;             /* the core let go while pending */
     bool done;                 /* st is final */
     bool waiting;              /* on the peer's wait list */
@@ -271,7 +272,7 @@ struct xfer_be {
     vb_qp_t *qps[VB_MAX_RAILS];  /* max_qps slots per rail */
     unsigned nqps;             /* in use on rail 0 (every rail alike) */
     vb_req_t *ihead, *itail;   /* requests posted and not finished */
-    vb_tconn_t *tconns;        /* chan_lock and lock: targets' QPs */
+    vb_tconn_t *tconns;        /* the QPs made for initiators (ctl.c) */
     unsigned ntconns;
     uint64_t tick;
     /* Send buffers for notifications too long to go inline: notif_tx
@@ -297,6 +298,7 @@ struct xfer_be {
     xfer__ns_table_t ns;
     /* counters for state() */
     atomic_ulong wrs_posted, chains, qp_errors, notifs_sent, rebuilt;
+    atomic_ulong hs_refused;   /* handshake messages refused (ctl.c) */
     char desc[160];            /* "mlx5_0:1 IB LID 3 MTU 4096, ..." */
 };
 

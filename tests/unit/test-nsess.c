@@ -968,6 +968,31 @@ static void test_skip_refused(void)
              "SKIP", (unsigned long long)xfer__ns_count(&t->tab));
 }
 
+/* Where the fabric names the sender (a verbs queue pair), a notification
+ * carrying another agent's token is dropped, counted and logged; one
+ * with its own is delivered. */
+static void test_recv_from(void)
+{
+    side_t *t = side_new("target", 5, 16), *a = side_new("alpha", 1, 16),
+           *b = side_new("bravo", 1, 16);
+    note_t n;
+
+    ask(a, t);
+    ask(b, t);
+    n = number(a, "mine");
+    t->log[0] = '\0';
+    xfer__ns_recv_from(&t->tab, "bravo", n.hdr, sizeof n.hdr, n.msg,
+                       strlen(n.msg));
+    XT_CHECK(t->nd == 0 && atomic_load(&t->tab.dropped) == 1,
+             "alpha's token on bravo's path: %zu delivered, %lu dropped",
+             t->nd, atomic_load(&t->tab.dropped));
+    XT_CHECK(strstr(t->log, "agent 'alpha''s token that came from agent "
+                            "'bravo'") != NULL, "log: %s", t->log);
+    xfer__ns_recv_from(&t->tab, "alpha", n.hdr, sizeof n.hdr, n.msg,
+                       strlen(n.msg));
+    DELIVERED(t, "alpha", "mine");
+}
+
 static const xt_test_t send_tests[] = {
     XT_TEST(test_send_credits),
     XT_TEST(test_send_new_token),
@@ -991,6 +1016,7 @@ static const xt_test_t target_tests[] = {
     XT_TEST(test_skip),
     XT_TEST(test_skip_room),
     XT_TEST(test_skip_refused),
+    XT_TEST(test_recv_from),
     XT_END,
 };
 
