@@ -1,7 +1,7 @@
 #!/bin/sh
 # conformance-verbs.sh - the backend conformance suite over the verbs
 # plugin on a real RDMA device (XFER_TEST_VERBS names it, e.g.
-# "device=mlx5_0" or "devices=mlx5_0,mlx5_1"; empty: the first active
+# "device=mlx5_0" or "devices=mlx5_0\,mlx5_1"; empty: the first active
 # port).  On a host without one it reports SKIP with the plugin's own
 # reason (its probe sentence, as xfer-info shows it).
 b="${abs_top_builddir:-.}"
