@@ -112,6 +112,14 @@ static xfer_status_t rail_open(vb_t *v, unsigned r, struct ibv_device *dev,
                  strerror(errno));
         return XFER_ERR_BACKEND;
     }
+    /* Asynchronous events are read without blocking, from progress. */
+    if (rl->ctx->async_fd >= 0 &&
+        ((fl = fcntl(rl->ctx->async_fd, F_GETFL)) < 0 ||
+         fcntl(rl->ctx->async_fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
+        snprintf(why, size, "%s: its event fd: %s", rl->name,
+                 strerror(errno));
+        return XFER_ERR_BACKEND;
+    }
     memset(&da, 0, sizeof da);
     if (VAPI->query_device(rl->ctx, &da) != 0) {
         snprintf(why, size, "%s cannot be queried", rl->name);

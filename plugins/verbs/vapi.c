@@ -94,6 +94,9 @@ static const vb_api_t real = {
     .post_send = post_send,
     .post_recv = post_recv,
     .wc_status_str = ibv_wc_status_str,
+    .get_async_event = ibv_get_async_event,
+    .ack_async_event = ibv_ack_async_event,
+    .event_type_str = ibv_event_type_str,
 };
 
 const vb_api_t *const vb__api = &real;

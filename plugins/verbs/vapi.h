@@ -61,6 +61,12 @@ typedef struct vb_api {
     int (*post_recv)(struct ibv_qp *qp, struct ibv_recv_wr *wr,
                      struct ibv_recv_wr **bad);
     const char *(*wc_status_str)(enum ibv_wc_status st);
+    /* Asynchronous events: port and device state, QPs and CQs in error
+     * (the context's async_fd, made non-blocking, says when). */
+    int (*get_async_event)(struct ibv_context *ctx,
+                           struct ibv_async_event *ev);
+    void (*ack_async_event)(struct ibv_async_event *ev);
+    const char *(*event_type_str)(enum ibv_event_type ev);
 } vb_api_t;
 
 /* The table this build of the plugin uses (vapi.c, or an emulation). */

@@ -182,7 +182,10 @@ static xfer_status_t watch_channels(vb_t *v)
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = r};
         int fd = v->rail[r].ch->fd; /* non-blocking (rail.c) */
 
-        if (epoll_ctl(v->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+        if (epoll_ctl(v->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ||
+            (v->rail[r].ctx->async_fd >= 0 &&
+             epoll_ctl(v->epfd, EPOLL_CTL_ADD, v->rail[r].ctx->async_fd,
+                       &ev) < 0))
             return VERR(v, XFER_ERR_BACKEND, VB_NAME ": the completion "
                         "channel of %s: %s", v->rail[r].name,
                         strerror(errno));
@@ -380,6 +383,82 @@ static void tgt_wc(vb_t *v, vb_qp_t *qp, const struct ibv_wc *wc)
     vb__tconn_drop(v, tc);
 }
 
+/* ---- asynchronous events ------------------------------------------------ */
+
+static vb_qp_t *qp_by_ptr(vb_t *v, unsigned r, const struct ibv_qp *ib)
+{
+    for (uint64_t s = 0; s < v->cfg.max_qps; s++)
+        if (v->qps[r][s].qp == ib)
+            return &v->qps[r][s];
+    return NULL;
+}
+
+/* What the HCAs say of themselves (lock held): a QP in error fails its
+ * connection now rather than at its next completion or deadline; a port
+ * or device gone, or a CQ broken, fails every connection (the sweep does
+ * it, with the channel's lock) and new ones find out as they are made.
+ * Each event is acknowledged before its QP can be destroyed
+ * (ibv_destroy_qp waits for that). */
+static int async_events(vb_t *v)
+{
+    int n = 0;
+
+    for (unsigned r = 0; r < v->nrails; r++) {
+        struct ibv_async_event ev;
+
+        if (v->rail[r].ctx->async_fd < 0)
+            continue;
+        while (VAPI->get_async_event(v->rail[r].ctx, &ev) == 0) {
+            enum ibv_event_type t = ev.event_type;
+            const struct ibv_qp *ib = ev.element.qp;
+            const char *what = VAPI->event_type_str(t);
+            char why[200];
+
+            VAPI->ack_async_event(&ev);
+            n++;
+            switch (t) {
+            case IBV_EVENT_QP_FATAL:
+            case IBV_EVENT_QP_REQ_ERR:
+            case IBV_EVENT_QP_ACCESS_ERR:
+            case IBV_EVENT_PATH_MIG_ERR: {
+                vb_qp_t *qp = qp_by_ptr(v, r, ib);
+
+                if (qp == NULL)
+                    break; /* gone already */
+                snprintf(why, sizeof why, "%s reported %s on its queue "
+                         "pair", v->rail[r].name, what);
+                atomic_fetch_add(&v->qp_errors, 1);
+                if (qp->kind == VB_QP_INI)
+                    vb__conn_fail(v, qp->owner, XFER_ERR_REMOTE_DISCONNECT,
+                                  why);
+                else
+                    vb__tconn_drop(v, qp->owner);
+                break;
+            }
+            case IBV_EVENT_CQ_ERR:
+            case IBV_EVENT_PORT_ERR:
+            case IBV_EVENT_DEVICE_FATAL:
+                VLOG(v, XFER_LOG_ERROR, VB_NAME ": %s reported %s: every "
+                     "connection on it fails%s", v->rail[r].name, what,
+                     t == IBV_EVENT_PORT_ERR ? " until the port is active "
+                     "again" : "; this backend must be made again");
+                snprintf(v->fail_why, sizeof v->fail_why, "%s reported %s",
+                         v->rail[r].name, what);
+                atomic_store(&v->fail_all, true);
+                atomic_store(&v->sweep_due, true);
+                vb__tconns_free(v);
+                break;
+            default:
+                VLOG(v, t == IBV_EVENT_PORT_ACTIVE ? XFER_LOG_INFO
+                                                   : XFER_LOG_DEBUG,
+                     VB_NAME ": %s reported %s", v->rail[r].name, what);
+                break;
+            }
+        }
+    }
+    return n;
+}
+
 /* Read up to max completions from every rail's CQ (lock held). */
 static int cq_drain(vb_t *v, int max)
 {
@@ -463,6 +542,7 @@ static bool notif_stuck(vb_t *v, vb_peer_t *p, uint64_t now)
  * that failed, which ask for a new one. */
 static int sweep(vb_t *v, uint64_t now)
 {
+    bool fail_all;
     int n = 0;
 
     if (now - atomic_load(&v->sweep_ms) < 100 ||
@@ -470,13 +550,18 @@ static int sweep(vb_t *v, uint64_t now)
         return 0;
     atomic_store(&v->sweep_ms, now);
     atomic_store(&v->sweep_due, false);
+    fail_all = atomic_exchange(&v->fail_all, false);
     for (xfer__hwctl_peer_t *hp = v->ctl.peers; hp; hp = hp->next) {
         vb_peer_t *p = hp->peer;
-        char why[160];
+        char why[200];
         bool ask;
 
         pthread_mutex_lock(&v->lock);
-        if (p->cstate == VB_CONN_ASKING &&
+        if (fail_all && p->cstate != VB_CONN_NONE) {
+            snprintf(why, sizeof why, "%s", v->fail_why);
+            vb__conn_fail(v, p, XFER_ERR_REMOTE_DISCONNECT, why);
+            n++;
+        } else if (p->cstate == VB_CONN_ASKING &&
             now - p->ask_ms >= v->cfg.timeout_ms) {
             snprintf(why, sizeof why, "the peer never answered the "
                      "queue-pair handshake within timeout_ms (%llu ms)",
@@ -515,6 +600,7 @@ static int vb_progress(xfer_be_t *v)
         n++;
     if (pthread_mutex_trylock(&v->lock) == 0) {
         channel_events(v);
+        n += async_events(v);
         n += cq_drain(v, 1024);
         n += vb__req_progress(v, vb__now_ms());
         pthread_mutex_unlock(&v->lock);
@@ -558,7 +644,7 @@ static xfer_status_t vb_arm(xfer_be_t *v)
     /* A handshake, a notification in flight or a connection to remake
      * is ended by the sweep, which no fd wakes: poll meanwhile. */
     if (atomic_load(&v->asking) || atomic_load(&v->notifs_flying) ||
-        atomic_load(&v->sweep_due))
+        atomic_load(&v->sweep_due) || atomic_load(&v->fail_all))
         return XFER_IN_PROG;
     return XFER_OK;
 }

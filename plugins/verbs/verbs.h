@@ -290,6 +290,10 @@ struct xfer_be {
      * notifications the QPs hold, a connection to remake. */
     atomic_uint asking, notifs_flying;
     atomic_bool sweep_due;
+    /* An HCA said a port or device is gone, or a CQ broke (an async
+     * event, verbs.c): the sweep fails every connection with this. */
+    atomic_bool fail_all;
+    char fail_why[200];        /* lock */
     /* control channel: socket, channel, chan_lock, peers, asks */
     xfer__hwctl_t ctl;
     unsigned char info_blob[XFER_BE_BLOB_MAX];

@@ -106,11 +106,18 @@ typedef struct fv_dev {
     int nopen;              /* contexts open on it */
 } fv_dev_t;
 
+/* Asynchronous events a context has not yet handed out (the hook
+ * fakeverbs_async queues them; async_fd, an eventfd, counts them). */
+#define FV_ASYNC_MAX 16
+
 typedef struct fv_ctx {
     struct ibv_context ctx;
     unsigned magic;
     fv_dev_t *dev;
     int npd, ncq, nch;
+    struct ibv_async_event ev[FV_ASYNC_MAX];
+    unsigned nev;
+    struct fv_ctx *next;       /* fv.ctxs: the open contexts */
 } fv_ctx_t;
 
 typedef struct fv_pd {
@@ -236,6 +243,7 @@ static struct {
     fv_dev_t dev[FV_MAX_DEV];
     unsigned delay_us, retry_ms, rnr_ms;
     int nctx;
+    struct fv_ctx *ctxs;     /* open contexts (async events) */
     pthread_t nic;
     bool nic_running;        /* a NIC thread of this process exists */
     bool nic_stop;
@@ -523,8 +531,12 @@ static struct ibv_context *fv_open_device(struct ibv_device *d)
     c->dev = dev;
     c->ctx.device = d;
     c->ctx.cmd_fd = -1;
-    c->ctx.async_fd = -1;
+    c->ctx.async_fd = eventfd(0, EFD_CLOEXEC);
     c->ctx.num_comp_vectors = 1;
+    if (c->ctx.async_fd < 0) {
+        free(c);
+        return NULL;
+    }
     pthread_mutex_lock(&fv.life);
     lock();
     if (!fv.nic_running) {
@@ -542,6 +554,8 @@ static struct ibv_context *fv_open_device(struct ibv_device *d)
     fv.nctx++;
     dev->nopen++;
     fv.st.live_contexts++;
+    c->next = fv.ctxs;
+    fv.ctxs = c;
     unlock();
     pthread_mutex_unlock(&fv.life);
     return &c->ctx;
@@ -561,6 +575,11 @@ static int fv_close_device(struct ibv_context *ibctx)
     }
     c->dev->nopen--;
     fv.st.live_contexts--;
+    for (fv_ctx_t **pp = &fv.ctxs; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
     stop = --fv.nctx == 0 && fv.nic_running;
     if (stop) {
         fv.nic_stop = true;
@@ -573,8 +592,41 @@ static int fv_close_device(struct ibv_context *ibctx)
     }
     pthread_mutex_unlock(&fv.life);
     c->magic = 0;
+    close(c->ctx.async_fd);
     free(c);
     return 0;
+}
+
+/* The oldest event queued for the context: 0, or -1 with errno EAGAIN
+ * (the caller made async_fd non-blocking) when there is none. */
+static int fv_get_async_event(struct ibv_context *ibctx,
+                              struct ibv_async_event *ev)
+{
+    fv_ctx_t *c = ctx_of(ibctx, __func__);
+    uint64_t one;
+
+    lock();
+    if (c->nev == 0) {
+        unlock();
+        errno = EAGAIN;
+        return -1;
+    }
+    *ev = c->ev[0];
+    memmove(c->ev, c->ev + 1, --c->nev * sizeof c->ev[0]);
+    if (read(c->ctx.async_fd, &one, sizeof one) < 0) { /* one fewer */
+    }
+    if (c->nev > 0) {
+        one = c->nev;
+        if (write(c->ctx.async_fd, &one, sizeof one) < 0) {
+        }
+    }
+    unlock();
+    return 0;
+}
+
+static void fv_ack_async_event(struct ibv_async_event *ev)
+{
+    (void)ev;
 }
 
 static int fv_query_device(struct ibv_context *ibctx, struct ibv_device_attr *a)
@@ -2116,6 +2168,9 @@ static const vb_api_t fakeverbs_api = {
     .get_device_name = fv_get_device_name,
     .open_device = fv_open_device,
     .close_device = fv_close_device,
+    .get_async_event = fv_get_async_event,
+    .ack_async_event = fv_ack_async_event,
+    .event_type_str = ibv_event_type_str,
     .query_device = fv_query_device,
     .query_port = fv_query_port,
     .query_gid = fv_query_gid,
@@ -2163,6 +2218,39 @@ void fakeverbs_reset_stats(void)
     fv.st.bytes_moved = fv.st.rnr_events = fv.st.cq_overruns = 0;
     memset(fv.st.bytes_by_dev, 0, sizeof fv.st.bytes_by_dev);
     unlock();
+}
+
+int fakeverbs_async(int dev, enum ibv_event_type type, uint32_t qpn)
+{
+    fv_qp_t *qp = NULL;
+    int n = 0;
+
+    fv_init();
+    lock();
+    if (qpn != 0 && (qp = qp_by_num(qpn)) == NULL) {
+        unlock();
+        return ENOENT;
+    }
+    for (fv_ctx_t *c = fv.ctxs; c; c = c->next) {
+        struct ibv_async_event *e;
+        uint64_t one = 1;
+
+        if (c->dev->index != dev || c->nev == FV_ASYNC_MAX ||
+            (qp != NULL && qp->ctx != c))
+            continue;
+        e = &c->ev[c->nev++];
+        memset(e, 0, sizeof *e);
+        e->event_type = type;
+        if (qp != NULL)
+            e->element.qp = &qp->qp;
+        else
+            e->element.port_num = 1;
+        if (write(c->ctx.async_fd, &one, sizeof one) < 0) {
+        }
+        n++;
+    }
+    unlock();
+    return n > 0 ? 0 : ENOENT;
 }
 
 int fakeverbs_qp_error(uint32_t qpn)

@@ -110,4 +110,12 @@ FAKEVERBS_API void fakeverbs_set_delay_us(unsigned us);
  * the link is restored before then (a real NIC's retries). */
 FAKEVERBS_API void fakeverbs_cut(bool cut);
 
+/* An asynchronous event (ibv_get_async_event) for every open context of
+ * device dev: of queue pair qpn (its context only), or with qpn 0 of the
+ * port (element.port_num 1).  Only the event: a QP stays as it is
+ * (IBV_EVENT_QP_FATAL's QP can be moved with fakeverbs_qp_error).  0, or
+ * ENOENT when nothing took it. */
+FAKEVERBS_API int fakeverbs_async(int dev, enum ibv_event_type type,
+                                  uint32_t qpn);
+
 #endif /* XFER_TESTS_PLUGINS_FAKEVERBS_H */

@@ -49,6 +49,7 @@ static struct {
     __typeof__(fakeverbs_qps) *qps;
     __typeof__(fakeverbs_hold) *hold;
     __typeof__(fakeverbs_set_delay_us) *set_delay_us;
+    __typeof__(fakeverbs_async) *async;
 } fv;
 
 static int find_vbfake(struct dl_phdr_info *info, size_t size, void *arg)
@@ -109,6 +110,7 @@ static void hooks(void)
     HOOK(qps);
     HOOK(hold);
     HOOK(set_delay_us);
+    HOOK(async);
 #undef HOOK
 }
 
@@ -1782,6 +1784,56 @@ static void test_notif_stuck(void)
     finish((xfer_agent_t *[]){ini, tgt}, 2);
 }
 
+/* ---- what the HCA says of itself -------------------------------------------- */
+
+/* An asynchronous event fails what it concerns at once, with the event's
+ * words, rather than at a deadline: a QP's catastrophic error its
+ * connection, a port error every connection of the device; the next
+ * transfer makes a new one. */
+static void async_case(enum ibv_event_type type, bool of_qp,
+                       const char *words)
+{
+    uint64_t seed = begin(words);
+    xfer_agent_t *ini = agent("ini", "vbfake:device=fake0");
+    xfer_agent_t *tgt = agent("tgt", "vbfake:device=fake1");
+    unsigned char *l = xt_alloc(64 * KiB), *r = xt_alloc(64 * KiB);
+    xfer_req_t *q;
+    uint32_t qpn;
+    uint64_t t0;
+
+    xt_fill(l, 64 * KiB, seed);
+    xt_register(ini, l, 64 * KiB);
+    xt_register(tgt, r, 64 * KiB);
+    connect_to(ini, tgt);
+    q = mkreq1(ini, XFER_OP_WRITE, l, r, 64 * KiB, tgt);
+    qpn = ini_qp(0, 1);
+    XT_REQUIRE(fv.hold(qpn, true) == 0, "hold");
+    XT_STATUS(xfer_req_post(q, NULL, 0), XFER_IN_PROG);
+    t0 = xt_now_ms();
+    XT_REQUIRE(fv.async(0, type, of_qp ? qpn : 0) == 0, "the event");
+    XT_STATUS(wait_end(q), XFER_ERR_REMOTE_DISCONNECT);
+    WHY_HAS(words, "fake0");
+    XT_CHECK(xt_now_ms() - t0 < 5000, "the event took %" PRIu64 " ms to "
+             "fail the transfer (the deadline is 10 s)", xt_now_ms() - t0);
+    XT_CHECK(!qp_live(qpn), "the queue pair outlived its event");
+    memset(r, 0, 64 * KiB);
+    XT_STATUS(post_end(q, NULL, 0), XFER_OK);
+    XT_CHECK(xt_check(r, 64 * KiB, seed) < 0, "bytes differ after the "
+             "event");
+    finish((xfer_agent_t *[]){ini, tgt}, 2);
+}
+
+static void test_async_qp_fatal(void)
+{
+    async_case(IBV_EVENT_QP_FATAL, true, "local work queue catastrophic "
+               "error");
+}
+
+static void test_async_port_err(void)
+{
+    async_case(IBV_EVENT_PORT_ERR, false, "port error");
+}
+
 /* ---- chains and signaling ---------------------------------------------------- */
 
 /* Work requests go to the HCA in chains of at most chain_max, one
@@ -1884,6 +1936,8 @@ static const xt_test_t faults[] = {
     XT_TEST(test_dereg_agent_in_flight),
     XT_TEST(test_peer_removed),
     XT_TEST(test_max_qps_target),
+    XT_TEST(test_async_qp_fatal),
+    XT_TEST(test_async_port_err),
     XT_END,
 };
 
