@@ -65,6 +65,46 @@ xfer_status_t vb__info_parse(vb_t *v, const char *name, const void *info,
 
 /* ---- the initiator's half of the handshake -------------------------------- */
 
+/* Whether q's connection carries nothing now: no request waits on it or
+ * has work on its QPs, no notification waits or flies (lock held). */
+static bool conn_idle(vb_t *v, vb_peer_t *q)
+{
+    if (q->wait_head != NULL || q->sh != NULL)
+        return false;
+    for (unsigned r = 0; r < VB_MAX_RAILS; r++) {
+        vb_qp_t *qp = vb__qp_get(v, r, q->slot[r]);
+
+        if (qp != NULL && qp->sq.count > 0)
+            return false;
+    }
+    return true;
+}
+
+/* The table is full: the idle connection used least recently goes, so an
+ * agent that talked to more targets over its life than max_qps still
+ * reaches a new one (chan_lock and lock held).  Whether one went. */
+static bool evict_idle(vb_t *v, vb_peer_t *p)
+{
+    vb_peer_t *best = NULL;
+
+    for (xfer__hwctl_peer_t *hp = v->ctl.peers; hp; hp = hp->next) {
+        vb_peer_t *q = hp->peer;
+
+        if (q == p || q->cstate != VB_CONN_READY || !conn_idle(v, q))
+            continue;
+        if (best == NULL || q->used < best->used)
+            best = q;
+    }
+    if (best == NULL)
+        return false;
+    VLOG(v, XFER_LOG_INFO, VB_NAME ": all max_qps queue pairs in use: the "
+         "idle connection to agent '%s' goes (the next transfer to it "
+         "makes a new one)", best->name);
+    vb__conn_fail(v, best, XFER_ERR_REMOTE_DISCONNECT, "closed while idle "
+                  "to make room (max_qps)");
+    return true;
+}
+
 void vb__conn_ask(vb_t *v, vb_peer_t *p)
 {
     unsigned char msg[VB_HS_MAX], skip[XFER__NS_SKIP_LEN];
@@ -81,6 +121,9 @@ void vb__conn_ask(vb_t *v, vb_peer_t *p)
         return;
     }
     st = vb__qp_make(v, VB_QP_INI, p, p->nrails, p->slot, why, sizeof why);
+    if (st == XFER_ERR_BUSY && evict_idle(v, p))
+        st = vb__qp_make(v, VB_QP_INI, p, p->nrails, p->slot, why,
+                         sizeof why);
     if (st != XFER_OK) {
         p->cst = st;
         snprintf(p->cwhy, sizeof p->cwhy, VB_NAME ": no connection to agent "

@@ -309,6 +309,7 @@ xfer_status_t vb__notif_send(vb_t *v, vb_peer_t *p, const void *msg,
         st = VERR(v, XFER_ERR_NOMEM, VB_NAME ": out of memory");
     } else {
         /* After the data of every request posted before it. */
+        p->used = ++v->tick;
         s->ticket = p->next_ticket++;
         vb__notif_pump(v, p);
     }

@@ -501,6 +501,7 @@ xfer_status_t vb__req_post(vb_t *v, vb_req_t *q, const void *notif,
     memset(q->pend, 0, sizeof q->pend);
     v->last_post_ms = vb__now_ms();
     q->deadline_ms = v->last_post_ms + v->cfg.timeout_ms;
+    p->used = ++v->tick;
     list_add(v, q);
     pthread_mutex_lock(&p->olock);
     order_add(p, q);

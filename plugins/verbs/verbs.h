@@ -170,6 +170,7 @@ struct xfer_be_peer {
     uint32_t gen;              /* of the connection asked for or made */
     int slot[VB_MAX_RAILS];    /* its QPs, -1 none */
     uint64_t ask_ms;           /* when the QPREQ went */
+    uint64_t used;             /* tick of its last post or notification */
     char cwhy[XFER_NAME_MAX + 512]; /* why the last connection ended */
     vb_req_t *wait_head, *wait_tail; /* requests waiting for the
                                   connection or for room in a send queue */

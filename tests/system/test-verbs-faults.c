@@ -1784,6 +1784,41 @@ static void test_notif_stuck(void)
     finish((xfer_agent_t *[]){ini, tgt}, 2);
 }
 
+/* An initiator whose table holds 2 queue pairs (max_qps=2) talks to four
+ * targets in turn: each new one takes the place of the idle connection
+ * used least recently, and every transfer lands. */
+static void test_max_qps_initiator(void)
+{
+    uint64_t seed = begin("an initiator out of queue pairs");
+    xfer_agent_t *ini = agent("ini", "vbfake:device=fake0,max_qps=2");
+    xfer_agent_t *tgt[4];
+    unsigned char *l = xt_alloc(64 * KiB), *r[4];
+    xfer_req_t *q[4];
+
+    xt_fill(l, 64 * KiB, seed);
+    xt_register(ini, l, 64 * KiB);
+    for (int i = 0; i < 4; i++) {
+        char spec[64];
+
+        snprintf(spec, sizeof spec, "vbfake:device=fake%d", 1 + i % 3);
+        tgt[i] = agent("tgt", spec);
+        r[i] = xt_alloc(64 * KiB);
+        xt_register(tgt[i], r[i], 64 * KiB);
+        xt_md_exchange(tgt[i], XFER_MD_ALL, ini);
+        q[i] = mkreq1(ini, XFER_OP_WRITE, l, r[i], 64 * KiB, tgt[i]);
+    }
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < 4; i++) {
+            memset(r[i], 0, 64 * KiB);
+            XT_STATUS(post_end(q[i], NULL, 0), XFER_OK);
+            XT_CHECK(xt_check(r[i], 64 * KiB, seed) < 0, "round %d, target "
+                     "%d: bytes differ (%s)", round, i, why);
+            XT_CHECK(vstate(ini).qps <= 2, "the initiator holds more than "
+                     "max_qps: '%s'", vstate(ini).line);
+        }
+    finish((xfer_agent_t *[]){ini, tgt[0], tgt[1], tgt[2], tgt[3]}, 5);
+}
+
 /* ---- what the HCA says of itself -------------------------------------------- */
 
 /* An asynchronous event fails what it concerns at once, with the event's
@@ -1936,6 +1971,7 @@ static const xt_test_t faults[] = {
     XT_TEST(test_dereg_agent_in_flight),
     XT_TEST(test_peer_removed),
     XT_TEST(test_max_qps_target),
+    XT_TEST(test_max_qps_initiator),
     XT_TEST(test_async_qp_fatal),
     XT_TEST(test_async_port_err),
     XT_END,
