@@ -115,48 +115,42 @@ static void test_append_order(void)
     XT_CHECK(xfer__dlist_next(&it[4].a) == NULL, "the tail has a next");
 }
 
-static void test_remove_head(void)
+/* Remove item `at` of 0..3: the other three stay in order, and the
+ * removed one, appended again, goes after the new tail. */
+static void remove_at(int at, const char *what)
 {
-    static const int want[] = {1, 2, 3};
+    int want[4], n = 0;
     xfer__dlist_t l;
     item_t it[NITEMS];
 
+    for (int i = 0; i < 4; i++)
+        if (i != at)
+            want[n++] = i;
     items_init(it, NITEMS);
     fill(&l, it, 4);
-    xfer__dlist_remove(&l, &it[0].a);
-    XT_CHECK(list_is(&l, want, 3, "head removed"), "head removed");
-    XT_CHECK(unlinked(&it[0].a), "the removed head still points somewhere");
-    XT_CHECK(!xfer__dlist_has(&l, &it[0].a), "the removed head is on it");
+    xfer__dlist_remove(&l, &it[at].a);
+    XT_CHECK(list_is(&l, want, 3, what), "%s", what);
+    XT_CHECK(unlinked(&it[at].a), "%s: the removed item still points "
+             "somewhere", what);
+    XT_CHECK(!xfer__dlist_has(&l, &it[at].a), "%s: still on it", what);
+    want[3] = at;
+    xfer__dlist_append(&l, &it[at].a);
+    XT_CHECK(list_is(&l, want, 4, what), "%s, then appended", what);
+}
+
+static void test_remove_head(void)
+{
+    remove_at(0, "head removed");
 }
 
 static void test_remove_middle(void)
 {
-    static const int want[] = {0, 1, 3};
-    xfer__dlist_t l;
-    item_t it[NITEMS];
-
-    items_init(it, NITEMS);
-    fill(&l, it, 4);
-    xfer__dlist_remove(&l, &it[2].a);
-    XT_CHECK(list_is(&l, want, 3, "middle removed"), "middle removed");
-    XT_CHECK(unlinked(&it[2].a), "the removed item still points somewhere");
+    remove_at(2, "middle removed");
 }
 
 static void test_remove_tail(void)
 {
-    static const int want[] = {0, 1, 2};
-    xfer__dlist_t l;
-    item_t it[NITEMS];
-
-    items_init(it, NITEMS);
-    fill(&l, it, 4);
-    xfer__dlist_remove(&l, &it[3].a);
-    XT_CHECK(list_is(&l, want, 3, "tail removed"), "tail removed");
-    XT_CHECK(unlinked(&it[3].a), "the removed tail still points somewhere");
-    /* And an append after it goes after the new tail. */
-    xfer__dlist_append(&l, &it[3].a);
-    XT_CHECK(list_is(&l, (const int[]){0, 1, 2, 3}, 4, "appended again"),
-             "appended again");
+    remove_at(3, "tail removed");
 }
 
 static void test_remove_only(void)
