@@ -127,6 +127,7 @@ void ofi__notif_pump(ofi_t *o, ofi_peer_t *p)
     ofi_slot_t *s;
 
     while ((s = p->sh) != NULL && s->ready) {
+        const ofi_req_t *oldest;
         int r;
 
         if (s->len == (size_t)-1) { /* its transfer failed */
@@ -137,7 +138,9 @@ void ofi__notif_pump(ofi_t *o, ofi_peer_t *p)
         if (atomic_load(&p->dead))
             break;
         /* After the data of every request posted before it. */
-        if (!s->numbered && p->oldest && p->oldest->ticket < s->ticket)
+        oldest = XFER__DLIST_ENTRY(xfer__dlist_head(&p->order), ofi_req_t,
+                                   plink);
+        if (!s->numbered && oldest && oldest->ticket < s->ticket)
             break;
         if (!s->numbered && !xfer__ns_send_can(&p->ns)) {
             /* The channel brings the token and the credits back; if it
@@ -259,8 +262,9 @@ void ofi__notif_drop(ofi_t *o, ofi_peer_t *p)
 {
     ofi_slot_t *s;
 
-    for (ofi_req_t *q = p->oldest; q; q = q->pnext)
-        q->slot = NULL;
+    for (xfer__dlink_t *k = xfer__dlist_head(&p->order); k;
+         k = xfer__dlist_next(k))
+        XFER__DLIST_ENTRY(k, ofi_req_t, plink)->slot = NULL;
     while ((s = p->sh) != NULL) {
         slot_pop(p);
         ofi__slot_free(o, s);

@@ -593,8 +593,12 @@ static xfer_status_t ofi_arm(xfer_be_t *o)
     /* Operations to issue now keep the thread busy; ones waiting for a
      * connection to be remade (again_ms) or for room in the provider's
      * queue (sbacklog) are looked at every millisecond. */
-    busy = (o->ihead != NULL && now - o->last_post_ms < OFI_ARM_AFTER_POST_MS);
-    for (ofi_req_t *q = o->bhead; q && !busy; q = q->bnext) {
+    busy = (!xfer__dlist_empty(&o->reqs) &&
+            now - o->last_post_ms < OFI_ARM_AFTER_POST_MS);
+    for (xfer__dlink_t *k = xfer__dlist_head(&o->backlog); k && !busy;
+         k = xfer__dlist_next(k)) {
+        const ofi_req_t *q = XFER__DLIST_ENTRY(k, ofi_req_t, blink);
+
         if (q->nagain > 0 && now < q->again_ms)
             poll = true;
         else

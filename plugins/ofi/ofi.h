@@ -19,6 +19,7 @@
 #include <xfer/backend.h>
 
 #include "plugins/common/chan.h"
+#include "plugins/common/dlist.h"
 #include "plugins/common/hwctl.h"
 #include "plugins/common/nsess.h"
 #include "plugins/common/stream.h"
@@ -142,7 +143,8 @@ struct xfer_be_peer {
     /* ---- olock ---- */
     pthread_mutex_t olock;
     uint64_t next_ticket;
-    ofi_req_t *oldest, *newest;        /* requests in flight, post order */
+    xfer__dlist_t order;               /* requests in flight, post order
+                                          (ofi_req_t.plink) */
     ofi_slot_t *sh, *st;               /* notifications waiting */
     size_t nslots;
     xfer__ns_send_t ns;                /* token and credits */
@@ -176,18 +178,17 @@ struct xfer_be_req {
     size_t pending;            /* ... not yet completed by the CQ */
     bool released;             /* the core let go while pending */
     bool done;                 /* st is final; off the peer's order */
-    bool backlog;              /* on the instance's backlog list */
     unsigned retries;          /* operations issued again this post */
     size_t nagain;             /* operations marked again */
     uint64_t again_ms;         /* not before then */
     uint64_t deadline_ms;
-    ofi_req_t *inext, *iprev;  /* not done, or pending: post order */
-    bool listed;
-    ofi_req_t *bnext;          /* waiting to issue the rest (-FI_EAGAIN) */
+    xfer__dlink_t ilink;       /* the instance's list while not done, or
+                                  pending: post order */
+    xfer__dlink_t blink;       /* the instance's backlog list, while
+                                  waiting to issue the rest (-FI_EAGAIN) */
     /* ---- peer olock ---- */
     uint64_t ticket;
-    bool ordered;              /* on the peer's order list */
-    ofi_req_t *pnext, *pprev;
+    xfer__dlink_t plink;       /* the peer's order list, while on it */
     ofi_slot_t *slot;          /* its notification, until that is handed
                                   over or dropped */
 };
@@ -232,8 +233,10 @@ struct xfer_be {
     char desc[200];            /* "provider tcp;ofi_rxm, domain lo, ..." */
     /* ---- ep_lock ---- */
     pthread_mutex_t ep_lock;
-    ofi_req_t *ihead, *itail;  /* requests with operations pending */
-    ofi_req_t *bhead, *btail;  /* requests with operations to issue */
+    xfer__dlist_t reqs;        /* requests with operations pending
+                                  (ofi_req_t.ilink) */
+    xfer__dlist_t backlog;     /* requests with operations to issue
+                                  (ofi_req_t.blink) */
     ofi_slot_t *sbacklog;      /* notifications to send again (EAGAIN) */
     ofi_slot_t *sflight;       /* notifications the provider holds */
     uint64_t last_post_ms;

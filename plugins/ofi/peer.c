@@ -44,9 +44,13 @@ static bool in_flight(const ofi_t *b, const ofi_peer_t *p)
     for (const ofi_slot_t *s = b->sflight; s; s = s->fnext)
         if (p == NULL || s->peer == p)
             return true;
-    for (const ofi_req_t *q = b->ihead; q; q = q->inext)
+    for (xfer__dlink_t *k = xfer__dlist_head(&b->reqs); k;
+         k = xfer__dlist_next(k)) {
+        const ofi_req_t *q = XFER__DLIST_ENTRY(k, ofi_req_t, ilink);
+
         if ((p == NULL || q->peer == p) && q->pending > 0)
             return true;
+    }
     return false;
 }
 

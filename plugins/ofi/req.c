@@ -122,103 +122,6 @@ static void free_req(ofi_req_t *q)
     free(q);
 }
 
-/* ---- lists (ep_lock) -------------------------------------------------- */
-
-static void list_add(ofi_t *o, ofi_req_t *q)
-{
-    if (q->listed)
-        return;
-    q->inext = NULL;
-    q->iprev = o->itail;
-    if (o->itail)
-        o->itail->inext = q;
-    else
-        o->ihead = q;
-    o->itail = q;
-    q->listed = true;
-}
-
-static void list_del(ofi_t *o, ofi_req_t *q)
-{
-    if (!q->listed)
-        return;
-    if (q->iprev)
-        q->iprev->inext = q->inext;
-    else
-        o->ihead = q->inext;
-    if (q->inext)
-        q->inext->iprev = q->iprev;
-    else
-        o->itail = q->iprev;
-    q->inext = q->iprev = NULL;
-    q->listed = false;
-}
-
-static void backlog_add(ofi_t *o, ofi_req_t *q)
-{
-    if (q->backlog)
-        return;
-    q->bnext = NULL;
-    if (o->btail)
-        o->btail->bnext = q;
-    else
-        o->bhead = q;
-    o->btail = q;
-    q->backlog = true;
-}
-
-static void backlog_del(ofi_t *o, ofi_req_t *q)
-{
-    ofi_req_t *prev = NULL;
-
-    if (!q->backlog)
-        return;
-    for (ofi_req_t *r = o->bhead; r; prev = r, r = r->bnext) {
-        if (r != q)
-            continue;
-        if (prev)
-            prev->bnext = r->bnext;
-        else
-            o->bhead = r->bnext;
-        if (o->btail == r)
-            o->btail = prev;
-        break;
-    }
-    q->bnext = NULL;
-    q->backlog = false;
-}
-
-/* ---- the peer's order (olock) ----------------------------------------- */
-
-static void order_add(ofi_peer_t *p, ofi_req_t *q)
-{
-    q->ticket = p->next_ticket++;
-    q->pnext = NULL;
-    q->pprev = p->newest;
-    if (p->newest)
-        p->newest->pnext = q;
-    else
-        p->oldest = q;
-    p->newest = q;
-    q->ordered = true;
-}
-
-static void order_del(ofi_peer_t *p, ofi_req_t *q)
-{
-    if (!q->ordered)
-        return;
-    if (q->pprev)
-        q->pprev->pnext = q->pnext;
-    else
-        p->oldest = q->pnext;
-    if (q->pnext)
-        q->pnext->pprev = q->pprev;
-    else
-        p->newest = q->pprev;
-    q->pnext = q->pprev = NULL;
-    q->ordered = false;
-}
-
 /* ---- the end of a request --------------------------------------------- */
 
 static const char *op_name(const ofi_req_t *q)
@@ -231,7 +134,7 @@ static void maybe_unlist(ofi_t *o, ofi_req_t *q)
 {
     if (!q->done || q->pending > 0)
         return;
-    list_del(o, q);
+    xfer__dlist_remove(&o->reqs, &q->ilink);
     if (q->released)
         free_req(q);
 }
@@ -250,9 +153,9 @@ static void req_finish(ofi_t *o, ofi_req_t *q, xfer_status_t st)
         return;
     q->done = true;
     q->st = st;
-    backlog_del(o, q);
+    xfer__dlist_remove(&o->backlog, &q->blink);
     pthread_mutex_lock(&p->olock);
-    order_del(p, q);
+    xfer__dlist_remove(&p->order, &q->plink);
     if (q->slot != NULL) {
         ofi_slot_t *sl = q->slot;
 
@@ -296,8 +199,8 @@ void ofi__req_notif_gone(ofi_t *o, ofi_req_t *q)
         return;
     q->done = true;
     q->st = XFER_OK;
-    backlog_del(o, q);
-    order_del(q->peer, q);
+    xfer__dlist_remove(&o->backlog, &q->blink);
+    xfer__dlist_remove(&q->peer->order, &q->plink);
     maybe_unlist(o, q);
 }
 
@@ -351,7 +254,7 @@ void ofi__req_done(ofi_t *o, ofi_op_t *op, int err, const char *why)
         op->again = true;
         q->nagain++;
         q->again_ms = ofi__now_ms() + AGAIN_DELAY_MS;
-        backlog_add(o, q);
+        xfer__dlist_append(&o->backlog, &q->blink);
     } else if (err != 0 && !q->done) {
         char msg[sizeof q->err];
 
@@ -394,7 +297,7 @@ static void issue(ofi_t *o, ofi_req_t *q, size_t limit)
 
         if (done == limit) {
             /* The rest is issued by progress (post_ops). */
-            backlog_add(o, q);
+            xfer__dlist_append(&o->backlog, &q->blink);
             return;
         }
 
@@ -458,7 +361,7 @@ static void issue(ofi_t *o, ofi_req_t *q, size_t limit)
                 ofi__cq_drain(o, 256);
                 continue;
             }
-            backlog_add(o, q);
+            xfer__dlist_append(&o->backlog, &q->blink);
             return;
         }
         {
@@ -472,7 +375,7 @@ static void issue(ofi_t *o, ofi_req_t *q, size_t limit)
         maybe_unlist(o, q);
         return;
     }
-    backlog_del(o, q);
+    xfer__dlist_remove(&o->backlog, &q->blink);
     if (!q->done && q->pending == 0 && q->issued == q->nops &&
         q->nagain == 0)
         req_landed(o, q);
@@ -510,9 +413,10 @@ xfer_status_t ofi__req_post(ofi_t *o, ofi_req_t *q, const void *notif,
         q->ops[i].again = false;
     o->last_post_ms = ofi__now_ms();
     q->deadline_ms = o->last_post_ms + o->cfg.timeout_ms;
-    list_add(o, q);
+    xfer__dlist_append(&o->reqs, &q->ilink);
     pthread_mutex_lock(&p->olock);
-    order_add(p, q);
+    q->ticket = p->next_ticket++;
+    xfer__dlist_append(&p->order, &q->plink);
     /* A zero-length notification is one too (NULL is none).  It goes
      * after the data of every request posted to p before this one. */
     if (notif != NULL) {
@@ -565,10 +469,10 @@ void ofi__req_release(ofi_t *o, ofi_req_t *q)
      * completions free it. */
     now = q->pending == 0;
     if (now) {
-        list_del(o, q);
-        backlog_del(o, q);
+        xfer__dlist_remove(&o->reqs, &q->ilink);
+        xfer__dlist_remove(&o->backlog, &q->blink);
         pthread_mutex_lock(&q->peer->olock);
-        order_del(q->peer, q);
+        xfer__dlist_remove(&q->peer->order, &q->plink);
         pthread_mutex_unlock(&q->peer->olock);
     }
     pthread_mutex_unlock(&o->ep_lock);
@@ -578,26 +482,30 @@ void ofi__req_release(ofi_t *o, ofi_req_t *q)
 
 int ofi__req_progress(ofi_t *o, uint64_t now)
 {
-    ofi_req_t *q, *next;
+    xfer__dlink_t *k, *next;
     int n = 0;
 
     /* What met -FI_EAGAIN, in post order. */
-    for (q = o->bhead; q; q = next) {
+    for (k = xfer__dlist_head(&o->backlog); k; k = next) {
+        ofi_req_t *q = XFER__DLIST_ENTRY(k, ofi_req_t, blink);
         size_t before = q->issued;
 
-        next = q->bnext;
+        next = xfer__dlist_next(k);
         if (q->nagain > 0 && now < q->again_ms)
             continue;
         issue(o, q, PROGRESS_OPS);
         n += (int)(q->issued - before);
-        if (q->backlog && q->nagain == 0)
+        if (xfer__dlist_has(&o->backlog, k) && q->nagain == 0)
             break; /* still no room: the rest would not find any */
     }
     /* Deadlines, oldest first: the list is in post order. */
-    for (q = o->ihead; q && now >= q->deadline_ms; q = next) {
+    for (k = xfer__dlist_head(&o->reqs); k; k = next) {
+        ofi_req_t *q = XFER__DLIST_ENTRY(k, ofi_req_t, ilink);
         char msg[sizeof q->err];
 
-        next = q->inext;
+        if (now < q->deadline_ms)
+            break;
+        next = xfer__dlist_next(k);
         if (q->done)
             continue;
         snprintf(msg, sizeof msg, "ofi: %s to agent '%s' did not complete "
@@ -612,12 +520,13 @@ int ofi__req_progress(ofi_t *o, uint64_t now)
 
 void ofi__req_fail_peer(ofi_t *o, ofi_peer_t *p)
 {
-    ofi_req_t *q, *next;
+    xfer__dlink_t *k, *next;
 
-    for (q = o->ihead; q; q = next) {
+    for (k = xfer__dlist_head(&o->reqs); k; k = next) {
+        ofi_req_t *q = XFER__DLIST_ENTRY(k, ofi_req_t, ilink);
         char msg[sizeof q->err];
 
-        next = q->inext;
+        next = xfer__dlist_next(k);
         if (q->peer != p || q->done)
             continue;
         snprintf(msg, sizeof msg, "ofi: %s to agent '%s' failed: it is "
@@ -629,7 +538,10 @@ void ofi__req_fail_peer(ofi_t *o, ofi_peer_t *p)
 
 bool ofi__req_uses(ofi_t *o, const void *m)
 {
-    for (const ofi_req_t *q = o->ihead; q; q = q->inext) {
+    for (xfer__dlink_t *k = xfer__dlist_head(&o->reqs); k;
+         k = xfer__dlist_next(k)) {
+        const ofi_req_t *q = XFER__DLIST_ENTRY(k, ofi_req_t, ilink);
+
         if (q->pending == 0)
             continue;
         for (size_t i = 0; i < q->nops; i++)
@@ -641,12 +553,17 @@ bool ofi__req_uses(ofi_t *o, const void *m)
 
 void ofi__req_free_all(ofi_t *o)
 {
-    ofi_req_t *q;
+    xfer__dlink_t *k;
 
-    while ((q = o->ihead) != NULL) {
-        list_del(o, q);
+    /* First the backlog (never a released request: those are done),
+     * so that no link is touched after its request is freed. */
+    while ((k = xfer__dlist_head(&o->backlog)) != NULL)
+        xfer__dlist_remove(&o->backlog, k);
+    while ((k = xfer__dlist_head(&o->reqs)) != NULL) {
+        ofi_req_t *q = XFER__DLIST_ENTRY(k, ofi_req_t, ilink);
+
+        xfer__dlist_remove(&o->reqs, k);
         if (q->released)
             free_req(q);
     }
-    o->bhead = o->btail = NULL;
 }

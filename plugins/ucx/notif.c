@@ -104,6 +104,7 @@ void ucx__notif_pump(ucx_t *u, ucx_peer_t *p, unsigned wi)
     ucx_slot_t *s;
 
     while ((s = p->sh) != NULL && s->ready) {
+        const ucx_req_t *oldest;
         ucp_request_param_t prm = {0};
         ucs_status_ptr_t r;
         ucx_ep_t *e;
@@ -116,7 +117,9 @@ void ucx__notif_pump(ucx_t *u, ucx_peer_t *p, unsigned wi)
         if (atomic_load(&p->dead))
             break;
         /* After the data of every request posted before it. */
-        if (!s->numbered && p->oldest && p->oldest->ticket < s->ticket)
+        oldest = XFER__DLIST_ENTRY(xfer__dlist_head(&p->order), ucx_req_t,
+                                   plink);
+        if (!s->numbered && oldest && oldest->ticket < s->ticket)
             break;
         if (!s->numbered && !xfer__ns_send_can(&p->ns)) {
             /* The channel brings the token and the credits back; if it
@@ -166,8 +169,9 @@ void ucx__notif_drop(ucx_peer_t *p)
 {
     ucx_slot_t *s;
 
-    for (ucx_req_t *q = p->oldest; q; q = q->pnext)
-        q->slot = NULL;
+    for (xfer__dlink_t *k = xfer__dlist_head(&p->order); k;
+         k = xfer__dlist_next(k))
+        XFER__DLIST_ENTRY(k, ucx_req_t, plink)->slot = NULL;
     while ((s = p->sh) != NULL) {
         slot_pop(p);
         ucx__slot_free(s);

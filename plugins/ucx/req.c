@@ -59,63 +59,6 @@ static void free_req(ucx_req_t *q)
     free(q);
 }
 
-/* ---- the worker's in-flight list (w->lock) -------------------------- */
-
-static void inflight_add(ucx_worker_t *w, ucx_req_t *q)
-{
-    q->wnext = NULL;
-    q->wprev = w->inflight_tail;
-    if (w->inflight_tail)
-        w->inflight_tail->wnext = q;
-    else
-        w->inflight_head = q;
-    w->inflight_tail = q;
-}
-
-static void inflight_del(ucx_worker_t *w, ucx_req_t *q)
-{
-    if (q->wprev)
-        q->wprev->wnext = q->wnext;
-    else
-        w->inflight_head = q->wnext;
-    if (q->wnext)
-        q->wnext->wprev = q->wprev;
-    else
-        w->inflight_tail = q->wprev;
-    q->wnext = q->wprev = NULL;
-}
-
-/* ---- the peer's order (olock) ----------------------------------------- */
-
-static void order_add(ucx_peer_t *p, ucx_req_t *q)
-{
-    q->ticket = p->next_ticket++;
-    q->pnext = NULL;
-    q->pprev = p->newest;
-    if (p->newest)
-        p->newest->pnext = q;
-    else
-        p->oldest = q;
-    p->newest = q;
-    q->ordered = true;
-}
-
-static void order_del(ucx_peer_t *p, ucx_req_t *q)
-{
-    if (!q->ordered)
-        return;
-    if (q->pprev)
-        q->pprev->pnext = q->pnext;
-    else
-        p->oldest = q->pnext;
-    if (q->pnext)
-        q->pnext->pprev = q->pprev;
-    else
-        p->newest = q->pprev;
-    q->pnext = q->pprev = NULL;
-    q->ordered = false;
-}
-
 /* The sentence of a request that ended with UCP status s: the endpoint's
  * failure when that is what ended it, else UCP's word. */
 static void req_error(ucx_req_t *q, ucs_status_t s)
@@ -155,7 +98,7 @@ static void req_finish(ucx_t *u, ucx_req_t *q, ucs_status_t s)
     else if (q->st == XFER_IN_PROG)
         req_error(q, s);
     pthread_mutex_lock(&p->olock);
-    order_del(p, q);
+    xfer__dlist_remove(&p->order, &q->plink);
     if (q->slot != NULL) {
         ucx_slot_t *sl = q->slot;
 
@@ -179,9 +122,8 @@ static void flush_done(void *request, ucs_status_t s, void *user_data)
 
     ucp_request_free(request);
     q->flushing = false;
-    if (q->wnext || q->wprev || w->inflight_head == q)
-        inflight_del(w, q);
-    if (q->st == XFER_IN_PROG || q->ordered)
+    xfer__dlist_remove(&w->inflight, &q->wlink);
+    if (q->st == XFER_IN_PROG || xfer__dlist_has(&q->peer->order, &q->plink))
         req_finish(q->u, q, s);
     if (q->released)
         free_req(q);
@@ -293,7 +235,8 @@ xfer_status_t ucx__req_post(ucx_t *u, ucx_req_t *q, const void *notif,
     q->st = XFER_IN_PROG;
     s = issue(u, q, e, wi, &st);
     pthread_mutex_lock(&p->olock);
-    order_add(p, q);
+    q->ticket = p->next_ticket++;
+    xfer__dlist_append(&p->order, &q->plink);
     /* A zero-length notification is one too (NULL is none). */
     if (notif != NULL && s == UCS_OK) {
         if (!(q->slot = ucx__slot_new(p, notif, len))) {
@@ -319,7 +262,7 @@ xfer_status_t ucx__req_post(ucx_t *u, ucx_req_t *q, const void *notif,
         q->flushing = true;
         w->last_post_ms = ucx__now_ms();
         q->deadline_ms = w->last_post_ms + u->cfg.timeout_ms;
-        inflight_add(w, q);
+        xfer__dlist_append(&w->inflight, &q->wlink);
     }
     st = q->st;
     if (st < 0 && q->err[0])
@@ -356,7 +299,7 @@ void ucx__req_release(ucx_t *u, ucx_req_t *q)
     q->released = true;
     if (!later) {
         pthread_mutex_lock(&q->peer->olock);
-        order_del(q->peer, q);
+        xfer__dlist_remove(&q->peer->order, &q->plink);
         pthread_mutex_unlock(&q->peer->olock);
     }
     pthread_mutex_unlock(&w->lock);
@@ -374,7 +317,9 @@ int ucx__req_timeouts(ucx_t *u, ucx_worker_t *w, uint64_t now)
     int n = 0;
     ucx_req_t *q;
 
-    while ((q = w->inflight_head) != NULL && now >= q->deadline_ms) {
+    while ((q = XFER__DLIST_ENTRY(xfer__dlist_head(&w->inflight), ucx_req_t,
+                                  wlink)) != NULL &&
+           now >= q->deadline_ms) {
         char why[200];
 
         snprintf(why, sizeof why, "no completion within timeout_ms "
@@ -382,7 +327,7 @@ int ucx__req_timeouts(ucx_t *u, ucx_worker_t *w, uint64_t now)
         bool fail_ep = q->peer->ep[w->idx].gen == q->gen;
 
         q->timed_out = true;
-        inflight_del(w, q);
+        xfer__dlist_remove(&w->inflight, &q->wlink);
         if (u->peer_mode && fail_ep && q->st == XFER_IN_PROG) {
             /* Forcing the endpoint closed ends q's flush (flush_done) and
              * every other operation on it.  In progress, q cannot be
@@ -395,7 +340,8 @@ int ucx__req_timeouts(ucx_t *u, ucx_worker_t *w, uint64_t now)
          * part way and may be released): end it here, so that it answers
          * and no longer holds back the peer's notifications; flush_done,
          * if it ever comes, only frees it. */
-        if (q->st == XFER_IN_PROG || q->ordered)
+        if (q->st == XFER_IN_PROG ||
+            xfer__dlist_has(&q->peer->order, &q->plink))
             req_finish(u, q, UCS_ERR_TIMED_OUT);
         /* Last: closing may call flush_done, which frees a released q. */
         if (fail_ep)
@@ -411,13 +357,15 @@ int ucx__req_timeouts(ucx_t *u, ucx_worker_t *w, uint64_t now)
  * transfer must still end.  A late flush_done then only frees. */
 void ucx__req_fail_peer(ucx_t *u, ucx_worker_t *w, ucx_peer_t *p)
 {
-    ucx_req_t *q = w->inflight_head, *next;
+    xfer__dlink_t *k, *next;
 
-    for (; q; q = next) {
-        next = q->wnext;
+    for (k = xfer__dlist_head(&w->inflight); k; k = next) {
+        ucx_req_t *q = XFER__DLIST_ENTRY(k, ucx_req_t, wlink);
+
+        next = xfer__dlist_next(k);
         if (q->peer != p)
             continue;
-        inflight_del(w, q);
+        xfer__dlist_remove(&w->inflight, k);
         req_finish(u, q, UCS_ERR_CANCELED);
     }
 }

@@ -462,7 +462,7 @@ static int worker_progress(ucx_t *u, ucx_worker_t *w)
         return 1; /* busy: do not let the caller sleep */
     for (int i = 0; i < 64 && (k = ucp_worker_progress(w->w)) > 0; i++)
         n += (int)k;
-    if (w->inflight_head)
+    if (!xfer__dlist_empty(&w->inflight))
         n += ucx__req_timeouts(u, w, ucx__now_ms());
     pthread_mutex_unlock(&w->lock);
     return n;
@@ -511,7 +511,7 @@ static xfer_status_t ucx_arm(xfer_be_t *u)
          * is due within microseconds; deadlines are seen by the thread's
          * timed passes. */
         busy = s != UCS_OK ||
-               (w->inflight_head != NULL &&
+               (!xfer__dlist_empty(&w->inflight) &&
                 ucx__now_ms() - w->last_post_ms < UCX_ARM_AFTER_POST_MS);
         pthread_mutex_unlock(&w->lock);
         if (busy)

@@ -14,6 +14,7 @@
 #include <xfer/backend.h>
 
 #include "plugins/common/chan.h"
+#include "plugins/common/dlist.h"
 #include "plugins/common/hwctl.h"
 #include "plugins/common/nsess.h"
 #include "plugins/common/stream.h"
@@ -74,8 +75,9 @@ typedef struct ucx_worker {
     unsigned idx;
     ucx_t *u;
     /* Requests whose flush is pending on this worker, oldest first: the
-     * head carries the earliest deadline. */
-    ucx_req_t *inflight_head, *inflight_tail;
+     * head carries the earliest deadline.  lock guards it; links:
+     * ucx_req_t.wlink. */
+    xfer__dlist_t inflight;
     uint64_t last_post_ms;     /* arm polls a little after a post */
 } ucx_worker_t;
 
@@ -129,7 +131,8 @@ struct xfer_be_peer {
     /* ---- olock ---- */
     pthread_mutex_t olock;
     uint64_t next_ticket;
-    ucx_req_t *oldest, *newest;        /* requests in flight, post order */
+    xfer__dlist_t order;               /* requests in flight, post order
+                                          (ucx_req_t.plink) */
     ucx_slot_t *sh, *st;               /* notifications waiting */
     size_t nslots;
     xfer__ns_send_t ns;                /* the session with that target:
@@ -172,11 +175,10 @@ struct xfer_be_req {
     bool timed_out;
     uint64_t gen;              /* endpoint generation it was posted on */
     uint64_t deadline_ms;
-    ucx_req_t *wnext, *wprev;  /* worker's in-flight list */
+    xfer__dlink_t wlink;       /* worker's in-flight list */
     /* ---- peer olock ---- */
     uint64_t ticket;
-    bool ordered;              /* on the peer's order list */
-    ucx_req_t *pnext, *pprev;
+    xfer__dlink_t plink;       /* the peer's order list, while on it */
     ucx_slot_t *slot;          /* its notification, until it completes */
 };
 
