@@ -69,7 +69,7 @@ xfer_status_t vb__info_parse(vb_t *v, const char *name, const void *info,
  * has work on its QPs, no notification waits or flies (lock held). */
 static bool conn_idle(vb_t *v, vb_peer_t *q)
 {
-    if (q->wait_head != NULL || q->sh != NULL)
+    if (!xfer__dlist_empty(&q->waitq) || q->sh != NULL)
         return false;
     for (unsigned r = 0; r < VB_MAX_RAILS; r++) {
         vb_qp_t *qp = vb__qp_get(v, r, q->slot[r]);

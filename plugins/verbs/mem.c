@@ -90,7 +90,9 @@ static bool stop_users(vb_t *v, const vb_mem_t *m, bool force)
     bool any = false;
 
 restart:
-    for (vb_req_t *q = v->ihead; q; q = q->inext) {
+    for (xfer__dlink_t *k = xfer__dlist_head(&v->reqs); k;
+         k = xfer__dlist_next(k)) {
+        vb_req_t *q = VB_REQ(k, ilink);
         bool uses = false;
 
         if (q->done && q->pending == 0)

@@ -150,50 +150,27 @@ static int send_one(vb_t *v, vb_peer_t *p, vb_slot_t *s)
  * notification freed it. */
 static void txw_add(vb_t *v, vb_peer_t *p)
 {
-    if (p->txw)
-        return;
-    p->txw = true;
-    p->txw_next = NULL;
-    if (v->txw_tail)
-        v->txw_tail->txw_next = p;
-    else
-        v->txw_head = p;
-    v->txw_tail = p;
+    xfer__dlist_append(&v->txwait, &p->txwlink);
 }
 
 static void txw_del(vb_t *v, vb_peer_t *p)
 {
-    vb_peer_t *prev = NULL;
-
-    if (!p->txw)
-        return;
-    for (vb_peer_t *q = v->txw_head; q; prev = q, q = q->txw_next) {
-        if (q != p)
-            continue;
-        if (prev)
-            prev->txw_next = q->txw_next;
-        else
-            v->txw_head = q->txw_next;
-        if (v->txw_tail == q)
-            v->txw_tail = prev;
-        break;
-    }
-    p->txw = false;
-    p->txw_next = NULL;
+    xfer__dlist_remove(&v->txwait, &p->txwlink);
 }
 
 /* Buffers came back: the peers waiting for one, in turn, while there
  * are any (lock held, no olock). */
 static void txw_wake(vb_t *v)
 {
-    for (unsigned n = 0; v->ntx_free > 0 && v->txw_head != NULL; n++) {
-        vb_peer_t *p = v->txw_head;
+    while (v->ntx_free > 0 && !xfer__dlist_empty(&v->txwait)) {
+        vb_peer_t *p = XFER__DLIST_ENTRY(xfer__dlist_head(&v->txwait),
+                                         vb_peer_t, txwlink);
 
         txw_del(v, p);
         pthread_mutex_lock(&p->olock);
         vb__notif_pump(v, p);
         pthread_mutex_unlock(&p->olock);
-        if (p->txw)
+        if (xfer__dlist_has(&v->txwait, &p->txwlink))
             break; /* it took the last and wants more: its turn again */
     }
 }
@@ -280,7 +257,7 @@ void vb__notif_sent(vb_t *v, vb_qp_t *qp, uint32_t idx, void *owner,
         vb__req_notif_done(v, q);
     }
     vb__slot_free(v, s);
-    if (v->txw_head != NULL)
+    if (!xfer__dlist_empty(&v->txwait))
         txw_wake(v);
 }
 

@@ -147,101 +147,40 @@ xfer_status_t vb__req_create(vb_t *v, xfer_op_t op, vb_peer_t *p,
     return XFER_OK;
 }
 
-/* ---- lists (lock) ---------------------------------------------------------- */
+/* ---- lists (dlist.h) ------------------------------------------------------- */
 
+/* The instance's requests posted and not finished (lock); a peer's
+ * waiting for its connection or for room, in post order (lock); a peer's
+ * in post order, what notifications wait behind (olock). */
 static void list_add(vb_t *v, vb_req_t *q)
 {
-    if (q->listed)
-        return;
-    q->inext = NULL;
-    q->iprev = v->itail;
-    if (v->itail)
-        v->itail->inext = q;
-    else
-        v->ihead = q;
-    v->itail = q;
-    q->listed = true;
+    xfer__dlist_append(&v->reqs, &q->ilink);
 }
 
 static void list_del(vb_t *v, vb_req_t *q)
 {
-    if (!q->listed)
-        return;
-    if (q->iprev)
-        q->iprev->inext = q->inext;
-    else
-        v->ihead = q->inext;
-    if (q->inext)
-        q->inext->iprev = q->iprev;
-    else
-        v->itail = q->iprev;
-    q->inext = q->iprev = NULL;
-    q->listed = false;
+    xfer__dlist_remove(&v->reqs, &q->ilink);
 }
 
 static void wait_add(vb_peer_t *p, vb_req_t *q)
 {
-    if (q->waiting)
-        return;
-    q->wnext = NULL;
-    if (p->wait_tail)
-        p->wait_tail->wnext = q;
-    else
-        p->wait_head = q;
-    p->wait_tail = q;
-    q->waiting = true;
+    xfer__dlist_append(&p->waitq, &q->wlink);
 }
 
 static void wait_del(vb_peer_t *p, vb_req_t *q)
 {
-    vb_req_t *prev = NULL;
-
-    if (!q->waiting)
-        return;
-    for (vb_req_t *r = p->wait_head; r; prev = r, r = r->wnext) {
-        if (r != q)
-            continue;
-        if (prev)
-            prev->wnext = r->wnext;
-        else
-            p->wait_head = r->wnext;
-        if (p->wait_tail == r)
-            p->wait_tail = prev;
-        break;
-    }
-    q->wnext = NULL;
-    q->waiting = false;
+    xfer__dlist_remove(&p->waitq, &q->wlink);
 }
-
-/* ---- the peer's order (olock) ----------------------------------------------- */
 
 static void order_add(vb_peer_t *p, vb_req_t *q)
 {
     q->ticket = p->next_ticket++;
-    q->pnext = NULL;
-    q->pprev = p->newest;
-    if (p->newest)
-        p->newest->pnext = q;
-    else
-        p->oldest = q;
-    p->newest = q;
-    q->ordered = true;
+    xfer__dlist_append(&p->order, &q->plink);
 }
 
 static void order_del(vb_peer_t *p, vb_req_t *q)
 {
-    if (!q->ordered)
-        return;
-    if (q->pprev)
-        q->pprev->pnext = q->pnext;
-    else
-        p->oldest = q->pnext;
-    if (q->pnext)
-        q->pnext->pprev = q->pprev;
-    else
-        p->newest = q->pprev;
-    q->pnext = q->pprev = NULL;
-    q->ordered = false;
+    xfer__dlist_remove(&p->order, &q->plink);
 }
 
 /* ---- the end of a request ------------------------------------------------------ */
@@ -349,7 +288,7 @@ void vb__req_done(vb_t *v, vb_req_t *q, unsigned rail, uint32_t nwr)
     }
     /* Room in the send queue: what waited for it (before q may go, with
      * its reference on p). */
-    if (p->wait_head != NULL)
+    if (!xfer__dlist_empty(&p->waitq))
         vb__req_issue_peer(v, p);
     maybe_unlist(v, q);
 }
@@ -357,7 +296,12 @@ void vb__req_done(vb_t *v, vb_req_t *q, unsigned rail, uint32_t nwr)
 bool vb__req_covered(vb_t *v, vb_peer_t *p, uint64_t t)
 {
     (void)v;
-    for (const vb_req_t *q = p->oldest; q && q->ticket <= t; q = q->pnext) {
+    for (xfer__dlink_t *k = xfer__dlist_head(&p->order); k;
+         k = xfer__dlist_next(k)) {
+        const vb_req_t *q = VB_REQ(k, plink);
+
+        if (q->ticket > t)
+            break;
         if (q->issued[0] < q->rcount[0])
             return false;
         for (unsigned r = 1; r < VB_MAX_RAILS; r++)
@@ -454,8 +398,8 @@ int vb__req_issue_peer(vb_t *v, vb_peer_t *p)
     if (p->cstate != VB_CONN_READY)
         return 0;
     /* In post order, and none overtakes one that waits for room. */
-    while (p->wait_head != NULL) {
-        vb_req_t *q = p->wait_head;
+    while (!xfer__dlist_empty(&p->waitq)) {
+        vb_req_t *q = VB_REQ(xfer__dlist_head(&p->waitq), wlink);
 
         if (!issue(v, q)) {
             if (q->done) {
@@ -576,10 +520,14 @@ int vb__req_progress(vb_t *v, uint64_t now)
     int n = 0;
 
 restart:
-    for (vb_req_t *q = v->ihead; q && now >= q->deadline_ms; q = q->inext) {
+    for (xfer__dlink_t *k = xfer__dlist_head(&v->reqs); k;
+         k = xfer__dlist_next(k)) {
+        vb_req_t *q = VB_REQ(k, ilink);
         char msg[300];
         vb_peer_t *p = q->peer;
 
+        if (now < q->deadline_ms)
+            break;
         if (q->done)
             continue;
         snprintf(msg, sizeof msg, "did not complete within timeout_ms "
@@ -626,14 +574,17 @@ void vb__req_fail_peer(vb_t *v, vb_peer_t *p, xfer_status_t st,
         }
     }
 restart:
-    for (vb_req_t *q = v->ihead; q; q = q->inext) {
+    for (xfer__dlink_t *k = xfer__dlist_head(&v->reqs); k;
+         k = xfer__dlist_next(k)) {
+        vb_req_t *q = VB_REQ(k, ilink);
+
         if (q->peer != p)
             continue;
         if (!q->done) {
             vb__req_fail(v, q, st, why);
             goto restart;
         }
-        if (q->pending == 0 && q->listed) {
+        if (q->pending == 0) {
             maybe_unlist(v, q);
             goto restart;
         }
@@ -642,9 +593,9 @@ restart:
 
 void vb__req_free_all(vb_t *v)
 {
-    vb_req_t *q;
+    while (!xfer__dlist_empty(&v->reqs)) {
+        vb_req_t *q = VB_REQ(xfer__dlist_head(&v->reqs), ilink);
 
-    while ((q = v->ihead) != NULL) {
         list_del(v, q);
         if (q->released)
             free_req(q);

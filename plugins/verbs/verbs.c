@@ -339,7 +339,7 @@ static void ini_wc(vb_t *v, vb_qp_t *qp, const struct ibv_wc *wc)
             vb__notif_sent(v, qp, idx, e.owner, 0);
             /* Room in the send queue, a send buffer back: what waited
              * for either goes now. */
-            if (p->wait_head != NULL) {
+            if (!xfer__dlist_empty(&p->waitq)) {
                 vb__req_issue_peer(v, p);
             } else if (p->sh != NULL) {
                 pthread_mutex_lock(&p->olock);
@@ -631,7 +631,8 @@ static xfer_status_t vb_arm(xfer_be_t *v)
         return XFER_ERR_BUSY;
     pthread_mutex_lock(&v->lock);
     channel_events(v);
-    busy = v->ihead != NULL && now - v->last_post_ms < VB_ARM_AFTER_POST_MS;
+    busy = !xfer__dlist_empty(&v->reqs) &&
+           now - v->last_post_ms < VB_ARM_AFTER_POST_MS;
     for (unsigned r = 0; r < v->nrails && !busy; r++)
         if (VAPI->req_notify_cq(v->rail[r].cq, 0) != 0)
             busy = true;

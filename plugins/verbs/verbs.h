@@ -12,6 +12,7 @@
 #include <xfer/backend.h>
 
 #include "plugins/common/chan.h"
+#include "plugins/common/dlist.h"
 #include "plugins/common/hwctl.h"
 #include "plugins/common/nsess.h"
 #include "plugins/common/stream.h"
@@ -172,18 +173,17 @@ struct xfer_be_peer {
     uint64_t ask_ms;           /* when the QPREQ went */
     uint64_t used;             /* tick of its last post or notification */
     char cwhy[XFER_NAME_MAX + 512]; /* why the last connection ended */
-    vb_req_t *wait_head, *wait_tail; /* requests waiting for the
+    xfer__dlist_t waitq;       /* requests waiting for the
                                   connection or for room in a send queue */
     /* ---- olock ---- */
     pthread_mutex_t olock;
     uint64_t next_ticket;
-    vb_req_t *oldest, *newest; /* requests in flight, post order */
+    xfer__dlist_t order;       /* requests in flight, post order */
     vb_slot_t *sh, *st;        /* notifications waiting, post order */
     size_t nslots;
     xfer__ns_send_t ns;
     /* lock: waiting for one of the instance's notif_tx send buffers */
-    bool txw;
-    vb_peer_t *txw_next;
+    xfer__dlink_t txwlink;
     bool broken;               /* lock: its first QP refused a SEND; the
                                   sweep (verbs.c) remakes the connection */
     bool skip_due;             /* lock: notification numbers were lost with
@@ -229,15 +229,12 @@ struct xfer_be_req {
     size_t pend[VB_MAX_RAILS]; /* ... per rail */
     bool released;             /* the core let go while pending */
     bool done;                 /* st is final */
-    bool waiting;              /* on the peer's wait list */
-    vb_req_t *wnext;
+    xfer__dlink_t wlink;       /* on its peer's waitq */
     uint64_t deadline_ms;
-    vb_req_t *inext, *iprev;   /* the instance's: posted, not finished */
-    bool listed;
+    xfer__dlink_t ilink;       /* on the instance's reqs */
     /* ---- peer olock ---- */
     uint64_t ticket;
-    bool ordered;
-    vb_req_t *pnext, *pprev;
+    xfer__dlink_t plink;       /* on its peer's order */
     vb_slot_t *slot;           /* its notification, until handed over */
 };
 
@@ -272,7 +269,7 @@ struct xfer_be {
     pthread_mutex_t lock;
     vb_qp_t *qps[VB_MAX_RAILS];  /* max_qps slots per rail */
     unsigned nqps;             /* in use on rail 0 (every rail alike) */
-    vb_req_t *ihead, *itail;   /* requests posted and not finished */
+    xfer__dlist_t reqs;        /* requests posted and not finished */
     vb_tconn_t *tconns;        /* the QPs made for initiators (ctl.c) */
     unsigned ntconns;
     uint64_t tick;
@@ -282,7 +279,7 @@ struct xfer_be {
     struct ibv_mr *tx_mr;
     int *tx_free;              /* a stack of free buffer indices */
     unsigned ntx_free;
-    vb_peer_t *txw_head, *txw_tail; /* peers waiting for one, in turn */
+    xfer__dlist_t txwait;      /* peers waiting for one, in turn */
     uint64_t last_post_ms;
     atomic_bool armed;
     atomic_uint_fast64_t sweep_ms; /* the last look at every connection */
@@ -310,6 +307,8 @@ struct xfer_be {
 #define VERR(v, st, ...) (v)->host->error((v)->host->ctx, (st), __VA_ARGS__)
 #define VLOG(v, lvl, ...) (v)->host->log((v)->host->ctx, (lvl), __VA_ARGS__)
 #define VAPI (vb__api)
+/* The request a link of one of its lists belongs to. */
+#define VB_REQ(k, member) XFER__DLIST_ENTRY((k), vb_req_t, member)
 
 /* How long after a post arm keeps answering BUSY (ms). */
 #define VB_ARM_AFTER_POST_MS 2u
