@@ -20,8 +20,11 @@
  * A zeroed list is empty and a zeroed link is on none, so both are ready
  * in a calloc'd struct.  No locking: the list's owner says which lock
  * guards it, next to the member.  A loop that may unlink or free the
- * element it is on reads xfer__dlist_next first; a link removed meanwhile
- * has no next, so such a loop stops rather than walking freed memory. */
+ * element it is on reads xfer__dlist_next first; that is safe only when
+ * nothing else on the list is unlinked or freed meanwhile (a saved next
+ * that was freed is freed memory; one that was only unlinked has no next,
+ * and the loop stops early).  A loop whose step may end other elements
+ * starts again from the head. */
 
 typedef struct xfer__dlist xfer__dlist_t;
 

@@ -58,12 +58,14 @@ void xfer__ns_hdr_fill(xfer__ns_send_t *s, unsigned char *hdr, size_t len)
     put64(hdr + 24, s->sent++);
 }
 
-void xfer__ns_skip_msg(const xfer__ns_send_t *s, unsigned char *buf)
+void xfer__ns_skip_msg(const xfer__ns_send_t *s, uint64_t from,
+                       unsigned char *buf)
 {
     memset(buf, 0, XFER__NS_SKIP_LEN);
     buf[0] = XFER__NS_SKIP;
     buf[1] = XFER__NS_MSG_VERSION;
-    put64(buf + 8, s->sent);
+    put64(buf + 8, from < s->sent ? from : s->sent);
+    put64(buf + 16, s->sent);
 }
 
 xfer_status_t xfer__ns_send_apply(xfer__ns_send_t *s, const void *msg,
@@ -114,8 +116,8 @@ struct xfer__ns_sess {
     xfer__stream_conn_t *conn; /* channel lock: its control connection */
     uint64_t delivered;        /* t->lock: handed to the core, in order
                                   (or skipped: SKIP) */
-    uint64_t skip_to;          /* t->lock: numbers below it that have not
-                                  come are not waited for */
+    uint64_t skip_from, skip_to; /* t->lock: numbers in [from, to) that
+                                  have not come are not waited for */
     uint64_t acked;            /* channel lock: last count sent back */
     uint64_t used;             /* t->lock: for eviction, a tick */
     /* t->lock: arrived but not yet delivered (out of order, or the core's
@@ -239,7 +241,7 @@ static int deliver_held(xfer__ns_table_t *t, xfer__ns_sess_t *s);
  * held).  Only its own session moves, and never past what it could have
  * sent (its window beyond what was delivered). */
 static void target_skip(xfer__ns_table_t *t, xfer__stream_conn_t *c,
-                        uint64_t next)
+                        uint64_t from, uint64_t next)
 {
     const char *name = xfer__stream_conn_name(c);
     uint64_t epoch = xfer__stream_conn_epoch(c);
@@ -259,13 +261,22 @@ static void target_skip(xfer__ns_table_t *t, xfer__stream_conn_t *c,
             (unsigned long long)s->delivered);
         return;
     }
-    if (next > s->skip_to)
-        s->skip_to = next;
+    if (from > next) {
+        pthread_mutex_unlock(&t->lock);
+        LOG(t, XFER_LOG_WARN, "%s: agent '%s' asked to skip notifications "
+            "%llu to %llu, an empty range; ignored", t->plugin, name,
+            (unsigned long long)from, (unsigned long long)next);
+        return;
+    }
+    /* One range at a time: a new one (another failed connection) starts
+     * past what the last covered, or the last is done with. */
+    s->skip_from = from;
+    s->skip_to = next;
     if (next > s->delivered)
-        LOG(t, XFER_LOG_INFO, "%s: agent '%s' says its notifications "
-            "below %llu that have not come were lost with its fabric "
+        LOG(t, XFER_LOG_INFO, "%s: agent '%s' says its notifications %llu "
+            "to %llu, where they have not come, were lost with its fabric "
             "connection; later ones do not wait for them", t->plugin, name,
-            (unsigned long long)next);
+            (unsigned long long)from, (unsigned long long)next - 1);
     deliver_held(t, s);
     if (s->nheld)
         atomic_store(&t->held_any, true);
@@ -282,8 +293,9 @@ void xfer__ns_target_msg(xfer__ns_table_t *t, xfer__stream_conn_t *c,
     uint64_t delivered;
 
     if (len == XFER__NS_SKIP_LEN && m[0] == XFER__NS_SKIP &&
-        m[1] == XFER__NS_MSG_VERSION) {
-        target_skip(t, c, get64(m + 8));
+        m[1] == XFER__NS_MSG_VERSION && !m[2] && !m[3] && !m[4] && !m[5] &&
+        !m[6] && !m[7]) {
+        target_skip(t, c, get64(m + 8), get64(m + 16));
         return;
     }
     if (len != TREQ_LEN || m[0] != XFER__NS_TREQ ||
@@ -375,10 +387,12 @@ static int deliver_held(xfer__ns_table_t *t, xfer__ns_sess_t *s)
     const xfer_host_t *h = t->host;
     int n = 0;
 
-    while (s->nheld > 0 || s->delivered < s->skip_to) {
+    while (s->nheld > 0 ||
+           (s->delivered >= s->skip_from && s->delivered < s->skip_to)) {
         struct held *e = &s->held[s->delivered % t->window];
 
-        if (!e->full && s->delivered < s->skip_to) {
+        if (!e->full && s->delivered >= s->skip_from &&
+            s->delivered < s->skip_to) {
             /* A number the sender says will not come. */
             s->delivered++;
             atomic_store(&t->ack_due, true);

@@ -36,12 +36,13 @@
  *   TOKEN (target -> initiator) 32 bytes: 4 u32 window, 8 token,
  *                                         24 u64 delivered so far
  *   ACK   (target -> initiator) 16 bytes: 8 u64 delivered so far
- *   SKIP  (initiator -> target) 16 bytes: 8 u64 next: the numbers below
- *         it that have not come never will (their sends failed with the
- *         fabric's connection); stop waiting for them */
+ *   SKIP  (initiator -> target) 24 bytes: 2..7 zero, 8 u64 from,
+ *         16 u64 next: the numbers in [from, next) that have not come
+ *         never will (their sends failed with the fabric's connection);
+ *         stop waiting for them */
 enum { XFER__NS_TREQ = 1, XFER__NS_TOKEN = 2, XFER__NS_ACK = 3,
        XFER__NS_SKIP = 4 };
-#define XFER__NS_SKIP_LEN 16u
+#define XFER__NS_SKIP_LEN 24u
 #define XFER__NS_MSG_VERSION 1u
 #define XFER__NS_MSG_MAX 64u
 
@@ -71,11 +72,14 @@ void xfer__ns_hdr_fill(xfer__ns_send_t *s, unsigned char *hdr, size_t len);
 xfer_status_t xfer__ns_send_apply(xfer__ns_send_t *s, const void *msg,
                                   size_t len, uint64_t *lost);
 /* A SKIP (XFER__NS_SKIP_LEN bytes into buf) telling the target that the
- * numbers handed out so far and not yet taken are all it will get: sent
- * on the channel after the fabric lost some, before any later one can
- * travel.  Without it the target would hold every later notification
- * waiting for the lost number, and the sender's credits would run out. */
-void xfer__ns_skip_msg(const xfer__ns_send_t *s, unsigned char *buf);
+ * numbers from `from` to the last handed out, which the fabric lost (the
+ * lowest of the sends that failed), will not come: sent on the channel
+ * before any later one can travel.  Without it the target would hold
+ * every later notification waiting for a lost number, and the sender's
+ * credits would run out.  Numbers below from are still waited for: they
+ * went, and may only not have been read yet. */
+void xfer__ns_skip_msg(const xfer__ns_send_t *s, uint64_t from,
+                       unsigned char *buf);
 
 /* ---- target ----------------------------------------------------------- */
 

@@ -100,8 +100,7 @@ static bool evict_idle(vb_t *v, vb_peer_t *p)
     VLOG(v, XFER_LOG_INFO, VB_NAME ": all max_qps queue pairs in use: the "
          "idle connection to agent '%s' goes (the next transfer to it "
          "makes a new one)", best->name);
-    vb__conn_fail(v, best, XFER_ERR_REMOTE_DISCONNECT, "closed while idle "
-                  "to make room (max_qps)");
+    vb__conn_drop_idle(v, best);
     return true;
 }
 
@@ -120,6 +119,14 @@ void vb__conn_ask(vb_t *v, vb_peer_t *p)
         pthread_mutex_unlock(&v->lock);
         return;
     }
+    if (v->down != VB_DOWN_NO) {
+        p->cst = XFER_ERR_REMOTE_DISCONNECT;
+        snprintf(p->cwhy, sizeof p->cwhy, VB_NAME ": no connection to agent "
+                 "'%s': %s", p->name, v->down_why);
+        pthread_mutex_unlock(&v->lock);
+        return;
+    }
+    p->evicted = false;
     st = vb__qp_make(v, VB_QP_INI, p, p->nrails, p->slot, why, sizeof why);
     if (st == XFER_ERR_BUSY && evict_idle(v, p))
         st = vb__qp_make(v, VB_QP_INI, p, p->nrails, p->slot, why,
@@ -143,12 +150,13 @@ void vb__conn_ask(vb_t *v, vb_peer_t *p)
     if (p->skip_due) {
         /* Notifications lost with the last connection: the target hears
          * of it before the new one can carry any (the channel keeps
-         * order, and the QPs exist only once it read the ask). */
+         * order, and the QPs exist only once it read the ask).  Sent
+         * with every ask until one is answered (the target takes it
+         * again harmlessly): an ask lost with its channel loses it too. */
         pthread_mutex_lock(&p->olock);
-        xfer__ns_skip_msg(&p->ns, skip);
+        xfer__ns_skip_msg(&p->ns, p->skip_from, skip);
         skip_due = p->ns.have_token;
         pthread_mutex_unlock(&p->olock);
-        p->skip_due = false;
     }
     pthread_mutex_unlock(&v->lock);
     /* chan_lock is held: the channel is ours to use. */
@@ -187,7 +195,7 @@ static void on_qprep(vb_t *v, vb_peer_t *p, const vb_hs_t *m)
                  "agent: %s", p->name,
                  m->status == VB_HS_NO_ROOM
                      ? "it has all its max_qps in use"
-                     : "its device refused (its log says why)");
+                     : "it refused the queue pairs (its log says why)");
         vb__conn_fail(v, p, XFER_ERR_REMOTE_DISCONNECT, why);
         pthread_mutex_unlock(&v->lock);
         return;
@@ -211,6 +219,8 @@ static void on_qprep(vb_t *v, vb_peer_t *p, const vb_hs_t *m)
         return;
     }
     vb__cstate(v, p, VB_CONN_READY);
+    p->skip_due = false; /* the target read the SKIP before this ask */
+    p->ask_fails = 0;
     vb__req_issue_peer(v, p);
     pthread_mutex_unlock(&v->lock);
 }
@@ -382,8 +392,8 @@ static void c_msg(xfer__hwctl_t *h, xfer__stream_conn_t *c, void *peer,
         if (log_refusal(v))
             VLOG(v, XFER_LOG_WARN, VB_NAME ": agent '%s' sent a handshake "
                  "that is refused: %s", xfer__stream_conn_name(c), why);
-        /* An ask this side cannot read (another version?) is answered,
-         * so the asker fails at once rather than after timeout_ms. */
+        /* An ask this side cannot read (malformed) is answered, so the
+         * asker fails at once rather than after timeout_ms. */
         if (!xfer__stream_conn_initiator(c) && len >= 8 &&
             b[0] == VB_HS_QPREQ) {
             unsigned char out[VB_HS_MAX];

@@ -57,6 +57,7 @@ xfer_status_t vb__mem_register(vb_t *v, const xfer_be_region_t *r,
              * pinned for writing: registered to be read only, a READ
              * landing in it then fails with a local protection error. */
             access &= ~IBV_ACCESS_LOCAL_WRITE;
+            m->read_only = true;
             m->mr[k] = VAPI->reg_mr(v->rail[k].pd, (void *)r->addr,
                                     r->len ? r->len : 1, access);
         }
@@ -93,9 +94,12 @@ restart:
     for (xfer__dlink_t *k = xfer__dlist_head(&v->reqs); k;
          k = xfer__dlist_next(k)) {
         vb_req_t *q = VB_REQ(k, ilink);
+        vb_peer_t *p = q->peer;
         bool uses = false;
 
-        if (q->done && q->pending == 0)
+        /* Landed data is done with memory, even while its notification
+         * waits to go. */
+        if (q->pending == 0 && (q->done || vb__req_landed(q)))
             continue;
         for (size_t i = 0; i < q->nlmems && !uses; i++)
             uses = q->lmems[i] == m;
@@ -108,7 +112,7 @@ restart:
          * only because the NIC has to stop. */
         vb__req_fail(v, q, XFER_ERR_ACCESS, "its local memory was "
                      "deregistered while the transfer was in flight");
-        vb__conn_fail(v, q->peer, XFER_ERR_REMOTE_DISCONNECT, "the "
+        vb__conn_fail(v, p, XFER_ERR_REMOTE_DISCONNECT, "the "
                       "connection was reset to stop the NIC using "
                       "memory being deregistered");
         goto restart;

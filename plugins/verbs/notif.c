@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #endif
 
+#include <endian.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,8 +249,16 @@ void vb__notif_sent(vb_t *v, vb_qp_t *qp, uint32_t idx, void *owner,
          * before the next connection carries another (vb__conn_ask), or
          * it would hold every later one waiting for it.  Its request,
          * still in flight, fails with the connection. */
-        if (s->peer != NULL)
-            s->peer->skip_due = true;
+        if (s->peer != NULL) {
+            vb_peer_t *p = s->peer;
+            uint64_t seq;
+
+            memcpy(&seq, s->buf + 24, 8); /* nsess.h: the header's */
+            seq = le64toh(seq);
+            if (!p->skip_due || seq < p->skip_from)
+                p->skip_from = seq;
+            p->skip_due = true;
+        }
     } else if (s->req != NULL) {
         vb_req_t *q = s->req;
 
@@ -275,7 +284,7 @@ xfer_status_t vb__notif_send(vb_t *v, vb_peer_t *p, const void *msg,
     pthread_mutex_lock(&p->olock);
     if (atomic_load(&p->dead)) {
         st = vb__peer_gone(v, p);
-    } else if (p->cstate == VB_CONN_NONE) {
+    } else if (p->cstate == VB_CONN_NONE && !p->evicted) {
         st = VERR(v, p->cst != XFER_OK ? p->cst : XFER_ERR_REMOTE_DISCONNECT,
                   "%s", p->cwhy[0] ? p->cwhy : VB_NAME ": no connection");
     } else if (p->nslots >= v->cfg.notif_queue) {
@@ -288,6 +297,8 @@ xfer_status_t vb__notif_send(vb_t *v, vb_peer_t *p, const void *msg,
         /* After the data of every request posted before it. */
         p->used = ++v->tick;
         s->ticket = p->next_ticket++;
+        if (p->cstate == VB_CONN_NONE) /* evicted: the sweep asks again */
+            atomic_store(&v->sweep_due, true);
         vb__notif_pump(v, p);
     }
     pthread_mutex_unlock(&p->olock);

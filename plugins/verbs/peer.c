@@ -76,6 +76,7 @@ bool vb__peer_mark_dead(vb_peer_t *p, xfer_status_t st, const char *why)
 static void conn_close(vb_t *v, vb_peer_t *p, xfer_status_t st,
                        const char *why)
 {
+    p->broken = false; /* of these QPs, which go now */
     for (unsigned r = 0; r < VB_MAX_RAILS; r++)
         if (p->slot[r] >= 0)
             vb__qp_error(v, p->slot[r], r);
@@ -97,6 +98,8 @@ void vb__conn_fail(vb_t *v, vb_peer_t *p, xfer_status_t st,
     }
     VLOG(v, XFER_LOG_INFO, VB_NAME ": the connection to agent '%s' failed "
          "(%s); the next transfer makes a new one", p->name, why);
+    if (p->cstate == VB_CONN_ASKING)
+        p->ask_fails++;
     vb__cstate(v, p, VB_CONN_NONE);
     p->cst = st;
     if (p->sh != NULL)
@@ -104,6 +107,14 @@ void vb__conn_fail(vb_t *v, vb_peer_t *p, xfer_status_t st,
     snprintf(p->cwhy, sizeof p->cwhy, "%s", why);
     atomic_fetch_add(&v->rebuilt, 1);
     conn_close(v, p, st, why);
+}
+
+void vb__conn_drop_idle(vb_t *v, vb_peer_t *p)
+{
+    vb__cstate(v, p, VB_CONN_NONE);
+    p->evicted = true;
+    conn_close(v, p, XFER_ERR_REMOTE_DISCONNECT, "its idle connection was "
+               "closed to make room (max_qps)");
 }
 
 void vb__cstate(vb_t *v, vb_peer_t *p, int cs)

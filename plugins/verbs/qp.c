@@ -142,17 +142,22 @@ xfer_status_t vb__qp_make(vb_t *v, uint8_t kind, void *owner,
                  (unsigned long long)v->cfg.max_qps);
         return XFER_ERR_BUSY;
     }
+    /* Counted first: freeing rail 0's QP (here, on a failure past it, or
+     * later) uncounts it. */
+    v->nqps++;
     for (unsigned r = 0; r < nrails && st == XFER_OK; r++) {
         st = make_one(v, kind, owner, s, r, why, size);
-        if (st != XFER_OK)
+        if (st != XFER_OK) {
             for (unsigned k = 0; k < r; k++)
                 vb__qp_free(v, s, k);
+            if (r == 0)
+                v->nqps--;
+        }
     }
     if (st != XFER_OK)
         return st;
     for (unsigned r = 0; r < VB_MAX_RAILS; r++)
         slot[r] = r < nrails ? s : -1;
-    v->nqps++;
     return XFER_OK;
 }
 

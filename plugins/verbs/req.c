@@ -138,6 +138,13 @@ xfer_status_t vb__req_create(vb_t *v, xfer_op_t op, vb_peer_t *p,
             return VERR(v, XFER_ERR_INVALID, VB_NAME ": descriptor %zu: a "
                         "remote region of another agent", i);
         }
+        if (op == XFER_OP_READ &&
+            ((const vb_mem_t *)segs[i].lmem)->read_only) {
+            free_req(q);
+            return VERR(v, XFER_ERR_ACCESS, VB_NAME ": descriptor %zu: a "
+                        "READ into memory registered read-only (it could "
+                        "not be pinned for writing)", i);
+        }
     }
     if (build(v, q, segs, nseg) != XFER_OK) {
         free_req(q);
@@ -196,6 +203,11 @@ static bool all_issued(const vb_req_t *q)
 static bool landed(const vb_req_t *q)
 {
     return q->pending == 0 && all_issued(q);
+}
+
+bool vb__req_landed(const vb_req_t *q)
+{
+    return landed(q);
 }
 
 /* Whether q can leave the instance's list (and, released, be freed). */
@@ -459,6 +471,22 @@ xfer_status_t vb__req_post(vb_t *v, vb_req_t *q, const void *notif,
         vb__req_fail(v, q, p->dead_st, p->dead_why);
     } else if (notif != NULL && q->slot == NULL) {
         vb__req_fail(v, q, XFER_ERR_NOMEM, "out of memory");
+    } else if (p->cstate == VB_CONN_NONE && p->evicted) {
+        /* Its idle connection was closed to make room between this
+         * post's look and now: ask again (as conn_need would). */
+        pthread_mutex_unlock(&v->lock);
+        vb__conn_need(v, p);
+        pthread_mutex_lock(&v->lock);
+        if (q->done) {
+            /* its peer failed meanwhile: q->st says how */
+        } else if (p->cstate == VB_CONN_NONE) {
+            vb__req_fail(v, q, p->cst != XFER_OK ? p->cst
+                                                 : XFER_ERR_REMOTE_DISCONNECT,
+                         p->cwhy[0] ? p->cwhy : "no connection");
+        } else {
+            wait_add(p, q);
+            vb__req_issue_peer(v, p);
+        }
     } else if (p->cstate == VB_CONN_NONE) {
         /* The ask for a connection failed (no room for a QP ...). */
         vb__req_fail(v, q, p->cst != XFER_OK ? p->cst
@@ -535,7 +563,10 @@ restart:
                  p->cstate == VB_CONN_ASKING ? ": the peer never answered "
                  "the queue-pair handshake" : "");
         n++;
-        if (q->pending > 0 || p->cstate == VB_CONN_ASKING) {
+        /* A SEND already on the QP counts as in flight too: delivered
+         * late, it would announce a transfer reported failed. */
+        if (q->pending > 0 || p->cstate == VB_CONN_ASKING ||
+            (q->slot != NULL && q->slot->posted_ms != 0)) {
             /* The NIC may still touch its memory: the connection goes
              * first (error state), then q fails with the rest of it. */
             vb__req_fail(v, q, XFER_ERR_TIMEOUT, msg);

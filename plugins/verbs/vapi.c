@@ -56,14 +56,6 @@ static int gid_type(struct ibv_context *c, uint8_t port, int index,
     return r;
 }
 
-static int fork_init(enum ibv_fork_status *how)
-{
-    *how = ibv_is_fork_initialized();
-    if (*how != IBV_FORK_DISABLED)
-        return 0;
-    return ibv_fork_init();
-}
-
 static const vb_api_t real = {
     .what = "libibverbs",
     .get_device_list = dev_list,
@@ -75,7 +67,7 @@ static const vb_api_t real = {
     .query_port = query_port,
     .query_gid = ibv_query_gid,
     .query_gid_type = gid_type,
-    .fork_init = fork_init,
+    .fork_status = ibv_is_fork_initialized,
     .alloc_pd = ibv_alloc_pd,
     .dealloc_pd = ibv_dealloc_pd,
     .reg_mr = reg_mr,

@@ -33,9 +33,10 @@ typedef struct vb_api {
      * errno (ENODATA for an empty entry). */
     int (*query_gid_type)(struct ibv_context *ctx, uint8_t port, int index,
                           enum ibv_gid_type *type);
-    /* Make registered memory safe across fork() where the kernel needs
-     * it (before 5.13): 0, or an errno; *how says what was found. */
-    int (*fork_init)(enum ibv_fork_status *how);
+    /* Whether registered memory is safe across fork() (ibv_fork_init was
+     * called: RDMAV_FORK_SAFE), needs nothing (kernel 5.13 or later), or
+     * neither. */
+    enum ibv_fork_status (*fork_status)(void);
     struct ibv_pd *(*alloc_pd)(struct ibv_context *ctx);
     int (*dealloc_pd)(struct ibv_pd *pd);
     struct ibv_mr *(*reg_mr)(struct ibv_pd *pd, void *addr, size_t len,

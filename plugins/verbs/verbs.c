@@ -10,6 +10,7 @@
 #endif
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,8 +49,9 @@ static const xfer_param_t vb_params[] = {
     P("port", XFER_PARAM_UINT, "0",
       "the device's port; 0: its first active port", port, 0, 255),
     P("gid_index", XFER_PARAM_INT, "-1",
-      "GID table index for RoCE (and IB with a GRH); -1: RoCE takes the "
-      "first IPv4-mapped GID (RoCE v2), else the first non-zero one; IB "
+      "GID table index for RoCE (and IB with a GRH); -1: RoCE takes a "
+      "RoCE v2 entry, IPv4-mapped first, else the first set (peers must "
+      "use the same RoCE version: set it on both when they differ); IB "
       "addresses by LID",
       gid_index, -1, 255),
     P("timeout_ms", XFER_PARAM_UINT, "10000",
@@ -196,33 +198,22 @@ static xfer_status_t watch_channels(vb_t *v)
     return XFER_OK;
 }
 
-/* Registered pages and fork(): kernels before 5.13 let a child's
- * copy-on-write move the parent's pages away from what the HCA pinned,
- * so rdma-core must mark them (ibv_fork_init) before the first
- * registration of the process.  Once per process; a kernel that needs
- * nothing says so. */
+/* Registered pages and fork(): on kernels before 5.13 a child's
+ * copy-on-write can move the parent's pages away from what the HCA
+ * pinned.  rdma-core's cure (ibv_fork_init, or RDMAV_FORK_SAFE=1 in the
+ * environment) marks registered pages MADV_DONTFORK for the whole
+ * process, which children then lose: the operator's choice, not this
+ * plugin's.  Said once per process when it is neither set nor needed. */
 static void fork_safety(vb_t *v)
 {
-    static pthread_mutex_t once = PTHREAD_MUTEX_INITIALIZER;
-    static bool done;
-    enum ibv_fork_status how = IBV_FORK_DISABLED;
-    int err;
+    static atomic_bool said;
 
-    pthread_mutex_lock(&once);
-    if (!done) {
-        done = true;
-        if ((err = VAPI->fork_init(&how)) != 0)
-            VLOG(v, XFER_LOG_WARN, VB_NAME ": ibv_fork_init: %s: a fork() "
-                 "of this process may corrupt transfers on kernels before "
-                 "5.13 (memory was registered before this backend was "
-                 "made); set RDMAV_FORK_SAFE=1 before starting it",
-                 strerror(err));
-        else
-            VLOG(v, XFER_LOG_DEBUG, VB_NAME ": fork safety %s",
-                 how == IBV_FORK_UNNEEDED ? "not needed (kernel 5.13 or "
-                 "later)" : "on (ibv_fork_init)");
-    }
-    pthread_mutex_unlock(&once);
+    if (VAPI->fork_status() == IBV_FORK_DISABLED &&
+        !atomic_exchange(&said, true))
+        VLOG(v, XFER_LOG_WARN, VB_NAME ": this kernel predates 5.13: a "
+             "fork() of this process while memory is registered can corrupt "
+             "transfers; set RDMAV_FORK_SAFE=1 (children then lose the "
+             "registered pages) or do not fork");
 }
 
 static xfer_status_t vb_init(const xfer_host_t *host, const void *config,
@@ -250,7 +241,6 @@ static xfer_status_t vb_init(const xfer_host_t *host, const void *config,
                   strerror(errno));
         goto fail;
     }
-    fork_safety(v);
     if ((st = vb__rails_open(v)) != XFER_OK ||
         (st = vb__qps_init(v)) != XFER_OK ||
         (st = vb__notif_open(v)) != XFER_OK ||
@@ -259,6 +249,7 @@ static xfer_status_t vb_init(const xfer_host_t *host, const void *config,
         (st = vb__info_build(v)) != XFER_OK)
         goto fail;
     VLOG(v, XFER_LOG_DEBUG, VB_NAME ": %s (%s)", v->desc, VAPI->what);
+    fork_safety(v);
     *be = v;
     return XFER_OK;
 fail:
@@ -411,11 +402,14 @@ static int async_events(vb_t *v)
         while (VAPI->get_async_event(v->rail[r].ctx, &ev) == 0) {
             enum ibv_event_type t = ev.event_type;
             const struct ibv_qp *ib = ev.element.qp;
+            unsigned ev_port = (unsigned)ev.element.port_num;
             const char *what = VAPI->event_type_str(t);
             char why[200];
 
             VAPI->ack_async_event(&ev);
             n++;
+            /* Whatever completed before the event is taken first. */
+            vb__cq_drain(v, INT_MAX);
             switch (t) {
             case IBV_EVENT_QP_FATAL:
             case IBV_EVENT_QP_REQ_ERR:
@@ -435,23 +429,48 @@ static int async_events(vb_t *v)
                     vb__tconn_drop(v, qp->owner);
                 break;
             }
-            case IBV_EVENT_CQ_ERR:
             case IBV_EVENT_PORT_ERR:
+            case IBV_EVENT_CQ_ERR:
             case IBV_EVENT_DEVICE_FATAL:
+                if (t == IBV_EVENT_PORT_ERR &&
+                    ev_port != v->rail[r].port) {
+                    VLOG(v, XFER_LOG_DEBUG, VB_NAME ": %s reported %s on "
+                         "port %u, which this backend does not use",
+                         v->rail[r].name, what, ev_port);
+                    break;
+                }
                 VLOG(v, XFER_LOG_ERROR, VB_NAME ": %s reported %s: every "
                      "connection on it fails%s", v->rail[r].name, what,
-                     t == IBV_EVENT_PORT_ERR ? " until the port is active "
-                     "again" : "; this backend must be made again");
+                     t == IBV_EVENT_PORT_ERR ? ", and new ones until the "
+                     "port is active again" : "; this backend must be made "
+                     "again");
                 snprintf(v->fail_why, sizeof v->fail_why, "%s reported %s",
                          v->rail[r].name, what);
+                /* New connections fail at once while it lasts: for good
+                 * after a fatal device or a broken CQ. */
+                snprintf(v->down_why, sizeof v->down_why, "%s", v->fail_why);
+                v->down = t == IBV_EVENT_PORT_ERR ? VB_DOWN_PORT
+                                                  : VB_DOWN_FOR_GOOD;
                 atomic_store(&v->fail_all, true);
                 atomic_store(&v->sweep_due, true);
                 vb__tconns_free(v);
+                if (t == IBV_EVENT_DEVICE_FATAL) {
+                    /* Its fds stay readable (in error) for good. */
+                    epoll_ctl(v->epfd, EPOLL_CTL_DEL, v->rail[r].ch->fd,
+                              NULL);
+                    epoll_ctl(v->epfd, EPOLL_CTL_DEL,
+                              v->rail[r].ctx->async_fd, NULL);
+                }
+                break;
+            case IBV_EVENT_PORT_ACTIVE:
+                VLOG(v, XFER_LOG_INFO, VB_NAME ": %s reported %s",
+                     v->rail[r].name, what);
+                if (v->down == VB_DOWN_PORT && ev_port == v->rail[r].port)
+                    v->down = VB_DOWN_NO;
                 break;
             default:
-                VLOG(v, t == IBV_EVENT_PORT_ACTIVE ? XFER_LOG_INFO
-                                                   : XFER_LOG_DEBUG,
-                     VB_NAME ": %s reported %s", v->rail[r].name, what);
+                VLOG(v, XFER_LOG_DEBUG, VB_NAME ": %s reported %s",
+                     v->rail[r].name, what);
                 break;
             }
         }
@@ -582,6 +601,21 @@ static int sweep(vb_t *v, uint64_t now)
         }
         ask = p->cstate == VB_CONN_NONE && p->sh != NULL &&
               !atomic_load(&p->dead);
+        if (ask && p->ask_fails >= 3) {
+            /* Notifications alone have no request to fail: after three
+             * asks in a row failed they go, said once, rather than
+             * asking for good. */
+            size_t lost = p->nslots;
+
+            pthread_mutex_lock(&p->olock);
+            vb__notif_drop(v, p);
+            pthread_mutex_unlock(&p->olock);
+            VLOG(v, XFER_LOG_WARN, VB_NAME ": %zu notification(s) to agent "
+                 "'%s' dropped: three connections to it failed in a row "
+                 "(the last: %s)", lost, p->name, p->cwhy);
+            p->ask_fails = 0;
+            ask = false;
+        }
         pthread_mutex_unlock(&v->lock);
         if (ask)
             vb__conn_ask(v, p); /* takes lock */
@@ -600,8 +634,10 @@ static int vb_progress(xfer_be_t *v)
         n++;
     if (pthread_mutex_trylock(&v->lock) == 0) {
         channel_events(v);
-        n += async_events(v);
+        /* Completions first: what the QPs did before an event concerns
+         * them (a notification received, a WRITE acknowledged) counts. */
         n += cq_drain(v, 1024);
+        n += async_events(v);
         n += vb__req_progress(v, vb__now_ms());
         pthread_mutex_unlock(&v->lock);
     } else {
@@ -641,12 +677,13 @@ static xfer_status_t vb_arm(xfer_be_t *v)
     pthread_mutex_unlock(&v->lock);
     if (busy || xfer__hwctl_due(&v->ctl))
         return XFER_ERR_BUSY;
-    atomic_store(&v->armed, true);
     /* A handshake, a notification in flight or a connection to remake
-     * is ended by the sweep, which no fd wakes: poll meanwhile. */
+     * is ended by the sweep, which no fd wakes: poll meanwhile (not
+     * counted as being woken: nothing may have come). */
     if (atomic_load(&v->asking) || atomic_load(&v->notifs_flying) ||
         atomic_load(&v->sweep_due) || atomic_load(&v->fail_all))
         return XFER_IN_PROG;
+    atomic_store(&v->armed, true);
     return XFER_OK;
 }
 

@@ -150,6 +150,8 @@ typedef struct vb_tconn {
 /* The connection of a peer: one QP per rail, all made and connected
  * together (generation gen), remade whole after any of them fails. */
 enum { VB_CONN_NONE = 0, VB_CONN_ASKING, VB_CONN_READY };
+/* Whether an asynchronous event took a rail down (verbs.c). */
+enum { VB_DOWN_NO = 0, VB_DOWN_PORT, VB_DOWN_FOR_GOOD };
 
 typedef struct vb_slot vb_slot_t;
 
@@ -172,6 +174,10 @@ struct xfer_be_peer {
     int slot[VB_MAX_RAILS];    /* its QPs, -1 none */
     uint64_t ask_ms;           /* when the QPREQ went */
     uint64_t used;             /* tick of its last post or notification */
+    unsigned ask_fails;        /* asks failed in a row (the sweep gives up
+                                  on notifications alone after 3) */
+    bool evicted;              /* its idle connection made room: a post
+                                  that finds it gone asks again */
     char cwhy[XFER_NAME_MAX + 512]; /* why the last connection ended */
     xfer__dlist_t waitq;       /* requests waiting for the
                                   connection or for room in a send queue */
@@ -186,6 +192,7 @@ struct xfer_be_peer {
     xfer__dlink_t txwlink;
     bool broken;               /* lock: its first QP refused a SEND; the
                                   sweep (verbs.c) remakes the connection */
+    uint64_t skip_from;        /* lock: the lowest of them (skip_due) */
     bool skip_due;             /* lock: notification numbers were lost with
                                   a connection; the target is told (SKIP)
                                   before the next one asks for QPs */
@@ -199,6 +206,8 @@ typedef struct vb_mem {
     uint32_t rkey[VB_MAX_RAILS];
     uintptr_t base;
     size_t len;
+    bool read_only;            /* pinned without local write (read-only
+                                  memory): no READ may land in it */
 } vb_mem_t;
 
 typedef struct vb_rmem {
@@ -292,6 +301,8 @@ struct xfer_be {
      * event, verbs.c): the sweep fails every connection with this. */
     atomic_bool fail_all;
     char fail_why[200];        /* lock */
+    int down;                  /* lock: VB_DOWN_*: new connections fail */
+    char down_why[200];        /* lock: with this */
     /* control channel: socket, channel, chan_lock, peers, asks */
     xfer__hwctl_t ctl;
     unsigned char info_blob[XFER_BE_BLOB_MAX];
@@ -376,6 +387,9 @@ void vb__peer_kill(vb_t *v, vb_peer_t *p, xfer_status_t st,
  * next post asks for a new one. */
 void vb__conn_fail(vb_t *v, vb_peer_t *p, xfer_status_t st,
                    const char *why);
+/* Close p's idle connection to make room (lock held): nothing fails, the
+ * next transfer asks again. */
+void vb__conn_drop_idle(vb_t *v, vb_peer_t *p);
 /* p's connection state becomes cs (lock held; counts the askers). */
 void vb__cstate(vb_t *v, vb_peer_t *p, int cs);
 /* Make sure p has a connection or is asking for one (no lock held): the
@@ -415,6 +429,8 @@ void vb__req_fail_peer(vb_t *v, vb_peer_t *p, xfer_status_t st,
 /* q's notification's SEND completed (lock held): q ends if its data
  * landed; it may be freed. */
 void vb__req_notif_done(vb_t *v, vb_req_t *q);
+/* Whether q's data landed: nothing of it on the HCA any more (lock). */
+bool vb__req_landed(const vb_req_t *q);
 /* Whether every request up to ticket t has its data ahead of a SEND
  * posted now on rail 0 (lock and olock held). */
 bool vb__req_covered(vb_t *v, vb_peer_t *p, uint64_t t);

@@ -434,10 +434,9 @@ static void gid_of(int index, bool eth, int gidx, union ibv_gid *g)
 }
 
 /* The emulation shares nothing with a child's pages: fork needs no care. */
-static int fv_fork_init(enum ibv_fork_status *how)
+static enum ibv_fork_status fv_fork_status(void)
 {
-    *how = IBV_FORK_UNNEEDED;
-    return 0;
+    return IBV_FORK_UNNEEDED;
 }
 
 static enum ibv_gid_type gid_type_of(bool eth, int gidx)
@@ -2175,7 +2174,7 @@ static const vb_api_t fakeverbs_api = {
     .query_port = fv_query_port,
     .query_gid = fv_query_gid,
     .query_gid_type = fv_query_gid_type,
-    .fork_init = fv_fork_init,
+    .fork_status = fv_fork_status,
     .alloc_pd = fv_alloc_pd,
     .dealloc_pd = fv_dealloc_pd,
     .reg_mr = fv_reg_mr,

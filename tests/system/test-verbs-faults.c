@@ -1851,6 +1851,18 @@ static void async_case(enum ibv_event_type type, bool of_qp,
     XT_CHECK(xt_now_ms() - t0 < 5000, "the event took %" PRIu64 " ms to "
              "fail the transfer (the deadline is 10 s)", xt_now_ms() - t0);
     XT_CHECK(!qp_live(qpn), "the queue pair outlived its event");
+    if (type == IBV_EVENT_PORT_ERR) {
+        /* While the port is down a new connection fails at once, with
+         * the event's words; once it is active again, transfers go. */
+        XT_STATUS(post_end(q, NULL, 0), XFER_ERR_REMOTE_DISCONNECT);
+        WHY_HAS("fake0 reported port error");
+        XT_REQUIRE(fv.async(0, IBV_EVENT_PORT_ACTIVE, 0) == 0, "active");
+        /* The progress thread reads the event when it comes to it: until
+         * then a post may still meet the port as down. */
+        for (uint64_t end = xt_now_ms() + WAIT_MS;
+             post_end(q, NULL, 0) != XFER_OK && xt_now_ms() < end;)
+            xt_sleep_ms(20);
+    }
     memset(r, 0, 64 * KiB);
     XT_STATUS(post_end(q, NULL, 0), XFER_OK);
     XT_CHECK(xt_check(r, 64 * KiB, seed) < 0, "bytes differ after the "

@@ -1388,8 +1388,8 @@ static void test_refusing_answers(void)
     } cases[] = {
         {ANS_NO_ROOM, "made no queue pair for this agent: it has all its "
                       "max_qps in use"},
-        {ANS_FAILED, "made no queue pair for this agent: its device refused "
-                     "(its log says why)"},
+        {ANS_FAILED, "made no queue pair for this agent: it refused the "
+                     "queue pairs (its log says why)"},
         {ANS_RAILS, "answered with 2 rails, 1 asked for"},
         {ANS_ETH, "the peer's rail 0 is Ethernet, fake1 here is InfiniBand"},
         {ANS_NO_ROOM, "it has all its max_qps in use"},
