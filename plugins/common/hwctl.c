@@ -13,6 +13,7 @@
 #include <sys/epoll.h>
 #include <time.h>
 
+#include "plugins/common/clock.h"
 #include "plugins/common/hwctl.h"
 
 _Static_assert(offsetof(xfer__hwctl_t, sock) == 0,
@@ -20,14 +21,6 @@ _Static_assert(offsetof(xfer__hwctl_t, sock) == 0,
 
 #define HERR(h, st, ...) (h)->host->error((h)->host->ctx, (st), __VA_ARGS__)
 #define HLOG(h, lvl, ...) (h)->host->log((h)->host->ctx, (lvl), __VA_ARGS__)
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* The channel peer's private slot holds our peer. */
 static xfer__hwctl_peer_t **chan_slot(xfer__chan_peer_t *cp)
@@ -312,7 +305,7 @@ bool xfer__hwctl_due(xfer__hwctl_t *h)
  * would otherwise wait for good. */
 int xfer__hwctl_progress(xfer__hwctl_t *h, bool force)
 {
-    uint64_t now = now_ms();
+    uint64_t now = xfer__now_ms();
     bool look = force || now != atomic_load(&h->ctl_ms);
     int n = 0;
 

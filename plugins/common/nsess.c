@@ -14,6 +14,7 @@
 #include <sys/random.h>
 
 #include "plugins/common/chan.h"
+#include "plugins/common/clock.h"
 #include "plugins/common/nsess.h"
 
 #define HDR_VERSION 1u
@@ -414,16 +415,13 @@ static int deliver_held(xfer__ns_table_t *t, xfer__ns_sess_t *s)
 }
 
 /* Count a drop; whether to log it.  Anyone who reaches the fabric
- * endpoint can send messages, so the log of them is bounded: the first
- * DROP_LOG_ALL, then the 128th, 256th, 512th ... (the count is in the
- * backend's state sentence). */
-#define DROP_LOG_ALL 64u
-
+ * endpoint can send messages, so the log of them is bounded (clock.h's
+ * xfer__log_nth; the count is in the backend's state sentence). */
 static bool dropped(xfer__ns_table_t *t)
 {
     unsigned long n = atomic_fetch_add(&t->dropped, 1) + 1;
 
-    return n <= DROP_LOG_ALL || (n & (n - 1)) == 0;
+    return xfer__log_nth(n);
 }
 
 void xfer__ns_recv(xfer__ns_table_t *t, const void *hdr, size_t hlen,

@@ -136,7 +136,7 @@ xfer_status_t ofi__mem_register(ofi_t *o, const xfer_be_region_t *r,
 void ofi__mem_deregister(ofi_t *o, void *mem)
 {
     ofi_mem_t *m = mem;
-    uint64_t end = ofi__now_ms() + o->cfg.timeout_ms;
+    uint64_t end = xfer__now_ms() + o->cfg.timeout_ms;
     bool held;
 
     /* A request released after it failed or timed out may still have
@@ -151,7 +151,7 @@ void ofi__mem_deregister(ofi_t *o, void *mem)
         ofi__cq_drain(o, 1024);
         held = ofi__req_uses(o, m);
         pthread_mutex_unlock(&o->ep_lock);
-        if (!held || ofi__now_ms() >= end)
+        if (!held || xfer__now_ms() >= end)
             break;
         usleep(100);
     }

@@ -125,14 +125,6 @@ const xfer_backend_ops_t XFER_BACKEND_SYMBOL(ofi) = {
 /* Small things every file uses                                        */
 /* ------------------------------------------------------------------ */
 
-uint64_t ofi__now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 xfer_status_t ofi__status(int err)
 {
     switch (err < 0 ? -err : err) {
@@ -411,7 +403,7 @@ static xfer_status_t ofi_init(const xfer_host_t *host, const void *config,
     /* Keys this side asks for when the provider does not pick them: the
      * region's random key comes first (mem.c); a clash moves on from a
      * random start. */
-    seed = (uint64_t)(uintptr_t)o ^ ofi__now_ms() << 20;
+    seed = (uint64_t)(uintptr_t)o ^ xfer__now_ms() << 20;
     atomic_init(&o->next_key, seed | 1u);
     if ((st = xfer__ns_init(&o->ns, host, "ofi", o->cfg.notif_window,
                             o->cfg.lim.max_conns)) != XFER_OK)
@@ -558,7 +550,7 @@ static int ofi_progress(xfer_be_t *o)
             n += c != o->rseen;
             o->rseen = c;
         }
-        n += ofi__req_progress(o, ofi__now_ms());
+        n += ofi__req_progress(o, xfer__now_ms());
         n += ofi__notif_retry(o);
         pthread_mutex_unlock(&o->ep_lock);
     } else {
@@ -584,7 +576,7 @@ static xfer_status_t ofi_arm(xfer_be_t *o)
 {
     struct fid *f;
     bool busy, poll = false;
-    uint64_t now = ofi__now_ms();
+    uint64_t now = xfer__now_ms();
 
     if (xfer__hwctl_progress(&o->ctl, true) > 0)
         return XFER_ERR_BUSY;

@@ -19,6 +19,7 @@
 #include <xfer/backend.h>
 
 #include "plugins/common/chan.h"
+#include "plugins/common/clock.h"
 #include "plugins/common/dlist.h"
 #include "plugins/common/hwctl.h"
 #include "plugins/common/nsess.h"
@@ -261,7 +262,6 @@ struct xfer_be {
 /* How long after a post arm keeps answering BUSY (ms). */
 #define OFI_ARM_AFTER_POST_MS 2u
 
-uint64_t ofi__now_ms(void);
 /* A libfabric error (a negative -FI_E*) as an xfer status. */
 xfer_status_t ofi__status(int err);
 /* Read and handle up to max CQ entries (ep_lock held); how many. */

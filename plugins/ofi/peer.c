@@ -60,7 +60,7 @@ static bool in_flight(const ofi_t *b, const ofi_peer_t *p)
  * region.  All of o's own count: its peers are gone by fini. */
 static void local_quiesce(ofi_t *o)
 {
-    uint64_t end = ofi__now_ms() + o->cfg.timeout_ms;
+    uint64_t end = xfer__now_ms() + o->cfg.timeout_ms;
     bool busy;
 
     /* Only shm reaches into a peer's own memory; and only what is in
@@ -99,7 +99,7 @@ static void local_quiesce(ofi_t *o)
             pthread_mutex_unlock(&b->ep_lock);
             pthread_mutex_unlock(&b->ctl.chan_lock);
         }
-        if (!busy || ofi__now_ms() >= end)
+        if (!busy || xfer__now_ms() >= end)
             break;
         usleep(100);
     }

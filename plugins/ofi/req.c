@@ -253,7 +253,7 @@ void ofi__req_done(ofi_t *o, ofi_op_t *op, int err, const char *why)
         q->retries++;
         op->again = true;
         q->nagain++;
-        q->again_ms = ofi__now_ms() + AGAIN_DELAY_MS;
+        q->again_ms = xfer__now_ms() + AGAIN_DELAY_MS;
         xfer__dlist_append(&o->backlog, &q->blink);
     } else if (err != 0 && !q->done) {
         char msg[sizeof q->err];
@@ -289,7 +289,7 @@ static void issue(ofi_t *o, ofi_req_t *q, size_t limit)
     bool eagained = false;
     size_t again = 0, done = 0;
 
-    if (q->nagain > 0 && ofi__now_ms() < q->again_ms)
+    if (q->nagain > 0 && xfer__now_ms() < q->again_ms)
         return; /* the provider has not yet seen the connection go */
     while (!q->done && (q->issued < q->nops || q->nagain > 0)) {
         ofi_op_t *op;
@@ -411,7 +411,7 @@ xfer_status_t ofi__req_post(ofi_t *o, ofi_req_t *q, const void *notif,
     q->nagain = 0;
     for (size_t i = 0; i < q->nops; i++)
         q->ops[i].again = false;
-    o->last_post_ms = ofi__now_ms();
+    o->last_post_ms = xfer__now_ms();
     q->deadline_ms = o->last_post_ms + o->cfg.timeout_ms;
     xfer__dlist_append(&o->reqs, &q->ilink);
     pthread_mutex_lock(&p->olock);

@@ -260,7 +260,7 @@ xfer_status_t ucx__req_post(ucx_t *u, ucx_req_t *q, const void *notif,
         req_finish(u, q, UCS_PTR_STATUS(r));
     } else {
         q->flushing = true;
-        w->last_post_ms = ucx__now_ms();
+        w->last_post_ms = xfer__now_ms();
         q->deadline_ms = w->last_post_ms + u->cfg.timeout_ms;
         xfer__dlist_append(&w->inflight, &q->wlink);
     }

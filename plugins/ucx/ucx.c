@@ -111,14 +111,6 @@ const xfer_backend_ops_t XFER_BACKEND_SYMBOL(ucx) = {
 /* Small things every file uses                                        */
 /* ------------------------------------------------------------------ */
 
-uint64_t ucx__now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Threads are numbered the first time they post through any instance, so
  * that with workers >= posting threads each has a worker of its own. */
 static atomic_uint g_threads;
@@ -336,17 +328,17 @@ static void worker_close(ucx_t *u, unsigned i)
          * fixed in 1.14; docs/security.md, "UCX"). */
         ucp_request_param_t prm = {0};
         void *r = ucp_worker_flush_nbx(w->w, &prm);
-        uint64_t end = ucx__now_ms() + 1000;
+        uint64_t end = xfer__now_ms() + 1000;
 
         while (UCS_PTR_IS_PTR(r) &&
                ucp_request_check_status(r) == UCS_INPROGRESS &&
-               ucx__now_ms() < end)
+               xfer__now_ms() < end)
             ucp_worker_progress(w->w);
         if (UCS_PTR_IS_PTR(r))
             ucp_request_free(r);
         /* Then until it has been quiet a while: a peer's connection
          * being set up shows up as progress. */
-        for (unsigned quiet = 0; quiet < 10 && ucx__now_ms() < end;) {
+        for (unsigned quiet = 0; quiet < 10 && xfer__now_ms() < end;) {
             if (ucp_worker_progress(w->w) > 0) {
                 quiet = 0;
             } else {
@@ -463,7 +455,7 @@ static int worker_progress(ucx_t *u, ucx_worker_t *w)
     for (int i = 0; i < 64 && (k = ucp_worker_progress(w->w)) > 0; i++)
         n += (int)k;
     if (!xfer__dlist_empty(&w->inflight))
-        n += ucx__req_timeouts(u, w, ucx__now_ms());
+        n += ucx__req_timeouts(u, w, xfer__now_ms());
     pthread_mutex_unlock(&w->lock);
     return n;
 }
@@ -512,7 +504,7 @@ static xfer_status_t ucx_arm(xfer_be_t *u)
          * timed passes. */
         busy = s != UCS_OK ||
                (!xfer__dlist_empty(&w->inflight) &&
-                ucx__now_ms() - w->last_post_ms < UCX_ARM_AFTER_POST_MS);
+                xfer__now_ms() - w->last_post_ms < UCX_ARM_AFTER_POST_MS);
         pthread_mutex_unlock(&w->lock);
         if (busy)
             return XFER_ERR_BUSY;

@@ -14,6 +14,7 @@
 #include <xfer/backend.h>
 
 #include "plugins/common/chan.h"
+#include "plugins/common/clock.h"
 #include "plugins/common/dlist.h"
 #include "plugins/common/hwctl.h"
 #include "plugins/common/nsess.h"
@@ -205,7 +206,6 @@ struct xfer_be {
 #define UERR(u, st, ...) (u)->host->error((u)->host->ctx, (st), __VA_ARGS__)
 #define ULOG(u, lvl, ...) (u)->host->log((u)->host->ctx, (lvl), __VA_ARGS__)
 
-uint64_t ucx__now_ms(void);
 /* The worker the calling thread posts on (docs/api.md, "ucx"). */
 unsigned ucx__thread_worker(const ucx_t *u);
 xfer_status_t ucx__status(ucs_status_t s);
