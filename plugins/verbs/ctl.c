@@ -126,7 +126,6 @@ void vb__conn_ask(vb_t *v, vb_peer_t *p)
         pthread_mutex_unlock(&v->lock);
         return;
     }
-    p->evicted = false;
     st = vb__qp_make(v, VB_QP_INI, p, p->nrails, p->slot, why, sizeof why);
     if (st == XFER_ERR_BUSY && evict_idle(v, p))
         st = vb__qp_make(v, VB_QP_INI, p, p->nrails, p->slot, why,
@@ -146,7 +145,7 @@ void vb__conn_ask(vb_t *v, vb_peer_t *p)
         vb__qp_addr(v, p->slot[r], r, &m.qp[r]);
     len = vb__hs_encode(&m, msg, sizeof msg);
     vb__cstate(v, p, VB_CONN_ASKING);
-    p->ask_ms = vb__now_ms();
+    p->ask_ms = xfer__now_ms();
     if (p->skip_due) {
         /* Notifications lost with the last connection: the target hears
          * of it before the new one can carry any (the channel keeps
@@ -370,14 +369,13 @@ static vb_t *of_ctl(xfer__hwctl_t *h)
     return (vb_t *)(void *)((char *)h - offsetof(vb_t, ctl));
 }
 
-/* Whether to log the n-th refused handshake message: a peer that passed
- * the channel's handshake can send many; the first 64, then the 128th,
- * 256th ... (as nsess's drops). */
+/* Whether to log a refused handshake message: a peer that passed the
+ * channel's handshake can send many (bounded as nsess's drops). */
 static bool log_refusal(vb_t *v)
 {
     unsigned long n = atomic_fetch_add(&v->hs_refused, 1) + 1;
 
-    return n <= 64 || (n & (n - 1)) == 0;
+    return xfer__log_nth(n);
 }
 
 static void c_msg(xfer__hwctl_t *h, xfer__stream_conn_t *c, void *peer,

@@ -123,7 +123,7 @@ restart:
 void vb__mem_deregister(vb_t *v, void *mem)
 {
     vb_mem_t *m = mem;
-    uint64_t end = vb__now_ms() + v->cfg.timeout_ms;
+    uint64_t end = xfer__now_ms() + v->cfg.timeout_ms;
 
     /* Bounded: transfers using it get the time they have anyway, then
      * their connections are reset. */
@@ -132,9 +132,9 @@ void vb__mem_deregister(vb_t *v, void *mem)
 
         pthread_mutex_lock(&v->lock);
         vb__cq_drain(v, 1024);
-        busy = stop_users(v, m, vb__now_ms() >= end);
+        busy = stop_users(v, m, xfer__now_ms() >= end);
         pthread_mutex_unlock(&v->lock);
-        if (!busy || vb__now_ms() >= end)
+        if (!busy || xfer__now_ms() >= end)
             break;
         usleep(200);
     }

@@ -222,7 +222,7 @@ void vb__notif_pump(vb_t *v, vb_peer_t *p)
             break;
         }
         slot_pop(p);
-        s->posted_ms = vb__now_ms();
+        s->posted_ms = xfer__now_ms();
         atomic_fetch_add(&v->notifs_flying, 1);
         s->peer = p;
         atomic_fetch_add(&p->refs, 1);
@@ -234,13 +234,10 @@ void vb__notif_pump(vb_t *v, vb_peer_t *p)
     }
 }
 
-void vb__notif_sent(vb_t *v, vb_qp_t *qp, uint32_t idx, void *owner,
-                    int err)
+void vb__notif_sent(vb_t *v, void *owner, int err)
 {
     vb_slot_t *s = owner;
 
-    (void)qp;
-    (void)idx;
     if (s == NULL)
         return;
     atomic_fetch_sub(&v->notifs_flying, 1);
@@ -279,12 +276,12 @@ xfer_status_t vb__notif_send(vb_t *v, vb_peer_t *p, const void *msg,
     if (atomic_load(&p->dead))
         return vb__peer_gone(v, p);
     xfer__hwctl_start(&v->ctl, &p->ctl);
-    vb__conn_need(v, p);
     pthread_mutex_lock(&v->lock);
+    vb__conn_ensure(v, p);
     pthread_mutex_lock(&p->olock);
     if (atomic_load(&p->dead)) {
         st = vb__peer_gone(v, p);
-    } else if (p->cstate == VB_CONN_NONE && !p->evicted) {
+    } else if (p->cstate == VB_CONN_NONE) {
         st = VERR(v, p->cst != XFER_OK ? p->cst : XFER_ERR_REMOTE_DISCONNECT,
                   "%s", p->cwhy[0] ? p->cwhy : VB_NAME ": no connection");
     } else if (p->nslots >= v->cfg.notif_queue) {
@@ -297,8 +294,6 @@ xfer_status_t vb__notif_send(vb_t *v, vb_peer_t *p, const void *msg,
         /* After the data of every request posted before it. */
         p->used = ++v->tick;
         s->ticket = p->next_ticket++;
-        if (p->cstate == VB_CONN_NONE) /* evicted: the sweep asks again */
-            atomic_store(&v->sweep_due, true);
         vb__notif_pump(v, p);
     }
     pthread_mutex_unlock(&p->olock);

@@ -112,7 +112,6 @@ void vb__conn_fail(vb_t *v, vb_peer_t *p, xfer_status_t st,
 void vb__conn_drop_idle(vb_t *v, vb_peer_t *p)
 {
     vb__cstate(v, p, VB_CONN_NONE);
-    p->evicted = true;
     conn_close(v, p, XFER_ERR_REMOTE_DISCONNECT, "its idle connection was "
                "closed to make room (max_qps)");
 }
@@ -126,18 +125,31 @@ void vb__cstate(vb_t *v, vb_peer_t *p, int cs)
     p->cstate = cs;
 }
 
+void vb__conn_ensure(vb_t *v, vb_peer_t *p)
+{
+    /* chan_lock comes before lock, so lock is let go for the ask.  A
+     * connection the ask made can meanwhile go (closed while idle to
+     * make room): asked once more then; an ask that failed itself (its
+     * generation did not move) is not repeated: cwhy says why. */
+    for (int i = 0; i < 2 && p->cstate == VB_CONN_NONE &&
+                    !atomic_load(&p->dead); i++) {
+        uint32_t gen = p->gen;
+
+        pthread_mutex_unlock(&v->lock);
+        pthread_mutex_lock(&v->ctl.chan_lock);
+        vb__conn_ask(v, p);
+        pthread_mutex_unlock(&v->ctl.chan_lock);
+        pthread_mutex_lock(&v->lock);
+        if (p->gen == gen)
+            break;
+    }
+}
+
 void vb__conn_need(vb_t *v, vb_peer_t *p)
 {
-    bool none;
-
     pthread_mutex_lock(&v->lock);
-    none = p->cstate == VB_CONN_NONE;
+    vb__conn_ensure(v, p);
     pthread_mutex_unlock(&v->lock);
-    if (!none)
-        return;
-    pthread_mutex_lock(&v->ctl.chan_lock);
-    vb__conn_ask(v, p);
-    pthread_mutex_unlock(&v->ctl.chan_lock);
 }
 
 void vb__peer_kill(vb_t *v, vb_peer_t *p, xfer_status_t st,

@@ -58,7 +58,7 @@ static uint32_t random_psn(void)
     uint32_t x = 0;
 
     if (getrandom(&x, sizeof x, GRND_NONBLOCK) != (ssize_t)sizeof x)
-        x = (uint32_t)vb__now_ms() * 2654435761u;
+        x = (uint32_t)xfer__now_ms() * 2654435761u;
     return x & 0xffffffu;
 }
 

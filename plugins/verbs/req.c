@@ -443,8 +443,8 @@ xfer_status_t vb__req_post(vb_t *v, vb_req_t *q, const void *notif,
     if (atomic_load(&p->dead))
         return q->st = vb__peer_gone(v, p);
     xfer__hwctl_start(&v->ctl, &p->ctl);
-    vb__conn_need(v, p);
     pthread_mutex_lock(&v->lock);
+    vb__conn_ensure(v, p);
     if (q->pending > 0) {
         pthread_mutex_unlock(&v->lock);
         return VERR(v, XFER_ERR_BUSY, VB_NAME ": the NIC still holds work "
@@ -455,7 +455,7 @@ xfer_status_t vb__req_post(vb_t *v, vb_req_t *q, const void *notif,
     q->done = false;
     memset(q->issued, 0, sizeof q->issued);
     memset(q->pend, 0, sizeof q->pend);
-    v->last_post_ms = vb__now_ms();
+    v->last_post_ms = xfer__now_ms();
     q->deadline_ms = v->last_post_ms + v->cfg.timeout_ms;
     p->used = ++v->tick;
     list_add(v, q);
@@ -471,22 +471,6 @@ xfer_status_t vb__req_post(vb_t *v, vb_req_t *q, const void *notif,
         vb__req_fail(v, q, p->dead_st, p->dead_why);
     } else if (notif != NULL && q->slot == NULL) {
         vb__req_fail(v, q, XFER_ERR_NOMEM, "out of memory");
-    } else if (p->cstate == VB_CONN_NONE && p->evicted) {
-        /* Its idle connection was closed to make room between this
-         * post's look and now: ask again (as conn_need would). */
-        pthread_mutex_unlock(&v->lock);
-        vb__conn_need(v, p);
-        pthread_mutex_lock(&v->lock);
-        if (q->done) {
-            /* its peer failed meanwhile: q->st says how */
-        } else if (p->cstate == VB_CONN_NONE) {
-            vb__req_fail(v, q, p->cst != XFER_OK ? p->cst
-                                                 : XFER_ERR_REMOTE_DISCONNECT,
-                         p->cwhy[0] ? p->cwhy : "no connection");
-        } else {
-            wait_add(p, q);
-            vb__req_issue_peer(v, p);
-        }
     } else if (p->cstate == VB_CONN_NONE) {
         /* The ask for a connection failed (no room for a QP ...). */
         vb__req_fail(v, q, p->cst != XFER_OK ? p->cst
@@ -600,7 +584,7 @@ void vb__req_fail_peer(vb_t *v, vb_peer_t *p, xfer_status_t st,
                 q->pending -= e.nwr <= q->pending ? e.nwr : q->pending;
                 q->pend[r] -= e.nwr <= q->pend[r] ? e.nwr : q->pend[r];
             } else if (e.kind == VB_WR_NOTIF) {
-                vb__notif_sent(v, qp, 0, e.owner, -1);
+                vb__notif_sent(v, e.owner, -1);
             }
         }
     }

@@ -164,14 +164,6 @@ const xfer_backend_ops_t XFER_BACKEND_SYMBOL(VB_PLUGIN) = {
 /* Small things every file uses                                        */
 /* ------------------------------------------------------------------ */
 
-uint64_t vb__now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* ------------------------------------------------------------------ */
 /* The instance                                                        */
 /* ------------------------------------------------------------------ */
@@ -327,7 +319,7 @@ static void ini_wc(vb_t *v, vb_qp_t *qp, const struct ibv_wc *wc)
         if (e.kind == VB_WR_DATA && e.owner != NULL) {
             vb__req_done(v, e.owner, qp->rail, e.nwr);
         } else if (e.kind == VB_WR_NOTIF) {
-            vb__notif_sent(v, qp, idx, e.owner, 0);
+            vb__notif_sent(v, e.owner, 0);
             /* Room in the send queue, a send buffer back: what waited
              * for either goes now. */
             if (!xfer__dlist_empty(&p->waitq)) {
@@ -478,8 +470,7 @@ static int async_events(vb_t *v)
     return n;
 }
 
-/* Read up to max completions from every rail's CQ (lock held). */
-static int cq_drain(vb_t *v, int max)
+int vb__cq_drain(vb_t *v, int max)
 {
     struct ibv_wc wc[256];
     int n = 0;
@@ -510,11 +501,6 @@ static int cq_drain(vb_t *v, int max)
         }
     }
     return n;
-}
-
-int vb__cq_drain(vb_t *v, int max)
-{
-    return cq_drain(v, max);
 }
 
 /* Take the events the completion channels hold (they are only a
@@ -636,16 +622,16 @@ static int vb_progress(xfer_be_t *v)
         channel_events(v);
         /* Completions first: what the QPs did before an event concerns
          * them (a notification received, a WRITE acknowledged) counts. */
-        n += cq_drain(v, 1024);
+        n += vb__cq_drain(v, 1024);
         n += async_events(v);
-        n += vb__req_progress(v, vb__now_ms());
+        n += vb__req_progress(v, xfer__now_ms());
         pthread_mutex_unlock(&v->lock);
     } else {
         n = 1; /* another thread progresses it */
     }
     n += xfer__hwctl_progress(&v->ctl, false);
     n += xfer__ns_progress(&v->ns);
-    n += sweep(v, vb__now_ms());
+    n += sweep(v, xfer__now_ms());
     return n;
 }
 
@@ -661,7 +647,7 @@ static xfer_status_t vb_event_fd(xfer_be_t *v, int *fd)
 static xfer_status_t vb_arm(xfer_be_t *v)
 {
     bool busy = false;
-    uint64_t now = vb__now_ms();
+    uint64_t now = xfer__now_ms();
 
     if (xfer__hwctl_progress(&v->ctl, true) > 0)
         return XFER_ERR_BUSY;
@@ -672,7 +658,7 @@ static xfer_status_t vb_arm(xfer_be_t *v)
     for (unsigned r = 0; r < v->nrails && !busy; r++)
         if (VAPI->req_notify_cq(v->rail[r].cq, 0) != 0)
             busy = true;
-    if (!busy && cq_drain(v, 256) > 0)
+    if (!busy && vb__cq_drain(v, 256) > 0)
         busy = true;
     pthread_mutex_unlock(&v->lock);
     if (busy || xfer__hwctl_due(&v->ctl))

@@ -12,6 +12,7 @@
 #include <xfer/backend.h>
 
 #include "plugins/common/chan.h"
+#include "plugins/common/clock.h"
 #include "plugins/common/dlist.h"
 #include "plugins/common/hwctl.h"
 #include "plugins/common/nsess.h"
@@ -176,8 +177,6 @@ struct xfer_be_peer {
     uint64_t used;             /* tick of its last post or notification */
     unsigned ask_fails;        /* asks failed in a row (the sweep gives up
                                   on notifications alone after 3) */
-    bool evicted;              /* its idle connection made room: a post
-                                  that finds it gone asks again */
     char cwhy[XFER_NAME_MAX + 512]; /* why the last connection ended */
     xfer__dlist_t waitq;       /* requests waiting for the
                                   connection or for room in a send queue */
@@ -324,7 +323,6 @@ struct xfer_be {
 /* How long after a post arm keeps answering BUSY (ms). */
 #define VB_ARM_AFTER_POST_MS 2u
 
-uint64_t vb__now_ms(void);
 /* Read up to max completions of every rail (lock held); how many. */
 int vb__cq_drain(vb_t *v, int max);
 
@@ -395,6 +393,9 @@ void vb__cstate(vb_t *v, vb_peer_t *p, int cs);
 /* Make sure p has a connection or is asking for one (no lock held): the
  * first post's part of it. */
 void vb__conn_need(vb_t *v, vb_peer_t *p);
+/* The same with lock held (let go and taken again while asking): on
+ * return p is connected, asking, or its ask failed (cst, cwhy). */
+void vb__conn_ensure(vb_t *v, vb_peer_t *p);
 
 /* mem.c */
 xfer_status_t vb__mem_register(vb_t *v, const xfer_be_region_t *r,
@@ -448,9 +449,9 @@ void vb__notif_pump(vb_t *v, vb_peer_t *p);
 /* Forget what p had waiting (olock held), and take it off the queue for
  * send buffers. */
 void vb__notif_drop(vb_t *v, vb_peer_t *p);
-/* A SEND batch ended (lock held): err 0 or the wc status. */
-void vb__notif_sent(vb_t *v, vb_qp_t *qp, uint32_t idx, void *owner,
-                    int err);
+/* The SEND of slot owner ended (lock held): err 0, or it failed or was
+ * taken back with its connection. */
+void vb__notif_sent(vb_t *v, void *owner, int err);
 /* A receive on a target QP completed (lock held). */
 void vb__notif_recv(vb_t *v, vb_tconn_t *tc, unsigned buf, size_t len);
 /* Post receive buffer i of tc (lock held). */

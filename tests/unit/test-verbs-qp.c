@@ -13,15 +13,6 @@
 #include "tests/common/xt.h"
 #include "tests/plugins/fakeverbs.h"
 
-/* qp.c's clock comes from verbs.c, which is not linked here. */
-uint64_t vb__now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static char last_error[1024];
 
 static void host_log(void *ctx, xfer_log_level_t lvl, const char *fmt, ...)
