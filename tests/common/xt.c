@@ -473,6 +473,22 @@ xfer_status_t xt_wait_req(xfer_req_t *req, unsigned timeout_ms)
     return xt_wait_req_pump(req, NULL, 0, timeout_ms);
 }
 
+xfer_req_t *xt_post_to(xfer_agent_t *ini, xfer_op_t op, void *local,
+                       size_t len, uint64_t raddr, const char *tgt,
+                       const char *notif, xfer_status_t *st)
+{
+    xfer_desc_t l = {(uintptr_t)local, len, 0}, r = {raddr, len, 0};
+    xfer_dlist_t ll = xt_dlist(&l, 1), rl = xt_dlist(&r, 1);
+    xfer_req_t *q = NULL;
+
+    *st = xfer_req_create(ini, op, &ll, &rl, tgt, NULL, &q);
+    if (*st != XFER_OK)
+        return NULL;
+    xt_req_defer(q);
+    *st = xfer_req_post(q, notif, notif ? strlen(notif) : 0);
+    return q;
+}
+
 xfer_status_t xt_post_wait(xfer_req_t *req, const void *notif, size_t len,
                            unsigned timeout_ms)
 {

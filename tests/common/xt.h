@@ -101,6 +101,12 @@ xfer_status_t xt_wait_req_pump(xfer_req_t *req, xfer_agent_t *const *pump,
 /* Post and wait; returns the final status. */
 xfer_status_t xt_post_wait(xfer_req_t *req, const void *notif, size_t len,
                            unsigned timeout_ms);
+/* A request of one descriptor each side (local, len to raddr of agent
+ * tgt), released after the test, posted with notif (a string, or NULL):
+ * *st is the post's answer, or creation's when it fails (then NULL). */
+xfer_req_t *xt_post_to(xfer_agent_t *ini, xfer_op_t op, void *local,
+                       size_t len, uint64_t raddr, const char *tgt,
+                       const char *notif, xfer_status_t *st);
 
 /* ---- notifications ------------------------------------------------------ */
 

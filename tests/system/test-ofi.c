@@ -87,22 +87,6 @@ static counters_t state_of(xfer_agent_t *a)
     return c;
 }
 
-static xfer_req_t *post_to(xfer_agent_t *ini, xfer_op_t op, void *local,
-                           size_t len, uint64_t raddr, const char *tgt,
-                           const char *notif, xfer_status_t *st)
-{
-    xfer_desc_t l = {(uintptr_t)local, len, 0}, r = {raddr, len, 0};
-    xfer_dlist_t ll = xt_dlist(&l, 1), rl = xt_dlist(&r, 1);
-    xfer_req_t *q = NULL;
-
-    *st = xfer_req_create(ini, op, &ll, &rl, tgt, NULL, &q);
-    if (*st != XFER_OK)
-        return NULL;
-    xt_req_defer(q);
-    *st = xfer_req_post(q, notif, notif ? strlen(notif) : 0);
-    return q;
-}
-
 /* The ofi connection info in an agent's metadata (base64 decoded). */
 static unsigned char *conn_of(const char *blob, size_t blen, size_t *len)
 {
@@ -191,8 +175,8 @@ static void legit_round(legit_t *l)
 
     snprintf(m, sizeof m, "legit-%u", l->n);
     xt_fill(l->src + off, LEGIT_LEN, l->seed + l->n);
-    q = post_to(l->ini, XFER_OP_WRITE, l->src + off, LEGIT_LEN,
-                (uintptr_t)l->dst + off, l->tgt, m, &st);
+    q = xt_post_to(l->ini, XFER_OP_WRITE, l->src + off, LEGIT_LEN,
+                   (uintptr_t)l->dst + off, l->tgt, m, &st);
     if (st == XFER_IN_PROG)
         st = xt_wait_req(q, WAIT_MS);
     XT_STATUS(st, XFER_OK);
@@ -1158,8 +1142,8 @@ static void good_round(xfer_agent_t *ini, xfer_agent_t *tgt, void *src,
     xfer_req_t *q;
 
     xt_fill(src, 4096, seed);
-    q = post_to(ini, XFER_OP_WRITE, src, 4096, (uintptr_t)dst,
-                xfer_agent_name(tgt), "good", &st);
+    q = xt_post_to(ini, XFER_OP_WRITE, src, 4096, (uintptr_t)dst,
+                   xfer_agent_name(tgt), "good", &st);
     if (st == XFER_IN_PROG)
         st = xt_wait_req(q, WAIT_MS);
     XT_STATUS(st, XFER_OK);
@@ -1343,8 +1327,8 @@ static void test_forged_info_shm(void)
         forged = with_conn(blob, blen, f, INFO_HEAD + (size_t)k + 1, &ol);
         st = xfer_md_load(ini, forged, ol, NULL, 0);
         if (st == XFER_OK) {
-            q = post_to(ini, XFER_OP_WRITE, src, 4096, (uintptr_t)dst, tname,
-                        "lost", &st);
+            q = xt_post_to(ini, XFER_OP_WRITE, src, 4096, (uintptr_t)dst,
+                           tname, "lost", &st);
             if (q && st == XFER_IN_PROG)
                 st = xt_wait_req(q, 2000 + 15000);
             XT_CHECK(st == XFER_ERR_REMOTE_DISCONNECT ||
@@ -1560,7 +1544,7 @@ static void test_killed_tcp(void)
     ra2 = md_addr(md2);
     /* Connected first, with a notification. */
     xt_fill(small, 4096, seed);
-    q[0] = post_to(ini, XFER_OP_WRITE, small, 4096, ra, tname, "warm", &st);
+    q[0] = xt_post_to(ini, XFER_OP_WRITE, small, 4096, ra, tname, "warm", &st);
     XT_STATUS_FATAL(st == XFER_IN_PROG ? xt_wait_req(q[0], WAIT_MS) : st,
                     XFER_OK);
     XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "check %" PRIu64 " 0 4096",
@@ -1570,13 +1554,13 @@ static void test_killed_tcp(void)
      * killed. */
     xt_fill(big, CHILD_BUF, seed + 1);
     kill(t->pid, SIGSTOP);
-    q[nq++] = post_to(ini, XFER_OP_WRITE, big, CHILD_BUF, ra, tname, NULL,
-                      &st);
+    q[nq++] = xt_post_to(ini, XFER_OP_WRITE, big, CHILD_BUF, ra, tname, NULL,
+                         &st);
     XT_CHECK(st == XFER_IN_PROG, "the big WRITE: %s", xt_status_name(st));
-    q[nq++] = post_to(ini, XFER_OP_READ, small, 4096, ra, tname, NULL, &st);
+    q[nq++] = xt_post_to(ini, XFER_OP_READ, small, 4096, ra, tname, NULL, &st);
     XT_CHECK(st == XFER_IN_PROG, "the READ: %s", xt_status_name(st));
-    q[nq++] = post_to(ini, XFER_OP_WRITE, small, 4096, ra + 4096, tname,
-                      "never", &st);
+    q[nq++] = xt_post_to(ini, XFER_OP_WRITE, small, 4096, ra + 4096, tname,
+                         "never", &st);
     XT_CHECK(st == XFER_IN_PROG, "the notified WRITE: %s",
              xt_status_name(st));
     xt_sleep_ms(100);
@@ -1611,8 +1595,8 @@ static void test_killed_tcp(void)
     /* Later posts fail at once, and so do notifications. */
     t0 = xt_now_ms();
     {
-        xfer_req_t *r = post_to(ini, XFER_OP_WRITE, small, 64, ra, tname,
-                                NULL, &st);
+        xfer_req_t *r = xt_post_to(ini, XFER_OP_WRITE, small, 64, ra, tname,
+                                   NULL, &st);
 
         if (r && st == XFER_IN_PROG)
             st = xt_wait_req(r, WAIT_MS);
@@ -1628,8 +1612,8 @@ static void test_killed_tcp(void)
     }
     /* The other target does not notice. */
     xt_fill(big, 1 << 20, seed + 2);
-    q[0] = post_to(ini, XFER_OP_WRITE, big, 1 << 20, ra2 + 8192, t2name,
-                   NULL, &st);
+    q[0] = xt_post_to(ini, XFER_OP_WRITE, big, 1 << 20, ra2 + 8192, t2name,
+                      NULL, &st);
     XT_STATUS(st == XFER_IN_PROG ? xt_wait_req(q[0], WAIT_MS) : st, XFER_OK);
     XT_CHECK(!strcmp(proc_ask(t2, l, WAIT_MS, "check %" PRIu64 " 8192 %u",
                               seed + 2, 1u << 20), "ok"),
@@ -1640,8 +1624,8 @@ static void test_killed_tcp(void)
     XT_STATUS_FATAL(xfer_md_load(ini, md, strlen(md), NULL, 0), XFER_OK);
     ra = md_addr(md);
     xt_fill(big, 1 << 20, seed + 3);
-    q[0] = post_to(ini, XFER_OP_WRITE, big, 1 << 20, ra + 4096, tname, "back",
-                   &st);
+    q[0] = xt_post_to(ini, XFER_OP_WRITE, big, 1 << 20, ra + 4096, tname,
+                      "back", &st);
     XT_STATUS(st == XFER_IN_PROG ? xt_wait_req(q[0], WAIT_MS) : st, XFER_OK);
     XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "check %" PRIu64 " 4096 %u",
                               seed + 3, 1u << 20), "ok"),
@@ -1673,7 +1657,7 @@ static void test_stopped_tcp(void)
     XT_STATUS_FATAL(xfer_md_load(ini, md, strlen(md), NULL, 0), XFER_OK);
     ra = md_addr(md);
     xt_fill(src, 4096, seed);
-    q = post_to(ini, XFER_OP_WRITE, src, 4096, ra, tname, "warm", &st);
+    q = xt_post_to(ini, XFER_OP_WRITE, src, 4096, ra, tname, "warm", &st);
     XT_STATUS_FATAL(st == XFER_IN_PROG ? xt_wait_req(q, WAIT_MS) : st,
                     XFER_OK);
     XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "notes 100"), "notes warm"),
@@ -1684,8 +1668,8 @@ static void test_stopped_tcp(void)
     kill(t->pid, SIGSTOP);
     xt_fill(src + (1u << 20), 2u << 20, seed + 1);
     t0 = xt_now_ms();
-    q = post_to(ini, XFER_OP_WRITE, src + (1u << 20), 2u << 20,
-                ra + (8u << 20), tname, "stopped", &st);
+    q = xt_post_to(ini, XFER_OP_WRITE, src + (1u << 20), 2u << 20,
+                   ra + (8u << 20), tname, "stopped", &st);
     if (st == XFER_IN_PROG)
         st = xt_wait_req(q, SHORT_MS + SLACK_MS);
     took = xt_now_ms() - t0;
@@ -1698,8 +1682,8 @@ static void test_stopped_tcp(void)
      * notification arrives and the timed-out one's never does. */
     kill(t->pid, SIGCONT);
     xt_fill(src + 4096, 4096, seed + 2);
-    q = post_to(ini, XFER_OP_WRITE, src + 4096, 4096, ra + 4096, tname,
-                "after", &st);
+    q = xt_post_to(ini, XFER_OP_WRITE, src + 4096, 4096, ra + 4096, tname,
+                   "after", &st);
     XT_STATUS(st == XFER_IN_PROG ? xt_wait_req(q, WAIT_MS) : st, XFER_OK);
     XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "check %" PRIu64 " 4096 4096",
                               seed + 2), "ok"), "the target got '%s'", l);

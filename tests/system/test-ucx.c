@@ -867,22 +867,6 @@ static void test_four_workers(void)
 #define KILL_TIMEOUT_MS 3000
 #define SLACK_MS 15000
 
-static xfer_req_t *post_to(xfer_agent_t *ini, xfer_op_t op, void *local,
-                           size_t len, uint64_t raddr, const char *tgt,
-                           const char *notif, xfer_status_t *st)
-{
-    xfer_desc_t l = {(uintptr_t)local, len, 0}, r = {raddr, len, 0};
-    xfer_dlist_t ll = xt_dlist(&l, 1), rl = xt_dlist(&r, 1);
-    xfer_req_t *q = NULL;
-
-    *st = xfer_req_create(ini, op, &ll, &rl, tgt, NULL, &q);
-    if (*st != XFER_OK)
-        return NULL;
-    xt_req_defer(q);
-    *st = xfer_req_post(q, notif, notif ? strlen(notif) : 0);
-    return q;
-}
-
 static uint64_t md_addr(const char *md)
 {
     json_t *root = xt_blob_parse(md, strlen(md));
@@ -919,26 +903,27 @@ static void killed_target(const char *spec, bool stops_data)
     ra = md_addr(md);
     ra2 = md_addr(md2);
     /* One transfer and notification first: everything is connected. */
-    q[0] = post_to(ini, XFER_OP_WRITE, small, 64, ra, tname, "warm", &st);
+    q[0] = xt_post_to(ini, XFER_OP_WRITE, small, 64, ra, tname, "warm", &st);
     XT_STATUS_FATAL(st == XFER_IN_PROG ? xt_wait_req(q[0], WAIT_MS) : st,
                     XFER_OK);
     /* Stopped, the target answers nothing: over tcp what is posted now
      * stays in flight until it dies. */
     kill(t->pid, SIGSTOP);
     xt_fill(big, CHILD_BUF, 99);
-    q[nq++] = post_to(ini, XFER_OP_WRITE, big, CHILD_BUF, ra, tname, NULL,
-                      &st);
+    q[nq++] = xt_post_to(ini, XFER_OP_WRITE, big, CHILD_BUF, ra, tname, NULL,
+                         &st);
     XT_CHECK(st == XFER_IN_PROG || st == XFER_OK, "big WRITE: %s",
              xt_status_name(st));
-    q[nq++] = post_to(ini, XFER_OP_READ, big, 1u << 20, ra, tname, NULL, &st);
+    q[nq++] = xt_post_to(ini, XFER_OP_READ, big, 1u << 20, ra, tname, NULL,
+                         &st);
     XT_CHECK(st == XFER_IN_PROG || st == XFER_OK, "READ: %s",
              xt_status_name(st));
     for (unsigned i = 0; i < 10; i++) {
         char n[16];
 
         snprintf(n, sizeof n, "s%u", i);
-        q[nq++] = post_to(ini, XFER_OP_WRITE, small + 64 * i, 64,
-                          ra + 4096 + 64 * i, tname, n, &st);
+        q[nq++] = xt_post_to(ini, XFER_OP_WRITE, small + 64 * i, 64,
+                             ra + 4096 + 64 * i, tname, n, &st);
         XT_CHECK(st == XFER_IN_PROG || st == XFER_OK, "small WRITE: %s",
                  xt_status_name(st));
     }
@@ -965,8 +950,8 @@ static void killed_target(const char *spec, bool stops_data)
     /* Later posts fail at once. */
     t0 = xt_now_ms();
     {
-        xfer_req_t *r = post_to(ini, XFER_OP_WRITE, small, 64, ra, tname,
-                                NULL, &st);
+        xfer_req_t *r = xt_post_to(ini, XFER_OP_WRITE, small, 64, ra, tname,
+                                   NULL, &st);
 
         if (r && st == XFER_IN_PROG)
             st = xt_wait_req(r, WAIT_MS);
@@ -978,8 +963,8 @@ static void killed_target(const char *spec, bool stops_data)
     }
     /* The other target does not notice. */
     xt_fill(small, 4096, 5);
-    q[0] = post_to(ini, XFER_OP_WRITE, small, 4096, ra2 + 8192, t2name, NULL,
-                   &st);
+    q[0] = xt_post_to(ini, XFER_OP_WRITE, small, 4096, ra2 + 8192, t2name,
+                      NULL, &st);
     XT_STATUS(st == XFER_IN_PROG ? xt_wait_req(q[0], WAIT_MS) : st, XFER_OK);
     XT_CHECK(!strcmp(proc_ask(t2, l, WAIT_MS, "check 5 8192 4096"), "ok"),
              "the other target got '%s'", l);
@@ -989,8 +974,8 @@ static void killed_target(const char *spec, bool stops_data)
     XT_STATUS_FATAL(xfer_md_load(ini, md, strlen(md), NULL, 0), XFER_OK);
     ra = md_addr(md);
     xt_fill(small, 4096, 6);
-    q[0] = post_to(ini, XFER_OP_WRITE, small, 4096, ra + 4096, tname, "back",
-                   &st);
+    q[0] = xt_post_to(ini, XFER_OP_WRITE, small, 4096, ra + 4096, tname,
+                      "back", &st);
     XT_STATUS(st == XFER_IN_PROG ? xt_wait_req(q[0], WAIT_MS) : st, XFER_OK);
     XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "check 6 4096 4096"), "ok"),
              "the restarted target got '%s'", l);
@@ -1198,7 +1183,8 @@ static void test_auth(void)
     for (unsigned i = 0; i < 5; i++)
         XT_STATUS(xfer_notif_send(ini, tname, "k", 1, NULL), XFER_OK);
     xt_fill(lb, 4096, 3);
-    q = post_to(ini, XFER_OP_WRITE, lb, 4096, (uintptr_t)buf, tname, "w", &st);
+    q = xt_post_to(ini, XFER_OP_WRITE, lb, 4096, (uintptr_t)buf, tname, "w",
+                   &st);
     XT_STATUS(st == XFER_IN_PROG ? xt_wait_req(q, WAIT_MS) : st, XFER_OK);
     XT_CHECK(xt_check(buf, 4096, 3) < 0, "keyed WRITE lost bytes");
     XT_CHECK(xt_drain_until(tgt, got, 6, WAIT_MS, false) == 6,
@@ -1224,8 +1210,8 @@ static void test_auth(void)
         XT_STATUS(xfer_md_connect(a, tname, WAIT_MS), XFER_ERR_AUTH);
         XT_ERR_HAS(k ? "did not prove the shared secret"
                      : "requires authentication");
-        q = post_to(a, XFER_OP_WRITE, lb, 64, (uintptr_t)buf, tname, "x",
-                    &st);
+        q = xt_post_to(a, XFER_OP_WRITE, lb, 64, (uintptr_t)buf, tname, "x",
+                       &st);
         if (q && st == XFER_IN_PROG)
             st = xt_wait_req(q, WAIT_MS);
         XT_STATUS(st, XFER_ERR_AUTH);

@@ -72,30 +72,12 @@ static void bad_spec(const char *spec, xfer_status_t want, const char *s1,
     printf("  %s: %s\n", spec, xfer_last_error());
 }
 
-/* A request of one descriptor each side; posted; NULL with *st when it
- * could not be made. */
-static xfer_req_t *post_to(xfer_agent_t *ini, xfer_op_t op, void *local,
-                           size_t len, uint64_t raddr, const char *tgt,
-                           const char *notif, xfer_status_t *st)
-{
-    xfer_desc_t l = {(uintptr_t)local, len, 0}, r = {raddr, len, 0};
-    xfer_dlist_t ll = xt_dlist(&l, 1), rl = xt_dlist(&r, 1);
-    xfer_req_t *q = NULL;
-
-    *st = xfer_req_create(ini, op, &ll, &rl, tgt, NULL, &q);
-    if (*st != XFER_OK)
-        return NULL;
-    xt_req_defer(q);
-    *st = xfer_req_post(q, notif, notif ? strlen(notif) : 0);
-    return q;
-}
-
 /* Post and wait for the end. */
 static xfer_status_t move(xfer_agent_t *ini, xfer_op_t op, void *local,
                           size_t len, uint64_t raddr, const char *tgt)
 {
     xfer_status_t st;
-    xfer_req_t *q = post_to(ini, op, local, len, raddr, tgt, NULL, &st);
+    xfer_req_t *q = xt_post_to(ini, op, local, len, raddr, tgt, NULL, &st);
 
     if (st == XFER_IN_PROG)
         st = xt_wait_req(q, WAIT_MS);
@@ -285,8 +267,8 @@ static void good_round(good_t *g, bool evictable)
         xfer_req_t *q;
 
         snprintf(m, sizeof m, "good-%u", id);
-        q = post_to(g->ini, XFER_OP_WRITE, g->src + off, GOOD_LEN,
-                    (uintptr_t)g->dst + off, g->tname, m, &st);
+        q = xt_post_to(g->ini, XFER_OP_WRITE, g->src + off, GOOD_LEN,
+                       (uintptr_t)g->dst + off, g->tname, m, &st);
         if (st == XFER_IN_PROG)
             st = xt_wait_req(q, WAIT_MS);
         if (st == XFER_OK) {
@@ -1306,8 +1288,8 @@ static xfer_status_t write_served(fake_tgt_t *f, uint64_t *took, bool *rts)
 
     *rts = false;
     xt_fill(f->lbuf, 4096, xt_seed());
-    q = post_to(f->ini, XFER_OP_WRITE, f->lbuf, 4096, (uintptr_t)f->tbuf,
-                f->g->tname, NULL, &st);
+    q = xt_post_to(f->ini, XFER_OP_WRITE, f->lbuf, 4096, (uintptr_t)f->tbuf,
+                   f->g->tname, NULL, &st);
     while (st == XFER_IN_PROG && xt_now_ms() < end) {
         xfer__hwctl_progress(&f->r->h, true);
         if (f->r->nreq > asks) {
