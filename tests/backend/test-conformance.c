@@ -1,5 +1,5 @@
 /* test-conformance.c - the backend conformance suite, written once and
- * run for every backend: the spec comes from argv[1] or XFER_TEST_BACKEND.
+ * run for every backend: the xc_spec comes from argv[1] or XFER_TEST_BACKEND.
  * Data moves byte for byte at every size and descriptor count, requests
  * repost, notifications keep order and follow their data, bad accesses
  * are refused while the target keeps serving, and peer death is an
@@ -8,7 +8,7 @@
  * connection; a HW_KEYS backend fails the request (ACCESS or
  * REMOTE_DISCONNECT) and must rebuild its connection for the next post. */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* setns */
+#define _GNU_SOURCE
 #endif
 #include <errno.h>
 #include <fcntl.h>
@@ -26,16 +26,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "tests/common/xt.h"
+#include "tests/backend/conformance.h"
 
-static const char *spec;          /* e.g. "tcp" or "tcp:nodelay=0" */
-static char plugin[64];           /* the spec's plugin name */
+const char *xc_spec;              /* e.g. "tcp" or "tcp:nodelay=0" */
+static char plugin[64];           /* the xc_spec's plugin name */
 static unsigned caps;             /* XFER_CAP_* of the plugin */
 static bool hw;                   /* XFER_CAP_HW_KEYS, else SW_CHECK */
 static bool hw_knows_why;         /* ptest's emulation of HW_KEYS, which
                                      can say which right was missing */
 
-#define WAIT_MS 30000             /* bound on any single transfer */
 
 /* ---- an initiator and a target in this process ----------------------------- */
 
@@ -56,8 +55,8 @@ static void pair_setup_opts(pair_t *p, size_t size, int ini_thread,
     snprintf(tname, sizeof(tname), "%s", xt_name("tgt"));
     p->tname = tname;
     p->size = size;
-    p->tgt = xt_agent(tname, spec, tgt_thread);
-    p->ini = xt_agent(xt_name("ini"), spec, ini_thread);
+    p->tgt = xt_agent(tname, xc_spec, tgt_thread);
+    p->ini = xt_agent(xt_name("ini"), xc_spec, ini_thread);
     p->lbuf = xt_alloc(size);
     p->rbuf = xt_alloc(size);
     p->lmem = xt_register(p->ini, p->lbuf, size);
@@ -103,12 +102,6 @@ static xfer_req_t *pair_req1(pair_t *p, xfer_op_t op, size_t loff,
     return req;
 }
 
-#define CHECK_PATTERN(buf, len, seed, base, what)                           \
-    do {                                                                    \
-        long bad_ = xt_check_at((buf), (len), (seed), (base));              \
-        XT_CHECK(bad_ < 0, "%s: byte %ld of %zu differs", (what), bad_,     \
-                 (size_t)(len));                                            \
-    } while (0)
 
 /* ---- sizes ------------------------------------------------------------------ */
 
@@ -611,7 +604,7 @@ static void test_notif_sizes(void)
 /* A second, fresh initiator that must still reach the target. */
 static void third_party_works(pair_t *p)
 {
-    xfer_agent_t *other = xt_agent(xt_name("third"), spec, 1);
+    xfer_agent_t *other = xt_agent(xt_name("third"), xc_spec, 1);
     unsigned char *buf = xt_alloc(4096);
     xfer_desc_t l = { (uintptr_t)buf, 4096, 0 };
     xfer_desc_t r = { (uintptr_t)p->rbuf, 4096, 0 };
@@ -1056,7 +1049,7 @@ static void test_access_invalid(void)
 {
     static const unsigned bad[] = { 0, 1u << 2, XFER_ACCESS_RW | 1u << 3,
                                     1u << 31 };
-    xfer_agent_t *a = xt_agent(xt_name("acc"), spec, 1);
+    xfer_agent_t *a = xt_agent(xt_name("acc"), xc_spec, 1);
     unsigned char *buf = xt_alloc(4096);
     xfer_desc_t d = { (uintptr_t)buf, 4096, 0 };
     xfer_dlist_t l = xt_dlist(&d, 1);
@@ -1218,7 +1211,7 @@ static void test_req_wait_stalled(void)
 
 /* Whether a request with timeout_ms could be made; a backend that cannot
  * cancel must refuse it at creation, saying why. */
-static bool timeout_refused(xfer_status_t s)
+bool xc_timeout_refused(xfer_status_t s)
 {
     if (s != XFER_ERR_NOT_SUPPORTED)
         return false;
@@ -1244,7 +1237,7 @@ static void test_req_timeout_stalled(void)
     xfer_req_opts_init(&o);
     o.timeout_ms = TMO;
     s = pair_req(&p, XFER_OP_WRITE, &off, &off, &len, 1, &o, &req);
-    if (timeout_refused(s) || !XT_STATUS(s, XFER_OK))
+    if (xc_timeout_refused(s) || !XT_STATUS(s, XFER_OK))
         return;
     XT_STATUS(xfer_req_post(req, NULL, 0), XFER_IN_PROG);
     start = xt_now_ms();
@@ -1301,9 +1294,9 @@ static void test_notif_send_pinned(void)
 
 /* Whether the backend connects when asked (a peer_connect op): the
  * stream backends do; ptest's in-process peers have nothing to set up. */
-static bool connects_eagerly(void)
+bool xc_connects_eagerly(void)
 {
-    return strncmp(spec, "ptest", 5) != 0;
+    return strncmp(xc_spec, "ptest", 5) != 0;
 }
 
 /* xfer_md_connect: an unknown agent is named; a live one is connected and
@@ -1330,12 +1323,12 @@ static void test_md_connect(void)
     xt_fill(p.lbuf, SZ, seed);
     XT_STATUS(xt_post_wait(req, NULL, 0, WAIT_MS), XFER_OK);
     CHECK_PATTERN(p.rbuf, SZ, seed, 0, "WRITE after xfer_md_connect");
-    if (!connects_eagerly())
+    if (!xc_connects_eagerly())
         return;
     /* A blob of a target that is gone by the time we connect. */
     blob = xt_md_get(p.tgt, XFER_MD_ALL, NULL, 0, &len);
     xt_agent_destroy(p.tgt);
-    ini2 = xt_agent(xt_name("ini2"), spec, 1);
+    ini2 = xt_agent(xt_name("ini2"), xc_spec, 1);
     XT_STATUS_FATAL(xfer_md_load(ini2, blob, len, NULL, 0), XFER_OK);
     start = xt_now_ms();
     s = xfer_md_connect(ini2, p.tname, 3000);
@@ -1407,7 +1400,7 @@ static void test_peer_restart(void)
     XT_STATUS(s, XFER_ERR_REMOTE_DISCONNECT);
 
     /* It comes back under the same name with a new epoch. */
-    t2 = xt_agent(p.tname, spec, 1);
+    t2 = xt_agent(p.tname, xc_spec, 1);
     XT_CHECK(xfer_agent_epoch(t2) > epoch1, "restarted epoch 0x%" PRIx64
              " not above 0x%" PRIx64, xfer_agent_epoch(t2), epoch1);
     xt_register(t2, buf2, 65536);
@@ -1563,7 +1556,7 @@ static void test_notif_two_senders(void)
 {
     enum { N = 300 };
     pair_t p;
-    xfer_agent_t *b = xt_agent(xt_name("ini2"), spec, 1);
+    xfer_agent_t *b = xt_agent(xt_name("ini2"), xc_spec, 1);
     xt_notifs_t *got = xt_notifs_new();
     int next[2] = {0, 0};
     unsigned bad = 0;
@@ -1621,602 +1614,6 @@ static void test_target_destroyed_midstream(void)
         s = xfer_req_post(req, NULL, 0);
     }
     XT_STATUS(s, XFER_ERR_REMOTE_DISCONNECT);
-}
-
-/* ---- two processes ------------------------------------------------------------------ */
-
-/* Length-prefixed messages over a socketpair, bounded in time. */
-static int msg_send(int fd, const void *buf, uint32_t len)
-{
-    struct iovec iov[2] = { { &len, sizeof(len) }, { (void *)buf, len } };
-    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
-    size_t want = sizeof(len) + len;
-    ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-
-    /* SOCK_SEQPACKET: one message, all or nothing. */
-    return n == (ssize_t)want ? 0 : -1;
-}
-
-/* Receive one message (malloc'd, NUL-terminated) within timeout_ms. */
-static char *msg_recv(int fd, unsigned timeout_ms, uint32_t *lenp)
-{
-    struct pollfd pf = { fd, POLLIN, 0 };
-    uint32_t len;
-    char *buf;
-    ssize_t n;
-    int cap = 1 << 20;
-
-    if (poll(&pf, 1, (int)timeout_ms) <= 0)
-        return NULL;
-    buf = malloc((size_t)cap);
-    if (buf == NULL)
-        return NULL;
-    n = recv(fd, buf, (size_t)cap, 0);
-    if (n < (ssize_t)sizeof(len)) {
-        free(buf);
-        return NULL;
-    }
-    memcpy(&len, buf, sizeof(len));
-    if ((size_t)n != sizeof(len) + len) {
-        free(buf);
-        return NULL;
-    }
-    memmove(buf, buf + sizeof(len), len);
-    buf[len] = '\0';
-    if (lenp)
-        *lenp = len;
-    return buf;
-}
-
-static void child_reply(int fd, const char *fmt, ...)
-{
-    char text[256];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
-    va_end(ap);
-    msg_send(fd, text, (uint32_t)strlen(text));
-}
-
-static void child_collect(void *arg, const char *from, const void *msg,
-                          size_t len)
-{
-    /* "from:msg;" appended to a text buffer. */
-    char *out = arg;
-    size_t used = strlen(out);
-
-    snprintf(out + used, 65536 - used, "%s:%.*s;", from, (int)len,
-             (const char *)msg);
-}
-
-/* What a target process owns, released on every way out. */
-typedef struct target {
-    int fd;
-    xfer_agent_t *agent;
-    unsigned char *buf;
-    char *notifs;
-} target_t;
-
-static void target_exit(target_t *t, int status) __attribute__((noreturn));
-static void target_exit(target_t *t, int status)
-{
-    xfer_agent_destroy(t->agent); /* deregisters buf first */
-    free(t->buf);
-    free(t->notifs);
-    close(t->fd);
-    xt_child_exit(status);
-}
-
-/* The target process: serve commands until told to stop or the parent
- * goes away.  Never returns. */
-/* XT_CHILD_NETNS=/run/netns/NAME: the target process lives in that
- * network namespace, so that the process tests cross a real link
- * (tests/backend/conformance-netns.sh makes one). */
-static void child_netns(int fd)
-{
-    const char *ns = getenv("XT_CHILD_NETNS");
-    int nfd;
-
-    if (ns == NULL || ns[0] == '\0')
-        return;
-    nfd = open(ns, O_RDONLY | O_CLOEXEC);
-    if (nfd < 0 || setns(nfd, CLONE_NEWNET) != 0) {
-        child_reply(fd, "err setup: network namespace %s: %s", ns,
-                    strerror(errno));
-        xt_child_exit(1);
-    }
-    close(nfd);
-}
-
-static void child_main(int fd, const char *name, size_t size)
-{
-    target_t t = { fd, NULL, NULL, calloc(1, 65536) };
-    xfer_agent_opts_t o;
-    xfer_desc_t d;
-    xfer_dlist_t l;
-    xfer_mem_t *mem = NULL;
-    char *blob = NULL;
-    size_t len = 0;
-
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    alarm(120);
-    child_netns(fd);
-    xfer_agent_opts_init(&o);
-    o.name = name;
-    if (t.notifs == NULL ||
-        posix_memalign((void **)&t.buf, 4096, size) != 0 ||
-        xfer_agent_create(&o, &t.agent) != XFER_OK ||
-        xfer_backend_add(t.agent, spec, NULL) != XFER_OK) {
-        child_reply(fd, "err setup: %s", xfer_last_error());
-        target_exit(&t, 1);
-    }
-    memset(t.buf, 0, size);
-    d = (xfer_desc_t){ (uintptr_t)t.buf, size, 0 };
-    l = xt_dlist(&d, 1);
-    if (xfer_mem_register(t.agent, &l, NULL, &mem) != XFER_OK ||
-        xfer_md_get(t.agent, XFER_MD_ALL, NULL, 0, &blob, &len) != XFER_OK) {
-        child_reply(fd, "err register: %s", xfer_last_error());
-        target_exit(&t, 1);
-    }
-    msg_send(fd, blob, (uint32_t)len);
-    xfer_free(blob);
-    for (;;) {
-        char *cmd = msg_recv(fd, 110000, NULL);
-        unsigned long long off, n, seed, want, ms;
-
-        if (cmd == NULL)
-            target_exit(&t, 0);    /* parent gone or done */
-        /* The parent saw a transfer end and tells us so over this
-         * socketpair, an order ThreadSanitizer cannot see.  A progress
-         * pass takes the backend's lock that the progress thread held
-         * while it moved the bytes, which it can see (a real target
-         * learns of data through the agent: a notification). */
-        xfer_progress(t.agent);
-        if (sscanf(cmd, "fill %llu %llu %llu", &off, &n, &seed) == 3) {
-            xt_fill_at(t.buf + off, n, seed, 0);
-            /* And the other way: the bytes are filled before the
-             * progress thread next takes the lock and sends them. */
-            xfer_progress(t.agent);
-            child_reply(fd, "ok");
-        } else if (sscanf(cmd, "check %llu %llu %llu", &off, &n, &seed) == 3) {
-            long bad = xt_check_at(t.buf + off, n, seed, 0);
-
-            child_reply(fd, bad < 0 ? "ok" : "bad %ld", bad);
-        } else if (sscanf(cmd, "notifs %llu %llu", &want, &ms) == 2) {
-            uint64_t end = xt_now_ms() + ms;
-            size_t count = 0, c;
-
-            while (count < want && xt_now_ms() < end) {
-                xfer_notif_drain(t.agent, child_collect, t.notifs, &c);
-                count += c;
-                if (count < want)
-                    xt_sleep_ms(1);
-            }
-            msg_send(fd, t.notifs, (uint32_t)strlen(t.notifs));
-            t.notifs[0] = '\0';
-        } else if (strcmp(cmd, "exit") == 0) {
-            free(cmd);
-            target_exit(&t, 0);
-        }
-        free(cmd);
-    }
-}
-
-typedef struct child {
-    int pid;
-    int fd;
-    char name[64];
-    char *blob;
-    uint32_t len;
-} child_t;
-
-static void fd_close(void *arg)
-{
-    close((int)(intptr_t)arg);
-}
-
-/* Fork a target process of `size` bytes; returns once its blob is here.
- * Call before creating agents in this process. */
-static void child_start(child_t *c, size_t size)
-{
-    int sv[2];
-
-    snprintf(c->name, sizeof(c->name), "%s", xt_name("proc"));
-    XT_REQUIRE(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0,
-               "socketpair: %s", strerror(errno));
-    fflush(NULL);
-    c->pid = fork();
-    XT_REQUIRE(c->pid >= 0, "fork: %s", strerror(errno));
-    if (c->pid == 0) {
-        close(sv[0]);
-        child_main(sv[1], c->name, size);
-    }
-    close(sv[1]);
-    c->fd = sv[0];
-    xt_child_add(c->pid);
-    xt_defer(fd_close, (void *)(intptr_t)c->fd);
-    c->blob = msg_recv(c->fd, WAIT_MS, &c->len);
-    XT_REQUIRE(c->blob != NULL, "target process sent no metadata");
-    xt_defer_late(free, c->blob);
-    XT_REQUIRE(strncmp(c->blob, "err", 3) != 0, "target process: %s", c->blob);
-}
-
-/* Send a command and return the reply (freed after the test). */
-static char *child_cmd(child_t *c, const char *fmt, ...)
-{
-    char text[256];
-    char *reply;
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
-    va_end(ap);
-    XT_REQUIRE(msg_send(c->fd, text, (uint32_t)strlen(text)) == 0,
-               "target process is gone");
-    reply = msg_recv(c->fd, WAIT_MS, NULL);
-    XT_REQUIRE(reply != NULL, "no reply to \"%s\"", text);
-    xt_defer_late(free, reply);
-    return reply;
-}
-
-static void child_stop(child_t *c)
-{
-    int status = 0;
-
-    msg_send(c->fd, "exit", 4);
-    waitpid(c->pid, &status, 0);
-    xt_child_forget(c->pid);
-    XT_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-             "target process ended with status 0x%x", status);
-}
-
-/* The remote address of the child's buffer, from its blob. */
-static uintptr_t child_base(child_t *c)
-{
-    json_t *root = xt_blob_parse(c->blob, c->len);
-    uint64_t addr = 0;
-
-    XT_REQUIRE(xt_json_u64(json_object_get(xt_blob_region(root, 0), "addr"),
-                           &addr), "child blob has no region address");
-    return (uintptr_t)addr;
-}
-
-static xfer_status_t child_req_opts(xfer_agent_t *ini, child_t *c,
-                                    xfer_op_t op, void *local, size_t roff,
-                                    size_t len, const xfer_req_opts_t *opts,
-                                    xfer_req_t **req)
-{
-    xfer_desc_t l = { (uintptr_t)local, len, 0 };
-    xfer_desc_t r = { child_base(c) + roff, len, 0 };
-    xfer_dlist_t ll = xt_dlist(&l, 1), rl = xt_dlist(&r, 1);
-    xfer_status_t s;
-
-    *req = NULL;
-    s = xfer_req_create(ini, op, &ll, &rl, c->name, opts, req);
-    if (s == XFER_OK)
-        xt_req_defer(*req);
-    return s;
-}
-
-static xfer_req_t *child_req(xfer_agent_t *ini, child_t *c, xfer_op_t op,
-                             void *local, size_t roff, size_t len)
-{
-    xfer_req_t *req;
-
-    XT_STATUS_FATAL(child_req_opts(ini, c, op, local, roff, len, NULL, &req),
-                    XFER_OK);
-    return req;
-}
-
-static void test_proc_write_read_notif(void)
-{
-    const size_t n = (2u << 20) + 3;
-    child_t c;
-    xfer_agent_t *ini;
-    unsigned char *buf;
-    xfer_req_t *w, *r;
-    uint64_t seed = xt_seed(), seed2 = xt_seed();
-    char *reply, want[512];
-
-    child_start(&c, n + 100);
-    ini = xt_agent(xt_name("pini"), spec, 1);
-    buf = xt_alloc(n);
-    xt_register(ini, buf, n);
-    XT_STATUS_FATAL(xfer_md_load(ini, c.blob, c.len, NULL, 0), XFER_OK);
-
-    xt_fill(buf, n, seed);
-    w = child_req(ini, &c, XFER_OP_WRITE, buf, 7, n);
-    XT_STATUS_FATAL(xt_post_wait(w, "wrote", 5, WAIT_MS), XFER_OK);
-    reply = child_cmd(&c, "check 7 %zu %" PRIu64, n, seed);
-    XT_CHECK(strcmp(reply, "ok") == 0, "target process: WRITE data %s", reply);
-
-    reply = child_cmd(&c, "fill 11 %zu %" PRIu64, n - 100, seed2);
-    XT_REQUIRE(strcmp(reply, "ok") == 0, "fill: %s", reply);
-    r = child_req(ini, &c, XFER_OP_READ, buf, 11, n - 100);
-    XT_STATUS_FATAL(xt_post_wait(r, "read", 4, WAIT_MS), XFER_OK);
-    CHECK_PATTERN(buf, n - 100, seed2, 0, "READ from another process");
-
-    for (int i = 0; i < 20; i++) {
-        char m[16];
-
-        snprintf(m, sizeof(m), "p%d", i);
-        XT_STATUS(xfer_notif_send(ini, c.name, m, strlen(m), NULL), XFER_OK);
-    }
-    reply = child_cmd(&c, "notifs 22 %u", WAIT_MS);
-    snprintf(want, sizeof(want), "%s:wrote;%s:read;", xfer_agent_name(ini),
-             xfer_agent_name(ini));
-    for (int i = 0; i < 20; i++) {
-        size_t used = strlen(want);
-
-        snprintf(want + used, sizeof(want) - used, "%s:p%d;",
-                 xfer_agent_name(ini), i);
-    }
-    XT_CHECK(strcmp(reply, want) == 0, "target process got \"%s\", want "
-             "\"%s\"", reply, want);
-    child_stop(&c);
-}
-
-static void test_proc_kill_midstream(void)
-{
-    const size_t big = 64u << 20, small = 65536;
-    child_t victim, other;
-    xfer_agent_t *ini;
-    unsigned char *buf;
-    xfer_req_t *w, *w2;
-    xfer_status_t s = XFER_OK;
-    uint64_t start, seed = xt_seed();
-    int posts = 0;
-    char *reply;
-
-    child_start(&victim, big);
-    child_start(&other, small);
-    ini = xt_agent(xt_name("pini"), spec, 1);
-    buf = xt_alloc(big);
-    xt_register(ini, buf, big);
-    XT_STATUS_FATAL(xfer_md_load(ini, victim.blob, victim.len, NULL, 0),
-                    XFER_OK);
-    XT_STATUS_FATAL(xfer_md_load(ini, other.blob, other.len, NULL, 0),
-                    XFER_OK);
-    xt_fill(buf, big, seed);
-    w = child_req(ini, &victim, XFER_OP_WRITE, buf, 0, big);
-    w2 = child_req(ini, &other, XFER_OP_WRITE, buf, 0, small);
-    XT_STATUS_FATAL(xt_post_wait(w, NULL, 0, WAIT_MS), XFER_OK);
-
-    /* Kill it with a 64 MiB WRITE on the wire; repost until the loss is
-     * seen (a post may finish before the kill lands). */
-    s = xfer_req_post(w, NULL, 0);
-    kill(victim.pid, SIGKILL);
-    start = xt_now_ms();
-    for (;;) {
-        posts++;
-        if (s == XFER_IN_PROG)
-            s = xt_wait_req(w, WAIT_MS);
-        if (s != XFER_OK || xt_now_ms() - start > WAIT_MS)
-            break;
-        s = xfer_req_post(w, NULL, 0);
-    }
-    XT_STATUS(s, XFER_ERR_REMOTE_DISCONNECT);
-    XT_CHECK(xt_now_ms() - start < WAIT_MS, "peer death took %" PRIu64
-             " ms to notice", xt_now_ms() - start);
-    waitpid(victim.pid, NULL, 0);
-    xt_child_forget(victim.pid);
-    /* It stays failed. */
-    s = xfer_req_post(w, NULL, 0);
-    if (s == XFER_IN_PROG)
-        s = xt_wait_req(w, WAIT_MS);
-    XT_STATUS(s, XFER_ERR_REMOTE_DISCONNECT);
-
-    /* The other process is unaffected. */
-    XT_STATUS(xt_post_wait(w2, NULL, 0, WAIT_MS), XFER_OK);
-    reply = child_cmd(&other, "check 0 %zu %" PRIu64, small, seed);
-    XT_CHECK(strcmp(reply, "ok") == 0, "surviving target: %s", reply);
-    child_stop(&other);
-}
-
-/* A target that stops answering (SIGSTOP: alive, connected, silent) must
- * end a transfer within the backend's bound: XFER_ERR_TIMEOUT, or XFER_OK
- * when the backend moved the data without the target's help (then the
- * data must be there).  Run for backends that declare timeout_ms. */
-static void test_proc_stall_timeout(void)
-{
-    const size_t big = 64u << 20, small = 65536;
-    const unsigned timeout = 1000, bound = 3 * timeout + 1000;
-    child_t victim, other;
-    xfer_agent_t *ini;
-    unsigned char *buf;
-    xfer_req_t *w, *w2;
-    xfer_status_t s;
-    uint64_t start, took, seed = xt_seed();
-    char ispec[256], *reply;
-
-    child_start(&victim, big);
-    child_start(&other, small);
-    snprintf(ispec, sizeof(ispec), "%s%ctimeout_ms=%u", spec,
-             strchr(spec, ':') ? ',' : ':', timeout);
-    ini = xt_agent(xt_name("sini"), ispec, 1);
-    buf = xt_alloc(big);
-    xt_register(ini, buf, big);
-    XT_STATUS_FATAL(xfer_md_load(ini, victim.blob, victim.len, NULL, 0),
-                    XFER_OK);
-    XT_STATUS_FATAL(xfer_md_load(ini, other.blob, other.len, NULL, 0),
-                    XFER_OK);
-    w = child_req(ini, &victim, XFER_OP_WRITE, buf, 0, big);
-    w2 = child_req(ini, &other, XFER_OP_WRITE, buf, 0, small);
-    /* Connected and working before it goes silent. */
-    XT_STATUS_FATAL(xt_post_wait(w, NULL, 0, WAIT_MS), XFER_OK);
-
-    xt_fill(buf, big, seed);
-    kill(victim.pid, SIGSTOP);
-    start = xt_now_ms();
-    s = xfer_req_post(w, NULL, 0);
-    if (s == XFER_IN_PROG)
-        s = xt_wait_req(w, bound + 6000);
-    took = xt_now_ms() - start;
-    XT_CHECK(s == XFER_ERR_TIMEOUT || s == XFER_OK,
-             "stalled WRITE ended with %s (%s)", xt_status_name(s),
-             xfer_last_error());
-    XT_CHECK(took < bound, "stalled WRITE took %" PRIu64 " ms to end, "
-             "bound %u ms (timeout_ms=%u)", took, bound, timeout);
-    if (s == XFER_ERR_TIMEOUT)
-        XT_CHECK(took + 100 >= timeout, "timed out after %" PRIu64 " ms, "
-                 "before timeout_ms=%u", took, timeout);
-
-    /* The other target is unaffected. */
-    XT_STATUS(xt_post_wait(w2, NULL, 0, WAIT_MS), XFER_OK);
-    reply = child_cmd(&other, "check 0 %zu %" PRIu64, small, seed);
-    XT_CHECK(strcmp(reply, "ok") == 0, "surviving target: %s", reply);
-    child_stop(&other);
-
-    kill(victim.pid, SIGCONT);
-    if (s == XFER_OK) {
-        reply = child_cmd(&victim, "check 0 %zu %" PRIu64, big, seed);
-        XT_CHECK(strcmp(reply, "ok") == 0, "stalled target: %s", reply);
-    }
-    kill(victim.pid, SIGKILL);
-    waitpid(victim.pid, NULL, 0);
-    xt_child_forget(victim.pid);
-}
-
-/* A target process, connected and then stopped (SIGSTOP: alive,
- * connected, silent), and an initiator that reached it once.  The
- * stalled request is a fresh one: a backend may let the target check a
- * request's first post (uds) and move later ones without it. */
-typedef struct stopped {
-    child_t c;
-    xfer_agent_t *ini;
-    unsigned char *buf;
-} stopped_t;
-
-static void stopped_start(stopped_t *st, size_t size)
-{
-    xfer_req_t *warm;
-
-    child_start(&st->c, size);
-    st->ini = xt_agent(xt_name("wini"), spec, 1);
-    st->buf = xt_alloc(size);
-    xt_register(st->ini, st->buf, size);
-    XT_STATUS_FATAL(xfer_md_load(st->ini, st->c.blob, st->c.len, NULL, 0),
-                    XFER_OK);
-    warm = child_req(st->ini, &st->c, XFER_OP_WRITE, st->buf, 0, 64);
-    XT_STATUS_FATAL(xt_post_wait(warm, NULL, 0, WAIT_MS), XFER_OK);
-    XT_REQUIRE(kill(st->c.pid, SIGSTOP) == 0, "SIGSTOP: %s",
-               strerror(errno));
-    /* kill() only queues the signal: wait until it has stopped. */
-    {
-        int status = 0;
-
-        XT_REQUIRE(waitpid(st->c.pid, &status, WUNTRACED) == st->c.pid &&
-                   WIFSTOPPED(status), "target process did not stop "
-                   "(status 0x%x)", status);
-    }
-}
-
-/* xfer_req_wait on a WRITE to a stopped target answers XFER_IN_PROG
- * after its timeout; after SIGCONT the WRITE ends and its data is
- * there.  A one-sided path that moves the data without the target (the
- * initiator's own CMA, a NIC) may end it at once with XFER_OK, as
- * test_proc_stall_timeout allows; its data is checked all the same. */
-static void test_proc_wait_stopped(void)
-{
-    enum { SZ = 65536, WAIT = 500 };
-    stopped_t st;
-    xfer_req_t *w;
-    xfer_status_t s;
-    uint64_t start, took, seed = xt_seed();
-    char *reply;
-
-    stopped_start(&st, SZ);
-    xt_fill(st.buf, SZ, seed);
-    w = child_req(st.ini, &st.c, XFER_OP_WRITE, st.buf, 0, SZ);
-    s = xfer_req_post(w, NULL, 0);
-    XT_CHECK(s == XFER_IN_PROG || s == XFER_OK, "WRITE to a stopped target "
-             "posted with %s (%s)", xt_status_name(s), xfer_last_error());
-    start = xt_now_ms();
-    if (s == XFER_IN_PROG)
-        s = xfer_req_wait(w, WAIT);
-    took = xt_now_ms() - start;
-    if (s != XFER_OK) {
-        XT_STATUS(s, XFER_IN_PROG);
-        XT_CHECK(took + 10 >= WAIT && took < WAIT + 1000, "xfer_req_wait(%u "
-                 "ms) returned after %" PRIu64 " ms", WAIT, took);
-    }
-    kill(st.c.pid, SIGCONT);
-    XT_STATUS(xfer_req_wait(w, WAIT_MS), XFER_OK);
-    reply = child_cmd(&st.c, "check 0 %u %" PRIu64, (unsigned)SZ, seed);
-    XT_CHECK(strcmp(reply, "ok") == 0, "target process: %s", reply);
-    child_stop(&st.c);
-}
-
-/* xfer_md_connect to a target that is stopped (its kernel accepts, it
- * never answers the handshake) ends in XFER_ERR_TIMEOUT after the time
- * given, naming backend and agent; after SIGCONT it connects. */
-static void test_proc_connect_stopped(void)
-{
-    enum { SZ = 4096, TMO = 300 };
-    stopped_t st;
-    xfer_agent_t *ini2;
-    xfer_status_t s;
-    uint64_t start, took;
-    char want[64];
-
-    if (!connects_eagerly())
-        return;
-    stopped_start(&st, SZ);
-    ini2 = xt_agent(xt_name("cini"), spec, 1);
-    XT_STATUS_FATAL(xfer_md_load(ini2, st.c.blob, st.c.len, NULL, 0),
-                    XFER_OK);
-    start = xt_now_ms();
-    s = xfer_md_connect(ini2, st.c.name, TMO);
-    took = xt_now_ms() - start;
-    snprintf(want, sizeof(want), "within %u ms", TMO);
-    if (XT_STATUS(s, XFER_ERR_TIMEOUT))
-        XT_ERR_HAS(want, st.c.name, "did not connect");
-    XT_CHECK(took + 10 >= TMO && took < TMO + 2000, "xfer_md_connect(%u ms) "
-             "returned after %" PRIu64 " ms", TMO, took);
-    kill(st.c.pid, SIGCONT);
-    XT_STATUS(xfer_md_connect(ini2, st.c.name, WAIT_MS), XFER_OK);
-    child_stop(&st.c);
-}
-
-/* timeout_ms ends a WRITE to a stopped target with XFER_ERR_TIMEOUT and
- * its sentence; after SIGCONT the target is reachable again. */
-static void test_proc_timeout_stopped(void)
-{
-    enum { SZ = 65536, TMO = 500 };
-    stopped_t st;
-    xfer_req_opts_t o;
-    xfer_req_t *w;
-    xfer_status_t s;
-    uint64_t start, took, seed = xt_seed();
-    char want[64], *reply;
-
-    stopped_start(&st, SZ);
-    xfer_req_opts_init(&o);
-    o.timeout_ms = TMO;
-    s = child_req_opts(st.ini, &st.c, XFER_OP_WRITE, st.buf, 0, SZ, &o, &w);
-    if (timeout_refused(s) || !XT_STATUS(s, XFER_OK)) {
-        kill(st.c.pid, SIGCONT);
-        child_stop(&st.c);
-        return;
-    }
-    XT_STATUS(xfer_req_post(w, NULL, 0), XFER_IN_PROG);
-    start = xt_now_ms();
-    s = xfer_req_wait(w, TMO + 5000);
-    took = xt_now_ms() - start;
-    snprintf(want, sizeof(want), "did not complete within its timeout of "
-             "%u ms", TMO);
-    if (XT_STATUS(s, XFER_ERR_TIMEOUT))
-        XT_ERR_HAS(want, st.c.name);
-    XT_CHECK(took + 10 >= TMO && took < TMO + 3000, "timeout_ms=%u ended "
-             "the request after %" PRIu64 " ms", TMO, took);
-    kill(st.c.pid, SIGCONT);
-    w = child_req(st.ini, &st.c, XFER_OP_WRITE, st.buf, 0, SZ);
-    xt_fill(st.buf, SZ, seed);
-    XT_STATUS(xt_post_wait(w, NULL, 0, WAIT_MS), XFER_OK);
-    reply = child_cmd(&st.c, "check 0 %u %" PRIu64, (unsigned)SZ, seed);
-    XT_CHECK(strcmp(reply, "ok") == 0, "target process: %s", reply);
-    child_stop(&st.c);
 }
 
 /* ---- registration ---------------------------------------------------------------------- */
@@ -2308,20 +1705,6 @@ static const xt_test_t progress_tests[] = {
     XT_END
 };
 
-static const xt_test_t process_tests[] = {
-    XT_TEST(test_proc_write_read_notif),
-    XT_TEST(test_proc_kill_midstream),
-    XT_TEST(test_proc_wait_stopped),
-    XT_TEST(test_proc_timeout_stopped),
-    XT_TEST(test_proc_connect_stopped),
-    XT_END
-};
-
-/* Needs a timeout_ms parameter to set the bound it checks. */
-static const xt_test_t stall_tests[] = {
-    XT_TEST(test_proc_stall_timeout),
-    XT_END
-};
 static int has_timeout_param;
 
 /* The plugin must be there and load; its caps pick the suites. */
@@ -2362,7 +1745,7 @@ static size_t ntests(const xt_test_t *t)
     return n;
 }
 
-/* Why this spec's targets cannot refuse a bad access, or NULL when they
+/* Why this xc_spec's targets cannot refuse a bad access, or NULL when they
  * can.  A HW_KEYS backend says so in its state when the transports it
  * runs on check no key (ucx over tcp or shared memory: docs/security.md);
  * the suite then cannot ask for refusals, and says which it skips. */
@@ -2374,7 +1757,7 @@ static const char *unenforced(char *buf, size_t size)
 
     if (!hw)
         return NULL;
-    a = xt_agent(xt_name("probe"), spec, 0);
+    a = xt_agent(xt_name("probe"), xc_spec, 0);
     if (xfer_backend_find(a, plugin, &b) == XFER_OK &&
         xfer_backend_state(b, buf, size) == XFER_OK &&
         strstr(buf, "remote keys not checked") != NULL)
@@ -2391,12 +1774,12 @@ int main(int argc, char **argv)
     unsigned keys;
     size_t ns = 0;
 
-    spec = argc > 1 ? argv[1] : getenv("XFER_TEST_BACKEND");
-    if (spec == NULL || spec[0] == '\0')
+    xc_spec = argc > 1 ? argv[1] : getenv("XFER_TEST_BACKEND");
+    if (xc_spec == NULL || xc_spec[0] == '\0')
         xt_skip("no backend: give a spec as argv[1] or XFER_TEST_BACKEND");
-    snprintf(plugin, sizeof(plugin), "%.*s", (int)strcspn(spec, ":"), spec);
+    snprintf(plugin, sizeof(plugin), "%.*s", (int)strcspn(xc_spec, ":"), xc_spec);
     probe_plugin();
-    printf("conformance of backend \"%s\" (caps 0x%x)\n", spec, caps);
+    printf("conformance of backend \"%s\" (caps 0x%x)\n", xc_spec, caps);
     if ((caps & (XFER_CAP_READ | XFER_CAP_WRITE)) !=
         (XFER_CAP_READ | XFER_CAP_WRITE)) {
         printf("FAIL: plugin %s lacks READ or WRITE\n", plugin);
@@ -2441,9 +1824,9 @@ int main(int argc, char **argv)
     same = getenv("XT_SAME_PROCESS");
     if (same != NULL && same[0] != '\0') {
         printf("SKIP: suites process (%zu tests) and stall (%zu) not run: "
-               "%s\n", ntests(process_tests), ntests(stall_tests), same);
+               "%s\n", ntests(xc_process_tests), ntests(xc_stall_tests), same);
     } else if (caps & (XFER_CAP_LOCAL | XFER_CAP_REMOTE)) {
-        suites[ns++] = (xt_suite_t){ "process", process_tests };
+        suites[ns++] = (xt_suite_t){ "process", xc_process_tests };
     } else {
         printf("note: %s reaches only its own process; process suite not "
                "run\n", plugin);
@@ -2451,7 +1834,7 @@ int main(int argc, char **argv)
     if (same != NULL && same[0] != '\0')
         ;
     else if ((caps & (XFER_CAP_LOCAL | XFER_CAP_REMOTE)) && has_timeout_param)
-        suites[ns++] = (xt_suite_t){ "stall", stall_tests };
+        suites[ns++] = (xt_suite_t){ "stall", xc_stall_tests };
     else
         printf("note: %s declares no timeout_ms or reaches no other "
                "process; stall suite not run\n", plugin);
