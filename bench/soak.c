@@ -528,8 +528,9 @@ static int run_loop(target_t *t)
             t->have_first = 1;
             sample(t, "first");
         }
-        if (c->restart && !t->killed && t->checked >= c->transfers / 2 &&
-            kill_restart(t))
+        /* After the baseline, so that it has every slot connected. */
+        if (c->restart && !t->killed && t->have_first &&
+            t->checked >= c->transfers / 2 && kill_restart(t))
             return -1;
         if (reap(t))
             return -1;
