@@ -149,6 +149,11 @@ static void sample(target_t *t, const char *label)
 
     if (t->nsamples < t->max_samples)
         t->samples[t->nsamples++] = s;
+    /* A listener connection an initiator has just closed can still be
+     * open here for a moment: the fd baseline is the fewest seen between
+     * warm-up and the kill, every initiator connected throughout. */
+    if (t->have_first && !t->killed && s.fds < t->first.fds)
+        t->first.fds = s.fds;
     printf("soak: sample %-8s transfers=%-8" PRIu64 " t=%7.1fs rss=%ld KiB "
            "fds=%ld\n", label, s.transfers, s.t, s.rss_kib, s.fds);
     fflush(stdout);
@@ -543,6 +548,23 @@ static int run_loop(target_t *t)
     return 0;
 }
 
+/* The last sample, once any connection being closed is gone (as for
+ * the baseline): a count above it that does not come down within the
+ * stall bound is held for good. */
+static sample_t settle(target_t *t)
+{
+    uint64_t t0 = soak_now_ns();
+    sample_t s;
+
+    for (;;) {
+        s = sample_now(t);
+        if (!t->have_first || s.fds <= t->first.fds ||
+            soak_now_ns() - t0 > (uint64_t)t->cfg->stall_s * 1000000000u)
+            return s;
+        soak_sleep_ms(50);
+    }
+}
+
 /* After the run: the killed generation's stream, the flatness, the
  * pattern area no one may write. */
 static void final_checks(target_t *t)
@@ -743,7 +765,7 @@ static int target_main(soak_cfg_t *c, const char *self)
             goto out_stop;
     if (run_loop(&t))
         goto out_stop;
-    t.last = sample_now(&t);
+    t.last = settle(&t);
     sample(&t, "last");
     for (i = 0; i < c->initiators; i++)
         acks += ((const soak_status_t *)((const char *)t.status +

@@ -1,7 +1,7 @@
 #!/bin/sh
 # test-soak.sh - bench/soak in its quick form, so that the soak program
 # cannot rot: 16 initiators, 2000 transfers, a kill and restart midway,
-# over tcp, uds and ucx (tls=tcp) where built.  `make soak` is the long run.
+# over tcp, uds and ucx where built.  `make soak` is the long run.
 set -u
 
 top=${abs_top_builddir:-$(pwd)}
@@ -17,18 +17,27 @@ if [ -n "${XT_WRAP:-}" ]; then
     n=4; transfers=200; stall=600
 fi
 
+# ucx over shared memory with the kill; ucx over tcp without it: UCX
+# 1.13 emulates RMA over tcp with active messages, and a target that
+# answers a PUT or GET from an initiator killed meanwhile aborts inside
+# UCX (ucp_request_try_send: "unexpected error: Endpoint timeout").
 specs="tcp uds"
-[ -e "$top/plugins/ucx/xfer_ucx.la" ] && specs="$specs ucx:tls=tcp\\,self,devices=lo"
+if [ -e "$top/plugins/ucx/xfer_ucx.la" ]; then
+    specs="$specs ucx:tls=posix\\,sysv\\,cma\\,self,error_mode=none"
+    specs="$specs ucx:tls=tcp\\,self,devices=lo|--no-restart"
+fi
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/xfer-soak.XXXXXX") || exit 99
 trap 'rm -rf "$dir"' EXIT
 trap 'exit 1' INT TERM
 
 ran=0 failed=0 skipped=
-for spec in $specs; do
+for item in $specs; do
+    spec=${item%%|*} extra=
+    [ "$spec" != "$item" ] && extra=${item#*|}
     # The seed is printed by the program: a failure can be run again.
     ${XT_WRAP:-} "$soak" --backend "$spec" --initiators "$n" \
-        --transfers "$transfers" --stall-s "$stall" >"$dir/out" 2>&1
+        --transfers "$transfers" --stall-s "$stall" $extra >"$dir/out" 2>&1
     rc=$?
     case $rc in
     0)  ran=$((ran + 1))
