@@ -2,6 +2,12 @@
  * (soak-initiator.c) share: options, the target region's layout, the plan
  * of every transfer, the byte patterns and the notification message.
  *
+ *   soak.c            options; which role this process plays
+ *   soak-target.c     the target: checker, sampling, kill and restart
+ *   soak-proc.c       its RSS and open fds, from /proc
+ *   soak-initiator.c  one initiator process (the same program, --child)
+ *   soak-plan.c       layout, plans and patterns, computed alike by both
+ *
  * Both sides derive everything from (seed, slot, generation, sequence):
  * the initiator what to send, the target what it must find, so the
  * notification needs to carry nothing the target cannot check. */
@@ -98,8 +104,29 @@ uint64_t soak_mix64(uint64_t x);
 uint64_t soak_now_ns(void);
 void soak_sleep_ms(unsigned ms);
 
+/* The target process, which starts the initiators (self: this program):
+ * returns the exit status (0 all held, 1 a check failed, 77 no backend). */
+int soak_target(soak_cfg_t *c, const char *self);
+
 /* The initiator process: returns its exit status. */
 int soak_initiator(const soak_cfg_t *c, const char *listen_addr,
                    unsigned slot, unsigned gen, uint64_t quota);
+
+/* fds below this are told apart from the baseline, one bit each. */
+#define SOAK_FD_BITS 1024
+
+/* VmRSS in KiB and the number of open fds; -1 when /proc cannot say. */
+long soak_rss_kib(void);
+long soak_heap_kib(void); /* malloc'd and in use (glibc), -1: unknown */
+long soak_fd_count(void);
+/* Set the bit of every fd open now, below nbits. */
+void soak_fd_mark(uint64_t *base, size_t nbits);
+/* The fds open now that were not at the baseline, each printed with what
+ * it points to.  Returns how many are sockets, pipes or files: what a
+ * peer's connection or shared memory holds.  An anon_inode (an eventfd
+ * or timerfd a transport library opens on first use and keeps for the
+ * process: ucx's timer) is printed, not counted; a per-peer one would
+ * still show in the first/last comparison across the restart. */
+long soak_fd_new(const uint64_t *base, size_t nbits, int print);
 
 #endif /* XFER_BENCH_SOAK_H */
