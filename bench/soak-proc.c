@@ -29,7 +29,9 @@ long soak_heap_kib(void)
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
     /* What malloc has handed out and not taken back: tells a growing
      * heap from RSS that grows elsewhere (a library's own mappings). */
-    return (long)(mallinfo2().uordblks >> 10);
+    struct mallinfo2 mi = mallinfo2();
+
+    return (long)((mi.uordblks + mi.hblkhd) >> 10); /* mmapped ones too */
 #else
     return -1;
 #endif

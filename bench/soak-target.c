@@ -48,19 +48,18 @@ typedef struct target {
     uint64_t t0, last_progress;
     uint64_t checked, writes, reads, bytes;
     uint64_t errors, lost, dups, late;
-    sample_t *samples;
-    size_t nsamples, max_samples;
+    size_t nsamples;        /* samples printed: the series is the output */
     uint64_t next_sample;
     sample_t first, last, base;
     uint64_t base_fds[SOAK_FD_BITS / 64]; /* fds open at the baseline */
     int have_first;
-    /* the kill and restart */
-    int killed;
+    /* kills and restarts, one at a time */
+    unsigned kills;
+    int pending;            /* the last one killed has no successor yet */
     unsigned victim;
     uint64_t victim_done;   /* transfers the killed one saw complete */
     uint64_t victim_checked;/* ... and the target checked, at the switch */
     uint64_t others_at_kill, others_across;
-    int newcomer_seen;
 } target_t;
 
 static void fail(target_t *t, const char *fmt, ...)
@@ -105,12 +104,11 @@ static void sample(target_t *t, const char *label)
 {
     sample_t s = sample_now(t);
 
-    if (t->nsamples < t->max_samples)
-        t->samples[t->nsamples++] = s;
+    t->nsamples++;
     /* A listener connection an initiator has just closed can still be
      * open here for a moment: the fd baseline is the fewest seen between
      * warm-up and the kill, every initiator connected throughout. */
-    if (t->have_first && !t->killed && s.fds < t->first.fds)
+    if (t->have_first && !t->kills && s.fds < t->first.fds)
         t->first.fds = s.fds;
     printf("soak: sample %-8s transfers=%-8" PRIu64 " t=%7.1fs rss=%ld KiB "
            "heap=%ld KiB fds=%ld\n", label, s.transfers, s.t, s.rss_kib,
@@ -152,10 +150,17 @@ static int take_gen(target_t *t, slot_t *s, const soak_msg_t *m)
               m->gen, s->gen, s->spawned);
         return -1;
     }
-    /* The newcomer's first: the killed generation's stream ends here. */
+    /* The newcomer's first: the killed generation's stream ends here.
+     * It posted one transfer at a time: every one it saw complete was
+     * notified, and at most the one in flight besides. */
     t->victim_checked = s->next;
     t->others_across = t->checked - s->checked - t->others_at_kill;
-    t->newcomer_seen = 1;
+    t->pending = 0;
+    if (t->victim_checked < t->victim_done ||
+        t->victim_checked > t->victim_done + 1)
+        fail(t, "slot %u: the killed initiator saw %" PRIu64 " transfers "
+             "complete and %" PRIu64 " were notified", sl, t->victim_done,
+             t->victim_checked);
     s->gen = m->gen;
     s->next = 0;
     printf("soak: slot %u generation %u (new epoch) took over at t=%.1fs: "
@@ -329,17 +334,18 @@ static int kill_restart(target_t *t)
     int ws;
 
     for (i = 0; i < c->initiators; i++) {
-        v = (unsigned)((c->seed + i) % c->initiators);
+        v = (unsigned)((c->seed + t->kills + i) % c->initiators);
         s = &t->slots[v];
         if (s->quota >= s->next + 2)
             break;
         s = NULL;
     }
-    t->killed = 1;
+    t->kills++;
     if (s == NULL) {
         printf("soak: no initiator has two transfers left: no restart\n");
         return 0;
     }
+    t->pending = 1;
     t->victim = v;
     t->others_at_kill = t->checked - s->checked;
     if (kill(s->pid, SIGKILL) != 0 || waitpid(s->pid, &ws, 0) != s->pid) {
@@ -359,8 +365,8 @@ static int kill_restart(target_t *t)
      * The one it had in flight may still arrive, so the slot can end one
      * transfer over its share. */
     return spawn(t, v, s->gen + 1,
-                 share(c, v) - (t->victim_done > s->next ? t->victim_done
-                                                         : s->next));
+                 s->quota - (t->victim_done > s->next ? t->victim_done
+                                                      : s->next));
 }
 
 /* An initiator that exits before we release it has failed. */
@@ -498,8 +504,10 @@ static int run_loop(target_t *t)
             sample(t, "first");
         }
         /* After the baseline, so that it has every slot connected. */
-        if (c->restart && !t->killed && t->have_first &&
-            t->checked >= c->transfers / 2 && kill_restart(t))
+        if (t->kills < c->restarts && !t->pending && t->have_first &&
+            t->checked >= c->transfers * (t->kills + 1) /
+                              (c->restarts + 1) &&
+            kill_restart(t))
             return -1;
         if (reap(t))
             return -1;
@@ -537,18 +545,9 @@ static void final_checks(target_t *t)
     long grow, allowed;
     size_t bad;
 
-    if (t->killed && t->victim_done + t->victim_checked > 0) {
-        /* It posted one transfer at a time: every one it saw complete
-         * was notified, and at most the one in flight besides. */
-        if (t->victim_checked < t->victim_done ||
-            t->victim_checked > t->victim_done + 1)
-            fail(t, "slot %u: the killed initiator saw %" PRIu64
-                  " transfers complete and %" PRIu64 " were notified",
-                  t->victim, t->victim_done, t->victim_checked);
-        if (!t->newcomer_seen)
-            fail(t, "slot %u: no notification from the restarted "
-                  "initiator", t->victim);
-    }
+    if (t->pending)
+        fail(t, "slot %u: no notification from the restarted initiator",
+             t->victim);
     if (!t->have_first) {
         fail(t, "no baseline sample: not every initiator was seen");
         return;
@@ -599,10 +598,8 @@ int soak_target(soak_cfg_t *c, const char *self)
     t.cfg = c;
     t.self = self;
     t.status_fd = -1;
-    t.max_samples = (size_t)(c->transfers / c->sample_every) + 8;
-    t.samples = calloc(t.max_samples, sizeof *t.samples);
     t.slots = calloc(c->initiators, sizeof *t.slots);
-    if (t.samples == NULL || t.slots == NULL) {
+    if (t.slots == NULL) {
         printf("soak: ERROR: out of memory\n");
         goto out;
     }
@@ -657,10 +654,10 @@ int soak_target(soak_cfg_t *c, const char *self)
     }
 
     printf("soak: backend=%s initiators=%u transfers=%" PRIu64 " sizes=%zu:"
-           "%zu seed=%" PRIu64 " window=%u read-pct=%u restart=%s "
+           "%zu seed=%" PRIu64 " window=%u read-pct=%u restarts=%u "
            "region=%zu KiB listener=%s\n", c->spec, c->initiators,
            c->transfers, c->min_size, c->max_size, c->seed, c->window,
-           c->read_pct, c->restart ? "yes" : "no", c->region_size >> 10,
+           c->read_pct, c->restarts, c->region_size >> 10,
            t.listen);
     t.t0 = soak_now_ns();
     t.base = sample_now(&t);
@@ -693,12 +690,12 @@ int soak_target(soak_cfg_t *c, const char *self)
            t.errors ? "FAIL" : "PASS", t.checked, t.writes, t.reads,
            t.bytes, t.checked, t.lost, t.dups, t.late, acks, t.last.t,
            t.first.rss_kib, t.last.rss_kib, t.first.fds, t.last.fds);
-    if (t.killed && t.newcomer_seen)
-        printf(" restart=slot%u(%" PRIu64 "+%" PRIu64 ",others-across=%"
-               PRIu64 ")", t.victim, t.victim_checked,
-               t.slots[t.victim].next, t.others_across);
+    if (t.kills > 0 && !t.pending)
+        printf(" restarts=%u last=slot%u(%" PRIu64 "+%" PRIu64
+               ",others-across=%" PRIu64 ")", t.kills, t.victim,
+               t.victim_checked, t.slots[t.victim].next, t.others_across);
     else
-        printf(" restart=none");
+        printf(" restarts=%u", t.kills);
     printf(" errors=%" PRIu64 "\n", t.errors);
     rc = t.errors ? 1 : 0;
     goto out;
@@ -716,7 +713,6 @@ out:
         munmap(t.status, (size_t)c->initiators * SOAK_LINE);
     if (t.status_fd >= 0)
         close(t.status_fd);
-    free(t.samples);
     free(t.slots);
     fflush(stdout);
     return rc;

@@ -40,7 +40,9 @@ static void usage(FILE *f)
 "                         transfers/20)\n"
 "      --window K         WRITEs an initiator may have unchecked (16)\n"
 "      --read-pct P       READs among the transfers, percent (10)\n"
-"      --no-restart       do not kill and restart an initiator midway\n"
+"      --restarts N       kill an initiator and start a new one in its\n"
+"                         slot N times, at even points of the run (1)\n"
+"      --no-restart       the same as --restarts 0\n"
 "      --stall-s S        fail when nothing moves for S seconds (120)\n"
 "      --rss-margin-mib M RSS growth allowed, MiB (8) ...\n"
 "      --rss-margin-pct P ... or percent of the baseline, the larger (10)\n"
@@ -100,7 +102,7 @@ static int parse_sizes(const char *s, soak_cfg_t *c)
 int main(int argc, char **argv)
 {
     enum { O_SEED = 256, O_SAMPLE, O_WINDOW, O_READ, O_NORESTART, O_STALL,
-           O_RSSMIB, O_RSSPCT, O_CHILD, O_PEER };
+           O_RSSMIB, O_RSSPCT, O_CHILD, O_PEER, O_RESTARTS };
     static const struct option longopts[] = {
         { "backend", required_argument, NULL, 'b' },
         { "initiators", required_argument, NULL, 'n' },
@@ -111,6 +113,7 @@ int main(int argc, char **argv)
         { "window", required_argument, NULL, O_WINDOW },
         { "read-pct", required_argument, NULL, O_READ },
         { "no-restart", no_argument, NULL, O_NORESTART },
+        { "restarts", required_argument, NULL, O_RESTARTS },
         { "stall-s", required_argument, NULL, O_STALL },
         { "rss-margin-mib", required_argument, NULL, O_RSSMIB },
         { "rss-margin-pct", required_argument, NULL, O_RSSPCT },
@@ -121,7 +124,7 @@ int main(int argc, char **argv)
     };
     soak_cfg_t c = { .spec = "tcp", .initiators = 16, .transfers = 100000,
                      .min_size = 1, .max_size = 65536, .window = 16,
-                     .read_pct = 10, .restart = 1, .stall_s = 120,
+                     .read_pct = 10, .restarts = 1, .stall_s = 120,
                      .rss_margin_mib = 8, .rss_margin_pct = 10 };
     const char *child = NULL, *peer = NULL;
     char self[4096];
@@ -158,7 +161,10 @@ int main(int argc, char **argv)
         case O_READ:
             bad = parse_unsigned("--read-pct", optarg, 0, 100, &c.read_pct);
             break;
-        case O_NORESTART: c.restart = 0; break;
+        case O_NORESTART: c.restarts = 0; break;
+        case O_RESTARTS:
+            bad = parse_unsigned("--restarts", optarg, 0, 1000, &c.restarts);
+            break;
         case O_STALL:
             bad = parse_unsigned("--stall-s", optarg, 1, 86400, &c.stall_s);
             break;

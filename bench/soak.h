@@ -39,7 +39,8 @@ typedef struct soak_cfg {
     uint64_t sample_every;  /* transfers between two samples */
     unsigned window;        /* writes in flight to the target per slot */
     unsigned read_pct;      /* share of READs among transfers, percent */
-    int restart;            /* kill and restart one initiator midway */
+    unsigned restarts;      /* initiators killed and restarted, one at a
+                               time, at even points of the run */
     unsigned stall_s;       /* no progress this long: fail */
     unsigned rss_margin_mib, rss_margin_pct;
     /* derived by soak_layout() */
