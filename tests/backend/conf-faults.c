@@ -93,13 +93,6 @@ static void child_sigstop(xc_child_t *c)
                "(status 0x%x)", status);
 }
 
-static void child_kill(xc_child_t *c)
-{
-    kill(c->pid, SIGKILL);
-    waitpid(c->pid, NULL, 0);
-    xt_child_forget(c->pid);
-}
-
 /* Wait at most ms for the request to end; *took gets the time it took. */
 static xfer_status_t end_within(xfer_req_t *r, unsigned ms, uint64_t *took)
 {
@@ -223,8 +216,21 @@ static void side_check(side_t *sd)
 
 /* ---- a peer killed mid-transfer ------------------------------------------ */
 
+/* Why a notification in flight to a killed peer holds up every other
+ * peer of the backend, or NULL: libfabric 1.17's shm reads the answers to
+ * delivery-complete operations in post order, and a killed target never
+ * gives one (docs/api.md, "Limits of shm"). */
+static const char *notif_kill_stalls(void)
+{
+    if (strncmp(xc_spec, "ofi:", 4) == 0 && strstr(xc_spec, "provider=shm"))
+        return "libfabric 1.17 shm: a notification a killed target never "
+               "took holds back every later completion (docs/api.md, "
+               "Limits of shm)";
+    return NULL;
+}
+
 /* nreq requests of len bytes each (`op`; a WRITE with the notification
- * "v<i>") to a target process that is SIGKILLed while they are in
+ * "v<i>" where notif_kill_stalls() allows) to a target process that is SIGKILLed while they are in
  * flight, while a stream to another target of the same agent runs
  * across the kill.  Every request ends within WAIT_MS: XFER_OK (it
  * finished first) or XFER_ERR_REMOTE_DISCONNECT with a sentence naming
@@ -242,6 +248,8 @@ static void kill_midflight(xfer_op_t op, unsigned nreq, size_t len)
     xfer_status_t s;
     uint64_t start, took, seed = xt_seed();
     unsigned lost = 0, done = 0;
+    const char *stalls = notif_kill_stalls();
+    bool notify = op == XFER_OP_WRITE && stalls == NULL;
 
     xc_child_start(&victim, total);
     xc_child_start(&other, (size_t)SIDE_N * SIDE_SLOT);
@@ -263,13 +271,16 @@ static void kill_midflight(xfer_op_t op, unsigned nreq, size_t len)
     /* Connected and working before the kill. */
     XT_STATUS_FATAL(xt_post_wait(req[0], NULL, 0, WAIT_MS), XFER_OK);
 
+    if (op == XFER_OP_WRITE && !notify)
+        printf("SKIP: WRITEs to the killed peer carry no notification: %s ",
+               stalls);
     side_post(&side, SIDE_N / 2);
     for (unsigned i = 0; i < nreq; i++) {
         char m[16];
 
         snprintf(m, sizeof(m), "v%u", i);
-        s = op == XFER_OP_WRITE ? xfer_req_post(req[i], m, strlen(m))
-                                : xfer_req_post(req[i], NULL, 0);
+        s = notify ? xfer_req_post(req[i], m, strlen(m))
+                   : xfer_req_post(req[i], NULL, 0);
         XT_CHECK(s == XFER_IN_PROG || s == XFER_OK, "post %u: %s (%s)", i,
                  xt_status_name(s), xfer_last_error());
     }
@@ -346,12 +357,14 @@ static void test_proc_kill_mid_notifs(void)
  * for backends that declare timeout_ms. */
 static void stall_then_continue(xfer_op_t op)
 {
-    const size_t big = 64u << 20, small = 65536;
+    /* Big enough to fill the socket buffers of a stream; small enough
+     * that a loaded machine moves it well within timeout_ms. */
+    const size_t big = 4u << 20, small = 65536;
     const unsigned timeout = 1000, bound = 3 * timeout + 1000;
     xc_child_t victim, other;
     xfer_agent_t *ini;
     unsigned char *buf;
-    xfer_req_t *w, *w2;
+    xfer_req_t *w, *w2, *warm;
     xfer_status_t s;
     uint64_t took, seed = xt_seed(), seed2 = xt_seed();
     char ispec[256], *reply;
@@ -368,8 +381,9 @@ static void stall_then_continue(xfer_op_t op)
                     XFER_OK);
     w = xc_child_req(ini, &victim, op, buf, 0, big);
     w2 = xc_child_req(ini, &other, XFER_OP_WRITE, buf, 0, small);
+    warm = xc_child_req(ini, &victim, XFER_OP_WRITE, buf, 0, 64);
     /* Connected and working before it goes silent. */
-    XT_STATUS_FATAL(xt_post_wait(w, NULL, 0, WAIT_MS), XFER_OK);
+    XT_STATUS_FATAL(xt_post_wait(warm, NULL, 0, WAIT_MS), XFER_OK);
 
     stage(op, &victim, buf, big, seed);
     child_sigstop(&victim);
@@ -669,6 +683,14 @@ static void target_dereg_midstream(bool xalloc)
                  "registered memory: %s", reply);
     }
     dereg_pump(req, c.name, 100, false);
+    if (xalloc && xc_unenforced) {
+        /* Nothing stops a peer's WRITE there: unmapped, the target
+         * would fault.  Taken away only once no WRITE is in flight. */
+        printf("SKIP: memory not freed under WRITEs in flight: %s ",
+               xc_unenforced);
+        for (unsigned i = 0; i < DR_NREQ; i++)
+            XT_STATUS(xt_wait_req(req[i], WAIT_MS), XFER_OK);
+    }
     reply = xc_child_cmd(&c, "dereg");
     XT_REQUIRE(strcmp(reply, "ok") == 0, "target's deregistration: %s",
                reply);
@@ -677,12 +699,10 @@ static void target_dereg_midstream(bool xalloc)
         XT_REQUIRE(strcmp(reply, "ok") == 0, "target's xfer_mem_free: %s",
                    reply);
         if (xc_unenforced) {
-            /* Its peers would write into what it unmapped. */
-            printf("SKIP: WRITEs after xfer_mem_free not posted: %s ",
-                   xc_unenforced);
-            for (unsigned i = 0; i < DR_NREQ; i++)
-                xt_wait_req(req[i], WAIT_MS);
-            child_kill(&c);
+            reply = xc_child_cmd(&c, "ping");
+            XT_CHECK(strcmp(reply, "ok") == 0, "target after free: %s",
+                     reply);
+            xc_child_stop(&c);
             return;
         }
     } else {
@@ -724,7 +744,7 @@ static void test_proc_target_free_midstream(void)
  * (the status is then XFER_ERR_CANCELED) or XFER_IN_PROG, and the status
  * ends XFER_ERR_CANCELED or XFER_OK within the bound (docs/api.md).
  * Once it ended CANCELED the backend no longer touches the local buffer:
- * a READ's buffer, refilled, keeps its pattern after SIGCONT.  Then the
+ * refilled, it keeps its pattern after SIGCONT.  Then the
  * same request posts again and moves its bytes. */
 static void cancel_stopped(xfer_op_t op)
 {
@@ -781,14 +801,21 @@ static void cancel_stopped(xfer_op_t op)
              "%u ms (timeout_ms=%u)", op_word(op), took, bound, timeout);
     printf("[cancel: %s, ended %s after %" PRIu64 " ms] ",
            xt_status_name(cs), xt_status_name(s), took);
-    if (s == XFER_OK)
-        verify(op, &c, buf, big, seed, "cancelled transfer that ended OK");
-    /* Ended: the local buffer is ours again, even once the target runs. */
-    xt_fill(buf, big, canary);
-    kill(c.pid, SIGCONT);
-    xt_sleep_ms(300);
-    CHECK_PATTERN(buf, big, canary, 0, "local buffer after the request "
-                  "ended and the target ran again");
+    if (s == XFER_OK && op == XFER_OP_READ)
+        verify(op, &c, buf, big, seed, "cancelled READ that ended OK");
+    /* Ended cancelled: the local buffer is ours again, also once the
+     * target runs.  (After XFER_ERR_TIMEOUT a backend without cancel may
+     * still hold the operation: docs/api.md, ucx and ofi.) */
+    if (s == XFER_ERR_CANCELED)
+        xt_fill(buf, big, canary);
+    XT_REQUIRE(kill(c.pid, SIGCONT) == 0, "SIGCONT: %s", strerror(errno));
+    if (s == XFER_ERR_CANCELED) {
+        xt_sleep_ms(300);
+        CHECK_PATTERN(buf, big, canary, 0, "local buffer after the request "
+                      "ended cancelled and the target ran again");
+    }
+    if (s == XFER_OK && op == XFER_OP_WRITE)
+        verify(op, &c, buf, big, seed, "cancelled WRITE that ended OK");
 
     stage(op, &c, buf, big, seed2);
     XT_STATUS(repost_wait(req, WAIT_MS), XFER_OK);
