@@ -103,13 +103,13 @@ static xfer_status_t end_within(xfer_req_t *r, unsigned ms, uint64_t *took)
     return s;
 }
 
-/* Post again a request that ended, to a peer that works again, until it
- * succeeds or ms pass: after a timeout a backend without cancel answers
- * XFER_ERR_BUSY until its transport let the operations go (docs/api.md,
- * ucx and ofi), and on a loaded machine one post may still meet the
- * stall suite's short timeout_ms; a peer that does not work again fails
- * every try. */
-static xfer_status_t repost_wait(xfer_req_t *r, unsigned ms)
+/* Post a request, again if need be, until it succeeds or ms pass: after
+ * a timeout a backend without cancel answers XFER_ERR_BUSY until its
+ * transport let the operations go (docs/api.md, ucx and ofi), and on a
+ * loaded machine one post (the first one's connection set-up included)
+ * may meet the stall suite's short timeout_ms; a peer that does not work
+ * fails every try. */
+static xfer_status_t post_retry(xfer_req_t *r, unsigned ms)
 {
     uint64_t end = xt_now_ms() + ms;
     xfer_status_t s;
@@ -388,8 +388,9 @@ static void stall_then_continue(xfer_op_t op)
     w = xc_child_req(ini, &victim, op, buf, 0, big);
     w2 = xc_child_req(ini, &other, XFER_OP_WRITE, buf, 0, small);
     warm = xc_child_req(ini, &victim, XFER_OP_WRITE, buf, 0, 64);
-    /* Connected and working before it goes silent. */
-    XT_STATUS_FATAL(xt_post_wait(warm, NULL, 0, WAIT_MS), XFER_OK);
+    /* Both connected and working before one goes silent. */
+    XT_STATUS_FATAL(post_retry(warm, WAIT_MS), XFER_OK);
+    XT_STATUS_FATAL(post_retry(w2, WAIT_MS), XFER_OK);
 
     stage(op, &victim, buf, big, seed);
     child_sigstop(&victim);
@@ -411,7 +412,7 @@ static void stall_then_continue(xfer_op_t op)
 
     /* The other target is unaffected. */
     xt_fill(buf, small, seed);
-    XT_STATUS(xt_post_wait(w2, NULL, 0, WAIT_MS), XFER_OK);
+    XT_STATUS(post_retry(w2, WAIT_MS), XFER_OK);
     reply = xc_child_cmd(&other, "check 0 %zu %" PRIu64, small, seed);
     XT_CHECK(strcmp(reply, "ok") == 0, "surviving target: %s", reply);
     xc_child_stop(&other);
@@ -422,7 +423,7 @@ static void stall_then_continue(xfer_op_t op)
         verify(op, &victim, buf, big, seed, "stalled transfer that ended OK");
     /* Reached again without reloading anything: the same request. */
     stage(op, &victim, buf, big, seed2);
-    XT_STATUS(repost_wait(w, WAIT_MS), XFER_OK);
+    XT_STATUS(post_retry(w, WAIT_MS), XFER_OK);
     verify(op, &victim, buf, big, seed2, "after SIGCONT");
     xc_child_stop(&victim);
 }
@@ -830,7 +831,7 @@ static void cancel_stopped(xfer_op_t op, unsigned resume_ms)
     xt_register(ini, buf, total);
     XT_STATUS_FATAL(xfer_md_load(ini, c.blob, c.len, NULL, 0), XFER_OK);
     warm = xc_child_req(ini, &c, XFER_OP_WRITE, buf, 0, 64);
-    XT_STATUS_FATAL(xt_post_wait(warm, NULL, 0, WAIT_MS), XFER_OK);
+    XT_STATUS_FATAL(post_retry(warm, WAIT_MS), XFER_OK);
     req[0] = xc_child_req(ini, &c, op, buf, 0, len[0]);
     req[1] = xc_child_req(ini, &c, op, buf + len[0], len[0], len[1]);
     stage(op, &c, buf, total, seed);
@@ -872,7 +873,7 @@ static void cancel_stopped(xfer_op_t op, unsigned resume_ms)
 
     stage(op, &c, buf, total, seed2);
     for (unsigned i = 0; i < NQ; i++)
-        XT_STATUS(repost_wait(req[i], WAIT_MS), XFER_OK);
+        XT_STATUS(post_retry(req[i], WAIT_MS), XFER_OK);
     verify(op, &c, buf, total, seed2, "reposted after cancel");
     xc_child_stop(&c);
 }
