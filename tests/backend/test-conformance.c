@@ -30,7 +30,7 @@
 
 const char *xc_spec;              /* e.g. "tcp" or "tcp:nodelay=0" */
 const char *xc_unenforced;        /* conformance.h */
-static char plugin[64];           /* the xc_spec's plugin name */
+static char plugin[64];           /* the spec's plugin name */
 static unsigned caps;             /* XFER_CAP_* of the plugin */
 static bool hw;                   /* XFER_CAP_HW_KEYS, else SW_CHECK */
 static bool hw_knows_why;         /* ptest's emulation of HW_KEYS, which
