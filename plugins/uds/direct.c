@@ -566,9 +566,11 @@ static xfer_status_t gone(const uds_conn_t *tc, char *msg, size_t msg_size)
 }
 
 /* After a copy, whether the target still lived when it ended.  The
- * copy's loads and stores are ordered before the load of the word (the
- * sequentially consistent decrement of the in-flight count, else a
- * fence): XFER_OK then means they reached the target's memory before its
+ * copy's loads and stores are ordered before the load of the word by a
+ * sequentially consistent read-modify-write (the decrement of the
+ * in-flight count; without that page, one on a local: a full barrier on
+ * the hardware, where a fence would do, and ThreadSanitizer takes no
+ * fences): XFER_OK then means they reached the target's memory before its
  * keeper thread's exit (life.c) marked it dead, which precedes the
  * closing of its sockets and its reaping; so a post begun after the
  * target's death could be observed by anyone never answers XFER_OK.
@@ -576,10 +578,12 @@ static xfer_status_t gone(const uds_conn_t *tc, char *msg, size_t msg_size)
  * bytes: no one can tell that apart from a copy just before the kill.) */
 static int copied_alive(const uds_conn_t *tc)
 {
+    int order = 0;
+
     if (tc->inflight)
         __atomic_fetch_sub(tc->inflight, 1, __ATOMIC_SEQ_CST);
     else
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        (void)__atomic_exchange_n(&order, 1, __ATOMIC_SEQ_CST);
     return xfer__uds_alive(tc->life);
 }
 

@@ -48,6 +48,19 @@ static void say(const char *fmt, ...)
     fflush(stdout);
 }
 
+/* Take the uds plugin's lock: the progress thread moves framed data
+ * into and out of the region under it, so this orders our own accesses
+ * with its (the edge through the pipe from the test is one TSan does not
+ * see). */
+static void plugin_sync(xfer_agent_t *a)
+{
+    xfer_backend_t *b = NULL;
+    char state[XFER_STATE_MAX];
+
+    if (xfer_backend_find(a, "uds", &b) == XFER_OK)
+        (void)xfer_backend_state(b, state, sizeof state);
+}
+
 /* An agent with a progress thread and REGION bytes from xfer_mem_alloc,
  * registered whole for READ and WRITE (so uds shares its memfd); its
  * first line is "MD <blob>".  Then, one answer per line:
@@ -91,10 +104,13 @@ static int target_main(const char *name)
 
         if (sscanf(line, "fill %" SCNx64, &seed) == 1) {
             xt_fill(mem, REGION, seed);
+            plugin_sync(a);
             say("ok");
         } else if (sscanf(line, "check %" SCNx64, &seed) == 1) {
-            long at = xt_check(mem, XLEN, seed);
+            long at;
 
+            plugin_sync(a);
+            at = xt_check(mem, XLEN, seed);
             if (at < 0)
                 say("ok");
             else
