@@ -576,14 +576,15 @@ static xfer_status_t gone(const uds_conn_t *tc, char *msg, size_t msg_size)
  * target's death could be observed by anyone never answers XFER_OK.
  * (A target killed but not yet through its exit can still get the
  * bytes: no one can tell that apart from a copy just before the kill.) */
-static int copied_alive(const uds_conn_t *tc)
+static inline int copied_alive(const uds_conn_t *tc)
 {
-    int order = 0;
-
-    if (tc->inflight)
+    if (tc->inflight) {
         __atomic_fetch_sub(tc->inflight, 1, __ATOMIC_SEQ_CST);
-    else
+    } else {
+        int order = 0;
+
         (void)__atomic_exchange_n(&order, 1, __ATOMIC_SEQ_CST);
+    }
     return xfer__uds_alive(tc->life);
 }
 

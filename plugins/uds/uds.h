@@ -187,12 +187,12 @@ typedef struct uds_conn {
 #define UDS_LIFE_HEAD_OFF 64u
 #define UDS_LIFE_ENTRY_OFF 128u
 
-/* Whether the target whose liveness word this is still lives: one load. */
+/* Whether the target whose liveness word this is still lives: one load,
+ * one compare (a thread id, with neither FUTEX_OWNER_DIED nor
+ * FUTEX_WAITERS, which no one sets while it lives). */
 static inline int xfer__uds_alive(const uint32_t *w)
 {
-    uint32_t v = __atomic_load_n(w, __ATOMIC_SEQ_CST);
-
-    return (v & FUTEX_TID_MASK) != 0 && !(v & FUTEX_OWNER_DIED);
+    return __atomic_load_n(w, __ATOMIC_SEQ_CST) - 1u < FUTEX_TID_MASK;
 }
 /* The in-flight count a target gives each peer: one page, a u64. */
 #define INFLIGHT_SIZE 4096u
