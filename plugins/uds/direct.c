@@ -576,7 +576,7 @@ static xfer_status_t gone(const uds_conn_t *tc, char *msg, size_t msg_size)
  * target's death could be observed by anyone never answers XFER_OK.
  * (A target killed but not yet through its exit can still get the
  * bytes: no one can tell that apart from a copy just before the kill.) */
-static inline int copied_alive(const uds_conn_t *tc)
+static inline int copied_alive(const uds_conn_t *tc, const uint32_t *life)
 {
     if (tc->inflight) {
         __atomic_fetch_sub(tc->inflight, 1, __ATOMIC_SEQ_CST);
@@ -585,7 +585,7 @@ static inline int copied_alive(const uds_conn_t *tc)
 
         (void)__atomic_exchange_n(&order, 1, __ATOMIC_SEQ_CST);
     }
-    return xfer__uds_alive(tc->life);
+    return xfer__uds_alive(life);
 }
 
 /* Move a request's data without frames.  XFER_OK: all of it moved;
@@ -627,7 +627,7 @@ static xfer_status_t direct(uds_t *u, uds_conn_t *tc, xfer_op_t op,
     } else {
         st = direct_copy(u, tc, op, segs, nseg, msg, msg_size);
     }
-    alive = copied_alive(tc);
+    alive = copied_alive(tc, tc->life);
     if (st == XFER_OK && !alive)
         st = gone(tc, msg, msg_size);
     return st;
@@ -721,14 +721,19 @@ static xfer_status_t fast_post(uds_t *u, xfer_be_req_t *req, uds_req_t *ur)
     __atomic_fetch_add(&g->readers, 1, __ATOMIC_SEQ_CST);
     tc = __atomic_load_n(&g->live, __ATOMIC_SEQ_CST);
     if (tc) {
+        /* Where the word is, read before the atomics below, which make
+         * the compiler read plain fields again: after the copy, the
+         * check is one load of a line already here. */
+        const uint32_t *life = tc->life;
+
         if (tc->inflight)
             __atomic_fetch_add(tc->inflight, 1, __ATOMIC_SEQ_CST);
         /* The stamp and the liveness word share a cache line.  A target
          * gone before or during the copy: the locked path says so. */
         if (__atomic_load_n(tc->gen, __ATOMIC_SEQ_CST) + 1 == ur->vgen &&
-            xfer__uds_alive(tc->life))
+            xfer__uds_alive(life))
             st = fast_copy(u, tc, op, segs, nseg, &ur->last);
-        if (!copied_alive(tc))
+        if (!copied_alive(tc, life))
             st = XFER_ERR_NOT_SUPPORTED;
     }
     __atomic_fetch_sub(&g->readers, 1, __ATOMIC_RELEASE);
