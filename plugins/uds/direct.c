@@ -236,10 +236,24 @@ static xfer_status_t fd_take(uds_t *u, xfer__stream_conn_t *c,
                      strerror(errno));
             return XFER_ERR_REMOTE_DISCONNECT;
         }
-        if (id)
+        if (id) {
             tc->inflight = p;
-        else
+        } else if (le32toh(__atomic_load_n((const uint32_t *)(const void *)
+                                               ((uint8_t *)p +
+                                                UDS_LIFE_MAGIC_OFF),
+                                           __ATOMIC_ACQUIRE)) !=
+                   UDS_LIFE_MAGIC) {
+            /* We could not tell its death from a copy into its memory:
+             * no stamp, so its data moves through the socket. */
+            munmap(p, GEN_SIZE);
+            ULOG(u, XFER_LOG_WARN, "uds: agent '%s' shares no liveness word "
+                 "(an older xfer?): its data moves through the socket",
+                 xfer__stream_conn_name(c));
+        } else {
             tc->gen = p;
+            tc->life = (const uint32_t *)(const void *)((uint8_t *)p +
+                                                        UDS_LIFE_OFF);
+        }
         return XFER_OK;
     }
     if (tc->nmaps >= u->cfg.shm_maps_max) {
@@ -536,6 +550,44 @@ static xfer_status_t direct_copy(uds_t *u, uds_conn_t *tc, xfer_op_t op,
     return st;
 }
 
+/* The sentence of a post to a target whose liveness word says it is gone
+ * (uds.h): its process ended, or it closed its backend. */
+static xfer_status_t gone(const uds_conn_t *tc, char *msg, size_t msg_size)
+{
+    uint32_t v = __atomic_load_n(tc->life, __ATOMIC_RELAXED);
+
+    snprintf(msg, msg_size, "uds: agent '%s' (pid %d) is gone: %s",
+             xfer__stream_conn_name(tc->conn), (int)tc->pid,
+             v & FUTEX_OWNER_DIED
+                 ? "its process ended (killed, exited or exec'd); what it "
+                   "shared is no longer its memory"
+                 : "it closed its uds backend (its agent was destroyed)");
+    return XFER_ERR_REMOTE_DISCONNECT;
+}
+
+/* After a copy, whether the target still lived when it ended.  The
+ * copy's loads and stores are ordered before the load of the word by a
+ * sequentially consistent read-modify-write (the decrement of the
+ * in-flight count; without that page, one on a local: a full barrier on
+ * the hardware, where a fence would do, and ThreadSanitizer takes no
+ * fences): XFER_OK then means they reached the target's memory before its
+ * keeper thread's exit (life.c) marked it dead, which precedes the
+ * closing of its sockets and its reaping; so a post begun after the
+ * target's death could be observed by anyone never answers XFER_OK.
+ * (A target killed but not yet through its exit can still get the
+ * bytes: no one can tell that apart from a copy just before the kill.) */
+static inline int copied_alive(const uds_conn_t *tc, const uint32_t *life)
+{
+    if (tc->inflight) {
+        __atomic_fetch_sub(tc->inflight, 1, __ATOMIC_SEQ_CST);
+    } else {
+        int order = 0;
+
+        (void)__atomic_exchange_n(&order, 1, __ATOMIC_SEQ_CST);
+    }
+    return xfer__uds_alive(life);
+}
+
 /* Move a request's data without frames.  XFER_OK: all of it moved;
  * XFER_ERR_NOT_SUPPORTED: use the frames; another error: the request
  * fails with it and the sentence in msg.  *vgen: on entry the stamp the
@@ -547,11 +599,17 @@ static xfer_status_t direct(uds_t *u, uds_conn_t *tc, xfer_op_t op,
 {
     uint64_t g;
     xfer_status_t st;
+    int alive;
 
     /* No stamp yet: the target sends it with the answer to this
      * connection's first operation it accepted. */
     if (u->mode == MODE_SOCKET || !tc->gen)
         return XFER_ERR_NOT_SUPPORTED;
+    /* A target that is gone: its memfds are orphans, its pid may be
+     * another process's; the request fails at once (the socket, closed,
+     * would fail frames too, once progress read it). */
+    if (!xfer__uds_alive(tc->life))
+        return gone(tc, msg, msg_size);
     /* The target checks a request's descriptors itself on its first post
      * (frames); after that, data moves directly until the target
      * deregisters anything.  Announcing the copy before reading the
@@ -569,8 +627,9 @@ static xfer_status_t direct(uds_t *u, uds_conn_t *tc, xfer_op_t op,
     } else {
         st = direct_copy(u, tc, op, segs, nseg, msg, msg_size);
     }
-    if (tc->inflight)
-        __atomic_fetch_sub(tc->inflight, 1, __ATOMIC_RELEASE);
+    alive = copied_alive(tc, tc->life);
+    if (st == XFER_OK && !alive)
+        st = gone(tc, msg, msg_size);
     return st;
 }
 
@@ -662,12 +721,20 @@ static xfer_status_t fast_post(uds_t *u, xfer_be_req_t *req, uds_req_t *ur)
     __atomic_fetch_add(&g->readers, 1, __ATOMIC_SEQ_CST);
     tc = __atomic_load_n(&g->live, __ATOMIC_SEQ_CST);
     if (tc) {
+        /* Where the word is, read before the atomics below, which make
+         * the compiler read plain fields again: after the copy, the
+         * check is one load of a line already here. */
+        const uint32_t *life = tc->life;
+
         if (tc->inflight)
             __atomic_fetch_add(tc->inflight, 1, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(tc->gen, __ATOMIC_SEQ_CST) + 1 == ur->vgen)
+        /* The stamp and the liveness word share a cache line.  A target
+         * gone before or during the copy: the locked path says so. */
+        if (__atomic_load_n(tc->gen, __ATOMIC_SEQ_CST) + 1 == ur->vgen &&
+            xfer__uds_alive(life))
             st = fast_copy(u, tc, op, segs, nseg, &ur->last);
-        if (tc->inflight)
-            __atomic_fetch_sub(tc->inflight, 1, __ATOMIC_RELEASE);
+        if (!copied_alive(tc, life))
+            st = XFER_ERR_NOT_SUPPORTED;
     }
     __atomic_fetch_sub(&g->readers, 1, __ATOMIC_RELEASE);
     return st;

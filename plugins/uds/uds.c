@@ -466,6 +466,19 @@ static xfer_status_t stamp_create(uds_t *u)
              strerror(errno));
         close(u->gen_fd);
         u->gen_fd = -1;
+        return XFER_OK;
+    }
+    /* Without a liveness word a peer could not tell our death from the
+     * copy into our memory (life.c): none shared, as above. */
+    {
+        char why[192] = "";
+
+        if (xfer__uds_life_start(u, why, sizeof why) != XFER_OK) {
+            ULOG(u, XFER_LOG_WARN, "uds: no liveness word for peers (%s): "
+                 "peers move data through the socket", why);
+            close(u->gen_fd);
+            u->gen_fd = -1;
+        }
     }
     return XFER_OK;
 }
@@ -543,6 +556,7 @@ static xfer_status_t uds_init(const xfer_host_t *host, const void *config,
     }
     return XFER_OK;
 fail:
+    xfer__uds_life_stop(u);
     if (u->lfd >= 0)
         close(u->lfd);
     if (u->gen)
@@ -563,6 +577,8 @@ static void uds_fini(xfer_be_t *be)
     if (!be)
         return;
     u = xfer__stream_tctx(be);
+    /* Peers stop copying into us before they can see the sockets close. */
+    xfer__uds_life_stop(u);
     xfer__stream_destroy(be);
     xfer__uds_shares_free(u); /* closed ones still counting */
     close(u->lfd);

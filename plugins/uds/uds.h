@@ -4,6 +4,7 @@
 #define XFER_PLUGINS_UDS_H
 
 #include <limits.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -122,7 +123,17 @@ typedef struct uds {
     int gen_fd;                     /* memfd of the registration stamp,
                                        sealed: peers map it read-only;
                                        -1: not shareable (old kernel) */
-    uint64_t *gen;                  /* bumped by every deregistration */
+    uint64_t *gen;                  /* bumped by every deregistration;
+                                       its page holds the liveness word */
+    /* The liveness word's keeper (life.c): a thread of ours. */
+    pthread_t life_thr;
+    pthread_mutex_t life_mu;        /* guards life_state and life_stop */
+    pthread_cond_t life_cv;
+    int life_init;                  /* life_mu, life_cv initialised */
+    int life_on;                    /* the thread runs: join it */
+    int life_state;                 /* 0 starting, 1 holding, -errno */
+    int life_stop;
+    pid_t life_pid;                 /* the process that started it */
     uint8_t info[UDS_INFO_SIZE];
     struct iovec liov[UDS_IOV], riov[UDS_IOV];
     uint8_t **where;                /* shm: resolved remote addresses */
@@ -149,6 +160,7 @@ typedef struct uds_conn {
     xfer__stream_conn_t *conn;
     uds_share_t *share; /* target: what this peer maps of ours */
     const uint64_t *gen;/* the target's registration stamp, read-only */
+    const uint32_t *life; /* its liveness word, in the same page */
     uint64_t *inflight; /* our direct copies under way there (its page) */
     pid_t pid;          /* the target, as the kernel saw it connect */
     int warned_maps;    /* shm_maps_max reached (logged once) */
@@ -160,8 +172,28 @@ typedef struct uds_conn {
 } uds_conn_t;
 
 /* The registration stamp: one page, a u64 the target increments before
- * each deregistration. */
+ * each deregistration.  The same page holds the target's liveness word
+ * (life.c; docs/wire-tcp.md): at UDS_LIFE_OFF a futex word that holds
+ * the id of a thread of the target's uds backend while that backend
+ * lives, 0 once it closed, and FUTEX_OWNER_DIED, set by the kernel, once
+ * that thread ended (the process was killed, exited or exec'd); valid
+ * only under UDS_LIFE_MAGIC.  It shares the stamp's cache line: a post
+ * reads both for the price of one.  Then the robust list through which
+ * the kernel finds the word (the target's own; peers only see it). */
 #define GEN_SIZE 4096u
+#define UDS_LIFE_MAGIC 0x56494c58u /* "XLIV" */
+#define UDS_LIFE_MAGIC_OFF 8u
+#define UDS_LIFE_OFF 12u
+#define UDS_LIFE_HEAD_OFF 64u
+#define UDS_LIFE_ENTRY_OFF 128u
+
+/* Whether the target whose liveness word this is still lives: one load,
+ * one compare (a thread id, with neither FUTEX_OWNER_DIED nor
+ * FUTEX_WAITERS, which no one sets while it lives). */
+static inline int xfer__uds_alive(const uint32_t *w)
+{
+    return __atomic_load_n(w, __ATOMIC_SEQ_CST) - 1u < FUTEX_TID_MASK;
+}
 /* The in-flight count a target gives each peer: one page, a u64. */
 #define INFLIGHT_SIZE 4096u
 /* How long a deregistration waits for peers' copies under way: they are
@@ -206,6 +238,10 @@ xfer_status_t xfer__uds_mem_share(uds_t *u, void *mem,
                                   const xfer_shm_info_t *si);
 /* Forget a registration's memfd (deregistration). */
 void xfer__uds_mem_unshare(uds_t *u, void *mem);
+/* life.c: start the thread that holds the liveness word (msg: why not),
+ * and stop it (the word reads 0), before the sockets close. */
+xfer_status_t xfer__uds_life_start(uds_t *u, char *msg, size_t msg_size);
+void xfer__uds_life_stop(uds_t *u);
 /* After the stamp moved: wait (bounded) for peers' copies under way. */
 void xfer__uds_quiesce(uds_t *u);
 void xfer__uds_shares_free(uds_t *u);

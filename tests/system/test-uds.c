@@ -181,8 +181,9 @@ static void test_dead_target(void)
         r = (xfer_desc_t){ (uintptr_t)addr, 4096, 0 };
     }
     rl = xt_dlist(&r, 1);
-    /* No progress thread: nothing notices the closed socket before the
-     * copy itself does. */
+    /* No progress thread: nothing reads the closed socket; the post's
+     * own check (the target's liveness word, then ESRCH) must fail it.
+     * The shm path's cases are test-uds-gone's. */
     ini = xt_agent(xt_name("ini"), "uds:mode=cma", 0);
     xt_register(ini, buf, 65536);
     XT_STATUS_FATAL(xfer_md_load(ini, blob, len, NULL, 0), XFER_OK);
