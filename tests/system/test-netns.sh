@@ -80,9 +80,14 @@ done
 
 # The target killed mid-run: the initiator ends with a sentence within
 # XB_TIMEOUT_MS and the backend's own bounds, never hangs.
+# What the target's end of the link has received, in bytes.
+rx_bytes() {
+    ip netns exec "$nsa" cat "/sys/class/net/$tag-va/statistics/rx_bytes"
+}
 killed() {
     name=$1 tspec=$2 ispec=$3
     port=$((port + 1))
+    base=$(rx_bytes)
     ip netns exec "$nsa" "$bench" --role target --peer "198.18.0.1:$port" \
         --backend "$tspec" --start-block-size 1M --max-block-size 1M \
         --num-iter 1000000 >"$work/$name.t" 2>&1 &
@@ -91,13 +96,27 @@ killed() {
         --peer "198.18.0.1:$port" --backend "$ispec" --start-block-size 1M \
         --max-block-size 1M --num-iter 1000000 >"$work/$name.i" 2>&1 &
     ipid=$!
-    sleep 3
-    if ! kill -0 "$ipid" 2>/dev/null; then
-        echo "FAIL: $name: the initiator ended before the kill"
-        sed 's/^/  initiator: /' "$work/$name.i"
-        fail=1
-        return
-    fi
+    # Mid-run: WRITEs have brought 16 MiB to the target's end of the
+    # link.  Waited for by bytes, not by time: a sanitized build on a
+    # loaded machine takes seconds just to start.
+    start=$(date +%s)
+    while [ $(( $(rx_bytes) - base )) -lt 16777216 ]; do
+        if ! kill -0 "$ipid" 2>/dev/null; then
+            echo "FAIL: $name: the initiator ended before the kill"
+            sed 's/^/  initiator: /' "$work/$name.i"
+            fail=1
+            return
+        fi
+        if [ $(( $(date +%s) - start )) -gt 120 ]; then
+            echo "FAIL: $name: 16 MiB did not cross the link in 120 s"
+            sed 's/^/  initiator: /' "$work/$name.i"
+            pkill -9 -P "$tpid" 2>/dev/null
+            kill -9 "$tpid" "$ipid" 2>/dev/null
+            fail=1
+            return
+        fi
+        sleep 0.2
+    done
     # The target's processes (ip netns exec execs it: tpid is the bench).
     pkill -9 -P "$tpid" 2>/dev/null
     kill -9 "$tpid" 2>/dev/null

@@ -139,7 +139,9 @@ static void test_info_ipv4(void)
 static void test_info_ipv6(void)
 {
     xfer__tcpsock_cfg_t c = cfg_default();
-    xfer__tcpsock_t s;
+    /* Static: the deferred close runs in the teardown, after this frame
+     * is gone (ASan: stack-use-after-return). */
+    static xfer__tcpsock_t s;
     uint8_t want[XFER__TCPSOCK_INFO_SIZE] = { 'X', 'T', 'C', 'P', 1, 6 };
     uint16_t port;
     char str[64], exp[64];

@@ -485,14 +485,15 @@ static void test_invalidate_races_posts(void)
 /* ---- a slow registration on one backend, transfers on another ---------------- */
 
 /* The agent has the suite's backend first and ptpoll, whose
- * mem_register sleeps 50 ms, second.  One thread registers and
+ * mem_register sleeps 400 ms, second.  One thread registers and
  * deregisters on ptpoll alone in a loop; another thread's transfers over
  * the first backend never wait for it: each post-to-completion stays
- * below 40 ms.  A functional check, not a benchmark: with registration
+ * below 200 ms.  A functional check, not a benchmark: with registration
  * holding anything a post needs, nearly every window of transfers has
- * one waiting up to 50 ms.  On a loaded machine a scheduler hiccup can
- * exceed 40 ms too, so the window is tried up to three times and one
- * clean window passes. */
+ * one waiting up to 400 ms.  On a loaded machine (or under a sanitizer,
+ * two tests at once on two cores) a scheduler hiccup can pass a tighter
+ * bound: 50 ms against 40 failed under ASan at load 15.  The window is
+ * tried up to three times and one clean window passes. */
 static void test_slow_register_isolated(void)
 {
     world_t w;
@@ -504,26 +505,26 @@ static void test_slow_register_isolated(void)
     uint64_t best = UINT64_MAX;
     char seen[128] = "";
 
-    /* Buffers registered before ptpoll joins: ptpoll's 50 ms pinning of
+    /* Buffers registered before ptpoll joins: ptpoll's 400 ms pinning of
      * them happens in xfer_backend_add, before the measurement. */
     world_setup(&w, 1, 8);
-    XT_STATUS_FATAL(xfer_backend_add(w.ini, "ptpoll:reg_delay_ms=50", &slow),
+    XT_STATUS_FATAL(xfer_backend_add(w.ini, "ptpoll:reg_delay_ms=400", &slow),
                     XFER_OK);
     XT_STATUS_FATAL(xfer_backend_find(w.ini, spec, &fast), XFER_OK);
     req = world_req(&w, 0, XFER_OP_WRITE, 0, 0, 8);
     XT_CHECK(xfer_req_backend(req) == fast, "the WRITE is not on %s", spec);
-    for (int attempt = 0; attempt < 3 && best >= 40000; attempt++) {
+    for (int attempt = 0; attempt < 3 && best >= 200000; attempt++) {
         atomic_bool stop = false;
-        uint64_t end = xt_now_ms() + 10000;
+        uint64_t end = xt_now_ms() + 30000;
         size_t used = strlen(seen);
 
         k = (worker_t){.tag = 0, .stop = &stop, .lbuf = w.lbuf,
                        .rbuf = w.rbuf[0], .len = 8, .wreq = req};
         churn_start(&c, &ct, w.ini, slow, &stop);
         start(&th, worker_main, &k);
-        /* At least five slow registrations and two hundred transfers. */
+        /* At least three slow registrations and two hundred transfers. */
         while (xt_now_ms() < end &&
-               (atomic_load(&c.cycles) < 5 || atomic_load(&k.done) < 200) &&
+               (atomic_load(&c.cycles) < 3 || atomic_load(&k.done) < 200) &&
                !atomic_load(&k.failed) && !atomic_load(&c.failed))
             xt_sleep_ms(10);
         atomic_store(&stop, true);
@@ -531,8 +532,8 @@ static void test_slow_register_isolated(void)
         pthread_join(ct, NULL);
         check_workers(&k, 1);
         churn_check(&c, 0);
-        XT_REQUIRE(atomic_load(&c.cycles) >= 5 && k.done >= 200, "only %d "
-                   "slow registrations and %d transfers in 10 s",
+        XT_REQUIRE(atomic_load(&c.cycles) >= 3 && k.done >= 200, "only %d "
+                   "slow registrations and %d transfers in 30 s",
                    atomic_load(&c.cycles), k.done);
         if (k.max_us < best)
             best = k.max_us;
@@ -542,8 +543,8 @@ static void test_slow_register_isolated(void)
                "slowest %llu us\n", k.done, spec, atomic_load(&c.cycles),
                (unsigned long long)k.max_us);
     }
-    XT_CHECK(best < 40000, "transfers on %s waited for registrations on "
-             "ptpoll (50 ms each): slowest of each try %s us", spec, seen);
+    XT_CHECK(best < 200000, "transfers on %s waited for registrations on "
+             "ptpoll (400 ms each): slowest of each try %s us", spec, seen);
 }
 
 #define COMMON_TESTS                                                        \
