@@ -308,6 +308,7 @@ static void ini_wc(vb_t *v, vb_qp_t *qp, const struct ibv_wc *wc)
     char why[300];
 
     if (wc->status == IBV_WC_SUCCESS) {
+        qp->done_ms = xfer__now_ms();
         if (!vb__sq_complete(&qp->sq, idx, &e)) {
             /* RC completes in order: this cannot be, and the queue's
              * count would never come right again. */
@@ -521,8 +522,11 @@ static void channel_events(vb_t *v)
 }
 
 /* The oldest notification p's first QP holds, if it has held it longer
- * than timeout_ms: a target that stopped reposting receives (RNR retries
- * forever) or a QP that went quiet.  Lock held. */
+ * than timeout_ms while the QP completed nothing: a target that stopped
+ * reposting receives (RNR retries forever) or a QP that went quiet.  A
+ * notification behind slow data that still completes is not stuck (RC
+ * completes in order: a SEND that meets RNR holds everything behind
+ * it).  Lock held. */
 static bool notif_stuck(vb_t *v, vb_peer_t *p, uint64_t now)
 {
     vb_qp_t *qp = vb__qp_get(v, 0, p->slot[0]);
@@ -533,9 +537,13 @@ static bool notif_stuck(vb_t *v, vb_peer_t *p, uint64_t now)
         const vb_sq_ent_t *e = &qp->sq.ring[(qp->sq.head + i) %
                                             qp->sq.depth];
 
-        if (e->kind == VB_WR_NOTIF && e->owner != NULL)
-            return now - ((const vb_slot_t *)e->owner)->posted_ms >=
-                   v->cfg.timeout_ms;
+        if (e->kind == VB_WR_NOTIF && e->owner != NULL) {
+            uint64_t since = ((const vb_slot_t *)e->owner)->posted_ms;
+
+            if (qp->done_ms > since)
+                since = qp->done_ms;
+            return now - since >= v->cfg.timeout_ms;
+        }
     }
     return false;
 }

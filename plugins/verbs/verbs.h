@@ -124,6 +124,7 @@ typedef struct vb_qp {
     uint8_t rail;
     uint32_t psn;              /* our starting PSN */
     vb_sq_t sq;                /* VB_QP_INI: its send queue */
+    uint64_t done_ms;          /* VB_QP_INI: its last good completion */
     void *owner;               /* VB_QP_INI: the peer; VB_QP_TGT: the
                                   target connection (vb_tconn_t) */
 } vb_qp_t;
