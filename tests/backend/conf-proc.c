@@ -109,10 +109,10 @@ static void target_exit(target_t *t, int status)
  * goes away.  Never returns. */
 /* XT_CHILD_NETNS=/run/netns/NAME: the target process lives in that
  * network namespace, so that the process tests cross a real link
- * (tests/backend/conformance-netns.sh makes one). */
-static void child_netns(int fd)
+ * (tests/backend/conformance-netns.sh makes one).  ns is that, or what
+ * xc_child_start_in was given ("": stay in ours). */
+static void child_netns(int fd, const char *ns)
 {
-    const char *ns = getenv("XT_CHILD_NETNS");
     int nfd;
 
     if (ns == NULL || ns[0] == '\0')
@@ -126,7 +126,8 @@ static void child_netns(int fd)
     close(nfd);
 }
 
-static void child_main(int fd, const char *name, size_t size)
+static void child_main(int fd, const char *name, size_t size,
+                       const char *ns)
 {
     target_t t = { fd, NULL, NULL, calloc(1, 65536) };
     xfer_agent_opts_t o;
@@ -138,7 +139,7 @@ static void child_main(int fd, const char *name, size_t size)
 
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     alarm(120);
-    child_netns(fd);
+    child_netns(fd, ns);
     xfer_agent_opts_init(&o);
     o.name = name;
     if (t.notifs == NULL ||
@@ -209,6 +210,11 @@ static void fd_close(void *arg)
  * Call before creating agents in this process. */
 void xc_child_start(xc_child_t *c, size_t size)
 {
+    xc_child_start_in(c, size, getenv("XT_CHILD_NETNS"));
+}
+
+void xc_child_start_in(xc_child_t *c, size_t size, const char *netns)
+{
     int sv[2];
 
     snprintf(c->name, sizeof(c->name), "%s", xt_name("proc"));
@@ -219,7 +225,7 @@ void xc_child_start(xc_child_t *c, size_t size)
     XT_REQUIRE(c->pid >= 0, "fork: %s", strerror(errno));
     if (c->pid == 0) {
         close(sv[0]);
-        child_main(sv[1], c->name, size);
+        child_main(sv[1], c->name, size, netns);
     }
     close(sv[1]);
     c->fd = sv[0];

@@ -10,6 +10,17 @@
 # channel listens on 0.0.0.0 and advertises the namespace's address.
 # Needs root and iproute2; says SKIP otherwise.  The
 # namespaces and links are deleted on every exit.
+#
+# Then the link suite (tests/backend/conf-link.c), once per way of cutting
+# the link (XT_LINK_MODES, default "blackhole down"): the program gets
+# XT_LINK_CUT and XT_LINK_RESTORE, shell commands it runs mid-transfer,
+# and keeps one target in its own namespace (the peer the cut must not
+# touch).  Both cut on b's side, so that to the initiator in a the link
+# goes silent (no RST, no ICMP: its packets vanish and TCP retransmits):
+#   blackhole  a route in b drops everything b sends to 198.18.0.1; a's
+#              packets still reach b, nothing comes back;
+#   down       b's end of the veth goes down: a's end loses its carrier
+#              and the veth drops whatever a sends.
 set -u
 
 top=${abs_top_builddir:-$(pwd)}
@@ -76,5 +87,27 @@ for spec in $specs; do
         r=1
     fi
     [ "$r" -eq 0 ] || rc=1
+    for mode in ${XT_LINK_MODES-blackhole down}; do
+        case $mode in
+        blackhole)
+            cut="ip -n $b route add blackhole 198.18.0.1/32"
+            restore="ip -n $b route del blackhole 198.18.0.1/32" ;;
+        down)
+            cut="ip -n $b link set xt0 down"
+            restore="ip -n $b link set xt0 up" ;;
+        *)
+            echo "FAIL: XT_LINK_MODES: unknown mode $mode (blackhole, down)"
+            rc=1; continue ;;
+        esac
+        echo "=== $spec: link cut by $mode ($cut)"
+        XT_ONLY=test_link XT_CHILD_NETNS=/run/netns/$b XT_LINK_CUT=$cut \
+            XT_LINK_RESTORE=$restore \
+            ip netns exec "$a" ${XT_WRAP:-} "$prog" "$spec"
+        r=$?
+        # A test that failed with the link cut must not leave it so.
+        $restore 2>/dev/null
+        echo "=== $spec, link cut by $mode: exit $r"
+        [ "$r" -eq 0 ] || rc=1
+    done
 done
 exit $rc
