@@ -24,11 +24,17 @@
 #              flushes a's neighbour entry for b, which ARP marked failed
 #              during the cut (the first connect after would otherwise
 #              answer EHOSTUNREACH: the kernel's, not the backend's).
-# The link suite runs on tcp; on ucx and ofi it is known to fail (a new
-# ucx endpoint to a peer behind a silent cut blocks in UCX's blocking
-# connect() under the worker lock; ofi's tcp;ofi_rxm does not reach the
-# peer again after the link returns), so it runs there only with
-# XT_LINK_ALL=1, and says SKIP otherwise.
+# The link suite runs on tcp.  On ucx and ofi it is known to fail, so it
+# runs there only with XT_LINK_ALL=1 and says SKIP otherwise:
+#   ucx   a post (or request creation) that needs a new endpoint to a peer
+#         behind the cut blocks in UCX's blocking connect() (UCX 1.13:
+#         UCX_TCP_CONN_NB=n) under the worker lock: for the kernel's SYN
+#         retries (about two minutes) on a silent cut, about 3 s per
+#         endpoint on a down link; UCX_TCP_CONN_NB=y crashes UCX later;
+#   ofi   tcp;ofi_rxm may still deliver nothing for seconds after the
+#         reload (it reuses its stalled connection to the same address),
+#         a notification sent then may never arrive, and destroying the
+#         agent while rxm holds the cut peer's operations may crash.
 set -u
 
 top=${abs_top_builddir:-$(pwd)}
@@ -98,10 +104,10 @@ for spec in $specs; do
     case $spec:${XT_LINK_ALL:-0} in
     tcp*|*:1) ;;
     ucx*)
-        echo "SKIP: link suite on $spec: a new endpoint to a peer behind a silent cut blocks in UCX's connect() (UCX_TCP_CONN_NB=n) for the kernel's SYN retries; XT_LINK_ALL=1 runs it"
+        echo "SKIP: link suite on $spec: a new endpoint to a peer behind a cut blocks in UCX's connect() under the worker lock (see this script's header); XT_LINK_ALL=1 runs it"
         continue ;;
     *)
-        echo "SKIP: link suite on $spec: tcp;ofi_rxm does not reach the peer again after the link returns and it is reloaded; XT_LINK_ALL=1 runs it"
+        echo "SKIP: link suite on $spec: tcp;ofi_rxm's recovery after a cut is not reliable (see this script's header); XT_LINK_ALL=1 runs it"
         continue ;;
     esac
     for mode in ${XT_LINK_MODES-blackhole down}; do
