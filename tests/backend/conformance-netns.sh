@@ -24,17 +24,16 @@
 #              flushes a's neighbour entry for b, which ARP marked failed
 #              during the cut (the first connect after would otherwise
 #              answer EHOSTUNREACH: the kernel's, not the backend's).
-# The link suite runs on tcp.  On ucx and ofi it is known to fail, so it
-# runs there only with XT_LINK_ALL=1 and says SKIP otherwise:
-#   ucx   a post (or request creation) that needs a new endpoint to a peer
-#         behind the cut blocks in UCX's blocking connect() (UCX 1.13:
-#         UCX_TCP_CONN_NB=n) under the worker lock: for the kernel's SYN
-#         retries (about two minutes) on a silent cut, about 3 s per
-#         endpoint on a down link; UCX_TCP_CONN_NB=y crashes UCX later;
-#   ofi   tcp;ofi_rxm may still deliver nothing for seconds after the
-#         reload (it reuses its stalled connection to the same address),
-#         a notification sent then may never arrive, and destroying the
-#         agent while rxm holds the cut peer's operations may crash.
+# The link suite runs on tcp (both modes) and ucx (down).  The rest is
+# known to fail, so it runs only with XT_LINK_ALL=1 and says SKIP:
+#   ucx, blackhole  after the timeout force-closed the endpoint and the
+#         link returned, UCX 1.13 crashes in its tcp progress (a freed
+#         endpoint's handler) when the peer closes its connections;
+#   ofi   tcp;ofi_rxm may deliver nothing for seconds after the reload
+#         (it reuses its stalled connection to the same address), a
+#         notification sent after recovery was once never delivered, and
+#         destroying the agent while rxm still holds the cut peer's
+#         operations crashed libfabric once.
 set -u
 
 top=${abs_top_builddir:-$(pwd)}
@@ -101,16 +100,19 @@ for spec in $specs; do
         r=1
     fi
     [ "$r" -eq 0 ] || rc=1
+    modes=${XT_LINK_MODES-blackhole down}
     case $spec:${XT_LINK_ALL:-0} in
     tcp*|*:1) ;;
     ucx*)
-        echo "SKIP: link suite on $spec: a new endpoint to a peer behind a cut blocks in UCX's connect() under the worker lock (see this script's header); XT_LINK_ALL=1 runs it"
-        continue ;;
+        case " $modes " in *" blackhole "*)
+            echo "SKIP: link suite on $spec, blackhole: UCX 1.13 crashes (a freed endpoint in its tcp progress) once the peer behind the cut closes (see this script's header); XT_LINK_ALL=1 runs it"
+            modes=$(echo " $modes " | sed 's/ blackhole / /') ;;
+        esac ;;
     *)
         echo "SKIP: link suite on $spec: tcp;ofi_rxm's recovery after a cut is not reliable (see this script's header); XT_LINK_ALL=1 runs it"
         continue ;;
     esac
-    for mode in ${XT_LINK_MODES-blackhole down}; do
+    for mode in $modes; do
         case $mode in
         blackhole)
             cut="ip -n $b route add blackhole 198.18.0.1/32"
