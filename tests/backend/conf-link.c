@@ -16,9 +16,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include <errno.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +47,7 @@ typedef struct link {
     unsigned char *buf, *nbuf;    /* for the far and the near peer */
     bool cut;
     uint64_t cut_ms;              /* when the cut command started */
+    pid_t cutter;                 /* link_cut_async's, until reaped */
 } link_t;
 
 /* The test's link_t: static, since the cleanup that restores the link
@@ -96,6 +95,9 @@ static void link_restore_late(void *arg)
 {
     link_t *l = arg;
 
+    if (l->cutter > 0)
+        waitpid(l->cutter, NULL, 0); /* restore after the cut, not before */
+    l->cutter = 0;
     if (l->cut) {
         l->cut = false;
         if (system(getenv("XT_LINK_RESTORE")) != 0)
@@ -103,9 +105,9 @@ static void link_restore_late(void *arg)
     }
 }
 
-/* The cut as a child process, so that transfers go on while it lands;
- * returns its pid. */
-static pid_t link_cut_async(link_t *l)
+/* The cut as a child process, so that transfers go on while it lands
+ * (l->cutter). */
+static void link_cut_async(link_t *l)
 {
     const char *cmd = getenv("XT_LINK_CUT");
     char *argv[] = { "sh", "-c", (char *)cmd, NULL };
@@ -118,23 +120,23 @@ static pid_t link_cut_async(link_t *l)
     l->cut = true;
     err = posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, environ);
     XT_REQUIRE(err == 0, "posix_spawn(/bin/sh): %s", strerror(err));
-    return pid;
+    l->cutter = pid;
 }
 
 /* Whether the async cut finished (it must have succeeded). */
-static bool link_cut_done(pid_t *pid)
+static bool link_cut_done(link_t *l)
 {
     int st = 0;
     pid_t r;
 
-    if (*pid <= 0)
+    if (l->cutter <= 0)
         return true;
-    r = waitpid(*pid, &st, WNOHANG);
+    r = waitpid(l->cutter, &st, WNOHANG);
     if (r == 0)
         return false;
-    XT_REQUIRE(r == *pid && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+    l->cutter = 0;
+    XT_REQUIRE(r > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
                "XT_LINK_CUT failed with status 0x%x", st);
-    *pid = 0;
     return true;
 }
 
@@ -437,7 +439,6 @@ static void test_link_cut_notif_stream(void)
     xfer_status_t st[STREAM];
     uint64_t posted[STREAM], seed = xt_seed();
     bool failed_k[STREAM] = { false };
-    pid_t cutter = 0;
     unsigned round, after = 0, failed = 0, ok = 0, k;
     char tag[32], *got, *p, want[4096], *reply;
     const char *me;
@@ -450,10 +451,10 @@ static void test_link_cut_notif_stream(void)
         q[k] = xc_child_req(l->ini, &l->far, XFER_OP_WRITE, l->buf + k * SMALL,
                             k * SMALL, SMALL);
     for (round = 0; round < 100000; round++) {
-        bool was_cut = round > WARM_ROUNDS && link_cut_done(&cutter);
+        bool was_cut = round > WARM_ROUNDS && link_cut_done(l);
 
         if (round == WARM_ROUNDS)
-            cutter = link_cut_async(l);
+            link_cut_async(l);
         /* While the cut lands, a round every millisecond or so: enough to
          * be in flight, few enough notifications for the peer's list. */
         if (round > WARM_ROUNDS && !was_cut)
