@@ -29,8 +29,6 @@
 #   ucx, blackhole  after the timeout force-closed the endpoint and the
 #         link returned, UCX 1.13 crashes in its tcp progress (a freed
 #         endpoint's handler) when the peer closes its connections;
-#   ucx, the notification stream  hung (the test's 60 s watchdog) once in
-#         five runs on a down link, after the cut, cause not yet found;
 #   ofi   tcp;ofi_rxm may deliver nothing for seconds after the reload
 #         (it reuses its stalled connection to the same address), a
 #         notification sent after recovery was once never delivered, and
@@ -103,16 +101,13 @@ for spec in $specs; do
     fi
     [ "$r" -eq 0 ] || rc=1
     modes=${XT_LINK_MODES-blackhole down}
-    lskip= lwhy=
     case $spec:${XT_LINK_ALL:-0} in
     tcp*|*:1) ;;
     ucx*)
         case " $modes " in *" blackhole "*)
             echo "SKIP: link suite on $spec, blackhole: UCX 1.13 crashes (a freed endpoint in its tcp progress) once the peer behind the cut closes (see this script's header); XT_LINK_ALL=1 runs it"
             modes=$(echo " $modes " | sed 's/ blackhole / /') ;;
-        esac
-        lskip=test_link_cut_notif_stream
-        lwhy="on ucx it hung once in five runs after the cut (see this script's header); XT_LINK_ALL=1 runs it" ;;
+        esac ;;
     *)
         echo "SKIP: link suite on $spec: tcp;ofi_rxm's recovery after a cut is not reliable (see this script's header); XT_LINK_ALL=1 runs it"
         continue ;;
@@ -131,7 +126,7 @@ for spec in $specs; do
         esac
         echo "=== $spec: link cut by $mode ($cut)"
         XT_ONLY=test_link XT_CHILD_NETNS=/run/netns/$b XT_LINK_CUT=$cut \
-            XT_LINK_RESTORE=$restore XT_SKIP=$lskip XT_SKIP_WHY=$lwhy \
+            XT_LINK_RESTORE=$restore \
             ip netns exec "$a" ${XT_WRAP:-} "$prog" "$spec"
         r=$?
         # A test that failed with the link cut must not leave it so.
