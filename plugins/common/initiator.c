@@ -103,11 +103,15 @@ static void req_fail(xfer_be_req_t *r, xfer_status_t st, const char *why)
 {
     xfer_be_t *be = r->be;
 
-    r->status = st;
+    /* A cancel that answered XFER_IN_PROG promised XFER_ERR_CANCELED or
+     * XFER_OK (docs/api.md); the connection failing under it (a stalled
+     * or dead peer) ends it no less cancelled.  The sentence says why. */
+    r->status = r->canceled ? XFER_ERR_CANCELED : st;
     r->conn = NULL;
     r->fnext = NULL;
-    snprintf(r->msg, sizeof r->msg, "%s %s to agent '%s' (%s): %s",
-             be->cfg.name, op_name(r), r->peer->name, r->peer->where, why);
+    snprintf(r->msg, sizeof r->msg, "%s %s to agent '%s' (%s)%s: %s",
+             be->cfg.name, op_name(r), r->peer->name, r->peer->where,
+             r->canceled ? ", canceled" : "", why);
 }
 
 void xfer__stream_reqs_fail(conn_t *c, xfer_status_t st, const char *why)

@@ -1,7 +1,7 @@
 /* conf-proc.c - the conformance suite's target process: a forked agent
  * that registers one buffer, sends its metadata and serves commands
- * (fill, check, notifs, exit) over a socketpair, so that tests can kill,
- * stop and cut off a real peer. */
+ * (fill, check, notifs, dereg, free, ping, exit) over a socketpair, so
+ * that tests can kill, stop and cut off a real peer. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* setns */
 #endif
@@ -93,13 +93,17 @@ typedef struct target {
     xfer_agent_t *agent;
     unsigned char *buf;
     char *notifs;
+    xfer_mem_t *mem;              /* NULL once deregistered */
+    bool xalloc;                  /* buf from xfer_mem_alloc */
 } target_t;
 
 static void target_exit(target_t *t, int status) __attribute__((noreturn));
 static void target_exit(target_t *t, int status)
 {
-    xfer_agent_destroy(t->agent); /* deregisters buf first */
-    free(t->buf);
+    /* Deregisters buf first, and unmaps it when xfer_mem_alloc'd. */
+    xfer_agent_destroy(t->agent);
+    if (!t->xalloc)
+        free(t->buf);
     free(t->notifs);
     close(t->fd);
     xt_child_exit(status);
@@ -126,14 +130,37 @@ static void child_netns(int fd, const char *ns)
     close(nfd);
 }
 
-static void child_main(int fd, const char *name, size_t size,
+/* The commands that take the memory away while peers use it: "dereg"
+ * deregisters the buffer (its bytes stay readable), "free" gives an
+ * xfer_mem_alloc'd one back with xfer_mem_free; each answers once the
+ * call returned: "ok", or "err <status>: <sentence>". */
+static void child_release(target_t *t, const char *cmd)
+{
+    xfer_status_t s;
+
+    if (strcmp(cmd, "dereg") == 0) {
+        s = xfer_mem_deregister(t->agent, t->mem);
+        if (s == XFER_OK)
+            t->mem = NULL;
+    } else {
+        s = xfer_mem_free(t->agent, t->buf);
+        if (s == XFER_OK)
+            t->buf = NULL;
+    }
+    if (s == XFER_OK)
+        child_reply(t->fd, "ok");
+    else
+        child_reply(t->fd, "err %s: %s", xt_status_name(s),
+                    xfer_last_error());
+}
+
+static void child_main(int fd, const char *name, size_t size, bool xalloc,
                        const char *ns)
 {
-    target_t t = { fd, NULL, NULL, calloc(1, 65536) };
+    target_t t = { fd, NULL, NULL, calloc(1, 65536), NULL, xalloc };
     xfer_agent_opts_t o;
     xfer_desc_t d;
     xfer_dlist_t l;
-    xfer_mem_t *mem = NULL;
     char *blob = NULL;
     size_t len = 0;
 
@@ -143,16 +170,18 @@ static void child_main(int fd, const char *name, size_t size,
     xfer_agent_opts_init(&o);
     o.name = name;
     if (t.notifs == NULL ||
-        posix_memalign((void **)&t.buf, 4096, size) != 0 ||
+        (!xalloc && posix_memalign((void **)&t.buf, 4096, size) != 0) ||
         xfer_agent_create(&o, &t.agent) != XFER_OK ||
-        xfer_backend_add(t.agent, xc_spec, NULL) != XFER_OK) {
+        xfer_backend_add(t.agent, xc_spec, NULL) != XFER_OK ||
+        (xalloc && xfer_mem_alloc(t.agent, size, 0, (void **)&t.buf) !=
+                   XFER_OK)) {
         child_reply(fd, "err setup: %s", xfer_last_error());
         target_exit(&t, 1);
     }
     memset(t.buf, 0, size);
     d = (xfer_desc_t){ (uintptr_t)t.buf, size, 0 };
     l = xt_dlist(&d, 1);
-    if (xfer_mem_register(t.agent, &l, NULL, &mem) != XFER_OK ||
+    if (xfer_mem_register(t.agent, &l, NULL, &t.mem) != XFER_OK ||
         xfer_md_get(t.agent, XFER_MD_ALL, NULL, 0, &blob, &len) != XFER_OK) {
         child_reply(fd, "err register: %s", xfer_last_error());
         target_exit(&t, 1);
@@ -193,6 +222,10 @@ static void child_main(int fd, const char *name, size_t size,
             }
             msg_send(fd, t.notifs, (uint32_t)strlen(t.notifs));
             t.notifs[0] = '\0';
+        } else if (strcmp(cmd, "dereg") == 0 || strcmp(cmd, "free") == 0) {
+            child_release(&t, cmd);
+        } else if (strcmp(cmd, "ping") == 0) {
+            child_reply(fd, "ok");
         } else if (strcmp(cmd, "exit") == 0) {
             free(cmd);
             target_exit(&t, 0);
@@ -206,14 +239,29 @@ static void fd_close(void *arg)
     close((int)(intptr_t)arg);
 }
 
+static void child_start(xc_child_t *c, size_t size, bool xalloc,
+                        const char *netns);
+
 /* Fork a target process of `size` bytes; returns once its blob is here.
  * Call before creating agents in this process. */
 void xc_child_start(xc_child_t *c, size_t size)
 {
-    xc_child_start_in(c, size, getenv("XT_CHILD_NETNS"));
+    child_start(c, size, false, getenv("XT_CHILD_NETNS"));
+}
+
+void xc_child_start_mem(xc_child_t *c, size_t size, bool xalloc)
+{
+    child_start(c, size, xalloc, getenv("XT_CHILD_NETNS"));
 }
 
 void xc_child_start_in(xc_child_t *c, size_t size, const char *netns)
+{
+    child_start(c, size, false, netns);
+}
+
+/* The three above: the buffer's kind, the network namespace. */
+static void child_start(xc_child_t *c, size_t size, bool xalloc,
+                        const char *netns)
 {
     int sv[2];
 
@@ -225,7 +273,7 @@ void xc_child_start_in(xc_child_t *c, size_t size, const char *netns)
     XT_REQUIRE(c->pid >= 0, "fork: %s", strerror(errno));
     if (c->pid == 0) {
         close(sv[0]);
-        child_main(sv[1], c->name, size, netns);
+        child_main(sv[1], c->name, size, xalloc, netns);
     }
     close(sv[1]);
     c->fd = sv[0];

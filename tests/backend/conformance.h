@@ -7,6 +7,9 @@
 #include "tests/common/xt.h"
 
 extern const char *xc_spec;       /* e.g. "tcp" or "tcp:nodelay=0" */
+/* Why this spec's targets cannot refuse a bad access (the backend state's
+ * words), or NULL when they can. */
+extern const char *xc_unenforced;
 
 #define WAIT_MS 30000             /* bound on any single transfer */
 
@@ -31,6 +34,9 @@ typedef struct xc_child {
 /* Fork a target process of `size` bytes; returns once its blob is here.
  * Call before creating agents in this process. */
 void xc_child_start(xc_child_t *c, size_t size);
+/* The same, its buffer from xfer_mem_alloc when xalloc (shareable: the
+ * uds shm path), else from posix_memalign. */
+void xc_child_start_mem(xc_child_t *c, size_t size, bool xalloc);
 /* The same in network namespace netns (a path such as /run/netns/b;
  * NULL or "": this process's own), whatever XT_CHILD_NETNS says. */
 void xc_child_start_in(xc_child_t *c, size_t size, const char *netns);

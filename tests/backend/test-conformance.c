@@ -29,7 +29,8 @@
 #include "tests/backend/conformance.h"
 
 const char *xc_spec;              /* e.g. "tcp" or "tcp:nodelay=0" */
-static char plugin[64];           /* the xc_spec's plugin name */
+const char *xc_unenforced;        /* conformance.h */
+static char plugin[64];           /* the spec's plugin name */
 static unsigned caps;             /* XFER_CAP_* of the plugin */
 static bool hw;                   /* XFER_CAP_HW_KEYS, else SW_CHECK */
 static bool hw_knows_why;         /* ptest's emulation of HW_KEYS, which
@@ -1806,7 +1807,7 @@ int main(int argc, char **argv)
                plugin);
     }
     suites[ns++] = (xt_suite_t){ "refusal", refusal_tests };
-    if ((why = unenforced(state, sizeof state)) != NULL) {
+    if ((xc_unenforced = why = unenforced(state, sizeof state)) != NULL) {
         printf("SKIP: suites refusal-enforced (%zu tests) and refusal-hw "
                "(%zu) not run: the target cannot refuse a bad access on "
                "these transports; backend state: %s\n",
