@@ -145,6 +145,9 @@ static xfer_status_t c_credit(void *peer, const void *msg, size_t len,
     pthread_mutex_lock(&w->lock);
     pthread_mutex_lock(&p->olock);
     st = xfer__ns_send_apply(&p->ns, msg, len, lost);
+    /* Its process answered: endpoints may be made again (ucx__ep_get). */
+    if (st == XFER_OK)
+        atomic_store(&p->unheard, false);
     if (st == XFER_OK)
         ucx__notif_pump(p->u, p, 0);
     pthread_mutex_unlock(&p->olock);

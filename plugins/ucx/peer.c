@@ -88,6 +88,15 @@ ucx_ep_t *ucx__ep_get(ucx_t *u, ucx_peer_t *p, unsigned wi,
                  p->dead_why);
         return NULL;
     }
+    if (atomic_load(&p->unheard)) {
+        /* Its answer (c_credit) lets the next post make the endpoint; its
+         * control connection ends within timeout_ms if it cannot come. */
+        *st = XFER_ERR_TIMEOUT;
+        snprintf(why, size, "ucx: agent '%s' has not answered since a "
+                 "transfer to it timed out or its endpoint failed; no new "
+                 "endpoint until it does", p->name);
+        return NULL;
+    }
     e->peer = p;
     e->wi = wi;
     /* Worker i of ours talks to worker i mod n of theirs, so that with
@@ -132,6 +141,14 @@ void ucx__ep_fail(ucx_t *u, ucx_peer_t *p, unsigned wi, xfer_status_t st,
     snprintf(e->why, sizeof e->why, "%s", why);
     e->ep = NULL;
     atomic_fetch_add(&u->eps_failed, 1);
+    /* A timeout, or UCX failing the endpoint (a send that met
+     * EHOSTUNREACH, its keep-alive), may be a cut link: hear from the
+     * peer (a token request, which its process answers) before the next
+     * endpoint is made.  A dead peer is refused before this is looked
+     * at. */
+    if ((st == XFER_ERR_TIMEOUT || st == XFER_ERR_REMOTE_DISCONNECT) &&
+        !atomic_exchange(&p->unheard, true))
+        xfer__hwctl_want_ask(&u->ctl, &p->ctl);
     /* Force: every operation still on it ends now with an error, which
      * is what frees its requests and their buffers.  Without peer error
      * handling UCP does not allow that: a flushing close may never end,

@@ -125,6 +125,12 @@ struct xfer_be_peer {
     unsigned char *waddr[UCX_MAX_WORKERS];
     size_t wlen[UCX_MAX_WORKERS];
     ucx_ep_t ep[UCX_MAX_WORKERS];      /* per local worker */
+    /* A transfer to it timed out (or UCX failed its endpoint) and it has
+     * not answered on the control channel since (a token request is
+     * out): no new endpoint meanwhile,
+     * since UCX's tcp transport makes one with a blocking connect(),
+     * under the worker lock, that a cut link holds for minutes. */
+    atomic_bool unheard;
     /* Set once, before dead: why every post to it now fails. */
     atomic_bool dead;
     xfer_status_t dead_st;

@@ -113,10 +113,10 @@ static void target_exit(target_t *t, int status)
  * goes away.  Never returns. */
 /* XT_CHILD_NETNS=/run/netns/NAME: the target process lives in that
  * network namespace, so that the process tests cross a real link
- * (tests/backend/conformance-netns.sh makes one). */
-static void child_netns(int fd)
+ * (tests/backend/conformance-netns.sh makes one).  ns is that, or what
+ * xc_child_start_in was given ("": stay in ours). */
+static void child_netns(int fd, const char *ns)
 {
-    const char *ns = getenv("XT_CHILD_NETNS");
     int nfd;
 
     if (ns == NULL || ns[0] == '\0')
@@ -154,7 +154,8 @@ static void child_release(target_t *t, const char *cmd)
                     xfer_last_error());
 }
 
-static void child_main(int fd, const char *name, size_t size, bool xalloc)
+static void child_main(int fd, const char *name, size_t size, bool xalloc,
+                       const char *ns)
 {
     target_t t = { fd, NULL, NULL, calloc(1, 65536), NULL, xalloc };
     xfer_agent_opts_t o;
@@ -165,7 +166,7 @@ static void child_main(int fd, const char *name, size_t size, bool xalloc)
 
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     alarm(120);
-    child_netns(fd);
+    child_netns(fd, ns);
     xfer_agent_opts_init(&o);
     o.name = name;
     if (t.notifs == NULL ||
@@ -238,14 +239,29 @@ static void fd_close(void *arg)
     close((int)(intptr_t)arg);
 }
 
+static void child_start(xc_child_t *c, size_t size, bool xalloc,
+                        const char *netns);
+
 /* Fork a target process of `size` bytes; returns once its blob is here.
  * Call before creating agents in this process. */
 void xc_child_start(xc_child_t *c, size_t size)
 {
-    xc_child_start_mem(c, size, false);
+    child_start(c, size, false, getenv("XT_CHILD_NETNS"));
 }
 
 void xc_child_start_mem(xc_child_t *c, size_t size, bool xalloc)
+{
+    child_start(c, size, xalloc, getenv("XT_CHILD_NETNS"));
+}
+
+void xc_child_start_in(xc_child_t *c, size_t size, const char *netns)
+{
+    child_start(c, size, false, netns);
+}
+
+/* The three above: the buffer's kind, the network namespace. */
+static void child_start(xc_child_t *c, size_t size, bool xalloc,
+                        const char *netns)
 {
     int sv[2];
 
@@ -257,7 +273,7 @@ void xc_child_start_mem(xc_child_t *c, size_t size, bool xalloc)
     XT_REQUIRE(c->pid >= 0, "fork: %s", strerror(errno));
     if (c->pid == 0) {
         close(sv[0]);
-        child_main(sv[1], c->name, size, xalloc);
+        child_main(sv[1], c->name, size, xalloc, netns);
     }
     close(sv[1]);
     c->fd = sv[0];

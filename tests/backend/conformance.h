@@ -37,6 +37,9 @@ void xc_child_start(xc_child_t *c, size_t size);
 /* The same, its buffer from xfer_mem_alloc when xalloc (shareable: the
  * uds shm path), else from posix_memalign. */
 void xc_child_start_mem(xc_child_t *c, size_t size, bool xalloc);
+/* The same in network namespace netns (a path such as /run/netns/b;
+ * NULL or "": this process's own), whatever XT_CHILD_NETNS says. */
+void xc_child_start_in(xc_child_t *c, size_t size, const char *netns);
 /* Send a command and return the reply (freed after the test). */
 char *xc_child_cmd(xc_child_t *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -61,5 +64,8 @@ bool xc_connects_eagerly(void);
 /* The suites that need other processes (conf-faults.c). */
 extern const xt_test_t xc_process_tests[];
 extern const xt_test_t xc_stall_tests[];
+/* A link cut under transfers (conf-link.c): needs XT_LINK_CUT and
+ * XT_LINK_RESTORE, set by conformance-netns.sh. */
+extern const xt_test_t xc_link_tests[];
 
 #endif

@@ -1771,7 +1771,7 @@ int main(int argc, char **argv)
 {
     char state[1024];
     const char *why, *same;
-    xt_suite_t suites[12];
+    xt_suite_t suites[16];
     unsigned keys;
     size_t ns = 0;
 
@@ -1839,5 +1839,10 @@ int main(int argc, char **argv)
     else
         printf("note: %s declares no timeout_ms or reaches no other "
                "process; stall suite not run\n", plugin);
+    /* A link to cut: only where conformance-netns.sh made one. */
+    if (getenv("XT_LINK_CUT") != NULL && getenv("XT_LINK_CUT")[0] != '\0' &&
+        (same == NULL || same[0] == '\0') && has_timeout_param &&
+        (caps & (XFER_CAP_LOCAL | XFER_CAP_REMOTE)))
+        suites[ns++] = (xt_suite_t){ "link", xc_link_tests };
     return xt_run("test-conformance", suites, ns);
 }
