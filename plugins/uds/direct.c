@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -568,9 +569,8 @@ static xfer_status_t gone(const uds_conn_t *tc, char *msg, size_t msg_size)
 /* After a copy, whether the target still lived when it ended.  The
  * copy's loads and stores are ordered before the load of the word by a
  * sequentially consistent read-modify-write (the decrement of the
- * in-flight count; without that page, one on a local: a full barrier on
- * the hardware, where a fence would do, and ThreadSanitizer takes no
- * fences): XFER_OK then means they reached the target's memory before its
+ * in-flight count; without that page, a sequentially consistent
+ * fence): XFER_OK then means they reached the target's memory before its
  * keeper thread's exit (life.c) marked it dead, which precedes the
  * closing of its sockets and its reaping; so a post begun after the
  * target's death could be observed by anyone never answers XFER_OK.
@@ -581,9 +581,15 @@ static inline int copied_alive(const uds_conn_t *tc, const uint32_t *life)
     if (tc->inflight) {
         __atomic_fetch_sub(tc->inflight, 1, __ATOMIC_SEQ_CST);
     } else {
+#if defined(__SANITIZE_THREAD__)
+        /* TSan takes no fences; an RMW on a local it can see (the
+         * compiler may drop one, so only here). */
         int order = 0;
 
         (void)__atomic_exchange_n(&order, 1, __ATOMIC_SEQ_CST);
+#else
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
     }
     return xfer__uds_alive(life);
 }
@@ -838,6 +844,7 @@ static uds_share_t *share_start(uds_t *u, xfer__stream_conn_t *c)
         return NULL; /* asked again at its next operation; frames work */
     sh->conn = c;
     sh->fd = -1;
+    sh->pid = tc->pid;
     sh->next = u->shares;
     if (u->shares)
         u->shares->prev = sh;
@@ -889,14 +896,26 @@ void xfer__uds_mem_checked(void *tctx, xfer__stream_conn_t *c, void *mem)
         sh->sent[sh->nsent++] = m->id;
 }
 
+/* Whether a closed share's peer process no longer exists: one killed in
+ * the middle of a copy never brings its count back to zero, and its page
+ * would be kept for the life of the agent, one per such death.  A zombie
+ * or a pid reused since counts as alive: the page is then only kept
+ * longer.  Needs the peer's pid (SO_PEERCRED; 0 from another pid
+ * namespace). */
+static int share_peer_gone(const uds_share_t *sh)
+{
+    return sh->pid > 0 && kill(sh->pid, 0) != 0 && errno == ESRCH;
+}
+
 /* The peer's connection closed.  If it closed it, it unmapped the page
  * and copies no more; if we closed it (a timeout, a protocol violation)
  * it may still be in a copy, so a count above zero keeps the page on the
- * list until a deregistration sees it drop to zero. */
+ * list until a deregistration sees it drop to zero, or the peer's
+ * process gone. */
 static void share_end(uds_t *u, uds_share_t *sh)
 {
     sh->conn = NULL;
-    if (share_count(sh) == 0)
+    if (share_count(sh) == 0 || share_peer_gone(sh))
         share_free(u, sh);
     else
         sh->closed = 1;
@@ -955,6 +974,10 @@ void xfer__uds_quiesce(uds_t *u)
         uint64_t end = 0;
 
         next = sh->next;
+        if (sh->closed && share_peer_gone(sh)) {
+            share_free(u, sh);
+            continue;
+        }
         while (!sh->stuck && share_count(sh) != 0) {
             if (!end)
                 end = mono_ms() + QUIESCE_MS;

@@ -100,6 +100,10 @@ xfer_status_t xfer__uds_life_start(uds_t *u, char *msg, size_t msg_size)
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     rc = pthread_create(&u->life_thr, &attr, life_main, u);
+    /* glibc carves static TLS out of the stack: in a process with much
+     * of it, 64 KiB is too small (EINVAL).  The default size then. */
+    if (rc == EINVAL)
+        rc = pthread_create(&u->life_thr, NULL, life_main, u);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
     if (rc != 0) {

@@ -74,6 +74,7 @@ typedef struct uds_share {
     uint64_t *inflight;
     int closed;     /* its connection closed: kept until it reads 0 */
     int stuck;      /* outlived a deregistration's bound: not waited for */
+    pid_t pid;      /* the peer's process (0: not visible from here) */
     uint64_t *sent; /* ids of the memfds sent, each once per connection */
     size_t nsent, cap;
 } uds_share_t;
