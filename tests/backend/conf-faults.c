@@ -266,7 +266,10 @@ static void kill_midflight(xfer_op_t op, unsigned nreq, size_t len)
     bool notify = op == XFER_OP_WRITE && stalls == NULL;
     char ispec[256];
 
-    xc_child_start(&victim, total);
+    /* The victim's memory from xfer_mem_alloc: on uds that is the
+     * shared-memory path (a copy into its memfd, which its death cannot
+     * fail by itself); ordinary memory to every other backend. */
+    xc_child_start_mem(&victim, total, true);
     xc_child_start(&other, (size_t)SIDE_N * SIDE_SLOT);
     ini = xt_agent(xt_name("pini"),
                    spec_timeout(ispec, sizeof ispec, KILL_TMO), 1);
