@@ -125,8 +125,10 @@ static void flush_done(void *request, ucs_status_t s, void *user_data)
     xfer__dlist_remove(&w->inflight, &q->wlink);
     if (q->st == XFER_IN_PROG || xfer__dlist_has(&q->peer->order, &q->plink))
         req_finish(q->u, q, s);
-    if (q->released)
+    if (q->released) {
+        xfer__dlist_remove(&w->held, &q->hlink);
         free_req(q);
+    }
 }
 
 /* Segments i+1.. that continue segment i on both sides, in the same
@@ -297,7 +299,9 @@ void ucx__req_release(ucx_t *u, ucx_req_t *q)
      * callback frees the request. */
     later = q->flushing;
     q->released = true;
-    if (!later) {
+    if (later)
+        xfer__dlist_append(&w->held, &q->hlink);
+    else {
         pthread_mutex_lock(&q->peer->olock);
         xfer__dlist_remove(&q->peer->order, &q->plink);
         pthread_mutex_unlock(&q->peer->olock);
@@ -349,6 +353,20 @@ int ucx__req_timeouts(ucx_t *u, ucx_worker_t *w, uint64_t now)
         n++;
     }
     return n;
+}
+
+/* After ucp_worker_destroy (no callback can come any more): free the
+ * requests that waited for UCP to let go of their flush. */
+void ucx__req_free_held(ucx_worker_t *w)
+{
+    xfer__dlink_t *k;
+
+    while ((k = xfer__dlist_head(&w->held)) != NULL) {
+        ucx_req_t *q = XFER__DLIST_ENTRY(k, ucx_req_t, hlink);
+
+        xfer__dlist_remove(&w->held, k);
+        free_req(q);
+    }
 }
 
 /* p is dead: end its requests on w now (w->lock held).  With peer error

@@ -347,6 +347,7 @@ static void worker_close(ucx_t *u, unsigned i)
             }
         }
         ucp_worker_destroy(w->w);
+        ucx__req_free_held(w);
     }
     w->w = NULL;
     pthread_mutex_destroy(&w->lock);

@@ -79,6 +79,11 @@ typedef struct ucx_worker {
      * head carries the earliest deadline.  lock guards it; links:
      * ucx_req_t.wlink. */
     xfer__dlist_t inflight;
+    /* Requests the core released while UCP still held their flush:
+     * flush_done frees them, or worker_close once the worker is
+     * destroyed (UCP never calls back then).  lock guards it; links:
+     * ucx_req_t.hlink. */
+    xfer__dlist_t held;
     uint64_t last_post_ms;     /* arm polls a little after a post */
 } ucx_worker_t;
 
@@ -183,6 +188,7 @@ struct xfer_be_req {
     uint64_t gen;              /* endpoint generation it was posted on */
     uint64_t deadline_ms;
     xfer__dlink_t wlink;       /* worker's in-flight list */
+    xfer__dlink_t hlink;       /* worker's held list, once released */
     /* ---- peer olock ---- */
     uint64_t ticket;
     xfer__dlink_t plink;       /* the peer's order list, while on it */
@@ -273,6 +279,9 @@ void ucx__req_release(ucx_t *u, ucx_req_t *q);
 int ucx__req_timeouts(ucx_t *u, ucx_worker_t *w, uint64_t now);
 /* End p's requests in flight on w (w->lock held): p is dead. */
 void ucx__req_fail_peer(ucx_t *u, ucx_worker_t *w, ucx_peer_t *p);
+/* Free the requests released while UCP held them: after
+ * ucp_worker_destroy. */
+void ucx__req_free_held(ucx_worker_t *w);
 
 /* notif.c */
 xfer_status_t ucx__notif_send(ucx_t *u, ucx_peer_t *p, const void *msg,

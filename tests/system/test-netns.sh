@@ -73,6 +73,13 @@ run() {
 
 sizes="--start-block-size 4K --max-block-size 4M --num-iter 16"
 for op in WRITE READ; do
+    # Under --enable-sanitizers, LeakSanitizer's check at exit crashed in
+    # its own tracer thread ("Tracer caught signal 11", at the same
+    # offset in both processes, intermittently) in xfer-bench over UCX
+    # inside a network namespace, never over tcp: no leak check for
+    # these two runs (ASan's other checks stay on; the ucx plugin's
+    # leaks are checked by its conformance runs).
+    LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}detect_leaks=0" \
     run "ucx-$op" "ucx:tls=tcp,devices=$tag-va,addr=198.18.0.1" \
         "ucx:tls=tcp,devices=$tag-vb,addr=198.18.0.2" "$op" $sizes
     run "tcp-$op" "tcp:addr=198.18.0.1" "tcp:addr=198.18.0.2" "$op" $sizes
