@@ -1025,8 +1025,17 @@ static void test_unheard_repost(void)
                         ? xt_wait_req_pump(q, &ini, 1, WAIT_MS)
                         : st,
                     XFER_OK);
-    /* Stopped, it answers nothing: over tcp a READ cannot complete. */
+    /* Stopped, it answers nothing: over tcp a READ cannot complete.  The
+     * stop is waited for: kill() returns before every thread of it has
+     * stopped, and its progress thread could serve the READ meanwhile. */
     kill(t->pid, SIGSTOP);
+    {
+        int ws = 0;
+
+        XT_REQUIRE(waitpid(t->pid, &ws, WUNTRACED) == t->pid &&
+                       WIFSTOPPED(ws),
+                   "the target did not stop (wait status 0x%x)", ws);
+    }
     q = xt_post_to(ini, XFER_OP_READ, big, 1u << 20, ra, tname, NULL, &st);
     XT_STATUS_FATAL(st == XFER_IN_PROG
                         ? xt_wait_req_pump(q, &ini, 1,
