@@ -98,7 +98,8 @@ static void initiator_msg(xfer__hwctl_t *h, xfer__stream_conn_t *c,
     st = h->ops->on_credit(hp->peer, msg, len, &lost);
     if (st != XFER_OK)
         HLOG(h, XFER_LOG_WARN, "%s: agent '%s' sent a control message of "
-             "%zu bytes that is not a version %u TOKEN or ACK; ignored",
+             "%zu bytes that is not a version %u TOKEN, ACK or NOSESS; "
+             "ignored",
              h->plugin, hp->name, len, XFER__NS_MSG_VERSION);
     else if (lost != 0)
         HLOG(h, XFER_LOG_WARN, "%s: agent '%s' started a new notification "

@@ -40,7 +40,7 @@ typedef struct xfer__hwctl_ops {
     /* Whether notifications wait for a token or credits (chan_lock
      * held; the plugin takes the peer's own lock to look). */
     bool (*waiting)(void *peer);
-    /* A TOKEN or ACK from the target (chan_lock held): take the plugin's
+    /* A TOKEN, ACK or NOSESS from the target (chan_lock held): take the plugin's
      * locks, hand it to the peer's xfer__ns_send_apply (its *lost) and,
      * on XFER_OK, send what may go now.  The status of the apply. */
     xfer_status_t (*on_credit)(void *peer, const void *msg, size_t len,

@@ -21,6 +21,7 @@
 #define TREQ_LEN 2u
 #define TOKEN_LEN (8u + XFER__NS_TOKEN_LEN + 8u)
 #define ACK_LEN 16u
+#define NOSESS_LEN 2u
 
 #define LOG(t, lvl, ...) (t)->host->log((t)->host->ctx, (lvl), __VA_ARGS__)
 
@@ -78,8 +79,11 @@ xfer_status_t xfer__ns_send_apply(xfer__ns_send_t *s, const void *msg,
     *lost = 0;
     if (len < 2 || m[1] != XFER__NS_MSG_VERSION ||
         !((m[0] == XFER__NS_TOKEN && len == TOKEN_LEN) ||
-          (m[0] == XFER__NS_ACK && len == ACK_LEN)))
+          (m[0] == XFER__NS_ACK && len == ACK_LEN) ||
+          (m[0] == XFER__NS_NOSESS && len == NOSESS_LEN)))
         return XFER_ERR_INVALID;
+    if (m[0] == XFER__NS_NOSESS)
+        return XFER_OK; /* an answer, but no token: notifications wait */
     delivered = get64(m + len - 8);
     if (m[0] == XFER__NS_TOKEN) {
         bool same = s->have_token &&
@@ -104,6 +108,14 @@ xfer_status_t xfer__ns_send_apply(xfer__ns_send_t *s, const void *msg,
         s->acked = delivered;
     }
     return XFER_OK;
+}
+
+bool xfer__ns_is_answer(const void *msg, size_t len)
+{
+    const unsigned char *m = msg;
+
+    return (len == TOKEN_LEN && m[0] == XFER__NS_TOKEN) ||
+           (len == NOSESS_LEN && m[0] == XFER__NS_NOSESS);
 }
 
 /* ---- target: sessions --------------------------------------------------- */
@@ -308,8 +320,18 @@ void xfer__ns_target_msg(xfer__ns_table_t *t, xfer__stream_conn_t *c,
         return;
     }
     s = sess_get(t, xfer__stream_conn_name(c), xfer__stream_conn_epoch(c));
-    if (s == NULL)
+    if (s == NULL) {
+        /* Answered all the same (sess_get said why there is no session):
+         * an initiator that waits to hear from this process before it
+         * makes a fabric endpoint (ucx after a timeout) would otherwise
+         * wait for good.  Not a TOKEN of window 0: an older initiator
+         * would take its token and lose notifications on it. */
+        static const unsigned char no[NOSESS_LEN] = {XFER__NS_NOSESS,
+                                                     XFER__NS_MSG_VERSION};
+
+        xfer__chan_reply(c, no, sizeof no);
         return;
+    }
     s->conn = c;
     pthread_mutex_lock(&t->lock);
     delivered = s->delivered;

@@ -36,12 +36,17 @@
  *   TOKEN (target -> initiator) 32 bytes: 4 u32 window, 8 token,
  *                                         24 u64 delivered so far
  *   ACK   (target -> initiator) 16 bytes: 8 u64 delivered so far
+ *   NOSESS (target -> initiator) 2 bytes: no session can be made now
+ *         (every one has a connection, or no memory); the answer to a
+ *         TREQ that gets no TOKEN, so that the initiator still hears the
+ *         target's process answer (ucx waits for that after a timeout).
+ *         An older initiator logs it and ignores it.
  *   SKIP  (initiator -> target) 24 bytes: 2..7 zero, 8 u64 from,
  *         16 u64 next: the numbers in [from, next) that have not come
  *         never will (their sends failed with the fabric's connection);
  *         stop waiting for them */
 enum { XFER__NS_TREQ = 1, XFER__NS_TOKEN = 2, XFER__NS_ACK = 3,
-       XFER__NS_SKIP = 4 };
+       XFER__NS_SKIP = 4, XFER__NS_NOSESS = 5 };
 #define XFER__NS_SKIP_LEN 24u
 #define XFER__NS_MSG_VERSION 1u
 #define XFER__NS_MSG_MAX 64u
@@ -65,12 +70,17 @@ bool xfer__ns_send_can(const xfer__ns_send_t *s);
 /* Number a notification of len bytes: fill its header (hdr holds
  * XFER__NS_HDR_LEN bytes) with the token and the next sequence number. */
 void xfer__ns_hdr_fill(xfer__ns_send_t *s, unsigned char *hdr, size_t len);
-/* Take a TOKEN or ACK from the target.  XFER_OK, or XFER_ERR_INVALID for
- * a message that is neither (the caller logs it).  *lost: notifications
+/* Take a TOKEN, ACK or NOSESS (which changes nothing) from the target.
+ * XFER_OK, or XFER_ERR_INVALID for a message that is none of them (the
+ * caller logs it).  *lost: notifications
  * sent in an earlier session that the target never acknowledged and a new
  * session (it restarted its table) may have lost; 0 mostly. */
 xfer_status_t xfer__ns_send_apply(xfer__ns_send_t *s, const void *msg,
                                   size_t len, uint64_t *lost);
+/* Whether msg, which xfer__ns_send_apply took, answers a TREQ (a TOKEN or
+ * NOSESS): the target's process heard this side since the ask.  An ACK
+ * does not: it may have been on its way since before the ask. */
+bool xfer__ns_is_answer(const void *msg, size_t len);
 /* A SKIP (XFER__NS_SKIP_LEN bytes into buf) telling the target that the
  * numbers from `from` to the last handed out, which the fabric lost (the
  * lowest of the sends that failed), will not come: sent on the channel
@@ -112,7 +122,7 @@ xfer_status_t xfer__ns_init(xfer__ns_table_t *t, const xfer_host_t *host,
 void xfer__ns_fini(xfer__ns_table_t *t);
 /* A control message that came to the target on c (channel lock held):
  * a TREQ is answered with the session's TOKEN (made now, or the same one
- * again); a SKIP moves the session past numbers that will not come,
+ * again), or NOSESS when no session can be made; a SKIP moves the session past numbers that will not come,
  * delivering what it holds in order; anything else is logged and
  * ignored. */
 void xfer__ns_target_msg(xfer__ns_table_t *t, xfer__stream_conn_t *c,

@@ -145,8 +145,10 @@ static xfer_status_t c_credit(void *peer, const void *msg, size_t len,
     pthread_mutex_lock(&w->lock);
     pthread_mutex_lock(&p->olock);
     st = xfer__ns_send_apply(&p->ns, msg, len, lost);
-    /* Its process answered: endpoints may be made again (ucx__ep_get). */
-    if (st == XFER_OK)
+    /* Its process answered the token request sent since the timeout:
+     * endpoints may be made again (ucx__ep_get).  Only an answer (TOKEN
+     * or NOSESS) says so: an ACK may have been queued before a cut. */
+    if (st == XFER_OK && xfer__ns_is_answer(msg, len))
         atomic_store(&p->unheard, false);
     if (st == XFER_OK)
         ucx__notif_pump(p->u, p, 0);

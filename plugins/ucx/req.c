@@ -222,6 +222,14 @@ xfer_status_t ucx__req_post(ucx_t *u, ucx_req_t *q, const void *notif,
                     "last transfer (it timed out or failed part way); try "
                     "again later");
     xfer__hwctl_start(&u->ctl, &p->ctl);
+    /* Unheard (ucx__ep_get refuses): the token request that would clear
+     * it, and its answer, go only through the channel's progress.  An
+     * agent without a progress thread that only posts again must drive
+     * it here, or the peer would stay unheard for good.  Before the
+     * worker lock: the answer's callback takes chan_lock -> worker lock
+     * -> olock. */
+    if (atomic_load(&p->unheard))
+        (void)xfer__hwctl_progress(&u->ctl, false);
     wi = ucx__thread_worker(u);
     w = &u->w[wi];
     pthread_mutex_lock(&w->lock);

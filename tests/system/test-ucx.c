@@ -987,6 +987,95 @@ static void killed_target(const char *spec, bool stops_data)
 static void test_killed_tcp(void) { killed_target(SPEC_TCP, true); }
 static void test_killed_shm(void) { killed_target(SPEC_SHM, false); }
 
+/* ---- 5b. a stopped target, continued, and an agent without a thread -------- */
+
+#define STOP_TIMEOUT_MS 1000
+
+/* A transfer to a stopped target times out and the peer is unheard: posts
+ * fail at once with XFER_ERR_TIMEOUT until its process answers the token
+ * request.  Once continued it answers; an application without a progress
+ * thread that only posts again must see a post succeed (the post drives
+ * the control channel), within a generous bound, and the bytes arrive. */
+static void test_unheard_repost(void)
+{
+    char *md = line_buf(), *l = line_buf();
+    char tname[64], iname[64], full[256];
+    xt_proc_t *t;
+    xfer_agent_t *ini;
+    unsigned char *big = xt_alloc(1u << 20), *small = xt_alloc(4096);
+    xfer_desc_t ld = {0}, rd = {0};
+    xfer_dlist_t ll, rl;
+    xfer_req_t *q, *r = NULL;
+    uint64_t ra, t0;
+    xfer_status_t st;
+    unsigned refused = 0;
+
+    snprintf(full, sizeof full, "%s,timeout_ms=%u", SPEC_TCP,
+             STOP_TIMEOUT_MS);
+    snprintf(tname, sizeof tname, "%s", xt_name("stopped"));
+    snprintf(iname, sizeof iname, "%s", xt_name("ini"));
+    t = proc_start("child", tname, full, "7", md);
+    ini = xt_agent(iname, full, 0);
+    xt_register(ini, big, 1u << 20);
+    xt_register(ini, small, 4096);
+    XT_STATUS_FATAL(xfer_md_load(ini, md, strlen(md), NULL, 0), XFER_OK);
+    ra = md_addr(md);
+    q = xt_post_to(ini, XFER_OP_WRITE, small, 64, ra, tname, "warm", &st);
+    XT_STATUS_FATAL(st == XFER_IN_PROG
+                        ? xt_wait_req_pump(q, &ini, 1, WAIT_MS)
+                        : st,
+                    XFER_OK);
+    /* Stopped, it answers nothing: over tcp a READ cannot complete.  The
+     * stop is waited for: kill() returns before every thread of it has
+     * stopped, and its progress thread could serve the READ meanwhile. */
+    kill(t->pid, SIGSTOP);
+    {
+        int ws = 0;
+
+        XT_REQUIRE(waitpid(t->pid, &ws, WUNTRACED) == t->pid &&
+                       WIFSTOPPED(ws),
+                   "the target did not stop (wait status 0x%x)", ws);
+    }
+    q = xt_post_to(ini, XFER_OP_READ, big, 1u << 20, ra, tname, NULL, &st);
+    XT_STATUS_FATAL(st == XFER_IN_PROG
+                        ? xt_wait_req_pump(q, &ini, 1,
+                                           STOP_TIMEOUT_MS + SLACK_MS)
+                        : st,
+                    XFER_ERR_TIMEOUT);
+    /* Unheard: a post fails at once, saying why. */
+    xt_fill(small, 4096, 6);
+    ld = (xfer_desc_t){(uintptr_t)small, 4096, 0};
+    rd = (xfer_desc_t){ra + 4096, 4096, 0};
+    ll = xt_dlist(&ld, 1);
+    rl = xt_dlist(&rd, 1);
+    XT_STATUS_FATAL(xfer_req_create(ini, XFER_OP_WRITE, &ll, &rl, tname,
+                                    NULL, &r), XFER_OK);
+    xt_req_defer(r);
+    XT_STATUS(xfer_req_post(r, "after", 5), XFER_ERR_TIMEOUT);
+    XT_ERR_HAS(tname, "has not answered");
+    /* Continued: posting again, and nothing else (no xfer_progress), must
+     * get through once its answer comes. */
+    kill(t->pid, SIGCONT);
+    t0 = xt_now_ms();
+    for (;;) {
+        st = xfer_req_post(r, "after", 5);
+        if (st != XFER_ERR_TIMEOUT || xt_now_ms() - t0 > SLACK_MS)
+            break;
+        refused++;
+        xt_sleep_ms(1);
+    }
+    XT_CHECK(st == XFER_IN_PROG || st == XFER_OK, "%u posts after SIGCONT "
+             "were refused for %" PRIu64 " ms; the last: %s: %s", refused,
+             xt_now_ms() - t0, xt_status_name(st), xfer_last_error());
+    if (st == XFER_IN_PROG)
+        st = xt_wait_req_pump(r, &ini, 1, WAIT_MS);
+    XT_STATUS(st, XFER_OK);
+    XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "check 6 4096 4096"), "ok"),
+             "the continued target got '%s'", l);
+    XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "wait after"), "ok"),
+             "the continued target: '%s'", l);
+}
+
 /* ---- 6. bad configuration -------------------------------------------------- */
 
 static void bad_spec(const char *spec, xfer_status_t want, const char *s1,
@@ -1240,6 +1329,7 @@ int main(int argc, char **argv)
         XT_TEST(test_four_workers),
         XT_TEST(test_killed_tcp),
         XT_TEST(test_killed_shm),
+        XT_TEST(test_unheard_repost),
         XT_END
     };
     static const xt_test_t config[] = {
