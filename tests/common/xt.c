@@ -831,6 +831,30 @@ char *xt_proc_line(xt_proc_t *p, char *line, size_t size, unsigned timeout_ms)
     return line;
 }
 
+char *xt_proc_ask(xt_proc_t *p, char *line, size_t size, unsigned timeout_ms,
+                  const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vfprintf(p->in, fmt, ap);
+    va_end(ap);
+    fputc('\n', p->in);
+    fflush(p->in);
+    return xt_proc_line(p, line, size, timeout_ms);
+}
+
+void xt_say(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+    fflush(stdout);
+}
+
 void xt_proc_end(xt_proc_t *p, unsigned timeout_ms)
 {
     int status = 0;

@@ -149,6 +149,13 @@ void xt_proc_start(xt_proc_t *p, const char *name, char *const argv[]);
  * within timeout_ms or has ended. */
 char *xt_proc_line(xt_proc_t *p, char *line, size_t size,
                    unsigned timeout_ms);
+/* Send one command line (printf-style, newline added) and return the
+ * child's answer, as xt_proc_line. */
+char *xt_proc_ask(xt_proc_t *p, char *line, size_t size, unsigned timeout_ms,
+                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* In a child: one answer line on stdout, flushed (the other side of
+ * xt_proc_line). */
+void xt_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Send "quit", close the pipes, reap it (SIGKILL after timeout_ms) and
  * check it exited with status 0 unless it is gone.  Idempotent. */
 void xt_proc_end(xt_proc_t *p, unsigned timeout_ms);

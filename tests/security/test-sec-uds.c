@@ -58,18 +58,6 @@ static char self_exe[4096];
  * (the hostile target).  Both read commands on stdin, answer one line.
  * ======================================================================== */
 
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    putchar('\n');
-    fflush(stdout);
-}
-
 static int become_nobody(void)
 {
     return setgroups(0, NULL) == 0 && setgid(NOBODY) == 0 &&
@@ -211,7 +199,7 @@ static void att_connect(const char *path, uint64_t epoch)
     memset(&sa, 0, sizeof sa);
     sa.sun_family = AF_UNIX;
     if (strlen(path) >= sizeof sa.sun_path) {
-        say("ERR %d", ENAMETOOLONG);
+        xt_say("ERR %d", ENAMETOOLONG);
         return;
     }
     /* "@name": the NUL of the abstract namespace takes the '@''s place. */
@@ -224,17 +212,17 @@ static void att_connect(const char *path, uint64_t epoch)
     }
     peer = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (peer < 0 || connect(peer, (struct sockaddr *)&sa, sl) < 0) {
-        say("ERR %d", errno);
+        xt_say("ERR %d", errno);
         return;
     }
     hdr(b, XFER_WIRE_HELLO, 0, XFER_WIRE_VERSION, XFER_WIRE_MAGIC, 1, epoch,
         8);
     memcpy(b + XFER_WIRE_HDR_SIZE, "attacker", 8);
     if (wr(b, sizeof b) < 0 || frames_until(XFER_WIRE_HELLO_ACK, 0, &h) < 0) {
-        say("EOF");
+        xt_say("EOF");
         return;
     }
-    say("HELLO_ACK %" PRId64, (int64_t)h.arg1);
+    xt_say("HELLO_ACK %" PRId64, (int64_t)h.arg1);
 }
 
 /* "write KEY ADDR LEN": one WRITE frame of a 0x5a pattern.  "ACK
@@ -245,16 +233,16 @@ static void att_write(uint64_t key, uint64_t addr, uint64_t len)
     xfer_wire_hdr_t h;
 
     if (!b) {
-        say("ERR nomem");
+        xt_say("ERR nomem");
         return;
     }
     hdr(b, XFER_WIRE_WRITE, XFER_WIRE_F_LAST, 0, 7, key, addr, len);
     memset(b + XFER_WIRE_HDR_SIZE, 0x5a, len);
     if (wr(b, XFER_WIRE_HDR_SIZE + len) < 0 ||
         frames_until(XFER_WIRE_ACK, 7, &h) < 0)
-        say("EOF fds=%d", ngot + nfdq);
+        xt_say("EOF fds=%d", ngot + nfdq);
     else
-        say("ACK %" PRId64 " fds=%d", (int64_t)h.arg0, ngot + nfdq);
+        xt_say("ACK %" PRId64 " fds=%d", (int64_t)h.arg0, ngot + nfdq);
     free(b);
 }
 
@@ -266,9 +254,9 @@ static void att_read(uint64_t key, uint64_t addr, uint64_t len)
 
     hdr(b, XFER_WIRE_READ_REQ, 0, 0, 9, key, addr, len);
     if (wr(b, sizeof b) < 0 || frames_until(XFER_WIRE_READ_RESP, 9, &h) < 0)
-        say("EOF fds=%d", ngot + nfdq);
+        xt_say("EOF fds=%d", ngot + nfdq);
     else
-        say("RESP %" PRId64 " fds=%d", (int64_t)h.arg0, ngot + nfdq);
+        xt_say("RESP %" PRId64 " fds=%d", (int64_t)h.arg0, ngot + nfdq);
 }
 
 static rfd_t *find_fd(uint64_t id)
@@ -298,7 +286,7 @@ static void att_fds(void)
                       got[i].id, got[i].size, (long long)sb.st_size,
                       (unsigned long long)sb.st_ino, seals);
     }
-    say("%s", out);
+    xt_say("%s", out);
 }
 
 static int err_of(int rc)
@@ -345,7 +333,7 @@ static void att_probe(uint64_t id)
     uint64_t v = 0;
 
     if (!r || fstat(r->fd, &sb) < 0) {
-        say("ERR no descriptor %" PRIx64, id);
+        xt_say("ERR no descriptor %" PRIx64, id);
         return;
     }
     /* Writes put back what is there: a peer with a key may write a
@@ -383,7 +371,7 @@ static void att_probe(uint64_t id)
     }
     e_shrink = err_of(ftruncate(r->fd, 0));
     e_grow = err_of(ftruncate(r->fd, sb.st_size * 2));
-    say("PROBE mmap_rw=%d write=%d reopen_write=%d mprotect=%d shrink=%d "
+    xt_say("PROBE mmap_rw=%d write=%d reopen_write=%d mprotect=%d shrink=%d "
         "grow=%d past_end=%s",
         e_rw, e_wr, e_reopen, e_prot, e_shrink, e_grow,
         past_end(r->fd, sb.st_size));
@@ -409,7 +397,7 @@ static void att_scan(uint64_t canary)
             hits += p[k] == canary;
         munmap((void *)(uintptr_t)p, (size_t)sb.st_size);
     }
-    say("SCAN %ld", hits);
+    xt_say("SCAN %ld", hits);
 }
 
 /* "poke ID VALUE": write VALUE into the first word of that page. */
@@ -419,17 +407,17 @@ static void att_poke(uint64_t id, uint64_t value)
     uint64_t *p;
 
     if (!r) {
-        say("ERR no descriptor %" PRIx64, id);
+        xt_say("ERR no descriptor %" PRIx64, id);
         return;
     }
     p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
     if (p == MAP_FAILED) {
-        say("POKE %d", errno);
+        xt_say("POKE %d", errno);
         return;
     }
     *p = value;
     munmap(p, 4096);
-    say("POKE 0");
+    xt_say("POKE 0");
 }
 
 /* "peek ID": the first word of that page. */
@@ -439,15 +427,15 @@ static void att_peek(uint64_t id)
     const uint64_t *p;
 
     if (!r) {
-        say("ERR no descriptor %" PRIx64, id);
+        xt_say("ERR no descriptor %" PRIx64, id);
         return;
     }
     p = mmap(NULL, 4096, PROT_READ, MAP_SHARED, r->fd, 0);
     if (p == MAP_FAILED) {
-        say("PEEK err %d", errno);
+        xt_say("PEEK err %d", errno);
         return;
     }
-    say("PEEK %" PRIu64, *p);
+    xt_say("PEEK %" PRIu64, *p);
     munmap((void *)(uintptr_t)p, 4096);
 }
 
@@ -458,10 +446,10 @@ static int attacker_main(int as_nobody)
 
     signal(SIGPIPE, SIG_IGN);
     if (as_nobody && become_nobody() < 0) {
-        say("ERR setuid: %s", strerror(errno));
+        xt_say("ERR setuid: %s", strerror(errno));
         return 1;
     }
-    say("READY %d", (int)getuid());
+    xt_say("READY %d", (int)getuid());
     while (fgets(line, sizeof line, stdin)) {
         if (sscanf(line, "connect %255s %" SCNu64, a, &x) == 2)
             att_connect(a, x);
@@ -644,7 +632,7 @@ static int hostile_main(const char *path, const char *how, uint64_t id,
 
     signal(SIGPIPE, SIG_IGN);
     if (as_nobody && become_nobody() < 0) {
-        say("ERR setuid: %s", strerror(errno));
+        xt_say("ERR setuid: %s", strerror(errno));
         return 1;
     }
     memset(&sa, 0, sizeof sa);
@@ -654,10 +642,10 @@ static int hostile_main(const char *path, const char *how, uint64_t id,
     l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof sa) < 0 ||
         listen(l, 16) < 0) {
-        say("ERR bind %s: %s", path, strerror(errno));
+        xt_say("ERR bind %s: %s", path, strerror(errno));
         return 1;
     }
-    say("READY %d", (int)getuid());
+    xt_say("READY %d", (int)getuid());
     for (;;) {
         struct pollfd pf[2] = { { 0, POLLIN, 0 }, { l, POLLIN, 0 } };
         int s;

@@ -1361,23 +1361,6 @@ static char *line_buf(void)
     return b;
 }
 
-static const char *proc_ask(xt_proc_t *p, char *line, unsigned ms,
-                            const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static const char *proc_ask(xt_proc_t *p, char *line, unsigned ms,
-                            const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vfprintf(p->in, fmt, ap);
-    va_end(ap);
-    fputc('\n', p->in);
-    fflush(p->in);
-    return xt_proc_line(p, line, LINE_MAX_, ms);
-}
-
 static void proc_end(void *p) { xt_proc_end(p, 10000); }
 
 /* A stopped child must run again to answer "quit".  Not once it was
@@ -1547,8 +1530,9 @@ static void test_killed_tcp(void)
     q[0] = xt_post_to(ini, XFER_OP_WRITE, small, 4096, ra, tname, "warm", &st);
     XT_STATUS_FATAL(st == XFER_IN_PROG ? xt_wait_req(q[0], WAIT_MS) : st,
                     XFER_OK);
-    XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "check %" PRIu64 " 0 4096",
-                              seed), "ok"), "the victim got '%s'", l);
+    XT_CHECK(!strcmp(xt_proc_ask(t, l, LINE_MAX_, WAIT_MS,
+                                 "check %" PRIu64 " 0 4096",
+                                 seed), "ok"), "the victim got '%s'", l);
     /* 32 MiB on its way, a READ and a notified WRITE behind it; the
      * target stopped a moment so that they are surely in flight, then
      * killed. */
@@ -1615,8 +1599,9 @@ static void test_killed_tcp(void)
     q[0] = xt_post_to(ini, XFER_OP_WRITE, big, 1 << 20, ra2 + 8192, t2name,
                       NULL, &st);
     XT_STATUS(st == XFER_IN_PROG ? xt_wait_req(q[0], WAIT_MS) : st, XFER_OK);
-    XT_CHECK(!strcmp(proc_ask(t2, l, WAIT_MS, "check %" PRIu64 " 8192 %u",
-                              seed + 2, 1u << 20), "ok"),
+    XT_CHECK(!strcmp(xt_proc_ask(t2, l, LINE_MAX_, WAIT_MS,
+                                 "check %" PRIu64 " 8192 %u",
+                                 seed + 2, 1u << 20), "ok"),
              "the other target got '%s'", l);
     /* The same name again, a new epoch: its metadata loads and works. */
     xt_proc_end(t, 5000);
@@ -1627,10 +1612,12 @@ static void test_killed_tcp(void)
     q[0] = xt_post_to(ini, XFER_OP_WRITE, big, 1 << 20, ra + 4096, tname,
                       "back", &st);
     XT_STATUS(st == XFER_IN_PROG ? xt_wait_req(q[0], WAIT_MS) : st, XFER_OK);
-    XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "check %" PRIu64 " 4096 %u",
-                              seed + 3, 1u << 20), "ok"),
+    XT_CHECK(!strcmp(xt_proc_ask(t, l, LINE_MAX_, WAIT_MS,
+                                 "check %" PRIu64 " 4096 %u",
+                                 seed + 3, 1u << 20), "ok"),
              "the restarted target got '%s'", l);
-    XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "notes 300"), "notes back"),
+    XT_CHECK(!strcmp(xt_proc_ask(t, l, LINE_MAX_, WAIT_MS,
+                                 "notes 300"), "notes back"),
              "the restarted target: '%s'", l);
 }
 
@@ -1660,7 +1647,8 @@ static void test_stopped_tcp(void)
     q = xt_post_to(ini, XFER_OP_WRITE, src, 4096, ra, tname, "warm", &st);
     XT_STATUS_FATAL(st == XFER_IN_PROG ? xt_wait_req(q, WAIT_MS) : st,
                     XFER_OK);
-    XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "notes 100"), "notes warm"),
+    XT_CHECK(!strcmp(xt_proc_ask(t, l, LINE_MAX_, WAIT_MS,
+                                 "notes 100"), "notes warm"),
              "the target: '%s'", l);
 
     /* Stopped: a WRITE of 2 MiB with a notification times out within
@@ -1685,9 +1673,11 @@ static void test_stopped_tcp(void)
     q = xt_post_to(ini, XFER_OP_WRITE, src + 4096, 4096, ra + 4096, tname,
                    "after", &st);
     XT_STATUS(st == XFER_IN_PROG ? xt_wait_req(q, WAIT_MS) : st, XFER_OK);
-    XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "check %" PRIu64 " 4096 4096",
-                              seed + 2), "ok"), "the target got '%s'", l);
-    XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "notes 300"), "notes after"),
+    XT_CHECK(!strcmp(xt_proc_ask(t, l, LINE_MAX_, WAIT_MS,
+                                 "check %" PRIu64 " 4096 4096",
+                                 seed + 2), "ok"), "the target got '%s'", l);
+    XT_CHECK(!strcmp(xt_proc_ask(t, l, LINE_MAX_, WAIT_MS,
+                                 "notes 300"), "notes after"),
              "after SIGCONT the target heard '%s'", l);
 }
 

@@ -518,23 +518,6 @@ static char *line_buf(void)
     return b;
 }
 
-static const char *proc_ask(xt_proc_t *p, char *line, unsigned ms,
-                            const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static const char *proc_ask(xt_proc_t *p, char *line, unsigned ms,
-                            const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vfprintf(p->in, fmt, ap);
-    va_end(ap);
-    fputc('\n', p->in);
-    fflush(p->in);
-    return xt_proc_line(p, line, LINE_MAX_, ms);
-}
-
 static void proc_end(void *p) { xt_proc_end(p, 10000); }
 
 /* A child running this program in a role; its first line is its
@@ -748,9 +731,11 @@ static void test_mutual(void)
     snprintf(nb, sizeof nb, "%s", xt_name("mb"));
     a = proc_start("child", na, SPEC_TCP, "1", mda);
     b = proc_start("child", nb, SPEC_TCP, "2", mdb);
-    XT_REQUIRE(!strcmp(proc_ask(a, l, WAIT_MS, "load %s", mdb), "ok"),
+    XT_REQUIRE(!strcmp(xt_proc_ask(a, l, LINE_MAX_, WAIT_MS,
+                                   "load %s", mdb), "ok"),
                "a: %s", l);
-    XT_REQUIRE(!strcmp(proc_ask(b, l, WAIT_MS, "load %s", mda), "ok"),
+    XT_REQUIRE(!strcmp(xt_proc_ask(b, l, LINE_MAX_, WAIT_MS,
+                                   "load %s", mda), "ok"),
                "b: %s", l);
     for (unsigned r = 0; r < 20; r++) {
         char la[256], lb[256];
@@ -972,7 +957,8 @@ static void killed_target(const char *spec, bool stops_data)
     q[0] = xt_post_to(ini, XFER_OP_WRITE, small, 4096, ra2 + 8192, t2name,
                       NULL, &st);
     XT_STATUS(st == XFER_IN_PROG ? xt_wait_req(q[0], WAIT_MS) : st, XFER_OK);
-    XT_CHECK(!strcmp(proc_ask(t2, l, WAIT_MS, "check 5 8192 4096"), "ok"),
+    XT_CHECK(!strcmp(xt_proc_ask(t2, l, LINE_MAX_, WAIT_MS,
+                                 "check 5 8192 4096"), "ok"),
              "the other target got '%s'", l);
     /* The same name again, a new epoch: it loads and works. */
     xt_proc_end(t, 5000);
@@ -983,9 +969,10 @@ static void killed_target(const char *spec, bool stops_data)
     q[0] = xt_post_to(ini, XFER_OP_WRITE, small, 4096, ra + 4096, tname,
                       "back", &st);
     XT_STATUS(st == XFER_IN_PROG ? xt_wait_req(q[0], WAIT_MS) : st, XFER_OK);
-    XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "check 6 4096 4096"), "ok"),
+    XT_CHECK(!strcmp(xt_proc_ask(t, l, LINE_MAX_, WAIT_MS,
+                                 "check 6 4096 4096"), "ok"),
              "the restarted target got '%s'", l);
-    XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "wait back"), "ok"),
+    XT_CHECK(!strcmp(xt_proc_ask(t, l, LINE_MAX_, WAIT_MS, "wait back"), "ok"),
              "the restarted target: '%s'", l);
     (void)t2;
 }
@@ -1076,9 +1063,11 @@ static void test_unheard_repost(void)
     if (st == XFER_IN_PROG)
         st = xt_wait_req_pump(r, &ini, 1, WAIT_MS);
     XT_STATUS(st, XFER_OK);
-    XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "check 6 4096 4096"), "ok"),
+    XT_CHECK(!strcmp(xt_proc_ask(t, l, LINE_MAX_, WAIT_MS,
+                                 "check 6 4096 4096"), "ok"),
              "the continued target got '%s'", l);
-    XT_CHECK(!strcmp(proc_ask(t, l, WAIT_MS, "wait after"), "ok"),
+    XT_CHECK(!strcmp(xt_proc_ask(t, l, LINE_MAX_, WAIT_MS,
+                                 "wait after"), "ok"),
              "the continued target: '%s'", l);
 }
 

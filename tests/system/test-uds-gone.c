@@ -36,18 +36,6 @@ static char self_exe[4096];
 
 /* ---- the target process ----------------------------------------------------- */
 
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    putchar('\n');
-    fflush(stdout);
-}
-
 /* Take the uds plugin's lock: the progress thread moves framed data
  * into and out of the region under it, so this orders our own accesses
  * with its (the edge through the pipe from the test is one TSan does not
@@ -86,7 +74,7 @@ static int target_main(const char *name)
     if (!line || xfer_agent_create(&o, &a) != XFER_OK ||
         xfer_backend_add(a, "uds", NULL) != XFER_OK ||
         xfer_mem_alloc(a, REGION, 0, (void **)&mem) != XFER_OK) {
-        say("err setup: %s", xfer_last_error());
+        xt_say("err setup: %s", xfer_last_error());
         return 1;
     }
     d = (xfer_desc_t){ (uintptr_t)mem, REGION, 0 };
@@ -94,10 +82,10 @@ static int target_main(const char *name)
     if (xfer_mem_register(a, &dl, NULL, &m) != XFER_OK ||
         xfer_md_get(a, XFER_MD_ALL, NULL, 0, &blob, &len) != XFER_OK ||
         memchr(blob, '\n', len)) {
-        say("err metadata: %s", xfer_last_error());
+        xt_say("err metadata: %s", xfer_last_error());
         return 1;
     }
-    say("MD %s", blob);
+    xt_say("MD %s", blob);
     xfer_free(blob);
     while (fgets(line, (int)LINE_MAX_, stdin)) {
         uint64_t seed;
@@ -105,33 +93,33 @@ static int target_main(const char *name)
         if (sscanf(line, "fill %" SCNx64, &seed) == 1) {
             xt_fill(mem, REGION, seed);
             plugin_sync(a);
-            say("ok");
+            xt_say("ok");
         } else if (sscanf(line, "check %" SCNx64, &seed) == 1) {
             long at;
 
             plugin_sync(a);
             at = xt_check(mem, XLEN, seed);
             if (at < 0)
-                say("ok");
+                xt_say("ok");
             else
-                say("bad %ld", at);
+                xt_say("bad %ld", at);
         } else if (!strncmp(line, "destroy", 7)) {
             xfer_agent_destroy(a); /* unmaps the allocation too */
             a = NULL;
             mem = NULL;
-            say("ok");
+            xt_say("ok");
         } else if (!strncmp(line, "dereg", 5)) {
             if (xfer_mem_deregister(a, m) != XFER_OK ||
                 xfer_mem_free(a, mem) != XFER_OK) {
-                say("err dereg: %s", xfer_last_error());
+                xt_say("err dereg: %s", xfer_last_error());
                 continue;
             }
             mem = NULL;
-            say("ok");
+            xt_say("ok");
         } else if (!strncmp(line, "quit", 4)) {
             break;
         } else {
-            say("err unknown command");
+            xt_say("err unknown command");
         }
     }
     if (a)
@@ -143,20 +131,6 @@ static int target_main(const char *name)
 /* ---- the initiator's side ----------------------------------------------------- */
 
 static void proc_end(void *p) { xt_proc_end(p, 10000); }
-
-static const char *ask(xt_proc_t *p, char *line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static const char *ask(xt_proc_t *p, char *line, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vfprintf(p->in, fmt, ap);
-    va_end(ap);
-    fputc('\n', p->in);
-    fflush(p->in);
-    return xt_proc_line(p, line, LINE_MAX_, WAIT_MS);
-}
 
 /* A target process and an initiator agent whose WRITE and READ of XLEN
  * bytes of the target's region have each moved once through the mapped
@@ -226,10 +200,12 @@ static void pair_start(struct pair *p, int progress_thread)
     pair_state(p, state, sizeof state);
     XT_REQUIRE(!strcmp(state, SHM_STATE), "after three WRITEs: \"%s\"",
                state);
-    XT_REQUIRE(!strcmp(ask(p->tgt, p->line, "check %" PRIx64, seed), "ok"),
+    XT_REQUIRE(!strcmp(xt_proc_ask(p->tgt, p->line, LINE_MAX_, WAIT_MS,
+                                   "check %" PRIx64, seed), "ok"),
                "the WRITE did not land: %s", p->line);
     seed = xt_seed();
-    XT_REQUIRE(!strcmp(ask(p->tgt, p->line, "fill %" PRIx64, seed), "ok"),
+    XT_REQUIRE(!strcmp(xt_proc_ask(p->tgt, p->line, LINE_MAX_, WAIT_MS,
+                                   "fill %" PRIx64, seed), "ok"),
                "target: %s", p->line);
     for (n = 0; n < 2; n++) {
         memset(p->dst, 0, XLEN);
@@ -397,7 +373,8 @@ static void test_closed_then_post(void)
 
     memset(&p, 0, sizeof p);
     pair_start(&p, 0);
-    XT_REQUIRE(!strcmp(ask(p.tgt, p.line, "destroy"), "ok"), "target: %s",
+    XT_REQUIRE(!strcmp(xt_proc_ask(p.tgt, p.line, LINE_MAX_, WAIT_MS,
+                                   "destroy"), "ok"), "target: %s",
                p.line);
     post_refused(&p, p.w, "closed its uds backend");
     post_refused(&p, p.r, "closed its uds backend");
@@ -413,7 +390,8 @@ static void test_deregistered_then_post(void)
 
     memset(&p, 0, sizeof p);
     pair_start(&p, 0);
-    XT_REQUIRE(!strcmp(ask(p.tgt, p.line, "dereg"), "ok"), "target: %s",
+    XT_REQUIRE(!strcmp(xt_proc_ask(p.tgt, p.line, LINE_MAX_, WAIT_MS,
+                                   "dereg"), "ok"), "target: %s",
                p.line);
     for (int i = 0; i < 2; i++) {
         s = xfer_req_post(i ? p.r : p.w, XFER_NOTIF_NONE, 0);
