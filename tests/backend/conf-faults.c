@@ -28,7 +28,7 @@ static void test_proc_write_read_notif(void)
     ini = xt_agent(xt_name("pini"), xc_spec, 1);
     buf = xt_alloc(n);
     xt_register(ini, buf, n);
-    XT_STATUS_FATAL(xfer_md_load(ini, c.blob, c.len, NULL, 0), XFER_OK);
+    xc_child_load(ini, &c);
 
     xt_fill(buf, n, seed);
     w = xc_child_req(ini, &c, XFER_OP_WRITE, buf, 7, n);
@@ -275,10 +275,8 @@ static void kill_midflight(xfer_op_t op, unsigned nreq, size_t len)
                    spec_timeout(ispec, sizeof ispec, KILL_TMO), 1);
     buf = xt_alloc(total);
     xt_register(ini, buf, total);
-    XT_STATUS_FATAL(xfer_md_load(ini, victim.blob, victim.len, NULL, 0),
-                    XFER_OK);
-    XT_STATUS_FATAL(xfer_md_load(ini, other.blob, other.len, NULL, 0),
-                    XFER_OK);
+    xc_child_load(ini, &victim);
+    xc_child_load(ini, &other);
     side_init(&side, ini, &other);
     req = calloc(nreq, sizeof(*req));
     XT_REQUIRE(req != NULL, "out of memory");
@@ -404,10 +402,8 @@ static void stall_then_continue(xfer_op_t op)
                                                  timeout), 1);
     buf = xt_alloc(big);
     xt_register(ini, buf, big);
-    XT_STATUS_FATAL(xfer_md_load(ini, victim.blob, victim.len, NULL, 0),
-                    XFER_OK);
-    XT_STATUS_FATAL(xfer_md_load(ini, other.blob, other.len, NULL, 0),
-                    XFER_OK);
+    xc_child_load(ini, &victim);
+    xc_child_load(ini, &other);
     w = xc_child_req(ini, &victim, op, buf, 0, big);
     w2 = xc_child_req(ini, &other, XFER_OP_WRITE, buf, 0, small);
     warm = xc_child_req(ini, &victim, XFER_OP_WRITE, buf, 0, 64);
@@ -479,8 +475,7 @@ static void stopped_start(stopped_t *st, size_t size)
     st->ini = xt_agent(xt_name("wini"), xc_spec, 1);
     st->buf = xt_alloc(size);
     xt_register(st->ini, st->buf, size);
-    XT_STATUS_FATAL(xfer_md_load(st->ini, st->c.blob, st->c.len, NULL, 0),
-                    XFER_OK);
+    xc_child_load(st->ini, &st->c);
     warm = xc_child_req(st->ini, &st->c, XFER_OP_WRITE, st->buf, 0, 64);
     XT_STATUS_FATAL(xt_post_wait(warm, NULL, 0, WAIT_MS), XFER_OK);
     child_sigstop(&st->c);
@@ -538,8 +533,7 @@ static void test_proc_connect_stopped(void)
         return;
     stopped_start(&st, SZ);
     ini2 = xt_agent(xt_name("cini"), xc_spec, 1);
-    XT_STATUS_FATAL(xfer_md_load(ini2, st.c.blob, st.c.len, NULL, 0),
-                    XFER_OK);
+    xc_child_load(ini2, &st.c);
     start = xt_now_ms();
     s = xfer_md_connect(ini2, st.c.name, TMO);
     took = xt_now_ms() - start;
@@ -698,7 +692,7 @@ static void target_dereg_midstream(bool xalloc)
     ini = xt_agent(xt_name("dini"), xc_spec, 1);
     buf = xt_alloc(total);
     xt_register(ini, buf, total);
-    XT_STATUS_FATAL(xfer_md_load(ini, c.blob, c.len, NULL, 0), XFER_OK);
+    xc_child_load(ini, &c);
     xt_fill(buf, total, seed);
     for (unsigned i = 0; i < DR_NREQ; i++)
         req[i] = xc_child_req(ini, &c, XFER_OP_WRITE, buf + i * DR_LEN,
@@ -852,7 +846,7 @@ static void cancel_stopped(xfer_op_t op, unsigned resume_ms)
                    spec_timeout(ispec, sizeof ispec, timeout), 1);
     buf = xt_alloc(total);
     xt_register(ini, buf, total);
-    XT_STATUS_FATAL(xfer_md_load(ini, c.blob, c.len, NULL, 0), XFER_OK);
+    xc_child_load(ini, &c);
     warm = xc_child_req(ini, &c, XFER_OP_WRITE, buf, 0, 64);
     XT_STATUS_FATAL(post_retry(warm, WAIT_MS), XFER_OK);
     req[0] = xc_child_req(ini, &c, op, buf, 0, len[0]);

@@ -153,10 +153,8 @@ static link_t *link_setup(size_t size)
     l->nbuf = xt_alloc(NEAR);
     xt_register(l->ini, l->buf, size);
     xt_register(l->ini, l->nbuf, NEAR);
-    XT_STATUS_FATAL(xfer_md_load(l->ini, l->far.blob, l->far.len, NULL, 0),
-                    XFER_OK);
-    XT_STATUS_FATAL(xfer_md_load(l->ini, l->near.blob, l->near.len, NULL, 0),
-                    XFER_OK);
+    xc_child_load(l->ini, &l->far);
+    xc_child_load(l->ini, &l->near);
     /* Both connected and working before the cut. */
     warm = xc_child_req(l->ini, &l->far, XFER_OP_WRITE, l->buf, 0, 64);
     XT_STATUS_FATAL(xt_post_wait(warm, NULL, 0, WAIT_MS), XFER_OK);
@@ -254,8 +252,7 @@ static void link_near_works(link_t *l)
 static void link_reload(link_t *l)
 {
     XT_STATUS_FATAL(xfer_md_invalidate(l->ini, l->far.name), XFER_OK);
-    XT_STATUS_FATAL(xfer_md_load(l->ini, l->far.blob, l->far.len, NULL, 0),
-                    XFER_OK);
+    xc_child_load(l->ini, &l->far);
 }
 
 /* Restore the link, reload the far peer's metadata (forget it, load its

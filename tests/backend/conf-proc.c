@@ -314,6 +314,11 @@ void xc_child_stop(xc_child_t *c)
              "target process ended with status 0x%x", status);
 }
 
+void xc_child_load(xfer_agent_t *ini, xc_child_t *c)
+{
+    XT_STATUS_FATAL(xfer_md_load(ini, c->blob, c->len, NULL, 0), XFER_OK);
+}
+
 /* The remote address of the child's buffer, from its blob. */
 uintptr_t xc_child_base(xc_child_t *c)
 {

@@ -45,6 +45,8 @@ char *xc_child_cmd(xc_child_t *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Tell it to exit and check that it did, cleanly. */
 void xc_child_stop(xc_child_t *c);
+/* Load the child's metadata into ini (fatal if refused). */
+void xc_child_load(xfer_agent_t *ini, xc_child_t *c);
 /* The remote address of the child's buffer, from its blob. */
 uintptr_t xc_child_base(xc_child_t *c);
 /* A request of one descriptor: local <-> the child's buffer at roff. */
