@@ -24,7 +24,7 @@ packages="build-essential autoconf automake libtool libltdl-dev pkg-config
 libjansson-dev libcunit1-dev libssl-dev iperf3 procps
 libcurl4-openssl-dev etcd-server curl openssl
 libucx-dev ucx-utils libfabric-dev libfabric-bin libibverbs-dev ibverbs-utils
-perftest gnuplot-nox clang libclang-rt-14-dev"
+perftest gnuplot-nox clang libclang-rt-14-dev libnats-dev nats-server"
 # openssl: the command that makes the throwaway CA of the etcd TLS tests.
 # libucx-dev: the ucx plugin (UCP).
 # libfabric-dev: the ofi plugin; libfabric-bin: fi_info, to see providers.
@@ -33,6 +33,8 @@ perftest gnuplot-nox clang libclang-rt-14-dev"
 # perftest: ib_write_bw, its baseline on real hardware (not make check).
 # ucx-utils: ucx_perftest, the baseline of bench/compare-uds.sh and
 # bench/compare-ucx.sh (not make check).
+# libnats-dev: the event plane (docs/events.md); nats-server (with
+# JetStream) is started by its tests on a free loopback port.
 # clang, libclang-rt-14-dev: libFuzzer for make fuzz-smoke (.ci/run), not make check.
 missing=
 for p in $packages; do

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/ctl.h"
+#include "core/events.h"
 #include "core/internal.h"
 
 /* Defaults of the agent options that bound what peers make it hold. */
@@ -52,6 +53,8 @@ static void host_notif_deliver(void *ctx, const char *from, const void *msg,
     xfer_backend_t *b = ctx;
 
     xfer__notif_push(b->agent, from, msg, len);
+    xfer__stats_notif_recv(b, from, len);
+    xfer__ev_notif(b->agent, b, from, msg, len);
 }
 
 /* Called from plugins' progress, under their lock: reads the registry
@@ -327,6 +330,7 @@ XFER_API void xfer_agent_opts_init(xfer_agent_opts_t *opts)
     opts->progress_thread = 1;
     opts->progress_wait_us = 100000;
     opts->progress_spin_us = 50;
+    opts->telemetry = 1;
 }
 
 /* Epochs only grow: wall-clock nanoseconds, bumped past the last one this
@@ -439,6 +443,7 @@ XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
                                           : AGENT_NOTIF_QUEUE_BYTES;
     a->nq_max_count = o.notif_queue_count ? o.notif_queue_count
                                           : AGENT_NOTIF_QUEUE_COUNT;
+    xfer__stats_init(a, o.telemetry != 0, a->max_remote_agents);
     if (a->name == NULL)
         goto nomem;
     a->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -470,12 +475,17 @@ XFER_API xfer_status_t xfer_agent_create(const xfer_agent_opts_t *opts,
     st = xfer__etcd_start(a, &o, &a->etcd);
     if (st != XFER_OK)
         goto fail;
+    /* The event plane (core/events.h) last: "agent.up" means ready. */
+    st = xfer__nats_start(a, &o, &a->nats);
+    if (st != XFER_OK)
+        goto fail;
     *agent = a;
     return XFER_OK;
 
 nomem:
     st = xfer__err(XFER_ERR_NOMEM, "out of memory");
 fail:
+    xfer__etcd_stop(a->etcd);
     xfer__listener_stop(a->listener);
     stop_thread(a);
     if (a->epfd >= 0)
@@ -485,6 +495,7 @@ fail:
     if (a->nq_fd >= 0)
         close(a->nq_fd);
     xfer__reg_fini(&a->regions);
+    xfer__stats_fini(a);
     destroy_locks(a);
     xfer__auth_free(a->auth);
     free(a->name);
@@ -499,7 +510,11 @@ XFER_API void xfer_agent_destroy(xfer_agent_t *agent)
     if (a == NULL)
         return;
     /* The control plane calls into the agent: stop it first.  Then no
-     * other thread runs in the agent: the user owes us that. */
+     * other thread runs in the agent: the user owes us that.  The event
+     * plane goes first of all, saying "agent.down" while peers are still
+     * loaded; nothing after it publishes. */
+    xfer__nats_stop(a->nats);
+    a->nats = NULL;
     xfer__etcd_stop(a->etcd);
     xfer__listener_stop(a->listener);
     stop_thread(a);
@@ -524,6 +539,7 @@ XFER_API void xfer_agent_destroy(xfer_agent_t *agent)
     xfer__shm_free_all(a);
 
     xfer__reg_fini(&a->regions);
+    xfer__stats_fini(a);
     close(a->epfd);
     close(a->wake_fd);
     close(a->nq_fd);
@@ -658,6 +674,7 @@ static xfer_status_t backend_add(xfer_agent_t *a, const char *plugin,
     atomic_store_explicit(&a->nbackends, nb + 1, memory_order_release);
     /* Peers loaded before it exist for it too, as registrations do. */
     xfer__remote_backfill(a, b);
+    xfer__ev_backend(a, b);
     xfer__unlock(a);
     if (out != NULL)
         *out = b;
@@ -690,8 +707,10 @@ XFER_API xfer_status_t xfer_backend_add(xfer_agent_t *agent, const char *spec,
     pthread_mutex_lock(&agent->cfg_lock);
     st = backend_add(agent, plugin, kv, backend);
     pthread_mutex_unlock(&agent->cfg_lock);
-    if (st == XFER_OK)
+    if (st == XFER_OK) {
         xfer__etcd_changed(agent->etcd);
+        xfer__nats_changed(agent->nats);
+    }
     free(plugin);
     json_decref(kv);
     return st;
@@ -727,8 +746,10 @@ XFER_API xfer_status_t xfer_backend_add_json(xfer_agent_t *agent,
     pthread_mutex_lock(&agent->cfg_lock);
     st = backend_add(agent, plugin, kv, backend);
     pthread_mutex_unlock(&agent->cfg_lock);
-    if (st == XFER_OK)
+    if (st == XFER_OK) {
         xfer__etcd_changed(agent->etcd);
+        xfer__nats_changed(agent->nats);
+    }
     json_decref(kv);
     return st;
 }

@@ -38,6 +38,31 @@ XFER_API const char *xfer_strerror(xfer_status_t status)
     return "unknown status code";
 }
 
+/* The code's name without its XFER_ prefix ("OK", "ERR_TIMEOUT"), for
+ * machine-read documents (telemetry, events). */
+const char *xfer__status_name(xfer_status_t status)
+{
+    switch (status) {
+    case XFER_OK: return "OK";
+    case XFER_IN_PROG: return "IN_PROG";
+    case XFER_ERR_INVALID: return "ERR_INVALID";
+    case XFER_ERR_NOT_FOUND: return "ERR_NOT_FOUND";
+    case XFER_ERR_NOMEM: return "ERR_NOMEM";
+    case XFER_ERR_NOT_SUPPORTED: return "ERR_NOT_SUPPORTED";
+    case XFER_ERR_BACKEND: return "ERR_BACKEND";
+    case XFER_ERR_REMOTE_DISCONNECT: return "ERR_REMOTE_DISCONNECT";
+    case XFER_ERR_TIMEOUT: return "ERR_TIMEOUT";
+    case XFER_ERR_CANCELED: return "ERR_CANCELED";
+    case XFER_ERR_ACCESS: return "ERR_ACCESS";
+    case XFER_ERR_BUSY: return "ERR_BUSY";
+    case XFER_ERR_EXISTS: return "ERR_EXISTS";
+    case XFER_ERR_LOAD: return "ERR_LOAD";
+    case XFER_ERR_CONFIG: return "ERR_CONFIG";
+    case XFER_ERR_AUTH: return "ERR_AUTH";
+    }
+    return "UNKNOWN";
+}
+
 XFER_API const char *xfer_last_error(void)
 {
     return last_error_set ? last_error : "";

@@ -18,6 +18,7 @@
 #include "core/config.h"
 #include "core/loader.h"
 #include "core/registry.h"
+#include "core/stats.h"
 
 #define XFER_API __attribute__((visibility("default")))
 
@@ -34,6 +35,8 @@ xfer_status_t xfer__verr(xfer_status_t status, const char *fmt, va_list ap);
  * generic one if none is set), adding context on the way out. */
 xfer_status_t xfer__err_prefix(xfer_status_t status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* "ERR_TIMEOUT" for XFER_ERR_TIMEOUT: the code's name without XFER_. */
+const char *xfer__status_name(xfer_status_t status);
 /* Forget the thread's last error (at the start of every public call). */
 void xfer__err_clear(void);
 /* Whether something set an error since the last clear. */
@@ -55,6 +58,8 @@ typedef struct xfer__remote xfer__remote_t;
 /* The control plane (core/ctl.h): listener and etcd client. */
 typedef struct xfer__listener xfer__listener_t;
 typedef struct xfer__etcd xfer__etcd_t;
+/* The event plane (core/events.h). */
+typedef struct xfer__nats xfer__nats_t;
 
 struct xfer_backend {
     xfer_agent_t *agent;
@@ -71,6 +76,8 @@ struct xfer_backend {
     /* Serialises calls into a plugin without XFER_BE_THREAD_SAFE: one
      * instance's lock, so a slow op stalls this backend alone. */
     pthread_mutex_t lock;
+    /* Everything it did, with every peer (core/stats.h). */
+    _Alignas(64) xfer__stats_t stats;
 };
 
 /* A local region: one descriptor of a registration. */
@@ -131,6 +138,7 @@ struct xfer__remote {
      * against the agent's open budget (open_nremotes, open_nregions). */
     bool open;
     size_t open_regions;
+    xfer__pstats_t *stats;           /* its name's counters, or NULL */
     xfer__remote_t *next;
 };
 
@@ -169,6 +177,11 @@ struct xfer_req {
     bool timed_out;                  /* cancelled by its own deadline */
     unsigned timeout_ms;             /* per-post bound, 0: none */
     uint64_t deadline_us;            /* of the current post, 0: none */
+    /* Telemetry (core/stats.h): what one post moves, when the current
+     * one began, and whether it is counted in flight. */
+    uint64_t bytes;
+    uint64_t post_us;
+    bool counted;
     xfer_req_t *prev, *next;
 };
 
@@ -263,6 +276,9 @@ struct xfer_agent {
     /* Control plane (core/ctl.h); set at creation, never changed. */
     xfer__listener_t *listener;      /* NULL: no listener */
     xfer__etcd_t *etcd;              /* NULL: no etcd */
+    xfer__nats_t *nats;              /* NULL: no event plane */
+
+    xfer__stats_table_t st;          /* per-name counters (stats.c) */
 
     /* The shared secret (core/auth.h), NULL: no authentication; set at
      * creation, never changed. */

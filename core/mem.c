@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/ctl.h"
+#include "core/events.h"
 #include "core/internal.h"
 
 XFER_API void xfer_mem_opts_init(xfer_mem_opts_t *opts)
@@ -274,8 +275,10 @@ XFER_API xfer_status_t xfer_mem_register(xfer_agent_t *agent,
     pthread_mutex_unlock(&agent->cfg_lock);
     /* etcd holds what the agent publishes: an unpublished registration
      * changes nothing there. */
-    if (st == XFER_OK && o.publish)
+    if (st == XFER_OK && o.publish) {
         xfer__etcd_changed(agent->etcd);
+        xfer__nats_changed(agent->nats);
+    }
     return st;
 }
 
@@ -309,7 +312,9 @@ XFER_API xfer_status_t xfer_mem_deregister(xfer_agent_t *agent, xfer_mem_t *mem)
     xfer__unlock(agent);
     mem_release(mem);
     pthread_mutex_unlock(&agent->cfg_lock);
-    if (published)
+    if (published) {
         xfer__etcd_changed(agent->etcd);
+        xfer__nats_changed(agent->nats);
+    }
     return XFER_OK;
 }

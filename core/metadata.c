@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "core/base64.h"
+#include "core/events.h"
 #include "core/internal.h"
 
 #define MD_FORMAT "xfer-md"
@@ -927,6 +928,8 @@ static xfer_status_t md_load_fresh(xfer_agent_t *a, const md_doc_t *d,
     fresh->agent = a;
     fresh->epoch = d->epoch;
     fresh->refs = 1;
+    /* Its name's counters (core/stats.h), kept across epochs. */
+    fresh->stats = xfer__stats_hold(a, d->name);
     xfer__reg_init(&fresh->regions);
     /* Nobody sees it yet: connected and unpacked without the lock. */
     st = add_peers(fresh, d);
@@ -955,8 +958,10 @@ static xfer_status_t md_load_fresh(xfer_agent_t *a, const md_doc_t *d,
                 }
             }
             if (old != NULL)
-                *gone = xfer__remote_evict(old, "it was replaced by a newer "
-                                           "epoch of the same agent");
+                *gone = xfer__remote_evict(old, xfer__why_replaced);
+            xfer__ev_remote(a, old != NULL ? XFER__EV_REMOTE_REPLACED
+                                           : XFER__EV_REMOTE_LOADED,
+                            d->name, d->epoch, old ? old->epoch : 0, NULL);
             fresh->next = a->remotes;
             a->remotes = fresh;
             a->nremotes++;

@@ -289,6 +289,9 @@ XFER_API xfer_status_t xfer_notif_send(xfer_agent_t *agent,
     peer = rem->peer[b->index];
     xfer__be_enter_from_lock(agent, b);
     st = b->ops->notif_send(b->be, peer, msg, len);
+    /* Still inside b: rem cannot be freed before we leave it. */
+    if (st >= 0)
+        xfer__stats_notif_sent(b, rem->stats, len);
     xfer__be_leave_from_lock(agent, b);
     if (st < 0 && !xfer__err_isset())
         xfer__err(st, "notification to agent '%s' failed: %s", remote_agent,

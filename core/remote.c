@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "core/base64.h"
+#include "core/events.h"
 #include "core/internal.h"
 
 xfer__remote_t *xfer__remote_find(xfer_agent_t *a, const char *name)
@@ -43,6 +44,7 @@ void xfer__remote_free(xfer__remote_t *r)
                            (xfer__rregion_t *)r->regions.by_addr[i]);
     xfer__reg_fini(&r->regions);
     json_decref(r->conn);
+    xfer__stats_drop(r->agent, r->stats);
     free(r->name);
     free(r);
 }
@@ -67,6 +69,10 @@ void xfer__remote_kill(xfer__remote_t *r, const char *why)
         return;
     r->dead_why = why;
     atomic_store(&r->dead, true);
+    /* A newer epoch says "replaced" itself (metadata.c). */
+    if (why != xfer__why_replaced)
+        xfer__ev_remote(a, XFER__EV_REMOTE_INVALIDATED, r->name, r->epoch, 0,
+                        why);
     for (unsigned j = 0; j < xfer__nbackends(a); j++) {
         xfer_backend_t *b = a->backends[j];
         xfer_be_peer_t *p = r->peer[j];

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/events.h"
 #include "core/internal.h"
 
 XFER_API void xfer_req_opts_init(xfer_req_opts_t *opts)
@@ -292,6 +293,7 @@ static void req_unlink(xfer_req_t *r)
 /* Release everything a request holds; the backend request is gone. */
 static void req_free(xfer_req_t *r)
 {
+    xfer__stats_forget(r);
     if (r->lregions != NULL)
         for (size_t i = 0; i < r->nseg; i++)
             r->lregions[i]->refs--;
@@ -382,6 +384,8 @@ static xfer_status_t req_finish(req_build_t *rb, const xfer_req_opts_t *opts,
     r->nseg = rb->n;
     r->segs = rb->segs;
     rb->segs = NULL;
+    for (size_t i = 0; i < r->nseg; i++)
+        r->bytes += r->segs[i].len;
     if (hold_lregions) {
         for (size_t i = 0; i < rb->n; i++)
             rb->lr[i]->refs++;
@@ -584,6 +588,21 @@ static void req_sentence(xfer_req_t *r)
                   r->remote->name, xfer_strerror(r->state));
 }
 
+/* A post accepted IN_PROG has just ended in r->state: counted, and a
+ * failure told to the event plane with its sentence (which the caller's
+ * thread then keeps).  Request lock held. */
+static void req_ended(xfer_req_t *r)
+{
+    if (!r->counted)
+        return;
+    xfer__stats_end(r, r->state);
+    if (r->state < 0) {
+        req_sentence(r);
+        xfer__ev_failure(r->agent, r->backend, r->remote->name, r->op,
+                         r->state, xfer_last_error());
+    }
+}
+
 /* Refresh r->state from the backend, and keep the request's own
  * deadline; request lock held.  At its deadline a request ends with
  * XFER_ERR_TIMEOUT, also when the backend must first finish what is on
@@ -608,6 +627,8 @@ static xfer_status_t req_poll(xfer_req_t *r)
         if (be_cancel(r) != XFER_IN_PROG)
             r->deadline_us = 0;
     }
+    if (r->state != XFER_IN_PROG)
+        req_ended(r);
     return r->state;
 }
 
@@ -641,11 +662,13 @@ XFER_API xfer_status_t xfer_req_post(xfer_req_t *req, const void *notif,
 {
     xfer_backend_t *b;
     xfer_status_t st;
+    bool telemetry;
 
     xfer__err_clear();
     if (req == NULL)
         return xfer__err(XFER_ERR_INVALID, "xfer_req_post: NULL request");
     b = req->backend;
+    telemetry = req->agent->st.on;
     if (notif == XFER_NOTIF_NONE) {
         notif = NULL;
         notif_len = 0;
@@ -675,8 +698,11 @@ XFER_API xfer_status_t xfer_req_post(xfer_req_t *req, const void *notif,
         st = xfer__err(XFER_ERR_NOT_SUPPORTED, "backend %s cannot carry "
                        "notifications", b->name);
     } else {
-        req->deadline_us =
-            req->timeout_ms ? xfer__now_us() + req->timeout_ms * 1000ull : 0;
+        uint64_t now = req->timeout_ms || telemetry ? xfer__now_us() : 0;
+
+        req->deadline_us = req->timeout_ms ? now + req->timeout_ms * 1000ull
+                                           : 0;
+        req->post_us = now;
         xfer__be_enter(b);
         st = b->ops->req_post(b->be, req->breq, notif, notif_len);
         xfer__be_leave(b);
@@ -687,6 +713,12 @@ XFER_API xfer_status_t xfer_req_post(xfer_req_t *req, const void *notif,
             poke(req->agent, b);
     }
     req->state = st;
+    /* Telemetry and the event plane (core/stats.h, core/events.h). */
+    if (telemetry)
+        xfer__stats_post(req, st, notif != NULL ? notif_len : 0);
+    if (st < 0)
+        xfer__ev_failure(req->agent, b, req->remote->name, req->op, st,
+                         xfer_last_error());
     pthread_mutex_unlock(&req->lock);
     return st;
 }

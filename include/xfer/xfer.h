@@ -139,7 +139,31 @@ typedef struct xfer_agent_opts {
                                  --client-cert-auth; NULL: XFER_ETCD_CERT */
     const char *etcd_key;     /* its private key (PEM); NULL: XFER_ETCD_KEY,
                                  unset: in the etcd_cert file */
+    /* Telemetry (section of that name below). */
+    int telemetry;            /* 1: keep counters (default 1); 0: none */
+    /* The event plane on NATS (docs/events.md).  Everything below is
+     * used only when a server is given. */
+    const char *nats_url;     /* "nats://h:p[,nats://h:p...]"; NULL:
+                                 XFER_NATS_URL, unset: no NATS */
+    const char *nats_prefix;  /* first subject tokens (default "xfer") */
+    unsigned nats_off;        /* XFER_NATS_OFF_* bits: what not to do
+                                 (default 0: everything) */
+    unsigned nats_stats_ms;   /* telemetry snapshot period (default
+                                 10000, at least 100) */
+    unsigned nats_queue;      /* events held while the server is slow or
+                                 away (default 4096); past it they are
+                                 dropped and counted */
+    const char *nats_bucket;  /* JetStream key-value bucket of metadata
+                                 (default "xfer_agents") */
+    unsigned nats_ttl_s;      /* a dead agent's metadata lives at most
+                                 this long (default 10, min 2) */
 } xfer_agent_opts_t;
+
+/* nats_off bits. */
+#define XFER_NATS_OFF_EVENTS   0x1u /* no lifecycle or failure events */
+#define XFER_NATS_OFF_STATS    0x2u /* no telemetry snapshots */
+#define XFER_NATS_OFF_METADATA 0x4u /* no metadata in the bucket, no
+                                       answers to fetches */
 
 /* Fill opts with defaults; always call it before setting fields. */
 void xfer_agent_opts_init(xfer_agent_opts_t *opts);
@@ -543,6 +567,90 @@ xfer_status_t xfer_md_fetch_etcd(xfer_agent_t *agent, const char *name,
  * thread loads the metadata when it is (or becomes) published.  Poll
  * xfer_md_check(agent, name) until it returns XFER_OK. */
 xfer_status_t xfer_md_fetch_start(xfer_agent_t *agent, const char *name);
+
+/* With NATS configured (nats_url), an agent also keeps its metadata in a
+ * JetStream key-value bucket (the entry is refreshed while it lives and
+ * expires nats_ttl_s after it dies) and answers fetches on a subject, so
+ * a peer needs neither a listening port nor etcd (docs/events.md).  As
+ * with etcd, peers fetched this way are followed: a newer epoch is
+ * loaded, a deleted or expired entry invalidates them.
+ *
+ * Fetch a peer's metadata over NATS and load it, waiting up to
+ * timeout_ms for the peer to answer (0: one request).  XFER_ERR_TIMEOUT
+ * when nobody answered; XFER_ERR_NOT_SUPPORTED without NATS. */
+xfer_status_t xfer_md_fetch_nats(xfer_agent_t *agent, const char *name,
+                                 unsigned timeout_ms);
+
+/* ------------------------------------------------------------------ */
+/* Telemetry                                                           */
+/* ------------------------------------------------------------------ */
+
+/* Counters the agent keeps as transfers happen (unless opts telemetry
+ * is 0), per backend and per remote agent, read at any time without
+ * stopping transfers.  Each is a running total since the agent (or, for
+ * a remote agent, the first load of its name) began, except in_flight.
+ * A snapshot is not atomic across fields: each field is exact on its
+ * own.  docs/api.md, "Telemetry", says when each is counted. */
+
+/* Latency buckets of post-to-completion time: bucket 0 counts requests
+ * under 1 us, bucket i (1 <= i < last) those in [2^(i-1), 2^i) us, the
+ * last those of 2^(XFER_STATS_LAT_BUCKETS-2) us (about 8.4 s) or more. */
+#define XFER_STATS_LAT_BUCKETS 25
+/* errors[] is indexed by -status: errors[6] counts
+ * XFER_ERR_REMOTE_DISCONNECT. */
+#define XFER_STATS_CODES 16
+
+typedef struct xfer_stats {
+    uint64_t read_ops, write_ops;       /* posts accepted */
+    uint64_t read_bytes, write_bytes;   /* bytes those posts moved */
+    uint64_t descs;                     /* descriptors of those posts */
+    uint64_t done;                      /* posts that ended XFER_OK */
+    uint64_t failed;                    /* posts refused or ended in error */
+    uint64_t errors[XFER_STATS_CODES];  /* failed, by code */
+    uint64_t notif_sent, notif_sent_bytes;
+    uint64_t notif_recv, notif_recv_bytes;
+    uint64_t in_flight;                 /* posted and not ended, now */
+    uint64_t lat_count, lat_sum_us;     /* completions timed */
+    uint64_t lat_us[XFER_STATS_LAT_BUCKETS];
+} xfer_stats_t;
+
+/* Read counters into *out (size: sizeof(*out), for later growth).
+ * backend NULL: all backends together; remote_agent NULL: everything
+ * the backend did, with any peer (including peers since invalidated).
+ * XFER_ERR_NOT_FOUND for a backend the agent does not have or a remote
+ * agent it keeps no counters for; XFER_ERR_NOT_SUPPORTED when telemetry
+ * is off. */
+xfer_status_t xfer_stats_get(xfer_agent_t *agent, const char *backend,
+                             const char *remote_agent, xfer_stats_t *out,
+                             size_t size);
+
+/* Every counter as one JSON document (the "stats" event of
+ * docs/events.md, without its envelope): totals, then per backend, then
+ * per remote agent and backend.  *json is freed with xfer_free. */
+xfer_status_t xfer_stats_json(xfer_agent_t *agent, char **json);
+
+/* ------------------------------------------------------------------ */
+/* Event plane                                                         */
+/* ------------------------------------------------------------------ */
+
+/* Also publish each notification received from remote_agent (NULL: from
+ * every sender) on the event plane, after its data is visible, as it is
+ * queued for xfer_notif_drain (on 1; on 0 stops it).  At most 1024 names
+ * are followed.  XFER_ERR_NOT_SUPPORTED without NATS. */
+xfer_status_t xfer_events_notif(xfer_agent_t *agent, const char *remote_agent,
+                                int on);
+
+/* The event plane's own counters. */
+typedef struct xfer_events_stats {
+    uint64_t published;                 /* events handed to the server */
+    uint64_t dropped;                   /* lost to a full queue */
+    uint64_t queued;                    /* waiting now */
+    uint64_t reconnects;                /* connections remade */
+    int connected;                      /* 1 while the server is there */
+} xfer_events_stats_t;
+
+xfer_status_t xfer_events_stats(xfer_agent_t *agent, xfer_events_stats_t *out,
+                                size_t size);
 
 #ifdef __cplusplus
 }
