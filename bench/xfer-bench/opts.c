@@ -37,6 +37,7 @@ enum opt_id {
     OPT_THREADS,
     OPT_TOTAL_BUFFER,
     OPT_CHECK,
+    OPT_STATS,
     OPT_PREPARED,
     OPT_RECREATE,
     OPT_REREGISTER,
@@ -102,6 +103,10 @@ static const struct opt_def opt_defs[] = {
       "bytes each process registers" },
     { "check-consistency", OPT_CHECK, NULL, "off",
       "verify every byte of every post where it landed" },
+    { "stats", OPT_STATS, NULL, "off",
+      "at the end of each backend, print every process's telemetry "
+      "counters (xfer_stats_get: ops, bytes, errors by code, "
+      "notifications, latency buckets) as '# stats' lines" },
     { "prepared", OPT_PREPARED, NULL, "off",
       "prepared lists and index-built requests" },
     { "recreate", OPT_RECREATE, NULL, "off",
@@ -413,6 +418,7 @@ static int parse_opt(struct xb_opts *o, int id, const char *name,
     case OPT_THREADS: return parse_count(name, arg, 1, 256, &o->threads);
     case OPT_TOTAL_BUFFER: return parse_size(name, arg, &o->total_buffer);
     case OPT_CHECK: return parse_flag(name, arg, &o->check);
+    case OPT_STATS: return parse_flag(name, arg, &o->stats);
     case OPT_PREPARED: return parse_flag(name, arg, &o->prepared);
     case OPT_RECREATE: return parse_flag(name, arg, &o->recreate);
     case OPT_REREGISTER: return parse_flag(name, arg, &o->reregister);

@@ -1110,8 +1110,86 @@ static int session_open(struct session *s)
     return 0;
 }
 
+/* --stats: the agent's counters with each peer, one "# stats" block
+ * written at once, so that ranks printing together do not interleave
+ * within a block. */
+static void print_stats(struct session *s)
+{
+    char out[8192];
+    size_t len = 0;
+    const char *be = xfer_backend_name(NULL);
+    xfer_backend_t *b = NULL;
+
+    if (xfer_backend_find(s->agent, s->spec, &b) != XFER_OK) {
+        /* The spec carries parameters: the plugin is its first word. */
+        char plugin[64];
+
+        snprintf(plugin, sizeof(plugin), "%.*s", (int)strcspn(s->spec, ":"),
+                 s->spec);
+        if (xfer_backend_find(s->agent, plugin, &b) != XFER_OK)
+            return;
+    }
+    be = xfer_backend_name(b);
+    for (int k = -1; k < s->npeers; k++) {
+        const char *peer = k < 0 ? NULL : s->peers[k].name;
+        xfer_stats_t st;
+        int n;
+
+        if (xfer_stats_get(s->agent, be, peer, &st, sizeof(st)) != XFER_OK)
+            continue;
+        n = snprintf(out + len, sizeof(out) - len,
+                     "# stats %s %s %s: read %" PRIu64 " ops %" PRIu64
+                     " B, write %" PRIu64 " ops %" PRIu64 " B, descs %" PRIu64
+                     ", done %" PRIu64 ", failed %" PRIu64 ", in flight %"
+                     PRIu64 ", notif sent %" PRIu64 " recv %" PRIu64,
+                     xfer_agent_name(s->agent), be, peer ? peer : "(all)",
+                     st.read_ops, st.read_bytes, st.write_ops, st.write_bytes,
+                     st.descs, st.done, st.failed, st.in_flight,
+                     st.notif_sent, st.notif_recv);
+        if (n < 0 || (size_t)n >= sizeof(out) - len)
+            break;
+        len += (size_t)n;
+        for (unsigned i = 1; i < XFER_STATS_CODES; i++) {
+            if (st.errors[i] == 0)
+                continue;
+            n = snprintf(out + len, sizeof(out) - len, ", %s %" PRIu64,
+                         xfer_strerror(-(int)i), st.errors[i]);
+            if (n < 0 || (size_t)n >= sizeof(out) - len)
+                break;
+            len += (size_t)n;
+        }
+        if (st.lat_count > 0) {
+            /* Buckets as "<1us:N 1us:N 2us:N ...", the non-empty ones. */
+            n = snprintf(out + len, sizeof(out) - len,
+                         ", mean latency %.2f us, buckets",
+                         (double)st.lat_sum_us / (double)st.lat_count);
+            if (n > 0 && (size_t)n < sizeof(out) - len)
+                len += (size_t)n;
+            for (unsigned i = 0; i < XFER_STATS_LAT_BUCKETS; i++) {
+                if (st.lat_us[i] == 0)
+                    continue;
+                n = i == 0 ? snprintf(out + len, sizeof(out) - len,
+                                      " <1us:%" PRIu64, st.lat_us[i])
+                           : snprintf(out + len, sizeof(out) - len,
+                                      " %lluus:%" PRIu64,
+                                      1ull << (i - 1), st.lat_us[i]);
+                if (n < 0 || (size_t)n >= sizeof(out) - len)
+                    break;
+                len += (size_t)n;
+            }
+        }
+        if (len + 1 < sizeof(out))
+            out[len++] = '\n';
+    }
+    fflush(stdout);
+    if (len > 0 && write(STDOUT_FILENO, out, len) < 0)
+        return;
+}
+
 static void session_close(struct session *s)
 {
+    if (s->o->stats && s->agent != NULL)
+        print_stats(s);
     if (s->mem != NULL)
         xfer_mem_deregister(s->agent, s->mem);
     if (s->buf != NULL)

@@ -53,6 +53,7 @@ struct xb_opts {
     long threads;             /* initiator threads, each with its requests */
     size_t total_buffer;      /* per process; 0: what the sweep needs */
     int check;                /* --check-consistency */
+    int stats;                /* --stats: print telemetry at the end */
     int prepared;             /* prepared lists + index-built requests */
     int recreate;             /* create/release a request every iteration */
     int reregister;           /* register the local blocks of every post

@@ -440,6 +440,31 @@ static void test_progress_threads(void)
     expect_param_bool("progress_thread", 0);
 }
 
+/* --stats: each process prints its counters; the initiator's WRITE
+ * count is exactly the posts the sweep made (warmup included), with no
+ * failure and nothing left in flight. */
+static void test_stats(void)
+{
+    struct run *r = run("--backend tcp --stats --start-block-size 4K "
+                        "--max-block-size 8K --num-iter 50 --warmup-iter 5");
+    char want[160], *line;
+    int banners;
+
+    expect_ok(r, "--stats");
+    XT_CHECK(count_rows(r, &banners, 4096, 8192, 1) == 2, "rows: %s", r->out);
+    /* Two block sizes of 50 + 5 posts: 110 WRITEs of 4 and 8 KiB. */
+    snprintf(want, sizeof(want), "write 110 ops %u B, descs 110, done 110, "
+             "failed 0, in flight 0", 55u * 4096u + 55u * 8192u);
+    line = strstr(r->out, "# stats xfer-bench-local-b0-r0 tcp (all): ");
+    XT_CHECK(line != NULL && strstr(line, want) != NULL,
+             "no initiator line with \"%s\":\n%s", want, r->out);
+    XT_CHECK(strstr(r->out, "# stats xfer-bench-local-b0-r1 tcp (all): read 0 "
+                    "ops 0 B, write 0 ops 0 B") != NULL,
+             "no target line:\n%s", r->out);
+    XT_CHECK(line != NULL && strstr(line, "mean latency") != NULL,
+             "no latency on the initiator's line:\n%s", r->out);
+}
+
 /* A --role target and a --role initiator on a free loopback port, both
  * given the same options; outputs tagged tag-t and tag-i. */
 static void start_pair(const char *tag, const char *opts, int *tp, int *ip)
@@ -580,6 +605,7 @@ int main(int argc, char **argv)
         XT_TEST(test_use_hugepages),
         XT_TEST(test_progress_threads),
         XT_TEST(test_role_peer),
+        XT_TEST(test_stats),
         XT_TEST(test_dead_target),
         XT_TEST(test_bad_options),
         XT_END,
