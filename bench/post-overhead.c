@@ -37,6 +37,7 @@ struct options {
     long posts, warmup;
     size_t ndesc, size;
     const char *backend;
+    int telemetry;  /* the agents' opts telemetry */
 };
 
 static size_t stride_of(size_t size)
@@ -193,6 +194,7 @@ static int pair_setup(struct pair *p, const struct options *o)
      * none: nothing else takes its lock while a post is timed, and the
      * status polls between posts drive its side. */
     xfer_agent_opts_init(&aopts);
+    aopts.telemetry = o->telemetry;
     aopts.name = "post-overhead-target";
     if ((st = xfer_agent_create(&aopts, &p->target)) != XFER_OK)
         goto fail;
@@ -301,6 +303,8 @@ static void usage(FILE *out)
             "  -d, --descs N      descriptors per request (default 1024)\n"
             "  -s, --size BYTES   bytes per descriptor (default 8, max %d)\n"
             "  -b, --backend SPEC backend spec (default tcp)\n"
+            "  -t, --telemetry 0|1  the agents keep telemetry counters\n"
+            "                     (default 1, as agents do)\n"
             "  -h, --help         this help\n",
             MAX_SIZE);
 }
@@ -313,6 +317,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         { "descs", required_argument, NULL, 'd' },
         { "size", required_argument, NULL, 's' },
         { "backend", required_argument, NULL, 'b' },
+        { "telemetry", required_argument, NULL, 't' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -321,7 +326,7 @@ static int parse_options(int argc, char **argv, struct options *o)
     int c;
 
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "n:w:d:s:b:h", longopts, NULL)) !=
+    while ((c = getopt_long(argc, argv, "n:w:d:s:b:t:h", longopts, NULL)) !=
            -1) {
         if (c == 'h') {
             usage(stdout);
@@ -339,7 +344,8 @@ static int parse_options(int argc, char **argv, struct options *o)
         errno = 0;
         v = strtol(optarg, &end, 10);
         if (errno != 0 || end == optarg || *end != '\0' ||
-            v < (c == 'w' ? 0 : 1) || (c == 's' && v > MAX_SIZE)) {
+            v < (c == 'w' || c == 't' ? 0 : 1) || (c == 's' && v > MAX_SIZE) ||
+            (c == 't' && v > 1)) {
             fprintf(stderr, "post-overhead: option -%c: bad value '%s'.\n", c,
                     optarg);
             return -1;
@@ -349,6 +355,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         case 'w': o->warmup = v; break;
         case 'd': o->ndesc = (size_t)v; break;
         case 's': o->size = (size_t)v; break;
+        case 't': o->telemetry = (int)v; break;
         default: break;
         }
     }
@@ -362,7 +369,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 
 int main(int argc, char **argv)
 {
-    struct options o = { 10000, 100, 1024, 8, "tcp" };
+    struct options o = { 10000, 100, 1024, 8, "tcp", 1 };
     struct stats full, one, raw;
     struct pair p;
     uint64_t *t;
@@ -384,8 +391,8 @@ int main(int argc, char **argv)
 
     d = (double)o.ndesc;
     printf("# post-overhead, libxfer %s: backend %s, prepared WRITE of %zu "
-           "x %zu B, %ld posts timed\n", xfer_version(), o.backend, o.ndesc,
-           o.size, o.posts);
+           "x %zu B, %ld posts timed, telemetry %s\n", xfer_version(),
+           o.backend, o.ndesc, o.size, o.posts, o.telemetry ? "on" : "off");
     printf("# times include the backend writing its frames into the socket; "
            "the rows below split that out\n");
     printf("%-34s %14s %14s %14s\n", "measurement", "median_ns/desc",
