@@ -596,7 +596,8 @@ static void req_ended(xfer_req_t *r)
     if (!r->counted)
         return;
     xfer__stats_end(r, r->state);
-    if (r->state < 0) {
+    /* A cancel the user asked for is counted, not reported. */
+    if (r->state < 0 && r->state != XFER_ERR_CANCELED) {
         req_sentence(r);
         xfer__ev_failure(r->agent, r->backend, r->remote->name, r->op,
                          r->state, xfer_last_error());
@@ -821,8 +822,10 @@ XFER_API xfer_status_t xfer_req_cancel(xfer_req_t *req)
         if (st == XFER_ERR_NOT_SUPPORTED)
             st = xfer__err(XFER_ERR_NOT_SUPPORTED, "backend %s cannot cancel "
                            "requests", req->backend->name);
-        if (st == XFER_OK)
+        if (st == XFER_OK) {
             req->state = XFER_ERR_CANCELED;
+            req_ended(req);
+        }
     }
     pthread_mutex_unlock(&req->lock);
     return st;

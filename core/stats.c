@@ -298,6 +298,40 @@ void xfer__stats_notif_recv(xfer_backend_t *b, const char *from, size_t len)
 
 /* ---- readers ---------------------------------------------------------- */
 
+#define F(name, n, help) {#name, offsetof(xfer_stats_t, name), n, help}
+static const xfer_stats_field_t fields[] = {
+    F(read_ops, 1, "READ posts accepted (answered XFER_OK or XFER_IN_PROG)"),
+    F(write_ops, 1, "WRITE posts accepted"),
+    F(read_bytes, 1, "bytes those READ posts asked for, all descriptors"),
+    F(write_bytes, 1, "bytes those WRITE posts asked for"),
+    F(descs, 1, "descriptors (segments after resolution) of accepted posts"),
+    F(done, 1, "posts that ended XFER_OK (seen by xfer_req_post, "
+               "xfer_req_status or xfer_req_wait)"),
+    F(failed, 1, "posts refused, or ended in an error (a timeout, a "
+                 "cancel, a dead peer, a refused key)"),
+    F(errors, XFER_STATS_CODES, "failed, by code: errors[-status]; in JSON "
+                                "an object of the non-zero ones by name"),
+    F(notif_sent, 1, "notifications sent, with a post or alone"),
+    F(notif_sent_bytes, 1, "their bytes"),
+    F(notif_recv, 1, "notifications received and queued for "
+                     "xfer_notif_drain (counted per sender name)"),
+    F(notif_recv_bytes, 1, "their bytes"),
+    F(in_flight, 1, "posts accepted and not ended, now (a gauge)"),
+    F(lat_count, 1, "ended posts whose post-to-completion time was taken"),
+    F(lat_sum_us, 1, "the sum of those times, in microseconds"),
+    F(lat_us, XFER_STATS_LAT_BUCKETS, "those times in log2 buckets: [0] "
+                                      "under 1 us, [i] in [2^(i-1), 2^i) "
+                                      "us, the last at least 2^23 us"),
+};
+#undef F
+
+XFER_API const xfer_stats_field_t *xfer_stats_fields(size_t *count)
+{
+    if (count != NULL)
+        *count = sizeof(fields) / sizeof(fields[0]);
+    return fields;
+}
+
 static void sum_into(xfer_stats_t *o, xfer__stats_t *s)
 {
     int64_t fl;
@@ -371,42 +405,36 @@ XFER_API xfer_status_t xfer_stats_get(xfer_agent_t *agent, const char *backend,
     return XFER_OK;
 }
 
-static int set_u64(json_t *o, const char *key, uint64_t v)
-{
-    return json_object_set_new(o, key, json_integer((json_int_t)v));
-}
-
-/* One block as a JSON object (docs/events.md, "stats"). */
+/* One block as a JSON object (docs/events.md, "stats"), field by field
+ * from the table above: scalars as integers, errors as an object of the
+ * non-zero codes by name, lat_us as an array. */
 static json_t *stats_object(const xfer_stats_t *s)
 {
-    json_t *o = json_object(), *err = json_object(), *lat = json_array();
-    int rc = 0;
+    json_t *o = json_object();
+    int rc = o == NULL;
 
-    if (o == NULL || err == NULL || lat == NULL) {
-        json_decref(o), json_decref(err), json_decref(lat);
-        return NULL;
+    for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]) && !rc; f++) {
+        const uint64_t *v =
+            (const uint64_t *)(const void *)((const char *)s + fields[f].offset);
+        json_t *val;
+
+        if (fields[f].count == 1) {
+            val = json_integer((json_int_t)v[0]);
+        } else if (fields[f].offset == offsetof(xfer_stats_t, errors)) {
+            val = json_object();
+            for (unsigned i = 1; i < XFER_STATS_CODES && val != NULL; i++)
+                if (v[i] != 0)
+                    rc |= json_object_set_new(val,
+                                              xfer__status_name(-(int)i),
+                                              json_integer((json_int_t)v[i]));
+        } else {
+            val = json_array();
+            for (size_t i = 0; i < fields[f].count && val != NULL; i++)
+                rc |= json_array_append_new(val,
+                                            json_integer((json_int_t)v[i]));
+        }
+        rc |= json_object_set_new(o, fields[f].name, val);
     }
-    rc |= set_u64(o, "read_ops", s->read_ops);
-    rc |= set_u64(o, "write_ops", s->write_ops);
-    rc |= set_u64(o, "read_bytes", s->read_bytes);
-    rc |= set_u64(o, "write_bytes", s->write_bytes);
-    rc |= set_u64(o, "descs", s->descs);
-    rc |= set_u64(o, "done", s->done);
-    rc |= set_u64(o, "failed", s->failed);
-    for (unsigned i = 1; i < XFER_STATS_CODES; i++)
-        if (s->errors[i] != 0)
-            rc |= set_u64(err, xfer__status_name(-(int)i), s->errors[i]);
-    rc |= json_object_set_new(o, "errors", err);
-    rc |= set_u64(o, "notif_sent", s->notif_sent);
-    rc |= set_u64(o, "notif_sent_bytes", s->notif_sent_bytes);
-    rc |= set_u64(o, "notif_recv", s->notif_recv);
-    rc |= set_u64(o, "notif_recv_bytes", s->notif_recv_bytes);
-    rc |= set_u64(o, "in_flight", s->in_flight);
-    rc |= set_u64(o, "lat_count", s->lat_count);
-    rc |= set_u64(o, "lat_sum_us", s->lat_sum_us);
-    for (unsigned i = 0; i < XFER_STATS_LAT_BUCKETS; i++)
-        rc |= json_array_append_new(lat, json_integer((json_int_t)s->lat_us[i]));
-    rc |= json_object_set_new(o, "lat_us", lat);
     if (rc != 0) {
         json_decref(o);
         return NULL;

@@ -42,6 +42,8 @@ static void usage(FILE *out)
             "and why.  With PLUGIN, show only that one.\n"
             "\n"
             "  --json      print one JSON document instead of text\n"
+            "  --counters  describe the telemetry counters every agent keeps\n"
+            "              (xfer_stats_get, xfer-bench --stats) and exit\n"
             "  --help      print this help and exit\n"
             "  --version   print the library version and exit\n"
             "\n"
@@ -272,10 +274,42 @@ static void json_output(const xfer_plugin_info_t *infos, size_t count,
     fputs("]}\n", stdout);
 }
 
+/* --counters: the library's own table of telemetry fields. */
+static int counters_output(int json)
+{
+    size_t n = 0;
+    const xfer_stats_field_t *f = xfer_stats_fields(&n);
+
+    if (json) {
+        fputs("{\"counters\": [", stdout);
+        for (size_t i = 0; i < n; i++) {
+            printf("%s{\"name\": ", i ? ", " : "");
+            json_str(f[i].name);
+            printf(", \"values\": %zu, \"help\": ", f[i].count);
+            json_str(f[i].help);
+            fputs("}", stdout);
+        }
+        fputs("]}\n", stdout);
+        return 0;
+    }
+    printf("Telemetry counters (per backend, and per remote agent and "
+           "backend;\nxfer_stats_get, xfer_stats_json, xfer-bench --stats, "
+           "docs/api.md \"Telemetry\"):\n");
+    for (size_t i = 0; i < n; i++) {
+        char name[64];
+
+        snprintf(name, sizeof(name), f[i].count > 1 ? "%s[%zu]" : "%s",
+                 f[i].name, f[i].count);
+        printf("  %-20s %s\n", name, f[i].help);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
         { "json", no_argument, NULL, 'j' },
+        { "counters", no_argument, NULL, 'c' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
@@ -283,13 +317,14 @@ int main(int argc, char **argv)
     xfer_plugin_info_t *infos = NULL;
     size_t count = 0, i;
     const char *only = NULL;
-    int json = 0, c, found = 0, loaded = 0;
+    int json = 0, counters = 0, c, found = 0, loaded = 0;
     xfer_status_t st;
 
     opterr = 0; /* our own one-sentence message below */
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
         case 'j': json = 1; break;
+        case 'c': counters = 1; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("xfer-info (libxfer %s)\n", xfer_version()); return 0;
         default:
@@ -302,6 +337,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (counters)
+        return counters_output(json);
     if (argc - optind > 1) {
         fprintf(stderr, "xfer-info: at most one plugin name; try --help.\n");
         return 2;

@@ -624,6 +624,19 @@ xfer_status_t xfer_stats_get(xfer_agent_t *agent, const char *backend,
                              const char *remote_agent, xfer_stats_t *out,
                              size_t size);
 
+/* What each field of xfer_stats_t is: its name in xfer_stats_json, where
+ * it lies in the struct, how many uint64_t it holds (errors and lat_us
+ * are arrays) and one sentence on when it counts.  A static table of
+ * *count entries, in struct order (xfer-info --counters prints it). */
+typedef struct xfer_stats_field {
+    const char *name;
+    size_t offset;                      /* in xfer_stats_t */
+    size_t count;                       /* uint64_t values there */
+    const char *help;
+} xfer_stats_field_t;
+
+const xfer_stats_field_t *xfer_stats_fields(size_t *count);
+
 /* Every counter as one JSON document (the "stats" event of
  * docs/events.md, without its envelope): totals, then per backend, then
  * per remote agent and backend.  *json is freed with xfer_free. */

@@ -213,35 +213,81 @@ static void test_failures(void)
              s.write_ops);
 }
 
-/* A WRITE to a target that does not progress stays in flight; released
- * (cancelled), it leaves the count without being done or failed. */
+/* Pump the target (it has no progress thread) until q ends. */
+static xfer_status_t pump_until_done(xfer_agent_t *tgt, xfer_req_t *q)
+{
+    uint64_t end = xt_now_ms() + WAIT_MS;
+    xfer_status_t st;
+
+    while ((st = xfer_req_status(q)) == XFER_IN_PROG && xt_now_ms() < end)
+        xfer_progress(tgt);
+    return st;
+}
+
+/* WRITEs to a target that does not progress stay in flight; whether
+ * cancelled, completed or released under way, each leaves the gauge
+ * once, and every accepted post ends up done, failed or forgotten. */
 static void test_in_flight(void)
 {
     const char *tn = xt_name("tgt");
     xfer_agent_t *ini = xt_agent(xt_name("ini"), SPEC, 1);
     xfer_agent_t *tgt = xt_agent(tn, SPEC, 0);
     unsigned char *lbuf = xt_alloc(TBUF), *tbuf = xt_alloc(TBUF);
-    xfer_req_t *q;
-    xfer_status_t st;
+    xfer_req_t *small, *big;
+    xfer_status_t st1, st2;
     xfer_stats_t s;
+    uint64_t ended;
 
     xt_register(ini, lbuf, TBUF);
     xt_register(tgt, tbuf, TBUF);
     xt_md_exchange(tgt, XFER_MD_ALL, ini);
-    q = xt_post_to(ini, XFER_OP_WRITE, lbuf, TBUF, (uintptr_t)tbuf, tn, NULL,
-                   &st);
-    XT_REQUIRE(q != NULL, "create: %s", xfer_last_error());
-    XT_STATUS(st, XFER_IN_PROG);
+    small = xt_post_to(ini, XFER_OP_WRITE, lbuf, 64, (uintptr_t)tbuf, tn,
+                       NULL, &st1);
+    big = xt_post_to(ini, XFER_OP_WRITE, lbuf + 4096, TBUF - 4096,
+                     (uintptr_t)tbuf + 4096, tn, NULL, &st2);
+    XT_REQUIRE(small != NULL && big != NULL, "create: %s", xfer_last_error());
+    XT_STATUS(st1, XFER_IN_PROG);
+    XT_STATUS(st2, XFER_IN_PROG);
     get_stats(ini, NULL, tn, &s);
-    XT_CHECK(s.in_flight == 1 && s.write_ops == 1 && s.done == 0,
+    XT_CHECK(s.in_flight == 2 && s.write_ops == 2 && s.done == 0,
              "posted to a target that does not progress: in_flight %" PRIu64
              ", write_ops %" PRIu64 ", done %" PRIu64, s.in_flight,
              s.write_ops, s.done);
-    XT_STATUS(xt_req_release(q), XFER_OK);
+    /* Cancelled: it ends CANCELED (or OK, if it won the race). */
+    st2 = xfer_req_cancel(big);
+    XT_CHECK(st2 == XFER_OK || st2 == XFER_IN_PROG, "cancel: %s: %s",
+             xt_status_name(st2), xfer_last_error());
+    st2 = pump_until_done(tgt, big);
+    XT_CHECK(st2 == XFER_ERR_CANCELED || st2 == XFER_OK, "the cancelled "
+             "WRITE ended %s", xt_status_name(st2));
+    st1 = pump_until_done(tgt, small);
+    XT_STATUS(st1, XFER_OK);
     get_stats(ini, NULL, tn, &s);
-    XT_CHECK(s.in_flight == 0 && s.done == 0 && s.failed == 0,
-             "released: in_flight %" PRIu64 ", done %" PRIu64 ", failed %"
-             PRIu64, s.in_flight, s.done, s.failed);
+    XT_CHECK(s.in_flight == 0, "both ended: in_flight %" PRIu64, s.in_flight);
+    XT_CHECK(s.done == 1 + (st2 == XFER_OK) &&
+                 s.errors[-XFER_ERR_CANCELED] == (st2 != XFER_OK) &&
+                 s.failed == (st2 != XFER_OK),
+             "done %" PRIu64 ", failed %" PRIu64 ", CANCELED %" PRIu64
+             " for one OK and one %s", s.done, s.failed,
+             s.errors[-XFER_ERR_CANCELED], xt_status_name(st2));
+    /* Released while under way: gone from the gauge, neither done nor
+     * failed (or, if the release had to wait, ended as it ended). */
+    ended = s.done + s.failed;
+    XT_STATUS(xfer_req_post(big, NULL, 0), XFER_IN_PROG);
+    if (xt_req_release(big) == XFER_OK) {
+        get_stats(ini, NULL, tn, &s);
+        XT_CHECK(s.in_flight == 0 && s.done + s.failed == ended,
+                 "released under way: in_flight %" PRIu64 ", done + failed "
+                 "%" PRIu64 " (was %" PRIu64 ")", s.in_flight,
+                 s.done + s.failed, ended);
+    } else {
+        pump_until_done(tgt, big);
+        get_stats(ini, NULL, tn, &s);
+        XT_CHECK(s.in_flight == 0 && s.done + s.failed == ended + 1,
+                 "ended before release: in_flight %" PRIu64 ", done + "
+                 "failed %" PRIu64 " (was %" PRIu64 ")", s.in_flight,
+                 s.done + s.failed, ended);
+    }
 }
 
 typedef struct {
@@ -408,6 +454,38 @@ static void test_json(void)
     xfer_free(text);
 }
 
+/* xfer_stats_fields describes the whole struct, in order, and every
+ * field it names is in the JSON document. */
+static void test_fields(void)
+{
+    size_t n = 0, at = 0;
+    const xfer_stats_field_t *f = xfer_stats_fields(&n);
+    xfer_agent_t *a = xt_agent(xt_name("fields"), SPEC, 0);
+    char *text = NULL;
+    json_t *doc, *total;
+
+    XT_REQUIRE(f != NULL && n > 0, "no field table");
+    XT_STATUS_FATAL(xfer_stats_json(a, &text), XFER_OK);
+    doc = json_loads(text, 0, NULL);
+    XT_REQUIRE(doc != NULL, "not JSON: %s", text);
+    total = json_object_get(doc, "total");
+    for (size_t i = 0; i < n; i++) {
+        XT_CHECK(f[i].offset == at, "field %s at %zu, expected %zu",
+                 f[i].name, f[i].offset, at);
+        XT_CHECK(f[i].help != NULL && strlen(f[i].help) > 5,
+                 "field %s says nothing", f[i].name);
+        XT_CHECK(json_object_get(total, f[i].name) != NULL,
+                 "field %s is not in the JSON document", f[i].name);
+        at = f[i].offset + f[i].count * sizeof(uint64_t);
+    }
+    XT_CHECK(at == sizeof(xfer_stats_t), "the table covers %zu of %zu bytes",
+             at, sizeof(xfer_stats_t));
+    XT_CHECK(json_object_size(total) == n, "the document has %zu fields, the "
+             "table %zu", json_object_size(total), n);
+    json_decref(doc);
+    xfer_free(text);
+}
+
 /* Senders of notifications the target never loaded get counters of
  * their own, but the table of names stays within its bound (64 here):
  * the oldest unheld names go, the backend's totals keep everything. */
@@ -477,6 +555,7 @@ int main(int argc, char **argv)
         XT_TEST(test_threads_exact),
         XT_TEST(test_api),
         XT_TEST(test_json),
+        XT_TEST(test_fields),
         XT_TEST(test_name_bound),
         XT_END,
     };
