@@ -231,4 +231,17 @@ else
     echo "note: verbs is not built; its listing not checked"
 fi
 
+# --counters: the telemetry table, as text and as JSON, one entry per
+# counter the library keeps (xfer_stats_fields).
+${XT_WRAP:-} "$info" --counters >"$dir/counters" 2>&1 ||
+    fail "--counters exited non-zero"
+for c in read_ops write_bytes descs done failed 'errors\[16\]' notif_recv \
+    in_flight lat_sum_us 'lat_us\[25\]'; do
+    grep -Eq "^  $c " "$dir/counters" || fail "--counters does not list $c"
+done
+${XT_WRAP:-} "$info" --counters --json >"$dir/counters.json" 2>&1 ||
+    fail "--counters --json exited non-zero"
+n=$(grep -o '"name": ' "$dir/counters.json" | wc -l)
+[ "$n" -eq 16 ] || fail "--counters --json lists $n counters, not 16"
+
 echo "PASS: xfer-info"
