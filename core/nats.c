@@ -48,7 +48,7 @@ const char xfer__why_replaced[] = "it was replaced by a newer epoch of the "
 #define NATS_CONNECT_MS 1000        /* one connect attempt */
 #define NATS_PING_MS 2000           /* a half-open connection found soon */
 #define NATS_FLUSH_MS 1000          /* the bound on what stop waits for */
-#define NATS_CLOSE_WAIT_MS 5000     /* for libnats's closed callback */
+#define NATS_CLOSE_WAIT_MS 2000     /* for libnats's closed callback */
 #define NATS_IDLE_MS 250            /* the publisher looks around this often */
 #define FOLLOW_MAX 1024             /* names xfer_events_notif follows */
 #define FOLLOW_BUCKETS 256
@@ -93,7 +93,7 @@ struct xfer__nats {
      * before anything else, so following nothing costs one load. */
     atomic_bool following;
 
-    atomic_bool connected;
+    atomic_bool connected;          /* what the callbacks said (logs) */
     /* mdlock guards md against the connection callbacks (libnats's
      * thread) while stop takes it away; never taken under another lock
      * of ours. */
@@ -135,6 +135,15 @@ static xfer__nats_t *nats_of(xfer_agent_t *a)
     /* Set once at creation, cleared at destroy after every thread that
      * calls a hook has stopped (agent.c). */
     return __atomic_load_n(&a->nats, __ATOMIC_ACQUIRE);
+}
+
+/* Whether the connection is up now: libnats's own word, not only what
+ * its callbacks said (they do not run in a process forked after libnats
+ * started).  Never called under qlock: it takes the connection's lock. */
+static bool is_up(xfer__nats_t *n)
+{
+    return n->nc != NULL &&
+           natsConnection_Status(n->nc) == NATS_CONN_STATUS_CONNECTED;
 }
 
 /* ---- names as subject tokens --------------------------------------------- */
@@ -423,14 +432,14 @@ void xfer__ev_failure(xfer_agent_t *a, xfer_backend_t *b, const char *remote,
 
 static json_t *events_doc(xfer__nats_t *n)
 {
+    bool up = is_up(n);
     json_t *o;
 
     pthread_mutex_lock(&n->qlock);
     o = json_pack("{sI sI sI sI sb}", "published", (json_int_t)n->published,
                   "dropped", (json_int_t)n->dropped, "queued",
                   (json_int_t)n->qcount, "reconnects",
-                  (json_int_t)n->reconnects, "connected",
-                  (int)atomic_load(&n->connected));
+                  (json_int_t)n->reconnects, "connected", (int)up);
     pthread_mutex_unlock(&n->qlock);
     return o;
 }
@@ -480,47 +489,16 @@ static void *pub_main(void *arg)
 {
     xfer__nats_t *n = arg;
     char subj[NATS_PREFIX_MAX + 3 * XFER_NAME_MAX + 64];
-    bool stats = !(n->off & XFER_NATS_OFF_STATS);
+    bool stats = !(n->off & XFER_NATS_OFF_STATS), blocked = false;
     uint64_t next = mono_ms() + n->stats_ms;
     struct timespec ts;
 
     pthread_mutex_lock(&n->qlock);
     for (;;) {
+        uint64_t now = mono_ms(), wait_ms;
         ev_t *e = n->head;
-        uint64_t now;
 
-        if (e != NULL && atomic_load(&n->connected)) {
-            pub_t r;
-
-            /* Only this thread takes from the head: e stays there. */
-            pthread_mutex_unlock(&n->qlock);
-            r = publish(n, e, subj, sizeof(subj));
-            pthread_mutex_lock(&n->qlock);
-            if (r == PUB_LATER) {
-                if (n->stop)
-                    break;
-                deadline_in(&ts, 50);
-                pthread_cond_timedwait(&n->qcv, &n->qlock, &ts);
-                continue;
-            }
-            n->head = e->next;
-            if (n->head == NULL)
-                n->tail = NULL;
-            n->qcount--;
-            n->qbytes -= e->cost;
-            if (r == PUB_DONE)
-                n->published++;
-            else
-                n->dropped++;
-            pthread_mutex_unlock(&n->qlock);
-            free(e);
-            pthread_mutex_lock(&n->qlock);
-            continue;
-        }
-        if (n->stop)
-            break;
-        now = mono_ms();
-        if (stats && now >= next) {
+        if (stats && !n->stop && now >= next) {
             pthread_mutex_unlock(&n->qlock);
             ev_stats(n);
             next += n->stats_ms;
@@ -529,9 +507,40 @@ static void *pub_main(void *arg)
             pthread_mutex_lock(&n->qlock);
             continue;
         }
-        deadline_in(&ts, stats && next - now < NATS_IDLE_MS
-                         ? (unsigned)(next - now) : NATS_IDLE_MS);
+        if (e != NULL && !blocked) {
+            pub_t r;
+
+            /* Only this thread takes from the head: e stays there. */
+            pthread_mutex_unlock(&n->qlock);
+            r = is_up(n) ? publish(n, e, subj, sizeof(subj)) : PUB_LATER;
+            pthread_mutex_lock(&n->qlock);
+            if (r != PUB_LATER) {
+                n->head = e->next;
+                if (n->head == NULL)
+                    n->tail = NULL;
+                n->qcount--;
+                n->qbytes -= e->cost;
+                if (r == PUB_DONE)
+                    n->published++;
+                else
+                    n->dropped++;
+                pthread_mutex_unlock(&n->qlock);
+                free(e);
+                pthread_mutex_lock(&n->qlock);
+                continue;
+            }
+            blocked = true;
+        }
+        if (n->stop && (e == NULL || blocked))
+            break;
+        /* Not connected: look again soon, or when a callback or a new
+         * event wakes us. */
+        wait_ms = blocked ? 50 : NATS_IDLE_MS;
+        if (stats && next - now < wait_ms)
+            wait_ms = next - now;
+        deadline_in(&ts, (unsigned)wait_ms);
         pthread_cond_timedwait(&n->qcv, &n->qlock, &ts);
+        blocked = false;
     }
     pthread_mutex_unlock(&n->qlock);
     nats_ReleaseThreadMemory();
@@ -780,14 +789,15 @@ static void nats_free(xfer__nats_t *n)
 }
 
 /* Close the connection and wait (bounded) for libnats to say it is
- * closed, after which none of its callbacks runs with n. */
-static void nats_close(xfer__nats_t *n)
+ * closed, after which none of its callbacks runs with n.  false: it did
+ * not say so in time, and n must not be freed (a callback may come). */
+static bool nats_close(xfer__nats_t *n)
 {
     struct timespec ts;
     bool closed;
 
     if (n->nc == NULL)
-        return;
+        return true;
     natsConnection_Close(n->nc);
     deadline_in(&ts, NATS_CLOSE_WAIT_MS);
     pthread_mutex_lock(&n->mdlock);
@@ -800,8 +810,10 @@ static void nats_close(xfer__nats_t *n)
     n->nc = NULL;
     if (!closed)
         xfer__log(XFER_LOG_WARN, "nats", "agent %s: libnats did not report "
-                  "the connection closed within %d ms", n->agent->name,
-                  NATS_CLOSE_WAIT_MS);
+                  "the connection closed within %d ms (a process forked "
+                  "after using NATS?); its state is left allocated",
+                  n->agent->name, NATS_CLOSE_WAIT_MS);
+    return closed;
 }
 
 static xfer_status_t nats_cond_init(pthread_cond_t *cv)
@@ -904,7 +916,7 @@ xfer_status_t xfer__nats_start(xfer_agent_t *a, const xfer_agent_opts_t *o,
         n->md = md;
         pthread_mutex_unlock(&n->mdlock);
         /* A connection made while md was not yet in place told nobody. */
-        if (atomic_load(&n->connected))
+        if (is_up(n))
             md_changed(n);
     }
     __atomic_store_n(out, n, __ATOMIC_RELEASE);
@@ -917,8 +929,8 @@ fail:
     pthread_mutex_unlock(&n->qlock);
     if (n->thr_started)
         pthread_join(n->thr, NULL);
-    nats_close(n);
-    nats_free(n);
+    if (nats_close(n))
+        nats_free(n);
     return st;
 }
 
@@ -943,10 +955,10 @@ void xfer__nats_stop(xfer__nats_t *n)
     pthread_cond_signal(&n->qcv);
     pthread_mutex_unlock(&n->qlock);
     pthread_join(n->thr, NULL);
-    if (atomic_load(&n->connected))
+    if (is_up(n))
         natsConnection_FlushTimeout(n->nc, NATS_FLUSH_MS);
-    nats_close(n);
-    nats_free(n);
+    if (nats_close(n))
+        nats_free(n);
 }
 
 void xfer__nats_changed(xfer__nats_t *n)
@@ -1078,7 +1090,7 @@ XFER_API xfer_status_t xfer_events_stats(xfer_agent_t *agent,
     s.queued = n->qcount;
     s.reconnects = n->reconnects;
     pthread_mutex_unlock(&n->qlock);
-    s.connected = atomic_load(&n->connected);
+    s.connected = is_up(n);
     memcpy(out, &s, size < sizeof(s) ? size : sizeof(s));
     return XFER_OK;
 }
