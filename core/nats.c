@@ -47,6 +47,9 @@ const char xfer__why_replaced[] = "it was replaced by a newer epoch of the "
 #define NATS_RECONNECT_BUF ((int)(1u << 20))
 #define NATS_CONNECT_MS 1000        /* one connect attempt */
 #define NATS_PING_MS 2000           /* a half-open connection found soon */
+/* A write to a server that stopped reading fails after this, so that
+ * neither the publisher nor stop waits on it longer. */
+#define NATS_WRITE_MS 2000
 #define NATS_FLUSH_MS 1000          /* the bound on what stop waits for */
 #define NATS_CLOSE_WAIT_MS 2000     /* for libnats's closed callback */
 #define NATS_IDLE_MS 250            /* the publisher looks around this often */
@@ -717,6 +720,8 @@ static xfer_status_t connect_to(xfer__nats_t *n, const char *url)
         s = natsOptions_SetPingInterval(no, NATS_PING_MS);
     if (s == NATS_OK)
         s = natsOptions_SetMaxPingsOut(no, 2);
+    if (s == NATS_OK)
+        s = natsOptions_SetWriteDeadline(no, NATS_WRITE_MS);
     if (s == NATS_OK)
         s = natsOptions_SetRetryOnFailedConnect(no, true, on_connected, n);
     if (s == NATS_OK)
