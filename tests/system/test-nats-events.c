@@ -821,6 +821,30 @@ static void test_bad_options(void)
     XT_ERR_HAS("no event plane");
 }
 
+/* The names xfer_events_notif follows are bounded. */
+static void test_follow_bound(void)
+{
+    xfer_agent_opts_t o;
+    xfer_agent_t **a;
+    char name[32];
+
+    ev_opts(&o, xt_name("evfollow"), new_prefix(), XFER_NATS_OFF_STATS);
+    a = ev_agent(&o, NULL);
+    for (unsigned i = 0; i < 1024; i++) {
+        snprintf(name, sizeof(name), "peer-%u", i);
+        XT_STATUS_FATAL(xfer_events_notif(*a, name, 1), XFER_OK);
+    }
+    XT_STATUS(xfer_events_notif(*a, "peer-0", 1), XFER_OK);
+    XT_STATUS(xfer_events_notif(*a, "one-more", 1), XFER_ERR_INVALID);
+    XT_ERR_HAS("already follows 1024 senders");
+    XT_STATUS(xfer_events_notif(*a, "peer-7", 0), XFER_OK);
+    XT_STATUS(xfer_events_notif(*a, "one-more", 1), XFER_OK);
+    XT_STATUS(xfer_events_notif(*a, NULL, 0), XFER_OK);
+    XT_STATUS(xfer_events_notif(*a, "another", 1), XFER_OK);
+    XT_STATUS(xfer_events_notif(*a, "", 1), XFER_ERR_INVALID);
+    XT_ERR_HAS("1 to 255 bytes");
+}
+
 static void test_server_late(void)
 {
     const char *prefix = new_prefix();
@@ -857,6 +881,7 @@ int main(int argc, char **argv)
         XT_TEST(test_stats_snapshots),
         XT_TEST(test_outage_drops),
         XT_TEST(test_server_restart),
+        XT_TEST(test_follow_bound),
         XT_TEST(test_server_late),
         XT_END,
     };
