@@ -511,13 +511,15 @@ XFER_API void xfer_agent_destroy(xfer_agent_t *agent)
         return;
     /* The control plane calls into the agent: stop it first.  Then no
      * other thread runs in the agent: the user owes us that.  The event
-     * plane goes first of all, saying "agent.down" while peers are still
-     * loaded; nothing after it publishes. */
-    xfer__nats_stop(a->nats);
-    a->nats = NULL;
+     * plane goes once no other thread can call its hooks (the progress
+     * thread delivers notifications, etcd and the listener load peers),
+     * saying "agent.down" while peers are still loaded; nothing after
+     * it publishes. */
     xfer__etcd_stop(a->etcd);
     xfer__listener_stop(a->listener);
     stop_thread(a);
+    xfer__nats_stop(a->nats);
+    a->nats = NULL;
     xfer__lock(a);
     /* Peers first, so in-flight requests end and can be released. */
     while (a->remotes != NULL)

@@ -24,3 +24,29 @@ XFER_API xfer_status_t xfer_md_fetch_nats(xfer_agent_t *agent,
 }
 
 #endif /* XFER_HAVE_NATS */
+
+/* Stub until nats-md.c lands: the metadata side does nothing yet, so
+ * that nats.c links (issue 15; the lead resolves this file at merge). */
+#include <config.h>
+#ifdef XFER_HAVE_NATS
+#include "core/nats.h"
+
+xfer_status_t xfer__natsmd_start(xfer_agent_t *a, xfer__nats_t *n,
+                                 const xfer_agent_opts_t *o,
+                                 xfer__natsmd_t **out)
+{
+    (void)a, (void)n, (void)o;
+    *out = NULL;
+    return XFER_OK;
+}
+
+void xfer__natsmd_stop(xfer__natsmd_t *m)
+{
+    (void)m;
+}
+
+void xfer__natsmd_changed(xfer__natsmd_t *m)
+{
+    (void)m;
+}
+#endif /* stub until nats-md.c lands */

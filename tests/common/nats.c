@@ -134,7 +134,11 @@ xt_nats_t *xt_nats_start(void)
 
     if (n == NULL)
         xt_skip("out of memory");
-    snprintf(n->bin, sizeof(n->bin), "%s", bin ? bin : "/usr/bin/nats-server");
+    /* Debian installs it in /usr/sbin; elsewhere it is in /usr/bin. */
+    if (bin == NULL)
+        bin = access("/usr/bin/nats-server", X_OK) == 0
+                  ? "/usr/bin/nats-server" : "/usr/sbin/nats-server";
+    snprintf(n->bin, sizeof(n->bin), "%s", bin);
     if (access(n->bin, X_OK) != 0)
         xt_skip("no nats-server at %s (apt-get install nats-server, or set "
                 "XT_NATS_SERVER)", n->bin);

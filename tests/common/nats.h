@@ -9,7 +9,7 @@
 
 typedef struct xt_nats xt_nats_t;
 
-/* Start nats-server -js ($XT_NATS_SERVER, else /usr/bin/nats-server) and
+/* Start nats-server -js ($XT_NATS_SERVER, else /usr/bin/ or /usr/sbin/nats-server) and
  * wait until it greets a client with JetStream on.  Only before xt_run:
  * skips the program (exit 77) when there is no nats-server binary or
  * temporary dir; NULL, with its log copied to stderr, when it did not
