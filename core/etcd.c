@@ -882,6 +882,9 @@ XFER_API xfer_status_t xfer_md_fetch_etcd(xfer_agent_t *agent,
 {
     uint64_t deadline;
     xfer_status_t st;
+    /* Why an attempt was refused (a bad certificate, say): the answer if
+     * the last attempt, cut short by the deadline, only timed out. */
+    char refused[512] = "";
 
     xfer__err_clear();
     st = fetch_args(agent, name, "xfer_md_fetch_etcd");
@@ -903,6 +906,8 @@ XFER_API xfer_status_t xfer_md_fetch_etcd(xfer_agent_t *agent,
         if (st != XFER_ERR_NOT_FOUND && st != XFER_ERR_TIMEOUT &&
             st != XFER_ERR_BACKEND)
             return st;
+        if (st == XFER_ERR_BACKEND)
+            snprintf(refused, sizeof(refused), "%s", xfer_last_error());
         now = mono_ms();
         if (now >= deadline) {
             if (st == XFER_ERR_NOT_FOUND)
@@ -910,6 +915,8 @@ XFER_API xfer_status_t xfer_md_fetch_etcd(xfer_agent_t *agent,
                                  "published in etcd (key '%s%s') within %u "
                                  "ms", name, agent->etcd->ns, name,
                                  timeout_ms);
+            if (st == XFER_ERR_TIMEOUT && refused[0] != '\0')
+                return xfer__err(XFER_ERR_BACKEND, "%s", refused);
             return st;
         }
         left = (unsigned)(deadline - now);
