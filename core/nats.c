@@ -53,6 +53,13 @@ const char xfer__why_replaced[] = "it was replaced by a newer epoch of the "
 #define NATS_FLUSH_MS 1000          /* the bound on what stop waits for */
 #define NATS_CLOSE_WAIT_MS 2000     /* for libnats's closed callback */
 #define NATS_IDLE_MS 250            /* the publisher looks around this often */
+/* Events are published in batches: the publisher, woken by the first
+ * event after a quiet spell, lingers this long for more before it
+ * publishes them together (or less, once NATS_BATCH are queued), so a
+ * stream of events costs a wake-up per batch, not per event, on the
+ * cores the data path runs on.  It bounds how late an event goes out. */
+#define NATS_LINGER_MS 2
+#define NATS_BATCH 256
 #define FOLLOW_MAX 1024             /* names xfer_events_notif follows */
 #define FOLLOW_BUCKETS 256
 
@@ -89,6 +96,7 @@ struct xfer__nats {
     size_t qcount, qbytes, qmax, qbytes_max;
     uint64_t seq, published, dropped, reconnects;
     bool stop;
+    bool lingering;                 /* the publisher gathers a batch */
     bool follow_all;
     unsigned nfollow;
     follow_t *follow[FOLLOW_BUCKETS];
@@ -299,7 +307,10 @@ static void ev_put(xfer__nats_t *n, const char *type, json_t *body, bool fail)
         n->tail = e;
         n->qcount++;
         n->qbytes += cap;
-        pthread_cond_signal(&n->qcv);
+        /* Wake the publisher for the first event of a batch, or when a
+         * batch is full; not for each event while it gathers them. */
+        if ((n->qcount == 1 && !n->lingering) || n->qcount == NATS_BATCH)
+            pthread_cond_signal(&n->qcv);
         e = NULL;
     }
     pthread_mutex_unlock(&n->qlock);
@@ -493,6 +504,7 @@ static void *pub_main(void *arg)
     xfer__nats_t *n = arg;
     char subj[NATS_PREFIX_MAX + 3 * XFER_NAME_MAX + 64];
     bool stats = !(n->off & XFER_NATS_OFF_STATS), blocked = false;
+    bool gathered = false;          /* this batch waited its linger */
     uint64_t next = mono_ms() + n->stats_ms;
     struct timespec ts;
 
@@ -510,6 +522,17 @@ static void *pub_main(void *arg)
             pthread_mutex_lock(&n->qlock);
             continue;
         }
+        if (e != NULL && !blocked && !gathered && !n->stop &&
+            n->qcount < NATS_BATCH) {
+            n->lingering = true;
+            deadline_in(&ts, NATS_LINGER_MS);
+            pthread_cond_timedwait(&n->qcv, &n->qlock, &ts);
+            n->lingering = false;
+            gathered = true;
+            continue;
+        }
+        if (e == NULL)
+            gathered = false;
         if (e != NULL && !blocked) {
             pub_t r;
 
