@@ -52,8 +52,10 @@ static void host_notif_deliver(void *ctx, const char *from, const void *msg,
 {
     xfer_backend_t *b = ctx;
 
-    xfer__notif_push(b->agent, from, msg, len);
+    /* Counted before it can be drained: a reader that took N sees at
+     * least N. */
     xfer__stats_notif_recv(b, from, len);
+    xfer__notif_push(b->agent, from, msg, len);
     xfer__ev_notif(b->agent, b, from, msg, len);
 }
 

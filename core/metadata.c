@@ -928,8 +928,6 @@ static xfer_status_t md_load_fresh(xfer_agent_t *a, const md_doc_t *d,
     fresh->agent = a;
     fresh->epoch = d->epoch;
     fresh->refs = 1;
-    /* Its name's counters (core/stats.h), kept across epochs. */
-    fresh->stats = xfer__stats_hold(a, d->name);
     xfer__reg_init(&fresh->regions);
     /* Nobody sees it yet: connected and unpacked without the lock. */
     st = add_peers(fresh, d);
@@ -957,6 +955,9 @@ static xfer_status_t md_load_fresh(xfer_agent_t *a, const md_doc_t *d,
                     xfer__err_clear();
                 }
             }
+            /* Its name's counters (core/stats.h), kept across epochs;
+             * taken once admitted, so a refused load makes none. */
+            fresh->stats = xfer__stats_hold(a, d->name);
             if (old != NULL)
                 *gone = xfer__remote_evict(old, xfer__why_replaced);
             xfer__ev_remote(a, old != NULL ? XFER__EV_REMOTE_REPLACED

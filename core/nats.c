@@ -82,6 +82,9 @@ struct xfer__nats {
     char *subj;                     /* "<prefix>.ev.<token>." */
     size_t subj_len;
     char *agent_json;               /* the agent's name as a JSON string */
+    /* The agent's name for libnats's callbacks, which may outlive the
+     * agent when a close was never reported (nats_close). */
+    char *name;
     unsigned off;                   /* XFER_NATS_OFF_* */
     unsigned stats_ms;
     natsConnection *nc;
@@ -97,6 +100,7 @@ struct xfer__nats {
     uint64_t seq, published, dropped, reconnects;
     bool stop;
     bool lingering;                 /* the publisher gathers a batch */
+    bool closing;                   /* "agent.down" is queued: the last */
     bool follow_all;
     unsigned nfollow;
     follow_t *follow[FOLLOW_BUCKETS];
@@ -269,7 +273,7 @@ static void ev_put(xfer__nats_t *n, const char *type, json_t *body, bool fail)
     char *rest = NULL;
     size_t rlen = 0, cap;
     ev_t *e = NULL;
-    uint64_t ts = unix_ms(), seq;
+    uint64_t ts, seq;
     bool drop;
 
     if (body != NULL) {
@@ -284,6 +288,16 @@ static void ev_put(xfer__nats_t *n, const char *type, json_t *body, bool fail)
     if (!fail)
         e = malloc(sizeof(*e) + cap);
     pthread_mutex_lock(&n->qlock);
+    /* After "agent.down" nothing more is its agent's: not even counted. */
+    if (n->closing) {
+        pthread_mutex_unlock(&n->qlock);
+        free(e);
+        free(rest);
+        return;
+    }
+    n->closing = strcmp(type, "agent.down") == 0;
+    /* Taken with seq, so that both grow together. */
+    ts = unix_ms();
     seq = ++n->seq;
     drop = e == NULL || n->stop || n->qcount >= n->qmax ||
            n->qbytes + cap > n->qbytes_max;
@@ -597,8 +611,7 @@ static void on_connected(natsConnection *nc, void *closure)
 
     (void)nc;
     atomic_store(&n->connected, true);
-    xfer__log(XFER_LOG_INFO, "nats", "agent %s: connected to NATS",
-              n->agent->name);
+    xfer__log(XFER_LOG_INFO, "nats", "agent %s: connected to NATS", n->name);
     wake(n);
     md_changed(n);
 }
@@ -610,7 +623,7 @@ static void on_disconnected(natsConnection *nc, void *closure)
     (void)nc;
     if (atomic_exchange(&n->connected, false))
         xfer__log(XFER_LOG_INFO, "nats", "agent %s: lost NATS, reconnecting",
-                  n->agent->name);
+                  n->name);
 }
 
 static void on_reconnected(natsConnection *nc, void *closure)
@@ -813,6 +826,7 @@ static void nats_free(xfer__nats_t *n)
     free(n->prefix);
     free(n->subj);
     free(n->agent_json);
+    free(n->name);
     free(n);
 }
 
@@ -906,11 +920,12 @@ xfer_status_t xfer__nats_start(xfer_agent_t *a, const xfer_agent_opts_t *o,
         return XFER_ERR_NOMEM;
     }
     n->prefix = strdup(prefix);
+    n->name = strdup(a->name);
     name = jstr(a->name);
     n->agent_json = name ? json_dumps(name, JSON_COMPACT | JSON_ENCODE_ANY)
                          : NULL;
     json_decref(name);
-    if (n->prefix != NULL &&
+    if (n->prefix != NULL && n->name != NULL &&
         asprintf(&n->subj, "%s.ev.%s.", prefix, tok) < 0)
         n->subj = NULL;
     if (n->prefix == NULL || n->agent_json == NULL || n->subj == NULL) {

@@ -716,7 +716,7 @@ XFER_API xfer_status_t xfer_req_post(xfer_req_t *req, const void *notif,
     req->state = st;
     /* Telemetry and the event plane (core/stats.h, core/events.h). */
     if (telemetry)
-        xfer__stats_post(req, st, notif != NULL ? notif_len : 0);
+        xfer__stats_post(req, st, notif != NULL, notif_len);
     if (st < 0)
         xfer__ev_failure(req->agent, b, req->remote->name, req->op, st,
                          xfer_last_error());

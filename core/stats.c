@@ -98,8 +98,12 @@ static void table_unlink(xfer__stats_table_t *t, xfer__pstats_t *p)
 }
 
 /* The entry of name, made if missing: when the table is full, the oldest
- * entry nobody holds goes first; NULL when every entry is held. */
-static xfer__pstats_t *table_get(xfer__stats_table_t *t, const char *name)
+ * entry nobody holds goes first.  held: for a loaded remote agent, which
+ * always gets one (loaded agents are bounded by max_remote_agents, and
+ * the few more that requests keep alive after an invalidation); else
+ * NULL when every entry is held. */
+static xfer__pstats_t *table_get(xfer__stats_table_t *t, const char *name,
+                                 bool held)
 {
     xfer__pstats_t *p = table_find(t, name);
     size_t len;
@@ -111,10 +115,12 @@ static xfer__pstats_t *table_get(xfer__stats_table_t *t, const char *name)
 
         while (old != NULL && old->refs > 0)
             old = old->newer;
-        if (old == NULL)
+        if (old == NULL && !held)
             return NULL;
-        table_unlink(t, old);
-        pstats_free(old);
+        if (old != NULL) {
+            table_unlink(t, old);
+            pstats_free(old);
+        }
     }
     len = strlen(name);
     p = calloc(1, sizeof(*p) + len + 1);
@@ -141,7 +147,7 @@ xfer__pstats_t *xfer__stats_hold(xfer_agent_t *a, const char *name)
     if (!t->on)
         return NULL;
     pthread_mutex_lock(&t->lock);
-    p = table_get(t, name);
+    p = table_get(t, name, true);
     if (p != NULL)
         p->refs++;
     pthread_mutex_unlock(&t->lock);
@@ -213,7 +219,8 @@ static void count_end(xfer__stats_t *s, xfer_status_t st, uint64_t lat)
                        *s = blocks_[0];                                     \
          s != NULL; s = s == blocks_[0] ? blocks_[1] : NULL)
 
-void xfer__stats_post(xfer_req_t *r, xfer_status_t st, size_t notif_len)
+void xfer__stats_post(xfer_req_t *r, xfer_status_t st, bool notif,
+                      size_t notif_len)
 {
     unsigned op = r->op == XFER_OP_READ ? 0 : 1;
     uint64_t lat = 0;
@@ -228,7 +235,7 @@ void xfer__stats_post(xfer_req_t *r, xfer_status_t st, size_t notif_len)
         add(&s->ops[op], 1);
         add(&s->bytes[op], r->bytes);
         add(&s->descs, r->nseg);
-        if (notif_len > 0) {
+        if (notif) {
             add(&s->notif_sent, 1);
             add(&s->notif_sent_bytes, notif_len);
         }
@@ -286,14 +293,16 @@ void xfer__stats_notif_recv(xfer_backend_t *b, const char *from, size_t len)
         return;
     add(&b->stats.notif_recv, 1);
     add(&b->stats.notif_recv_bytes, len);
-    /* A sender never loaded gets an entry of its own, within the bound. */
+    /* A sender never loaded gets an entry of its own, within the bound.
+     * Counted under the lock: an entry nobody holds may be evicted (and
+     * freed) by the next name the moment the lock is let go. */
     pthread_mutex_lock(&t->lock);
-    p = pblock(table_get(t, from), b->index);
-    pthread_mutex_unlock(&t->lock);
+    p = pblock(table_get(t, from, false), b->index);
     if (p != NULL) {
         add(&p->notif_recv, 1);
         add(&p->notif_recv_bytes, len);
     }
+    pthread_mutex_unlock(&t->lock);
 }
 
 /* ---- readers ---------------------------------------------------------- */
@@ -442,11 +451,49 @@ static json_t *stats_object(const xfer_stats_t *s)
     return o;
 }
 
+/* A name as a JSON object key: jansson takes only UTF-8, and names are
+ * any printable bytes, so bytes that are not UTF-8 are written "\xNN"
+ * (names that are UTF-8 stay as they are). *buf is freed by the caller. */
+static const char *json_key(const char *name, char **buf)
+{
+    json_t *probe = json_string(name);
+    size_t len = strlen(name);
+    char *out;
+
+    *buf = NULL;
+    if (probe != NULL) {
+        json_decref(probe);
+        return name;
+    }
+    out = malloc(len * 4 + 1);
+    if (out == NULL)
+        return NULL;
+    *buf = out;
+    for (const unsigned char *c = (const unsigned char *)name; *c; c++) {
+        if (*c < 0x80)
+            *out++ = (char)*c;
+        else
+            out += sprintf(out, "\\x%02x", *c);
+    }
+    *out = '\0';
+    return *buf;
+}
+
+/* One name's counters, copied under st_lock so that the JSON is built
+ * without it (received notifications take that lock). */
+typedef struct {
+    char *name;
+    unsigned mask;                   /* backends with a block */
+    xfer_stats_t be[XFER__MAX_BACKENDS];
+} name_copy_t;
+
 json_t *xfer__stats_doc(xfer_agent_t *a)
 {
     json_t *doc = json_object(), *bes = json_object(), *rems = json_object();
     unsigned nb = xfer__nbackends(a);
     xfer_stats_t total, s;
+    name_copy_t *copy = NULL;
+    size_t n = 0;
     int rc = 0;
 
     if (doc == NULL || bes == NULL || rems == NULL)
@@ -459,22 +506,44 @@ json_t *xfer__stats_doc(xfer_agent_t *a)
         rc |= json_object_set_new(bes, a->backends[j]->name, stats_object(&s));
     }
     pthread_mutex_lock(&a->st.lock);
-    for (xfer__pstats_t *p = a->st.oldest; p != NULL && rc == 0; p = p->newer) {
-        json_t *per = json_object();
+    copy = calloc(a->st.count ? a->st.count : 1, sizeof(*copy));
+    for (xfer__pstats_t *p = a->st.oldest; p != NULL && copy != NULL;
+         p = p->newer) {
+        name_copy_t *c = &copy[n];
 
-        for (unsigned j = 0; j < nb && per != NULL; j++) {
+        c->name = strdup(p->name);
+        if (c->name == NULL)
+            break;
+        n++;
+        for (unsigned j = 0; j < nb; j++) {
             xfer__stats_t *blk = atomic_load(&p->be[j]);
 
-            if (blk == NULL)
-                continue;
-            memset(&s, 0, sizeof(s));
-            sum_into(&s, blk);
-            rc |= json_object_set_new(per, a->backends[j]->name,
-                                      stats_object(&s));
+            if (blk != NULL) {
+                c->mask |= 1u << j;
+                sum_into(&c->be[j], blk);
+            }
         }
-        rc |= json_object_set_new(rems, p->name, per);
     }
+    if (copy == NULL || n != a->st.count)
+        rc = -1;
     pthread_mutex_unlock(&a->st.lock);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        json_t *per = json_object();
+        char *buf;
+        const char *key = json_key(copy[i].name, &buf);
+
+        for (unsigned j = 0; j < nb && per != NULL; j++)
+            if (copy[i].mask & (1u << j))
+                rc |= json_object_set_new(per, a->backends[j]->name,
+                                          stats_object(&copy[i].be[j]));
+        rc |= key != NULL ? json_object_set_new(rems, key, per) : -1;
+        if (key == NULL)
+            json_decref(per);
+        free(buf);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(copy[i].name);
+    free(copy);
     rc |= json_object_set_new(doc, "total", stats_object(&total));
     rc |= json_object_set_new(doc, "backends", bes);
     bes = NULL;

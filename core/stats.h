@@ -62,9 +62,10 @@ void xfer__stats_drop(struct xfer_agent *a, xfer__pstats_t *p);
 
 /* Request events; the request's lock is held, telemetry is on. */
 /* Posted (r->post_us: when the post began): accepted (st IN_PROG or OK)
- * or refused (st < 0); notif_len: the notification it carries (0:
- * none). */
-void xfer__stats_post(struct xfer_req *r, xfer_status_t st, size_t notif_len);
+ * or refused (st < 0); notif: it carries a notification (of notif_len
+ * bytes, which may be 0). */
+void xfer__stats_post(struct xfer_req *r, xfer_status_t st, bool notif,
+                      size_t notif_len);
 /* Ended after a post that was accepted IN_PROG (st: OK or error); does
  * nothing for a request not counted in flight. */
 void xfer__stats_end(struct xfer_req *r, xfer_status_t st);

@@ -290,6 +290,77 @@ static void test_in_flight(void)
     }
 }
 
+/* A request's own timeout, a notification of 0 bytes, a sender whose
+ * name is not UTF-8: each counted once, where it belongs, and the JSON
+ * document still made. */
+static void test_edges(void)
+{
+    const char *tn = xt_name("tgt");
+    char odd[64], *text = NULL, key[80];
+    xfer_agent_t *ini, *tgt = xt_agent(tn, SPEC, 0);
+    unsigned char *lbuf = xt_alloc(4096), *tbuf = xt_alloc(4096);
+    xfer_desc_t l = {(uintptr_t)lbuf, 64, 0}, r = {(uintptr_t)tbuf, 64, 0};
+    xfer_dlist_t ll = xt_dlist(&l, 1), rl = xt_dlist(&r, 1);
+    xfer_req_opts_t ro;
+    xfer_req_t *q = NULL;
+    xfer_status_t st;
+    xfer_stats_t s;
+    json_t *doc;
+
+    /* "caf\xe9-...": printable bytes, not UTF-8. */
+    snprintf(odd, sizeof odd, "caf\xe9-%s", tn);
+    ini = xt_agent(odd, SPEC, 1);
+    xt_register(ini, lbuf, 4096);
+    xt_register(tgt, tbuf, 4096);
+    xt_md_exchange(tgt, XFER_MD_ALL, ini);
+    /* The target does not progress: the request's 300 ms end it. */
+    xfer_req_opts_init(&ro);
+    ro.timeout_ms = 300;
+    XT_STATUS_FATAL(xfer_req_create(ini, XFER_OP_WRITE, &ll, &rl, tn, &ro,
+                                    &q), XFER_OK);
+    xt_req_defer(q);
+    st = xfer_req_post(q, XFER_NOTIF_NONE, 0);
+    if (st == XFER_IN_PROG)
+        st = xt_wait_req(q, WAIT_MS);
+    XT_STATUS(st, XFER_ERR_TIMEOUT);
+    XT_STATUS(xfer_req_status(q), XFER_ERR_TIMEOUT);
+    get_stats(ini, SPEC, tn, &s);
+    XT_CHECK(s.failed == 1 && s.errors[-XFER_ERR_TIMEOUT] == 1 &&
+                 s.in_flight == 0 && s.done == 0,
+             "a timed-out WRITE: failed %" PRIu64 ", TIMEOUT %" PRIu64
+             ", in_flight %" PRIu64 ", done %" PRIu64, s.failed,
+             s.errors[-XFER_ERR_TIMEOUT], s.in_flight, s.done);
+    /* Pump the target until the cancel behind the timeout is through,
+     * then a WRITE with a notification of 0 bytes. */
+    while (xfer_req_post(q, "", 0) == XFER_ERR_BUSY)
+        xfer_progress(tgt);
+    {
+        uint64_t end = xt_now_ms() + WAIT_MS;
+
+        while ((st = xfer_req_status(q)) == XFER_IN_PROG &&
+               xt_now_ms() < end)
+            xfer_progress(tgt);
+    }
+    XT_STATUS(st, XFER_OK);
+    get_stats(ini, SPEC, tn, &s);
+    XT_CHECK(s.notif_sent == 1 && s.notif_sent_bytes == 0,
+             "a notification of 0 bytes: notif_sent %" PRIu64 " (%" PRIu64
+             " B)", s.notif_sent, s.notif_sent_bytes);
+    xt_drain_until(tgt, xt_notifs_new(), 1, WAIT_MS, true);
+    get_stats(tgt, SPEC, odd, &s);
+    XT_CHECK(s.notif_recv == 1, "the target counted %" PRIu64 " from %s",
+             s.notif_recv, odd);
+    /* The odd name is a key of the document, its byte escaped. */
+    XT_STATUS_FATAL(xfer_stats_json(tgt, &text), XFER_OK);
+    doc = json_loads(text, 0, NULL);
+    XT_REQUIRE(doc != NULL, "not JSON: %s", text);
+    snprintf(key, sizeof key, "caf\\xe9-%s", tn);
+    XT_CHECK(json_object_get(json_object_get(doc, "remotes"), key) != NULL,
+             "no key '%s' in %s", key, text);
+    json_decref(doc);
+    xfer_free(text);
+}
+
 typedef struct {
     xfer_agent_t *ini;
     const char *tn;
@@ -552,6 +623,7 @@ int main(int argc, char **argv)
         XT_TEST(test_counts_exact_uds),
         XT_TEST(test_failures),
         XT_TEST(test_in_flight),
+        XT_TEST(test_edges),
         XT_TEST(test_threads_exact),
         XT_TEST(test_api),
         XT_TEST(test_json),
