@@ -576,8 +576,7 @@ static void *md_main(void *arg)
         xfer__err_clear();
         if (!up) {
             ok = false;
-            xfer__err(XFER_ERR_BACKEND, "agent '%s': no connection to NATS",
-                      a->name);
+            xfer__err(XFER_ERR_BACKEND, "no connection to NATS");
         } else if (m->kv == NULL) {
             ok = bucket_open(m) == XFER_OK;
             if (ok)
