@@ -34,6 +34,7 @@
 #define MD_ONCE_MS 500              /* the one request of a fetch with 0 ms */
 #define MD_CHECK_MS 1000            /* heartbeats of followed peers checked */
 #define MD_STOP_MS 1000             /* stop: deleting the entry, at most */
+#define MD_WATCH_MS 250             /* the watch thread looks at stop */
 #define MD_TOKEN_MAX (3 * XFER_NAME_MAX + 1)
 
 typedef struct follow {
@@ -68,7 +69,6 @@ struct xfer__natsmd {
     bool superseded;                /* a newer agent of our name holds it */
     char *blob;                     /* what fetches are answered with */
     size_t blob_len;
-    kvWatcher *watch;               /* the watch thread's, to stop it */
     unsigned gen;                   /* connections made: the watch
                                        thread remakes its watcher */
     follow_t *follow;
@@ -480,17 +480,21 @@ static bool has_backends(xfer_agent_t *a)
 }
 
 /* Followed peers whose heartbeats stopped for more than the TTL. */
-static void check_heartbeats(xfer__natsmd_t *m, uint64_t now)
+static void check_heartbeats(xfer__natsmd_t *m)
 {
     char *dead[16];
-    uint64_t quiet[16];
+    uint64_t quiet[16], now;
     size_t ndead = 0;
 
     pthread_mutex_lock(&m->mu);
+    /* Read under the lock: a load or heartbeat stamps later than an
+     * earlier reading of the clock. */
+    now = mono_ms();
     for (size_t i = 0; i < m->nfollow && ndead < 16; i++) {
         follow_t *f = &m->follow[i];
 
-        if (f->alive && now - f->last_hb > m->ttl_s * 1000u &&
+        if (f->alive && now > f->last_hb &&
+            now - f->last_hb > m->ttl_s * 1000u &&
             (dead[ndead] = strdup(f->name)) != NULL) {
             quiet[ndead++] = now - f->last_hb;
             /* Its next entry, of any epoch, loads it again. */
@@ -603,7 +607,7 @@ static void *md_main(void *arg)
         }
         if (now >= next_check) {
             if (up)
-                check_heartbeats(m, now);
+                check_heartbeats(m);
             next_check = now + MD_CHECK_MS;
         }
         if (!ok) {
@@ -688,17 +692,10 @@ static void *watch_main(void *arg)
         kvWatchOptions_Init(&wo);
         wo.MetaOnly = true;
         s = kvStore_WatchAll(&w, kv, &wo);
-        if (s == NATS_OK) {
-            pthread_mutex_lock(&m->mu);
-            if (atomic_load(&m->stop))
-                kvWatcher_Stop(w);
-            m->watch = w;
-            pthread_mutex_unlock(&m->mu);
-        }
         while (s == NATS_OK && !atomic_load(&m->stop)) {
             kvEntry *e = NULL;
 
-            s = kvWatcher_Next(&e, w, 250);
+            s = kvWatcher_Next(&e, w, MD_WATCH_MS);
             if (s == NATS_TIMEOUT) {
                 s = NATS_OK;
                 /* A new connection: a new watcher, on the server as it is
@@ -712,9 +709,6 @@ static void *watch_main(void *arg)
                 kvEntry_Destroy(e);
             }
         }
-        pthread_mutex_lock(&m->mu);
-        m->watch = NULL;
-        pthread_mutex_unlock(&m->mu);
         kvWatcher_Destroy(w);
         if (atomic_load(&m->stop))
             break;
@@ -856,10 +850,11 @@ void xfer__natsmd_stop(xfer__natsmd_t *m)
 
     if (m == NULL)
         return;
+    /* The watch thread sees stop within one wait of its watcher: a
+     * kvWatcher_Stop from here could end a wait that has just taken a
+     * message, which libnats 3.4 then leaks. */
     pthread_mutex_lock(&m->mu);
     atomic_store(&m->stop, true);
-    if (m->watch != NULL)
-        kvWatcher_Stop(m->watch);
     pthread_cond_broadcast(&m->cv);
     pthread_mutex_unlock(&m->mu);
     if (m->thr_started)

@@ -22,7 +22,6 @@ const char xfer__why_replaced[] = "it was replaced by a newer epoch of the "
  * tested on its own branch; no events are published. */
 #ifdef XFER_HAVE_NATS
 
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -36,8 +35,10 @@ struct xfer__nats {
     natsOptions *opts;
     natsConnection *nc;
     char *prefix;
-    _Atomic(xfer__natsmd_t *) md;   /* set after the connection is made,
-                                       read by its callbacks */
+    /* Set after the connection is made, read by its callbacks: mu keeps
+     * a callback from using it while stop frees it. */
+    pthread_mutex_t mu;
+    xfer__natsmd_t *md;
 };
 
 natsConnection *xfer__nats_conn(xfer__nats_t *n)
@@ -52,7 +53,14 @@ const char *xfer__nats_prefix(xfer__nats_t *n)
 
 xfer__natsmd_t *xfer__nats_md(xfer__nats_t *n)
 {
-    return n != NULL ? atomic_load(&n->md) : NULL;
+    xfer__natsmd_t *md = NULL;
+
+    if (n != NULL) {
+        pthread_mutex_lock(&n->mu);
+        md = n->md;
+        pthread_mutex_unlock(&n->mu);
+    }
+    return md;
 }
 
 static bool token_byte(unsigned char c)
@@ -128,7 +136,9 @@ static void on_connected(natsConnection *nc, void *closure)
     xfer__nats_t *n = closure;
 
     (void)nc;
-    xfer__natsmd_changed(atomic_load(&n->md));
+    pthread_mutex_lock(&n->mu);
+    xfer__natsmd_changed(n->md);
+    pthread_mutex_unlock(&n->mu);
 }
 
 static bool prefix_ok(const char *p)
@@ -158,6 +168,7 @@ static void nats_free(xfer__nats_t *n)
         natsConnection_Destroy(n->nc);
     }
     natsOptions_Destroy(n->opts);
+    pthread_mutex_destroy(&n->mu);
     free(n->prefix);
     free(n);
 }
@@ -187,6 +198,7 @@ xfer_status_t xfer__nats_start(xfer_agent_t *a, const xfer_agent_opts_t *o,
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
     }
     n->agent = a;
+    pthread_mutex_init(&n->mu, NULL);
     s = natsOptions_Create(&n->opts);
     if (s == NATS_OK)
         s = natsOptions_SetURL(n->opts, url); /* "a,b": a list */
@@ -216,7 +228,9 @@ xfer_status_t xfer__nats_start(xfer_agent_t *a, const xfer_agent_opts_t *o,
             nats_free(n);
             return st;
         }
-        atomic_store(&n->md, md);
+        pthread_mutex_lock(&n->mu);
+        n->md = md;
+        pthread_mutex_unlock(&n->mu);
     }
     *out = n;
     return XFER_OK;
@@ -224,16 +238,22 @@ xfer_status_t xfer__nats_start(xfer_agent_t *a, const xfer_agent_opts_t *o,
 
 void xfer__nats_stop(xfer__nats_t *n)
 {
+    xfer__natsmd_t *md;
+
     if (n == NULL)
         return;
-    xfer__natsmd_stop(atomic_exchange(&n->md, NULL));
+    pthread_mutex_lock(&n->mu);
+    md = n->md;
+    n->md = NULL;
+    pthread_mutex_unlock(&n->mu);
+    xfer__natsmd_stop(md);
     nats_free(n);
 }
 
 void xfer__nats_changed(xfer__nats_t *n)
 {
     if (n != NULL)
-        xfer__natsmd_changed(atomic_load(&n->md));
+        xfer__natsmd_changed(xfer__nats_md(n));
 }
 
 void xfer__ev_backend(xfer_agent_t *a, xfer_backend_t *b)
