@@ -388,6 +388,33 @@ static xfer_status_t bucket_open(xfer__natsmd_t *m)
     return XFER_OK;
 }
 
+/* What fetches are answered with from now on (a copy of blob). */
+static void serve(xfer__natsmd_t *m, const char *blob, size_t len)
+{
+    char *copy = malloc(len);
+
+    if (copy == NULL)
+        return;
+    memcpy(copy, blob, len);
+    pthread_mutex_lock(&m->mu);
+    free(m->blob);
+    m->blob = copy;
+    m->blob_len = len;
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* Without the bucket (no JetStream, or not yet), fetches are still
+ * answered with the metadata as it is. */
+static void serve_current(xfer__natsmd_t *m)
+{
+    char *blob = NULL;
+    size_t len = 0;
+
+    if (xfer_md_get(m->agent, XFER_MD_ALL, NULL, 0, &blob, &len) == XFER_OK)
+        serve(m, blob, len);
+    free(blob);
+}
+
 /* Put our blob.  The first time the entry is taken whatever holds it: a
  * restarted agent replaces its older self.  After that it is rewritten
  * only over our own last revision, or where it is gone (expired, deleted,
@@ -405,6 +432,7 @@ static xfer_status_t publish(xfer__natsmd_t *m, bool force)
     st = xfer_md_get(m->agent, XFER_MD_ALL, NULL, 0, &blob, &len);
     if (st != XFER_OK)
         return st;
+    serve(m, blob, len);
     if (!force && m->published && m->last != NULL && len == m->last_len &&
         memcmp(blob, m->last, len) == 0) {
         free(blob);
@@ -452,13 +480,6 @@ static xfer_status_t publish(xfer__natsmd_t *m, bool force)
     free(m->last);
     m->last = blob;
     m->last_len = len;
-    pthread_mutex_lock(&m->mu);
-    free(m->blob);
-    m->blob = malloc(len);
-    m->blob_len = m->blob != NULL ? len : 0;
-    if (m->blob != NULL)
-        memcpy(m->blob, blob, len);
-    pthread_mutex_unlock(&m->mu);
     return XFER_OK;
 }
 
@@ -479,11 +500,42 @@ static bool has_backends(xfer_agent_t *a)
     return xfer__nbackends(a) > 0;
 }
 
+/* The reason a peer is invalidated for silence: a remote agent keeps
+ * only a pointer to it (dead_why, static text), so one string per TTL
+ * in use lives as long as the process. */
+static const char *hb_why(unsigned ttl_s)
+{
+    typedef struct why {
+        struct why *next;
+        unsigned ttl_s;
+        char text[];
+    } why_t;
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static why_t *whys;
+    const char *text = "its NATS heartbeats stopped";
+    why_t *w;
+
+    pthread_mutex_lock(&mu);
+    for (w = whys; w != NULL && w->ttl_s != ttl_s; w = w->next)
+        ;
+    if (w == NULL && (w = malloc(sizeof(*w) + 80)) != NULL) {
+        w->ttl_s = ttl_s;
+        snprintf(w->text, 80, "its NATS heartbeats stopped for more than %u "
+                 "s", ttl_s);
+        w->next = whys;
+        whys = w;
+    }
+    if (w != NULL)
+        text = w->text;
+    pthread_mutex_unlock(&mu);
+    return text;
+}
+
 /* Followed peers whose heartbeats stopped for more than the TTL. */
 static void check_heartbeats(xfer__natsmd_t *m)
 {
     char *dead[16];
-    uint64_t quiet[16], now;
+    uint64_t now;
     size_t ndead = 0;
 
     pthread_mutex_lock(&m->mu);
@@ -496,7 +548,7 @@ static void check_heartbeats(xfer__natsmd_t *m)
         if (f->alive && now > f->last_hb &&
             now - f->last_hb > m->ttl_s * 1000u &&
             (dead[ndead] = strdup(f->name)) != NULL) {
-            quiet[ndead++] = now - f->last_hb;
+            ndead++;
             /* Its next entry, of any epoch, loads it again. */
             f->alive = false;
             f->digest = 0;
@@ -504,11 +556,7 @@ static void check_heartbeats(xfer__natsmd_t *m)
     }
     pthread_mutex_unlock(&m->mu);
     for (size_t i = 0; i < ndead; i++) {
-        char why[96];
-
-        snprintf(why, sizeof(why), "its NATS heartbeats stopped for %" PRIu64
-                 " s", quiet[i] / 1000);
-        peer_kill(m, dead[i], why);
+        peer_kill(m, dead[i], hb_why(m->ttl_s));
         free(dead[i]);
     }
 }
@@ -586,6 +634,8 @@ static void *md_main(void *arg)
             if (ok)
                 dirty = force = true;
         }
+        if (!ok && dirty && !superseded && has_backends(a))
+            serve_current(m);
         if (ok && !superseded && (dirty || now >= next_keep) &&
             has_backends(a)) {
             /* The keep-alive is a put too: the entry lives ttl after it. */
@@ -632,15 +682,13 @@ static void *md_main(void *arg)
 
 /* ---- following: the watch thread ------------------------------------------------ */
 
-/* One change of the bucket, headers only. */
-static void watch_entry(xfer__natsmd_t *m, kvEntry *e)
+/* One change of the bucket (headers only): key is the entry's key. */
+static void watch_change(xfer__natsmd_t *m, const char *key, bool gone)
 {
     char name[XFER_NAME_MAX + 1];
-    kvOperation op = kvEntry_Operation(e);
     follow_t *f;
-    bool gone = op == kvOp_Delete || op == kvOp_Purge;
 
-    if (!xfer__nats_untoken(name, sizeof(name), kvEntry_Key(e)))
+    if (!xfer__nats_untoken(name, sizeof(name), key))
         return;
     if (strcmp(name, m->agent->name) == 0) {
         if (gone) {
@@ -666,15 +714,35 @@ static void watch_entry(xfer__natsmd_t *m, kvEntry *e)
         peer_kill(m, name, "its metadata entry was deleted from NATS");
 }
 
+/* The bucket's changes come through a JetStream push consumer of its
+ * own, headers only, from the last change of every key on: what
+ * kvStore_WatchAll does with its MetaOnly option, but not through its
+ * ordered consumer, which libnats 3.4 resets after a reconnection in a
+ * way that its destruction then reads freed memory (valgrind).  After a
+ * reconnection the consumer is made anew instead. */
 static void *watch_main(void *arg)
 {
     xfer__natsmd_t *m = arg;
     unsigned gen = 0;
+    char *stream = NULL, *subj = NULL;
+    size_t pre;
 
+    if (asprintf(&stream, "KV_%s", m->bucket) < 0)
+        stream = NULL;
+    if (asprintf(&subj, "$KV.%s.>", m->bucket) < 0)
+        subj = NULL;
+    if (stream == NULL || subj == NULL) {
+        xfer__log(XFER_LOG_WARN, "nats", "agent %s: out of memory: peers "
+                  "are not watched in bucket '%s'", m->agent->name,
+                  m->bucket);
+        free(stream);
+        free(subj);
+        return NULL;
+    }
+    pre = strlen(subj) - 1;
     while (!atomic_load(&m->stop)) {
-        kvWatcher *w = NULL;
-        kvWatchOptions wo;
-        kvStore *kv;
+        natsSubscription *sub = NULL;
+        jsSubOptions so;
         struct timespec ts;
         natsStatus s = NATS_OK;
 
@@ -683,33 +751,43 @@ static void *watch_main(void *arg)
             deadline_ts(&ts, mono_ms() + MD_RETRY_MS);
             pthread_cond_timedwait(&m->cv, &m->mu, &ts);
         }
-        kv = m->kv;
         gen = m->gen;
         pthread_mutex_unlock(&m->mu);
         if (atomic_load(&m->stop))
             break;
-        /* Headers only: the value is read for followed names alone. */
-        kvWatchOptions_Init(&wo);
-        wo.MetaOnly = true;
-        s = kvStore_WatchAll(&w, kv, &wo);
+        jsSubOptions_Init(&so);
+        so.Stream = stream;
+        so.Config.DeliverPolicy = js_DeliverLastPerSubject;
+        so.Config.AckPolicy = js_AckNone;
+        so.Config.HeadersOnly = true;
+        s = js_SubscribeSync(&sub, m->js, subj, NULL, &so, NULL);
         while (s == NATS_OK && !atomic_load(&m->stop)) {
-            kvEntry *e = NULL;
+            natsMsg *msg = NULL;
+            const char *op = NULL, *key;
 
-            s = kvWatcher_Next(&e, w, MD_WATCH_MS);
+            s = natsSubscription_NextMsg(&msg, sub, MD_WATCH_MS);
             if (s == NATS_TIMEOUT) {
                 s = NATS_OK;
-                /* A new connection: a new watcher, on the server as it is
-                 * now (its consumer may be gone with the old one). */
                 pthread_mutex_lock(&m->mu);
                 if (m->gen != gen)
-                    s = NATS_CONNECTION_CLOSED;
+                    s = NATS_CONNECTION_CLOSED; /* remake it */
                 pthread_mutex_unlock(&m->mu);
-            } else if (s == NATS_OK && e != NULL) {
-                watch_entry(m, e);
-                kvEntry_Destroy(e);
+                continue;
             }
+            if (s != NATS_OK)
+                break;
+            key = natsMsg_GetSubject(msg);
+            if (strlen(key) > pre) {
+                natsMsgHeader_Get(msg, "KV-Operation", &op);
+                watch_change(m, key + pre, op != NULL &&
+                             (strcmp(op, "DEL") == 0 ||
+                              strcmp(op, "PURGE") == 0));
+            }
+            natsMsg_Destroy(msg);
         }
-        kvWatcher_Destroy(w);
+        /* No call to the server: its ephemeral consumer goes by itself
+         * once nobody listens, and stop must not wait on an outage. */
+        natsSubscription_Destroy(sub);
         if (atomic_load(&m->stop))
             break;
         pthread_mutex_lock(&m->mu);
@@ -718,6 +796,8 @@ static void *watch_main(void *arg)
             pthread_cond_timedwait(&m->cv, &m->mu, &ts);
         pthread_mutex_unlock(&m->mu);
     }
+    free(stream);
+    free(subj);
     return NULL;
 }
 
@@ -850,9 +930,7 @@ void xfer__natsmd_stop(xfer__natsmd_t *m)
 
     if (m == NULL)
         return;
-    /* The watch thread sees stop within one wait of its watcher: a
-     * kvWatcher_Stop from here could end a wait that has just taken a
-     * message, which libnats 3.4 then leaks. */
+    /* The watch thread sees stop within one wait of its subscription. */
     pthread_mutex_lock(&m->mu);
     atomic_store(&m->stop, true);
     pthread_cond_broadcast(&m->cv);

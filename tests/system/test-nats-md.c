@@ -351,7 +351,13 @@ static void test_kill(void)
     if (st == XFER_IN_PROG)
         st = xt_wait_req(req, WAIT_MS);
     XT_STATUS(st, XFER_ERR_REMOTE_DISCONNECT);
-    XT_ERR_HAS("heartbeats stopped");
+    {
+        char why[80];
+
+        snprintf(why, sizeof(why), "its NATS heartbeats stopped for more "
+                 "than %d s", TTL_S);
+        XT_ERR_HAS(c->proc.name, "is gone", why);
+    }
     XT_STATUS(xfer_md_check(p, o->proc.name), XFER_OK);
     XT_CHECK(read_is(p, o, o->seed), "READ from the other peer differs");
 }
