@@ -852,6 +852,7 @@ xfer_status_t xfer__natsmd_start(xfer_agent_t *a, xfer__nats_t *n,
     pthread_condattr_t ca;
     xfer__natsmd_t *m;
     xfer_status_t st;
+    jsOptions jo;
     natsStatus s;
     int rc;
 
@@ -886,7 +887,11 @@ xfer_status_t xfer__natsmd_start(xfer_agent_t *a, xfer__nats_t *n,
         md_free(m);
         return xfer__err(XFER_ERR_NOMEM, "out of memory");
     }
-    s = natsConnection_JetStream(&m->js, m->nc, NULL);
+    /* Every JetStream call (bucket, puts, reads) waits at most
+     * MD_CALL_MS, so that stop stays bounded in an outage too. */
+    jsOptions_Init(&jo);
+    jo.Wait = MD_CALL_MS;
+    s = natsConnection_JetStream(&m->js, m->nc, &jo);
     /* Subscriptions made before the server answers are sent when it does. */
     if (s == NATS_OK)
         s = natsConnection_Subscribe(&m->md_sub, m->nc, m->md_subj, on_md, m);
