@@ -336,6 +336,10 @@ xfer_status_t xfer__md_apply_sent(xfer_agent_t *a, const void *blob,
                                   size_t len, const char *client, char *name,
                                   size_t name_size);
 
+/* Whether a blob may be believed before it is loaded: always without a
+ * secret; with one, only when it carries the secret's signature. */
+bool xfer__md_trusted(const xfer_agent_t *a, const void *blob, size_t len);
+
 /* request.c: release everything at agent destruction. */
 void xfer__req_destroy_all(xfer_agent_t *a);
 

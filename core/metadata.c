@@ -279,6 +279,17 @@ static bool md_signed(const xfer_agent_t *a, const char *blob, size_t len)
     return md_mac_check(a->auth, blob, len - MD_MAC_SUFFIX_LEN, mac);
 }
 
+bool xfer__md_trusted(const xfer_agent_t *a, const void *blob, size_t len)
+{
+    const char *text = blob;
+
+    if (a->auth == NULL)
+        return true;
+    while (len > 0 && text[len - 1] == '\0')
+        len--;
+    return md_signed(a, text, len);
+}
+
 XFER_API xfer_status_t xfer_md_get(xfer_agent_t *agent, unsigned what,
                                    xfer_mem_t *const *mems, size_t nmems,
                                    char **blob, size_t *len)

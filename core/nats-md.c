@@ -123,7 +123,13 @@ static uint64_t digest(const void *p, size_t len)
 static bool blob_peek(const void *blob, size_t len, char *name, size_t size,
                       uint64_t *epoch)
 {
-    json_t *root = json_loadb(blob, len, 0, NULL);
+    json_t *root;
+
+    /* As the load does: trailing NULs are not part of the document (a
+     * peek that failed on them would let a blob past the name check). */
+    while (len > 0 && ((const char *)blob)[len - 1] == '\0')
+        len--;
+    root = json_loadb(blob, len, 0, NULL);
     const char *n = json_string_value(json_object_get(root, "agent"));
     const char *e = json_string_value(json_object_get(root, "epoch"));
     bool ok = n != NULL && e != NULL && strncmp(e, "0x", 2) == 0 &&
@@ -215,10 +221,26 @@ static xfer_status_t apply(xfer__natsmd_t *m, const char *name,
     xfer_status_t st;
     follow_t *f;
 
-    if (blob_peek(blob, len, got, sizeof(got), &epoch) &&
-        strcmp(got, name) != 0)
+    if (!blob_peek(blob, len, got, sizeof(got), &epoch))
+        return xfer__err(XFER_ERR_INVALID, "%s holds no agent metadata (no "
+                         "agent name and epoch could be read): refused",
+                         where);
+    if (strcmp(got, name) != 0)
         return xfer__err(XFER_ERR_INVALID, "%s holds metadata of agent '%s', "
                          "not of '%s': refused", where, got, name);
+    /* Never back to an epoch older than one seen, also after the peer was
+     * invalidated (a replayed blob of a dead incarnation). */
+    pthread_mutex_lock(&m->mu);
+    f = follow_find(m, name);
+    if (f != NULL && epoch < f->epoch) {
+        uint64_t seen = f->epoch;
+
+        pthread_mutex_unlock(&m->mu);
+        return xfer__err(XFER_ERR_INVALID, "%s holds metadata of agent '%s' "
+                         "epoch 0x%" PRIx64 ", older than epoch 0x%" PRIx64
+                         " seen before: refused", where, name, epoch, seen);
+    }
+    pthread_mutex_unlock(&m->mu);
     st = xfer__md_apply(m->agent, blob, len, NULL, 0);
     if (st != XFER_OK)
         return xfer__err_prefix(st, "metadata of '%s' from %s", name, where);
@@ -292,12 +314,25 @@ static void on_md(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     const char *reply = natsMsg_GetReply(msg);
 
     (void)sub;
-    if (reply != NULL) {
+    /* The requester names the reply subject: never one of the server's
+     * own ($JS.API..., $KV...), where an answer would act with this
+     * agent's permissions (an empty one deletes a stream). */
+    if (reply != NULL && reply[0] != '$') {
+        natsStatus s = NATS_OK;
+        size_t len = 0;
+
         pthread_mutex_lock(&m->mu);
-        if (!m->superseded)
-            natsConnection_Publish(nc, reply, m->blob,
-                                   m->blob != NULL ? (int)m->blob_len : 0);
+        if (!m->superseded) {
+            len = m->blob != NULL ? m->blob_len : 0;
+            s = natsConnection_Publish(nc, reply, m->blob, (int)len);
+        }
         pthread_mutex_unlock(&m->mu);
+        /* The fetcher would only time out: say why here (the log is
+         * rate-limited per call site). */
+        if (s != NATS_OK)
+            xfer__log(XFER_LOG_WARN, "nats", "agent %s: could not answer a "
+                      "fetch of its metadata (%zu bytes): %s", m->agent->name,
+                      len, natsStatus_GetText(s));
     }
     natsMsg_Destroy(msg);
 }
@@ -448,9 +483,13 @@ static xfer_status_t publish(xfer__natsmd_t *m, bool force)
         if (s == NATS_NOT_FOUND) {
             s = kvStore_Create(&rev, m->kv, m->tok, blob, (int)len);
         } else if (s == NATS_OK) {
+            /* A successor only if it proves it (with a secret, anyone
+             * can put anything under the key). */
             if (blob_peek(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), got,
                           sizeof(got), &epoch) &&
-                strcmp(got, m->agent->name) == 0 && epoch > m->agent->epoch) {
+                strcmp(got, m->agent->name) == 0 && epoch > m->agent->epoch &&
+                xfer__md_trusted(m->agent, kvEntry_Value(e),
+                                 (size_t)kvEntry_ValueLen(e))) {
                 pthread_mutex_lock(&m->mu);
                 m->superseded = true;
                 pthread_mutex_unlock(&m->mu);
@@ -583,14 +622,19 @@ static void *md_main(void *arg)
             for (size_t i = 0; i < m->nfollow && !work; i++)
                 work = m->follow[i].want;
             now = mono_ms();
+            /* The keep-alive is due, unless superseded or the last try
+             * failed less than MD_RETRY_MS ago (an outage: never spin). */
+            bool keep = m->published && !m->superseded;
+            uint64_t keep_at = next_keep > retry_at ? next_keep : retry_at;
+
             if (atomic_load(&m->stop) || now >= next_check ||
-                now >= next_hb || (m->published && now >= next_keep) ||
+                now >= next_hb || (keep && now >= keep_at) ||
                 (work && now >= retry_at))
                 break;
             if (next_hb < wake)
                 wake = next_hb;
-            if (m->published && next_keep < wake)
-                wake = next_keep;
+            if (keep && keep_at < wake)
+                wake = keep_at;
             if (work && retry_at < wake)
                 wake = retry_at;
             deadline_ts(&ts, wake);
@@ -710,7 +754,10 @@ static void watch_change(xfer__natsmd_t *m, const char *key, bool gone)
         pthread_cond_broadcast(&m->cv);
     }
     pthread_mutex_unlock(&m->mu);
-    if (f != NULL && gone)
+    /* A delete marker carries no signature: with a secret it is only a
+     * hint, and the peer goes when its heartbeats stop (nats_ttl_s + the
+     * check period), which a forger cannot fake for it. */
+    if (f != NULL && gone && m->agent->auth == NULL)
         peer_kill(m, name, "its metadata entry was deleted from NATS");
 }
 
@@ -1092,9 +1139,16 @@ XFER_API xfer_status_t xfer_md_fetch_nats(xfer_agent_t *agent,
         st = xfer__err(XFER_ERR_NOT_FOUND, "agent '%s' answered on %s with "
                        "no metadata (it has no backend yet) within %u ms",
                        name, where, timeout_ms);
+    else if (!connected(m))
+        /* Nobody could have answered: say why, not that nobody did. */
+        st = xfer__err(XFER_ERR_TIMEOUT, "no answer from agent '%s' on %s "
+                       "within %u ms: this agent has no connection to "
+                       "NATS", name, where, timeout_ms ? timeout_ms
+                       : MD_ONCE_MS);
     else
         st = xfer__err(XFER_ERR_TIMEOUT, "no agent '%s' answered on %s "
-                       "within %u ms", name, where, timeout_ms);
+                       "within %u ms", name, where, timeout_ms ? timeout_ms
+                       : MD_ONCE_MS);
     free(subj);
     return st;
 }
