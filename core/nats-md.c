@@ -573,15 +573,21 @@ static const char *hb_why(unsigned ttl_s)
 /* Followed peers whose heartbeats stopped for more than the TTL. */
 static void check_heartbeats(xfer__natsmd_t *m)
 {
-    char *dead[16];
+    char **dead;
     uint64_t now;
-    size_t ndead = 0;
+    size_t ndead = 0, cap;
 
     pthread_mutex_lock(&m->mu);
+    /* Every peer that fell silent goes in this pass, however many (a
+     * rack at once): the bound is per peer.  Out of memory: next pass. */
+    cap = m->nfollow;
+    dead = cap ? calloc(cap, sizeof(*dead)) : NULL;
+    if (dead == NULL)
+        cap = 0;
     /* Read under the lock: a load or heartbeat stamps later than an
      * earlier reading of the clock. */
     now = mono_ms();
-    for (size_t i = 0; i < m->nfollow && ndead < 16; i++) {
+    for (size_t i = 0; i < m->nfollow && ndead < cap; i++) {
         follow_t *f = &m->follow[i];
 
         if (f->alive && now > f->last_hb &&
@@ -598,6 +604,7 @@ static void check_heartbeats(xfer__natsmd_t *m)
         peer_kill(m, dead[i], hb_why(m->ttl_s));
         free(dead[i]);
     }
+    free(dead);
 }
 
 static void *md_main(void *arg)
