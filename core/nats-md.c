@@ -67,6 +67,9 @@ struct xfer__natsmd {
     pthread_cond_t cv;              /* CLOCK_MONOTONIC */
     bool dirty, force;              /* (re)publish; even if unchanged */
     bool superseded;                /* a newer agent of our name holds it */
+    /* Our own heartbeats as they come back through the server (mono ms):
+     * while they do not, silence says nothing about peers. */
+    uint64_t self_hb;
     char *blob;                     /* what fetches are answered with */
     size_t blob_len;
     unsigned gen;                   /* connections made: the watch
@@ -350,8 +353,15 @@ static void on_hb(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 
     (void)nc, (void)sub;
     if (strncmp(subj, m->hb_pre, strlen(m->hb_pre)) != 0 ||
-        !xfer__nats_untoken(name, sizeof(name), subj + strlen(m->hb_pre)) ||
-        strcmp(name, m->agent->name) == 0) {
+        !xfer__nats_untoken(name, sizeof(name), subj + strlen(m->hb_pre))) {
+        natsMsg_Destroy(msg);
+        return;
+    }
+    if (strcmp(name, m->agent->name) == 0) {
+        /* Ours, back through the server: it delivers heartbeats. */
+        pthread_mutex_lock(&m->mu);
+        m->self_hb = mono_ms();
+        pthread_mutex_unlock(&m->mu);
         natsMsg_Destroy(msg);
         return;
     }
@@ -421,6 +431,41 @@ static xfer_status_t bucket_open(xfer__natsmd_t *m)
     pthread_cond_broadcast(&m->cv);
     pthread_mutex_unlock(&m->mu);
     return XFER_OK;
+}
+
+/* A put failed while connected: if the bucket is gone (an operator
+ * deleted it, a server came back without its store), make it again and
+ * have the watcher start over on the new stream.  Only this module's
+ * thread uses m->kv for calls, so the old handle can go here. */
+static void bucket_check(xfer__natsmd_t *m)
+{
+    kvStore *kv = NULL, *old;
+    kvConfig cfg;
+    natsStatus s = js_KeyValue(&kv, m->js, m->bucket);
+
+    if (s == NATS_OK) {
+        kvStore_Destroy(kv);
+        return;
+    }
+    if (s != NATS_NOT_FOUND)
+        return;
+    kvConfig_Init(&cfg);
+    cfg.Bucket = m->bucket;
+    cfg.History = 1;
+    cfg.TTL = (int64_t)m->ttl_s * 1000000000;
+    if (js_CreateKeyValue(&kv, m->js, &cfg) != NATS_OK)
+        return;
+    xfer__log(XFER_LOG_WARN, "nats", "agent %s: bucket '%s' was gone; made "
+              "it again", m->agent->name, m->bucket);
+    pthread_mutex_lock(&m->mu);
+    old = m->kv;
+    m->kv = kv;
+    m->published = false;
+    m->dirty = m->force = true;
+    m->gen++;
+    pthread_cond_broadcast(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+    kvStore_Destroy(old);
 }
 
 /* What fetches are answered with from now on (a copy of blob). */
@@ -587,6 +632,14 @@ static void check_heartbeats(xfer__natsmd_t *m)
     /* Read under the lock: a load or heartbeat stamps later than an
      * earlier reading of the clock. */
     now = mono_ms();
+    /* Our own heartbeats have not come back either: the server is not
+     * delivering (shutting down, stalled), which says nothing of the
+     * peers.  The clock stops, as while disconnected. */
+    if (now > m->self_hb && now - m->self_hb > m->ttl_s * 1000u) {
+        for (size_t i = 0; i < m->nfollow; i++)
+            m->follow[i].last_hb = now;
+        cap = 0;
+    }
     for (size_t i = 0; i < m->nfollow && ndead < cap; i++) {
         follow_t *f = &m->follow[i];
 
@@ -695,6 +748,8 @@ static void *md_main(void *arg)
             ok = publish(m, force || keep) == XFER_OK;
             if (ok)
                 next_keep = mono_ms() + m->ttl_s * 1000u / 3;
+            else
+                bucket_check(m);
         }
         if (up && !superseded && now >= next_hb) {
             heartbeat(m);
@@ -924,6 +979,7 @@ xfer_status_t xfer__natsmd_start(xfer_agent_t *a, xfer__nats_t *n,
     m->agent = a;
     m->nc = xfer__nats_conn(n);
     m->ttl_s = ttl_s;
+    m->self_hb = mono_ms();
     pthread_mutex_init(&m->mu, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

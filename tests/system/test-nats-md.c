@@ -412,6 +412,26 @@ static void test_clean_exit(void)
              c->proc.name, xt_now_ms() - t0);
 }
 
+/* Someone deletes the bucket: the agent makes it again and puts its
+ * entry back at its next keep-alive; a newcomer's fetch works. */
+static void test_bucket_deleted(void)
+{
+    child_t *c = child_start(xt_name("keeper"), SMALL);
+    client_t *cl = client();
+    xfer_agent_t *p;
+
+    XT_CHECK(wait_entry(cl, c->proc.name, true, WAIT_MS), "no entry");
+    XT_CHECK(js_DeleteStream(cl->js, "KV_" BUCKET, NULL, NULL) == NATS_OK,
+             "delete the bucket's stream");
+    XT_CHECK(wait_entry(cl, c->proc.name, true,
+                        TTL_S * 1000 / 3 + 2 * SLACK_MS),
+             "%s's entry did not come back after the bucket was deleted",
+             c->proc.name);
+    p = nats_agent(xt_name("ini"));
+    XT_STATUS(xfer_md_fetch_nats(p, c->proc.name, WAIT_MS), XFER_OK);
+    XT_CHECK(read_is(p, c, c->seed), "READ after the bucket came back");
+}
+
 /* The server goes away long enough for every entry to expire, and comes
  * back: agents republish by themselves, fetches work again, and loaded
  * peers stayed loaded. */
@@ -599,6 +619,7 @@ int main(int argc, char **argv)
         XT_TEST(test_forged_replies),
         XT_TEST(test_forged_entry),
         XT_TEST(test_unsigned),
+        XT_TEST(test_bucket_deleted),
         XT_TEST(test_server_restart),
         XT_END,
     };
