@@ -53,7 +53,8 @@ typedef struct xfer__nats xfer__nats_t;
 xfer_status_t xfer__nats_start(xfer_agent_t *a, const xfer_agent_opts_t *o,
                                xfer__nats_t **out);
 /* Publish "agent.down", delete the metadata entry, flush what is queued
- * (bounded: at most about a second), close and free.  NULL accepted. */
+ * (bounded: about a second, a few with the server away), close and
+ * free.  NULL accepted. */
 void xfer__nats_stop(xfer__nats_t *n);
 /* The agent's metadata changed: republish it soon.  NULL accepted. */
 void xfer__nats_changed(xfer__nats_t *n);
