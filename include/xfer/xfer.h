@@ -573,7 +573,10 @@ xfer_status_t xfer_md_fetch_start(xfer_agent_t *agent, const char *name);
  * expires nats_ttl_s after it dies) and answers fetches on a subject, so
  * a peer needs neither a listening port nor etcd (docs/events.md).  As
  * with etcd, peers fetched this way are followed: a newer epoch is
- * loaded, a deleted or expired entry invalidates them.
+ * loaded; a peer whose heartbeats stop is invalidated within nats_ttl_s
+ * + 1 s, and one whose entry is deleted at once (without a secret; with
+ * one, heartbeats decide).  Do not destroy the agent while a fetch
+ * waits.
  *
  * Fetch a peer's metadata over NATS and load it, waiting up to
  * timeout_ms for the peer to answer (0: one request).  XFER_ERR_TIMEOUT
