@@ -303,6 +303,11 @@ void xfer__remote_kill(xfer__remote_t *r, const char *why);
  * r when the caller must xfer__remote_free it after unlocking, or NULL
  * when requests still hold it (the last of them frees it). */
 xfer__remote_t *xfer__remote_evict(xfer__remote_t *r, const char *why);
+/* Invalidate the remote agent called name, if one is loaded (agent lock
+ * not held): evicted under the lock, freed after it.  True if there was
+ * one. */
+bool xfer__remote_invalidate(xfer_agent_t *a, const char *name,
+                             const char *why);
 /* Connect backend j to r with r's kept connection info, if it has some
  * for j's plugin and j is not connected yet; once connected, unpack for
  * j what r's regions kept. */

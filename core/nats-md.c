@@ -198,19 +198,9 @@ out:
 
 static void peer_kill(xfer__natsmd_t *m, const char *name, const char *why)
 {
-    xfer_agent_t *a = m->agent;
-    xfer__remote_t *r, *gone = NULL;
-
-    xfer__lock(a);
-    r = xfer__remote_find(a, name);
-    if (r != NULL)
-        gone = xfer__remote_evict(r, why);
-    xfer__unlock(a);
-    if (gone != NULL)
-        xfer__remote_free(gone);
-    if (r != NULL)
+    if (xfer__remote_invalidate(m->agent, name, why))
         xfer__log(XFER_LOG_INFO, "nats", "agent %s invalidated '%s': %s",
-                  a->name, name, why);
+                  m->agent->name, name, why);
 }
 
 /* Load a blob said to be name's (from where: for sentences), as etcd.c

@@ -254,22 +254,31 @@ static xfer__remote_t *remote_named(xfer_agent_t *a, const char *name)
     return r;
 }
 
-XFER_API xfer_status_t xfer_md_invalidate(xfer_agent_t *agent, const char *name)
+bool xfer__remote_invalidate(xfer_agent_t *a, const char *name,
+                             const char *why)
 {
     xfer__remote_t *r, *gone = NULL;
 
-    xfer__err_clear();
-    if (agent == NULL || name == NULL)
-        return xfer__err(XFER_ERR_INVALID, "xfer_md_invalidate: NULL argument");
-    xfer__lock(agent);
-    r = remote_named(agent, name);
+    xfer__lock(a);
+    r = xfer__remote_find(a, name);
     if (r != NULL)
-        gone = xfer__remote_evict(r, "its metadata was invalidated");
-    xfer__unlock(agent);
+        gone = xfer__remote_evict(r, why);
+    xfer__unlock(a);
     /* A peer's tables can be large: freed without the lock. */
     if (gone != NULL)
         xfer__remote_free(gone);
-    return r != NULL ? XFER_OK : XFER_ERR_NOT_FOUND;
+    return r != NULL;
+}
+
+XFER_API xfer_status_t xfer_md_invalidate(xfer_agent_t *agent, const char *name)
+{
+    xfer__err_clear();
+    if (agent == NULL || name == NULL)
+        return xfer__err(XFER_ERR_INVALID, "xfer_md_invalidate: NULL argument");
+    if (!xfer__remote_invalidate(agent, name, "its metadata was invalidated"))
+        return xfer__err(XFER_ERR_NOT_FOUND, "no remote agent '%s' is loaded",
+                         name);
+    return XFER_OK;
 }
 
 XFER_API xfer_status_t xfer_md_check(xfer_agent_t *agent, const char *name)
