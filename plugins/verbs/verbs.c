@@ -542,7 +542,10 @@ static bool notif_stuck(vb_t *v, vb_peer_t *p, uint64_t now)
 
             if (qp->done_ms > since)
                 since = qp->done_ms;
-            return now - since >= v->cfg.timeout_ms;
+            /* A stamp taken after `now` (by a post between the reading
+             * of the clock and the lock) is no age at all, never an
+             * unsigned wrap to "stuck for ages". */
+            return now > since && now - since >= v->cfg.timeout_ms;
         }
     }
     return false;
@@ -570,11 +573,15 @@ static int sweep(vb_t *v, uint64_t now)
         bool ask;
 
         pthread_mutex_lock(&v->lock);
+        /* Read under the lock: every stamp compared with it (a post's,
+         * an ask's, a completion's) is taken under it, so none is
+         * later. */
+        now = xfer__now_ms();
         if (fail_all && p->cstate != VB_CONN_NONE) {
             snprintf(why, sizeof why, "%s", v->fail_why);
             vb__conn_fail(v, p, XFER_ERR_REMOTE_DISCONNECT, why);
             n++;
-        } else if (p->cstate == VB_CONN_ASKING &&
+        } else if (p->cstate == VB_CONN_ASKING && now > p->ask_ms &&
             now - p->ask_ms >= v->cfg.timeout_ms) {
             snprintf(why, sizeof why, "the peer never answered the "
                      "queue-pair handshake within timeout_ms (%llu ms)",
