@@ -24,7 +24,9 @@ packages="build-essential autoconf automake libtool libltdl-dev pkg-config
 libjansson-dev libcunit1-dev libssl-dev iperf3 procps
 libcurl4-openssl-dev etcd-server curl openssl
 libucx-dev ucx-utils libfabric-dev libfabric-bin libibverbs-dev ibverbs-utils
-perftest gnuplot-nox clang libclang-rt-14-dev libnats-dev nats-server"
+perftest gnuplot-nox clang libclang-rt-14-dev libnats-dev nats-server
+python3 python3-dev python3-cffi python3-numpy python3-pytest
+python3-setuptools python3-wheel python3-venv"
 # openssl: the command that makes the throwaway CA of the etcd TLS tests.
 # libucx-dev: the ucx plugin (UCP).
 # libfabric-dev: the ofi plugin; libfabric-bin: fi_info, to see providers.
@@ -35,6 +37,9 @@ perftest gnuplot-nox clang libclang-rt-14-dev libnats-dev nats-server"
 # bench/compare-ucx.sh (not make check).
 # libnats-dev: the event plane (docs/events.md); nats-server (with
 # JetStream) is started by its tests on a free loopback port.
+# python3-*: the Python package (python/, docs/python.md), built by pip
+# without a package index in a venv that sees these, and its pytest suite;
+# configure picks Debian's /usr/bin/python3 for them.
 # clang, libclang-rt-14-dev: libFuzzer for make fuzz-smoke (.ci/run), not make check.
 missing=
 for p in $packages; do
