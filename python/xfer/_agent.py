@@ -689,6 +689,10 @@ class Agent:
         Stops once timeout seconds pass with none (None: never)."""
         nfd = self.notif_fd()
         efd = None if self._progress_thread else self.event_fd()
+        poller = select.poll()
+        poller.register(nfd, select.POLLIN)
+        if efd is not None:
+            poller.register(efd, select.POLLIN)
         while True:
             got = self.drain()
             if got:
@@ -699,11 +703,11 @@ class Agent:
             while True:
                 left = None if deadline is None else \
                     max(deadline - time.monotonic(), 0)
-                fds = [nfd] if efd is None else [nfd, efd]
-                ready, _, _ = select.select(fds, [], [], left)
+                ready = poller.poll(None if left is None
+                                    else int(left * 1000 + 0.999))
                 if efd is not None:
                     self.progress()
-                if nfd in ready or (efd is not None and ready):
+                if ready:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     return
