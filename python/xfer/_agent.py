@@ -693,13 +693,15 @@ class Agent:
         poller.register(nfd, select.POLLIN)
         if efd is not None:
             poller.register(efd, select.POLLIN)
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             got = self.drain()
             if got:
                 yield from got
+                # The timeout counts from the last notification.
+                if timeout is not None:
+                    deadline = time.monotonic() + timeout
                 continue
-            deadline = None if timeout is None else \
-                time.monotonic() + timeout
             while True:
                 left = None if deadline is None else \
                     max(deadline - time.monotonic(), 0)
