@@ -135,9 +135,11 @@ class Registration:
 
 class SharedBuffer:
     """Memory from Agent.alloc(): shareable with same-host peers (the uds
-    backend then copies with no system call).  It has the buffer
-    protocol (numpy.frombuffer(buf, dtype) views it).  Freed by free(),
-    or with its agent: views of it must not be used after that."""
+    backend then copies with no system call).  Register it, or describe
+    it in a transfer, as it is; its .buffer has the buffer protocol
+    (numpy.frombuffer(buf.buffer, dtype) views it; from Python 3.12 on
+    the object itself has it too).  Freed by free(), or with its agent:
+    views of it must not be used after that."""
 
     __slots__ = ("_ptr", "_agent", "_buf", "size", "__weakref__")
 

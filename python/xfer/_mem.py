@@ -65,6 +65,11 @@ def span(obj, writable):
                              "(cpu and cuda are)" % kind)
         return (int(obj.data_ptr()), int(obj.element_size() * obj.nelement()),
                 mtype, devno, obj)
+    if hasattr(obj, "_c_buf"):
+        # Agent.alloc's SharedBuffer: Python gives a class of ours the
+        # buffer protocol (__buffer__) only from 3.12 on, so it is
+        # described by the cffi buffer it holds (ValueError once freed).
+        obj = obj._c_buf()
     try:
         cd = ffi.from_buffer(obj, require_writable=writable)
     except TypeError:
