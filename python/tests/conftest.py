@@ -7,6 +7,7 @@ inherits XFER_PLUGIN_PATH, so it loads the same plugins.  Each test's
 peers are killed at its end, whatever happened.
 """
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -187,3 +188,37 @@ def agent(names, backend):
     """A local agent (the initiator) on the test's backend."""
     with xfer.Agent(names("local"), backends=[backend]) as a:
         yield a
+
+
+# The status codes of include/xfer/xfer.h: the ABI, so written out here
+# rather than read back from the package under test.
+STATUS = {
+    "XFER_ERR_INVALID": -1, "XFER_ERR_NOT_FOUND": -2, "XFER_ERR_NOMEM": -3,
+    "XFER_ERR_NOT_SUPPORTED": -4, "XFER_ERR_BACKEND": -5,
+    "XFER_ERR_REMOTE_DISCONNECT": -6, "XFER_ERR_TIMEOUT": -7,
+    "XFER_ERR_CANCELED": -8, "XFER_ERR_ACCESS": -9, "XFER_ERR_BUSY": -10,
+    "XFER_ERR_EXISTS": -11, "XFER_ERR_LOAD": -12, "XFER_ERR_CONFIG": -13,
+    "XFER_ERR_AUTH": -14,
+}
+
+
+@contextlib.contextmanager
+def _raises(cls, name=None, *sentences):
+    with pytest.raises(cls) as e:
+        yield e
+    err = e.value
+    if name is not None:
+        assert isinstance(err, xfer.XferError), repr(err)
+        assert err.name == name, "%s is %s, not %s" % (err, err.name, name)
+        assert err.status == STATUS[name], err.status
+        assert err.message == str(err)
+    for s in sentences:
+        assert s in str(err), "%r is not in the sentence %r" % (s, str(err))
+
+
+@pytest.fixture
+def raises():
+    """with raises(cls, "XFER_ERR_X", "part of the sentence", ...):
+    pytest.raises, plus the status code and name of an XferError (name
+    None for a plain Python exception) and each substring."""
+    return _raises
