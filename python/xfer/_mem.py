@@ -72,25 +72,31 @@ def span(obj, writable):
         obj = obj._c_buf()
     try:
         cd = ffi.from_buffer(obj, require_writable=writable)
-    except TypeError:
-        if writable:
-            try:
-                ffi.from_buffer(obj)
-            except TypeError:
-                pass
-            else:
-                raise ValueError("%s is read-only, and this memory may be "
-                                 "written (register it with access='r', "
-                                 "or pass a writable buffer)"
-                                 % type(obj).__name__) from None
-        raise TypeError("%s does not describe memory: give an object with "
-                        "the buffer protocol, a tensor, (obj, offset, "
-                        "length) or (addr, length[, dev])"
-                        % type(obj).__name__) from None
-    except BufferError as e:
+    except (TypeError, BufferError, ValueError) as e:
+        # A writable view refused: bytes and memoryview say BufferError,
+        # NumPy ValueError ("buffer source array is read-only"), so ask
+        # again for a read-only one to tell read-only from the rest.
+        if writable and _readable(obj):
+            raise ValueError("%s is read-only, and this memory may be "
+                             "written (register it with access='r', "
+                             "or pass a writable buffer)"
+                             % type(obj).__name__) from None
+        if isinstance(e, TypeError):
+            raise TypeError("%s does not describe memory: give an object "
+                            "with the buffer protocol, a tensor, (obj, "
+                            "offset, length) or (addr, length[, dev])"
+                            % type(obj).__name__) from None
         raise ValueError("%s: %s (only C-contiguous buffers can be "
                          "described)" % (type(obj).__name__, e)) from None
     return int(ffi.cast("uintptr_t", cd)), len(cd), DRAM, 0, cd
+
+
+def _readable(obj):
+    try:
+        ffi.from_buffer(obj)
+    except (TypeError, BufferError, ValueError):
+        return False
+    return True
 
 
 def piece(item, writable):
