@@ -689,6 +689,8 @@ class Agent:
     def notifs(self, timeout=None):
         """Iterate over notifications as they come: Notif(sender, msg).
         Stops once timeout seconds pass with none (None: never)."""
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must not be negative")
         nfd = self.notif_fd()
         efd = None if self._progress_thread else self.event_fd()
         poller = select.poll()
