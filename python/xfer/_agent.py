@@ -448,9 +448,9 @@ class Agent:
         mems = ffi.NULL
         n = 0
         if regs:
-            mems = ffi.new("xfer_mem_t *[]", [r._mem for r in regs])
             if any(r._mem is None for r in regs):
                 raise ValueError("a registration given was deregistered")
+            mems = ffi.new("xfer_mem_t *[]", [r._mem for r in regs])
             n = len(regs)
         blob = ffi.new("char **")
         length = ffi.new("size_t *")
