@@ -111,6 +111,19 @@ class PeerProcess:
     def signal(self, sig):
         os.kill(self.pid, sig)
 
+    def stop(self):
+        """SIGSTOP, and wait until the kernel shows it stopped (a signal
+        is delivered asynchronously)."""
+        os.kill(self.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open("/proc/%d/stat" % self.pid) as f:
+                # The state follows the command name in parentheses.
+                if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                    return
+            time.sleep(0.001)
+        pytest.fail("peer %s did not stop within 10 s" % self.name)
+
     def kill(self):
         """SIGKILL and reap (idempotent)."""
         if self.proc.poll() is None:
