@@ -30,6 +30,10 @@ _OPS = {"READ": lib.XFER_OP_READ, "WRITE": lib.XFER_OP_WRITE,
         lib.XFER_OP_WRITE: lib.XFER_OP_WRITE}
 _OP_NAMES = {lib.XFER_OP_READ: "READ", lib.XFER_OP_WRITE: "WRITE"}
 
+# A thread waiting for notifications looks this often (ms) whether
+# another thread closed the agent.
+_CLOSE_CHECK_MS = 200
+
 _MD_WHAT = {"all": lib.XFER_MD_ALL, "conn": lib.XFER_MD_CONN,
             "mem": lib.XFER_MD_MEM}
 
@@ -205,6 +209,10 @@ class Agent:
         self._orphans = []
         self._backends = {}
         self._keep = []
+        # Threads inside Transfer.wait(), which close() lets out before
+        # it frees what they wait on.
+        self._waiting = 0
+        self._idle = threading.Condition(self._lock)
         opts = ffi.new("xfer_agent_opts_t *")
         lib.xfer_agent_opts_init(opts)
         if listen is True:
@@ -282,7 +290,24 @@ class Agent:
             self._allocs.clear()
             self._orphans.clear()
             self._children = weakref.WeakSet()
+            # A wait is inside the library for one slice at most: the
+            # request must not be freed under it.
+            while self._waiting:
+                self._idle.wait()
         lib.xfer_agent_destroy(a)
+
+    def _wait_begin(self):
+        # Called by a thread about to wait in the library on one of the
+        # agent's objects (Transfer.wait).
+        with self._lock:
+            self._c()
+            self._waiting += 1
+
+    def _wait_end(self):
+        with self._lock:
+            self._waiting -= 1
+            if not self._waiting:
+                self._idle.notify_all()
 
     def __enter__(self):
         return self
@@ -707,10 +732,14 @@ class Agent:
                     deadline = time.monotonic() + timeout
                 continue
             while True:
-                left = None if deadline is None else \
-                    max(deadline - time.monotonic(), 0)
-                ready = poller.poll(None if left is None
-                                    else int(left * 1000 + 0.999))
+                ms = _CLOSE_CHECK_MS
+                if deadline is not None:
+                    left = max(deadline - time.monotonic(), 0)
+                    ms = min(ms, int(left * 1000 + 0.999))
+                ready = poller.poll(ms)
+                # Closed by another thread: ValueError, not a poll for
+                # ever on a descriptor that no longer exists.
+                self._c()
                 if efd is not None:
                     self.progress()
                 if ready:
@@ -738,9 +767,14 @@ class Agent:
             loop.add_reader(nfd, ready)
             if efd is not None:
                 loop.add_reader(efd, ready)
+            # Also look now and then: an agent closed meanwhile makes
+            # drain() raise ValueError rather than this wait last for
+            # ever (its descriptors are gone with it).
+            timer = loop.call_later(_CLOSE_CHECK_MS / 1000, ready)
             try:
                 await fut
             finally:
+                timer.cancel()
                 loop.remove_reader(nfd)
                 if efd is not None:
                     loop.remove_reader(efd)

@@ -102,7 +102,7 @@ class Transfer:
         """Wait for the last post to end: True when it completed, False
         when timeout (seconds; None: for ever) ran out first; raises the
         error it failed with.  The GIL is released while it waits."""
-        req = self._c()
+        self._c()
         if timeout is not None and timeout < 0:
             raise ValueError("timeout must not be negative")
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -112,7 +112,15 @@ class Transfer:
             else:
                 left = deadline - time.monotonic()
                 ms = min(_WAIT_SLICE_MS, max(int(left * 1000 + 0.999), 0))
-            st = lib.xfer_req_wait(req, ms)
+            # Another thread may close the agent meanwhile: each slice
+            # starts only while it is open (ValueError otherwise), and
+            # close() waits for the slice to end before freeing the
+            # request.
+            self._agent._wait_begin()
+            try:
+                st = lib.xfer_req_wait(self._c(), ms)
+            finally:
+                self._agent._wait_end()
             if st < 0:
                 raise error(st)
             if st == 0:
