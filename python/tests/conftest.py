@@ -135,12 +135,14 @@ class PeerProcess:
         self.proc.wait(10)
 
     def close(self):
-        """Ask it to close its agent and exit; kill it if it will not."""
+        """Ask it to close its agent and exit (woken first, if a test
+        stopped it); kill it if it has not within 10 s."""
         if self.proc.poll() is None:
             try:
-                self.call("quit")
+                self.proc.send_signal(signal.SIGCONT)
+                self.send("quit")
                 self.proc.wait(10)
-            except Exception:
+            except (OSError, subprocess.TimeoutExpired):
                 pass
         self.kill()
 
