@@ -50,7 +50,8 @@ def test_agent_names(raises):
         xfer.Agent("a\0b")
 
 
-@pytest.mark.parametrize("spec", ["tcp:bogus=1", ("tcp", {"bogus": 1})])
+@pytest.mark.parametrize("spec", ["tcp:bogus=1", ("tcp", {"bogus": 1})],
+                         ids=["spec", "json"])
 def test_unknown_config_key(names, raises, spec):
     """The sentence names the key and the plugin (docs/api.md)."""
     with raises(xfer.ConfigError, "XFER_ERR_CONFIG",
