@@ -13,6 +13,7 @@ Commands (each a JSON object with "cmd"; the answer has "error" and
             listen_addr
   reg       size, alloc (memory from Agent.alloc), access, seed (fill
             with pattern(seed), else zeros) -> id, addr, len
+  dereg     id: deregister that buffer (it stays allocated)
   md        -> md (base64 of metadata())
   load      md -> name;  fetch  addr -> name
   fill      id, seed, off, len: pattern(seed, len) at off
@@ -52,6 +53,7 @@ class Peer:
     def __init__(self):
         self.agent = None
         self.bufs = {}
+        self.regs = {}
 
     def init(self, name, backends, listen=None, progress_thread=True):
         import xfer
@@ -64,15 +66,20 @@ class Peer:
         if alloc:
             mem = self.agent.alloc(size)
             arr = np.frombuffer(mem.buffer, np.uint8)[:size]
-            self.agent.register(mem, access=access)
+            reg = self.agent.register(mem, access=access)
         else:
             arr = np.zeros(size, np.uint8)
-            self.agent.register(arr, access=access)
+            reg = self.agent.register(arr, access=access)
         if seed is not None:
             arr[:] = pattern(seed, size)
         i = len(self.bufs)
         self.bufs[i] = arr
+        self.regs[i] = reg
         return {"id": i, "addr": arr.ctypes.data, "len": size}
+
+    def dereg(self, id):
+        self.regs.pop(id).deregister()
+        return {}
 
     def md(self):
         return {"md": base64.b64encode(self.agent.metadata()).decode()}

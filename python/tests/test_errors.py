@@ -379,3 +379,26 @@ def test_use_after_close(names, raises):
         buf.buffer
     assert not reg.registered and reg.obj is None
     reg.deregister()                # already done by close: a no-op
+
+
+def test_errors_cross_processes(names):
+    """An error raised by the library pickles with its class, code and
+    sentence (multiprocessing sends exceptions back that way), and is
+    caught by the built-in class too."""
+    import pickle
+    with xfer.Agent(names("a"), backends=[]) as a:
+        try:
+            a.add_backend("tcp:bogus=1")
+        except xfer.ConfigError as e:
+            err = e
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is xfer.ConfigError
+    assert (back.status, back.name, back.message, str(back)) == \
+        (err.status, err.name, err.message, str(err))
+    for cls, builtin in ((xfer.RemoteDisconnectError, ConnectionError),
+                         (xfer.TimeoutError, TimeoutError),
+                         (xfer.InvalidError, ValueError),
+                         (xfer.NotFoundError, LookupError),
+                         (xfer.AccessError, PermissionError)):
+        assert issubclass(cls, builtin) and issubclass(cls, xfer.XferError)
+    assert xfer.strerror(-7) and xfer.strerror(-7) != xfer.strerror(-6)
