@@ -5,7 +5,6 @@ Every wait is under asyncio.wait_for, so a bug fails instead of
 hanging."""
 import asyncio
 import base64
-import json
 import select
 import time
 

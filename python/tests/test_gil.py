@@ -22,7 +22,7 @@ MIN_SHARE = 0.25
 
 
 class Counter:
-    """A thread counting while it runs; rate() over a window."""
+    """A thread counting as fast as it can; measure() its rate."""
 
     def __init__(self):
         self.n = 0
@@ -46,18 +46,25 @@ class Counter:
         self._t.join()
 
 
-def _pace(what, waiting_call):
-    c = Counter()
-    try:
-        before, _ = c.measure(lambda: time.sleep(0.5))
-        during, took = c.measure(waiting_call)
-        after, _ = c.measure(lambda: time.sleep(0.5))
-    finally:
-        c.stop()
-    pace = (before + after) / 2
-    print("%s: counter at %.0f/s while sleeping, %.0f/s during %.3f s "
-          "in xfer (%.0f%%)" % (what, pace, during, took,
-                                100 * during / pace))
+def _pace(what, waiting_call, tries=3):
+    """(share of its own pace the counter kept during waiting_call, how
+    long the call took).  A machine busy with something else during one
+    try can lower the share; it is measured again, up to tries times: a
+    held GIL keeps it low every time."""
+    for _ in range(tries):
+        c = Counter()
+        try:
+            before, _ = c.measure(lambda: time.sleep(0.5))
+            during, took = c.measure(waiting_call)
+            after, _ = c.measure(lambda: time.sleep(0.5))
+        finally:
+            c.stop()
+        pace = (before + after) / 2
+        print("%s: counter at %.0f/s while sleeping, %.0f/s during %.3f s "
+              "in xfer (%.0f%%)" % (what, pace, during, took,
+                                    100 * during / pace))
+        if during / pace > MIN_SHARE:
+            break
     return during / pace, took
 
 
@@ -84,7 +91,7 @@ def test_wait_releases_gil(names, spawn_peer, region_at):
                 result = []
                 share, took = _pace("Transfer.wait",
                                     lambda: result.append(x.wait(1.5)))
-                assert result == [False], "a WRITE to a stopped peer ended"
+                assert set(result) == {False}, "a WRITE to a stopped peer ended"
                 assert took >= 1.4
                 _assert_released("Transfer.wait", share)
             finally:

@@ -6,7 +6,6 @@ import threading
 
 import numpy as np
 
-import xfer
 from peer import pattern, first_mismatch
 
 

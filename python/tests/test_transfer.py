@@ -4,7 +4,6 @@ reposted with fresh data, and metadata exchanged as a blob or through
 the listener.  The peer checks what landed on its side against the seed;
 this process checks its own side."""
 import numpy as np
-import pytest
 
 import xfer
 from peer import pattern, first_mismatch
