@@ -5,7 +5,9 @@ and transfers, prepared lists and agents dropped without release or
 close free what they held."""
 import gc
 import os
+import signal
 import sys
+import time
 import tracemalloc
 import weakref
 
@@ -154,4 +156,39 @@ def test_shared_buffer_cycles(names):
         grown = _rss() - rss
         print("RSS %+d KiB after 1,000 alloc/free cycles" % (grown // 1024))
         assert grown < 8 << 20
+        assert a.registrations == []
+
+
+def test_transfer_dropped_in_flight(names, spawn_peer, region_at, raises):
+    """A transfer dropped while its post is on the wire (the peer is
+    stopped) cannot be freed yet: the agent keeps it, and the memory it
+    uses stays registered (BusyError) until it ends; after SIGCONT it is
+    released and the memory deregisters."""
+    n = 1 << 20
+    peer = spawn_peer(["tcp"])
+    buf = peer.reg(n)
+    with xfer.Agent(names("a"), backends=["tcp"]) as a:
+        a.load_metadata(peer.metadata())
+        a.connect(peer.name, timeout=30)
+        region = region_at(a, peer.name, buf["addr"])
+        reg = a.register(np.zeros(n, np.uint8))
+        peer.stop()
+        x = a.transfer("WRITE", reg.obj, region, peer.name)
+        x.post()
+        gone = weakref.ref(x)
+        del x
+        gc.collect()
+        assert gone() is None
+        with raises(xfer.BusyError, "XFER_ERR_BUSY", "still used by 1"):
+            reg.deregister()
+        peer.signal(signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                reg.deregister()
+                break
+            except xfer.BusyError:
+                assert time.monotonic() < deadline, \
+                    "the dropped transfer was never released"
+                time.sleep(0.05)
         assert a.registrations == []
