@@ -106,6 +106,7 @@ def test_busy_then_cancel(stalled, raises, backend, seed):
     with raises(xfer.BusyError, "XFER_ERR_BUSY", "still in progress"):
         x.post()
     assert x.status() == xfer.PROC
+    assert x.wait(0) is False           # a poll
     assert x.wait(0.2) is False
     t0 = time.monotonic()
     at_once = x.cancel()
