@@ -685,9 +685,13 @@ XFER_API xfer_status_t xfer_req_post(xfer_req_t *req, const void *notif,
         bool cancelling = req->state != XFER_IN_PROG;
 
         pthread_mutex_unlock(&req->lock);
-        return xfer__err(XFER_ERR_BUSY, "request is still %s; wait for it "
-                         "before posting again", cancelling ? "being "
-                         "cancelled after its timeout" : "in progress");
+        if (cancelling)
+            return xfer__err(XFER_ERR_BUSY, "request timed out, and its "
+                             "backend still finishes what is on the wire; "
+                             "post again once xfer_req_cancel answers "
+                             "XFER_OK");
+        return xfer__err(XFER_ERR_BUSY, "request is still in progress; wait "
+                         "for it before posting again");
     }
     xfer__err_clear();
     req->posted = true;
@@ -826,6 +830,11 @@ XFER_API xfer_status_t xfer_req_cancel(xfer_req_t *req)
             req->state = XFER_ERR_CANCELED;
             req_ended(req);
         }
+    } else if (req->timed_out && req->deadline_us != 0) {
+        /* Ended by its own timeout, but the backend still finishes what
+         * is on the wire (a stream to a stopped peer): the request can
+         * be posted or released once this answers XFER_OK. */
+        st = XFER_IN_PROG;
     }
     pthread_mutex_unlock(&req->lock);
     return st;

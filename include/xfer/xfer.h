@@ -445,7 +445,10 @@ xfer_status_t xfer_req_wait(xfer_req_t *req, unsigned timeout_ms);
 
 /* Stop a posted request.  XFER_OK when it stopped (its status is then
  * XFER_ERR_CANCELED) or had already ended; XFER_IN_PROG when the
- * transport must finish what is on the wire first (poll status). */
+ * transport must finish what is on the wire first (poll status).  A
+ * request that ended by its own timeout_ms may still be held by its
+ * backend (bytes on the wire to a peer that stopped reading): cancel
+ * answers XFER_IN_PROG until it is free to post or release again. */
 xfer_status_t xfer_req_cancel(xfer_req_t *req);
 
 /* Release a request.  An in-progress request is cancelled first; if

@@ -42,17 +42,14 @@ def stalled(names, spawn_peer, backend, region_at):
 
 
 def _post_when_free(x, limit=30):
-    """post(), retried while it says BusyError: after a request timeout
-    the library answers BUSY until the cancel finished on the wire, and
-    offers no way to wait for that (test_repost_after_request_timeout)."""
+    """post() once the backend lets the request go: after a request
+    timeout cancel() answers False until what was on the wire finished
+    (docs/api.md, Transfers)."""
     deadline = time.monotonic() + limit
-    while True:
-        try:
-            return x.post()
-        except xfer.BusyError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
+    while not x.cancel():
+        assert time.monotonic() < deadline, "the backend never let go"
+        time.sleep(0.005)
+    return x.post()
 
 
 def _resumed_works(x, peer, buf, src, seed):
@@ -120,24 +117,29 @@ def test_busy_then_cancel(stalled, raises, backend, seed):
     _resumed_works(x, peer, buf, src, seed)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "libxfer: after a request's own timeout, xfer_req_status and "
-    "xfer_req_wait answer XFER_ERR_TIMEOUT at once while xfer_req_post "
-    "still answers XFER_ERR_BUSY ('request is still being cancelled "
-    "after its timeout; wait for it before posting again') until the "
-    "peer answers or the backend's timeout_ms closes the connection "
-    "(core/request.c req_busy: timed_out && deadline_us != 0): the wait "
-    "the sentence asks for cannot be made"))
-def test_repost_after_request_timeout(stalled, raises):
-    """docs/api.md: 'A failed request can be posted again.'  Once wait()
-    has reported the post's end, a new post is accepted (and, the peer
-    being still stopped, times out in turn)."""
+def test_repost_after_request_timeout(stalled, raises, seed):
+    """docs/api.md: a request ended by its own timeout may still be held
+    by its backend (bytes on the wire to the stopped peer); then cancel()
+    answers False and a post is BusyError saying to wait for cancel.
+    Once the peer reads again, cancel() answers True and the same
+    request is posted again and lands."""
     x, peer, buf, src = stalled(timeout=0.3)
     x.post()
     with raises(xfer.TimeoutError, "XFER_ERR_TIMEOUT"):
         x.wait(30)
     with raises(xfer.TimeoutError, "XFER_ERR_TIMEOUT"):
-        x.wait(30)                  # all there is to wait for
+        x.wait(30)                  # the post's end, asked again
+    if not x.cancel():
+        with raises(xfer.BusyError, "XFER_ERR_BUSY",
+                    "xfer_req_cancel answers XFER_OK"):
+            x.post()
+    peer.signal(signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while not x.cancel():
+        assert time.monotonic() < deadline, "the backend never let go"
+        time.sleep(0.005)
+    src[:] = pattern(seed, N)
     x.post()
-    with raises(xfer.TimeoutError, "XFER_ERR_TIMEOUT"):
-        x.wait(30)
+    assert x.wait(30), "no completion after SIGCONT"
+    r = peer.check(buf["id"], seed, 0, N)
+    assert r["ok"], "byte %d differs (seed %d)" % (r["first_bad"], seed)

@@ -131,7 +131,9 @@ class Transfer:
     def cancel(self):
         """Stop the last post: True when it stopped (its status is then
         CanceledError) or had already ended; False when the transport
-        must finish what is on the wire first (wait, then look)."""
+        must finish what is on the wire first (wait, then look).  After
+        a post ended by the transfer's own timeout, False also while the
+        backend still holds the request: post again once it says True."""
         return check(lib.xfer_req_cancel(self._c())) == 0
 
     def release(self):
