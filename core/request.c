@@ -821,6 +821,11 @@ XFER_API xfer_status_t xfer_req_cancel(xfer_req_t *req)
     if (req == NULL)
         return xfer__err(XFER_ERR_INVALID, "xfer_req_cancel: NULL request");
     pthread_mutex_lock(&req->lock);
+    /* Without a thread, the caller drives progress while the backend
+     * holds the request: polling cancel after a timeout must get it
+     * back, as polling status does. */
+    if (!req->agent->progress_thread && req_holds(req))
+        xfer__progress_all(req->agent);
     if (req_poll(req) == XFER_IN_PROG) {
         st = be_cancel(req);
         if (st == XFER_ERR_NOT_SUPPORTED)
