@@ -8,16 +8,17 @@ leaving its with block) frees them all, after which they raise
 ValueError when used.
 """
 import asyncio
+import collections
 import json
-import os
 import select
+import sys
 import threading
 import time
 import weakref
 from collections import namedtuple
 
-from ._errors import check, error, NotSupportedError
-from ._mem import DList, Region, access_bits, access_name, DRAM, VRAM
+from ._errors import check, error, BusyError, NotSupportedError
+from ._mem import DList, Region, access_bits, access_name
 from ._native import ffi, lib
 from ._transfer import Transfer, PrepList, _notif_arg
 
@@ -170,7 +171,10 @@ class SharedBuffer:
         return self.size
 
     def free(self):
-        """Free it (deregister it first).  Safe to call twice."""
+        """Free it (deregister it first).  BusyError while something
+        still holds its buffer (a NumPy view, a memoryview, a transfer's
+        descriptors): freeing under them would leave them pointing at
+        unmapped memory.  Safe to call twice."""
         self._agent._free_alloc(self)
 
     def _kill(self):
@@ -213,6 +217,9 @@ class Agent:
         # it frees what they wait on.
         self._waiting = 0
         self._idle = threading.Condition(self._lock)
+        # Notifications taken from the library, not yet handed out.
+        self._pending = collections.deque()
+        self._nlock = threading.Lock()
         opts = ffi.new("xfer_agent_opts_t *")
         lib.xfer_agent_opts_init(opts)
         if listen is True:
@@ -280,31 +287,44 @@ class Agent:
             if a is None:
                 return
             self._agent = None
-            for obj in list(self._children):
-                obj._kill()
-            for reg in self._regs.values():
-                reg._kill()
-            for buf in self._allocs.values():
-                buf._kill()
-            self._regs.clear()
-            self._allocs.clear()
-            self._orphans.clear()
-            self._children = weakref.WeakSet()
             # A wait is inside the library for one slice at most: the
             # request must not be freed under it.
             while self._waiting:
                 self._idle.wait()
-        lib.xfer_agent_destroy(a)
+            # What the objects kept alive (registered buffers, the
+            # descriptor lists of transfers, orphans) stays alive until
+            # the library has stopped: its progress thread may still
+            # receive a peer's WRITE into registered memory until
+            # xfer_agent_destroy stops it.
+            held = [obj._kill() for obj in list(self._children)]
+            regs = list(self._regs.values())
+            allocs = list(self._allocs.values())
+            held.append(self._orphans)
+            self._regs = {}
+            self._allocs = {}
+            self._orphans = []
+            self._children = weakref.WeakSet()
+        try:
+            lib.xfer_agent_destroy(a)
+        finally:
+            for reg in regs:
+                reg._kill()
+            for buf in allocs:
+                buf._kill()
+            del held
 
-    def _wait_begin(self):
-        # Called by a thread about to wait in the library on one of the
-        # agent's objects (Transfer.wait).
+    def _wait_begin(self, x):
+        # Called by a thread about to wait in the library on transfer x:
+        # neither close() nor x.release() frees the request under it.
         with self._lock:
             self._c()
+            x._c()
             self._waiting += 1
+            x._waiting += 1
 
-    def _wait_end(self):
+    def _wait_end(self, x):
         with self._lock:
+            x._waiting -= 1
             self._waiting -= 1
             if not self._waiting:
                 self._idle.notify_all()
@@ -455,6 +475,13 @@ class Agent:
         with self._lock:
             if buf._ptr is None:
                 return
+            # Our slot and getrefcount's argument: anything more is a view.
+            others = sys.getrefcount(buf._buf) - 2
+            if others > 0:
+                raise BusyError(lib.XFER_ERR_BUSY, "%d other reference(s) "
+                                "to this buffer are alive (a NumPy view, "
+                                "a memoryview, a transfer): drop them "
+                                "before free()" % others)
             check(lib.xfer_mem_free(self._c(), buf._ptr))
             self._allocs.pop(id(buf), None)
             buf._kill()
@@ -642,8 +669,10 @@ class Agent:
                                                              PrepList):
             raise TypeError("local and remote must be PrepLists (from "
                             "Agent.prep)")
-        lidx = list(lidx)
-        ridx = list(ridx)
+        lidx = [int(i) for i in lidx]
+        ridx = [int(i) for i in ridx]
+        if any(i < 0 for i in lidx) or any(i < 0 for i in ridx):
+            raise ValueError("prepared-list indices must not be negative")
         if len(lidx) != len(ridx):
             raise ValueError("lidx has %d entries and ridx %d: they pair up"
                              % (len(lidx), len(ridx)))
@@ -676,12 +705,31 @@ class Agent:
         check(lib.xfer_notif_send(self._c(), _b(remote_agent, "remote_agent"),
                                   ptr, n, opts))
 
+    def _fill(self):
+        """Move what the library queued into self._pending, in order:
+        the iterators hand notifications out one at a time from there,
+        so one left when a consumer stops early is not lost."""
+        with self._nlock:
+            out = []
+            h = ffi.new_handle(out)
+            check(lib.xfer_notif_drain(self._c(), lib._xfer_py_notif, h,
+                                       ffi.NULL))
+            self._pending.extend(out)
+
+    def _next_pending(self):
+        try:
+            return self._pending.popleft()
+        except IndexError:
+            return None
+
     def drain(self):
-        """Every notification queued now, oldest first: [Notif]."""
-        out = []
-        h = ffi.new_handle(out)
-        check(lib.xfer_notif_drain(self._c(), lib._xfer_py_notif, h,
-                                   ffi.NULL))
+        """Every notification queued now (also those an iterator had
+        taken from the library and not handed out), oldest first:
+        [Notif]."""
+        self._fill()
+        with self._nlock:
+            out = list(self._pending)
+            self._pending.clear()
         return out
 
     def get_new_notifs(self):
@@ -724,9 +772,14 @@ class Agent:
             poller.register(efd, select.POLLIN)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            got = self.drain()
-            if got:
-                yield from got
+            n = self._next_pending()
+            if n is None:
+                self._fill()
+                n = self._next_pending()
+            if n is not None:
+                # One at a time: what a consumer that stops after this
+                # one does not take stays queued for the next call.
+                yield n
                 # The timeout counts from the last notification.
                 if timeout is not None:
                     deadline = time.monotonic() + timeout
@@ -754,10 +807,12 @@ class Agent:
         nfd = self.notif_fd()
         efd = None if self._progress_thread else self.event_fd()
         while True:
-            got = self.drain()
-            if got:
-                for n in got:
-                    yield n
+            n = self._next_pending()
+            if n is None:
+                self._fill()
+                n = self._next_pending()
+            if n is not None:
+                yield n
                 continue
             fut = loop.create_future()
 

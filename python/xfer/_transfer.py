@@ -50,11 +50,12 @@ class Transfer:
     """A READ or WRITE between local and remote memory: made by
     Agent.transfer() or Agent.transfer_prepped(), posted by post()."""
 
-    __slots__ = ("_req", "_agent", "_keep", "op", "remote_agent", "nbytes",
-                 "__weakref__")
+    __slots__ = ("_req", "_agent", "_keep", "_waiting", "op", "remote_agent",
+                 "nbytes", "__weakref__")
 
     def __init__(self, agent, req, keep, op, remote_agent, nbytes):
         self._req = req
+        self._waiting = 0   # threads inside wait() now (the agent's lock)
         self._agent = agent
         self._keep = keep
         self.op = op
@@ -65,6 +66,11 @@ class Transfer:
         req = self._req
         if req is None:
             raise ValueError("this transfer was released")
+        if self._agent._agent is None:
+            # Closed, also by the garbage collector, which may run the
+            # agent's finalizer before this object's: the library
+            # freed the request with the agent.
+            raise ValueError("this transfer's agent was closed")
         return req
 
     def post(self, notif=None):
@@ -116,11 +122,11 @@ class Transfer:
             # starts only while it is open (ValueError otherwise), and
             # close() waits for the slice to end before freeing the
             # request.
-            self._agent._wait_begin()
+            self._agent._wait_begin(self)
             try:
-                st = lib.xfer_req_wait(self._c(), ms)
+                st = lib.xfer_req_wait(self._req, ms)
             finally:
-                self._agent._wait_end()
+                self._agent._wait_end(self)
             if st < 0:
                 raise error(st)
             if st == 0:
@@ -140,20 +146,33 @@ class Transfer:
         """Free the request (an in-flight post is cancelled first; raises
         BusyError, and stays valid, when that cannot finish at once).
         Safe to call twice."""
-        req = self._req
-        if req is None:
-            return
-        st = lib.xfer_req_release(req)
-        if st < 0:
-            raise error(st)
-        self._req = None
-        self._keep = None
-        self._agent._forget(self)
+        agent = self._agent
+        with agent._lock:
+            req = self._req
+            if req is None:
+                return
+            if agent._agent is None:
+                # The agent was closed and freed the request.
+                self._kill()
+                return
+            if self._waiting:
+                raise BusyError(lib.XFER_ERR_BUSY, "another thread is "
+                                "waiting on this transfer; release it "
+                                "once that wait returns")
+            st = lib.xfer_req_release(req)
+            if st < 0:
+                raise error(st)
+            self._req = None
+            self._keep = None
+        agent._forget(self)
 
     def _kill(self):
-        # The agent is being destroyed, and frees the request itself.
+        # The agent is being destroyed, and frees the request itself;
+        # what the request used is handed back, to be dropped once the
+        # library has stopped.
+        keep, self._keep = self._keep, None
         self._req = None
-        self._keep = None
+        return keep
 
     @property
     def backend(self):
@@ -168,6 +187,10 @@ class Transfer:
         self._release_quietly()
 
     def _release_quietly(self):
+        if self._waiting:
+            # A thread still waits on it: that thread's reference keeps
+            # it, and its end (or the agent's) releases it.
+            return
         try:
             self.release()
         except BusyError:
@@ -222,6 +245,8 @@ class PrepList:
     def _c(self):
         if self._prep is None:
             raise ValueError("this prepared list was released")
+        if self._agent._agent is None:
+            raise ValueError("this prepared list's agent was closed")
         return self._prep
 
     def release(self):
@@ -229,14 +254,19 @@ class PrepList:
         prep = self._prep
         if prep is None:
             return
+        if self._agent._agent is None:
+            # Freed with the agent (closed, or collected first).
+            self._kill()
+            return
         check(lib.xfer_prep_release(prep))
         self._prep = None
         self._dlist = None
         self._agent._forget(self)
 
     def _kill(self):
+        dlist, self._dlist = self._dlist, None
         self._prep = None
-        self._dlist = None
+        return dlist
 
     def __enter__(self):
         return self
