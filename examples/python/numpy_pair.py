@@ -17,8 +17,8 @@ if len(sys.argv) == 1:  # the target
         dst = np.zeros(N, np.uint32)
         a.register(dst)
         peer = subprocess.Popen([sys.executable, __file__, a.listen_addr])
-        n = next(a.notifs(timeout=30))
-        ok = np.array_equal(dst, np.arange(N, dtype=np.uint32))
+        n = next(a.notifs(timeout=30), None)
+        ok = n is not None and np.array_equal(dst, np.arange(N, dtype=np.uint32))
         print("target: %r from %s, %d bytes %s" % (
             n.msg, n.sender, dst.nbytes, "intact" if ok else "WRONG"))
         sys.exit(0 if ok and peer.wait() == 0 else 1)

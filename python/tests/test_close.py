@@ -4,6 +4,7 @@ instead of using the freed agent or waiting for ever.  A service shuts
 down this way: a worker blocked in wait() or in a notification loop,
 and the main thread closing the agent."""
 import asyncio
+import signal
 import threading
 import time
 
@@ -98,3 +99,40 @@ def test_close_while_async_iterating(names):
                              % NOTICE_S) from None
     else:
         raise AssertionError("async for ended without an error")
+
+
+def test_release_while_waiting(names, spawn_peer, region_at, raises):
+    """Transfer.release() from one thread while another waits on the
+    same transfer is BusyError (before, it freed the request under the
+    waiter, which then reported DONE for a READ never answered); after
+    the wait returns, release works."""
+    peer = spawn_peer(["tcp"])
+    buf = peer.reg(4096)
+    with xfer.Agent(names("a"), backends=["tcp"]) as a:
+        a.load_metadata(peer.metadata())
+        region = region_at(a, peer.name, buf["addr"])
+        mem = np.zeros(4096, np.uint8)
+        a.register(mem)
+        x = a.transfer("READ", mem, region, peer.name)
+        x.post()
+        assert x.wait(30)
+        peer.stop()
+        x.post()
+        t, box = _in_thread(lambda: x.wait(1.5))
+        time.sleep(0.3)
+        assert t.is_alive()
+        with raises(xfer.BusyError, "XFER_ERR_BUSY",
+                    "another thread is waiting on this transfer"):
+            x.release()
+        t.join(30)
+        assert box == [("ok", False)], box   # still under way, not DONE
+        x.cancel()
+        peer.signal(signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                x.release()
+                break
+            except xfer.BusyError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)

@@ -5,6 +5,7 @@ descriptor with select), and their size limits."""
 import base64
 import json
 import select
+import time
 
 import numpy as np
 import pytest
@@ -183,3 +184,26 @@ def test_too_big(agent, spawn_peer, backend, raises):
         assert x.wait(30)
     got = peer.call("expect", count=2, timeout=1)
     assert _msgs(got) == [(agent.name, b"after")]
+
+
+def test_early_stop_keeps_the_rest(agent, sender):
+    """A loop that stops after the one it wanted (next(), break) leaves
+    the notifications it did not take queued: drain() has them, in
+    order (before, the iterator took all queued at once and lost the
+    rest with the generator)."""
+    sender(b"req-41", b"req-42", b"req-43", b"req-44")
+    want = xfer.Notif(sender.name, b"req-42")
+    got = next((n for n in agent.notifs(timeout=30) if n == want), None)
+    assert got == want
+    rest = []
+    deadline = time.monotonic() + 30
+    while len(rest) < 2 and time.monotonic() < deadline:
+        rest += agent.drain()
+        time.sleep(0.01)
+    assert rest == [xfer.Notif(sender.name, b"req-43"),
+                    xfer.Notif(sender.name, b"req-44")]
+    sender(b"a", b"b")
+    for n in agent.notifs(timeout=30):
+        assert n.msg == b"a"
+        break
+    assert _collect(agent, 1) == [xfer.Notif(sender.name, b"b")]

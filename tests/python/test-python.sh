@@ -54,7 +54,9 @@ mkdir -p "$(dirname "$out")"
 # The installed plugins, from the staged install: what the package finds
 # is what a user's installed xfer holds.
 cd "$b/tests/python" || exit 1
-XFER_PLUGIN_PATH=$plugins \
+# No __pycache__ in the source tree (pytest would write its rewritten
+# test modules there).
+PYTHONDONTWRITEBYTECODE=1 XFER_PLUGIN_PATH=$plugins \
     "$venv/bin/python" -m pytest -p no:cacheprovider -rs -v \
     "$abs_top_srcdir/python/tests" >"$out" 2>&1
 rc=$?
