@@ -494,6 +494,29 @@ static int hello_name_check(conn_t *c, size_t len)
     return 0;
 }
 
+/* Target: c, from an agent that proved its name (and epoch), is up;
+ * an older connection from the same agent of the same epoch is one the
+ * initiator gave up on (it keeps one per peer, and makes another only
+ * after closing the last: a stall, an idle close).  What that one still
+ * holds unread is dropped with it.  Read later, it would land stale: a
+ * WRITE that failed with a timeout overwriting the data of the retry
+ * that completed over c, a notification behind newer ones. */
+static void supersede(conn_t *c)
+{
+    conn_t *o, *next;
+
+    for (o = c->be->conns; o != NULL; o = next) {
+        next = o->next;
+        if (o == c || !o->accepted || !o->hello_done || o->closed ||
+            o->epoch != c->epoch || strcmp(o->name, c->name) != 0)
+            continue;
+        xfer__stream_conn_close(o, XFER_ERR_REMOTE_DISCONNECT, XFER_LOG_INFO,
+                                "superseded by a new connection from the "
+                                "same agent; what it still held unread is "
+                                "dropped");
+    }
+}
+
 /* The handshake is done on c's side: it serves (target) or sends
  * (initiator) from now on.  A target answers with ack, HELLO_ACK or
  * AUTH_ACK, queued behind what conn_up queued (uds: its memfds), so the
@@ -512,6 +535,7 @@ static void hs_up(conn_t *c, uint8_t ack)
         xfer__stream_held_drain(c);
         return;
     }
+    supersede(c);
     hello = ack == XFER_WIRE_HELLO_ACK;
     e = hs_entry(be, ack, 0, hello ? XFER_WIRE_VERSION : 0,
                  hello ? XFER_WIRE_MAGIC : 0,
