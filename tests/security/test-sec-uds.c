@@ -217,7 +217,14 @@ static void att_connect(const char *path, uint64_t epoch)
     }
     hdr(b, XFER_WIRE_HELLO, 0, XFER_WIRE_VERSION, XFER_WIRE_MAGIC, 1, epoch,
         8);
-    memcpy(b + XFER_WIRE_HDR_SIZE, "attacker", 8);
+    /* A name of its own per attacker process: a second connection under
+     * one name and epoch supersedes the first (plugins/common/conn.c). */
+    {
+        char nm[16];
+
+        snprintf(nm, sizeof nm, "atk%05u", (unsigned)(getpid() % 100000));
+        memcpy(b + XFER_WIRE_HDR_SIZE, nm, 8);
+    }
     if (wr(b, sizeof b) < 0 || frames_until(XFER_WIRE_HELLO_ACK, 0, &h) < 0) {
         xt_say("EOF");
         return;
