@@ -716,7 +716,11 @@ class Agent:
                                        ffi.NULL))
             self._pending.extend(out)
 
-    def _next_pending(self):
+    def _take_one(self):
+        """The oldest notification not handed out yet, taking what the
+        library queued when none is left over; None when there is none."""
+        if not self._pending:
+            self._fill()
         try:
             return self._pending.popleft()
         except IndexError:
@@ -772,10 +776,7 @@ class Agent:
             poller.register(efd, select.POLLIN)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            n = self._next_pending()
-            if n is None:
-                self._fill()
-                n = self._next_pending()
+            n = self._take_one()
             if n is not None:
                 # One at a time: what a consumer that stops after this
                 # one does not take stays queued for the next call.
@@ -807,10 +808,7 @@ class Agent:
         nfd = self.notif_fd()
         efd = None if self._progress_thread else self.event_fd()
         while True:
-            n = self._next_pending()
-            if n is None:
-                self._fill()
-                n = self._next_pending()
+            n = self._take_one()
             if n is not None:
                 yield n
                 continue
