@@ -528,6 +528,16 @@ XFER_API void xfer_agent_destroy(xfer_agent_t *agent)
         xfer__remote_kill(a->remotes, "its local agent was destroyed");
     xfer__req_destroy_all(a);
     xfer__unlock(a);
+    /* Then the connections peers made to us, before the memory they
+     * reach: a NIC still serving them would answer a WRITE on the wire
+     * with an access error once its region went, where the peer must
+     * see this agent gone. */
+    for (unsigned i = 0; i < xfer__nbackends(a); i++) {
+        xfer_backend_t *b = a->backends[i];
+
+        if (XFER__HAS_OP(b->ops, quiesce))
+            b->ops->quiesce(b->be);
+    }
     while (a->mems != NULL)
         xfer__mem_free(a->mems);
     for (unsigned i = xfer__nbackends(a); i-- > 0;) {

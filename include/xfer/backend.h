@@ -23,8 +23,9 @@ extern "C" {
  * them only when hdr.struct_size covers them.  Minor 3 appended flags
  * (threading and progress model) and the optional ops arm and
  * peer_connect, and xfer_be_region_t.access.  Minor 4 appended auth,
- * auth_mac, auth_check and notif_room to xfer_host_t. */
-#define XFER_BACKEND_ABI_MINOR 4
+ * auth_mac, auth_check and notif_room to xfer_host_t.  Minor 5 appended
+ * the optional op quiesce. */
+#define XFER_BACKEND_ABI_MINOR 5
 
 #define XFER_BACKEND_STR2(x) #x
 #define XFER_BACKEND_STR(x) XFER_BACKEND_STR2(x)
@@ -352,6 +353,18 @@ typedef struct xfer_backend_ops {
      * asks again), or the error the attempt ended with (host->error
      * says why).  Absent: the backend connects lazily. */
     xfer_status_t (*peer_connect)(xfer_be_t *be, xfer_be_peer_t *peer);
+
+    /* ---- ABI minor 5: check hdr.struct_size before use ---- */
+    /* (optional) The agent is being destroyed: drop every connection
+     * peers made to this instance and accept no new one, so that what
+     * they have on the wire fails as a lost connection (the initiator's
+     * XFER_ERR_REMOTE_DISCONNECT), not as an access error from memory
+     * deregistered under it.  Called once, after every peer was removed
+     * and every request released, before the registrations are
+     * deregistered and fini.  A transport whose peers reach memory
+     * without the target's CPU (an RDMA NIC) needs it; one that serves
+     * only in progress() does not, since progress has stopped by then. */
+    void (*quiesce)(xfer_be_t *be);
 } xfer_backend_ops_t;
 
 #ifdef __cplusplus

@@ -311,6 +311,11 @@ static void on_qpreq(vb_t *v, xfer__stream_conn_t *c, const vb_hs_t *m)
             vb__tconn_drop(v, tc);
     }
     tc = NULL;
+    if (v->quiesced) {
+        rep.status = VB_HS_FAILED;
+        snprintf(why, sizeof why, "the agent is being destroyed");
+        goto answer;
+    }
     if (!tconn_room(v)) {
         rep.status = VB_HS_NO_ROOM;
         goto answer;

@@ -27,6 +27,7 @@
 static xfer_status_t vb_init(const xfer_host_t *host, const void *config,
                              xfer_be_t **be);
 static void vb_fini(xfer_be_t *v);
+static void vb_quiesce(xfer_be_t *v);
 static xfer_status_t vb_conn_info(xfer_be_t *v, void *buf, size_t *len);
 static int vb_progress(xfer_be_t *v);
 static xfer_status_t vb_event_fd(xfer_be_t *v, int *fd);
@@ -158,6 +159,7 @@ const xfer_backend_ops_t XFER_BACKEND_SYMBOL(VB_PLUGIN) = {
     .flags = XFER_BE_THREAD_SAFE | XFER_BE_POLL,
     .arm = vb_arm,
     .peer_connect = vb__peer_connect,
+    .quiesce = vb_quiesce,
 };
 
 /* ------------------------------------------------------------------ */
@@ -268,6 +270,18 @@ static void vb_fini(xfer_be_t *v)
     pthread_mutex_destroy(&v->lock);
     pthread_mutex_destroy(&v->mr_lock);
     free(v);
+}
+
+/* The agent goes: the QPs initiators made to us go before its memory
+ * does, so a WRITE on the wire meets no responder (the initiator's NIC
+ * retries, then fails it as a lost connection) rather than a dead key
+ * (an access error that would blame the initiator's request). */
+static void vb_quiesce(xfer_be_t *v)
+{
+    pthread_mutex_lock(&v->lock);
+    v->quiesced = true;
+    vb__tconns_free(v);
+    pthread_mutex_unlock(&v->lock);
 }
 
 static xfer_status_t vb_conn_info(xfer_be_t *v, void *buf, size_t *len)

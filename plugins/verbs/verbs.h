@@ -302,6 +302,8 @@ struct xfer_be {
     atomic_bool fail_all;
     char fail_why[200];        /* lock */
     int down;                  /* lock: VB_DOWN_*: new connections fail */
+    bool quiesced;             /* lock: the agent goes (vb_quiesce): no QP
+                                  is made for an initiator again */
     char down_why[200];        /* lock: with this */
     /* control channel: socket, channel, chan_lock, peers, asks */
     xfer__hwctl_t ctl;

@@ -254,6 +254,7 @@ static struct {
     bool cut;
     bool fail_armed;
     unsigned fail_left;
+    uint32_t release_on_dereg; /* a held QP's number, or 0 */
 } fv = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
     .life = PTHREAD_MUTEX_INITIALIZER,
@@ -854,6 +855,8 @@ static struct ibv_mr *fv_reg_mr(struct ibv_pd *ibpd, void *addr, size_t len,
     return &mr->mr;
 }
 
+static void run_released(uint64_t now);
+
 static int fv_dereg_mr(struct ibv_mr *ibmr)
 {
     fv_mr_t *mr = mr_of(ibmr, __func__);
@@ -863,6 +866,7 @@ static int fv_dereg_mr(struct ibv_mr *ibmr)
     link_del(&mr->by_rkey);
     mr->pd->nmr--;
     fv.st.live_mrs--;
+    run_released(now_ns());
     unlock();
     mr->magic = 0;
     free(mr);
@@ -2101,6 +2105,30 @@ static void qp_run(fv_qp_t *qp, uint64_t now)
     }
 }
 
+/* fakeverbs_release_on_dereg's QP, at a dereg_mr (lock held): released,
+ * and its due WRs run now, each turn one WR, until one stalls. */
+static void run_released(uint64_t now)
+{
+    fv_qp_t *qp;
+
+    if (fv.release_on_dereg == 0)
+        return;
+    qp = qp_by_num(fv.release_on_dereg);
+    fv.release_on_dereg = 0;
+    if (!qp)
+        return;
+    qp->held = false;
+    while (qp->hw == IBV_QPS_RTS && qp->s_exec != qp->s_post &&
+           qp->not_before <= now) {
+        uint64_t seq = qp->s_exec;
+
+        qp_run(qp, now);
+        if (qp->s_exec == seq)
+            break;
+    }
+    pthread_cond_signal(&fv.nic_cv);
+}
+
 /* ---- the NIC: scheduling ------------------------------------------------------- */
 
 static void *nic_main(void *arg)
@@ -2345,6 +2373,23 @@ int fakeverbs_hold(uint32_t qpn, bool hold)
     }
     qp->held = hold;
     pthread_cond_signal(&fv.nic_cv);
+    unlock();
+    return 0;
+}
+
+int fakeverbs_release_on_dereg(uint32_t qpn)
+{
+    fv_qp_t *qp;
+
+    fv_init();
+    lock();
+    qp = qp_by_num(qpn);
+    if (!qp) {
+        unlock();
+        return ENOENT;
+    }
+    qp->held = true;
+    fv.release_on_dereg = qpn;
     unlock();
     return 0;
 }

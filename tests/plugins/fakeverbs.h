@@ -101,6 +101,13 @@ FAKEVERBS_API unsigned fakeverbs_qps(struct fakeverbs_qp_info *out,
  * or ENOENT when no live QP has that number. */
 FAKEVERBS_API int fakeverbs_hold(uint32_t qpn, bool hold);
 
+/* The held QP qpn is released by the next ibv_dereg_mr on any device,
+ * which runs the WRs it has due before it returns, as a NIC would that
+ * was mid-transfer when the memory went: a test sees what a peer's NIC
+ * meets at that instant of a teardown, not after it.  Returns 0, or
+ * ENOENT when no live QP has that number. */
+FAKEVERBS_API int fakeverbs_release_on_dereg(uint32_t qpn);
+
 /* XFER_FAKEVERBS_DELAY_US from now on (WRs already waiting keep the
  * deadline they have): the environment is only read at get_device_list. */
 FAKEVERBS_API void fakeverbs_set_delay_us(unsigned us);

@@ -48,6 +48,7 @@ static struct {
     __typeof__(fakeverbs_cut) *cut;
     __typeof__(fakeverbs_qps) *qps;
     __typeof__(fakeverbs_hold) *hold;
+    __typeof__(fakeverbs_release_on_dereg) *release_on_dereg;
     __typeof__(fakeverbs_set_delay_us) *set_delay_us;
     __typeof__(fakeverbs_async) *async;
 } fv;
@@ -109,6 +110,7 @@ static void hooks(void)
     HOOK(cut);
     HOOK(qps);
     HOOK(hold);
+    HOOK(release_on_dereg);
     HOOK(set_delay_us);
     HOOK(async);
 #undef HOOK
@@ -1591,6 +1593,42 @@ static void test_dereg_agent_in_flight(void)
     finish((xfer_agent_t *[]){tgt, ini2}, 2);
 }
 
+/* The target goes whole while a WRITE into it is on the wire, and the
+ * NIC runs it at the instant the target's first registration goes: the
+ * QPs initiators made to it went before (the backend's quiesce), so the
+ * WRITE meets no responder and fails as the target gone, not as an
+ * access error that would blame the request.  The initiator has no
+ * progress thread: its completion is read before its control channel,
+ * whose break would say the same whatever the NIC met. */
+static void test_target_destroyed_in_flight(void)
+{
+    uint64_t seed = begin("target destroyed in flight");
+    xfer_agent_t *ini = xt_agent(xt_name("ini"), "vbfake:device=fake0", 0);
+    xfer_agent_t *tgt = agent("tgt", "vbfake:device=fake1");
+    unsigned char *l = xt_alloc(S8_LEN), *r = map(S8_LEN);
+    char tname[XFER_NAME_MAX + 1];
+    xfer_req_t *q;
+    uint32_t qpn;
+
+    snprintf(tname, sizeof tname, "%s", name_of(tgt));
+    xt_fill(l, S8_LEN, seed);
+    xt_register(ini, l, S8_LEN);
+    xt_register(tgt, r, S8_LEN);
+    connect_to(ini, tgt);
+    qpn = ini_qp(0, 1);
+    q = mkreq1(ini, XFER_OP_WRITE, l, r, S8_LEN, tgt);
+    XT_REQUIRE(fv.hold(qpn, true) == 0, "hold");
+    XT_STATUS(xfer_req_post(q, NULL, 0), XFER_IN_PROG);
+    XT_REQUIRE(fv.release_on_dereg(qpn) == 0, "release on dereg");
+    xt_agent_destroy(tgt);
+    XT_CHECK(qps_on(1) == 0, "%u QPs left on the destroyed agent's device",
+             qps_on(1));
+    munmap(r, S8_LEN);
+    XT_STATUS(wait_end(q), XFER_ERR_REMOTE_DISCONNECT);
+    WHY_HAS(tname);
+    finish((xfer_agent_t *[]){ini}, 1);
+}
+
 /* ---- 9. the peer removed with work in flight ---------------------------------- */
 
 #define S9_N 6u
@@ -1981,6 +2019,7 @@ static const xt_test_t faults[] = {
     XT_TEST(test_dereg_local_in_flight),
     XT_TEST(test_dereg_remote_in_flight),
     XT_TEST(test_dereg_agent_in_flight),
+    XT_TEST(test_target_destroyed_in_flight),
     XT_TEST(test_peer_removed),
     XT_TEST(test_max_qps_target),
     XT_TEST(test_max_qps_initiator),
