@@ -243,6 +243,19 @@ static const char *notif_kill_stalls(void)
     return NULL;
 }
 
+/* Why another peer of the initiator may stall when one is killed, or
+ * NULL: UCX without peer error handling (error_mode=none, which its
+ * shared-memory transports need) promises nothing once a peer dies; here
+ * the other peer's flushes stalled past timeout_ms in about 1 of 10 kills
+ * under load, UCX saying nothing (docs/api.md, "Error handling"). */
+static const char *kill_stalls_others(void)
+{
+    if (strncmp(xc_spec, "ucx:", 4) == 0 && strstr(xc_spec, "error_mode=none"))
+        return "UCX with error_mode=none gives no guarantee for other "
+               "peers once one dies (docs/api.md, ucx, Error handling)";
+    return NULL;
+}
+
 /* nreq requests of len bytes each (`op`; a WRITE with the notification
  * "v<i>" where notif_kill_stalls() allows) to a target process that is SIGKILLed while they are in
  * flight, while a stream to another target of the same agent runs
@@ -263,6 +276,7 @@ static void kill_midflight(xfer_op_t op, unsigned nreq, size_t len)
     uint64_t start, took, seed = xt_seed();
     unsigned lost = 0, done = 0;
     const char *stalls = notif_kill_stalls();
+    const char *others = kill_stalls_others();
     bool notify = op == XFER_OP_WRITE && stalls == NULL;
     char ispec[256];
 
@@ -291,7 +305,11 @@ static void kill_midflight(xfer_op_t op, unsigned nreq, size_t len)
     if (op == XFER_OP_WRITE && !notify)
         printf("SKIP: WRITEs to the killed peer carry no notification: %s ",
                stalls);
-    side_post(&side, SIDE_N / 2);
+    if (others != NULL)
+        printf("SKIP: no stream to another peer across the kill: %s ",
+               others);
+    else
+        side_post(&side, SIDE_N / 2);
     for (unsigned i = 0; i < nreq; i++) {
         char m[16];
 
@@ -303,7 +321,8 @@ static void kill_midflight(xfer_op_t op, unsigned nreq, size_t len)
     }
     kill(victim.pid, SIGKILL);
     start = xt_now_ms();
-    side_post(&side, SIDE_N);
+    if (others == NULL)
+        side_post(&side, SIDE_N);
     for (unsigned i = 0; i < nreq; i++) {
         s = xt_wait_req(req[i], WAIT_MS);
         if (s == XFER_OK) {
@@ -352,7 +371,8 @@ static void kill_midflight(xfer_op_t op, unsigned nreq, size_t len)
                  " ms to fail (bound %u ms)", took, AT_ONCE_MS);
     }
 
-    side_check(&side);
+    if (others == NULL)
+        side_check(&side);
     xc_child_stop(&other);
 }
 
