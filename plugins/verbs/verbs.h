@@ -302,9 +302,9 @@ struct xfer_be {
     atomic_bool fail_all;
     char fail_why[200];        /* lock */
     int down;                  /* lock: VB_DOWN_*: new connections fail */
+    char down_why[200];        /* lock: with this */
     bool quiesced;             /* lock: the agent goes (vb_quiesce): no QP
                                   is made for an initiator again */
-    char down_why[200];        /* lock: with this */
     /* control channel: socket, channel, chan_lock, peers, asks */
     xfer__hwctl_t ctl;
     unsigned char info_blob[XFER_BE_BLOB_MAX];
