@@ -103,6 +103,12 @@ void ucx__notif_pump(ucx_t *u, ucx_peer_t *p, unsigned wi)
     xfer_status_t est;
     ucx_slot_t *s;
 
+    /* Called again from a callback that UCP ran inside our own send
+     * (olock is ours, recursively): the loop below looks at the queue
+     * again after that send, so what the callback readied goes then. */
+    if (p->pumping)
+        return;
+    p->pumping = true;
     while ((s = p->sh) != NULL && s->ready) {
         const ucx_req_t *oldest;
         ucp_request_param_t prm = {0};
@@ -163,6 +169,7 @@ void ucx__notif_pump(ucx_t *u, ucx_peer_t *p, unsigned wi)
             ucx__slot_free(s);
         }
     }
+    p->pumping = false;
 }
 
 void ucx__notif_drop(ucx_peer_t *p)

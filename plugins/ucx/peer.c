@@ -13,6 +13,17 @@
 
 #include "plugins/ucx/ucx.h"
 
+/* Recursive: see olock in ucx.h. */
+static void olock_init(pthread_mutex_t *m)
+{
+    pthread_mutexattr_t a;
+
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(m, &a);
+    pthread_mutexattr_destroy(&a);
+}
+
 xfer_status_t ucx__peer_add(ucx_t *u, const char *name, uint64_t epoch,
                             const void *info, size_t len, ucx_peer_t **out)
 {
@@ -28,7 +39,7 @@ xfer_status_t ucx__peer_add(ucx_t *u, const char *name, uint64_t epoch,
     snprintf(p->name, sizeof p->name, "%s", name);
     p->epoch = epoch;
     p->ns.window = u->cfg.notif_window;
-    pthread_mutex_init(&p->olock, NULL);
+    olock_init(&p->olock);
     if ((st = ucx__info_parse(u, name, info, len, p, &ci, &cl)) != XFER_OK)
         goto fail;
     st = xfer__hwctl_peer_add(&u->ctl, &p->ctl, p, p->name, epoch, ci, cl);

@@ -41,7 +41,11 @@
  *   w->lock     one UCP worker: its endpoints, rkeys unpacked for it, the
  *               requests posted on it; UCP callbacks run under it
  *   p->olock    one peer's order: requests in post order, notifications
- *               waiting, the session with that target (token, credits)
+ *               waiting, the session with that target (token, credits);
+ *               recursive, because UCP may end other requests from
+ *               inside ucp_am_send_nbx (a send that finds the endpoint
+ *               reset fails what else was on it): their callbacks take
+ *               it again on the thread that holds it for the pump
  *   ns.lock     the target side's sessions (xfer__ns_table_t) as the
  *               active-message handler reads them (a leaf, like every
  *               host callback) */
@@ -147,6 +151,9 @@ struct xfer_be_peer {
                                           (ucx_req_t.plink) */
     ucx_slot_t *sh, *st;               /* notifications waiting */
     size_t nslots;
+    bool pumping;                      /* ucx__notif_pump runs: a call
+                                          from a callback inside it
+                                          returns, the loop goes on */
     xfer__ns_send_t ns;                /* the session with that target:
                                           token, credits */
 };
