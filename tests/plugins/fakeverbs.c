@@ -2280,17 +2280,26 @@ int fakeverbs_async(int dev, enum ibv_event_type type, uint32_t qpn)
     return n > 0 ? 0 : ENOENT;
 }
 
-int fakeverbs_qp_error(uint32_t qpn)
+/* A hook's QP: the live one numbered qpn, returned with the lock held;
+ * NULL, unlocked, when there is none. */
+static fv_qp_t *hook_qp(uint32_t qpn)
 {
     fv_qp_t *qp;
 
     fv_init();
     lock();
     qp = qp_by_num(qpn);
-    if (!qp) {
+    if (!qp)
         unlock();
+    return qp;
+}
+
+int fakeverbs_qp_error(uint32_t qpn)
+{
+    fv_qp_t *qp = hook_qp(qpn);
+
+    if (!qp)
         return ENOENT;
-    }
     if (qp->hw == IBV_QPS_RTS && qp->s_exec < qp->s_post)
         sq_done(qp, qp->s_exec, IBV_WC_RETRY_EXC_ERR, 0);
     qp_to_err(qp);
@@ -2300,13 +2309,12 @@ int fakeverbs_qp_error(uint32_t qpn)
 
 int fakeverbs_qp_state(uint32_t qpn)
 {
-    fv_qp_t *qp;
+    fv_qp_t *qp = hook_qp(qpn);
     int st;
 
-    fv_init();
-    lock();
-    qp = qp_by_num(qpn);
-    st = qp ? (int)qp->hw : -1;
+    if (!qp)
+        return -1;
+    st = (int)qp->hw;
     unlock();
     return st;
 }
@@ -2362,15 +2370,10 @@ unsigned fakeverbs_qps(struct fakeverbs_qp_info *out, unsigned max)
 
 int fakeverbs_hold(uint32_t qpn, bool hold)
 {
-    fv_qp_t *qp;
+    fv_qp_t *qp = hook_qp(qpn);
 
-    fv_init();
-    lock();
-    qp = qp_by_num(qpn);
-    if (!qp) {
-        unlock();
+    if (!qp)
         return ENOENT;
-    }
     qp->held = hold;
     pthread_cond_signal(&fv.nic_cv);
     unlock();
@@ -2379,15 +2382,10 @@ int fakeverbs_hold(uint32_t qpn, bool hold)
 
 int fakeverbs_release_on_dereg(uint32_t qpn)
 {
-    fv_qp_t *qp;
+    fv_qp_t *qp = hook_qp(qpn);
 
-    fv_init();
-    lock();
-    qp = qp_by_num(qpn);
-    if (!qp) {
-        unlock();
+    if (!qp)
         return ENOENT;
-    }
     qp->held = true;
     fv.release_on_dereg = qpn;
     unlock();

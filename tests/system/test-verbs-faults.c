@@ -281,6 +281,23 @@ static xfer_req_t *mkreq1(xfer_agent_t *ini, xfer_op_t op, void *local,
     return mkreq(ini, op, &l, &r, 1, tgt);
 }
 
+/* ini (device 0) connects to tgt (device 1) and posts an `op` of len
+ * bytes from local to remote on its QP, held first: the request stays
+ * on the wire until the test lets the QP go.  *qpn: that QP. */
+static xfer_req_t *post_held(xfer_agent_t *ini, xfer_agent_t *tgt,
+                             xfer_op_t op, void *local, void *remote,
+                             size_t len, uint32_t *qpn)
+{
+    xfer_req_t *q;
+
+    connect_to(ini, tgt);
+    *qpn = ini_qp(0, 1);
+    q = mkreq1(ini, op, local, remote, len, tgt);
+    XT_REQUIRE(fv.hold(*qpn, true) == 0, "hold");
+    XT_STATUS(xfer_req_post(q, NULL, 0), XFER_IN_PROG);
+    return q;
+}
+
 /* The sentence of the last final status seen (wait_end, post_end). */
 static char why[2048];
 
@@ -1492,11 +1509,7 @@ static void test_dereg_local_in_flight(void)
     xt_fill(l, S8_LEN, seed);
     ml = xt_register(ini, l, S8_LEN);
     xt_register(tgt, r, S8_LEN);
-    connect_to(ini, tgt);
-    qpn = ini_qp(0, 1);
-    q = mkreq1(ini, XFER_OP_WRITE, l, r, S8_LEN, tgt);
-    XT_REQUIRE(fv.hold(qpn, true) == 0, "hold");
-    XT_STATUS(xfer_req_post(q, NULL, 0), XFER_IN_PROG);
+    q = post_held(ini, tgt, XFER_OP_WRITE, l, r, S8_LEN, &qpn);
     XT_STATUS(xfer_mem_deregister(ini, ml), XFER_ERR_BUSY);
     XT_ERR_HAS("still used by 1 request");
     XT_REQUIRE(fv.hold(qpn, false) == 0, "release");
@@ -1533,11 +1546,7 @@ static void test_dereg_remote_in_flight(void)
         uint32_t qpn;
         uint64_t t0;
 
-        connect_to(ini, tgt);
-        qpn = ini_qp(0, 1);
-        q = mkreq1(ini, op, l, r, S8_LEN, tgt);
-        XT_REQUIRE(fv.hold(qpn, true) == 0, "hold");
-        XT_STATUS(xfer_req_post(q, NULL, 0), XFER_IN_PROG);
+        q = post_held(ini, tgt, op, l, r, S8_LEN, &qpn);
         t0 = xt_now_ms();
         XT_STATUS(xfer_mem_deregister(tgt, mr), XFER_OK);
         XT_CHECK(xt_now_ms() - t0 < WAIT_MS, "deregistration took %" PRIu64
@@ -1573,11 +1582,7 @@ static void test_dereg_agent_in_flight(void)
     xt_register(ini, l, S8_LEN);
     xt_register(ini2, l2, S8_LEN);
     xt_register(tgt, r, 2 * S8_LEN);
-    connect_to(ini, tgt);
-    qpn = ini_qp(0, 1);
-    q = mkreq1(ini, XFER_OP_WRITE, l, r, S8_LEN, tgt);
-    XT_REQUIRE(fv.hold(qpn, true) == 0, "hold");
-    XT_STATUS(xfer_req_post(q, NULL, 0), XFER_IN_PROG);
+    q = post_held(ini, tgt, XFER_OP_WRITE, l, r, S8_LEN, &qpn);
     /* No cancel on verbs: it cannot be released in flight, and goes with
      * its agent. */
     req_unlist(q);
@@ -1614,11 +1619,7 @@ static void test_target_destroyed_in_flight(void)
     xt_fill(l, S8_LEN, seed);
     xt_register(ini, l, S8_LEN);
     xt_register(tgt, r, S8_LEN);
-    connect_to(ini, tgt);
-    qpn = ini_qp(0, 1);
-    q = mkreq1(ini, XFER_OP_WRITE, l, r, S8_LEN, tgt);
-    XT_REQUIRE(fv.hold(qpn, true) == 0, "hold");
-    XT_STATUS(xfer_req_post(q, NULL, 0), XFER_IN_PROG);
+    q = post_held(ini, tgt, XFER_OP_WRITE, l, r, S8_LEN, &qpn);
     XT_REQUIRE(fv.release_on_dereg(qpn) == 0, "release on dereg");
     xt_agent_destroy(tgt);
     XT_CHECK(qps_on(1) == 0, "%u QPs left on the destroyed agent's device",
@@ -1877,11 +1878,7 @@ static void async_case(enum ibv_event_type type, bool of_qp,
     xt_fill(l, 64 * KiB, seed);
     xt_register(ini, l, 64 * KiB);
     xt_register(tgt, r, 64 * KiB);
-    connect_to(ini, tgt);
-    q = mkreq1(ini, XFER_OP_WRITE, l, r, 64 * KiB, tgt);
-    qpn = ini_qp(0, 1);
-    XT_REQUIRE(fv.hold(qpn, true) == 0, "hold");
-    XT_STATUS(xfer_req_post(q, NULL, 0), XFER_IN_PROG);
+    q = post_held(ini, tgt, XFER_OP_WRITE, l, r, 64 * KiB, &qpn);
     t0 = xt_now_ms();
     XT_REQUIRE(fv.async(0, type, of_qp ? qpn : 0) == 0, "the event");
     XT_STATUS(wait_end(q), XFER_ERR_REMOTE_DISCONNECT);
